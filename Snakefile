@@ -1,0 +1,34 @@
+# dnndist: distributions of weights, features and gradients in deep networks.
+#   snakemake --cores all                                  # the paper's experiment (config.yaml)
+#   snakemake --cores all --configfile presets/demo.yaml   # the demo on embedded synthetic data
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+from dnndist.config import ConfigError, load_schema, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+# Schema validation (types, ranges, enums, defaults) plus semantic checks; a bad
+# config stops here, before any job, with the offending key in the message.
+try:
+    _validated = validate(config, load_schema(workflow.source_path("workflow/schemas/config.schema.yaml")))
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}") from None
+config.clear()
+config.update(_validated)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+
+
+rule all:
+    input:
+        store=DATASET_STORE,
+        summaries=expand_runs(RUN_DIR + "/summary.json"),
+    default_target: True

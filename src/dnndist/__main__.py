@@ -1,0 +1,3 @@
+from dnndist.cli import main
+
+raise SystemExit(main())

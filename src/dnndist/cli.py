@@ -1,0 +1,129 @@
+"""Command line: one sub-command per stage, so the workflow runs without Snakemake too.
+
+    python -m dnndist runs  --config config.yaml [--config presets/demo.yaml]
+    python -m dnndist download-cifar10 --url URL --md5 MD5 --out FILE
+    python -m dnndist data  (--settings JSON | --config FILE...) --out STORE [--archive FILE]
+    python -m dnndist train (--settings JSON | --config FILE... --run VARIANT/INIT/seedN) --data STORE --out RUN_DIR
+
+Errors in user input (config, files) are reported in one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from typing import Any
+
+from dnndist import DnndistError
+from dnndist import config as cfgmod
+
+
+def _settings_arg(p: argparse.ArgumentParser, with_run: bool) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--settings", help="resolved settings as JSON (what the Snakemake rules pass)")
+    g.add_argument("--config", action="append", help="config file(s), later ones overlay earlier ones")
+    if with_run:
+        p.add_argument("--run", help="VARIANT/INIT/seedN (with --config)")
+
+
+def _load_config(args: argparse.Namespace) -> dict[str, Any]:
+    return cfgmod.load(args.config)
+
+
+def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    if args.settings:
+        return json.loads(args.settings)
+    cfg = _load_config(args)
+    m = re.fullmatch(r"([^/]+)/([^/]+)/seed(\d+)", args.run or "")
+    if not m:
+        raise DnndistError("--run VARIANT/INIT/seedN is required with --config (see 'dnndist runs')")
+    run = cfgmod.Run(m[1], m[2], int(m[3]))
+    if run not in cfgmod.runs(cfg):
+        raise DnndistError(f"run {run.name} is not part of this config (see 'dnndist runs')")
+    return cfgmod.run_settings(cfg, run)
+
+
+def _data_settings(args: argparse.Namespace) -> dict[str, Any]:
+    if args.settings:
+        return json.loads(args.settings)
+    return cfgmod.data_settings(_load_config(args))
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    for run in cfgmod.runs(_load_config(args)):
+        print(run.name)
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from dnndist.data import download_cifar10
+
+    download_cifar10(args.url, args.md5 or None, args.out)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from dnndist.data import build_store
+
+    build_store(_data_settings(args), args.out, archive=args.archive)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dnndist.train import train_run
+
+    summary = train_run(_run_settings(args), args.data, args.out, threads=args.threads, progress=args.progress)
+    print(json.dumps({"status": summary["status"], **summary["final"]}))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dnndist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("runs", help="list the runs of a config")
+    s.add_argument("--config", action="append", required=True)
+    s.set_defaults(fn=cmd_runs)
+
+    s = sub.add_parser("download-cifar10", help="download and checksum the CIFAR-10 binary archive")
+    s.add_argument("--url", required=True)
+    s.add_argument("--md5", default=None)
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_download)
+
+    s = sub.add_parser("data", help="convert the configured source into the canonical zarr store")
+    _settings_arg(s, with_run=False)
+    s.add_argument("--archive", help="downloaded archive (cifar10 source)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_data)
+
+    s = sub.add_parser("train", help="train one run (resumes a killed one)")
+    _settings_arg(s, with_run=True)
+    s.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
+    s.add_argument("--out", required=True, help="run directory")
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")
+    s.set_defaults(fn=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.fn(args)
+    except DnndistError as exc:
+        print(f"dnndist {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"dnndist {args.command}: error: --settings is not valid JSON ({exc})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dnndist {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,207 @@
+"""Configuration: schema validation with defaults, semantic checks, and the grid of runs.
+
+A run is keyed by named experiment factors (variant, init, seed); its settings are the
+base sections, then the variant's overrides, then the init's overrides. The resolved
+settings of one run are what its training job depends on, so editing one init's (or
+one variant's) settings changes only that run's parameters and only its chain reruns.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from dnndist import DnndistError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+RUN_SECTIONS = ("model", "init", "train", "input")
+
+
+class ConfigError(DnndistError):
+    """An invalid configuration; the message names the offending key."""
+
+
+def load_schema(path: str | Path | None = None) -> dict[str, Any]:
+    with open(path or SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: mappings merge, everything else in ``over`` replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _resolve_ref(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        ref = schema["$ref"]
+        if not ref.startswith("#/"):
+            raise ValueError(f"only local $ref supported, got {ref}")
+        node: Any = root
+        for part in ref[2:].split("/"):
+            node = node[part]
+        schema = {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def fill_defaults(instance: dict[str, Any], schema: dict[str, Any], root: dict[str, Any] | None = None) -> None:
+    """Fill defaults along ``properties`` (not into free-form maps such as overrides)."""
+    root = root if root is not None else schema
+    schema = _resolve_ref(schema, root)
+    for key, sub in schema.get("properties", {}).items():
+        sub_resolved = _resolve_ref(sub, root)
+        if key not in instance and "default" in sub_resolved:
+            instance[key] = copy.deepcopy(sub_resolved["default"])
+        if isinstance(instance.get(key), dict) and "properties" in sub_resolved:
+            fill_defaults(instance[key], sub_resolved, root)
+
+
+def _key(path: Iterable[Any]) -> str:
+    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in path]
+    return ".".join(parts).replace(".[", "[") or "<root>"
+
+
+def validate(config: Mapping[str, Any], schema: dict[str, Any] | None = None, check_paths: bool = True) -> dict[str, Any]:
+    """Validate ``config`` against the schema, fill defaults, run semantic checks.
+
+    Returns the completed config; raises ConfigError naming the first offending key.
+    """
+    schema = schema or load_schema()
+    cfg = copy.deepcopy(dict(config))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        err = errors[0]
+        # oneOf/anyOf errors hide the useful message in their context
+        if err.context:
+            err = min(err.context, key=lambda e: len(e.absolute_path))
+        raise ConfigError(f"config key '{_key(err.absolute_path)}': {err.message}")
+    fill_defaults(cfg, schema)
+    _semantic_checks(cfg, check_paths)
+    return cfg
+
+
+def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
+    data = cfg["data"]
+    if data["source"] == "imagefolder":
+        path = data["imagefolder"]["path"]
+        if not path:
+            raise ConfigError("config key 'data.imagefolder.path': required when data.source is 'imagefolder'")
+        if check_paths and not Path(path).exists():
+            raise ConfigError(f"config key 'data.imagefolder.path': {path!r} does not exist")
+        if check_paths and Path(path).is_file() and not str(path).endswith((".tar.gz", ".tgz", ".tar")):
+            raise ConfigError(f"config key 'data.imagefolder.path': {path!r} is a file but not a .tar, .tar.gz or .tgz archive")
+    if data["source"] == "synthetic" and data["valid_size"] >= data["synthetic"]["train_size"]:
+        raise ConfigError(
+            f"config key 'data.valid_size': {data['valid_size']} leaves no training images "
+            f"(data.synthetic.train_size is {data['synthetic']['train_size']})"
+        )
+    all_inits = set(cfg["inits"])
+    for name, variant in cfg["variants"].items():
+        all_inits |= set(variant.get("inits", []))
+    for init in cfg["overrides"]:
+        if init not in all_inits:
+            raise ConfigError(f"config key 'overrides.{init}': init '{init}' is not among the inits that are run")
+    # every resolved run must itself be consistent
+    for run in runs(cfg):
+        settings = run_settings(cfg, run)
+        where = f"variants.{run.variant}" if cfg["variants"][run.variant] else "model"
+        model = settings["model"]
+        if model["name"] == "paper_cnn" and (model["depth"] != 3 or model["width"] != 16):
+            raise ConfigError(
+                f"config key '{where}.depth': paper_cnn has exactly 3 conv layers of width 16 "
+                "(use model.name plain_cnn for other depths or widths)"
+            )
+        image = image_size(cfg)
+        if model["name"] in ("paper_cnn", "plain_cnn") and image % 4:
+            raise ConfigError(f"config key 'data': image size {image} must be divisible by 4 for {model['name']}")
+
+
+def image_size(cfg: Mapping[str, Any]) -> int:
+    data = cfg["data"]
+    if data["source"] == "imagefolder":
+        return int(data["imagefolder"]["image_size"])
+    if data["source"] == "synthetic":
+        return int(data["synthetic"]["image_size"])
+    return 32
+
+
+@dataclass(frozen=True, order=True)
+class Run:
+    variant: str
+    init: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}/{self.init}/seed{self.seed}"
+
+
+def runs(cfg: Mapping[str, Any]) -> list[Run]:
+    """All runs of the experiment: variants x inits x seeds (seeds may differ per init)."""
+    out = []
+    for vname, variant in cfg["variants"].items():
+        for init in variant.get("inits", cfg["inits"]):
+            seeds = cfg["overrides"].get(init, {}).get("seeds", variant.get("seeds", cfg["seeds"]))
+            out.extend(Run(vname, init, int(s)) for s in seeds)
+    return out
+
+
+def checkpoint_epochs(train: Mapping[str, Any]) -> list[int]:
+    epochs = int(train["epochs"])
+    return sorted({0, epochs} | {int(e) for e in train["checkpoints"] if e <= epochs})
+
+
+def run_settings(cfg: Mapping[str, Any], run: Run) -> dict[str, Any]:
+    """Resolved settings of one run: everything its training job depends on."""
+    if run.variant not in cfg["variants"]:
+        raise ConfigError(f"config key 'variants': unknown variant {run.variant!r}")
+    variant = cfg["variants"][run.variant]
+    init_over = cfg["overrides"].get(run.init, {})
+    sections = {}
+    for sec in RUN_SECTIONS:
+        merged = deep_merge(cfg[sec], variant.get(sec, {}))
+        sections[sec] = deep_merge(merged, init_over.get(sec, {}))
+    data = cfg["data"]
+    return {
+        "run": {"variant": run.variant, "init_name": run.init, "seed": run.seed},
+        **sections,
+        "split": {"valid_size": data["valid_size"], "split_seed": data["split_seed"]},
+        "checkpoint_epochs": checkpoint_epochs(sections["train"]),
+    }
+
+
+def data_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings the dataset store depends on (only the active source's)."""
+    data = cfg["data"]
+    source = data["source"]
+    return {"source": source, source: data[source]}
+
+
+def load(paths: Iterable[str | Path], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Load config.yaml plus overlays (like snakemake --configfile), then validate."""
+    cfg: dict[str, Any] = {}
+    for path in paths:
+        try:
+            with open(path) as fh:
+                layer = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        cfg = deep_merge(cfg, layer)
+    if overrides:
+        cfg = deep_merge(cfg, overrides)
+    return validate(cfg)
+

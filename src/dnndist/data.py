@@ -1,0 +1,420 @@
+"""Data stage: sources -> one canonical uint8 zarr store; splits; batches on the device.
+
+Sources
+- ``cifar10``: the CIFAR-10 binary-version archive, downloaded with torchvision's
+  ``download_url`` and MD5-checked; records are raw bytes (no pickle is ever loaded).
+- ``imagefolder``: a torchvision ImageFolder tree (``<split>/<class>/<image>``) as a
+  directory or a .tar/.tar.gz, resized and centre-cropped once.
+- ``synthetic``: deterministic demo data, 10 classes of coloured shapes with noise.
+
+The store (``dataset.zarr``) has one group per split (``train``, ``test``) holding
+``images`` (sample, channel, y, x) uint8 and ``labels`` (sample,) int64, plus the class
+names and the per-channel mean/std of the train split as attributes. It is written to
+a temporary path and renamed, so a failed conversion leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tarfile
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from dnndist import DnndistError, dims
+from dnndist.io import atomic_path
+from dnndist.provenance import attrs as provenance_attrs
+from dnndist.provenance import config_hash
+
+log = logging.getLogger(__name__)
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR10_TEST_FILES = ("test_batch.bin",)
+CIFAR10_RECORD = 1 + 3 * 32 * 32
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+CHUNK = 2048  # images per zarr chunk (6 MB at 32x32x3)
+
+
+class DataError(DnndistError):
+    """A missing, corrupt or unsafe dataset file."""
+
+
+# --------------------------------------------------------------------------- archives
+def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def iter_tar(path: str | Path, wanted: set[str] | None = None) -> Iterator[tuple[str, bytes | None]]:
+    """Yield (normalised member name, bytes) for the regular files of a tar archive.
+
+    Every member passes ``tarfile.data_filter`` (no absolute paths, no ``..``, no links
+    out of the tree); nothing is written to disk. With ``wanted``, only those members'
+    bytes are read (others yield None), so a listing pass costs no memory.
+    """
+    try:
+        with tarfile.open(path, mode="r:*") as tar:
+            for member in tar:
+                try:
+                    tarfile.data_filter(member, "/nonexistent-extraction-root")
+                except tarfile.FilterError as exc:
+                    raise DataError(f"{path}: unsafe archive member {member.name!r} ({exc})") from None
+                if not member.isreg():
+                    continue
+                name = os.path.normpath(member.name)
+                if wanted is not None and name not in wanted:
+                    yield name, None
+                    continue
+                fh = tar.extractfile(member)
+                assert fh is not None
+                yield name, fh.read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{path}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from None
+
+
+def download_cifar10(url: str, md5: str | None, dest: str | Path) -> Path:
+    """Download the CIFAR-10 binary archive with torchvision and verify its MD5."""
+    from torchvision.datasets.utils import download_url
+
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        try:
+            download_url(url, str(tmp.parent), filename=tmp.name, md5=md5)
+        except RuntimeError as exc:
+            raise DataError(f"download of {url} failed its checksum (expected md5 {md5}): {exc}") from None
+        except OSError as exc:
+            raise DataError(f"download of {url} failed: {exc}") from None
+    return dest
+
+
+def read_cifar10_archive(path: str | Path, md5: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read the binary-version CIFAR-10 archive into {split: (images NCHW uint8, labels)}."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"CIFAR-10 archive {path} does not exist")
+    if md5 is not None and (actual := md5sum(path)) != md5:
+        raise DataError(f"{path}: checksum mismatch (md5 {actual}, expected {md5}); delete it to download again")
+    wanted = {f"cifar-10-batches-bin/{f}" for f in CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES}
+    blobs = {name: blob for name, blob in iter_tar(path, wanted) if blob is not None}
+    out = {}
+    for split, files in (("train", CIFAR10_TRAIN_FILES), ("test", CIFAR10_TEST_FILES)):
+        parts = []
+        for f in files:
+            name = f"cifar-10-batches-bin/{f}"
+            if name not in blobs:
+                raise DataError(f"{path}: member {name} missing; not a CIFAR-10 binary archive")
+            raw = np.frombuffer(blobs[name], dtype=np.uint8)
+            if raw.size == 0 or raw.size % CIFAR10_RECORD:
+                raise DataError(f"{path}: {name} has {raw.size} bytes, not a multiple of the {CIFAR10_RECORD}-byte record")
+            parts.append(raw.reshape(-1, CIFAR10_RECORD))
+        records = np.concatenate(parts)
+        labels = records[:, 0].astype(np.int64)
+        if labels.max() >= len(CIFAR10_CLASSES):
+            raise DataError(f"{path}: label {labels.max()} out of range in {split} split")
+        images = records[:, 1:].reshape(-1, 3, 32, 32)
+        out[split] = (np.ascontiguousarray(images), labels)
+    return out
+
+
+# --------------------------------------------------------------------------- imagefolder
+@dataclass(frozen=True)
+class ImageRef:
+    split: str
+    cls: str
+    name: str  # path inside the tree or archive
+
+
+def _split_of(rel: str, subdirs: Mapping[str, str]) -> tuple[str, str] | None:
+    """Map a relative file path to (split, class) following ImageFolder layout."""
+    parts = Path(rel).parts
+    if not rel.lower().endswith(IMAGE_EXTENSIONS):
+        return None
+    for split, sub in subdirs.items():
+        sub_parts = Path(sub).parts if sub else ()
+        if parts[: len(sub_parts)] == sub_parts and len(parts) == len(sub_parts) + 2:
+            return split, parts[len(sub_parts)]
+    return None
+
+
+def list_imagefolder(path: str | Path, subdirs: Mapping[str, str], limit_per_class: int | None) -> list[ImageRef]:
+    path = Path(path)
+    if path.is_dir():
+        names = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    elif path.is_file():
+        names = sorted(name for name, _ in iter_tar(path, wanted=set()))
+    else:
+        raise DataError(f"image folder {path} does not exist")
+    refs: dict[tuple[str, str], list[ImageRef]] = {}
+    for name in names:
+        hit = _split_of(name, subdirs)
+        if hit:
+            refs.setdefault(hit, []).append(ImageRef(hit[0], hit[1], name))
+    out = []
+    for key in sorted(refs):
+        out.extend(refs[key][:limit_per_class] if limit_per_class else refs[key])
+    for split in subdirs:
+        if not any(r.split == split for r in out):
+            raise DataError(f"{path}: no images found for split '{split}' (expected {subdirs[split] or '.'}/<class>/<image>)")
+    return out
+
+
+def decode_image(blob: bytes, name: str, image_size: int, resize: int) -> torch.Tensor:
+    """Decode one image to RGB uint8 (3, image_size, image_size): resize shorter side, centre-crop."""
+    from torchvision.io import ImageReadMode, decode_image as tv_decode
+    from torchvision.transforms.v2 import functional as F
+
+    try:
+        img = tv_decode(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError) as exc:
+        raise DataError(f"cannot decode image {name}: {exc}") from None
+    if min(img.shape[-2:]) != resize:
+        img = F.resize(img, [resize], antialias=True)
+    if tuple(img.shape[-2:]) != (image_size, image_size):
+        img = F.center_crop(img, [image_size, image_size])
+    return img
+
+
+def iter_imagefolder(path: str | Path, refs: list[ImageRef], image_size: int, resize: int) -> Iterator[tuple[ImageRef, torch.Tensor]]:
+    """Decode the listed images in ``refs`` order (reading the archive once if it is one)."""
+    path = Path(path)
+    if path.is_dir():
+        for ref in refs:
+            try:
+                blob = (path / ref.name).read_bytes()
+            except OSError as exc:
+                raise DataError(f"cannot read image {path / ref.name}: {exc.strerror}") from None
+            yield ref, decode_image(blob, ref.name, image_size, resize)
+        return
+    # archive: members arrive in archive order; keep the decoded images small (uint8 crops)
+    index = {r.name: r for r in refs}
+    decoded: dict[str, torch.Tensor] = {}
+    for name, blob in iter_tar(path, wanted=set(index)):
+        if blob is not None:
+            decoded[name] = decode_image(blob, name, image_size, resize)
+    for ref in refs:
+        yield ref, decoded.pop(ref.name)
+
+
+# --------------------------------------------------------------------------- synthetic
+def synthetic(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic demo images: 10 classes = 5 shapes x 2 colour palettes, with noise.
+
+    Returns images (n, 3, size, size) uint8 and labels (n,) int64. Vectorised: no
+    per-sample Python.
+    """
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.arange(n) % 10)[torch.randperm(n, generator=g)]
+    shape, palette = labels % 5, labels // 5
+    coords = torch.linspace(-1, 1, size)
+    yy, xx = coords.view(1, size, 1), coords.view(1, 1, size)
+    cy, cx = [(torch.rand(n, 1, 1, generator=g) - 0.5) * 0.6 for _ in range(2)]
+    r = 0.35 + 0.25 * torch.rand(n, 1, 1, generator=g)
+    dy, dx = yy - cy, xx - cx
+    dist = torch.sqrt(dy**2 + dx**2)
+    inside = (dy.abs() < r) & (dx.abs() < r)
+    masks = torch.stack(
+        [
+            dist < r,  # disk
+            (dy.abs() < 0.8 * r) & (dx.abs() < 0.8 * r),  # square
+            (dist - 0.75 * r).abs() < 0.22 * r,  # ring
+            inside & (torch.sin(dy * 9.0 / r) > 0),  # horizontal stripes
+            ((dy.abs() < 0.28 * r) & (dx.abs() < r)) | ((dx.abs() < 0.28 * r) & (dy.abs() < r)),  # cross
+        ]
+    )  # (5, n, size, size)
+    mask = masks[shape, torch.arange(n)].unsqueeze(1)  # (n, 1, size, size)
+    warm, cool = torch.tensor([0.9, 0.55, 0.2]), torch.tensor([0.2, 0.5, 0.9])
+    fg = torch.where(palette.view(n, 1) == 0, warm, cool) + 0.12 * torch.randn(n, 3, generator=g)
+    bg = 0.25 + 0.3 * torch.rand(n, 3, generator=g)
+    tilt = 0.15 * torch.randn(n, 1, 1, 1, generator=g) * (yy + xx).unsqueeze(0)
+    img = torch.where(mask, fg.view(n, 3, 1, 1), bg.view(n, 3, 1, 1) + tilt)
+    img = img + 0.08 * torch.randn(n, 3, size, size, generator=g)
+    images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    return images.numpy(), labels.numpy().astype(np.int64)
+
+
+# --------------------------------------------------------------------------- store
+class StoreWriter:
+    """Writes splits into a zarr v3 group, chunk by chunk, with streaming channel stats."""
+
+    def __init__(self, path: Path, classes: list[str], attrs: dict[str, Any]):
+        self.root = zarr.open_group(str(path), mode="w", zarr_format=3)
+        self.root.attrs.update({**attrs, "classes": list(classes)})
+        self.stats: dict[str, np.ndarray] = {}
+
+    def create(self, split: str, n: int, shape: tuple[int, int, int]) -> "zarr.Array":
+        group = self.root.create_group(split)
+        images = group.create_array(
+            "images", shape=(n, *shape), chunks=(min(CHUNK, n), *shape), dtype="uint8",
+            dimension_names=list(dims.IMAGE_DIMS), attributes={"long_name": "pixel value", "units": "1/255"},
+        )
+        group.create_array(
+            "labels", shape=(n,), chunks=(n,), dtype="int64", dimension_names=[dims.SAMPLE],
+            attributes={"long_name": "class label", "units": "class index"},
+        )
+        if split == "train":
+            self.stats = {"n": np.zeros(1), "s": np.zeros(shape[0]), "ss": np.zeros(shape[0])}
+        return images
+
+    def write(self, split: str, start: int, images: np.ndarray, labels: np.ndarray) -> None:
+        group = self.root[split]
+        group["images"][start : start + len(images)] = images
+        group["labels"][start : start + len(labels)] = labels
+        if split == "train":
+            x = images.astype(np.float64) / 255.0
+            self.stats["n"] += x.shape[0] * x.shape[2] * x.shape[3]
+            self.stats["s"] += x.sum(axis=(0, 2, 3))
+            self.stats["ss"] += (x**2).sum(axis=(0, 2, 3))
+
+    def close(self) -> None:
+        n, s, ss = self.stats["n"][0], self.stats["s"], self.stats["ss"]
+        mean = s / n
+        std = np.sqrt(np.maximum(ss / n - mean**2, 0.0))
+        self.root.attrs.update({"mean": [float(v) for v in mean], "std": [float(v) for v in std]})
+
+
+def _write_arrays(writer: StoreWriter, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    writer.create(split, len(images), images.shape[1:])
+    for start in range(0, len(images), CHUNK):
+        writer.write(split, start, images[start : start + CHUNK], labels[start : start + CHUNK])
+
+
+def build_store(settings: Mapping[str, Any], out: str | Path, archive: str | Path | None = None) -> Path:
+    """Convert the configured source into the canonical store at ``out`` (atomically)."""
+    source = settings["source"]
+    opts = settings[source]
+    attrs = provenance_attrs(config_hash(settings), source=source)
+    with atomic_path(out) as tmp:
+        if source == "synthetic":
+            writer = StoreWriter(tmp, [f"class{i}" for i in range(10)], attrs)
+            for split, n, offset in (("train", opts["train_size"], 0), ("test", opts["test_size"], 1_000_003)):
+                images, labels = synthetic(n, opts["image_size"], opts["seed"] + offset)
+                _write_arrays(writer, split, images, labels)
+        elif source == "cifar10":
+            if archive is None:
+                raise DataError("cifar10 source needs the downloaded archive")
+            splits = read_cifar10_archive(archive, opts["md5"])
+            writer = StoreWriter(tmp, list(CIFAR10_CLASSES), attrs)
+            for split, (images, labels) in splits.items():
+                _write_arrays(writer, split, images, labels)
+        elif source == "imagefolder":
+            _build_imagefolder(tmp, opts, attrs)
+            return Path(out)
+        else:
+            raise DataError(f"unknown data source {source!r}")
+        writer.close()
+    return Path(out)
+
+
+def _build_imagefolder(tmp: Path, opts: Mapping[str, Any], attrs: dict[str, Any]) -> None:
+    subdirs = {"train": opts["train"]}
+    if opts["test"] is not None:
+        subdirs["test"] = opts["test"]
+    size = opts["image_size"]
+    resize = opts["resize"] or size
+    refs = list_imagefolder(opts["path"], subdirs, opts["limit_per_class"])
+    classes = sorted({r.cls for r in refs if r.split == "train"})
+    class_index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({r.cls for r in refs} - set(classes))
+    if unknown:
+        raise DataError(f"{opts['path']}: test classes {unknown} do not occur in the train split")
+    writer = StoreWriter(tmp, classes, attrs)
+    counts = {s: sum(r.split == s for r in refs) for s in subdirs}
+    for split in subdirs:
+        writer.create(split, counts[split], (3, size, size))
+    buf: dict[str, list] = {s: [] for s in subdirs}
+    pos = {s: 0 for s in subdirs}
+
+    def flush(split: str) -> None:
+        if buf[split]:
+            images = torch.stack([img for _, img in buf[split]]).numpy()
+            labels = np.array([class_index[ref.cls] for ref, _ in buf[split]], dtype=np.int64)
+            writer.write(split, pos[split], images, labels)
+            pos[split] += len(images)
+            buf[split].clear()
+
+    for ref, img in iter_imagefolder(opts["path"], refs, size, resize):
+        buf[ref.split].append((ref, img))
+        if len(buf[ref.split]) == CHUNK:
+            flush(ref.split)
+    for split in subdirs:
+        flush(split)
+    writer.close()
+
+
+# --------------------------------------------------------------------------- reading
+@dataclass
+class Dataset:
+    """A store loaded into tensors: uint8 images stay uint8 until a batch is prepared."""
+
+    images: dict[str, torch.Tensor]  # split -> (N, C, H, W) uint8
+    labels: dict[str, torch.Tensor]  # split -> (N,) int64
+    classes: list[str]
+    mean: torch.Tensor  # (C,) in [0, 1] units
+    std: torch.Tensor
+
+    def to(self, device: torch.device) -> "Dataset":
+        pin = device.type == "cuda"
+        move = (lambda t: t.pin_memory().to(device, non_blocking=True)) if pin else (lambda t: t.to(device))
+        return Dataset(
+            {k: move(v) for k, v in self.images.items()},
+            {k: move(v) for k, v in self.labels.items()},
+            self.classes, self.mean.to(device), self.std.to(device),
+        )
+
+
+def open_store(path: str | Path) -> Dataset:
+    """Load the store's splits as tensors (decode once)."""
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise DataError(f"{path} is not a dataset store (no zarr.json); rerun the data stage")
+    try:
+        root = zarr.open_group(str(path), mode="r", zarr_format=3)
+        images = {s: torch.from_numpy(np.asarray(root[s]["images"][:])) for s in ("train", "test") if s in root}
+        labels = {s: torch.from_numpy(np.asarray(root[s]["labels"][:])) for s in images}
+        attrs = dict(root.attrs)
+        return Dataset(images, labels, list(attrs["classes"]), torch.tensor(attrs["mean"]), torch.tensor(attrs["std"]))
+    except (KeyError, ValueError, OSError) as exc:
+        raise DataError(f"{path}: unreadable dataset store ({type(exc).__name__}: {exc})") from None
+
+
+def split_indices(n: int, valid_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded train/validation split of ``n`` train-store images: (train_idx, valid_idx), sorted."""
+    if valid_size >= n:
+        raise DataError(f"data.valid_size={valid_size} leaves no training images (train split has {n})")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[valid_size:].sort().values, perm[:valid_size].sort().values
+
+
+def make_splits(ds: Dataset, valid_size: int, split_seed: int) -> Dataset:
+    """train/valid(/test) splits from the store's train/test groups."""
+    train_idx, valid_idx = split_indices(len(ds.labels["train"]), valid_size, split_seed)
+    images = {"train": ds.images["train"][train_idx], "valid": ds.images["train"][valid_idx]}
+    labels = {"train": ds.labels["train"][train_idx], "valid": ds.labels["train"][valid_idx]}
+    if "test" in ds.images:
+        images["test"], labels["test"] = ds.images["test"], ds.labels["test"]
+    return Dataset(images, labels, ds.classes, ds.mean, ds.std)
+
+
+def random_inputs(n: int, shape: tuple[int, int, int], seed: int) -> torch.Tensor:
+    """The 'random' input split: standard Gaussian images in the model's (normalised) input space."""
+    return torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+def prepare(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, transform: str = "as_is", threshold: float = 0.2) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 model input, on the batch's device."""
+    x = batch.float().div_(255.0)
+    if transform == "binarize":
+        return (x > threshold).float()
+    return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))

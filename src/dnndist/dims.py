@@ -1,0 +1,42 @@
+"""Canonical dimension names, defined once and checked at stage boundaries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# Run factors
+VARIANT = "variant"
+INIT = "init"
+SEED = "seed"
+EPOCH = "epoch"
+# Model structure
+LAYER = "layer"
+# Inputs
+SPLIT = "split"
+SAMPLE = "sample"
+# Tensors
+CHANNEL = "channel"  # image colour channel / feature-map channel
+OUT_CHANNEL = "out_channel"
+IN_CHANNEL = "in_channel"
+KERNEL_Y = "kernel_y"
+KERNEL_X = "kernel_x"
+OUT_FEATURE = "out_feature"
+IN_FEATURE = "in_feature"
+Y = "y"
+X = "x"
+
+ALL = frozenset(
+    {
+        VARIANT, INIT, SEED, EPOCH, LAYER, SPLIT, SAMPLE, CHANNEL, OUT_CHANNEL,
+        IN_CHANNEL, KERNEL_Y, KERNEL_X, OUT_FEATURE, IN_FEATURE, Y, X,
+    }
+)
+
+IMAGE_DIMS = (SAMPLE, CHANNEL, Y, X)
+
+
+def check(dims: Iterable[str], where: str = "dataset") -> None:
+    """Raise if any dimension name is not one of the canonical names."""
+    unknown = sorted(set(dims) - ALL)
+    if unknown:
+        raise ValueError(f"{where}: non-canonical dimension name(s) {unknown}; known: {sorted(ALL)}")

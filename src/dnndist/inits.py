@@ -1,0 +1,148 @@
+"""Initialisation registry and the theoretical moments of each init.
+
+Conventions (paper.md, section 2.1; torch's conventions): for a weight of shape
+(C_out, C_in, kh, kw), fan_in = C_in*kh*kw and fan_out = C_out*kh*kw; for a linear
+layer (out, in), fan_in = in and fan_out = out. g is the gain (``init.gain``; auto =
+``torch.nn.init.calculate_gain`` of the activation, sqrt(2) for ReLU).
+
+- xavier_normal:   N(0, s^2),  s = g*sqrt(2/(fan_in+fan_out))
+- xavier_uniform:  U(-a, a),   a = g*sqrt(6/(fan_in+fan_out))
+- kaiming_normal:  N(0, s^2),  s = g/sqrt(fan_in)
+- kaiming_uniform: U(-a, a),   a = g*sqrt(3/fan_in)
+- orthogonal:      rows (or columns) of the (C_out, fan_in) matrix orthonormal, times g;
+                   element std g/sqrt(max(C_out, fan_in)), |w| <= g
+- ones / zeros:    every weight (and, with bias 'auto', every bias) the constant
+- torch_default:   PyTorch's own reset_parameters: U(-k, k), k = 1/sqrt(fan_in)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+INIT_NAMES = (
+    "orthogonal", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "ones", "zeros", "torch_default",
+)
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) of a conv (C_out, C_in, *kernel) or linear (out, in) weight."""
+    if len(shape) < 2:
+        raise ValueError(f"fan_in/fan_out need a weight with >= 2 dims, got shape {shape}")
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def gain_for(settings: Mapping[str, Any], model_settings: Mapping[str, Any]) -> float:
+    if settings["gain"] != "auto":
+        return float(settings["gain"])
+    if model_settings["activation"] == "leaky_relu":
+        return nn.init.calculate_gain("leaky_relu", model_settings["negative_slope"])
+    return nn.init.calculate_gain("relu")
+
+
+def theory(init: str, shape: tuple[int, ...], gain: float) -> dict[str, float]:
+    """Theoretical mean, std and bound (max |w|; nan if unbounded) of a fresh weight."""
+    fan_in, fan_out = fans(shape)
+    nan = float("nan")
+    if init == "xavier_normal":
+        return {"mean": 0.0, "std": gain * math.sqrt(2.0 / (fan_in + fan_out)), "bound": nan}
+    if init == "xavier_uniform":
+        a = gain * math.sqrt(6.0 / (fan_in + fan_out))
+        return {"mean": 0.0, "std": a / math.sqrt(3.0), "bound": a}
+    if init == "kaiming_normal":
+        return {"mean": 0.0, "std": gain / math.sqrt(fan_in), "bound": nan}
+    if init == "kaiming_uniform":
+        a = gain * math.sqrt(3.0 / fan_in)
+        return {"mean": 0.0, "std": a / math.sqrt(3.0), "bound": a}
+    if init == "orthogonal":
+        return {"mean": 0.0, "std": gain / math.sqrt(max(shape[0], fan_in)), "bound": gain}
+    if init == "ones":
+        return {"mean": 1.0, "std": 0.0, "bound": 1.0}
+    if init == "zeros":
+        return {"mean": 0.0, "std": 0.0, "bound": 0.0}
+    if init == "torch_default":
+        k = 1.0 / math.sqrt(fan_in)
+        return {"mean": 0.0, "std": k / math.sqrt(3.0), "bound": k}
+    raise ValueError(f"unknown init {init!r}; known: {INIT_NAMES}")
+
+
+def _normal(w: torch.Tensor, std: float, g: torch.Generator) -> None:
+    nn.init.normal_(w, 0.0, std, generator=g)
+
+
+def _uniform(w: torch.Tensor, a: float, g: torch.Generator) -> None:
+    nn.init.uniform_(w, -a, a, generator=g)
+
+
+def _weight_init(init: str) -> Callable[[torch.Tensor, float, torch.Generator], None]:
+    def fn(w: torch.Tensor, gain: float, g: torch.Generator) -> None:
+        t = theory(init, tuple(w.shape), gain)
+        if init.endswith("_normal"):
+            _normal(w, t["std"], g)
+        elif init.endswith("_uniform"):
+            _uniform(w, t["bound"], g)
+        elif init == "orthogonal":
+            nn.init.orthogonal_(w, gain=gain, generator=g)
+        else:
+            nn.init.constant_(w, t["mean"])
+
+    return fn
+
+
+WEIGHT_INITS = {name: _weight_init(name) for name in INIT_NAMES if name != "torch_default"}
+
+
+def weight_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+@torch.no_grad()
+def apply(model: nn.Module, init: str, gain: float, bias: str, seed: int) -> None:
+    """Initialise every conv and linear layer of ``model`` in place, deterministically from ``seed``.
+
+    Layers are visited in definition order with one generator, so a layer's draw
+    depends only on the seed and the layers before it.
+    """
+    if init not in INIT_NAMES:
+        raise ValueError(f"unknown init {init!r}; known: {INIT_NAMES}")
+    g = torch.Generator().manual_seed(seed)
+    for _, module in weight_modules(model):
+        w = module.weight
+        if init == "torch_default":
+            _torch_default(w, g)
+        else:
+            WEIGHT_INITS[init](w, gain, g)
+        if module.bias is not None:
+            mode = bias
+            if mode == "auto":
+                mode = "constant" if init in ("ones", "zeros") else "torch_default"
+            if mode == "constant":
+                nn.init.constant_(module.bias, 1.0 if init == "ones" else 0.0)
+            elif mode == "zeros":
+                nn.init.zeros_(module.bias)
+            else:
+                k = 1.0 / math.sqrt(fans(tuple(w.shape))[0])
+                nn.init.uniform_(module.bias, -k, k, generator=g)
+
+
+def _torch_default(w: torch.Tensor, g: torch.Generator) -> None:
+    # torch's reset_parameters: kaiming_uniform_(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g)
+
+
+def bias_theory(init: str, bias: str, fan_in: int) -> dict[str, float]:
+    mode = bias
+    if mode == "auto":
+        mode = "constant" if init in ("ones", "zeros") else "torch_default"
+    if mode == "constant":
+        v = 1.0 if init == "ones" else 0.0
+        return {"mean": v, "std": 0.0, "bound": v}
+    if mode == "zeros":
+        return {"mean": 0.0, "std": 0.0, "bound": 0.0}
+    k = 1.0 / math.sqrt(fan_in)
+    return {"mean": 0.0, "std": k / math.sqrt(3.0), "bound": k}

@@ -1,0 +1,55 @@
+# Helpers shared by the rule files: paths, the grid of runs, per-run parameters.
+import json
+
+from dnndist import config as dcfg
+
+RESULTS = config["results"]
+RESOURCES = config["resources"]
+LOGS = f"{RESULTS}/logs"
+RUNS = dcfg.runs(config)
+DATASET_STORE = f"{RESULTS}/data/dataset.zarr"
+RUN_DIR = f"{RESULTS}/runs/{{variant}}/{{init}}/seed{{seed}}"
+# glibc malloc gives memory back to the OS on every large free, which costs 35-60 %
+# of CPU training throughput (../shared/perf-notes.md); these settings keep it.
+MALLOC_ENV = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296"
+
+
+wildcard_constraints:
+    variant=r"[a-z0-9][a-z0-9_.+-]*",
+    init=r"[a-z_]+",
+    seed=r"\d+",
+
+
+def expand_runs(pattern):
+    """One path per run of the experiment (runs are variant x init x seed)."""
+    return [pattern.format(variant=r.variant, init=r.init, seed=r.seed) for r in RUNS]
+
+
+def run_of(wildcards):
+    return dcfg.Run(wildcards.variant, wildcards.init, int(wildcards.seed))
+
+
+def run_settings_json(wildcards):
+    """Everything a run depends on; Snakemake reruns a job whose params changed."""
+    return json.dumps(dcfg.run_settings(config, run_of(wildcards)), sort_keys=True)
+
+
+def run_dir(wildcards):
+    return RUN_DIR.format(**wildcards)
+
+
+def data_settings_json(wildcards):
+    return json.dumps(dcfg.data_settings(config), sort_keys=True)
+
+
+def dataset_inputs(wildcards):
+    source = config["data"]["source"]
+    if source == "cifar10":
+        return {"archive": rules.download_cifar10.output.archive}
+    if source == "imagefolder":
+        return {"folder": config["data"]["imagefolder"]["path"]}
+    return {}
+
+
+def archive_arg(wildcards, input):
+    return f"--archive {input.archive}" if "archive" in input.keys() else ""

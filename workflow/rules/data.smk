@@ -1,0 +1,36 @@
+# Data stage: download (cifar10 only), then one canonical uint8 zarr store.
+
+
+rule download_cifar10:
+    output:
+        archive=f"{RESOURCES}/downloads/cifar-10-binary.tar.gz",
+    params:
+        url=config["data"]["cifar10"]["url"],
+        md5=config["data"]["cifar10"]["md5"] or "",
+    log:
+        f"{LOGS}/download_cifar10.log",
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    shell:
+        "python -m dnndist download-cifar10 --url {params.url:q} --md5 {params.md5:q} "
+        "--out {output.archive:q} > {log:q} 2>&1"
+
+
+rule dataset:
+    input:
+        unpack(dataset_inputs),
+    output:
+        store=directory(DATASET_STORE),
+    params:
+        settings=data_settings_json,
+        archive=archive_arg,
+    log:
+        f"{LOGS}/dataset.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "python -m dnndist data --settings {params.settings:q} {params.archive} "
+        "--out {output.store:q} > {log:q} 2>&1"
