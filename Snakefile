@@ -23,6 +23,15 @@ config.update(_validated)
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    variant=r"[a-z0-9][a-z0-9_.+-]*",
+    init=r"[a-z_]+",
+    seed=r"\d+",
+
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 
@@ -30,5 +39,5 @@ include: "workflow/rules/train.smk"
 rule all:
     input:
         store=DATASET_STORE,
-        summaries=expand_runs(RUN_DIR + "/summary.json"),
+        summaries=expand_runs(f"{RUN_DIR}/summary.json"),
     default_target: True

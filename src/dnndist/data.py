@@ -20,6 +20,7 @@ import logging
 import os
 import tarfile
 import zlib
+from io import BytesIO
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,9 @@ def iter_tar(path: str | Path, wanted: set[str] | None = None) -> Iterator[tuple
     try:
         with tarfile.open(path, mode="r:*") as tar:
             for member in tar:
+                parts = Path(member.name).parts
+                if member.name.startswith(("/", "\\")) or ".." in parts:
+                    raise DataError(f"{path}: unsafe archive member {member.name!r} (absolute path or '..')")
                 try:
                     tarfile.data_filter(member, "/nonexistent-extraction-root")
                 except tarfile.FilterError as exc:
@@ -172,12 +176,13 @@ def list_imagefolder(path: str | Path, subdirs: Mapping[str, str], limit_per_cla
 
 def decode_image(blob: bytes, name: str, image_size: int, resize: int) -> torch.Tensor:
     """Decode one image to RGB uint8 (3, image_size, image_size): resize shorter side, centre-crop."""
-    from torchvision.io import ImageReadMode, decode_image as tv_decode
+    from PIL import Image
     from torchvision.transforms.v2 import functional as F
 
     try:
-        img = tv_decode(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError) as exc:
+        with Image.open(BytesIO(blob)) as pil:
+            img = torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1).contiguous()
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot decode image {name}: {exc}") from None
     if min(img.shape[-2:]) != resize:
         img = F.resize(img, [resize], antialias=True)
@@ -310,11 +315,20 @@ def build_store(settings: Mapping[str, Any], out: str | Path, archive: str | Pat
                 _write_arrays(writer, split, images, labels)
         elif source == "imagefolder":
             _build_imagefolder(tmp, opts, attrs)
-            return Path(out)
+            writer = None
         else:
             raise DataError(f"unknown data source {source!r}")
-        writer.close()
+        if writer is not None:
+            writer.close()
+    _log_store(out)
     return Path(out)
+
+
+def _log_store(path: str | Path) -> None:
+    root = zarr.open_group(str(path), mode="r")
+    sizes = ", ".join(f"{s}: {root[s]['images'].shape}" for s in ("train", "test") if s in root)
+    log.info("wrote %s (%s; mean %s, std %s)", path, sizes,
+             [round(v, 4) for v in root.attrs["mean"]], [round(v, 4) for v in root.attrs["std"]])
 
 
 def _build_imagefolder(tmp: Path, opts: Mapping[str, Any], attrs: dict[str, Any]) -> None:

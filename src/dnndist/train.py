@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from dnndist import DnndistError, data, inits, models
@@ -120,7 +119,13 @@ def checkpoint_bytes(model: torch.nn.Module, settings: Mapping[str, Any], epoch:
         "epoch": str(epoch), "step": str(step), "diverged": str(diverged).lower(),
         "config_hash": config_hash(settings), "model": json.dumps(settings["model"], sort_keys=True),
     }
-    return st_save(state_dict_cpu(model), metadata=meta)
+    return _st_bytes(state_dict_cpu(model), meta)
+
+
+def _st_bytes(tensors: dict[str, torch.Tensor], meta: Mapping[str, str]) -> bytes:
+    # one metadata key holding sorted JSON: safetensors writes several keys in hash order,
+    # which would make otherwise identical checkpoints differ in their bytes
+    return st_save(tensors, metadata={"dnndist": json.dumps(dict(meta), sort_keys=True)})
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -129,7 +134,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
     try:
         with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
+            meta = json.loads((fh.metadata() or {}).get("dnndist", "{}"))
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except (OSError, ValueError, RuntimeError) as exc:
         raise DnndistError(f"{path}: not a readable checkpoint ({exc})") from None
@@ -311,7 +316,7 @@ def _finish(settings: Mapping[str, Any], state_dir: Path, run_dir: Path, last_ep
             if epoch not in ckpts:
                 tensors, meta = load_checkpoint(src)
                 meta.update({"epoch": str(epoch), "diverged": "true", "trained_epochs": str(last)})
-                (tmp / f"epoch_{epoch:04d}.safetensors").write_bytes(st_save(tensors, metadata=meta))
+                (tmp / f"epoch_{epoch:04d}.safetensors").write_bytes(_st_bytes(tensors, meta))
             else:
                 shutil.copyfile(src, tmp / f"epoch_{epoch:04d}.safetensors")
     write_text(run_dir / "metrics.csv", metrics.to_csv(index=False))

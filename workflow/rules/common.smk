@@ -1,4 +1,4 @@
-# Helpers shared by the rule files: paths, the grid of runs, per-run parameters.
+# Helpers shared by all stages -- paths, the grid of runs, per-run parameters.
 import json
 
 from dnndist import config as dcfg
@@ -7,17 +7,12 @@ RESULTS = config["results"]
 RESOURCES = config["resources"]
 LOGS = f"{RESULTS}/logs"
 RUNS = dcfg.runs(config)
+ENVIRONMENT = "../../environment.yml"  # the project environment, relative to the stage files
 DATASET_STORE = f"{RESULTS}/data/dataset.zarr"
 RUN_DIR = f"{RESULTS}/runs/{{variant}}/{{init}}/seed{{seed}}"
 # glibc malloc gives memory back to the OS on every large free, which costs 35-60 %
 # of CPU training throughput (../shared/perf-notes.md); these settings keep it.
 MALLOC_ENV = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296"
-
-
-wildcard_constraints:
-    variant=r"[a-z0-9][a-z0-9_.+-]*",
-    init=r"[a-z_]+",
-    seed=r"\d+",
 
 
 def expand_runs(pattern):

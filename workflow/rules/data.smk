@@ -7,6 +7,8 @@ rule download_cifar10:
     params:
         url=config["data"]["cifar10"]["url"],
         md5=config["data"]["cifar10"]["md5"] or "",
+    conda:
+        ENVIRONMENT
     log:
         f"{LOGS}/download_cifar10.log",
     resources:
@@ -25,6 +27,8 @@ rule dataset:
     params:
         settings=data_settings_json,
         archive=archive_arg,
+    conda:
+        ENVIRONMENT
     log:
         f"{LOGS}/dataset.log",
     threads: 2

@@ -1,0 +1,208 @@
+"""Data stage: synthetic demo data, CIFAR-10 download (local HTTP server), image folders, splits."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from dnndist import data
+
+from .conftest import cifar_binary_archive, env
+
+
+def md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_synthetic_is_deterministic_balanced_and_seed_dependent():
+    a_img, a_lab = data.synthetic(200, 32, seed=3)
+    b_img, b_lab = data.synthetic(200, 32, seed=3)
+    c_img, _ = data.synthetic(200, 32, seed=4)
+    assert a_img.shape == (200, 3, 32, 32) and a_img.dtype == np.uint8
+    assert np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab)
+    assert not np.array_equal(a_img, c_img)
+    assert np.bincount(a_lab, minlength=10).tolist() == [20] * 10
+    assert a_img.std() > 30  # not blank
+
+
+def test_synthetic_store_has_canonical_layout(tmp_path):
+    settings = {"source": "synthetic", "synthetic": {"train_size": 300, "test_size": 50, "image_size": 32, "seed": 0}}
+    out = data.build_store(settings, tmp_path / "d.zarr")
+    root = zarr.open_group(str(out), mode="r")
+    assert root["train"]["images"].shape == (300, 3, 32, 32)
+    assert root["test"]["labels"].shape == (50,)
+    assert root["train"]["images"].metadata.dimension_names == ("sample", "channel", "y", "x")
+    attrs = dict(root.attrs)
+    assert len(attrs["classes"]) == 10 and len(attrs["mean"]) == 3
+    assert {"config_hash", "git_commit", "torch_version", "zarr_version"} <= set(attrs)
+    ds = data.open_store(out)
+    x = ds.images["train"].double() / 255
+    assert torch.allclose(x.mean((0, 2, 3)), ds.mean.double(), atol=1e-6)
+    assert torch.allclose(x.std((0, 2, 3), correction=0), ds.std.double(), atol=1e-6)
+    # the store opens lazily with xarray, named dims
+    import xarray as xr
+
+    xds = xr.open_zarr(out, group="train", consolidated=False)
+    assert xds["images"].dims == ("sample", "channel", "y", "x")
+
+
+def test_cifar10_download_from_local_server_and_convert(tmp_path, http_root):
+    www, url = http_root
+    images, labels = cifar_binary_archive(www / "cifar-10-binary.tar.gz")
+    archive = tmp_path / "dl" / "cifar-10-binary.tar.gz"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dnndist", "download-cifar10", "--url", f"{url}/cifar-10-binary.tar.gz",
+         "--md5", md5(www / "cifar-10-binary.tar.gz"), "--out", str(archive)],
+        env=env(), capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert archive.read_bytes() == (www / "cifar-10-binary.tar.gz").read_bytes()
+    settings = {"source": "cifar10", "cifar10": {"url": url, "md5": md5(archive)}}
+    ds = data.open_store(data.build_store(settings, tmp_path / "c.zarr", archive=archive))
+    assert torch.equal(ds.images["train"], torch.from_numpy(images))
+    assert torch.equal(ds.labels["train"], torch.from_numpy(labels))
+    assert ds.images["test"].shape == (20, 3, 32, 32)
+    assert ds.classes[0] == "airplane"
+
+
+def test_download_with_wrong_checksum_is_refused_and_leaves_nothing(tmp_path, http_root):
+    www, url = http_root
+    cifar_binary_archive(www / "a.tar.gz")
+    out = tmp_path / "dl" / "a.tar.gz"
+    with pytest.raises(data.DataError, match="checksum"):
+        data.download_cifar10(f"{url}/a.tar.gz", "0" * 32, out)
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_download_unreachable_server_is_a_clear_error(tmp_path):
+    with pytest.raises(data.DataError, match="failed"):
+        data.download_cifar10("http://127.0.0.1:9/none.tar.gz", None, tmp_path / "x.tar.gz")
+
+
+def test_corrupt_or_truncated_archive_gives_clear_error_and_no_store(tmp_path):
+    good = tmp_path / "good.tar.gz"
+    cifar_binary_archive(good)
+    truncated = tmp_path / "trunc.tar.gz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    settings = {"source": "cifar10", "cifar10": {"url": "-", "md5": None}}
+    with pytest.raises(data.DataError, match="corrupt or truncated"):
+        data.build_store(settings, tmp_path / "s.zarr", archive=truncated)
+    assert not (tmp_path / "s.zarr").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".s.zarr")] == []
+    with pytest.raises(data.DataError, match="checksum mismatch"):
+        data.build_store({**settings, "cifar10": {"url": "-", "md5": "0" * 32}}, tmp_path / "s.zarr", archive=good)
+    # through the CLI: one line, exit status 2, no traceback
+    proc = subprocess.run(
+        [sys.executable, "-m", "dnndist", "data", "--settings", '{"source": "cifar10", "cifar10": {"url": "-", "md5": null}}',
+         "--archive", str(truncated), "--out", str(tmp_path / "s.zarr")], env=env(), capture_output=True, text=True,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "corrupt or truncated" in proc.stderr
+
+
+def test_wrong_record_size_is_rejected(tmp_path):
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+            blob = b"\x01" * 3000
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    with pytest.raises(data.DataError, match="3073-byte record"):
+        data.read_cifar10_archive(bad, None)
+
+
+@pytest.mark.parametrize("member", ["../evil.jpg", "/abs/evil.jpg", "link"])
+def test_unsafe_archive_members_are_refused(tmp_path, member):
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(bad, "w") as tar:
+        if member == "link":
+            info = tarfile.TarInfo("train/cat/link.jpg")
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info = tarfile.TarInfo(member)
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"abc"))
+    with pytest.raises(data.DataError, match="unsafe archive member"):
+        list(data.iter_tar(bad))
+
+
+def _jpeg_tree(root, classes=("cat", "dog"), n=3, size=(40, 48)):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+                Image.fromarray(img).save(root / split / c / f"{i:04d}.jpg", quality=90)
+
+
+def test_imagefolder_directory_resized_and_cropped(tmp_path):
+    _jpeg_tree(tmp_path / "tree")
+    settings = {"source": "imagefolder", "imagefolder": {"path": str(tmp_path / "tree"), "train": "train", "test": "test",
+                                                         "image_size": 24, "resize": 32, "limit_per_class": 2}}
+    ds = data.open_store(data.build_store(settings, tmp_path / "f.zarr"))
+    assert ds.images["train"].shape == (4, 3, 24, 24) and ds.images["test"].shape == (4, 3, 24, 24)
+    assert ds.classes == ["cat", "dog"] and ds.labels["train"].tolist() == [0, 0, 1, 1]
+
+
+def test_imagefolder_bad_image_is_a_clear_error(tmp_path):
+    _jpeg_tree(tmp_path / "tree")
+    (tmp_path / "tree" / "train" / "cat" / "0001.jpg").write_bytes(b"not a jpeg")
+    settings = {"source": "imagefolder", "imagefolder": {"path": str(tmp_path / "tree"), "train": "train", "test": None,
+                                                         "image_size": 32, "resize": None, "limit_per_class": None}}
+    with pytest.raises(data.DataError, match="cannot decode image train/cat/0001.jpg"):
+        data.build_store(settings, tmp_path / "f.zarr")
+    assert not (tmp_path / "f.zarr").exists()
+
+
+def test_imagefolder_from_shared_cifar_jpeg_slice(tmp_path, shared_jpeg):
+    settings = {"source": "imagefolder", "imagefolder": {"path": str(shared_jpeg), "train": "train", "test": "test",
+                                                         "image_size": 32, "resize": None, "limit_per_class": 5}}
+    ds = data.open_store(data.build_store(settings, tmp_path / "j.zarr"))
+    assert ds.images["train"].shape == (50, 3, 32, 32) and ds.images["test"].shape == (50, 3, 32, 32)
+    assert ds.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert np.bincount(ds.labels["train"].numpy()).tolist() == [5] * 10
+    # real photos: per-channel means near the README's (0.485, 0.477, 0.439), loosely on 50 images
+    assert torch.all((ds.mean > 0.3) & (ds.mean < 0.65)) and torch.all((ds.std > 0.15) & (ds.std < 0.35))
+
+
+def test_split_indices_are_seeded_disjoint_and_complete():
+    tr, va = data.split_indices(100, 20, seed=1)
+    tr2, va2 = data.split_indices(100, 20, seed=1)
+    assert torch.equal(tr, tr2) and torch.equal(va, va2)
+    assert len(va) == 20 and len(tr) == 80 and set(tr.tolist()).isdisjoint(va.tolist())
+    assert sorted(tr.tolist() + va.tolist()) == list(range(100))
+    assert not torch.equal(va, data.split_indices(100, 20, seed=2)[1])
+    with pytest.raises(data.DataError, match="valid_size"):
+        data.split_indices(10, 10, 0)
+
+
+def test_random_split_is_seeded_gaussian():
+    a = data.random_inputs(500, (3, 8, 8), seed=5)
+    assert torch.equal(a, data.random_inputs(500, (3, 8, 8), seed=5))
+    assert abs(a.mean().item()) < 0.02 and abs(a.std().item() - 1) < 0.02
+
+
+def test_prepare_normalises_and_binarizes():
+    batch = torch.tensor([[[[0, 255]], [[51, 102]], [[128, 10]]]], dtype=torch.uint8)  # (1, 3, 1, 2)
+    mean, std = torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.25, 0.5, 1.0])
+    x = data.prepare(batch, mean, std)
+    assert torch.allclose(x[0, :, 0, 0], (torch.tensor([0, 51, 128]) / 255 - 0.5) / std)
+    b = data.prepare(batch, mean, std, "binarize", 0.3)
+    assert b[0, :, 0, :].tolist() == [[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]
+
+
+def test_missing_store_is_a_clear_error(tmp_path):
+    with pytest.raises(data.DataError, match="not a dataset store"):
+        data.open_store(tmp_path / "nothing.zarr")

@@ -1,0 +1,105 @@
+"""Init formulas: fan_in/fan_out, and fresh weights of every paper-CNN layer against theory."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dnndist import inits, models
+
+PAPER = {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu", "negative_slope": 0.3}
+GAIN = math.sqrt(2.0)
+DRAWS = 20  # pool draws so that sampling error is small for conv1 (432 weights)
+
+
+def test_fan_in_of_conv_is_cin_times_kernel():
+    # the forum question: Conv2d weight (out=8, in=3, 5, 5) has fan_in 75, not 3
+    assert inits.fans((8, 3, 5, 5)) == (75, 200)
+    assert inits.fans((512, 1024)) == (1024, 512)
+    for shape in [(8, 3, 5, 5), (16, 16, 3, 3), (10, 512), (4, 2, 1, 7)]:
+        assert inits.fans(shape) == nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))
+
+
+def test_torch_default_bound_matches_forum_number():
+    # PyTorch's Conv2d(16, 33, 3) draws U(-k, k), k = sqrt(1/(16*9)) = 0.0833
+    t = inits.theory("torch_default", (33, 16, 3, 3), GAIN)
+    assert t["bound"] == pytest.approx(0.08333, abs=1e-4)
+    conv = nn.Conv2d(16, 33, 3)
+    assert conv.weight.abs().max() <= t["bound"]
+
+
+def draws(init: str, bias: str = "auto") -> dict[str, tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]]:
+    model = models.build(PAPER)
+    out: dict[str, list] = {}
+    for seed in range(DRAWS):
+        inits.apply(model, init, GAIN, bias, seed)
+        for name, m in inits.weight_modules(model):
+            out.setdefault(name, []).append((m.weight.detach().clone(), m.bias.detach().clone()))
+    shapes = {n: tuple(m.weight.shape) for n, m in inits.weight_modules(model)}
+    return {n: (torch.stack([w for w, _ in v]), torch.stack([b for _, b in v]), shapes[n]) for n, v in out.items()}
+
+
+@pytest.mark.parametrize("init", ["kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "orthogonal", "torch_default"])
+def test_empirical_std_matches_formula_per_layer(init):
+    for name, (w, b, shape) in draws(init).items():
+        fan_in, fan_out = math.prod(shape[1:]), shape[0] * math.prod(shape[2:])
+        expected = {
+            "kaiming_normal": GAIN / math.sqrt(fan_in),
+            "kaiming_uniform": GAIN * math.sqrt(3 / fan_in) / math.sqrt(3),
+            "xavier_normal": GAIN * math.sqrt(2 / (fan_in + fan_out)),
+            "xavier_uniform": GAIN * math.sqrt(6 / (fan_in + fan_out)) / math.sqrt(3),
+            "orthogonal": GAIN / math.sqrt(max(shape[0], fan_in)),
+            "torch_default": 1 / math.sqrt(fan_in) / math.sqrt(3),
+        }[init]
+        assert inits.theory(init, shape, GAIN)["std"] == pytest.approx(expected, rel=1e-12)
+        n = w.numel()
+        se = expected / math.sqrt(2 * n)  # standard error of a sample std
+        assert abs(w.std().item() - expected) < 5 * se + 1e-12, (name, w.std().item(), expected)
+        assert abs(w.mean().item()) < 5 * expected / math.sqrt(n), name
+        # biases: PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for random inits
+        k = 1 / math.sqrt(fan_in)
+        assert b.abs().max() <= k and b.abs().max() > 0.8 * k
+
+
+@pytest.mark.parametrize("init", ["kaiming_uniform", "xavier_uniform", "torch_default"])
+def test_uniform_inits_fill_their_bounds(init):
+    for name, (w, _, shape) in draws(init).items():
+        bound = inits.theory(init, shape, GAIN)["bound"]
+        assert w.abs().max() <= bound + 1e-7
+        assert w.abs().max() > 0.98 * bound, name
+
+
+def test_orthogonal_rows_or_columns_are_orthonormal():
+    model = models.build(PAPER)
+    inits.apply(model, "orthogonal", GAIN, "auto", 3)
+    for name, m in inits.weight_modules(model):
+        mat = m.weight.detach().reshape(m.weight.shape[0], -1).double()
+        gram = mat @ mat.T if mat.shape[0] <= mat.shape[1] else mat.T @ mat
+        assert torch.allclose(gram, GAIN**2 * torch.eye(len(gram), dtype=torch.float64), atol=1e-5), name
+
+
+@pytest.mark.parametrize("init,value", [("ones", 1.0), ("zeros", 0.0)])
+def test_constant_inits_set_weights_and_biases(init, value):
+    model = models.build(PAPER)
+    inits.apply(model, init, GAIN, "auto", 0)
+    for _, m in inits.weight_modules(model):
+        assert torch.all(m.weight == value) and torch.all(m.bias == value)
+    inits.apply(model, init, GAIN, "torch_default", 0)
+    assert not torch.all(model.conv1.bias == value)
+
+
+def test_same_seed_same_weights_and_different_seed_differs():
+    a, b, c = (models.build(PAPER) for _ in range(3))
+    for m, seed in ((a, 1), (b, 1), (c, 2)):
+        inits.apply(m, "kaiming_normal", GAIN, "auto", seed)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+
+
+def test_gain_auto_follows_activation():
+    assert inits.gain_for({"gain": "auto"}, {"activation": "relu"}) == pytest.approx(math.sqrt(2))
+    assert inits.gain_for({"gain": "auto"}, {"activation": "leaky_relu", "negative_slope": 0.3}) == pytest.approx(math.sqrt(2 / (1 + 0.09)))
+    assert inits.gain_for({"gain": 1.0}, {"activation": "relu"}) == 1.0

@@ -1,0 +1,156 @@
+"""Training: determinism, kill-and-resume byte identity, divergence, penalties, learning."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from dnndist import config as dcfg
+from dnndist import data, train
+
+from .conftest import env, tiny_config
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    out = tmp_path_factory.mktemp("store") / "dataset.zarr"
+    settings = {"source": "synthetic", "synthetic": {"train_size": 1200, "test_size": 200, "image_size": 32, "seed": 0}}
+    return data.build_store(settings, out)
+
+
+def settings_for(tmp_path, init="kaiming_normal", seed=0, **sections):
+    cfg = dcfg.validate(tiny_config(tmp_path, **sections))
+    return dcfg.run_settings(cfg, dcfg.Run("base", init, seed))
+
+
+def ckpt_bytes(run_dir):
+    return {p.name: p.read_bytes() for p in sorted((run_dir / "checkpoints").iterdir())}
+
+
+def test_outputs_and_metrics_table(tmp_path, store):
+    s = settings_for(tmp_path, train={"epochs": 2, "checkpoints": [1], "lr": 1e-3, "eval_batch_size": 500})
+    summary = train.train_run(s, store, tmp_path / "run", threads=1)
+    assert summary["status"] == "completed" and summary["epochs_trained"] == 2
+    assert sorted(ckpt_bytes(tmp_path / "run")) == ["epoch_0000.safetensors", "epoch_0001.safetensors", "epoch_0002.safetensors"]
+    assert not (tmp_path / "run" / ".resume").exists()
+    m = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert list(m.columns) == train.METRIC_COLUMNS
+    steps = m[m["step"].notna() & (m["metric"] == "loss")]
+    assert len(steps) == 2 * 18  # 1100 train images in batches of 64, the last one partial
+    epoch_rows = m[m["step"].isna()]
+    assert set(epoch_rows["split"]) == {"train", "valid", "test"}
+    assert set(epoch_rows[epoch_rows["epoch"] == 0]["split"]) == {"valid", "test"}
+    # the per-epoch train loss is the size-weighted mean of its steps
+    e1 = steps[steps["epoch"] == 1]["value"]
+    assert epoch_rows.query("epoch == 1 and split == 'train' and metric == 'loss'")["value"].item() == pytest.approx(e1.mean(), rel=0.02)
+    tensors, meta = train.load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0002.safetensors")
+    assert meta["epoch"] == "2" and meta["init"] == "kaiming_normal" and meta["diverged"] == "false"
+    assert tensors["conv1.weight"].shape == (16, 3, 3, 3)
+    t0, _ = train.load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0000.safetensors")
+    assert not torch.equal(t0["conv1.weight"], tensors["conv1.weight"])  # it trained
+
+
+def test_same_settings_same_bytes_and_seed_matters(tmp_path, store):
+    s = settings_for(tmp_path)
+    train.train_run(s, store, tmp_path / "a", threads=1)
+    train.train_run(s, store, tmp_path / "b", threads=1)
+    assert ckpt_bytes(tmp_path / "a") == ckpt_bytes(tmp_path / "b")
+    assert (tmp_path / "a" / "metrics.csv").read_bytes() == (tmp_path / "b" / "metrics.csv").read_bytes()
+    train.train_run(settings_for(tmp_path, seed=1), store, tmp_path / "c", threads=1)
+    assert ckpt_bytes(tmp_path / "a") != ckpt_bytes(tmp_path / "c")
+
+
+def test_kill_and_resume_gives_identical_bytes(tmp_path, store):
+    s = settings_for(tmp_path, train={"epochs": 6, "checkpoints": [2, 4], "lr": 1e-3, "eval_batch_size": 500})
+    train.train_run(s, store, tmp_path / "ref", threads=1)
+    run_dir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "dnndist", "train", "--settings", json.dumps(s), "--data", str(store),
+           "--out", str(run_dir), "--threads", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list(run_dir.glob(".resume/*/state_0002.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "summary.json").exists()
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from" in done.stderr  # it resumed rather than starting over
+    assert ckpt_bytes(run_dir) == ckpt_bytes(tmp_path / "ref")
+    assert (run_dir / "metrics.csv").read_bytes() == (tmp_path / "ref" / "metrics.csv").read_bytes()
+
+
+def test_changed_settings_do_not_resume_stale_state(tmp_path, store):
+    s1 = settings_for(tmp_path, train={"epochs": 2, "lr": 1e-3, "checkpoints": [], "eval_batch_size": 500})
+    stale = tmp_path / "run" / ".resume" / "0123456789abcdef"
+    stale.mkdir(parents=True)
+    (stale / "state_0001.pt").write_bytes(b"garbage")
+    train.train_run(s1, store, tmp_path / "run", threads=1)
+    train.train_run(s1, store, tmp_path / "fresh", threads=1)
+    assert ckpt_bytes(tmp_path / "run") == ckpt_bytes(tmp_path / "fresh")
+
+
+def test_divergence_is_recorded_and_the_run_ends_cleanly(tmp_path, store):
+    s = settings_for(tmp_path, init="ones", train={"epochs": 3, "lr": 1e6, "checkpoints": [1, 2], "eval_batch_size": 500})
+    summary = train.train_run(s, store, tmp_path / "run", threads=1)
+    assert summary["status"] == "diverged" and summary["epochs_trained"] < 3
+    assert summary["diverged_step"] >= 0
+    m = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert (m["metric"] == "diverged").sum() == 1
+    files = ckpt_bytes(tmp_path / "run")
+    assert sorted(files) == ["epoch_0000.safetensors", "epoch_0001.safetensors", "epoch_0002.safetensors", "epoch_0003.safetensors"]
+    _, meta = train.load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0003.safetensors")
+    assert meta["diverged"] == "true"
+
+
+def test_l1_and_l2_shrink_weights(tmp_path, store):
+    def final_abs(**tr):
+        s = settings_for(tmp_path, train={"epochs": 2, "lr": 1e-3, "checkpoints": [], "eval_batch_size": 500, **tr})
+        out = tmp_path / json.dumps(tr, sort_keys=True).replace('"', "").replace(" ", "")
+        train.train_run(s, store, out, threads=1)
+        t, _ = train.load_checkpoint(out / "checkpoints" / "epoch_0002.safetensors")
+        return sum(t[k].abs().sum().item() for k in t if k.endswith("weight"))
+
+    plain = final_abs()
+    assert final_abs(l1=1e-3) < 0.9 * plain
+    assert final_abs(weight_decay=1.0) < 0.99 * plain
+
+
+def test_learns_clearly_above_chance_on_demo_data(tmp_path, store):
+    s = settings_for(tmp_path, train={"epochs": 2, "lr": 1e-3, "checkpoints": [], "eval_batch_size": 500})
+    summary = train.train_run(s, store, tmp_path / "run", threads=2)
+    assert summary["final"]["valid_accuracy"] > 0.3  # chance is 0.1
+
+
+def test_bn_and_leaky_relu_train(tmp_path, store):
+    s = settings_for(tmp_path, model={"norm": "batch", "activation": "leaky_relu"})
+    summary = train.train_run(s, store, tmp_path / "run", threads=1)
+    assert summary["status"] == "completed"
+    t, _ = train.load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0001.safetensors")
+    assert "norm1.running_mean" in t
+
+
+def test_resume_state_is_loaded_weights_only(tmp_path, store, monkeypatch):
+    s = settings_for(tmp_path, train={"epochs": 2, "checkpoints": [], "lr": 1e-3, "eval_batch_size": 500})
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash after the last epoch")
+
+    monkeypatch.setattr(train, "_finish", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.train_run(s, store, tmp_path / "run", threads=1)
+    monkeypatch.undo()
+    calls = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k) or real(*a, **k))
+    summary = train.train_run(s, store, tmp_path / "run", threads=1)
+    assert summary["status"] == "completed"
+    assert calls and all(k.get("weights_only") is True for k in calls)

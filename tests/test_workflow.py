@@ -1,0 +1,121 @@
+"""The Snakemake workflow end to end on a tiny config: outputs, rerun-on-change, lint, plans."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+
+import pandas as pd
+import pytest
+
+from .conftest import REPO, snakemake, tiny_config, write_yaml
+
+pytestmark = pytest.mark.slow
+
+
+def planned_jobs(proc) -> dict[str, int]:
+    """Job counts of a dry run, from its 'Job stats' table."""
+    out = proc.stdout + proc.stderr
+    counts = {}
+    if "Nothing to be done" in out:
+        return counts
+    table = out.split("Job stats:")[1]
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m[1]] = int(m[2])
+    return counts
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """A completed tiny workflow run (3 inits; kaiming_normal made to diverge with SGD at lr 1e4)."""
+    work = tmp_path_factory.mktemp("wf")
+    cfg = tiny_config(work / "results", inits=["kaiming_normal", "xavier_uniform", "ones"],
+                      overrides={"kaiming_normal": {"train": {"optimizer": "sgd", "lr": 1.0e4}}})
+    write_yaml(work / "tiny.yaml", cfg)
+    t0 = time.time()
+    snakemake(work, "--cores", "2", "--configfile", str(work / "tiny.yaml"))
+    return work, cfg, time.time() - t0
+
+
+def test_end_to_end_outputs(done):
+    work, cfg, _ = done
+    results = work / "results"
+    assert (results / "data" / "dataset.zarr" / "zarr.json").is_file()
+    for init in cfg["inits"]:
+        run = results / "runs" / "base" / init / "seed0"
+        assert sorted(p.name for p in (run / "checkpoints").glob("epoch_*")) == ["epoch_0000.safetensors", "epoch_0001.safetensors"]
+        m = pd.read_csv(run / "metrics.csv")
+        assert set(m["init"]) == {init}
+        assert (results / "logs" / "train" / "base" / init / "seed0.log").is_file()
+    ok = json.loads((results / "runs/base/xavier_uniform/seed0/summary.json").read_text())
+    div = json.loads((results / "runs/base/kaiming_normal/seed0/summary.json").read_text())
+    assert ok["status"] == "completed" and 0 <= ok["final"]["valid_accuracy"] <= 1  # learning: test_train.py
+    assert div["status"] == "diverged"  # recorded; the workflow still completed
+
+
+def test_nothing_to_do_after_a_run(done):
+    work, _, _ = done
+    t0 = time.time()
+    proc = snakemake(work, "-n", "--configfile", str(work / "tiny.yaml"))
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert time.time() - t0 < 10
+
+
+def test_changing_one_init_reruns_only_its_chain(done, tmp_path):
+    work, cfg, _ = done
+    changed = {**cfg, "overrides": {**cfg["overrides"], "xavier_uniform": {"train": {"lr": 5.0e-4}}}}
+    write_yaml(tmp_path / "changed.yaml", changed)
+    proc = snakemake(work, "-n", "--configfile", str(tmp_path / "changed.yaml"))
+    assert planned_jobs(proc) == {"all": 1, "train": 1, "total": 2}
+    assert "runs/base/xavier_uniform/seed0" in proc.stdout
+    # adding a seed to one init plans exactly that run
+    more = {**cfg, "overrides": {**cfg["overrides"], "kaiming_normal": {**cfg["overrides"]["kaiming_normal"], "seeds": [0, 1]}}}
+    write_yaml(tmp_path / "more.yaml", more)
+    proc = snakemake(work, "-n", "--configfile", str(tmp_path / "more.yaml"))
+    assert planned_jobs(proc) == {"all": 1, "train": 1, "total": 2}
+    assert "runs/base/kaiming_normal/seed1" in proc.stdout
+    # a data setting changes everything downstream of the data
+    data = {**cfg, "data": {**cfg["data"], "synthetic": {**cfg["data"]["synthetic"], "seed": 7}}}
+    write_yaml(tmp_path / "data.yaml", data)
+    assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "data.yaml"))) == {
+        "all": 1, "dataset": 1, "train": 3, "total": 5}
+
+
+def test_killed_workflow_reruns_incomplete_jobs(done, tmp_path):
+    """Deleting a run's outputs (as a crash mid-job would leave them) plans only that run."""
+    work, cfg, _ = done
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy, symlinks=True)
+    cfg2 = {**cfg, "results": str(copy / "results"), "resources": str(copy / "results" / "resources")}
+    write_yaml(copy / "tiny.yaml", cfg2)
+    snakemake(copy, "--cores", "1", "--configfile", str(copy / "tiny.yaml"), "--touch")
+    (copy / "results/runs/base/kaiming_normal/seed0/summary.json").unlink()
+    proc = snakemake(copy, "-n", "--configfile", str(copy / "tiny.yaml"))
+    assert planned_jobs(proc) == {"all": 1, "train": 1, "total": 2}
+
+
+def test_default_config_plans_seven_trainings_and_the_data():
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        proc = snakemake(Path(d), "-n")
+    assert planned_jobs(proc) == {"all": 1, "dataset": 1, "download_cifar10": 1, "train": 7, "total": 10}
+
+
+def test_demo_preset_plans(tmp_path):
+    (tmp_path / "presets").mkdir()
+    shutil.copy(REPO / "presets" / "demo.yaml", tmp_path / "presets" / "demo.yaml")
+    proc = snakemake(tmp_path, "-n", "--configfile", "presets/demo.yaml")
+    assert planned_jobs(proc) == {"all": 1, "dataset": 1, "train": 7, "total": 9}
+
+
+def test_lint_is_clean(tmp_path):
+    proc = snakemake(tmp_path, "--lint", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Congratulations, your workflow is in a good condition!" in out, out
