@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from dnndist import DnndistError
@@ -77,6 +76,8 @@ def validate(config: Mapping[str, Any], schema: dict[str, Any] | None = None, ch
 
     Returns the completed config; raises ConfigError naming the first offending key.
     """
+    import jsonschema
+
     schema = schema or load_schema()
     cfg = copy.deepcopy(dict(config))
     validator = jsonschema.Draft202012Validator(schema)

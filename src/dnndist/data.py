@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import zarr
 
 from dnndist import DnndistError, dims
 from dnndist.io import atomic_path
@@ -254,11 +253,13 @@ class StoreWriter:
     """Writes splits into a zarr v3 group, chunk by chunk, with streaming channel stats."""
 
     def __init__(self, path: Path, classes: list[str], attrs: dict[str, Any]):
+        import zarr
+
         self.root = zarr.open_group(str(path), mode="w", zarr_format=3)
         self.root.attrs.update({**attrs, "classes": list(classes)})
         self.stats: dict[str, np.ndarray] = {}
 
-    def create(self, split: str, n: int, shape: tuple[int, int, int]) -> "zarr.Array":
+    def create(self, split: str, n: int, shape: tuple[int, int, int]) -> Any:
         group = self.root.create_group(split)
         images = group.create_array(
             "images", shape=(n, *shape), chunks=(min(CHUNK, n), *shape), dtype="uint8",
@@ -325,6 +326,8 @@ def build_store(settings: Mapping[str, Any], out: str | Path, archive: str | Pat
 
 
 def _log_store(path: str | Path) -> None:
+    import zarr
+
     root = zarr.open_group(str(path), mode="r")
     sizes = ", ".join(f"{s}: {root[s]['images'].shape}" for s in ("train", "test") if s in root)
     log.info("wrote %s (%s; mean %s, std %s)", path, sizes,
@@ -390,6 +393,8 @@ class Dataset:
 
 def open_store(path: str | Path) -> Dataset:
     """Load the store's splits as tensors (decode once)."""
+    import zarr
+
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise DataError(f"{path} is not a dataset store (no zarr.json); rerun the data stage")

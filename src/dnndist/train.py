@@ -23,7 +23,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -174,10 +175,53 @@ def _row(epoch: int, step: float, split: str, metric: str, value: float) -> dict
     return {"epoch": epoch, "step": step, "split": split, "metric": metric, "value": value}
 
 
+@dataclass
+class EpochResult:
+    losses: torch.Tensor  # (steps,) float64, on the CPU
+    correct: torch.Tensor  # (steps,) int64
+    sizes: torch.Tensor  # (steps,) int64
+    diverged_at: int  # step within the epoch whose loss was not finite, or -1
+
+
+def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, ds: data.Dataset, settings: Mapping[str, Any],
+                shuffle: torch.Generator, on_step: Callable[[int], None] | None = None) -> EpochResult:
+    """One pass over the train split in a seeded order, data already on the device.
+
+    Stops at the first non-finite loss (before applying its update), so a diverged
+    model keeps its last finite weights.
+    """
+    tr, inp = settings["train"], settings["input"]
+    device = ds.images["train"].device
+    fmt = torch.channels_last if tr["channels_last"] else torch.contiguous_format
+    n_train, bs = len(ds.labels["train"]), tr["batch_size"]
+    steps = math.ceil(n_train / bs)
+    perm = torch.randperm(n_train, generator=shuffle, device=device)
+    losses = torch.empty(steps, dtype=torch.float64, device=device)
+    correct = torch.empty(steps, dtype=torch.int64, device=device)
+    sizes = torch.empty(steps, dtype=torch.int64, device=device)
+    model.train()
+    for i in range(steps):
+        idx = perm[i * bs : (i + 1) * bs]
+        x = data.prepare(ds.images["train"][idx], ds.mean, ds.std, inp["transform"], inp["threshold"])
+        y = ds.labels["train"][idx]
+        out = model(x.contiguous(memory_format=fmt))
+        loss = F.cross_entropy(out, y)
+        total = loss + tr["l1"] * l1_penalty(model) if tr["l1"] else loss
+        if not bool(torch.isfinite(total)):  # the one host sync per step
+            return EpochResult(losses[:i].cpu(), correct[:i].cpu(), sizes[:i].cpu(), i)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        losses[i], correct[i], sizes[i] = loss.detach(), (out.argmax(1) == y).sum(), len(y)
+        if on_step is not None:
+            on_step(1)
+    return EpochResult(losses.cpu(), correct.cpu(), sizes.cpu(), -1)
+
+
 def train_run(settings: Mapping[str, Any], store: str | Path, run_dir: str | Path, threads: int | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Train one run to completion (resuming if a previous attempt was killed)."""
     run_dir = Path(run_dir)
-    run, tr, inp = settings["run"], settings["train"], settings["input"]
+    run, tr = settings["run"], settings["train"]
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(tr["device"])
@@ -194,7 +238,6 @@ def train_run(settings: Mapping[str, Any], store: str | Path, run_dir: str | Pat
     model = build_model(settings, ds, device)
     opt = build_optimizer(model, tr, device)
     shuffle = torch.Generator(device=device).manual_seed(10_000_019 * (run["seed"] + 1))
-    fmt = torch.channels_last if tr["channels_last"] else torch.contiguous_format
     n_train, bs = len(ds.labels["train"]), tr["batch_size"]
     steps_per_epoch = math.ceil(n_train / bs)
     ckpt_epochs = set(settings["checkpoint_epochs"])
@@ -231,32 +274,13 @@ def train_run(settings: Mapping[str, Any], store: str | Path, run_dir: str | Pat
 
     if start_epoch == 0 and not diverged and not (state_dir / "state_0000.pt").exists():
         end_epoch(0, [], False, 0)
-    model.train()
     epoch = start_epoch
     while not diverged and epoch < epochs:
         epoch += 1
         t0 = time.perf_counter()
-        perm = torch.randperm(n_train, generator=shuffle, device=device)
-        losses = torch.empty(steps_per_epoch, dtype=torch.float64, device=device)
-        correct = torch.empty(steps_per_epoch, dtype=torch.int64, device=device)
-        sizes = torch.empty(steps_per_epoch, dtype=torch.int64, device=device)
-        div_step = -1
-        for i in range(steps_per_epoch):
-            idx = perm[i * bs : (i + 1) * bs]
-            x = data.prepare(ds.images["train"][idx], ds.mean, ds.std, inp["transform"], inp["threshold"])
-            y = ds.labels["train"][idx]
-            out = model(x.contiguous(memory_format=fmt))
-            loss = F.cross_entropy(out, y)
-            total = loss + tr["l1"] * l1_penalty(model) if tr["l1"] else loss
-            if not bool(torch.isfinite(total)):  # the one host sync per step
-                div_step, losses, correct, sizes = step + i, losses[:i], correct[:i], sizes[:i]
-                break
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            losses[i], correct[i], sizes[i] = loss.detach(), (out.argmax(1) == y).sum(), len(y)
-            bar.advance(1)
-        losses, correct, sizes = losses.cpu(), correct.cpu(), sizes.cpu()
+        res = train_epoch(model, opt, ds, settings, shuffle, on_step=bar.advance)
+        div_step = step + res.diverged_at if res.diverged_at >= 0 else -1
+        losses, correct, sizes = res.losses, res.correct, res.sizes
         n_done = len(losses)
         step_idx = np.arange(step, step + n_done, dtype=np.float64)
         acc = (correct.double() / sizes.clamp(min=1).double()).numpy()

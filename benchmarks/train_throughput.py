@@ -1,0 +1,75 @@
+"""B1 (per-run part): training throughput of the paper CNN, data resident on the device.
+
+    python -m benchmarks.train_throughput [--device cuda] [--images 50000] [--epochs 2]
+
+Prints images/s, GFLOP/s (9.37 MFLOP per image and training step, ../shared/perf-notes.md)
+and the projected wall time of the paper workload (7 inits x 50 epochs x 50,000 images).
+Needs only torch (no zarr/snakemake), so it runs on a bare GPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from dnndist import data, train
+
+FLOP_PER_IMAGE_STEP = 9.37e6
+PAPER_IMAGES = 7 * 50 * 50_000
+
+
+def settings(device: str, batch_size: int, channels_last: bool) -> dict:
+    return {
+        "run": {"variant": "base", "init_name": "kaiming_normal", "seed": 0},
+        "model": {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu", "negative_slope": 0.3},
+        "init": {"gain": "auto", "bias": "auto"},
+        "train": {"optimizer": "adam", "lr": 1e-4, "momentum": 0.9, "batch_size": batch_size, "epochs": 1, "weight_decay": 0.0,
+                  "l1": 0.0, "eval_batch_size": 1000, "device": device, "channels_last": channels_last, "deterministic": False},
+        "input": {"transform": "as_is", "threshold": 0.2},
+    }
+
+
+def measure(device: torch.device, n: int, epochs: int, batch_size: int, channels_last: bool) -> float:
+    images, labels = data.synthetic(n, 32, seed=0)
+    ds = data.Dataset({"train": torch.from_numpy(images)}, {"train": torch.from_numpy(labels)},
+                      [str(i) for i in range(10)], torch.tensor([0.5] * 3), torch.tensor([0.25] * 3)).to(device)
+    s = settings(device.type, batch_size, channels_last)
+    model = train.build_model(s, ds, device)
+    opt = train.build_optimizer(model, s["train"], device)
+    g = torch.Generator(device=device).manual_seed(0)
+    warm = data.Dataset({"train": ds.images["train"][: 20 * batch_size]}, {"train": ds.labels["train"][: 20 * batch_size]},
+                        ds.classes, ds.mean, ds.std)
+    train.train_epoch(model, opt, warm, s, g)  # warm-up (kernel selection, allocator)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        train.train_epoch(model, opt, ds, s, g)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return n * epochs / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--images", type=int, default=50_000)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-sizes", default="64,256")
+    args = p.parse_args(argv)
+    device = train.resolve_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}")
+    print(f"{'batch':>6} {'layout':>14} {'images/s':>10} {'GFLOP/s':>8} {'paper workload (7x50 epochs)':>30}")
+    for bs in map(int, args.batch_sizes.split(",")):
+        for cl in (False, True):
+            rate = measure(device, args.images, args.epochs, bs, cl)
+            print(f"{bs:>6} {'channels_last' if cl else 'contiguous':>14} {rate:>10.0f} {rate * FLOP_PER_IMAGE_STEP / 1e9:>8.1f} "
+                  f"{PAPER_IMAGES / rate / 60:>27.1f} min")
+
+
+if __name__ == "__main__":
+    main()
