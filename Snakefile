@@ -29,15 +29,17 @@ wildcard_constraints:
     variant=r"[a-z0-9][a-z0-9_.+-]*",
     init=r"[a-z_]+",
     seed=r"\d+",
-
+    kind=r"weights|features|gradients",
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/extract.smk"
 
 
 rule all:
     input:
         store=DATASET_STORE,
         summaries=expand_runs(f"{RUN_DIR}/summary.json"),
+        extracted=expand_runs(f"{RUN_DIR}/{{kind}}.zarr", EXTRACT_KINDS),
     default_target: True

@@ -36,6 +36,7 @@ def tiny_config(results: Path, **sections) -> dict:
         "inits": ["kaiming_normal", "xavier_uniform"],
         "seeds": [0],
         "train": {"epochs": 1, "lr": 1.0e-3, "checkpoints": [0, 1], "eval_batch_size": 500},
+        "extract": {"sample_size": 16, "histogram_bins": 20, "gradient_batches": 2, "gradient_batch_size": 16},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):

@@ -206,3 +206,9 @@ def test_prepare_normalises_and_binarizes():
 def test_missing_store_is_a_clear_error(tmp_path):
     with pytest.raises(data.DataError, match="not a dataset store"):
         data.open_store(tmp_path / "nothing.zarr")
+
+
+def test_random_split_ranges_are_consistent():
+    whole = data.random_inputs(700, (3, 4, 4), seed=2)
+    assert torch.equal(data.random_inputs(300, (3, 4, 4), seed=2, start=250), whole[250:550])
+    assert not torch.equal(whole, data.random_inputs(700, (3, 4, 4), seed=3))

@@ -4,6 +4,8 @@
     python -m dnndist download-cifar10 --url URL --md5 MD5 --out FILE
     python -m dnndist data  (--settings JSON | --config FILE...) --out STORE [--archive FILE]
     python -m dnndist train (--settings JSON | --config FILE... --run VARIANT/INIT/seedN) --data STORE --out RUN_DIR
+    python -m dnndist extract {weights,features,gradients} (--settings JSON | --config ... --run ...) \
+        --checkpoints RUN_DIR/checkpoints --data STORE --out RUN_DIR/features.zarr
 
 Errors in user input (config, files) are reported in one line with exit status 2.
 """
@@ -52,6 +54,15 @@ def _data_settings(args: argparse.Namespace) -> dict[str, Any]:
     return cfgmod.data_settings(_load_config(args))
 
 
+def _extract_settings(args: argparse.Namespace) -> dict[str, Any]:
+    if args.settings:
+        return json.loads(args.settings)
+    cfg = _load_config(args)
+    settings = _run_settings(args)
+    r = settings["run"]
+    return cfgmod.extract_settings(cfg, cfgmod.Run(r["variant"], r["init_name"], r["seed"]))
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     for run in cfgmod.runs(_load_config(args)):
         print(run.name)
@@ -77,6 +88,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     summary = train_run(_run_settings(args), args.data, args.out, threads=args.threads, progress=args.progress)
     print(json.dumps({"status": summary["status"], **summary["final"]}))
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from dnndist.extract import EXTRACTORS
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    EXTRACTORS[args.kind](_extract_settings(args), args.checkpoints, args.data, args.out)
     return 0
 
 
@@ -109,6 +131,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("extract", help="extract weights, features or gradients of a run's checkpoints into zarr")
+    s.add_argument("kind", choices=["weights", "features", "gradients"])
+    _settings_arg(s, with_run=True)
+    s.add_argument("--checkpoints", required=True, help="the run's checkpoints directory")
+    s.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
+    s.add_argument("--out", required=True, help="output store (.zarr)")
+    s.add_argument("--threads", type=int, default=None)
+    s.set_defaults(fn=cmd_extract)
     return p
 
 

@@ -183,6 +183,13 @@ def run_settings(cfg: Mapping[str, Any], run: Run) -> dict[str, Any]:
     }
 
 
+def extract_settings(cfg: Mapping[str, Any], run: Run) -> dict[str, Any]:
+    """What a run's extraction jobs depend on: the run's settings plus the extract section."""
+    data = cfg["data"]
+    return {**run_settings(cfg, run), "extract": dict(cfg["extract"]),
+            "random": {"random_size": data["random_size"], "random_seed": data["random_seed"]}}
+
+
 def data_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The settings the dataset store depends on (only the active source's)."""
     data = cfg["data"]

@@ -408,6 +408,25 @@ def open_store(path: str | Path) -> Dataset:
         raise DataError(f"{path}: unreadable dataset store ({type(exc).__name__}: {exc})") from None
 
 
+@dataclass(frozen=True)
+class StoreInfo:
+    classes: list[str]
+    channels: int
+    image_size: int
+
+
+def store_info(path: str | Path) -> StoreInfo:
+    """Classes and image shape of a store, without loading its images."""
+    import zarr
+
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise DataError(f"{path} is not a dataset store (no zarr.json); rerun the data stage")
+    root = zarr.open_group(str(path), mode="r", zarr_format=3)
+    shape = root["train"]["images"].shape
+    return StoreInfo(list(root.attrs["classes"]), int(shape[1]), int(shape[-1]))
+
+
 def split_indices(n: int, valid_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded train/validation split of ``n`` train-store images: (train_idx, valid_idx), sorted."""
     if valid_size >= n:
@@ -426,9 +445,21 @@ def make_splits(ds: Dataset, valid_size: int, split_seed: int) -> Dataset:
     return Dataset(images, labels, ds.classes, ds.mean, ds.std)
 
 
-def random_inputs(n: int, shape: tuple[int, int, int], seed: int) -> torch.Tensor:
-    """The 'random' input split: standard Gaussian images in the model's (normalised) input space."""
-    return torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+RANDOM_BLOCK = 256
+
+
+def random_inputs(n: int, shape: tuple[int, int, int], seed: int, start: int = 0) -> torch.Tensor:
+    """Inputs ``start .. start+n`` of the 'random' split: standard Gaussian images in the model's
+    (normalised) input space. Generated in seeded blocks, so any range can be made on demand
+    and the split never has to be held in memory whole."""
+    blocks = []
+    for b in range(start // RANDOM_BLOCK, (start + n - 1) // RANDOM_BLOCK + 1 if n else 0):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + b)
+        blocks.append(torch.randn((RANDOM_BLOCK, *shape), generator=g))
+    if not blocks:
+        return torch.empty((0, *shape))
+    offset = start - (start // RANDOM_BLOCK) * RANDOM_BLOCK
+    return torch.cat(blocks)[offset : offset + n]
 
 
 def prepare(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, transform: str = "as_is", threshold: float = 0.2) -> torch.Tensor:

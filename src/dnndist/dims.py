@@ -24,15 +24,23 @@ OUT_FEATURE = "out_feature"
 IN_FEATURE = "in_feature"
 Y = "y"
 X = "x"
+UNIT = "unit"  # output unit of a linear layer (feature maps of conv layers use CHANNEL)
+KIND = "kind"  # pre | post activation
+BIN = "bin"  # histogram bin
+BATCH = "batch"  # gradient batch
+PARAM = "param"  # weight | bias
 
 ALL = frozenset(
     {
         VARIANT, INIT, SEED, EPOCH, LAYER, SPLIT, SAMPLE, CHANNEL, OUT_CHANNEL,
-        IN_CHANNEL, KERNEL_Y, KERNEL_X, OUT_FEATURE, IN_FEATURE, Y, X,
+        IN_CHANNEL, KERNEL_Y, KERNEL_X, OUT_FEATURE, IN_FEATURE, Y, X, UNIT, KIND, BIN, BATCH, PARAM,
     }
 )
 
 IMAGE_DIMS = (SAMPLE, CHANNEL, Y, X)
+RUN_DIMS = (VARIANT, INIT, SEED)  # every extracted dataset carries these (length 1 per store) and EPOCH
+CONV_WEIGHT_DIMS = (OUT_CHANNEL, IN_CHANNEL, KERNEL_Y, KERNEL_X)
+LINEAR_WEIGHT_DIMS = (OUT_FEATURE, IN_FEATURE)
 
 
 def check(dims: Iterable[str], where: str = "dataset") -> None:

@@ -12,6 +12,30 @@ from pathlib import Path
 from typing import Any
 
 
+KINDS = ("weights", "features", "gradients")
+
+
+def result_stores(results_dir: str | os.PathLike[str], kind: str) -> list[Path]:
+    """The extracted stores of one kind under an experiment's results directory (complete ones only)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return sorted(Path(results_dir).glob(f"runs/*/*/seed*/{kind}.zarr"))
+
+
+def open_results(results_dir: str | os.PathLike[str], kind: str, group: str | None = None) -> Any:
+    """All runs' stores of one kind, combined lazily (dask-backed) along variant, init, seed, epoch.
+
+    ``group`` selects a layer group (e.g. "conv1"); None opens the root dataset.
+    """
+    import xarray as xr
+
+    stores = result_stores(results_dir, kind)
+    if not stores:
+        raise FileNotFoundError(f"no {kind}.zarr stores under {results_dir}/runs; run the extraction stage")
+    parts = [xr.open_zarr(p, group=group, consolidated=False) for p in stores]
+    return xr.combine_by_coords(parts, combine_attrs="drop_conflicts", join="outer")
+
+
 def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
 

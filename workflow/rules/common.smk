@@ -10,14 +10,15 @@ RUNS = dcfg.runs(config)
 ENVIRONMENT = "../../environment.yml"  # the project environment, relative to the stage files
 DATASET_STORE = f"{RESULTS}/data/dataset.zarr"
 RUN_DIR = f"{RESULTS}/runs/{{variant}}/{{init}}/seed{{seed}}"
+EXTRACT_KINDS = ["weights", "features", "gradients"]
 # glibc malloc gives memory back to the OS on every large free, which costs 35-60 %
 # of CPU training throughput (../shared/perf-notes.md); these settings keep it.
 MALLOC_ENV = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296"
 
 
-def expand_runs(pattern):
-    """One path per run of the experiment (runs are variant x init x seed)."""
-    return [pattern.format(variant=r.variant, init=r.init, seed=r.seed) for r in RUNS]
+def expand_runs(pattern, kinds=(None,)):
+    """One path per run of the experiment (variant x init x seed), and per kind if given."""
+    return [pattern.format(variant=r.variant, init=r.init, seed=r.seed, kind=k) for r in RUNS for k in kinds]
 
 
 def run_of(wildcards):
@@ -27,6 +28,11 @@ def run_of(wildcards):
 def run_settings_json(wildcards):
     """Everything a run depends on; Snakemake reruns a job whose params changed."""
     return json.dumps(dcfg.run_settings(config, run_of(wildcards)), sort_keys=True)
+
+
+def extract_settings_json(wildcards):
+    """A run's settings plus the extract section: editing extraction reruns only extraction."""
+    return json.dumps(dcfg.extract_settings(config, run_of(wildcards)), sort_keys=True)
 
 
 def run_dir(wildcards):

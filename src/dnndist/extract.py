@@ -1,0 +1,516 @@
+"""Extraction stage: a run's checkpoints -> three zarr-backed xarray datasets.
+
+Each store has the run dimensions (variant, init, seed; length 1 here) and ``epoch``, so
+the stores of all runs combine lazily into one dataset per kind (``dnndist.io.open_results``).
+Every store is written to a temporary path and renamed: a killed job leaves nothing
+that looks complete.
+
+- ``weights.zarr``: per layer group (conv1, ..., fc2) the ``weight`` and ``bias`` at every
+  checkpoint epoch with named tensor dims, plus fan_in/fan_out and the init's theoretical
+  std and bound; the root holds per-layer tables and the ``diverged`` flag.
+- ``features.zarr``: root: exact streaming statistics (count, mean, central moment sums
+  m2..m4, min, max, a fixed-bin histogram with under/overflow) of every analysed layer's
+  pre- and post-activation output over all inputs of each split (train, valid, random);
+  per layer group: raw activations of a seeded sample of inputs (the same for all runs).
+- ``gradients.zarr``: over seeded labelled batches, per-sample loss, parameter gradients
+  (and per-batch norms), gradients w.r.t. each analysed feature map, and emission ``em``
+  (sample, out_channel) / absorption ``ab`` (sample, in_channel) of every conv layer.
+
+Gradients are of the per-sample cross-entropy (model in eval mode, so samples are
+independent); parameter gradients are divided by the batch size, i.e. those of the
+mean loss that training uses.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from dnndist import DnndistError, data, dims, inits, models, train
+from dnndist.gradients import emission_absorption
+from dnndist.io import atomic_path
+from dnndist.provenance import attrs as provenance_attrs
+from dnndist.provenance import config_hash
+
+log = logging.getLogger(__name__)
+SPLIT_ORDER = ("train", "valid", "random", "test")  # a split's seed offset; fixed forever
+RUN_CHUNKED = set(dims.RUN_DIMS) | {dims.EPOCH, dims.SPLIT, dims.BATCH}
+
+
+# --------------------------------------------------------------------------- common
+def checkpoint_files(ckpt_dir: str | Path, epochs: list[int]) -> dict[int, Path]:
+    ckpt_dir = Path(ckpt_dir)
+    files = {e: ckpt_dir / f"epoch_{e:04d}.safetensors" for e in epochs}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise DnndistError(f"missing checkpoint(s) {missing}; rerun the training stage")
+    return files
+
+
+def build_model(settings: Mapping[str, Any], info: data.StoreInfo) -> models.Net:
+    return models.build(settings["model"], info.channels, len(info.classes), info.image_size)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> dict[str, str]:
+    tensors, meta = train.load_checkpoint(path)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise DnndistError(f"{path} does not fit the configured model: {exc}") from None
+    return meta
+
+
+def _finish(ds: xr.Dataset, settings: Mapping[str, Any]) -> xr.Dataset:
+    run = settings["run"]
+    ds = ds.expand_dims({dims.VARIANT: [run["variant"]], dims.INIT: [run["init_name"]], dims.SEED: [run["seed"]]})
+    # strings as variable-length (object) arrays: zarr v3 has no stable fixed-width string type
+    ds = ds.assign_coords({k: c.astype(object) for k, c in ds.coords.items() if c.dtype.kind == "U"})
+    dims.check(ds.dims, "extracted dataset")
+    return ds.transpose(*dims.RUN_DIMS, ...)
+
+
+def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """Run dims, epoch, split and batch chunked by 1; tensor dims whole."""
+    return {name: {"chunks": tuple(1 if d in RUN_CHUNKED else n for d, n in zip(var.dims, var.shape))}
+            for name, var in ds.data_vars.items()}
+
+
+def write_store(path: str | Path, root: xr.Dataset, groups: Mapping[str, xr.Dataset], attrs: Mapping[str, str]) -> Path:
+    """Write a root dataset and its groups as one zarr v3 store, atomically."""
+    with atomic_path(path) as tmp:
+        root = root.assign_attrs(**attrs)
+        root.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(root))
+        for name, ds in groups.items():
+            ds.to_zarr(tmp, group=name, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(ds))
+    return Path(path)
+
+
+def store_attrs(settings: Mapping[str, Any], kind: str, device: torch.device) -> dict[str, str]:
+    run = settings["run"]
+    return provenance_attrs(
+        config_hash(settings), kind=kind, device=str(device), variant=run["variant"], init=run["init_name"],
+        seed=run["seed"], created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _layer_coords(specs: list[models.LayerSpec]) -> dict[str, Any]:
+    return {dims.LAYER: [s.name for s in specs], "depth": (dims.LAYER, [s.depth for s in specs])}
+
+
+def _weight_dims(kind: str) -> tuple[str, ...]:
+    return dims.CONV_WEIGHT_DIMS if kind == "conv" else dims.LINEAR_WEIGHT_DIMS
+
+
+def _out_dim(kind: str) -> str:
+    return dims.OUT_CHANNEL if kind == "conv" else dims.OUT_FEATURE
+
+
+# --------------------------------------------------------------------------- weights
+def extract_weights(settings: Mapping[str, Any], ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
+    info = data.store_info(store)
+    model = build_model(settings, info)
+    epochs = list(settings["checkpoint_epochs"])
+    files = checkpoint_files(ckpt_dir, epochs)
+    states, diverged = [], []
+    for e in epochs:
+        meta = load_weights(model, files[e])
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        diverged.append(meta.get("diverged") == "true")
+    init, gain, bias_mode = settings["run"]["init_name"], inits.gain_for(settings["init"], settings["model"]), settings["init"]["bias"]
+    groups, table = {}, {k: [] for k in ("fan_in", "fan_out", "init_std", "init_bound", "bias_init_std", "bias_init_bound")}
+    for spec in model.layer_specs:
+        w = torch.stack([s[f"{spec.name}.weight"] for s in states]).numpy()
+        b = torch.stack([s[f"{spec.name}.bias"] for s in states]).numpy()
+        shape = tuple(w.shape[1:])
+        fan_in, fan_out = inits.fans(shape)
+        th, bth = inits.theory(init, shape, gain), inits.bias_theory(init, bias_mode, fan_in)
+        layer_attrs = {"layer": spec.name, "depth": spec.depth, "layer_kind": spec.kind, "analysed": int(spec.analysed),
+                       "fan_in": fan_in, "fan_out": fan_out, "init": init, "gain": gain,
+                       "init_std": th["std"], "init_bound": th["bound"], "init_mean": th["mean"],
+                       "bias_init_std": bth["std"], "bias_init_bound": bth["bound"]}
+        for k in table:
+            table[k].append(layer_attrs[k])
+        out_dim = _out_dim(spec.kind)
+        variables = {
+            "weight": ((dims.EPOCH, *_weight_dims(spec.kind)), w, {"long_name": f"{spec.name} weight", "units": "1", **layer_attrs}),
+            "bias": ((dims.EPOCH, out_dim), b, {"long_name": f"{spec.name} bias", "units": "1", **layer_attrs}),
+        }
+        norm = f"norm{spec.depth}"
+        if spec.kind == "conv" and f"{norm}.weight" in states[0]:
+            for p in ("weight", "bias", "running_mean", "running_var"):
+                arr = torch.stack([s[f"{norm}.{p}"] for s in states]).numpy()
+                variables[f"norm_{p}"] = ((dims.EPOCH, out_dim), arr, {"long_name": f"{norm} {p.replace('_', ' ')}", "units": "1"})
+        ds = xr.Dataset(variables, coords={dims.EPOCH: epochs}, attrs=layer_attrs)
+        groups[spec.name] = _finish(ds, settings)
+    root = xr.Dataset(
+        {"diverged": ((dims.EPOCH,), np.array(diverged), {"long_name": "run diverged before this checkpoint", "units": "1"}),
+         **{k: ((dims.LAYER,), np.array(v, dtype=float if "init" in k else int), {"long_name": k.replace("_", " "), "units": "1"})
+            for k, v in table.items()}},
+        coords={dims.EPOCH: epochs, **_layer_coords(model.layer_specs)},
+    )
+    return write_store(out, _finish(root, settings), groups, store_attrs(settings, "weights", torch.device("cpu")))
+
+
+# --------------------------------------------------------------------------- streaming statistics
+@dataclass
+class Moments:
+    """Exact streaming count, mean, central moment sums M2..M4, min, max (float64, on the device).
+
+    Each batch's power sums are taken around a fixed shift (the first batch's mean), in
+    float64 with BLAS dot products (few passes over memory), and folded into the running
+    central moments with the pairwise formulas of Pebay (2008). Non-finite values are
+    counted and left out.
+    """
+
+    device: torch.device
+    n: torch.Tensor = field(init=False)
+    mean: torch.Tensor = field(init=False)
+    m2: torch.Tensor = field(init=False)
+    m3: torch.Tensor = field(init=False)
+    m4: torch.Tensor = field(init=False)
+    min: torch.Tensor = field(init=False)
+    max: torch.Tensor = field(init=False)
+    nonfinite: torch.Tensor = field(init=False)
+    shift: float | None = None
+
+    def __post_init__(self) -> None:
+        z = lambda v=0.0: torch.tensor(v, dtype=torch.float64, device=self.device)  # noqa: E731
+        self.n, self.mean, self.m2, self.m3, self.m4 = z(), z(), z(), z(), z()
+        self.min, self.max, self.nonfinite = z(float("inf")), z(float("-inf")), z()
+
+    def update(self, x: torch.Tensor) -> None:
+        y = x.reshape(-1).double()
+        total = y.sum()
+        if not torch.isfinite(total):  # rare: drop NaN/inf (one extra pass only then)
+            finite = torch.isfinite(y)
+            self.nonfinite += (~finite).sum()
+            y = y[finite]
+            total = y.sum()
+        if y.numel() == 0:
+            return
+        nb = float(y.numel())
+        self.min = torch.minimum(self.min, y.min())
+        self.max = torch.maximum(self.max, y.max())
+        if self.shift is None:
+            self.shift = float(total) / nb
+        y.sub_(self.shift)
+        y2 = y * y
+        s1, s2, s3, s4 = y.sum(), y2.sum(), torch.dot(y2, y), torch.dot(y2, y2)
+        # central moment sums of this batch from its shifted power sums
+        mu = s1 / nb
+        m2b = s2 - nb * mu**2
+        m3b = s3 - 3 * mu * s2 + 2 * nb * mu**3
+        m4b = s4 - 4 * mu * s3 + 6 * mu**2 * s2 - 3 * nb * mu**4
+        mb = mu + self.shift
+        na, n = self.n, self.n + nb
+        delta = mb - self.mean
+        self.m4 = (self.m4 + m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
+                   + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2 + 4 * delta * (na * m3b - nb * self.m3) / n)
+        self.m3 = self.m3 + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
+        self.m2 = self.m2 + m2b + delta**2 * na * nb / n
+        self.mean = self.mean + delta * nb / n
+        self.n = n
+
+    def values(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in ("n", "mean", "m2", "m3", "m4", "min", "max", "nonfinite")}
+
+
+@dataclass
+class Histogram:
+    """Fixed-bin histogram: the range is fixed by the first batch (widened by 10 %), values
+    outside it are counted as underflow/overflow, so counts stay exact."""
+
+    bins: int
+    device: torch.device
+    lo: float | None = None
+    hi: float | None = None
+    counts: torch.Tensor | None = None
+    under: torch.Tensor | None = None
+    over: torch.Tensor | None = None
+
+    def update(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1).float()
+        if not torch.isfinite(x.sum()):
+            x = x[torch.isfinite(x)]
+        if self.lo is None:
+            lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 1.0)
+            pad = 0.1 * (hi - lo) if hi > lo else max(abs(lo) * 0.1, 1e-6)
+            self.lo, self.hi = lo - pad, hi + pad
+            self.counts = torch.zeros(self.bins, dtype=torch.float64, device=self.device)
+            self.under = torch.zeros((), dtype=torch.float64, device=self.device)
+            self.over = torch.zeros((), dtype=torch.float64, device=self.device)
+        assert self.counts is not None and self.under is not None and self.over is not None
+        self.counts += torch.histc(x, self.bins, self.lo, self.hi).double()
+        self.under += (x < self.lo).sum()
+        self.over += (x > self.hi).sum()
+
+
+class Recorder:
+    """Forward hooks that keep the outputs of named modules of the last forward pass."""
+
+    def __init__(self, model: torch.nn.Module, names: set[str], on_output: Callable[[str, torch.Tensor], None] | None = None):
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.handles = []
+        modules = dict(model.named_modules())
+        for name in names:
+            self.handles.append(modules[name].register_forward_hook(self._hook(name, on_output)))
+
+    def _hook(self, name: str, on_output: Callable[[str, torch.Tensor], None] | None):
+        def hook(module: torch.nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            self.outputs[name] = output
+            self.inputs[name] = args[0]
+            if on_output is not None:
+                on_output(name, output)
+
+        return hook
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+# --------------------------------------------------------------------------- inputs
+@dataclass
+class Inputs:
+    """The analysis splits as model inputs on the device: uint8 images (train/valid/test),
+    or the 'random' split (Gaussian, already in input space), generated batch by batch."""
+
+    ds: data.Dataset
+    settings: Mapping[str, Any]
+
+    @property
+    def device(self) -> torch.device:
+        return self.ds.images["train"].device
+
+    def size(self, split: str) -> int:
+        if split == "random":
+            return int(self.settings["random"]["random_size"])
+        if split not in self.ds.labels:
+            raise DnndistError(f"split {split!r} is not available (have {sorted(self.ds.labels)} and 'random')")
+        return len(self.ds.labels[split])
+
+    def batch(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if split == "random":  # the order is the identity, so idx is a contiguous range
+            start, n = int(idx[0]), len(idx)
+            shape = tuple(self.ds.images["train"].shape[1:])
+            x = data.random_inputs(n, shape, self.settings["random"]["random_seed"], start=start).to(self.device)
+            return x, torch.full((n,), -1, dtype=torch.int64, device=self.device)
+        inp = self.settings["input"]
+        x = data.prepare(self.ds.images[split][idx], self.ds.mean, self.ds.std, inp["transform"], inp["threshold"])
+        return x, self.ds.labels[split][idx]
+
+    def order(self, split: str, seed: int) -> torch.Tensor:
+        """Seeded order in which a split's inputs are visited (the sample is its head);
+        random inputs are i.i.d., so their order is the identity."""
+        if split == "random":
+            return torch.arange(self.size(split), device=self.device)
+        g = torch.Generator().manual_seed(seed * 1009 + SPLIT_ORDER.index(split))
+        return torch.randperm(self.size(split), generator=g).to(self.device)
+
+
+def load_inputs(settings: Mapping[str, Any], store: str | Path, device: torch.device) -> Inputs:
+    ds = data.make_splits(data.open_store(store), settings["split"]["valid_size"], settings["split"]["split_seed"]).to(device)
+    return Inputs(ds, settings)
+
+
+# --------------------------------------------------------------------------- features
+def extract_features(settings: Mapping[str, Any], ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
+    ex = settings["extract"]
+    device = train.resolve_device(settings["train"]["device"])
+    inputs = load_inputs(settings, store, device)
+    model = build_model(settings, data.store_info(store)).to(device).eval()
+    specs = [s for s in model.layer_specs if s.analysed]
+    kinds = list(ex["features"])
+    splits = list(ex["splits"])
+    epochs = list(settings["checkpoint_epochs"])
+    files = checkpoint_files(ckpt_dir, epochs)
+    plans = {}
+    for split in splits:
+        order = inputs.order(split, ex["seed"])[: ex["max_inputs"] or None]
+        plans[split] = order
+    n_sample = min(ex["sample_size"], *(len(o) for o in plans.values()))
+    module_of = {(s.name, "pre"): s.pre for s in specs} | {(s.name, "post"): s.post for s in specs if s.post}
+    wanted = {module_of[(s.name, k)] for s in specs for k in kinds if (s.name, k) in module_of}
+    stat_names = ("n", "mean", "m2", "m3", "m4", "min", "max", "nonfinite")
+    shape = (len(epochs), len(specs), len(kinds), len(splits))
+    stats = {k: np.full(shape, np.nan) for k in (*stat_names, "hist_lo", "hist_hi", "underflow", "overflow")}
+    hist = np.full((*shape, ex["histogram_bins"]), np.nan)
+    samples: dict[tuple[str, str], list[list[np.ndarray]]] = {(s.name, k): [[None] * len(splits) for _ in epochs] for s in specs for k in kinds}
+    rec = Recorder(model, wanted)
+    try:
+        for ei, epoch in enumerate(epochs):
+            load_weights(model, files[epoch])
+            for si, split in enumerate(splits):
+                order = plans[split]
+                mom = {key: Moments(device) for key in samples}
+                hists = {key: Histogram(ex["histogram_bins"], device) for key in samples}
+                chunks = [order[:n_sample]] + list(order[n_sample:].split(ex["batch_size"]))
+                with torch.no_grad():
+                    for bi, idx in enumerate(chunks):
+                        if len(idx) == 0:
+                            continue
+                        x, _ = inputs.batch(split, idx)
+                        model(x)
+                        for (layer, kind) in samples:
+                            feat = rec.outputs[module_of[(layer, kind)]]
+                            mom[(layer, kind)].update(feat)
+                            hists[(layer, kind)].update(feat)
+                            if bi == 0:  # the sample: raw activations to the host
+                                samples[(layer, kind)][ei][si] = feat.float().cpu().numpy()
+                for li, spec in enumerate(specs):
+                    for ki, kind in enumerate(kinds):
+                        if (spec.name, kind) not in mom:
+                            continue
+                        vals = mom[(spec.name, kind)].values()
+                        for k in stat_names:
+                            stats[k][ei, li, ki, si] = vals[k]
+                        h = hists[(spec.name, kind)]
+                        stats["hist_lo"][ei, li, ki, si], stats["hist_hi"][ei, li, ki, si] = h.lo, h.hi
+                        stats["underflow"][ei, li, ki, si], stats["overflow"][ei, li, ki, si] = float(h.under), float(h.over)
+                        hist[ei, li, ki, si] = h.counts.cpu().numpy()
+            log.info("features: epoch %d done", epoch)
+    finally:
+        rec.close()
+    return _write_features(settings, specs, kinds, splits, epochs, stats, hist, samples, plans, n_sample, inputs, out, device)
+
+
+def _write_features(settings, specs, kinds, splits, epochs, stats, hist, samples, plans, n_sample, inputs, out, device) -> Path:
+    sd = (dims.EPOCH, dims.LAYER, dims.KIND, dims.SPLIT)
+    long = {"n": ("number of finite values", "1"), "mean": ("mean activation", "1"), "m2": ("sum of squared deviations", "1"),
+            "m3": ("sum of cubed deviations", "1"), "m4": ("sum of 4th-power deviations", "1"), "min": ("minimum activation", "1"),
+            "max": ("maximum activation", "1"), "nonfinite": ("number of non-finite values", "1"),
+            "hist_lo": ("histogram lower edge", "1"), "hist_hi": ("histogram upper edge", "1"),
+            "underflow": ("values below the histogram range", "1"), "overflow": ("values above the histogram range", "1")}
+    variables = {("count" if k == "n" else k): (sd, v, {"long_name": long[k][0], "units": long[k][1]}) for k, v in stats.items()}
+    variables["hist"] = ((*sd, dims.BIN), hist, {"long_name": "histogram counts (equal bins from hist_lo to hist_hi)", "units": "1"})
+    idx = np.stack([plans[s][:n_sample].cpu().numpy() for s in splits])
+    labels = np.stack([inputs.batch(s, plans[s][:n_sample])[1].cpu().numpy() for s in splits])
+    root = xr.Dataset(
+        {**variables,
+         "sample_index": ((dims.SPLIT, dims.SAMPLE), idx, {"long_name": "index of the input in its split", "units": "1"}),
+         "sample_label": ((dims.SPLIT, dims.SAMPLE), labels, {"long_name": "class label (-1 for random inputs)", "units": "1"})},
+        coords={dims.EPOCH: epochs, **_layer_coords(specs), dims.KIND: kinds, dims.SPLIT: splits},
+    )
+    groups = {}
+    for spec in specs:
+        variables = {}
+        for kind in kinds:
+            if (spec.name, kind) not in samples:
+                continue
+            arr = np.stack([np.stack(per_split) for per_split in samples[(spec.name, kind)]])  # (epoch, split, sample, ...)
+            tensor_dims = (dims.CHANNEL, dims.Y, dims.X) if arr.ndim == 6 else (dims.UNIT,)
+            variables[kind] = ((dims.EPOCH, dims.SPLIT, dims.SAMPLE, *tensor_dims), arr,
+                               {"long_name": f"{spec.name} {kind}-activation output", "units": "1"})
+        groups[spec.name] = _finish(xr.Dataset(variables, coords={dims.EPOCH: epochs, dims.SPLIT: splits},
+                                               attrs={"layer": spec.name, "depth": spec.depth}), settings)
+    return write_store(out, _finish(root, settings), groups, store_attrs(settings, "features", device))
+
+
+# --------------------------------------------------------------------------- gradients
+def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
+    ex = settings["extract"]
+    device = train.resolve_device(settings["train"]["device"])
+    inputs = load_inputs(settings, store, device)
+    model = build_model(settings, data.store_info(store)).to(device).eval()
+    specs = [s for s in model.layer_specs if s.analysed]
+    convs = [s for s in specs if s.kind == "conv"]
+    modules = dict(model.named_modules())
+    split, bs, nb = ex["gradient_split"], ex["gradient_batch_size"], ex["gradient_batches"]
+    order = inputs.order(split, ex["seed"] + 1)[: bs * nb]
+    batches = list(order.split(bs))
+    epochs = list(settings["checkpoint_epochs"])
+    files = checkpoint_files(ckpt_dir, epochs)
+    n = len(order)
+    feat_kinds = [k for k in ex["features"]] if ex["feature_gradients"] else []
+    feat_modules = {(s.name, k): (s.pre if k == "pre" else s.post) for s in specs for k in feat_kinds if (s.pre if k == "pre" else s.post)}
+    grads: dict[str, torch.Tensor] = {}
+
+    def keep_grad(name: str, output: torch.Tensor) -> None:
+        if output.requires_grad:
+            output.register_hook(lambda g: grads.__setitem__(name, g))
+
+    watch = {s.name for s in convs} | set(feat_modules.values())
+    rec = Recorder(model, watch, on_output=keep_grad)
+    loss_out = np.zeros((len(epochs), n))
+    em = {s.name: np.zeros((len(epochs), n, modules[s.name].out_channels)) for s in convs}
+    ab = {s.name: np.zeros((len(epochs), n, modules[s.name].in_channels)) for s in convs}
+    fgrad: dict[tuple[str, str], np.ndarray] = {}
+    pgrad = {(s.name, p): [] for s in specs for p in ("weight", "bias")}
+    pnorm = np.zeros((len(epochs), len(specs), 2, len(batches)))
+    try:
+        for ei, epoch in enumerate(epochs):
+            load_weights(model, files[epoch])
+            for p in model.parameters():
+                p.requires_grad_(True)
+            per_batch = {key: [] for key in pgrad}
+            pos = 0
+            for bi, idx in enumerate(batches):
+                x, y = inputs.batch(split, idx)
+                model.zero_grad(set_to_none=True)
+                grads.clear()
+                logits = model(x)
+                losses = F.cross_entropy(logits, y, reduction="none")
+                losses.sum().backward()  # each sample's gradient is that of its own loss
+                sl = slice(pos, pos + len(idx))
+                loss_out[ei, sl] = losses.detach().double().cpu().numpy()
+                for s in convs:
+                    conv = modules[s.name]
+                    size = tuple(rec.inputs[s.name].shape[-2:])
+                    e, a = emission_absorption(grads[s.name], conv.weight.detach(), size, conv.stride, conv.padding, conv.dilation, conv.groups)
+                    em[s.name][ei, sl], ab[s.name][ei, sl] = e.double().cpu().numpy(), a.double().cpu().numpy()
+                for key, mod in feat_modules.items():
+                    g = grads[mod].detach().float().cpu().numpy()
+                    fgrad.setdefault(key, np.zeros((len(epochs), n, *g.shape[1:]), dtype=np.float32))[ei, sl] = g
+                for li, s in enumerate(specs):
+                    for pi, p in enumerate(("weight", "bias")):
+                        g = getattr(modules[s.name], p).grad.detach() / len(idx)
+                        pnorm[ei, li, pi, bi] = float(g.double().norm())
+                        per_batch[(s.name, p)].append(g.float().cpu().numpy())
+                pos += len(idx)
+            for key in pgrad:
+                pgrad[key].append(np.stack(per_batch[key]))
+            log.info("gradients: epoch %d done", epoch)
+    finally:
+        rec.close()
+    labels = np.concatenate([inputs.batch(split, idx)[1].cpu().numpy() for idx in batches])
+    root = xr.Dataset(
+        {"loss": ((dims.EPOCH, dims.SAMPLE), loss_out, {"long_name": "per-sample cross-entropy", "units": "nat"}),
+         "param_grad_norm": ((dims.EPOCH, dims.LAYER, dims.PARAM, dims.BATCH), pnorm,
+                             {"long_name": "L2 norm of the mean-loss parameter gradient", "units": "1"}),
+         "sample_index": ((dims.SAMPLE,), order.cpu().numpy(), {"long_name": f"index of the input in the {split} split", "units": "1"}),
+         "sample_label": ((dims.SAMPLE,), labels, {"long_name": "class label", "units": "1"})},
+        coords={dims.EPOCH: epochs, **_layer_coords(specs), dims.PARAM: ["weight", "bias"]},
+        attrs={"gradient_split": split},
+    )
+    groups = {}
+    for s in specs:
+        kind = s.kind
+        v = {}
+        if ex["parameter_gradients"]:
+            v["weight_grad"] = ((dims.EPOCH, dims.BATCH, *_weight_dims(kind)), np.stack(pgrad[(s.name, "weight")]),
+                                {"long_name": f"{s.name} weight gradient (mean loss of a batch)", "units": "1"})
+            v["bias_grad"] = ((dims.EPOCH, dims.BATCH, _out_dim(kind)), np.stack(pgrad[(s.name, "bias")]),
+                              {"long_name": f"{s.name} bias gradient (mean loss of a batch)", "units": "1"})
+        for k in feat_kinds:
+            if (s.name, k) in fgrad:
+                tensor_dims = (dims.CHANNEL, dims.Y, dims.X) if kind == "conv" else (dims.UNIT,)
+                v[f"grad_{k}"] = ((dims.EPOCH, dims.SAMPLE, *tensor_dims), fgrad[(s.name, k)],
+                                  {"long_name": f"gradient of the per-sample loss w.r.t. the {s.name} {k}-activation output", "units": "1"})
+        if kind == "conv":
+            v["em"] = ((dims.EPOCH, dims.SAMPLE, dims.OUT_CHANNEL), em[s.name], {"long_name": f"{s.name} emission", "units": "1"})
+            v["ab"] = ((dims.EPOCH, dims.SAMPLE, dims.IN_CHANNEL), ab[s.name], {"long_name": f"{s.name} absorption", "units": "1"})
+        groups[s.name] = _finish(xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), settings)
+    return write_store(out, _finish(root, settings), groups, store_attrs(settings, "gradients", device))
+
+
+EXTRACTORS = {"weights": extract_weights, "features": extract_features, "gradients": extract_gradients}

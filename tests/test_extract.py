@@ -1,0 +1,229 @@
+"""Extraction: the three zarr datasets against direct recomputation from the checkpoints."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from dnndist import config as dcfg
+from dnndist import data, extract, inits, train
+from dnndist.gradients import emission_absorption_explicit
+from dnndist.io import open_results
+
+from .conftest import env, tiny_config
+
+EX = {"sample_size": 16, "batch_size": 70, "histogram_bins": 20, "gradient_batches": 2, "gradient_batch_size": 8}
+
+
+def settings_for(root, init="kaiming_normal", **sections):
+    cfg = dcfg.validate(tiny_config(root, inits=["kaiming_normal", "xavier_uniform"], extract=EX, **sections))
+    return dcfg.extract_settings(cfg, dcfg.Run("base", init, 0))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A trained tiny run (2 checkpoints) and its three extracted stores, for two inits."""
+    root = tmp_path_factory.mktemp("ex")
+    store = data.build_store({"source": "synthetic", "synthetic": {"train_size": 400, "test_size": 100, "image_size": 32, "seed": 0}},
+                             root / "data.zarr")
+    out = {}
+    for init in ("kaiming_normal", "xavier_uniform"):
+        s = settings_for(root, init)
+        run_dir = root / "runs" / "base" / init / "seed0"
+        train.train_run(s, store, run_dir, threads=1)
+        for kind, fn in extract.EXTRACTORS.items():
+            fn(s, run_dir / "checkpoints", store, run_dir / f"{kind}.zarr")
+        out[init] = (s, run_dir)
+    return root, store, out
+
+
+def model_at(s, store, run_dir, epoch):
+    model = extract.build_model(s, data.store_info(store))
+    extract.load_weights(model, run_dir / "checkpoints" / f"epoch_{epoch:04d}.safetensors")
+    return model.eval()
+
+
+def test_weights_dataset(run):
+    root, store, runs = run
+    s, run_dir = runs["kaiming_normal"]
+    ds = xr.open_zarr(run_dir / "weights.zarr", group="conv2", consolidated=False)
+    assert ds["weight"].dims == ("variant", "init", "seed", "epoch", "out_channel", "in_channel", "kernel_y", "kernel_x")
+    assert ds["bias"].dims == ("variant", "init", "seed", "epoch", "out_channel")
+    assert ds["weight"].dtype == np.float32 and ds["weight"].chunks is not None  # lazy, dask-backed
+    assert ds["init"].values.tolist() == ["kaiming_normal"] and ds["epoch"].values.tolist() == [0, 1]
+    a = ds["weight"].attrs
+    assert (a["fan_in"], a["fan_out"], a["depth"]) == (144, 144, 2)
+    assert a["init_std"] == pytest.approx(inits.theory("kaiming_normal", (16, 16, 3, 3), np.sqrt(2))["std"])
+    assert a["long_name"] and "units" in a
+    tensors, _ = train.load_checkpoint(run_dir / "checkpoints" / "epoch_0001.safetensors")
+    assert np.array_equal(ds["weight"].sel(epoch=1).values[0, 0, 0], tensors["conv2.weight"].numpy())
+    fc = xr.open_zarr(run_dir / "weights.zarr", group="fc1", consolidated=False)
+    assert fc["weight"].dims[-2:] == ("out_feature", "in_feature") and fc["weight"].shape[-2:] == (512, 1024)
+    rootds = xr.open_zarr(run_dir / "weights.zarr", consolidated=False)
+    assert rootds["layer"].values.tolist() == ["conv1", "conv2", "conv3", "fc1", "fc2"]
+    assert rootds["fan_in"].squeeze().values.tolist() == [27, 144, 144, 1024, 512]  # per run: models may differ by variant
+    assert not rootds["diverged"].values.any()
+    for key in ("config_hash", "dnndist_version", "git_commit", "torch_version", "xarray_version", "zarr_version", "device", "seed", "created"):
+        assert key in rootds.attrs, key
+
+
+def features_by_numpy(s, store, run_dir, epoch, split, layer_module):
+    """All activations of one layer over a whole split, by a plain forward pass."""
+    inputs = extract.load_inputs(s, store, torch.device("cpu"))
+    model = model_at(s, store, run_dir, epoch)
+    outs = []
+    model.get_submodule(layer_module).register_forward_hook(lambda m, a, o: outs.append(o.detach().double().numpy().ravel()))
+    order = inputs.order(split, s["extract"]["seed"])
+    with torch.no_grad():
+        for idx in order.split(50):
+            model(inputs.batch(split, idx)[0])
+    return np.concatenate(outs)
+
+
+@pytest.mark.parametrize("split,layer,kind,module", [("valid", "conv2", "pre", "conv2"), ("random", "fc1", "post", "act4"),
+                                                      ("train", "conv1", "post", "act1")])
+def test_streaming_statistics_equal_numpy(run, split, layer, kind, module):
+    _, store, runs = run
+    s, run_dir = runs["kaiming_normal"]
+    ds = xr.open_zarr(run_dir / "features.zarr", consolidated=False).sel(epoch=1, layer=layer, kind=kind, split=split).squeeze().compute()
+    x = features_by_numpy(s, store, run_dir, 1, split, module)
+    n = x.size
+    assert ds["count"].item() == n
+    assert ds["mean"].item() == pytest.approx(x.mean(), rel=1e-6, abs=1e-12)
+    assert ds["m2"].item() / n == pytest.approx(x.var(), rel=1e-6)
+    assert ds["m3"].item() / n / (ds["m2"].item() / n) ** 1.5 == pytest.approx(scipy.stats.skew(x), rel=1e-6)
+    assert ds["m4"].item() / n / (ds["m2"].item() / n) ** 2 - 3 == pytest.approx(scipy.stats.kurtosis(x), rel=1e-6)
+    assert ds["min"].item() == pytest.approx(x.min(), rel=1e-6) and ds["max"].item() == pytest.approx(x.max(), rel=1e-6)
+    assert ds["hist"].sum().item() + ds["underflow"].item() + ds["overflow"].item() == n
+    edges = np.linspace(ds["hist_lo"].item(), ds["hist_hi"].item(), EX["histogram_bins"] + 1)
+    ref, _ = np.histogram(x.astype(np.float32), bins=edges)
+    assert np.abs(ds["hist"].values - ref).sum() <= 0.001 * n  # histc vs numpy differ only at bin edges
+
+
+def test_raw_feature_sample_matches_a_direct_forward(run):
+    _, store, runs = run
+    s, run_dir = runs["xavier_uniform"]
+    root = xr.open_zarr(run_dir / "features.zarr", consolidated=False)
+    g = xr.open_zarr(run_dir / "features.zarr", group="conv3", consolidated=False)
+    assert g["pre"].dims == ("variant", "init", "seed", "epoch", "split", "sample", "channel", "y", "x")
+    assert g["pre"].sizes["sample"] == EX["sample_size"]
+    inputs = extract.load_inputs(s, store, torch.device("cpu"))
+    idx = torch.from_numpy(root["sample_index"].sel(split="valid").values.squeeze().astype(np.int64))
+    model = model_at(s, store, run_dir, 0)
+    with torch.no_grad():
+        out = inputs.batch("valid", idx)[0]
+        for name, module in model.named_children():  # forward up to conv3 by hand
+            out = module(out)
+            if name == "conv3":
+                break
+    assert np.allclose(g["pre"].sel(epoch=0, split="valid").values.squeeze(), out.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_inputs_are_identical_across_inits(run):
+    _, _, runs = run
+    a = xr.open_zarr(runs["kaiming_normal"][1] / "features.zarr", consolidated=False)
+    b = xr.open_zarr(runs["xavier_uniform"][1] / "features.zarr", consolidated=False)
+    assert np.array_equal(a["sample_index"].values, b["sample_index"].values)
+    ga = xr.open_zarr(runs["kaiming_normal"][1] / "gradients.zarr", consolidated=False)
+    gb = xr.open_zarr(runs["xavier_uniform"][1] / "gradients.zarr", consolidated=False)
+    assert np.array_equal(ga["sample_index"].values, gb["sample_index"].values)
+
+
+def test_gradients_dataset_against_autograd(run):
+    _, store, runs = run
+    s, run_dir = runs["kaiming_normal"]
+    root = xr.open_zarr(run_dir / "gradients.zarr", consolidated=False).sel(epoch=1).squeeze().compute()
+    conv2 = xr.open_zarr(run_dir / "gradients.zarr", group="conv2", consolidated=False).sel(epoch=1).squeeze()
+    fc1 = xr.open_zarr(run_dir / "gradients.zarr", group="fc1", consolidated=False).sel(epoch=1).squeeze()
+    assert conv2["em"].dims == ("sample", "out_channel") and conv2["ab"].dims == ("sample", "in_channel")
+    inputs = extract.load_inputs(s, store, torch.device("cpu"))
+    idx = torch.from_numpy(root["sample_index"].values.astype(np.int64))
+    first = idx[: EX["gradient_batch_size"]]
+    x, y = inputs.batch("train", first)
+    model = model_at(s, store, run_dir, 1).double()
+    feats = {}
+    model.conv2.register_forward_hook(lambda m, a, o: feats.update(inp=a[0], out=o))
+    logits = model(x.double())
+    losses = F.cross_entropy(logits, y, reduction="none")
+    assert np.allclose(root["loss"].values[: len(first)], losses.detach().numpy(), rtol=1e-4)
+    (g_out,) = torch.autograd.grad(losses.sum(), feats["out"], retain_graph=True)
+    em, ab = emission_absorption_explicit(g_out, model.conv2.weight.detach(), tuple(feats["inp"].shape[-2:]), 1, 1)
+    assert np.allclose(conv2["em"].values[: len(first)], em.numpy(), rtol=1e-4)
+    assert np.allclose(conv2["ab"].values[: len(first)], ab.numpy(), rtol=1e-4)
+    assert np.allclose(conv2["grad_pre"].values[: len(first)], g_out.numpy(), rtol=1e-4, atol=1e-7)
+    (gw,) = torch.autograd.grad(losses.mean(), model.fc1.weight)
+    gref = gw.numpy()  # float32 extraction vs float64 reference: tolerance relative to the largest entry
+    assert np.allclose(fc1["weight_grad"].isel(batch=0).values, gref, rtol=1e-4, atol=1e-5 * np.abs(gref).max())
+    assert root["param_grad_norm"].sel(layer="fc1", param="weight").isel(batch=0).item() == pytest.approx(gw.norm().item(), rel=1e-4)
+
+
+def test_open_results_combines_runs_lazily(run):
+    root, _, _ = run
+    w = open_results(root, "weights", group="conv1")
+    assert w.sizes["init"] == 2 and w.sizes["epoch"] == 2
+    assert hasattr(w["weight"].data, "dask")
+    f = open_results(root, "features")
+    assert set(f["init"].values) == {"kaiming_normal", "xavier_uniform"}
+    assert f["mean"].dims == ("variant", "init", "seed", "epoch", "layer", "kind", "split")
+
+
+def store_files(path):
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_killed_extraction_reruns_to_the_same_bytes(run, tmp_path):
+    _, store, runs = run
+    s, run_dir = runs["kaiming_normal"]
+    s = {**s, "random": {**s["random"], "random_size": 3000},  # long enough to be killed mid-way
+         "extract": {**s["extract"], "splits": ["valid", "random"]}}
+    out = tmp_path / "features.zarr"
+    cmd = [sys.executable, "-m", "dnndist", "extract", "features", "--settings", json.dumps(s), "--checkpoints",
+           str(run_dir / "checkpoints"), "--data", str(store), "--out", str(out), "--threads", "1"]
+    proc = subprocess.Popen(cmd, env=env(), stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "epoch 0 done" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()  # nothing that looks complete
+    assert subprocess.run(cmd, env=env(), capture_output=True).returncode == 0
+    ref = tmp_path / "ref.zarr"
+    extract.extract_features(s, run_dir / "checkpoints", store, ref)
+    a, b = store_files(out), store_files(ref)
+    assert a.keys() == b.keys()
+    differing = [k for k in a if a[k] != b[k]]
+    assert differing == ["zarr.json"]  # only the root metadata, through its creation time
+    ja, jb = json.loads(a["zarr.json"]), json.loads(b["zarr.json"])
+    ja["attributes"].pop("created"), jb["attributes"].pop("created")
+    assert ja == jb
+
+
+def test_feature_memory_does_not_grow_with_split_size(run, tmp_path):
+    _, store, runs = run
+    s, run_dir = runs["kaiming_normal"]
+    script = (
+        "import json, resource, sys; from dnndist import extract;"
+        "s = json.loads(sys.argv[1]); extract.extract_features(s, sys.argv[2], sys.argv[3], sys.argv[4]);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    peaks = {}
+    for n in (1_000, 10_000):
+        sn = {**s, "checkpoint_epochs": [1], "random": {**s["random"], "random_size": n},
+              "extract": {**s["extract"], "splits": ["random"], "batch_size": 500}}
+        proc = subprocess.run([sys.executable, "-c", script, json.dumps(sn), str(run_dir / "checkpoints"), str(store),
+                               str(tmp_path / f"f{n}.zarr")], env=env(), capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        peaks[n] = int(proc.stdout.split()[-1])
+    assert xr.open_zarr(tmp_path / "f10000.zarr", consolidated=False)["count"].sel(layer="conv1", kind="pre").max() == 10_000 * 16 * 32 * 32
+    assert peaks[10_000] < 1.15 * peaks[1_000], peaks
