@@ -30,11 +30,13 @@ wildcard_constraints:
     init=r"[a-z_]+",
     seed=r"\d+",
     kind=r"weights|features|gradients",
+    table=r"training|weights|features",
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"
+include: "workflow/rules/stats.smk"
 
 
 rule all:
@@ -42,4 +44,5 @@ rule all:
         store=DATASET_STORE,
         summaries=expand_runs(f"{RUN_DIR}/summary.json"),
         extracted=expand_runs(f"{RUN_DIR}/{{kind}}.zarr", EXTRACT_KINDS),
+        stats=expand(f"{RESULTS}/stats/{{table}}_summary.csv", table=STATS_TABLES),
     default_target: True

@@ -227,3 +227,25 @@ def test_feature_memory_does_not_grow_with_split_size(run, tmp_path):
         peaks[n] = int(proc.stdout.split()[-1])
     assert xr.open_zarr(tmp_path / "f10000.zarr", consolidated=False)["count"].sel(layer="conv1", kind="pre").max() == 10_000 * 16 * 32 * 32
     assert peaks[10_000] < 1.15 * peaks[1_000], peaks
+
+
+def test_weight_and_feature_tables_from_the_stores(run):
+    from dnndist import stats
+
+    _, store, runs = run
+    s, run_dir = runs["kaiming_normal"]
+    w = stats.weight_stats_of_store(run_dir / "weights.zarr", {"stats": {"near_zero": [0.01], "near_zero_rel": [0.1]}})
+    row = w.set_index(["epoch", "layer", "param", "statistic"])["value"]
+    tensors, _ = train.load_checkpoint(run_dir / "checkpoints" / "epoch_0001.safetensors")
+    x = tensors["conv2.weight"].double().numpy().ravel()
+    assert row[(1, "conv2", "weight", "std")] == pytest.approx(x.std())
+    assert row[(1, "conv2", "weight", "kurtosis")] == pytest.approx(scipy.stats.kurtosis(x))
+    assert row[(1, "conv2", "weight", "near_zero_abs_0.01")] == pytest.approx((np.abs(x) < 0.01).mean())
+    assert row[(1, "conv2", "weight", "within_default_bound")] == pytest.approx((np.abs(x) <= 1 / 12).mean())
+    assert row[(0, "conv2", "weight", "std_ratio_to_init")] == pytest.approx(1.0, abs=0.15)  # fresh kaiming weights
+    assert set(w["init"]) == {"kaiming_normal"} and set(w["param"]) == {"weight", "bias"}
+    f = stats.feature_table(xr.open_zarr(run_dir / "features.zarr", consolidated=False))
+    fr = f.set_index(["epoch", "layer", "kind", "split", "statistic"])["value"]
+    act = features_by_numpy(s, store, run_dir, 1, "valid", "conv2")
+    assert fr[(1, "conv2", "pre", "valid", "std")] == pytest.approx(act.std(), rel=1e-6)
+    assert fr[(1, "conv2", "pre", "valid", "kurtosis")] == pytest.approx(scipy.stats.kurtosis(act), rel=1e-6)

@@ -102,6 +102,35 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats_run(args: argparse.Namespace) -> int:
+    import xarray as xr
+
+    from dnndist import stats
+    from dnndist.io import write_text
+
+    settings = json.loads(args.settings)
+    write_text(args.weights_out, stats.weight_stats_of_store(args.weights, settings).to_csv(index=False))
+    features = xr.open_zarr(args.features, consolidated=False)
+    write_text(args.features_out, stats.feature_table(features).to_csv(index=False))
+    return 0
+
+
+def cmd_stats_combine(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from dnndist import stats
+    from dnndist.io import write_text
+
+    if args.kind == "training":
+        df = stats.training_table(pd.concat([pd.read_csv(p) for p in args.inputs], ignore_index=True))
+        df = df.sort_values([c for c in df.columns if c != "value"], kind="stable").reset_index(drop=True)
+    else:
+        df = stats.combine(args.inputs)
+    write_text(args.out, df.to_csv(index=False))
+    write_text(args.summary, stats.aggregate_seeds(df).to_csv(index=False))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dnndist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -140,6 +169,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output store (.zarr)")
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(fn=cmd_extract)
+
+    s = sub.add_parser("stats-run", help="tidy statistics tables of one run's weights and features")
+    s.add_argument("--settings", required=True, help="settings JSON (the stats section is used)")
+    s.add_argument("--weights", required=True)
+    s.add_argument("--features", required=True)
+    s.add_argument("--weights-out", required=True)
+    s.add_argument("--features-out", required=True)
+    s.set_defaults(fn=cmd_stats_run)
+
+    s = sub.add_parser("stats-combine", help="combine per-run tables; aggregate over seeds (mean, bootstrap 95 % CI)")
+    s.add_argument("kind", choices=["weights", "features", "training"])
+    s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--summary", required=True)
+    s.set_defaults(fn=cmd_stats_combine)
     return p
 
 

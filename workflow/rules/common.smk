@@ -11,6 +11,7 @@ ENVIRONMENT = "../../environment.yml"  # the project environment, relative to th
 DATASET_STORE = f"{RESULTS}/data/dataset.zarr"
 RUN_DIR = f"{RESULTS}/runs/{{variant}}/{{init}}/seed{{seed}}"
 EXTRACT_KINDS = ["weights", "features", "gradients"]
+STATS_TABLES = ["training", "weights", "features"]
 # glibc malloc gives memory back to the OS on every large free, which costs 35-60 %
 # of CPU training throughput (../shared/perf-notes.md); these settings keep it.
 MALLOC_ENV = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296"
@@ -33,6 +34,17 @@ def run_settings_json(wildcards):
 def extract_settings_json(wildcards):
     """A run's settings plus the extract section: editing extraction reruns only extraction."""
     return json.dumps(dcfg.extract_settings(config, run_of(wildcards)), sort_keys=True)
+
+
+def stats_settings_json(wildcards):
+    return json.dumps({"stats": config["stats"]}, sort_keys=True)
+
+
+def stats_inputs(wildcards):
+    """Per-run tables behind one combined table (training reads the runs' metrics)."""
+    if wildcards.table == "training":
+        return expand_runs(f"{RUN_DIR}/metrics.csv")
+    return expand_runs(f"{RUN_DIR}/stats/{wildcards.table}.csv")
 
 
 def run_dir(wildcards):
