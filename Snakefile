@@ -12,6 +12,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 # Schema validation (types, ranges, enums, defaults) plus semantic checks; a bad
 # config stops here, before any job, with the offending key in the message.
 try:
@@ -37,6 +40,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/stats.smk"
+include: "workflow/rules/plots.smk"
 
 
 rule all:
@@ -45,4 +49,5 @@ rule all:
         summaries=expand_runs(f"{RUN_DIR}/summary.json"),
         extracted=expand_runs(f"{RUN_DIR}/{{kind}}.zarr", EXTRACT_KINDS),
         stats=expand(f"{RESULTS}/stats/{{table}}_summary.csv", table=STATS_TABLES),
+        figures=expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=["pdf", "png"]),
     default_target: True

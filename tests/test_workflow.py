@@ -61,6 +61,12 @@ def test_end_to_end_outputs(done):
         assert set(tidy["init"]) == set(cfg["inits"]) and "value" in tidy
         summary = pd.read_csv(results / "stats" / f"{table}_summary.csv")
         assert {"mean", "ci_low", "ci_high", "n_seeds"} <= set(summary.columns)
+    for fig in sorted((results / "figures").iterdir()):
+        data = fig.read_bytes()
+        assert len(data) > 5000, fig
+        assert data.startswith(b"%PDF-") if fig.suffix == ".pdf" else data.startswith(b"\x89PNG\r\n\x1a\n"), fig
+    assert {p.name for p in (results / "figures").iterdir()} == {
+        "fig1_training.pdf", "fig1_training.png", "fig2_weights.pdf", "fig2_weights.png"}
     assert ok["status"] == "completed" and 0 <= ok["final"]["valid_accuracy"] <= 1  # learning: test_train.py
     assert div["status"] == "diverged"  # recorded; the workflow still completed
 
@@ -78,23 +84,27 @@ def test_changing_one_init_reruns_only_its_chain(done, tmp_path):
     changed = {**cfg, "overrides": {**cfg["overrides"], "xavier_uniform": {"train": {"lr": 5.0e-4}}}}
     write_yaml(tmp_path / "changed.yaml", changed)
     proc = snakemake(work, "-n", "--configfile", str(tmp_path / "changed.yaml"))
-    assert planned_jobs(proc) == {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "total": 9}
+    assert planned_jobs(proc) == {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "weight_histograms": 1,
+                                  "fig_training": 1, "fig_weights": 1, "total": 12}
     assert "runs/base/xavier_uniform/seed0" in proc.stdout
     # adding a seed to one init plans exactly that run
     more = {**cfg, "overrides": {**cfg["overrides"], "kaiming_normal": {**cfg["overrides"]["kaiming_normal"], "seeds": [0, 1]}}}
     write_yaml(tmp_path / "more.yaml", more)
     proc = snakemake(work, "-n", "--configfile", str(tmp_path / "more.yaml"))
-    assert planned_jobs(proc) == {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "total": 9}
+    assert planned_jobs(proc) == {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "weight_histograms": 1,
+                                  "fig_training": 1, "fig_weights": 1, "total": 12}
     assert "runs/base/kaiming_normal/seed1" in proc.stdout
     # a data setting changes everything downstream of the data
     data = {**cfg, "data": {**cfg["data"], "synthetic": {**cfg["data"]["synthetic"], "seed": 7}}}
     write_yaml(tmp_path / "data.yaml", data)
     assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "data.yaml"))) == {
-        "all": 1, "dataset": 1, "train": 3, "extract": 9, "stats_run": 3, "stats_combine": 3, "total": 20}
+        "all": 1, "dataset": 1, "train": 3, "extract": 9, "stats_run": 3, "stats_combine": 3, "weight_histograms": 1,
+        "fig_training": 1, "fig_weights": 1, "total": 23}
     # an extraction setting reruns extraction only
     ex = {**cfg, "extract": {**cfg.get("extract", {}), "histogram_bins": 17}}
     write_yaml(tmp_path / "ex.yaml", ex)
-    assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "ex.yaml"))) == {"all": 1, "extract": 9, "stats_run": 3, "stats_combine": 2, "total": 15}
+    assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "ex.yaml"))) == {"all": 1, "extract": 9, "stats_run": 3, "stats_combine": 2,
+                                                                                                          "weight_histograms": 1, "fig_weights": 1, "total": 17}
 
 
 def test_killed_workflow_reruns_incomplete_jobs(done, tmp_path):
@@ -107,7 +117,8 @@ def test_killed_workflow_reruns_incomplete_jobs(done, tmp_path):
     snakemake(copy, "--cores", "1", "--configfile", str(copy / "tiny.yaml"), "--touch")
     (copy / "results/runs/base/kaiming_normal/seed0/summary.json").unlink()
     proc = snakemake(copy, "-n", "--configfile", str(copy / "tiny.yaml"))
-    assert planned_jobs(proc) == {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "total": 9}
+    assert planned_jobs(proc) == {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "weight_histograms": 1,
+                                  "fig_training": 1, "fig_weights": 1, "total": 12}
 
 
 def test_default_config_plans_seven_trainings_and_the_data():
@@ -117,7 +128,8 @@ def test_default_config_plans_seven_trainings_and_the_data():
     with tempfile.TemporaryDirectory() as d:
         proc = snakemake(Path(d), "-n")
     assert planned_jobs(proc) == {"all": 1, "dataset": 1, "download_cifar10": 1, "train": 7, "extract": 21,
-                                  "stats_run": 7, "stats_combine": 3, "total": 41}
+                                  "stats_run": 7, "stats_combine": 3, "weight_histograms": 1, "fig_training": 1, "fig_weights": 1,
+                                  "total": 44}
 
 
 def test_demo_preset_plans(tmp_path):
@@ -126,7 +138,8 @@ def test_demo_preset_plans(tmp_path):
     proc = snakemake(tmp_path, "-n", "--configfile", "presets/demo.yaml")
     # the default profile (rerun-incomplete, keep-going) is found through the top-level profiles link
     assert f"Using workflow specific profile {REPO}/profiles/default" in proc.stdout + proc.stderr
-    assert planned_jobs(proc) == {"all": 1, "dataset": 1, "train": 7, "extract": 21, "stats_run": 7, "stats_combine": 3, "total": 40}
+    assert planned_jobs(proc) == {"all": 1, "dataset": 1, "train": 7, "extract": 21, "stats_run": 7, "stats_combine": 3,
+                                  "weight_histograms": 1, "fig_training": 1, "fig_weights": 1, "total": 43}
 
 
 def test_lint_is_clean(tmp_path):

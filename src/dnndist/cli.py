@@ -112,6 +112,12 @@ def cmd_stats_run(args: argparse.Namespace) -> int:
     write_text(args.weights_out, stats.weight_stats_of_store(args.weights, settings).to_csv(index=False))
     features = xr.open_zarr(args.features, consolidated=False)
     write_text(args.features_out, stats.feature_table(features).to_csv(index=False))
+    if args.hist_out:
+        from dnndist import plots
+
+        groups = stats.open_layer_groups(args.weights)
+        epochs = [int(e) for e in next(iter(groups.values()))["epoch"].values]
+        write_text(args.hist_out, plots.weight_histograms(groups, [epochs[0], epochs[-1]]).to_csv(index=False))
     return 0
 
 
@@ -127,7 +133,22 @@ def cmd_stats_combine(args: argparse.Namespace) -> int:
     else:
         df = stats.combine(args.inputs)
     write_text(args.out, df.to_csv(index=False))
-    write_text(args.summary, stats.aggregate_seeds(df).to_csv(index=False))
+    if args.summary:
+        write_text(args.summary, stats.aggregate_seeds(df).to_csv(index=False))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from dnndist import plots
+
+    plots.use_style(args.style)
+    table = pd.read_csv(args.table)
+    if args.figure == "training":
+        plots.fig_training(table, args.pdf, args.png)
+    elif args.figure == "weights":
+        plots.fig_weight_distributions(table, args.pdf, args.png)
     return 0
 
 
@@ -176,14 +197,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--features", required=True)
     s.add_argument("--weights-out", required=True)
     s.add_argument("--features-out", required=True)
+    s.add_argument("--hist-out", help="tidy weight histograms (first and last checkpoint)")
     s.set_defaults(fn=cmd_stats_run)
 
     s = sub.add_parser("stats-combine", help="combine per-run tables; aggregate over seeds (mean, bootstrap 95 % CI)")
-    s.add_argument("kind", choices=["weights", "features", "training"])
+    s.add_argument("kind", choices=["weights", "features", "training", "weight_hist"])
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--summary", required=True)
+    s.add_argument("--summary", help="also write the seed aggregate (mean, bootstrap 95 %% CI)")
     s.set_defaults(fn=cmd_stats_combine)
+
+    s = sub.add_parser("plot", help="draw one figure (PDF and PNG) from its tidy table")
+    s.add_argument("figure", choices=["training", "weights"])
+    s.add_argument("--table", required=True)
+    s.add_argument("--style", help="matplotlib style file")
+    s.add_argument("--pdf", required=True)
+    s.add_argument("--png", required=True)
+    s.set_defaults(fn=cmd_plot)
     return p
 
 

@@ -146,13 +146,16 @@ def weight_table(weights: Mapping[str, Any], settings: Mapping[str, Any] | None 
     return pd.DataFrame(rows)
 
 
-def weight_stats_of_store(path: str | Path, settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def open_layer_groups(path: str | Path) -> dict[str, Any]:
+    """The layer groups of a weights store, in depth order."""
     import xarray as xr
 
     root = xr.open_zarr(path, consolidated=False)
-    layers = [str(v) for v in root[dims.LAYER].values]
-    groups = {layer: xr.open_zarr(path, group=layer, consolidated=False) for layer in layers}
-    return weight_table(groups, settings)
+    return {str(v): xr.open_zarr(path, group=str(v), consolidated=False) for v in root[dims.LAYER].values}
+
+
+def weight_stats_of_store(path: str | Path, settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    return weight_table(open_layer_groups(path), settings)
 
 
 def feature_table(features: Any) -> pd.DataFrame:

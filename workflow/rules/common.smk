@@ -12,6 +12,8 @@ DATASET_STORE = f"{RESULTS}/data/dataset.zarr"
 RUN_DIR = f"{RESULTS}/runs/{{variant}}/{{init}}/seed{{seed}}"
 EXTRACT_KINDS = ["weights", "features", "gradients"]
 STATS_TABLES = ["training", "weights", "features"]
+STYLE = workflow.source_path("../style/dnndist.mplstyle")  # shared figure style, next to the workflow
+FIGURES = ["fig1_training", "fig2_weights"]
 # glibc malloc gives memory back to the OS on every large free, which costs 35-60 %
 # of CPU training throughput (../shared/perf-notes.md); these settings keep it.
 MALLOC_ENV = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296"
