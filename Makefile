@@ -24,6 +24,7 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile presets/demo.yaml
+	$(BIN)/snakemake --configfile presets/demo.yaml --report results/demo/report.html
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -34,6 +34,9 @@ wildcard_constraints:
     seed=r"\d+",
     kind=r"weights|features|gradients",
     table=r"training|weights|features",
+    plain=r"weight_hist|feature_hist|em_ab",
+    figure="|".join(FIGURES),
+    name="|".join(TABLES),
 
 
 include: "workflow/rules/data.smk"
@@ -50,4 +53,5 @@ rule all:
         extracted=expand_runs(f"{RUN_DIR}/{{kind}}.zarr", EXTRACT_KINDS),
         stats=expand(f"{RESULTS}/stats/{{table}}_summary.csv", table=STATS_TABLES),
         figures=expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=["pdf", "png"]),
+        tables=expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLES, ext=["csv", "md", "tex"]),
     default_target: True

@@ -15,6 +15,11 @@ from .conftest import REPO, snakemake, tiny_config, write_yaml
 pytestmark = pytest.mark.slow
 
 
+# what one run's change replans besides its training/extraction: its stats, every combined table, table and figure
+DOWNSTREAM = {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "stats_concat": 3, "table": 5,
+              "figure": 6, "total": 23}
+
+
 def planned_jobs(proc) -> dict[str, int]:
     """Job counts of a dry run, from its 'Job stats' table."""
     out = proc.stdout + proc.stderr
@@ -65,8 +70,16 @@ def test_end_to_end_outputs(done):
         data = fig.read_bytes()
         assert len(data) > 5000, fig
         assert data.startswith(b"%PDF-") if fig.suffix == ".pdf" else data.startswith(b"\x89PNG\r\n\x1a\n"), fig
-    assert {p.name for p in (results / "figures").iterdir()} == {
-        "fig1_training.pdf", "fig1_training.png", "fig2_weights.pdf", "fig2_weights.png"}
+    figures = ["fig1_training", "fig2_weights", "fig3_features", "fig4_emission", "fig5_trajectories", "fig6_depth"]
+    assert {p.name for p in (results / "figures").iterdir()} == {f"{f}.{e}" for f in figures for e in ("pdf", "png")}
+    tables = ["init_check", "range", "depth_trend", "emission", "claims"]
+    assert {p.name for p in (results / "tables").iterdir()} == {f"{t}.{e}" for t in tables for e in ("csv", "md", "tex")}
+    snakemake(work, "--configfile", str(work / "tiny.yaml"), "--report", str(results / "report.html"))
+    report = (results / "report.html").read_text()
+    assert all(f"{f}.pdf" in report for f in figures) and "claims.csv" in report
+    claims = pd.read_csv(results / "tables" / "claims.csv")
+    assert set(claims["verdict"]) <= {"holds", "does not hold", "inconclusive"} and len(claims) >= 6
+    assert (results / "tables" / "claims.tex").read_text().startswith("\\begin{table}")
     assert ok["status"] == "completed" and 0 <= ok["final"]["valid_accuracy"] <= 1  # learning: test_train.py
     assert div["status"] == "diverged"  # recorded; the workflow still completed
 
@@ -84,27 +97,25 @@ def test_changing_one_init_reruns_only_its_chain(done, tmp_path):
     changed = {**cfg, "overrides": {**cfg["overrides"], "xavier_uniform": {"train": {"lr": 5.0e-4}}}}
     write_yaml(tmp_path / "changed.yaml", changed)
     proc = snakemake(work, "-n", "--configfile", str(tmp_path / "changed.yaml"))
-    assert planned_jobs(proc) == {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "weight_histograms": 1,
-                                  "fig_training": 1, "fig_weights": 1, "total": 12}
+    assert planned_jobs(proc) == DOWNSTREAM
     assert "runs/base/xavier_uniform/seed0" in proc.stdout
     # adding a seed to one init plans exactly that run
     more = {**cfg, "overrides": {**cfg["overrides"], "kaiming_normal": {**cfg["overrides"]["kaiming_normal"], "seeds": [0, 1]}}}
     write_yaml(tmp_path / "more.yaml", more)
     proc = snakemake(work, "-n", "--configfile", str(tmp_path / "more.yaml"))
-    assert planned_jobs(proc) == {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "weight_histograms": 1,
-                                  "fig_training": 1, "fig_weights": 1, "total": 12}
+    assert planned_jobs(proc) == DOWNSTREAM
     assert "runs/base/kaiming_normal/seed1" in proc.stdout
     # a data setting changes everything downstream of the data
     data = {**cfg, "data": {**cfg["data"], "synthetic": {**cfg["data"]["synthetic"], "seed": 7}}}
     write_yaml(tmp_path / "data.yaml", data)
     assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "data.yaml"))) == {
-        "all": 1, "dataset": 1, "train": 3, "extract": 9, "stats_run": 3, "stats_combine": 3, "weight_histograms": 1,
-        "fig_training": 1, "fig_weights": 1, "total": 23}
+        "all": 1, "dataset": 1, "train": 3, "extract": 9, "stats_run": 3, "stats_combine": 3, "stats_concat": 3, "table": 5,
+        "figure": 6, "total": 34}
     # an extraction setting reruns extraction only
     ex = {**cfg, "extract": {**cfg.get("extract", {}), "histogram_bins": 17}}
     write_yaml(tmp_path / "ex.yaml", ex)
-    assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "ex.yaml"))) == {"all": 1, "extract": 9, "stats_run": 3, "stats_combine": 2,
-                                                                                                          "weight_histograms": 1, "fig_weights": 1, "total": 17}
+    assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "ex.yaml"))) == {
+        "all": 1, "extract": 9, "stats_run": 3, "stats_combine": 2, "stats_concat": 3, "table": 5, "figure": 5, "total": 28}
 
 
 def test_killed_workflow_reruns_incomplete_jobs(done, tmp_path):
@@ -117,8 +128,7 @@ def test_killed_workflow_reruns_incomplete_jobs(done, tmp_path):
     snakemake(copy, "--cores", "1", "--configfile", str(copy / "tiny.yaml"), "--touch")
     (copy / "results/runs/base/kaiming_normal/seed0/summary.json").unlink()
     proc = snakemake(copy, "-n", "--configfile", str(copy / "tiny.yaml"))
-    assert planned_jobs(proc) == {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "weight_histograms": 1,
-                                  "fig_training": 1, "fig_weights": 1, "total": 12}
+    assert planned_jobs(proc) == DOWNSTREAM
 
 
 def test_default_config_plans_seven_trainings_and_the_data():
@@ -127,9 +137,9 @@ def test_default_config_plans_seven_trainings_and_the_data():
 
     with tempfile.TemporaryDirectory() as d:
         proc = snakemake(Path(d), "-n")
-    assert planned_jobs(proc) == {"all": 1, "dataset": 1, "download_cifar10": 1, "train": 7, "extract": 21,
-                                  "stats_run": 7, "stats_combine": 3, "weight_histograms": 1, "fig_training": 1, "fig_weights": 1,
-                                  "total": 44}
+    assert planned_jobs(proc) == {
+        "all": 1, "dataset": 1, "download_cifar10": 1, "train": 7, "extract": 21, "stats_run": 7, "stats_combine": 3,
+        "stats_concat": 3, "table": 5, "figure": 6, "total": 55}
 
 
 def test_demo_preset_plans(tmp_path):
@@ -138,8 +148,9 @@ def test_demo_preset_plans(tmp_path):
     proc = snakemake(tmp_path, "-n", "--configfile", "presets/demo.yaml")
     # the default profile (rerun-incomplete, keep-going) is found through the top-level profiles link
     assert f"Using workflow specific profile {REPO}/profiles/default" in proc.stdout + proc.stderr
-    assert planned_jobs(proc) == {"all": 1, "dataset": 1, "train": 7, "extract": 21, "stats_run": 7, "stats_combine": 3,
-                                  "weight_histograms": 1, "fig_training": 1, "fig_weights": 1, "total": 43}
+    assert planned_jobs(proc) == {
+        "all": 1, "dataset": 1, "train": 7, "extract": 21, "stats_run": 7, "stats_combine": 3, "stats_concat": 3, "table": 5,
+        "figure": 6, "total": 54}
 
 
 def test_lint_is_clean(tmp_path):

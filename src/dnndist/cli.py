@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from dnndist import DnndistError
@@ -105,19 +106,25 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_stats_run(args: argparse.Namespace) -> int:
     import xarray as xr
 
-    from dnndist import stats
+    from dnndist import plots, stats
     from dnndist.io import write_text
 
     settings = json.loads(args.settings)
-    write_text(args.weights_out, stats.weight_stats_of_store(args.weights, settings).to_csv(index=False))
+    out = Path(args.out_dir)
+    groups = stats.open_layer_groups(args.weights)
+    epochs = [int(e) for e in next(iter(groups.values()))["epoch"].values]
     features = xr.open_zarr(args.features, consolidated=False)
-    write_text(args.features_out, stats.feature_table(features).to_csv(index=False))
-    if args.hist_out:
-        from dnndist import plots
-
-        groups = stats.open_layer_groups(args.weights)
-        epochs = [int(e) for e in next(iter(groups.values()))["epoch"].values]
-        write_text(args.hist_out, plots.weight_histograms(groups, [epochs[0], epochs[-1]]).to_csv(index=False))
+    grads = xr.open_zarr(args.gradients, consolidated=False)
+    grad_groups = {str(layer): xr.open_zarr(args.gradients, group=str(layer), consolidated=False) for layer in grads["layer"].values}
+    tables = {
+        "weights": stats.weight_table(groups, settings),
+        "features": stats.feature_table(features),
+        "weight_hist": plots.weight_histograms(groups, [epochs[0], epochs[-1]]),
+        "feature_hist": plots.feature_histograms(features, [epochs[0], epochs[-1]]),
+        "em_ab": plots.em_ab_table(grad_groups, epochs[-1]),
+    }
+    for name, df in tables.items():
+        write_text(out / f"{name}.csv", df.to_csv(index=False))
     return 0
 
 
@@ -145,10 +152,37 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     plots.use_style(args.style)
     table = pd.read_csv(args.table)
-    if args.figure == "training":
-        plots.fig_training(table, args.pdf, args.png)
-    elif args.figure == "weights":
-        plots.fig_weight_distributions(table, args.pdf, args.png)
+    draw = {
+        "fig1_training": lambda: plots.fig_training(table, args.pdf, args.png),
+        "fig2_weights": lambda: plots.fig_weight_distributions(table, args.pdf, args.png),
+        "fig3_features": lambda: plots.fig_features(table, args.pdf, args.png),
+        "fig4_emission": lambda: plots.fig_emission(table, args.pdf, args.png, init=args.init),
+        "fig5_trajectories": lambda: plots.fig_trajectories(table, args.pdf, args.png, x="epoch"),
+        "fig6_depth": lambda: plots.fig_trajectories(table, args.pdf, args.png, x="depth"),
+    }
+    draw[args.figure]()
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from dnndist import tables
+
+    read = lambda name: pd.read_csv(getattr(args, name)) if getattr(args, name) else None  # noqa: E731
+    if args.name == "init_check":
+        df = tables.init_check(read("weights_summary"))
+    elif args.name == "range":
+        df = tables.range_table(read("weights_summary"))
+    elif args.name == "depth_trend":
+        df = tables.depth_trend(read("weights"))
+    elif args.name == "emission":
+        df = tables.emission_summary(read("em_ab"))
+    else:
+        em = read("em_ab")
+        df = tables.claims(read("training_summary"), read("weights_summary"), read("features_summary"),
+                           tables.emission_summary(em) if em is not None else None)
+    tables.write_table(df, args.out_stem, tables.CAPTIONS[args.name])
     return 0
 
 
@@ -191,29 +225,36 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(fn=cmd_extract)
 
-    s = sub.add_parser("stats-run", help="tidy statistics tables of one run's weights and features")
+    s = sub.add_parser("stats-run", help="tidy statistics tables of one run's extracted stores")
     s.add_argument("--settings", required=True, help="settings JSON (the stats section is used)")
     s.add_argument("--weights", required=True)
     s.add_argument("--features", required=True)
-    s.add_argument("--weights-out", required=True)
-    s.add_argument("--features-out", required=True)
-    s.add_argument("--hist-out", help="tidy weight histograms (first and last checkpoint)")
+    s.add_argument("--gradients", required=True)
+    s.add_argument("--out-dir", required=True, help="receives weights, features, weight_hist, feature_hist and em_ab .csv")
     s.set_defaults(fn=cmd_stats_run)
 
     s = sub.add_parser("stats-combine", help="combine per-run tables; aggregate over seeds (mean, bootstrap 95 % CI)")
-    s.add_argument("kind", choices=["weights", "features", "training", "weight_hist"])
+    s.add_argument("kind", choices=["weights", "features", "training", "weight_hist", "feature_hist", "em_ab"])
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--summary", help="also write the seed aggregate (mean, bootstrap 95 %% CI)")
     s.set_defaults(fn=cmd_stats_combine)
 
     s = sub.add_parser("plot", help="draw one figure (PDF and PNG) from its tidy table")
-    s.add_argument("figure", choices=["training", "weights"])
+    s.add_argument("figure", choices=["fig1_training", "fig2_weights", "fig3_features", "fig4_emission", "fig5_trajectories", "fig6_depth"])
     s.add_argument("--table", required=True)
     s.add_argument("--style", help="matplotlib style file")
+    s.add_argument("--init", help="init shown in Fig 4")
     s.add_argument("--pdf", required=True)
     s.add_argument("--png", required=True)
     s.set_defaults(fn=cmd_plot)
+
+    s = sub.add_parser("table", help="write one table as CSV, Markdown and LaTeX")
+    s.add_argument("name", choices=["init_check", "range", "depth_trend", "emission", "claims"])
+    for name in ("training_summary", "weights_summary", "features_summary", "weights", "em_ab"):
+        s.add_argument(f"--{name.replace('_', '-')}")
+    s.add_argument("--out-stem", required=True, help="path without extension")
+    s.set_defaults(fn=cmd_table)
     return p
 
 

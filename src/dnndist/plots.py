@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -39,9 +41,13 @@ def save(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
     plt.close(fig)
 
 
-def _inits(df: pd.DataFrame) -> list[str]:
+SPLIT_ORDER = ("train", "valid", "random", "test")
+CONSTANT_INITS = ("ones", "zeros")  # every weight the same: their scales would squash every other curve
+
+
+def _inits(df: pd.DataFrame, skip: Sequence[str] = ()) -> list[str]:
     present = set(df["init"])
-    return [i for i in INIT_NAMES if i in present]
+    return [i for i in INIT_NAMES if i in present and i not in skip]
 
 
 def fig_training(summary: pd.DataFrame, pdf: str | Path, png: str | Path, variant: str | None = None) -> None:
@@ -93,6 +99,147 @@ def weight_histograms(weights: dict, epochs: Sequence[int], max_bins: int = 60) 
                 centres = 0.5 * (edges[1:] + edges[:-1])
                 rows.extend({**base, "x": float(c), "density": float(d)} for c, d in zip(centres, dens))
     return pd.DataFrame(rows)
+
+
+def feature_histograms(features: Any, epochs: Sequence[int], kind: str = "pre") -> pd.DataFrame:
+    """Tidy densities of the streaming feature histograms (all inputs of each split) of one run."""
+    ds = features.sel(kind=kind).load()
+    rows = []
+    bins = ds.sizes["bin"]
+    for epoch in epochs:
+        for layer in ds["layer"].values:
+            for split in ds["split"].values:
+                d = ds.sel(epoch=epoch, layer=layer, split=split).squeeze()
+                lo, hi, counts = float(d["hist_lo"]), float(d["hist_hi"]), d["hist"].values
+                width = (hi - lo) / bins
+                total = float(d["count"])
+                if not np.isfinite(width) or width <= 0 or total <= 0:
+                    continue
+                centres = lo + width * (np.arange(bins) + 0.5)
+                run = {k: d[k].item() for k in ("variant", "init", "seed")}
+                rows.extend({**run, "epoch": int(epoch), "layer": str(layer), "kind": kind, "split": str(split), "x": float(c),
+                             "density": float(n / total / width), "mean": float(d["mean"]), "std": float(np.sqrt(d["m2"] / total))}
+                            for c, n in zip(centres, counts))
+    return pd.DataFrame(rows)
+
+
+def em_ab_table(groups: dict, epoch: int, channels: int = 15) -> pd.DataFrame:
+    """Tidy per-input emission and absorption of the first ``channels`` channels of every conv layer."""
+    frames = []
+    for layer, ds in groups.items():
+        if "em" not in ds:
+            continue
+        for measure, dim in (("emission", "out_channel"), ("absorption", "in_channel")):
+            da = ds["em" if measure == "emission" else "ab"].sel(epoch=epoch).isel({dim: slice(0, channels)}).load()
+            df = da.rename("value").to_dataframe().reset_index().rename(columns={dim: "channel"})
+            df["layer"], df["measure"] = layer, measure
+            frames.append(df[["variant", "init", "seed", "epoch", "layer", "measure", "channel", "sample", "value"]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _first_run(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["seed"] == df["seed"].min()) & (df["variant"] == df["variant"].iloc[0])]
+
+
+def fig_features(hist: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
+    """Fig 3: pre-activation feature distributions per layer (rows) and input split (columns), before
+    (dashed) and after (solid) training, one colour per init (seed 0); over all inputs of each split.
+    Constant inits (ones, zeros) are left out: their activations span orders of magnitude more."""
+    df = _first_run(hist)
+    layers = list(dict.fromkeys(df["layer"]))
+    splits = [s for s in SPLIT_ORDER if s in set(df["split"])]
+    first, last = df["epoch"].min(), df["epoch"].max()
+    constant = set(CONSTANT_INITS)
+    fig, axes = plt.subplots(len(layers), len(splits), figsize=(6.8, 1.35 * len(layers) + 0.5), squeeze=False)
+    for r, layer in enumerate(layers):
+        for c, split in enumerate(splits):
+            ax = axes[r, c]
+            sub = df[(df["layer"] == layer) & (df["split"] == split)]
+            for init in _inits(sub):
+                if init in constant:
+                    continue
+                for epoch, style in ((first, "--"), (last, "-")):
+                    d = sub[(sub["init"] == init) & (sub["epoch"] == epoch)]
+                    ax.plot(d["x"], d["density"], style, color=INIT_COLORS[init], linewidth=0.8 if style == "-" else 0.6)
+            ax.set_yscale("log")
+            ax.set_title(f"{layer}, {split} inputs")
+            if c == 0:
+                ax.set_ylabel("density")
+            if r == len(layers) - 1:
+                ax.set_xlabel("pre-activation value")
+    handles = [plt.Line2D([], [], color=INIT_COLORS[i], label=INIT_LABELS[i]) for i in _inits(df) if i not in constant]
+    handles += [plt.Line2D([], [], color="0.3", linestyle="--", label=f"epoch {first}"),
+                plt.Line2D([], [], color="0.3", label=f"epoch {last}")]
+    fig.legend(handles=handles, loc="upper center", ncol=min(7, len(handles)), bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (1.35 * len(layers) + 0.5)))
+    save(fig, pdf, png)
+
+
+def fig_emission(table: pd.DataFrame, pdf: str | Path, png: str | Path, init: str | None = None) -> None:
+    """Fig 4: emission and absorption per channel (first 15 of each conv layer), box plots over inputs,
+    for one init (seed 0, last checkpoint)."""
+    import seaborn as sns
+
+    df = _first_run(table)
+    init = init if init in set(df["init"]) else _inits(df)[0]
+    df = df[df["init"] == init]
+    layers = list(dict.fromkeys(df["layer"]))
+    fig, axes = plt.subplots(len(layers), 2, figsize=(6.8, 1.5 * len(layers) + 0.3), squeeze=False, sharey="row")
+    for r, layer in enumerate(layers):
+        for c, measure in enumerate(("emission", "absorption")):
+            ax = axes[r, c]
+            d = df[(df["layer"] == layer) & (df["measure"] == measure)]
+            sns.boxplot(data=d, x="channel", y="value", ax=ax, color=INIT_COLORS[init], fliersize=0.8, linewidth=0.5, whis=(5, 95))
+            ax.set_title(f"{layer} {measure} ({'output' if measure == 'emission' else 'input'} channels)")
+            ax.set_xlabel("channel" if r == len(layers) - 1 else "")
+            ax.set_ylabel("sum of local-gradient norms" if c == 0 else "")
+    fig.suptitle(f"{INIT_LABELS[init]}, epoch {int(df['epoch'].max())}", y=1.0)
+    fig.tight_layout()
+    save(fig, pdf, png)
+
+
+TRAJECTORY_STATS = {"std": "std", "kurtosis": "excess kurtosis", "near_zero_rel_0.1": "near-zero mass (|w| < 0.1 std)"}
+
+
+def fig_trajectories(summary: pd.DataFrame, pdf: str | Path, png: str | Path, x: str = "epoch") -> None:
+    """Trajectories (x = epoch) or depth profile (x = depth, at the last epoch) of weight std, kurtosis
+    and near-zero mass per layer and init: mean and 95 % CI over seeds. Constant inits (ones, zeros)
+    are left out (zero std, undefined kurtosis); the tables report them."""
+    df = summary[(summary["param"] == "weight") & (summary["statistic"].isin(TRAJECTORY_STATS))]
+    df = df[(df["variant"] == df["variant"].iloc[0]) & ~df["init"].isin(CONSTANT_INITS)]
+    if x == "depth":
+        df = df[df["epoch"] == df["epoch"].max()]
+        panels = [(None, stat) for stat in TRAJECTORY_STATS]
+        fig, axes = plt.subplots(1, len(panels), figsize=(6.8, 2.2), squeeze=False)
+    else:
+        layers = list(dict.fromkeys(df.sort_values("depth")["layer"]))
+        panels = [(layer, stat) for stat in TRAJECTORY_STATS for layer in layers]
+        fig, axes = plt.subplots(len(TRAJECTORY_STATS), len(layers), figsize=(6.8, 4.6), squeeze=False, sharex=True)
+    for ax, (layer, stat) in zip(axes.ravel(), panels):
+        sub = df[df["statistic"] == stat] if layer is None else df[(df["statistic"] == stat) & (df["layer"] == layer)]
+        for init in _inits(sub):
+            d = sub[sub["init"] == init].sort_values(x)
+            if d["mean"].isna().all():
+                continue
+            ax.plot(d[x], d["mean"], "-o", markersize=1.5, color=INIT_COLORS[init], label=INIT_LABELS[init])
+            if d["ci_low"].notna().any():
+                ax.fill_between(d[x], d["ci_low"], d["ci_high"], color=INIT_COLORS[init], alpha=0.2, linewidth=0)
+        ax.set_title(TRAJECTORY_STATS[stat] if layer is None else f"{layer}", fontsize=6)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if stat == "std" and (sub["mean"] > 0).all() and sub["mean"].max() > 10 * sub["mean"].min():
+            ax.set_yscale("log")
+    if x == "depth":
+        for ax in axes.ravel():
+            ax.set_xlabel("layer depth")
+    else:
+        for r, stat in enumerate(TRAJECTORY_STATS):
+            axes[r, 0].set_ylabel(TRAJECTORY_STATS[stat])
+        for ax in axes[-1]:
+            ax.set_xlabel("epoch")
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(7, len(handles)), bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.93 if x == "depth" else 0.95))
+    save(fig, pdf, png)
 
 
 def fig_weight_distributions(hist: pd.DataFrame, pdf: str | Path, png: str | Path, param: str = "weight") -> None:

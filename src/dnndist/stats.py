@@ -141,6 +141,10 @@ def weight_table(weights: Mapping[str, Any], settings: Mapping[str, Any] | None 
                 values = distribution_stats(x, thresholds=thresholds, rel_thresholds=rel, fan_in=int(w_attrs["fan_in"]), init_std=init_std)
                 if param == "weight":
                     values.update(spectral_stats(x))
+                    values.update(fan_in=float(w_attrs["fan_in"]), fan_out=float(w_attrs["fan_out"]),
+                                  init_std=float(w_attrs["init_std"]), init_bound=float(w_attrs["init_bound"]))
+                else:
+                    values.update(init_std=float(w_attrs["bias_init_std"]), init_bound=float(w_attrs["bias_init_bound"]))
                 base = {**run, dims.EPOCH: int(epoch), dims.LAYER: layer, "depth": int(w_attrs["depth"]), dims.PARAM: param}
                 rows.extend({**base, "statistic": k, "value": v} for k, v in values.items())
     return pd.DataFrame(rows)

@@ -11,9 +11,28 @@ ENVIRONMENT = "../../environment.yml"  # the project environment, relative to th
 DATASET_STORE = f"{RESULTS}/data/dataset.zarr"
 RUN_DIR = f"{RESULTS}/runs/{{variant}}/{{init}}/seed{{seed}}"
 EXTRACT_KINDS = ["weights", "features", "gradients"]
-STATS_TABLES = ["training", "weights", "features"]
+STATS_TABLES = ["training", "weights", "features"]  # combined and aggregated over seeds
+RUN_TABLES = ["weights", "features", "weight_hist", "feature_hist", "em_ab"]  # per run
 STYLE = workflow.source_path("../style/dnndist.mplstyle")  # shared figure style, next to the workflow
-FIGURES = ["fig1_training", "fig2_weights"]
+# each figure and the one tidy table it is drawn from
+FIGURE_TABLES = {
+    "fig1_training": "training_summary",
+    "fig2_weights": "weight_hist",
+    "fig3_features": "feature_hist",
+    "fig4_emission": "em_ab",
+    "fig5_trajectories": "weights_summary",
+    "fig6_depth": "weights_summary",
+}
+FIGURES = list(FIGURE_TABLES)
+# each table and the tidy tables it is computed from
+TABLE_INPUTS = {
+    "init_check": ["weights_summary"],
+    "range": ["weights_summary"],
+    "depth_trend": ["weights"],
+    "emission": ["em_ab"],
+    "claims": ["training_summary", "weights_summary", "features_summary", "em_ab"],
+}
+TABLES = list(TABLE_INPUTS)
 # glibc malloc gives memory back to the OS on every large free, which costs 35-60 %
 # of CPU training throughput (../shared/perf-notes.md); these settings keep it.
 MALLOC_ENV = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296"
@@ -47,6 +66,18 @@ def stats_inputs(wildcards):
     if wildcards.table == "training":
         return expand_runs(f"{RUN_DIR}/metrics.csv")
     return expand_runs(f"{RUN_DIR}/stats/{wildcards.table}.csv")
+
+
+def figure_table(wildcards):
+    return f"{RESULTS}/stats/{FIGURE_TABLES[wildcards.figure]}.csv"
+
+
+def table_inputs(wildcards):
+    return {name: f"{RESULTS}/stats/{name}.csv" for name in TABLE_INPUTS[wildcards.name]}
+
+
+def table_args(wildcards, input):
+    return " ".join(f"--{name.replace('_', '-')} {path}" for name, path in input.items())
 
 
 def run_dir(wildcards):

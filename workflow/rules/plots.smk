@@ -1,39 +1,22 @@
 # Figures: one rule per figure, drawn from one tidy table with the shared style file.
 
 
-rule fig_training:
+rule figure:
     input:
-        table=f"{RESULTS}/stats/training_summary.csv",
+        table=figure_table,
         style=STYLE,
     output:
-        pdf=report(f"{RESULTS}/figures/fig1_training.pdf", caption="../report/fig1_training.rst", category="Figures", subcategory="Training"),
-        png=f"{RESULTS}/figures/fig1_training.png",
+        pdf=report(f"{RESULTS}/figures/{{figure}}.pdf", caption="../report/figures.rst", category="Figures", subcategory="{figure}"),
+        png=f"{RESULTS}/figures/{{figure}}.png",
+    params:
+        init=config["plots"]["emission_init"],
     conda:
         ENVIRONMENT
     log:
-        f"{LOGS}/figures/fig1_training.log",
+        f"{LOGS}/figures/{{figure}}.log",
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "python -m dnndist plot training --table {input.table:q} --style {input.style:q} "
-        "--pdf {output.pdf:q} --png {output.png:q} > {log:q} 2>&1"
-
-
-rule fig_weights:
-    input:
-        table=f"{RESULTS}/stats/weight_hist.csv",
-        style=STYLE,
-    output:
-        pdf=report(f"{RESULTS}/figures/fig2_weights.pdf", caption="../report/fig2_weights.rst", category="Figures", subcategory="Weights"),
-        png=f"{RESULTS}/figures/fig2_weights.png",
-    conda:
-        ENVIRONMENT
-    log:
-        f"{LOGS}/figures/fig2_weights.log",
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    shell:
-        "python -m dnndist plot weights --table {input.table:q} --style {input.style:q} "
-        "--pdf {output.pdf:q} --png {output.png:q} > {log:q} 2>&1"
+        "python -m dnndist plot {wildcards.figure} --table {input.table:q} --style {input.style:q} "
+        "--init {params.init:q} --pdf {output.pdf:q} --png {output.png:q} > {log:q} 2>&1"

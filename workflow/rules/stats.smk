@@ -1,16 +1,16 @@
-# Statistics stage: per-run tidy tables, then all runs combined and aggregated over seeds.
+# Statistics stage: per-run tidy tables, then all runs combined (and aggregated over seeds).
 
 
 rule stats_run:
     input:
         weights=f"{RUN_DIR}/weights.zarr",
         features=f"{RUN_DIR}/features.zarr",
+        gradients=f"{RUN_DIR}/gradients.zarr",
     output:
-        weights=f"{RUN_DIR}/stats/weights.csv",
-        features=f"{RUN_DIR}/stats/features.csv",
-        hist=f"{RUN_DIR}/stats/weight_hist.csv",
+        tables=expand(f"{RUN_DIR}/stats/{{table}}.csv", table=RUN_TABLES, allow_missing=True),
     params:
         settings=stats_settings_json,
+        out_dir=lambda wildcards: f"{run_dir(wildcards)}/stats",
     conda:
         ENVIRONMENT
     log:
@@ -21,9 +21,7 @@ rule stats_run:
         runtime=60,
     shell:
         "python -m dnndist stats-run --settings {params.settings:q} --weights {input.weights:q} "
-        "--features {input.features:q} --weights-out {output.weights:q} --features-out {output.features:q} "
-        "--hist-out {output.hist:q} "
-        "> {log:q} 2>&1"
+        "--features {input.features:q} --gradients {input.gradients:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule stats_combine:
@@ -45,18 +43,39 @@ rule stats_combine:
         "--out {output.table:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
-rule weight_histograms:
+rule stats_concat:
     input:
-        tables=expand_runs(f"{RUN_DIR}/stats/weight_hist.csv"),
+        tables=lambda wildcards: expand_runs(f"{RUN_DIR}/stats/{wildcards.plain}.csv"),
     output:
-        table=f"{RESULTS}/stats/weight_hist.csv",
+        table=f"{RESULTS}/stats/{{plain}}.csv",
     conda:
         ENVIRONMENT
     log:
-        f"{LOGS}/stats/combine_weight_hist.log",
+        f"{LOGS}/stats/concat_{{plain}}.log",
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
     shell:
-        "python -m dnndist stats-combine weight_hist --inputs {input.tables:q} --out {output.table:q} > {log:q} 2>&1"
+        "python -m dnndist stats-combine {wildcards.plain} --inputs {input.tables:q} --out {output.table:q} > {log:q} 2>&1"
+
+
+rule table:
+    input:
+        unpack(table_inputs),
+    output:
+        csv=report(f"{RESULTS}/tables/{{name}}.csv", caption="../report/tables.rst", category="Tables", subcategory="{name}"),
+        md=f"{RESULTS}/tables/{{name}}.md",
+        tex=f"{RESULTS}/tables/{{name}}.tex",
+    params:
+        args=table_args,
+        stem=lambda wildcards: f"{RESULTS}/tables/{wildcards.name}",
+    conda:
+        ENVIRONMENT
+    log:
+        f"{LOGS}/tables/{{name}}.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m dnndist table {wildcards.name} {params.args} --out-stem {params.stem:q} > {log:q} 2>&1"
