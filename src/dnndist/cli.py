@@ -6,6 +6,10 @@
     python -m dnndist train (--settings JSON | --config FILE... --run VARIANT/INIT/seedN) --data STORE --out RUN_DIR
     python -m dnndist extract {weights,features,gradients} (--settings JSON | --config ... --run ...) \
         --checkpoints RUN_DIR/checkpoints --data STORE --out RUN_DIR/features.zarr
+    python -m dnndist stats-run --settings JSON --weights W --features F --gradients G --out-dir RUN_DIR/stats
+    python -m dnndist stats-combine {training,weights,features,...} --inputs CSV... --out CSV [--summary CSV]
+    python -m dnndist plot {fig1_training,...,fig6_depth} --table CSV --style FILE --pdf PDF --png PNG
+    python -m dnndist table {init_check,range,depth_trend,emission,claims} --weights-summary CSV ... --out-stem PATH
 
 Errors in user input (config, files) are reported in one line with exit status 2.
 """
