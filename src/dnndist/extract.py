@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,24 +188,30 @@ class Moments:
         self.n, self.mean, self.m2, self.m3, self.m4 = z(), z(), z(), z(), z()
         self.min, self.max, self.nonfinite = z(float("inf")), z(float("-inf")), z()
 
-    def update(self, x: torch.Tensor) -> None:
-        y = x.reshape(-1).double()
+    def update(self, x: torch.Tensor) -> tuple[torch.Tensor, bool, float, float]:
+        """Fold in a batch; returns its finite values (float32, flat) and whether all were finite,
+        plus their min and max, for the histogram to reuse."""
+        x = x.reshape(-1)
+        y = x.double()
         total = y.sum()
-        if not torch.isfinite(total):  # rare: drop NaN/inf (one extra pass only then)
-            finite = torch.isfinite(y)
-            self.nonfinite += (~finite).sum()
-            y = y[finite]
+        finite = bool(torch.isfinite(total))
+        if not finite:  # rare: drop NaN/inf (extra passes only then)
+            keep = torch.isfinite(y)
+            self.nonfinite += (~keep).sum()
+            x, y = x[keep], y[keep]
             total = y.sum()
-        if y.numel() == 0:
-            return
-        nb = float(y.numel())
-        self.min = torch.minimum(self.min, y.min())
-        self.max = torch.maximum(self.max, y.max())
+        if x.numel() == 0:
+            return x, finite, math.nan, math.nan
+        lo, hi = torch.aminmax(x)
+        self.min = torch.minimum(self.min, lo.double())
+        self.max = torch.maximum(self.max, hi.double())
+        nb = float(x.numel())
         if self.shift is None:
             self.shift = float(total) / nb
         y.sub_(self.shift)
         y2 = y * y
-        s1, s2, s3, s4 = y.sum(), y2.sum(), torch.dot(y2, y), torch.dot(y2, y2)
+        s1 = total - nb * self.shift
+        s2, s3, s4 = torch.dot(y, y), torch.dot(y2, y), torch.dot(y2, y2)
         # central moment sums of this batch from its shifted power sums
         mu = s1 / nb
         m2b = s2 - nb * mu**2
@@ -219,6 +226,7 @@ class Moments:
         self.m2 = self.m2 + m2b + delta**2 * na * nb / n
         self.mean = self.mean + delta * nb / n
         self.n = n
+        return x, finite, float(lo), float(hi)
 
     def values(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in ("n", "mean", "m2", "m3", "m4", "min", "max", "nonfinite")}
@@ -237,21 +245,24 @@ class Histogram:
     under: torch.Tensor | None = None
     over: torch.Tensor | None = None
 
-    def update(self, x: torch.Tensor) -> None:
+    def update(self, x: torch.Tensor, lo: float, hi: float) -> None:
+        """Count a batch of finite values whose min and max are ``lo`` and ``hi``."""
         x = x.reshape(-1).float()
-        if not torch.isfinite(x.sum()):
-            x = x[torch.isfinite(x)]
         if self.lo is None:
-            lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 1.0)
-            pad = 0.1 * (hi - lo) if hi > lo else max(abs(lo) * 0.1, 1e-6)
-            self.lo, self.hi = lo - pad, hi + pad
+            lo0, hi0 = (lo, hi) if x.numel() else (0.0, 1.0)
+            pad = 0.1 * (hi0 - lo0) if hi0 > lo0 else max(abs(lo0) * 0.1, 1e-6)
+            self.lo, self.hi = lo0 - pad, hi0 + pad
             self.counts = torch.zeros(self.bins, dtype=torch.float64, device=self.device)
             self.under = torch.zeros((), dtype=torch.float64, device=self.device)
             self.over = torch.zeros((), dtype=torch.float64, device=self.device)
         assert self.counts is not None and self.under is not None and self.over is not None
+        if x.numel() == 0:
+            return
         self.counts += torch.histc(x, self.bins, self.lo, self.hi).double()
-        self.under += (x < self.lo).sum()
-        self.over += (x > self.hi).sum()
+        if lo < self.lo:  # out-of-range passes only when the batch leaves the range
+            self.under += (x < self.lo).sum()
+        if hi > self.hi:
+            self.over += (x > self.hi).sum()
 
 
 class Recorder:
@@ -363,8 +374,8 @@ def extract_features(settings: Mapping[str, Any], ckpt_dir: str | Path, store: s
                         model(x)
                         for (layer, kind) in samples:
                             feat = rec.outputs[module_of[(layer, kind)]]
-                            mom[(layer, kind)].update(feat)
-                            hists[(layer, kind)].update(feat)
+                            values, _, lo, hi = mom[(layer, kind)].update(feat)
+                            hists[(layer, kind)].update(values, lo, hi)
                             if bi == 0:  # the sample: raw activations to the host
                                 samples[(layer, kind)][ei][si] = feat.float().cpu().numpy()
                 for li, spec in enumerate(specs):
