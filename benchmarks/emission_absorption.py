@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> None:
         diff = max(((em_q - em_e).abs() / em_e.abs()).max().item(), ((ab_q - ab_e).abs() / ab_e.abs()).max().item())
         label = f"B={b}, {ci}->{co}, {h}x{w}, s{s}"
         print(f"{label:<36} {t_exp * 1e3:>8.1f}ms {t_q * 1e3:>8.1f}ms {t_exp / t_q:>6.1f}x {diff:>13.1e}")
-        del grad, weight, em_e, ab_e, em_q, ab_q
 
 
 if __name__ == "__main__":

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
-import torch
 
 CHILD = r"""
 import json, resource, sys, time, torch

@@ -118,6 +118,25 @@ def test_changing_one_init_reruns_only_its_chain(done, tmp_path):
         "all": 1, "extract": 9, "stats_run": 3, "stats_combine": 2, "stats_concat": 3, "table": 5, "figure": 5, "total": 28}
 
 
+@pytest.mark.parametrize("module,expected", [
+    ("plots", {"all": 1, "figure": 6, "total": 7}),
+    ("tables", {"all": 1, "table": 5, "total": 6}),
+    ("stats", {"all": 1, "stats_run": 3, "stats_combine": 3, "stats_concat": 3, "table": 5, "figure": 6, "total": 21}),
+])
+def test_code_changes_rerun_only_what_depends_on_them(done, module, expected):
+    import os
+
+    work, _, _ = done
+    path = REPO / "src" / "dnndist" / f"{module}.py"
+    before = path.stat()
+    try:
+        os.utime(path, (time.time() + 5, time.time() + 5))  # as if just edited
+        proc = snakemake(work, "-n", "--configfile", str(work / "tiny.yaml"))
+    finally:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert planned_jobs(proc) == expected  # never train or extract
+
+
 def test_killed_workflow_reruns_incomplete_jobs(done, tmp_path):
     """Deleting a run's outputs (as a crash mid-job would leave them) plans only that run."""
     work, cfg, _ = done

@@ -110,7 +110,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_stats_run(args: argparse.Namespace) -> int:
     import xarray as xr
 
-    from dnndist import plots, stats
+    from dnndist import stats
     from dnndist.io import write_text
 
     settings = json.loads(args.settings)
@@ -123,9 +123,9 @@ def cmd_stats_run(args: argparse.Namespace) -> int:
     tables = {
         "weights": stats.weight_table(groups, settings),
         "features": stats.feature_table(features),
-        "weight_hist": plots.weight_histograms(groups, [epochs[0], epochs[-1]]),
-        "feature_hist": plots.feature_histograms(features, [epochs[0], epochs[-1]]),
-        "em_ab": plots.em_ab_table(grad_groups, epochs[-1]),
+        "weight_hist": stats.weight_histograms(groups, [epochs[0], epochs[-1]]),
+        "feature_hist": stats.feature_histograms(features, [epochs[0], epochs[-1]]),
+        "em_ab": stats.em_ab_table(grad_groups, epochs[-1]),
     }
     for name, df in tables.items():
         write_text(out / f"{name}.csv", df.to_csv(index=False))

@@ -193,3 +193,64 @@ def combine(tables: Iterable[str | Path]) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True)
     keys = [c for c in df.columns if c != "value"]
     return df.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def weight_histograms(weights: dict, epochs: Sequence[int], max_bins: int = 60) -> pd.DataFrame:
+    """Tidy density histograms of one run's weights/biases at the given epochs: sqrt(n) bins
+    (10 to ``max_bins``) over the 0.5-99.5 % quantile range of each tensor. Rows also carry the
+    tensor's mean and std; a constant tensor gets one row with NaN density."""
+    rows = []
+    for layer, ds in weights.items():
+        run = {k: ds[k].values[0] for k in ("variant", "init", "seed")}
+        for epoch in epochs:
+            for param in ("weight", "bias"):
+                x = ds[param].sel(epoch=epoch).values.ravel().astype(np.float64)
+                x = x[np.isfinite(x)]
+                if x.size == 0:
+                    continue
+                lo, hi = np.quantile(x, [0.005, 0.995])
+                base = {**run, "epoch": epoch, "layer": layer, "param": param, "mean": float(x.mean()), "std": float(x.std())}
+                if hi <= lo:
+                    rows.append({**base, "x": float(lo), "density": np.nan})
+                    continue
+                bins = int(np.clip(np.sqrt(x.size), 10, max_bins))
+                dens, edges = np.histogram(x, bins=bins, range=(lo, hi), density=True)
+                centres = 0.5 * (edges[1:] + edges[:-1])
+                rows.extend({**base, "x": float(c), "density": float(d)} for c, d in zip(centres, dens))
+    return pd.DataFrame(rows)
+
+
+def feature_histograms(features: Any, epochs: Sequence[int], kind: str = "pre") -> pd.DataFrame:
+    """Tidy densities of the streaming feature histograms (all inputs of each split) of one run."""
+    ds = features.sel(kind=kind).load()
+    rows = []
+    bins = ds.sizes["bin"]
+    for epoch in epochs:
+        for layer in ds["layer"].values:
+            for split in ds["split"].values:
+                d = ds.sel(epoch=epoch, layer=layer, split=split).squeeze()
+                lo, hi, counts = float(d["hist_lo"]), float(d["hist_hi"]), d["hist"].values
+                width = (hi - lo) / bins
+                total = float(d["count"])
+                if not np.isfinite(width) or width <= 0 or total <= 0:
+                    continue
+                centres = lo + width * (np.arange(bins) + 0.5)
+                run = {k: d[k].item() for k in ("variant", "init", "seed")}
+                rows.extend({**run, "epoch": int(epoch), "layer": str(layer), "kind": kind, "split": str(split), "x": float(c),
+                             "density": float(n / total / width), "mean": float(d["mean"]), "std": float(np.sqrt(d["m2"] / total))}
+                            for c, n in zip(centres, counts))
+    return pd.DataFrame(rows)
+
+
+def em_ab_table(groups: dict, epoch: int, channels: int = 15) -> pd.DataFrame:
+    """Tidy per-input emission and absorption of the first ``channels`` channels of every conv layer."""
+    frames = []
+    for layer, ds in groups.items():
+        if "em" not in ds:
+            continue
+        for measure, dim in (("emission", "out_channel"), ("absorption", "in_channel")):
+            da = ds["em" if measure == "emission" else "ab"].sel(epoch=epoch).isel({dim: slice(0, channels)}).load()
+            df = da.rename("value").to_dataframe().reset_index().rename(columns={dim: "channel"})
+            df["layer"], df["measure"] = layer, measure
+            frames.append(df[["variant", "init", "seed", "epoch", "layer", "measure", "channel", "sample", "value"]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -38,6 +38,12 @@ TABLES = list(TABLE_INPUTS)
 MALLOC_ENV = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296"
 
 
+def code(*modules):
+    """dnndist source files as inputs: editing plots.py reruns only the figures, editing stats.py
+    the statistics and what is drawn from them (training and extraction do not depend on them)."""
+    return [workflow.source_path(f"../../src/dnndist/{m}.py") for m in modules]
+
+
 def expand_runs(pattern, kinds=(None,)):
     """One path per run of the experiment (variant x init x seed), and per kind if given."""
     return [pattern.format(variant=r.variant, init=r.init, seed=r.seed, kind=k) for r in RUNS for k in kinds]
@@ -77,7 +83,7 @@ def table_inputs(wildcards):
 
 
 def table_args(wildcards, input):
-    return " ".join(f"--{name.replace('_', '-')} {path}" for name, path in input.items())
+    return " ".join(f"--{name.replace('_', '-')} {path}" for name, path in input.items() if name != "code")
 
 
 def run_dir(wildcards):

@@ -5,6 +5,7 @@ rule figure:
     input:
         table=figure_table,
         style=STYLE,
+        code=code("plots"),
     output:
         pdf=report(f"{RESULTS}/figures/{{figure}}.pdf", caption="../report/figures.rst", category="Figures", subcategory="{figure}"),
         png=f"{RESULTS}/figures/{{figure}}.png",
