@@ -34,7 +34,7 @@ wildcard_constraints:
     seed=r"\d+",
     kind=r"weights|features|gradients",
     table=r"training|weights|features",
-    plain=r"weight_hist|feature_hist|em_ab",
+    plain="|".join(CONCAT_TABLES),
     figure="|".join(FIGURES),
     name="|".join(TABLES),
 
@@ -52,6 +52,7 @@ rule all:
         summaries=expand_runs(f"{RUN_DIR}/summary.json"),
         extracted=expand_runs(f"{RUN_DIR}/{{kind}}.zarr", EXTRACT_KINDS),
         stats=expand(f"{RESULTS}/stats/{{table}}_summary.csv", table=STATS_TABLES),
+        concatenated=expand(f"{RESULTS}/stats/{{plain}}.csv", plain=CONCAT_TABLES),
         figures=expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=["pdf", "png"]),
         tables=expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLES, ext=["csv", "md", "tex"]),
     default_target: True

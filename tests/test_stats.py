@@ -75,3 +75,15 @@ def test_aggregate_seeds():
     agg = stats.aggregate_seeds(df).set_index("init")
     assert agg.loc["a", "mean"] == 2.0 and agg.loc["a", "n_seeds"] == 3 and agg.loc["a", "ci_low"] < 2.0 < agg.loc["a", "ci_high"]
     assert agg.loc["b", "ci_low"] == agg.loc["b", "ci_high"] == 5.0
+
+
+def test_spectrum_table_matches_svd():
+    import xarray as xr
+
+    w = np.random.default_rng(5).normal(size=(1, 1, 1, 2, 8, 3, 3, 3))
+    ds = xr.Dataset({"weight": (("variant", "init", "seed", "epoch", "out_channel", "in_channel", "kernel_y", "kernel_x"), w)},
+                    coords={"variant": ["base"], "init": ["kaiming_normal"], "seed": [0], "epoch": [0, 1]})
+    t = stats.spectrum_table({"conv1": ds})
+    s1 = t[(t["epoch"] == 1)]["singular_value"].to_numpy()
+    assert np.allclose(s1, np.linalg.svd(w[0, 0, 0, 1].reshape(8, -1), compute_uv=False))
+    assert len(t) == 2 * 8

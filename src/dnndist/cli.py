@@ -126,6 +126,7 @@ def cmd_stats_run(args: argparse.Namespace) -> int:
         "weight_hist": stats.weight_histograms(groups, [epochs[0], epochs[-1]]),
         "feature_hist": stats.feature_histograms(features, [epochs[0], epochs[-1]]),
         "em_ab": stats.em_ab_table(grad_groups, epochs[-1]),
+        "spectrum": stats.spectrum_table(groups),
     }
     for name, df in tables.items():
         write_text(out / f"{name}.csv", df.to_csv(index=False))
@@ -234,11 +235,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", required=True)
     s.add_argument("--features", required=True)
     s.add_argument("--gradients", required=True)
-    s.add_argument("--out-dir", required=True, help="receives weights, features, weight_hist, feature_hist and em_ab .csv")
+    s.add_argument("--out-dir", required=True, help="receives weights, features, weight_hist, feature_hist, em_ab and spectrum .csv")
     s.set_defaults(fn=cmd_stats_run)
 
     s = sub.add_parser("stats-combine", help="combine per-run tables; aggregate over seeds (mean, bootstrap 95 % CI)")
-    s.add_argument("kind", choices=["weights", "features", "training", "weight_hist", "feature_hist", "em_ab"])
+    s.add_argument("kind", choices=["weights", "features", "training", "weight_hist", "feature_hist", "em_ab", "spectrum"])
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--summary", help="also write the seed aggregate (mean, bootstrap 95 %% CI)")

@@ -52,7 +52,7 @@ def fig_training(summary: pd.DataFrame, pdf: str | Path, png: str | Path, varian
     """Fig 1: training loss and validation accuracy per init over epochs, mean and 95 % CI over seeds."""
     df = summary if variant is None else summary[summary["variant"] == variant]
     panels = [("train", "loss", "training loss"), ("valid", "accuracy", "validation accuracy")]
-    fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.4), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(3.3, 4.2), sharex=True)  # single-column width
     for ax, (split, stat, title) in zip(axes, panels):
         sub = df[(df["split"] == split) & (df["statistic"] == stat)]
         for init in _inits(sub):
@@ -62,15 +62,17 @@ def fig_training(summary: pd.DataFrame, pdf: str | Path, png: str | Path, varian
                 ax.plot(dv["epoch"], dv["mean"], style, color=INIT_COLORS[init], label=INIT_LABELS[init] if style == "-" else None)
                 if dv["ci_low"].notna().any():
                     ax.fill_between(dv["epoch"], dv["ci_low"], dv["ci_high"], color=INIT_COLORS[init], alpha=0.2, linewidth=0)
-        ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel(STAT_LABELS[stat])
         ax.set_title(title)
         if stat == "loss" and (sub["mean"] > 0).all() and sub["mean"].max() / max(sub["mean"].min(), 1e-12) > 50:
             ax.set_yscale("log")
+    axes[-1].set_xlabel("epoch")
     n_seeds = int(df["n_seeds"].max()) if len(df) else 0
-    axes[1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), title=f"init (mean, 95 % CI, {n_seeds} seed{'s' * (n_seeds != 1)})")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, bbox_to_anchor=(0.5, 0.0),
+               title=f"mean and 95 % CI over {n_seeds} seed{'s' * (n_seeds != 1)}")
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     save(fig, pdf, png)
 
 

@@ -254,3 +254,19 @@ def em_ab_table(groups: dict, epoch: int, channels: int = 15) -> pd.DataFrame:
             df["layer"], df["measure"] = layer, measure
             frames.append(df[["variant", "init", "seed", "epoch", "layer", "measure", "channel", "sample", "value"]])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def spectrum_table(weights: Mapping[str, Any]) -> pd.DataFrame:
+    """Singular values of every weight matrix (conv reshaped to C_out x C_in*kh*kw), per epoch, largest first."""
+    rows = []
+    for layer, ds in weights.items():
+        run = {k: ds[k].values[0] for k in ("variant", "init", "seed")}
+        for epoch in ds[dims.EPOCH].values:
+            w = ds["weight"].sel(epoch=epoch).values.squeeze(axis=(0, 1, 2)).astype(np.float64)
+            mat = w.reshape(w.shape[0], -1)
+            if not np.isfinite(mat).all():
+                continue
+            s = np.linalg.svd(mat, compute_uv=False)
+            rows.extend({**run, dims.EPOCH: int(epoch), dims.LAYER: layer, "index": i, "singular_value": float(v)}
+                        for i, v in enumerate(s))
+    return pd.DataFrame(rows)

@@ -12,7 +12,8 @@ DATASET_STORE = f"{RESULTS}/data/dataset.zarr"
 RUN_DIR = f"{RESULTS}/runs/{{variant}}/{{init}}/seed{{seed}}"
 EXTRACT_KINDS = ["weights", "features", "gradients"]
 STATS_TABLES = ["training", "weights", "features"]  # combined and aggregated over seeds
-RUN_TABLES = ["weights", "features", "weight_hist", "feature_hist", "em_ab"]  # per run
+RUN_TABLES = ["weights", "features", "weight_hist", "feature_hist", "em_ab", "spectrum"]  # per run
+CONCAT_TABLES = ["weight_hist", "feature_hist", "em_ab", "spectrum"]  # combined without seed aggregation
 STYLE = workflow.source_path("../style/dnndist.mplstyle")  # shared figure style, next to the workflow
 # each figure and the one tidy table it is drawn from
 FIGURE_TABLES = {
