@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dnndist.inits import INIT_NAMES  # noqa: E402
@@ -65,8 +66,8 @@ def fig_training(summary: pd.DataFrame, pdf: str | Path, png: str | Path, varian
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel(STAT_LABELS[stat])
         ax.set_title(title)
-        if stat == "loss" and (sub["mean"] > 0).all() and sub["mean"].max() / max(sub["mean"].min(), 1e-12) > 50:
-            ax.set_yscale("log")
+        if stat == "loss":
+            _clip_off_scale(ax, sub)
     axes[-1].set_xlabel("epoch")
     n_seeds = int(df["n_seeds"].max()) if len(df) else 0
     handles, labels = axes[0].get_legend_handles_labels()
@@ -74,6 +75,20 @@ def fig_training(summary: pd.DataFrame, pdf: str | Path, png: str | Path, varian
                title=f"mean and 95 % CI over {n_seeds} seed{'s' * (n_seeds != 1)}")
     fig.tight_layout(rect=(0, 0.16, 1, 1))
     save(fig, pdf, png)
+
+
+def _clip_off_scale(ax: plt.Axes, sub: pd.DataFrame, factor: float = 20.0) -> None:
+    """Keep the axis on the bulk of the runs: inits whose values exceed ``factor`` times the
+    median run's are named with their last value instead of stretching the axis."""
+    last = sub.sort_values("epoch").groupby("init")["mean"].last()
+    typical = last.median()
+    off = last[last > factor * typical]
+    if off.empty or not np.isfinite(typical):
+        return
+    top = sub[~sub["init"].isin(off.index)]["mean"].max() * 1.15
+    ax.set_ylim(0, top)
+    note = "\n".join(f"{INIT_LABELS[i]}: {v:.3g} (off scale)" for i, v in off.items())
+    ax.text(0.98, 0.95, note, transform=ax.transAxes, ha="right", va="top", fontsize=5, color="0.3")
 
 
 def _first_run(df: pd.DataFrame) -> pd.DataFrame:
