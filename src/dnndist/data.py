@@ -315,12 +315,10 @@ def build_store(settings: Mapping[str, Any], out: str | Path, archive: str | Pat
             for split, (images, labels) in splits.items():
                 _write_arrays(writer, split, images, labels)
         elif source == "imagefolder":
-            _build_imagefolder(tmp, opts, attrs)
-            writer = None
+            writer = _build_imagefolder(tmp, opts, attrs)
         else:
             raise DataError(f"unknown data source {source!r}")
-        if writer is not None:
-            writer.close()
+        writer.close()
     _log_store(out)
     return Path(out)
 
@@ -334,7 +332,7 @@ def _log_store(path: str | Path) -> None:
              [round(v, 4) for v in root.attrs["mean"]], [round(v, 4) for v in root.attrs["std"]])
 
 
-def _build_imagefolder(tmp: Path, opts: Mapping[str, Any], attrs: dict[str, Any]) -> None:
+def _build_imagefolder(tmp: Path, opts: Mapping[str, Any], attrs: dict[str, Any]) -> StoreWriter:
     subdirs = {"train": opts["train"]}
     if opts["test"] is not None:
         subdirs["test"] = opts["test"]
@@ -367,7 +365,7 @@ def _build_imagefolder(tmp: Path, opts: Mapping[str, Any], attrs: dict[str, Any]
             flush(ref.split)
     for split in subdirs:
         flush(split)
-    writer.close()
+    return writer
 
 
 # --------------------------------------------------------------------------- reading

@@ -334,13 +334,17 @@ def load_inputs(settings: Mapping[str, Any], store: str | Path, device: torch.de
     return Inputs(ds, settings)
 
 
-# --------------------------------------------------------------------------- features
-def extract_features(settings: Mapping[str, Any], ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
-    ex = settings["extract"]
+def _setup(settings: Mapping[str, Any], store: str | Path) -> tuple[dict, torch.device, Inputs, models.Net, list[models.LayerSpec]]:
+    """What both forward-pass extractors start from: inputs and model on the device, the analysed layers."""
     device = train.resolve_device(settings["train"]["device"])
     inputs = load_inputs(settings, store, device)
     model = build_model(settings, data.store_info(store)).to(device).eval()
-    specs = [s for s in model.layer_specs if s.analysed]
+    return dict(settings["extract"]), device, inputs, model, [s for s in model.layer_specs if s.analysed]
+
+
+# --------------------------------------------------------------------------- features
+def extract_features(settings: Mapping[str, Any], ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
+    ex, device, inputs, model, specs = _setup(settings, store)
     kinds = list(ex["features"])
     splits = list(ex["splits"])
     epochs = list(settings["checkpoint_epochs"])
@@ -429,11 +433,7 @@ def _write_features(settings, specs, kinds, splits, epochs, stats, hist, samples
 
 # --------------------------------------------------------------------------- gradients
 def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
-    ex = settings["extract"]
-    device = train.resolve_device(settings["train"]["device"])
-    inputs = load_inputs(settings, store, device)
-    model = build_model(settings, data.store_info(store)).to(device).eval()
-    specs = [s for s in model.layer_specs if s.analysed]
+    ex, device, inputs, model, specs = _setup(settings, store)
     convs = [s for s in specs if s.kind == "conv"]
     modules = dict(model.named_modules())
     split, bs, nb = ex["gradient_split"], ex["gradient_batch_size"], ex["gradient_batches"]
