@@ -212,3 +212,28 @@ def test_random_split_ranges_are_consistent():
     whole = data.random_inputs(700, (3, 4, 4), seed=2)
     assert torch.equal(data.random_inputs(300, (3, 4, 4), seed=2, start=250), whole[250:550])
     assert not torch.equal(whole, data.random_inputs(700, (3, 4, 4), seed=3))
+
+
+def test_read_only_results_directory_is_a_clear_error(tmp_path):
+    import os
+
+    if os.geteuid() == 0:  # root ignores permission bits; use a path under a regular file instead
+        blocker = tmp_path / "not-a-dir"
+        blocker.write_text("x")
+        out = blocker / "dataset.zarr"
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        out = ro / "dataset.zarr"
+    settings = '{"source": "synthetic", "synthetic": {"train_size": 20, "test_size": 10, "image_size": 16, "seed": 0}}'
+    proc = subprocess.run([sys.executable, "-m", "dnndist", "data", "--settings", settings, "--out", str(out)],
+                          env=env(), capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "error:" in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+def test_missing_input_file_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dnndist", "download-cifar10", "--url", "file:///nonexistent/x.tar.gz",
+                           "--out", str(tmp_path / "x.tar.gz")], env=env(), capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr

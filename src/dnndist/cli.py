@@ -275,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     except json.JSONDecodeError as exc:
         print(f"dnndist {args.command}: error: --settings is not valid JSON ({exc})", file=sys.stderr)
         return 2
+    except OSError as exc:  # missing input, read-only or full disk: the path and the reason, no traceback
+        print(f"dnndist {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"dnndist {args.command}: interrupted", file=sys.stderr)
         return 130
