@@ -7,7 +7,6 @@ paper width. Each figure is saved as PDF and PNG.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -44,9 +43,9 @@ SPLIT_ORDER = ("train", "valid", "random", "test")
 CONSTANT_INITS = ("ones", "zeros")  # every weight the same: their scales would squash every other curve
 
 
-def _inits(df: pd.DataFrame, skip: Sequence[str] = ()) -> list[str]:
+def _inits(df: pd.DataFrame) -> list[str]:
     present = set(df["init"])
-    return [i for i in INIT_NAMES if i in present and i not in skip]
+    return [i for i in INIT_NAMES if i in present]
 
 
 def fig_training(summary: pd.DataFrame, pdf: str | Path, png: str | Path, variant: str | None = None) -> None:
