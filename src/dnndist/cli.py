@@ -40,9 +40,7 @@ def _load_config(args: argparse.Namespace) -> dict[str, Any]:
     return cfgmod.load(args.config)
 
 
-def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
-    if args.settings:
-        return json.loads(args.settings)
+def _config_and_run(args: argparse.Namespace) -> tuple[dict[str, Any], cfgmod.Run]:
     cfg = _load_config(args)
     m = re.fullmatch(r"([^/]+)/([^/]+)/seed(\d+)", args.run or "")
     if not m:
@@ -50,7 +48,13 @@ def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
     run = cfgmod.Run(m[1], m[2], int(m[3]))
     if run not in cfgmod.runs(cfg):
         raise DnndistError(f"run {run.name} is not part of this config (see 'dnndist runs')")
-    return cfgmod.run_settings(cfg, run)
+    return cfg, run
+
+
+def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    if args.settings:
+        return json.loads(args.settings)
+    return cfgmod.run_settings(*_config_and_run(args))
 
 
 def _data_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -62,10 +66,7 @@ def _data_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _extract_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.settings:
         return json.loads(args.settings)
-    cfg = _load_config(args)
-    settings = _run_settings(args)
-    r = settings["run"]
-    return cfgmod.extract_settings(cfg, cfgmod.Run(r["variant"], r["init_name"], r["seed"]))
+    return cfgmod.extract_settings(*_config_and_run(args))
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -147,17 +147,15 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 class Progress:
     """tqdm bar on a terminal, plain log lines otherwise (e.g. in Snakemake logs)."""
 
-    def __init__(self, total_steps: int, enabled: bool | None = None):
+    def __init__(self, total_steps: int, done_steps: int = 0, enabled: bool | None = None):
         self.bar = None
         if enabled if enabled is not None else sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=total_steps, initial=done_steps, unit="step", dynamic_ncols=True)
 
-    def advance(self, n: int, initial: int = 0) -> None:
+    def advance(self, n: int) -> None:
         if self.bar is not None:
-            if initial:
-                self.bar.update(initial)
             self.bar.update(n)
 
     def epoch(self, line: str) -> None:
@@ -245,8 +243,7 @@ def train_run(settings: Mapping[str, Any], store: str | Path, run_dir: str | Pat
 
     start_epoch, diverged = _resume(state_dir, model, opt, shuffle)
     step = start_epoch * steps_per_epoch
-    bar = Progress(epochs * steps_per_epoch, progress)
-    bar.advance(0, initial=step)
+    bar = Progress(epochs * steps_per_epoch, step, progress)
     log.info("run %s on %s: %d train / %d valid images, %d epochs, resuming at epoch %d",
              f"{run['variant']}/{run['init_name']}/seed{run['seed']}", device, n_train, len(ds.labels["valid"]), epochs, start_epoch)
 
