@@ -46,6 +46,12 @@ include: "workflow/rules/stats.smk"
 include: "workflow/rules/plots.smk"
 
 
+# on a cluster, these run where Snakemake runs (compute nodes often have no internet)
+localrules:
+    all,
+    download_cifar10,
+
+
 rule all:
     input:
         store=DATASET_STORE,

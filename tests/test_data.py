@@ -237,3 +237,26 @@ def test_missing_input_file_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dnndist", "download-cifar10", "--url", "file:///nonexistent/x.tar.gz",
                            "--out", str(tmp_path / "x.tar.gz")], env=env(), capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_disk_full_is_a_clear_error_and_leaves_no_store(tmp_path):
+    """A full disk, simulated with a file-size limit (writes fail with EFBIG, as with ENOSPC):
+    one-line error, exit 2, no store at the output path; a later run writes a complete one."""
+    import resource
+
+    out = tmp_path / "dataset.zarr"
+    settings = '{"source": "synthetic", "synthetic": {"train_size": 600, "test_size": 100, "image_size": 32, "seed": 0}}'
+    cmd = [sys.executable, "-m", "dnndist", "data", "--settings", settings, "--out", str(out)]
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))
+
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, preexec_fn=limit)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "File too large" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".dataset.zarr.tmp-*"))
+    subprocess.run(cmd, env=env(), check=True, capture_output=True)
+    import zarr
+
+    assert zarr.open_group(str(out), mode="r")["train"]["images"].shape == (600, 3, 32, 32)

@@ -87,3 +87,17 @@ def test_spectrum_table_matches_svd():
     s1 = t[(t["epoch"] == 1)]["singular_value"].to_numpy()
     assert np.allclose(s1, np.linalg.svd(w[0, 0, 0, 1].reshape(8, -1), compute_uv=False))
     assert len(t) == 2 * 8
+
+
+def test_diverged_runs_are_counted_from_tables_and_summaries():
+    import pandas as pd
+
+    from dnndist.stats import aggregate_seeds, diverged_runs
+
+    rows = [("base", "ones", s, 1, "train", "loss", 2.3) for s in (0, 1, 2)]
+    rows += [("base", "ones", 1, 1, "train", "diverged", 1.0), ("base", "ones", 2, 1, "train", "diverged", 1.0),
+             ("bn", "zeros", 0, 0, "train", "diverged", 1.0)]
+    df = pd.DataFrame(rows, columns=["variant", "init", "seed", "epoch", "split", "statistic", "value"])
+    assert diverged_runs(df) == {("base", "ones"): 2, ("bn", "zeros"): 1}
+    assert diverged_runs(aggregate_seeds(df)) == {("base", "ones"): 2, ("bn", "zeros"): 1}
+    assert diverged_runs(df[df["statistic"] == "loss"]) == {}

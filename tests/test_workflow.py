@@ -78,7 +78,9 @@ def test_end_to_end_outputs(done):
     report = (results / "report.html").read_text()
     assert all(f"{f}.pdf" in report for f in figures) and "claims.csv" in report
     claims = pd.read_csv(results / "tables" / "claims.csv")
-    assert set(claims["verdict"]) <= {"holds", "does not hold", "inconclusive"} and len(claims) >= 6
+    assert set(claims["verdict"]) <= {"holds", "does not hold", "inconclusive", "flagged"} and len(claims) >= 6
+    flagged = claims[claims["verdict"] == "flagged"]  # the diverged run is named in the claims table
+    assert list(flagged["claim"]) == ["D"] and flagged["value"].iloc[0] == "kaiming_normal (1 seed)"
     assert (results / "tables" / "claims.tex").read_text().startswith("\\begin{table}")
     assert ok["status"] == "completed" and 0 <= ok["final"]["valid_accuracy"] <= 1  # learning: test_train.py
     assert div["status"] == "diverged"  # recorded; the workflow still completed
@@ -89,7 +91,7 @@ def test_nothing_to_do_after_a_run(done):
     t0 = time.time()
     proc = snakemake(work, "-n", "--configfile", str(work / "tiny.yaml"))
     assert "Nothing to be done" in proc.stdout + proc.stderr
-    assert time.time() - t0 < 10
+    assert time.time() - t0 < 3  # the issue's target; ~1.3 s measured
 
 
 def test_changing_one_init_reruns_only_its_chain(done, tmp_path):
@@ -194,3 +196,64 @@ def test_same_bytes_with_cores_1_and_cores_2(done, tmp_path):
         a, b = other / "results" / run / store, work / "results" / run / store
         files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != "zarr.json")
         assert files and all((a / f).read_bytes() == (b / f).read_bytes() for f in files), store
+
+
+def _files(root):
+    """Every file under ``root`` except what is allowed to differ between identical runs:
+    the extracted stores' root zarr.json (its `created` attribute) and Snakemake's own markers."""
+    return sorted(p.relative_to(root) for p in root.rglob("*")
+                  if p.is_file() and not (p.name == "zarr.json" and p.parent.suffix == ".zarr")
+                  and p.name != ".snakemake_timestamp")
+
+
+def test_kill_9_of_training_extraction_and_stats_then_rerun_gives_the_same_bytes(done, tmp_path):
+    """The whole Snakemake process group is killed with SIGKILL while a training job, then an
+    extraction job, then a statistics job of one run is running (at a seeded random moment);
+    a rerun (after `snakemake --unlock`) completes and reproduces the uninterrupted results,
+    and a second workflow started on the same directory during that rerun is refused."""
+    import os
+    import random
+    import signal
+    import subprocess
+
+    from .conftest import BIN, env
+
+    work, cfg, _ = done
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy, symlinks=True)
+    res = copy / "results"
+    cfg2 = {**cfg, "results": str(res), "resources": str(res / "resources")}
+    write_yaml(copy / "tiny.yaml", cfg2)
+    snakemake(copy, "--cores", "1", "--configfile", str(copy / "tiny.yaml"), "--touch")
+    run = "runs/base/xavier_uniform/seed0"
+    shutil.rmtree(res / run)
+    shutil.rmtree(res / "logs")
+    rng = random.Random(1234)
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(copy), "--cores", "2",
+           "--configfile", str(copy / "tiny.yaml")]
+    for log in (f"train/base/xavier_uniform/seed0.log", "extract/base/xavier_uniform/seed0.gradients.log",
+                "stats/base/xavier_uniform/seed0.log"):
+        proc = subprocess.Popen(cmd, cwd=copy, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.time() + 300
+        while not (res / "logs" / log).exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"workflow ended before {log} started"
+        time.sleep(rng.uniform(0.2, 2.0))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        snakemake(copy, "--unlock", "--configfile", str(copy / "tiny.yaml"))
+    # the completing rerun; a second workflow started on the same directory meanwhile is refused
+    first = subprocess.Popen(cmd, cwd=copy, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    locks = copy / ".snakemake" / "locks"
+    while first.poll() is None and not (locks.is_dir() and any(locks.iterdir())):
+        time.sleep(0.05)
+    second = snakemake(copy, "--cores", "1", "--configfile", str(copy / "tiny.yaml"), check=False)
+    assert first.wait(timeout=600) == 0, first.stdout.read()
+    assert second.returncode != 0 and "LockException" in second.stdout + second.stderr, second.stderr
+    for sub in (run, "stats", "tables", "figures"):
+        a, b = res / sub, work / "results" / sub
+        files = _files(b)
+        assert files == _files(a), sub
+        differ = [f for f in files if (a / f).read_bytes() != (b / f).read_bytes()]
+        assert not differ, (sub, differ)

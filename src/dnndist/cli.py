@@ -70,8 +70,13 @@ def _extract_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    for run in cfgmod.runs(_load_config(args)):
-        print(run.name)
+    cfg = _load_config(args)
+    if cfg["stacked"]:
+        for group in cfgmod.stack_groups(cfg):
+            print(f"{group.name}: " + " ".join(r.name for r in group.runs))
+    else:
+        for run in cfgmod.runs(cfg):
+            print(run.name)
     return 0
 
 
@@ -94,6 +99,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     summary = train_run(_run_settings(args), args.data, args.out, threads=args.threads, progress=args.progress)
     print(json.dumps({"status": summary["status"], **summary["final"]}))
+    return 0
+
+
+def cmd_train_stacked(args: argparse.Namespace) -> int:
+    from dnndist.stacked import train_group
+
+    if args.settings:
+        settings = json.loads(args.settings)
+        if not isinstance(settings, list):
+            raise DnndistError("--settings must be a JSON list of run settings for train-stacked")
+    else:
+        cfg = _load_config(args)
+        groups = {g.name: g for g in cfgmod.stack_groups(cfg)}
+        if args.group not in groups:
+            raise DnndistError(f"--group must be one of {sorted(groups)}")
+        settings = [cfgmod.run_settings(cfg, r) for r in groups[args.group].runs]
+    if len(args.out) != len(settings):
+        raise DnndistError(f"--out needs one run directory per run ({len(settings)}), got {len(args.out)}")
+    for summary in train_group(settings, args.data, args.out, threads=args.threads, progress=args.progress):
+        print(json.dumps({"run": summary["run"], "status": summary["status"], **summary["final"]}))
     return 0
 
 
@@ -221,6 +246,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("train-stacked", help="train the runs of one stack group together (stacked: true)")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--settings", help="JSON list of the runs' resolved settings (what the Snakemake rules pass)")
+    g.add_argument("--config", action="append", help="config file(s), later ones overlay earlier ones")
+    s.add_argument("--group", help="stack group name, e.g. base-seed0-1 (with --config; see 'dnndist runs')")
+    s.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
+    s.add_argument("--out", required=True, nargs="+", help="one run directory per run, in the group's order")
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")
+    s.set_defaults(fn=cmd_train_stacked)
 
     s = sub.add_parser("extract", help="extract weights, features or gradients of a run's checkpoints into zarr")
     s.add_argument("kind", choices=["weights", "features", "gradients"])

@@ -124,6 +124,13 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
                 f"config key '{where}.depth': paper_cnn has exactly 3 conv layers of width 16 "
                 "(use model.name plain_cnn for other depths or widths)"
             )
+        if cfg["stacked"] and model["name"] not in ("paper_cnn", "plain_cnn"):
+            raise ConfigError(f"config key 'stacked': stacked training supports paper_cnn and plain_cnn, not {model['name']!r}")
+        weights = model.get("weights")
+        if weights and check_paths and not Path(weights).is_file():
+            raise ConfigError(f"config key '{where if where != 'model' else 'model'}.weights': {weights!r} does not exist")
+        if weights and not str(weights).endswith((".pth", ".pt", ".safetensors", ".bin")):
+            raise ConfigError(f"config key 'model.weights': {weights!r} must be a .pth, .pt, .bin or .safetensors state dict")
         image = image_size(cfg)
         if model["name"] in ("paper_cnn", "plain_cnn") and image % 4:
             raise ConfigError(f"config key 'data': image size {image} must be divisible by 4 for {model['name']}")
@@ -159,6 +166,30 @@ def runs(cfg: Mapping[str, Any]) -> list[Run]:
     return out
 
 
+@dataclass(frozen=True)
+class StackGroup:
+    """Runs trained together by stacked training: same variant, seed and settings but the init."""
+
+    name: str  # e.g. base-seed0-1: readable, stable for a given config
+    runs: tuple[Run, ...]
+
+
+def stack_groups(cfg: Mapping[str, Any]) -> list[StackGroup]:
+    """The runs of the experiment grouped for stacked training (in run order)."""
+    import json
+
+    by_key: dict[tuple[str, int], dict[str, list[Run]]] = {}
+    for run in runs(cfg):
+        s = run_settings(cfg, run)
+        key = json.dumps({k: v for k, v in s.items() if k not in ("run", "init")}, sort_keys=True)
+        by_key.setdefault((run.variant, run.seed), {}).setdefault(key, []).append(run)
+    out = []
+    for (variant, seed), groups in by_key.items():
+        for n, members in enumerate(groups.values(), start=1):
+            out.append(StackGroup(f"{variant}-seed{seed}-{n}", tuple(members)))
+    return out
+
+
 def checkpoint_epochs(train: Mapping[str, Any]) -> list[int]:
     epochs = int(train["epochs"])
     return sorted({0, epochs} | {int(e) for e in train["checkpoints"] if e <= epochs})
@@ -179,7 +210,8 @@ def run_settings(cfg: Mapping[str, Any], run: Run) -> dict[str, Any]:
         "run": {"variant": run.variant, "init_name": run.init, "seed": run.seed},
         **sections,
         "split": {"valid_size": data["valid_size"], "split_seed": data["split_seed"]},
-        "checkpoint_epochs": checkpoint_epochs(sections["train"]),
+        # given weights are analysed as they are: one checkpoint, "epoch 0"
+        "checkpoint_epochs": [0] if sections["model"].get("weights") else checkpoint_epochs(sections["train"]),
     }
 
 

@@ -97,9 +97,12 @@ def write_store(path: str | Path, root: xr.Dataset, groups: Mapping[str, xr.Data
 
 def store_attrs(settings: Mapping[str, Any], kind: str, device: torch.device) -> dict[str, str]:
     run = settings["run"]
+    extra = {}
+    if settings["model"].get("weights"):  # experiment 2: which weights were analysed
+        extra = {"weights": settings["model"]["weights"], "weights_sha256": models.sha256(settings["model"]["weights"])}
     return provenance_attrs(
         config_hash(settings), kind=kind, device=str(device), variant=run["variant"], init=run["init_name"],
-        seed=run["seed"], created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        seed=run["seed"], created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra,
     )
 
 
@@ -130,7 +133,8 @@ def extract_weights(settings: Mapping[str, Any], ckpt_dir: str | Path, store: st
     groups, table = {}, {k: [] for k in ("fan_in", "fan_out", "init_std", "init_bound", "bias_init_std", "bias_init_bound")}
     for spec in model.layer_specs:
         w = torch.stack([s[f"{spec.name}.weight"] for s in states]).numpy()
-        b = torch.stack([s[f"{spec.name}.bias"] for s in states]).numpy()
+        has_bias = f"{spec.name}.bias" in states[0]  # ResNet convs have none
+        b = torch.stack([s[f"{spec.name}.bias"] for s in states]).numpy() if has_bias else None
         shape = tuple(w.shape[1:])
         fan_in, fan_out = inits.fans(shape)
         th, bth = inits.theory(init, shape, gain), inits.bias_theory(init, bias_mode, fan_in)
@@ -143,10 +147,11 @@ def extract_weights(settings: Mapping[str, Any], ckpt_dir: str | Path, store: st
         out_dim = _out_dim(spec.kind)
         variables = {
             "weight": ((dims.EPOCH, *_weight_dims(spec.kind)), w, {"long_name": f"{spec.name} weight", "units": "1", **layer_attrs}),
-            "bias": ((dims.EPOCH, out_dim), b, {"long_name": f"{spec.name} bias", "units": "1", **layer_attrs}),
         }
-        norm = f"norm{spec.depth}"
-        if spec.kind == "conv" and f"{norm}.weight" in states[0]:
+        if has_bias:
+            variables["bias"] = ((dims.EPOCH, out_dim), b, {"long_name": f"{spec.name} bias", "units": "1", **layer_attrs})
+        norm = spec.pre  # the batch norm after the conv, where there is one
+        if spec.kind == "conv" and norm != spec.name and f"{norm}.weight" in states[0]:
             for p in ("weight", "bias", "running_mean", "running_var"):
                 arr = torch.stack([s[f"{norm}.{p}"] for s in states]).numpy()
                 variables[f"norm_{p}"] = ((dims.EPOCH, out_dim), arr, {"long_name": f"{norm} {p.replace('_', ' ')}", "units": "1"})
@@ -484,12 +489,16 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
                     fgrad.setdefault(key, np.zeros((len(epochs), n, *g.shape[1:]), dtype=np.float32))[ei, sl] = g
                 for li, s in enumerate(specs):
                     for pi, p in enumerate(("weight", "bias")):
+                        if getattr(modules[s.name], p) is None:  # no bias (ResNet convs)
+                            pnorm[ei, li, pi, bi] = np.nan
+                            continue
                         g = getattr(modules[s.name], p).grad.detach() / len(idx)
                         pnorm[ei, li, pi, bi] = float(g.double().norm())
                         per_batch[(s.name, p)].append(g.float().cpu().numpy())
                 pos += len(idx)
             for key in pgrad:
-                pgrad[key].append(np.stack(per_batch[key]))
+                if per_batch[key]:
+                    pgrad[key].append(np.stack(per_batch[key]))
             log.info("gradients: epoch %d done", epoch)
     finally:
         rec.close()
@@ -510,8 +519,9 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
         if ex["parameter_gradients"]:
             v["weight_grad"] = ((dims.EPOCH, dims.BATCH, *_weight_dims(kind)), np.stack(pgrad[(s.name, "weight")]),
                                 {"long_name": f"{s.name} weight gradient (mean loss of a batch)", "units": "1"})
-            v["bias_grad"] = ((dims.EPOCH, dims.BATCH, _out_dim(kind)), np.stack(pgrad[(s.name, "bias")]),
-                              {"long_name": f"{s.name} bias gradient (mean loss of a batch)", "units": "1"})
+            if pgrad[(s.name, "bias")]:
+                v["bias_grad"] = ((dims.EPOCH, dims.BATCH, _out_dim(kind)), np.stack(pgrad[(s.name, "bias")]),
+                                  {"long_name": f"{s.name} bias gradient (mean loss of a batch)", "units": "1"})
         for k in feat_kinds:
             if (s.name, k) in fgrad:
                 tensor_dims = (dims.CHANNEL, dims.Y, dims.X) if kind == "conv" else (dims.UNIT,)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -83,9 +84,117 @@ def paper_cnn(settings: Mapping[str, Any], in_channels: int = 3, num_classes: in
 MODELS: dict[str, Callable[..., Net]] = {"paper_cnn": paper_cnn, "plain_cnn": plain_cnn}
 
 
-def build(settings: Mapping[str, Any], in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> Net:
+
+
+# --------------------------------------------------------------------------- ResNets
+RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
+
+
+class ResNet(nn.Module):
+    """A torchvision ResNet whose state-dict keys are torchvision's (``conv1.weight``,
+    ``layer1.0.conv1.weight``, ``fc.weight``), so torchvision-format weights load as they are."""
+
+    def __init__(self, net: nn.Module, layers: list[LayerSpec], settings: Mapping[str, Any]):
+        super().__init__()
+        for name, module in net.named_children():
+            self.add_module(name, module)
+        self.layer_specs = layers
+        self.settings = dict(settings)
+
+    def forward(self, x):  # torchvision's ResNet._forward_impl
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.avgpool(x).flatten(1))
+
+
+def resnet(settings: Mapping[str, Any], in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> ResNet:
+    """torchvision ResNet-18/34/50; the ``_cifar`` variants use a 3x3 stride-1 stem and no
+    max-pool (for 32x32 inputs). Every convolution is an analysed layer (stride-2 and 1x1
+    downsample convs included); pre-activation features are each conv's batch-norm output."""
+    import torchvision
+
+    name = settings["name"]
+    base = name.removesuffix("_cifar")
+    net = getattr(torchvision.models, base)(weights=None, num_classes=num_classes)
+    if in_channels != 3 or name.endswith("_cifar"):
+        k, s, p = (3, 1, 1) if name.endswith("_cifar") else (7, 2, 3)
+        net.conv1 = nn.Conv2d(in_channels, 64, k, s, p, bias=False)
+    if name.endswith("_cifar"):
+        net.maxpool = nn.Identity()
+    modules = dict(net.named_modules())
+    layers: list[LayerSpec] = []
+    for mod_name, mod in net.named_modules():
+        if isinstance(mod, nn.Conv2d):
+            parent, _, leaf = mod_name.rpartition(".")
+            if leaf.startswith("conv"):
+                bn = f"{parent + '.' if parent else ''}bn{leaf[4:]}"
+            else:  # downsample.0 -> downsample.1
+                bn = f"{parent}.1"
+            layers.append(LayerSpec(mod_name, "conv", len(layers) + 1, bn if bn in modules else mod_name, None, True))
+    layers.append(LayerSpec("fc", "linear", len(layers) + 1, "fc", None, True))
+    return ResNet(net, layers, settings)
+
+
+MODELS.update({n: resnet for n in ("resnet18", "resnet34", "resnet50", "resnet18_cifar", "resnet34_cifar", "resnet50_cifar")})
+
+
+def read_weights(path: str | Path) -> dict[str, Any]:
+    """A local state dict: safetensors, or a torch file read with weights_only=True (no pickle
+    code runs). A clear error for anything else."""
+    import torch
+
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DnndistError(f"weights file {path} does not exist") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
+        raise DnndistError(f"{path}: not a readable state dict ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DnndistError(f"{path}: expected a mapping of parameter names to tensors")
+    return state
+
+
+def sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_pretrained(model: nn.Module, state: Mapping[str, Any], source: str) -> None:
+    missing, unexpected = [], []
+    try:
+        result = model.load_state_dict(state, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    except RuntimeError as exc:  # shape mismatches
+        raise DnndistError(f"{source} does not fit model {model.settings['name']}: {str(exc).splitlines()[-1].strip()}") from None
+    if missing or unexpected:
+        raise DnndistError(f"{source} does not fit model {model.settings['name']}: "
+                           f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                           f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+
+
+def build(settings: Mapping[str, Any], in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> nn.Module:
+    """The configured model (randomly initialised; see ``read_weights`` for given weights).
+    With ``settings['weights']`` the number of classes is that of the weights' classifier."""
     try:
         factory = MODELS[settings["name"]]
     except KeyError:
         raise DnndistError(f"unknown model {settings['name']!r}; known: {sorted(MODELS)}") from None
+    if settings.get("weights"):
+        state = read_weights(settings["weights"])
+        head = [k for k in state if k.endswith(".weight") and state[k].ndim == 2]
+        if head:
+            num_classes = int(state[head[-1]].shape[0])
     return factory(settings, in_channels=in_channels, num_classes=num_classes, image_size=image_size)

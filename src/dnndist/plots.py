@@ -18,6 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dnndist.inits import INIT_NAMES  # noqa: E402
+from dnndist.io import atomic_path  # noqa: E402
+from dnndist.stats import diverged_runs  # noqa: E402
 
 _PALETTE = ["#0072B2", "#D55E00", "#E69F00", "#009E73", "#56B4E9", "#CC79A7", "#000000", "#999999"]  # Okabe-Ito
 INIT_COLORS = dict(zip(INIT_NAMES, _PALETTE))
@@ -32,10 +34,11 @@ def use_style(style: str | Path | None) -> None:
 
 
 def save(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
-    for path in (pdf, png):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(pdf)
-    fig.savefig(png)
+    """Write both files atomically, without creation dates, so that the same table gives
+    the same bytes."""
+    for path, fmt, meta in ((pdf, "pdf", {"CreationDate": None}), (png, "png", {})):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, metadata=meta)
     plt.close(fig)
 
 
@@ -51,6 +54,7 @@ def _inits(df: pd.DataFrame) -> list[str]:
 def fig_training(summary: pd.DataFrame, pdf: str | Path, png: str | Path, variant: str | None = None) -> None:
     """Fig 1: training loss and validation accuracy per init over epochs, mean and 95 % CI over seeds."""
     df = summary if variant is None else summary[summary["variant"] == variant]
+    diverged = {init: n for (_, init), n in diverged_runs(df).items()}
     panels = [("train", "loss", "training loss"), ("valid", "accuracy", "validation accuracy")]
     fig, axes = plt.subplots(2, 1, figsize=(3.3, 4.2), sharex=True)  # single-column width
     for ax, (split, stat, title) in zip(axes, panels):
@@ -59,7 +63,9 @@ def fig_training(summary: pd.DataFrame, pdf: str | Path, png: str | Path, varian
             d = sub[sub["init"] == init].sort_values("epoch")
             for vname, dv in d.groupby("variant"):
                 style = "-" if vname == (variant or d["variant"].iloc[0]) else "--"
-                ax.plot(dv["epoch"], dv["mean"], style, color=INIT_COLORS[init], label=INIT_LABELS[init] if style == "-" else None)
+                label = INIT_LABELS[init] + (f" (diverged: {diverged[init]} seed{'s' * (diverged[init] != 1)})" if init in diverged else "")
+                ax.plot(dv["epoch"], dv["mean"], style, color=INIT_COLORS[init], label=label if style == "-" else None,
+                        marker="x" if init in diverged else None, markevery=[-1] if init in diverged else None)
                 if dv["ci_low"].notna().any():
                     ax.fill_between(dv["epoch"], dv["ci_low"], dv["ci_high"], color=INIT_COLORS[init], alpha=0.2, linewidth=0)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

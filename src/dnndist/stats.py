@@ -136,6 +136,8 @@ def weight_table(weights: Mapping[str, Any], settings: Mapping[str, Any] | None 
         run = {k: ds[k].values[0].item() if hasattr(ds[k].values[0], "item") else ds[k].values[0] for k in ("variant", "init", "seed")}
         for epoch in ds[dims.EPOCH].values:
             for param in ("weight", "bias"):
+                if param not in ds:  # convs without bias (ResNets)
+                    continue
                 x = ds[param].sel(epoch=epoch).values.squeeze(axis=(0, 1, 2))
                 init_std = w_attrs["init_std"] if param == "weight" else w_attrs["bias_init_std"]
                 values = distribution_stats(x, thresholds=thresholds, rel_thresholds=rel, fan_in=int(w_attrs["fan_in"]), init_std=init_std)
@@ -187,6 +189,20 @@ def training_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return ep.rename(columns={"metric": "statistic"})[[*RUN_KEYS, dims.SPLIT, "statistic", "value"]]
 
 
+def diverged_runs(training: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """(variant, init) -> number of seeds whose training diverged (NaN/inf loss), from the
+    training table or its seed summary; such runs stop at the divergence."""
+    rows = training[training["statistic"] == "diverged"]
+    if rows.empty:
+        return {}
+    col = "n_seeds" if "n_seeds" in rows else None
+    if col:
+        counts = rows.groupby(["variant", "init"])[col].max()
+    else:
+        counts = rows.groupby(["variant", "init"])["seed"].nunique()
+    return {k: int(v) for k, v in counts.items()}
+
+
 def combine(tables: Iterable[str | Path]) -> pd.DataFrame:
     """Concatenate per-run tidy tables (sorted, so the result does not depend on input order)."""
     frames = [pd.read_csv(p) for p in tables]
@@ -204,6 +220,8 @@ def weight_histograms(weights: dict, epochs: Sequence[int], max_bins: int = 60) 
         run = {k: ds[k].values[0] for k in ("variant", "init", "seed")}
         for epoch in epochs:
             for param in ("weight", "bias"):
+                if param not in ds:
+                    continue
                 x = ds[param].sel(epoch=epoch).values.ravel().astype(np.float64)
                 x = x[np.isfinite(x)]
                 if x.size == 0:

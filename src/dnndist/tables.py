@@ -17,9 +17,10 @@ import pandas as pd
 import scipy.stats
 
 from dnndist.io import write_text
-from dnndist.stats import bootstrap_ci
+from dnndist.stats import bootstrap_ci, diverged_runs
 
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
+FLAGGED = "flagged"  # a row that reports a fault (divergence), not a claim
 
 
 def write_table(df: pd.DataFrame, stem: str | Path, caption: str) -> None:
@@ -239,6 +240,11 @@ def claims(training: pd.DataFrame, weights: pd.DataFrame, features: pd.DataFrame
         rows.append(("C6", "emission varies more than absorption", "mean per-channel variance over inputs, per (init, seed, conv layer)",
                      f"emission larger in {share:.0%} of {len(e)}", HOLDS if share == 1 else FAILS if share < 0.5 else UNSURE,
                      "holds if emission's variance is larger in every case; fails if in fewer than half"))
+    div = diverged_runs(training)
+    if div:  # flagged, so that no verdict above is read without knowing which runs stopped early
+        value = "; ".join(f"{init} ({n} seed{'s' * (n != 1)})" for (_, init), n in sorted(div.items()))
+        rows.append(("D", "runs that diverged", "seeds whose training loss became NaN/inf (they stop there)", value,
+                     FLAGGED, "listed whenever a run diverged; claims above use the epochs each run reached"))
     return pd.DataFrame(rows, columns=["claim", "statement", "statistic", "value", "verdict", "rule"])
 
 

@@ -70,8 +70,11 @@ def build_model(settings: Mapping[str, Any], ds: data.Dataset, device: torch.dev
     in_channels, image_size = ds.images["train"].shape[1], ds.images["train"].shape[-1]
     torch.manual_seed(run["seed"])  # for anything that draws from the global RNG
     model = models.build(settings["model"], in_channels, len(ds.classes), image_size)
-    gain = inits.gain_for(settings["init"], settings["model"])
-    inits.apply(model, run["init_name"], gain, settings["init"]["bias"], run["seed"])
+    if settings["model"].get("weights"):  # given weights replace the init (experiment 2)
+        models.load_pretrained(model, models.read_weights(settings["model"]["weights"]), settings["model"]["weights"])
+    else:
+        gain = inits.gain_for(settings["init"], settings["model"])
+        inits.apply(model, run["init_name"], gain, settings["init"]["bias"], run["seed"])
     fmt = torch.channels_last if settings["train"]["channels_last"] else torch.contiguous_format
     return model.to(device=device, memory_format=fmt)
 
@@ -120,6 +123,8 @@ def checkpoint_bytes(model: torch.nn.Module, settings: Mapping[str, Any], epoch:
         "epoch": str(epoch), "step": str(step), "diverged": str(diverged).lower(),
         "config_hash": config_hash(settings), "model": json.dumps(settings["model"], sort_keys=True),
     }
+    if settings["model"].get("weights"):
+        meta["weights_sha256"] = settings["model"].get("weights_sha256") or models.sha256(settings["model"]["weights"])
     return _st_bytes(state_dict_cpu(model), meta)
 
 
@@ -239,7 +244,7 @@ def train_run(settings: Mapping[str, Any], store: str | Path, run_dir: str | Pat
     n_train, bs = len(ds.labels["train"]), tr["batch_size"]
     steps_per_epoch = math.ceil(n_train / bs)
     ckpt_epochs = set(settings["checkpoint_epochs"])
-    epochs = tr["epochs"]
+    epochs = 0 if settings["model"].get("weights") else tr["epochs"]  # given weights are analysed, not trained
 
     start_epoch, diverged = _resume(state_dir, model, opt, shuffle)
     step = start_epoch * steps_per_epoch
@@ -345,9 +350,13 @@ def _finish(settings: Mapping[str, Any], state_dir: Path, run_dir: Path, last_ep
     final = {f"{r.split}_{r.metric}": float(r.value) for r in epoch_rows[epoch_rows["epoch"] == last_epoch].itertuples()}
     summary = {
         "run": run, "status": "diverged" if diverged else "completed", "epochs_trained": last_epoch,
-        "epochs": settings["train"]["epochs"], "checkpoint_epochs": settings["checkpoint_epochs"],
+        "epochs": last_epoch if settings["model"].get("weights") else settings["train"]["epochs"],
+        "checkpoint_epochs": settings["checkpoint_epochs"],
         "config_hash": config_hash(settings), "final": final,
     }
+    if settings["model"].get("weights"):
+        summary["weights"] = settings["model"]["weights"]
+        summary["weights_sha256"] = models.sha256(settings["model"]["weights"])
     if diverged:
         div = metrics[metrics["metric"] == "diverged"]
         summary["diverged_step"] = int(div["step"].iloc[0])

@@ -7,6 +7,7 @@ RESULTS = config["results"]
 RESOURCES = config["resources"]
 LOGS = f"{RESULTS}/logs"
 RUNS = dcfg.runs(config)
+STACK_GROUPS = dcfg.stack_groups(config) if config["stacked"] else []
 ENVIRONMENT = "../../environment.yml"  # the project environment, relative to the stage files
 DATASET_STORE = f"{RESULTS}/data/dataset.zarr"
 RUN_DIR = f"{RESULTS}/runs/{{variant}}/{{init}}/seed{{seed}}"
@@ -52,6 +53,16 @@ def expand_runs(pattern, kinds=(None,)):
 
 def run_of(wildcards):
     return dcfg.Run(wildcards.variant, wildcards.init, int(wildcards.seed))
+
+
+def group_paths(group, pattern):
+    """One path per run of a stack group."""
+    return [pattern.format(variant=r.variant, init=r.init, seed=r.seed) for r in group.runs]
+
+
+def group_settings_json(group):
+    """The settings of every run of a stack group: editing one reruns the group."""
+    return json.dumps([dcfg.run_settings(config, r) for r in group.runs], sort_keys=True)
 
 
 def run_settings_json(wildcards):

@@ -1,29 +1,64 @@
-# Training stage: one job per run (variant, init, seed); resumes if killed.
+# Training stage: one job per run (variant, init, seed), or with `stacked: true` one job
+# per stack group (the inits of a variant and seed, trained as one wide model). Both
+# write the same per-run outputs and resume if killed.
 
 
-rule train:
-    input:
-        store=DATASET_STORE,
-    output:
-        checkpoints=directory(f"{RUN_DIR}/checkpoints"),
-        metrics=f"{RUN_DIR}/metrics.csv",
-        summary=f"{RUN_DIR}/summary.json",
-    params:
-        settings=run_settings_json,
-        run_dir=run_dir,
-        env=MALLOC_ENV,
-    conda:
-        ENVIRONMENT
-    log:
-        f"{LOGS}/train/{{variant}}/{{init}}/seed{{seed}}.log",
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=240,
-        # intra-op threads of torch, fixed so that weights are bitwise identical whatever
-        # --cores is (CPU kernels reduce in a thread-count-dependent order)
-        torch_threads=2,
-    shell:
-        "{params.env} python -m dnndist train --settings {params.settings:q} "
-        "--data {input.store:q} --out {params.run_dir:q} --threads {resources.torch_threads} --no-progress "
-        "> {log:q} 2>&1"
+if not config["stacked"]:
+
+    rule train:
+        input:
+            store=DATASET_STORE,
+        output:
+            checkpoints=directory(f"{RUN_DIR}/checkpoints"),
+            metrics=f"{RUN_DIR}/metrics.csv",
+            summary=f"{RUN_DIR}/summary.json",
+        params:
+            settings=run_settings_json,
+            run_dir=run_dir,
+            env=MALLOC_ENV,
+        conda:
+            ENVIRONMENT
+        log:
+            f"{LOGS}/train/{{variant}}/{{init}}/seed{{seed}}.log",
+        threads: 2
+        resources:
+            mem_mb=4000,
+            runtime=240,
+            # intra-op threads of torch, fixed so that weights are bitwise identical whatever
+            # --cores is (CPU kernels reduce in a thread-count-dependent order)
+            torch_threads=2,
+        shell:
+            "{params.env} python -m dnndist train --settings {params.settings:q} "
+            "--data {input.store:q} --out {params.run_dir:q} --threads {resources.torch_threads} --no-progress "
+            "> {log:q} 2>&1"
+
+else:
+
+    for group in STACK_GROUPS:
+
+        rule:
+            name:
+                f"train_stacked_{group.name.replace('-', '_').replace('.', '_').replace('+', '_')}"
+            input:
+                store=DATASET_STORE,
+            output:
+                checkpoints=[directory(p) for p in group_paths(group, f"{RUN_DIR}/checkpoints")],
+                metrics=group_paths(group, f"{RUN_DIR}/metrics.csv"),
+                summary=group_paths(group, f"{RUN_DIR}/summary.json"),
+            params:
+                settings=group_settings_json(group),
+                run_dirs=" ".join(f"'{p}'" for p in group_paths(group, RUN_DIR)),
+                env=MALLOC_ENV,
+            conda:
+                ENVIRONMENT
+            log:
+                f"{LOGS}/train/stacked/{group.name}.log",
+            threads: 2
+            resources:
+                mem_mb=4000 + 500 * len(group.runs),
+                runtime=240 * len(group.runs),
+                torch_threads=2,
+            shell:
+                "{params.env} python -m dnndist train-stacked --settings {params.settings:q} "
+                "--data {input.store:q} --out {params.run_dirs} --threads {resources.torch_threads} --no-progress "
+                "> {log:q} 2>&1"
