@@ -16,7 +16,7 @@ import tempfile
 
 
 CHILD = r"""
-import json, resource, sys, time, torch
+import json, sys, time, torch
 from pathlib import Path
 from dnndist import data, extract, train, config as c
 n, work = int(sys.argv[1]), Path(sys.argv[2])
@@ -41,7 +41,9 @@ plain = n / (time.perf_counter() - t0)
 t0 = time.perf_counter()
 extract.extract_features(s, run / "checkpoints", store, work / f"f{n}.zarr")
 ext = n / (time.perf_counter() - t0)
-print(json.dumps({"n": n, "plain": plain, "extract": ext, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not getrusage's ru_maxrss: Linux carries the parent's peak over fork + exec into ru_maxrss
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"n": n, "plain": plain, "extract": ext, "rss_mb": hwm / 1024}))
 """
 
 

@@ -124,3 +124,70 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path, patch, key):
     out = proc.stdout + proc.stderr
     assert "invalid configuration" in out and key in out, out
     assert not (tmp_path / "results").exists()  # no job ran
+
+
+GRID = {"model.norm": ["none", "batch"], "model.activation": ["relu", "leaky_relu"],
+        "train.weight_decay": [0.0, 1.0e-4], "train.l1": [0.0, 1.0e-5]}
+
+
+def test_grid_variant_names_are_readable_unique_and_stable():
+    cfg = dcfg.validate({**base_config(), "grid": GRID, "variants": {"base": {}, "binary": {"input": {"transform": "binarize"}}}})
+    names = list(cfg["variants"])
+    assert len(names) == len(set(names)) == 17
+    assert names[0] == "base" and "bn-leaky-l2_0.0001-l1_1e-05" in names and names[-1] == "binary"
+    assert cfg["variants"]["bn-leaky"] == {"model": {"norm": "batch", "activation": "leaky_relu"},
+                                           "train": {"weight_decay": 0.0, "l1": 0.0}}
+    # adding a level or a factor keeps every existing name and its settings
+    more = {**GRID, "train.l1": [0.0, 1.0e-5, 1.0e-4], "input.transform": ["as_is", "binarize"]}
+    cfg2 = dcfg.validate({**base_config(), "grid": more})
+    for name in names[:-1]:
+        assert name in cfg2["variants"], name
+        run = dcfg.Run(name, "kaiming_normal", 0)
+        assert dcfg.run_settings(cfg2, run) == dcfg.run_settings(cfg, run), name
+    assert "l1_0.0001" in cfg2["variants"] and "binary" in cfg2["variants"]
+
+
+@pytest.mark.parametrize("grid,key", [
+    ({"model.norm": ["none", "layer"]}, "grid.model.norm"),
+    ({"train.weight_decay": [0.0, "big"]}, "grid.train.weight_decay"),
+    ({"optim.lr": [1.0]}, "grid"),
+    ({"model.norm": []}, "grid.model.norm"),
+])
+def test_bad_grids_name_the_key(grid, key):
+    with pytest.raises(dcfg.ConfigError) as err:
+        dcfg.validate({**base_config(), "grid": grid})
+    assert f"config key '{key}" in str(err.value), str(err.value)
+
+
+def test_adding_one_variant_plans_only_its_jobs(tmp_path):
+    from .conftest import snakemake, tiny_config, write_yaml
+
+    cfg = tiny_config(tmp_path / "results", inits=["kaiming_normal"], grid={"model.norm": ["none", "batch"]})
+    write_yaml(tmp_path / "a.yaml", cfg)
+    snakemake(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "a.yaml"), "--touch", check=False)
+    plan_a = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "a.yaml")).stdout
+    assert "runs/bn/kaiming_normal/seed0" in plan_a and "runs/base/kaiming_normal/seed0" in plan_a
+    cfg["grid"]["model.activation"] = ["relu", "leaky_relu"]
+    write_yaml(tmp_path / "b.yaml", cfg)
+    # mark the first grid's runs complete, then plan with one factor more
+    import subprocess
+
+    from .conftest import BIN, REPO, env
+
+    for target in ("base", "bn"):
+        run = tmp_path / "results" / "runs" / target / "kaiming_normal" / "seed0"
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+        for f in ("metrics.csv", "summary.json"):
+            (run / f).touch()
+        for kind in ("weights", "features", "gradients"):
+            (run / f"{kind}.zarr").mkdir(exist_ok=True)
+    (tmp_path / "results" / "data" / "dataset.zarr").mkdir(parents=True, exist_ok=True)
+    targets = [str(tmp_path / "results" / "runs" / v / "kaiming_normal" / "seed0" / f"{k}.zarr")
+               for v in ("base", "bn") for k in ("weights", "features", "gradients")]
+    subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), *targets, "--touch",
+                    "--cores", "1", "--configfile", str(tmp_path / "a.yaml")], env=env(), cwd=tmp_path, check=True,
+                   capture_output=True)
+    plan = snakemake(tmp_path, *[t.replace("/base/", "/leaky/").replace("/bn/", "/bn-leaky/") for t in targets], "-n",
+                     "--configfile", str(tmp_path / "b.yaml")).stdout
+    assert "runs/leaky/kaiming_normal/seed0" in plan and "runs/bn-leaky/kaiming_normal/seed0" in plan
+    assert "runs/base/kaiming_normal" not in plan and "runs/bn/kaiming_normal" not in plan and "rule dataset" not in plan

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 # what one run's change replans besides its training/extraction: its stats, every combined table, table and figure
-DOWNSTREAM = {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "stats_concat": 4, "table": 5,
-              "figure": 6, "total": 24}
+DOWNSTREAM = {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "stats_concat": 4, "table": 6,
+              "figure": 7, "total": 26}
 
 
 def planned_jobs(proc) -> dict[str, int]:
@@ -70,9 +70,10 @@ def test_end_to_end_outputs(done):
         data = fig.read_bytes()
         assert len(data) > 5000, fig
         assert data.startswith(b"%PDF-") if fig.suffix == ".pdf" else data.startswith(b"\x89PNG\r\n\x1a\n"), fig
-    figures = ["fig1_training", "fig2_weights", "fig3_features", "fig4_emission", "fig5_trajectories", "fig6_depth"]
+    figures = ["fig1_training", "fig2_weights", "fig3_features", "fig4_emission", "fig5_trajectories", "fig6_depth",
+               "fig7_variants"]
     assert {p.name for p in (results / "figures").iterdir()} == {f"{f}.{e}" for f in figures for e in ("pdf", "png")}
-    tables = ["init_check", "range", "depth_trend", "emission", "claims"]
+    tables = ["init_check", "range", "depth_trend", "emission", "claims", "factors"]
     assert {p.name for p in (results / "tables").iterdir()} == {f"{t}.{e}" for t in tables for e in ("csv", "md", "tex")}
     snakemake(work, "--configfile", str(work / "tiny.yaml"), "--report", str(results / "report.html"))
     report = (results / "report.html").read_text()
@@ -111,19 +112,19 @@ def test_changing_one_init_reruns_only_its_chain(done, tmp_path):
     data = {**cfg, "data": {**cfg["data"], "synthetic": {**cfg["data"]["synthetic"], "seed": 7}}}
     write_yaml(tmp_path / "data.yaml", data)
     assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "data.yaml"))) == {
-        "all": 1, "dataset": 1, "train": 3, "extract": 9, "stats_run": 3, "stats_combine": 3, "stats_concat": 4, "table": 5,
-        "figure": 6, "total": 35}
+        "all": 1, "dataset": 1, "train": 3, "extract": 9, "stats_run": 3, "stats_combine": 3, "stats_concat": 4, "table": 6,
+        "figure": 7, "total": 37}
     # an extraction setting reruns extraction only
     ex = {**cfg, "extract": {**cfg.get("extract", {}), "histogram_bins": 17}}
     write_yaml(tmp_path / "ex.yaml", ex)
     assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "ex.yaml"))) == {
-        "all": 1, "extract": 9, "stats_run": 3, "stats_combine": 2, "stats_concat": 4, "table": 5, "figure": 5, "total": 29}
+        "all": 1, "extract": 9, "stats_run": 3, "stats_combine": 2, "stats_concat": 4, "table": 6, "figure": 6, "total": 31}
 
 
 @pytest.mark.parametrize("module,expected", [
-    ("plots", {"all": 1, "figure": 6, "total": 7}),
-    ("tables", {"all": 1, "table": 5, "total": 6}),
-    ("stats", {"all": 1, "stats_run": 3, "stats_combine": 3, "stats_concat": 4, "table": 5, "figure": 6, "total": 22}),
+    ("plots", {"all": 1, "figure": 7, "total": 8}),
+    ("tables", {"all": 1, "table": 6, "total": 7}),
+    ("stats", {"all": 1, "stats_run": 3, "stats_combine": 3, "stats_concat": 4, "table": 6, "figure": 7, "total": 24}),
 ])
 def test_code_changes_rerun_only_what_depends_on_them(done, module, expected):
     import os
@@ -160,7 +161,7 @@ def test_default_config_plans_seven_trainings_and_the_data():
         proc = snakemake(Path(d), "-n")
     assert planned_jobs(proc) == {
         "all": 1, "dataset": 1, "download_cifar10": 1, "train": 7, "extract": 21, "stats_run": 7, "stats_combine": 3,
-        "stats_concat": 4, "table": 5, "figure": 6, "total": 56}
+        "stats_concat": 4, "table": 6, "figure": 7, "total": 58}
 
 
 def test_demo_preset_plans(tmp_path):
@@ -170,8 +171,8 @@ def test_demo_preset_plans(tmp_path):
     # the default profile (rerun-incomplete, keep-going) is found through the top-level profiles link
     assert f"Using workflow specific profile {REPO}/profiles/default" in proc.stdout + proc.stderr
     assert planned_jobs(proc) == {
-        "all": 1, "dataset": 1, "train": 7, "extract": 21, "stats_run": 7, "stats_combine": 3, "stats_concat": 4, "table": 5,
-        "figure": 6, "total": 55}
+        "all": 1, "dataset": 1, "train": 7, "extract": 21, "stats_run": 7, "stats_combine": 3, "stats_concat": 4, "table": 6,
+        "figure": 7, "total": 57}
 
 
 def test_lint_is_clean(tmp_path):

@@ -8,7 +8,7 @@
         --checkpoints RUN_DIR/checkpoints --data STORE --out RUN_DIR/features.zarr
     python -m dnndist stats-run --settings JSON --weights W --features F --gradients G --out-dir RUN_DIR/stats
     python -m dnndist stats-combine {training,weights,features,...} --inputs CSV... --out CSV [--summary CSV]
-    python -m dnndist plot {fig1_training,...,fig6_depth} --table CSV --style FILE --pdf PDF --png PNG
+    python -m dnndist plot {fig1_training,...,fig7_variants} --table CSV --style FILE --pdf PDF --png PNG
     python -m dnndist table {init_check,range,depth_trend,emission,claims} --weights-summary CSV ... --out-stem PATH
 
 Errors in user input (config, files) are reported in one line with exit status 2.
@@ -187,9 +187,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
         "fig1_training": lambda: plots.fig_training(table, args.pdf, args.png),
         "fig2_weights": lambda: plots.fig_weight_distributions(table, args.pdf, args.png),
         "fig3_features": lambda: plots.fig_features(table, args.pdf, args.png),
-        "fig4_emission": lambda: plots.fig_emission(table, args.pdf, args.png, init=args.init),
+        "fig4_emission": lambda: plots.fig_emission(table, args.pdf, args.png, init=args.init, layers=args.layers or ()),
         "fig5_trajectories": lambda: plots.fig_trajectories(table, args.pdf, args.png, x="epoch"),
         "fig6_depth": lambda: plots.fig_trajectories(table, args.pdf, args.png, x="depth"),
+        "fig7_variants": lambda: plots.fig_variants(table, args.pdf, args.png),
     }
     draw[args.figure]()
     return 0
@@ -209,6 +210,10 @@ def cmd_table(args: argparse.Namespace) -> int:
         df = tables.depth_trend(read("weights"))
     elif args.name == "emission":
         df = tables.emission_summary(read("em_ab"))
+    elif args.name == "factors":
+        if not args.variants:
+            raise DnndistError("table factors needs --variants (JSON: variant -> its model/train/input settings)")
+        df = tables.factor_effects(read("weights"), json.loads(args.variants))
     else:
         em = read("em_ab")
         df = tables.claims(read("training_summary"), read("weights_summary"), read("features_summary"),
@@ -284,16 +289,19 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_stats_combine)
 
     s = sub.add_parser("plot", help="draw one figure (PDF and PNG) from its tidy table")
-    s.add_argument("figure", choices=["fig1_training", "fig2_weights", "fig3_features", "fig4_emission", "fig5_trajectories", "fig6_depth"])
+    s.add_argument("figure", choices=["fig1_training", "fig2_weights", "fig3_features", "fig4_emission", "fig5_trajectories", "fig6_depth",
+                                       "fig7_variants"])
     s.add_argument("--table", required=True)
     s.add_argument("--style", help="matplotlib style file")
     s.add_argument("--init", help="init shown in Fig 4")
+    s.add_argument("--layers", nargs="*", help="conv layers shown in Fig 4 (default: all)")
     s.add_argument("--pdf", required=True)
     s.add_argument("--png", required=True)
     s.set_defaults(fn=cmd_plot)
 
     s = sub.add_parser("table", help="write one table as CSV, Markdown and LaTeX")
-    s.add_argument("name", choices=["init_check", "range", "depth_trend", "emission", "claims"])
+    s.add_argument("name", choices=["init_check", "range", "depth_trend", "emission", "claims", "factors"])
+    s.add_argument("--variants", help="factors: JSON mapping each variant to its model/train/input settings")
     for name in ("training_summary", "weights_summary", "features_summary", "weights", "em_ab"):
         s.add_argument(f"--{name.replace('_', '-')}")
     s.add_argument("--out-stem", required=True, help="path without extension")

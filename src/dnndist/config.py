@@ -89,8 +89,67 @@ def validate(config: Mapping[str, Any], schema: dict[str, Any] | None = None, ch
             err = min(err.context, key=lambda e: len(e.absolute_path))
         raise ConfigError(f"config key '{_key(err.absolute_path)}': {err.message}")
     fill_defaults(cfg, schema)
+    cfg["variants"] = expand_variants(cfg, validator=jsonschema.Draft202012Validator(
+        {**schema["$defs"]["variant"], "$defs": schema["$defs"]}))
     _semantic_checks(cfg, check_paths)
     return cfg
+
+
+# short, readable labels of factor levels in variant names
+_LEVEL_LABELS: dict[tuple[str, Any], str] = {
+    ("model.norm", "batch"): "bn", ("model.activation", "leaky_relu"): "leaky",
+    ("input.transform", "binarize"): "binary", ("train.optimizer", "sgd"): "sgd",
+}
+_FACTOR_LABELS = {"train.weight_decay": "l2", "train.l1": "l1", "model.depth": "depth", "model.width": "width",
+                  "model.negative_slope": "slope", "train.lr": "lr", "model.name": ""}
+
+
+def level_label(factor: str, value: Any) -> str:
+    """Readable label of one factor level, used in variant names: bn, leaky, l2_0.0001, depth6."""
+    if (factor, value) in _LEVEL_LABELS:
+        return _LEVEL_LABELS[(factor, value)]
+    text = f"{value:g}" if isinstance(value, float) else str(value).lower()
+    prefix = _FACTOR_LABELS.get(factor, factor.split(".")[-1])
+    if not prefix:
+        return text
+    return f"{prefix}{text}" if isinstance(value, int) and not isinstance(value, bool) else f"{prefix}_{text}"
+
+
+def expand_variants(cfg: Mapping[str, Any], validator: Any = None) -> dict[str, Any]:
+    """The grid crossed into named variants, plus the explicit ones (the default ``{base: {}}``
+    is the grid's all-base combination when there is a grid)."""
+    import itertools
+
+    grid = cfg.get("grid") or {}
+    explicit = dict(cfg["variants"])
+    if not grid:
+        return explicit
+    out: dict[str, Any] = {}
+    factors = list(grid)
+    for combo in itertools.product(*(grid[f] for f in factors)):
+        variant: dict[str, Any] = {}
+        labels = []
+        for factor, value, levels in zip(factors, combo, (grid[f] for f in factors)):
+            section, key = factor.split(".", 1)
+            variant.setdefault(section, {})[key] = value
+            if value != levels[0]:
+                labels.append(level_label(factor, value))
+        name = "-".join(labels) or "base"
+        if validator is not None:
+            errors = list(validator.iter_errors(variant))
+            if errors:
+                path = ".".join(str(p) for p in errors[0].absolute_path)
+                raise ConfigError(f"config key 'grid.{path}': {errors[0].message}")
+        if name in out:
+            raise ConfigError(f"config key 'grid': two combinations are both named {name!r}; use distinct values")
+        out[name] = variant
+    for name, variant in explicit.items():
+        if name == "base" and not variant and "base" in out:
+            continue  # the default variant is the grid's base combination
+        if name in out:
+            raise ConfigError(f"config key 'variants.{name}': the grid already makes a variant of that name")
+        out[name] = variant
+    return out
 
 
 def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
@@ -124,6 +183,8 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
                 f"config key '{where}.depth': paper_cnn has exactly 3 conv layers of width 16 "
                 "(use model.name plain_cnn for other depths or widths)"
             )
+        if cfg["stacked"] and model.get("weights"):
+            raise ConfigError("config key 'stacked': given weights (model.weights) are analysed, not trained; set stacked: false")
         if cfg["stacked"] and model["name"] not in ("paper_cnn", "plain_cnn"):
             raise ConfigError(f"config key 'stacked': stacked training supports paper_cnn and plain_cnn, not {model['name']!r}")
         weights = model.get("weights")

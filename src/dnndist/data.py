@@ -296,6 +296,9 @@ def _write_arrays(writer: StoreWriter, split: str, images: np.ndarray, labels: n
         writer.write(split, start, images[start : start + CHUNK], labels[start : start + CHUNK])
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
 def build_store(settings: Mapping[str, Any], out: str | Path, archive: str | Path | None = None) -> Path:
     """Convert the configured source into the canonical store at ``out`` (atomically)."""
     source = settings["source"]
@@ -319,6 +322,10 @@ def build_store(settings: Mapping[str, Any], out: str | Path, archive: str | Pat
         else:
             raise DataError(f"unknown data source {source!r}")
         writer.close()
+        if opts.get("normalize") == "imagenet":  # the statistics torchvision's pretrained weights expect
+            import zarr
+
+            zarr.open_group(str(tmp), mode="r+").attrs.update({"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)})
     _log_store(out)
     return Path(out)
 

@@ -365,7 +365,8 @@ def extract_features(settings: Mapping[str, Any], ckpt_dir: str | Path, store: s
     shape = (len(epochs), len(specs), len(kinds), len(splits))
     stats = {k: np.full(shape, np.nan) for k in (*stat_names, "hist_lo", "hist_hi", "underflow", "overflow")}
     hist = np.full((*shape, ex["histogram_bins"]), np.nan)
-    samples: dict[tuple[str, str], list[list[np.ndarray]]] = {(s.name, k): [[None] * len(splits) for _ in epochs] for s in specs for k in kinds}
+    samples: dict[tuple[str, str], list[list[np.ndarray]]] = {
+        (s.name, k): [[None] * len(splits) for _ in epochs] for s in specs for k in kinds if (s.name, k) in module_of}
     rec = Recorder(model, wanted)
     try:
         for ei, epoch in enumerate(epochs):
@@ -475,6 +476,11 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
                 model.zero_grad(set_to_none=True)
                 grads.clear()
                 logits = model(x)
+                if ex["gradient_target"] == "predicted":
+                    y = logits.detach().argmax(1)
+                elif int(y.max()) >= logits.shape[1]:
+                    raise DnndistError(f"the model has {logits.shape[1]} outputs but the inputs have labels up to {int(y.max())}; "
+                                       "set extract.gradient_target: predicted to analyse given weights on other classes")
                 losses = F.cross_entropy(logits, y, reduction="none")
                 losses.sum().backward()  # each sample's gradient is that of its own loss
                 sl = slice(pos, pos + len(idx))
@@ -502,7 +508,7 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
             log.info("gradients: epoch %d done", epoch)
     finally:
         rec.close()
-    labels = np.concatenate([inputs.batch(split, idx)[1].cpu().numpy() for idx in batches])
+    labels = np.concatenate([inputs.batch(split, idx)[1].cpu().numpy() for idx in batches])  # the dataset's labels
     root = xr.Dataset(
         {"loss": ((dims.EPOCH, dims.SAMPLE), loss_out, {"long_name": "per-sample cross-entropy", "units": "nat"}),
          "param_grad_norm": ((dims.EPOCH, dims.LAYER, dims.PARAM, dims.BATCH), pnorm,

@@ -7,6 +7,8 @@ paper width. Each figure is saved as PDF and PNG.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +19,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from dnndist import DnndistError  # noqa: E402
 from dnndist.inits import INIT_NAMES  # noqa: E402
 from dnndist.io import atomic_path  # noqa: E402
 from dnndist.stats import diverged_runs  # noqa: E402
@@ -134,15 +137,20 @@ def fig_features(hist: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
     save(fig, pdf, png)
 
 
-def fig_emission(table: pd.DataFrame, pdf: str | Path, png: str | Path, init: str | None = None) -> None:
-    """Fig 4: emission and absorption per channel (first 15 of each conv layer), box plots over inputs,
-    for one init (seed 0, last checkpoint)."""
+def fig_emission(table: pd.DataFrame, pdf: str | Path, png: str | Path, init: str | None = None,
+                 layers: Sequence[str] = ()) -> None:
+    """Fig 4: emission and absorption per channel (first 15 of each conv layer, or of ``layers``),
+    box plots over inputs, for one init (seed 0, last checkpoint)."""
     import seaborn as sns
 
     df = _first_run(table)
     init = init if init in set(df["init"]) else _inits(df)[0]
     df = df[df["init"] == init]
-    layers = list(dict.fromkeys(df["layer"]))
+    present = list(dict.fromkeys(df["layer"]))
+    missing = [name for name in layers if name not in present]
+    if missing:
+        raise DnndistError(f"plots.emission_layers: {missing} not among the analysed conv layers {present}")
+    layers = list(layers) or present
     fig, axes = plt.subplots(len(layers), 2, figsize=(6.8, 1.5 * len(layers) + 0.3), squeeze=False, sharey="row")
     for r, layer in enumerate(layers):
         for c, measure in enumerate(("emission", "absorption")):
@@ -232,4 +240,41 @@ def fig_weight_distributions(hist: pd.DataFrame, pdf: str | Path, png: str | Pat
     handles = [plt.Line2D([], [], color=INIT_COLORS[i], label=INIT_LABELS[i]) for i in _inits(df) if i not in constant]
     fig.legend(handles=handles, loc="upper center", ncol=min(5, len(handles)), bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (1.45 * len(layers) + 0.4)))
+    save(fig, pdf, png)
+
+
+VARIANT_STATS = {"near_zero_rel_0.1": "near-zero mass (|w| < 0.1 std)", "kurtosis": "excess kurtosis",
+                 "tail_index": "Hill tail index", "max": "largest weight"}
+
+
+def fig_variants(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
+    """Fig 7: weight near-zero mass, kurtosis, tail index and largest weight per layer against
+    depth at the last epoch, one line per variant (experiment factors: BN, leaky ReLU, L1/L2,
+    binary inputs, depth), for the first non-constant init; mean and 95 % CI over seeds."""
+    df = summary[(summary["param"] == "weight") & summary["statistic"].isin(VARIANT_STATS)]
+    inits = [i for i in _inits(df) if i not in CONSTANT_INITS] or _inits(df)
+    df = df[df["init"] == inits[0]]
+    last = df.groupby("variant")["epoch"].transform("max")
+    df = df[df["epoch"] == last]
+    variants = list(dict.fromkeys(df["variant"]))
+    colors = plt.get_cmap("tab20" if len(variants) > 10 else "tab10")
+    fig, axes = plt.subplots(1, len(VARIANT_STATS), figsize=(6.8, 2.6), squeeze=False)
+    for ax, (stat, title) in zip(axes.ravel(), VARIANT_STATS.items()):
+        sub = df[df["statistic"] == stat]
+        for i, v in enumerate(variants):
+            d = sub[sub["variant"] == v].sort_values("depth")
+            if d.empty or d["mean"].isna().all():
+                continue
+            style = "-o" if v == variants[0] else "-"
+            ax.plot(d["depth"], d["mean"], style, markersize=2, linewidth=0.9, color=colors(i % colors.N), label=v)
+            if d["ci_low"].notna().any():
+                ax.fill_between(d["depth"], d["ci_low"], d["ci_high"], color=colors(i % colors.N), alpha=0.15, linewidth=0)
+        ax.set_title(title, fontsize=6)
+        ax.set_xlabel("layer depth")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, max(1, len(labels))), fontsize=5,
+               title=f"variant ({INIT_LABELS[inits[0]]} init, last epoch)", bbox_to_anchor=(0.5, 0.0))
+    rows = math.ceil(len(labels) / 6) if labels else 1
+    fig.tight_layout(rect=(0, min(0.45, 0.1 + 0.06 * rows), 1, 1))
     save(fig, pdf, png)

@@ -8,8 +8,10 @@ separated CIs, and is *inconclusive* otherwise (overlapping CIs, one seed, missi
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -248,10 +250,89 @@ def claims(training: pd.DataFrame, weights: pd.DataFrame, features: pd.DataFrame
     return pd.DataFrame(rows, columns=["claim", "statement", "statistic", "value", "verdict", "rule"])
 
 
+FACTOR_STATS = {"near_zero_rel_0.1": "near-zero mass (|w| < 0.1 std)", "kurtosis": "excess kurtosis",
+                "tail_index": "Hill tail index (smaller = heavier)", "std": "std of the weights"}
+
+
+def variant_factors(variants: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each variant as {factor path: value}, over every path any variant sets (the resolved
+    value, the base's where a variant does not set it). Input: {variant: resolved settings of
+    its first run} restricted to the swept sections."""
+    def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, Mapping):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    flats = {name: flat(settings) for name, settings in variants.items()}
+    keys = sorted({k for f in flats.values() for k in f})
+    varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats.values()}) > 1]
+    return {name: {k: f.get(k) for k in varying} for name, f in flats.items()}
+
+
+def factor_effects(weights: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]], base: str | None = None) -> pd.DataFrame:
+    """Which factor makes the weights' near-zero peak heavier: for every pair of variants that
+    differ in exactly one factor, the change of each statistic (level minus base level) per
+    (init, seed), averaged over the weight layers at each run's last epoch; the effect is its
+    mean over the pairs and inits of each seed, with a bootstrap CI over seeds."""
+    factors = variant_factors(variants)
+    base = base if base in factors else next(iter(factors), None)
+    w = weights[(weights["param"] == "weight") & weights["statistic"].isin(FACTOR_STATS)]
+    last = w.groupby(["variant", "init", "seed"])["epoch"].transform("max")
+    w = w[w["epoch"] == last]
+    per_run = w.groupby(["variant", "init", "seed", "statistic"])["value"].mean()  # mean over layers
+    rows = []
+    names = list(factors)
+    for a in names:
+        for b in names:
+            diff = [k for k in factors[a] if factors[a][k] != factors[b][k]]
+            if a == b or len(diff) != 1:
+                continue
+            k = diff[0]
+            base_level = factors[base][k] if base else None
+            if factors[a][k] != base_level or factors[b][k] == base_level:
+                continue  # a holds the factor at its base level, b at another level
+            rows.append((k, factors[b][k], factors[a][k], a, b))
+    out = []
+    by_contrast: dict[tuple[str, str], list[tuple[str, str, Any]]] = {}
+    for k, level, base_level, a, b in rows:
+        by_contrast.setdefault((k, json.dumps(level)), []).append((a, b, base_level))
+    for (k, level_json), pairs in by_contrast.items():
+        for stat, label in FACTOR_STATS.items():
+            per_seed: dict[int, list[float]] = {}
+            base_vals = []
+            for a, b, _ in pairs:
+                runs_a, runs_b = _runs_of(per_run, a, stat), _runs_of(per_run, b, stat)
+                both = runs_a.index.intersection(runs_b.index)  # (init, seed) present in both variants
+                for init, seed in both:
+                    per_seed.setdefault(int(seed), []).append(float(runs_b[(init, seed)]) - float(runs_a[(init, seed)]))
+                    base_vals.append(float(runs_a[(init, seed)]))
+            seeds = sorted(per_seed)
+            mean, lo, hi = bootstrap_ci([float(np.nanmean(per_seed[s_])) for s_ in seeds])
+            verdict = UNSURE if not np.isfinite(lo) else "increases" if lo > 0 else "decreases" if hi < 0 else "no clear effect"
+            out.append({"factor": k, "level": json.loads(level_json), "base_level": pairs[0][2], "statistic": stat,
+                        "description": label, "base_mean": float(np.nanmean(base_vals)) if base_vals else math.nan,
+                        "effect": mean, "ci_low": lo, "ci_high": hi, "n_pairs": len(pairs), "n_seeds": len(seeds),
+                        "verdict": verdict})
+    cols = ["factor", "level", "base_level", "statistic", "description", "base_mean", "effect", "ci_low", "ci_high",
+            "n_pairs", "n_seeds", "verdict"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def _runs_of(per_run: pd.Series, variant: str, stat: str) -> pd.Series:
+    """One variant's values of one statistic, indexed by (init, seed)."""
+    sub = per_run[(per_run.index.get_level_values("variant") == variant) & (per_run.index.get_level_values("statistic") == stat)]
+    return sub.droplevel(["variant", "statistic"])
+
+
 CAPTIONS: Mapping[str, str] = {
     "init_check": "Theoretical vs empirical weight std and bound at epoch 0 (fan_in = C_in*kh*kw for conv layers); mean over seeds.",
     "range": "Fraction of weights within the default-init bound [-k, k], k = 1/sqrt(fan_in), and within [-1, 1], with min and max, before and after training; mean over seeds.",
     "depth_trend": "Spearman rank correlation of near-zero mass, excess kurtosis and Hill tail index with layer depth at the last epoch; mean and 95 % bootstrap CI over seeds.",
     "emission": "Emission and absorption per conv layer at the last epoch: per-channel median and variance over inputs (mean over channels), and whether emission varies more.",
+    "factors": "Effect of each experiment factor on the trained weights (last epoch, weight layers averaged): level minus base level over variant pairs that differ only in that factor; mean and 95 % bootstrap CI over seeds. Verdict: increases/decreases if the CI excludes 0.",
     "claims": "The paper's claims, each with the statistic used, its value (mean [95 % CI] over seeds) and a verdict decided by the stated rule.",
 }

@@ -24,6 +24,7 @@ FIGURE_TABLES = {
     "fig4_emission": "em_ab",
     "fig5_trajectories": "weights_summary",
     "fig6_depth": "weights_summary",
+    "fig7_variants": "weights_summary",
 }
 FIGURES = list(FIGURE_TABLES)
 # each table and the tidy tables it is computed from
@@ -33,6 +34,7 @@ TABLE_INPUTS = {
     "depth_trend": ["weights"],
     "emission": ["em_ab"],
     "claims": ["training_summary", "weights_summary", "features_summary", "em_ab"],
+    "factors": ["weights"],
 }
 TABLES = list(TABLE_INPUTS)
 # glibc malloc gives memory back to the OS on every large free, which costs 35-60 %
@@ -65,6 +67,12 @@ def group_settings_json(group):
     return json.dumps([dcfg.run_settings(config, r) for r in group.runs], sort_keys=True)
 
 
+def run_weights(wildcards):
+    """The local state dict a run analyses instead of training (model.weights), if any."""
+    weights = dcfg.run_settings(config, run_of(wildcards))["model"].get("weights")
+    return [weights] if weights else []
+
+
 def run_settings_json(wildcards):
     """Everything a run depends on; Snakemake reruns a job whose params changed."""
     return json.dumps(dcfg.run_settings(config, run_of(wildcards)), sort_keys=True)
@@ -86,6 +94,15 @@ def stats_inputs(wildcards):
     return expand_runs(f"{RUN_DIR}/stats/{wildcards.table}.csv")
 
 
+def figure_fig4_args(wildcards):
+    import shlex
+
+    if wildcards.figure != "fig4_emission":
+        return ""
+    layers = " ".join(shlex.quote(name) for name in config["plots"]["emission_layers"])
+    return f"--init {shlex.quote(config['plots']['emission_init'])}" + (f" --layers {layers}" if layers else "")
+
+
 def figure_table(wildcards):
     return f"{RESULTS}/stats/{FIGURE_TABLES[wildcards.figure]}.csv"
 
@@ -94,8 +111,22 @@ def table_inputs(wildcards):
     return {name: f"{RESULTS}/stats/{name}.csv" for name in TABLE_INPUTS[wildcards.name]}
 
 
+def variant_settings_json():
+    """Each variant's swept settings (model, train, input of its first run), for the factor table."""
+    first = {}
+    for r in RUNS:
+        first.setdefault(r.variant, r)
+    return json.dumps({v: {sec: dcfg.run_settings(config, r)[sec] for sec in ("model", "train", "input")}
+                       for v, r in first.items()}, sort_keys=True)
+
+
 def table_args(wildcards, input):
-    return " ".join(f"--{name.replace('_', '-')} {path}" for name, path in input.items() if name != "code")
+    import shlex
+
+    args = " ".join(f"--{name.replace('_', '-')} {path}" for name, path in input.items() if name != "code")
+    if wildcards.name == "factors":
+        args += f" --variants {shlex.quote(variant_settings_json())}"
+    return args
 
 
 def run_dir(wildcards):

@@ -10,7 +10,8 @@ rule figure:
         pdf=report(f"{RESULTS}/figures/{{figure}}.pdf", caption="../report/figures.rst", category="Figures", subcategory="{figure}"),
         png=f"{RESULTS}/figures/{{figure}}.png",
     params:
-        init=config["plots"]["emission_init"],
+        # Fig 4's settings are parameters of Fig 4 only, so editing them redraws only it
+        fig4=figure_fig4_args,
     conda:
         ENVIRONMENT
     log:
@@ -20,4 +21,4 @@ rule figure:
         runtime=10,
     shell:
         "python -m dnndist plot {wildcards.figure} --table {input.table:q} --style {input.style:q} "
-        "--init {params.init:q} --pdf {output.pdf:q} --png {output.png:q} > {log:q} 2>&1"
+        "{params.fig4} --pdf {output.pdf:q} --png {output.png:q} > {log:q} 2>&1"

@@ -8,6 +8,7 @@ if not config["stacked"]:
     rule train:
         input:
             store=DATASET_STORE,
+            weights=run_weights,  # given weights (experiment 2): a changed file reruns the run
         output:
             checkpoints=directory(f"{RUN_DIR}/checkpoints"),
             metrics=f"{RUN_DIR}/metrics.csv",

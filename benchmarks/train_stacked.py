@@ -1,0 +1,211 @@
+"""B1: training throughput for the 7-init paper workload, side by side in one process.
+
+    python -m benchmarks.train_stacked [--steps 100] [--device auto] [--vmap]
+
+Rows (all the paper CNN, Adam, batch 64, the same seeded batches for every run):
+- naive: a torchvision-style Dataset returning per-sample normalised float tensors through
+  a DataLoader (0 workers), one run after another, default layout, unfused Adam;
+- sequential: dnndist's per-run path (uint8 data resident on the device, normalised per
+  batch, channels_last, fused Adam), one run after another;
+- stacked: the 7 runs as one wide model (dnndist.stacked, grouped convolutions);
+- vmap (with --vmap): torch.func.stack_module_state + vmap(functional_call), fused Adam.
+Prints images x runs / s, the ratio to the naive baseline, GFLOP/s (9.37 MFLOP per image
+and training step) and the fraction of the CPU's practical FP32 peak (165 GFLOP/s on this
+machine's 2 cores, ../shared/perf-notes.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+
+from dnndist import data, stacked, train
+from dnndist.inits import INIT_NAMES
+
+FLOP_PER_IMAGE_STEP = 9.37e6
+CPU_PEAK_GFLOPS = 165.0
+INITS = [i for i in INIT_NAMES if i != "torch_default"]  # the paper's seven
+
+
+def run_settings(init: str, device: str, fast: bool) -> dict:
+    return {
+        "run": {"variant": "base", "init_name": init, "seed": 0},
+        "model": {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu",
+                  "negative_slope": 0.3, "weights": None},
+        "init": {"gain": "auto", "bias": "auto"},
+        "train": {"optimizer": "adam", "lr": 1e-4, "momentum": 0.9, "batch_size": 64, "epochs": 1, "weight_decay": 0.0,
+                  "l1": 0.0, "eval_batch_size": 1000, "device": device, "channels_last": fast, "deterministic": False},
+        "input": {"transform": "as_is", "threshold": 0.2},
+    }
+
+
+def dataset(n: int, device: torch.device) -> data.Dataset:
+    images, labels = data.synthetic(n, 32, seed=0)
+    return data.Dataset({"train": torch.from_numpy(images)}, {"train": torch.from_numpy(labels)},
+                        [str(i) for i in range(10)], torch.tensor([0.49, 0.48, 0.44]), torch.tensor([0.25, 0.24, 0.26])).to(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def naive(ds: data.Dataset, device: torch.device, warm: int) -> float:
+    """Per-sample Dataset + DataLoader, one run at a time: the usual tutorial set-up."""
+    cpu_images = ds.images["train"].cpu()
+    cpu_labels = ds.labels["train"].cpu()
+    mean, std = ds.mean.cpu().view(3, 1, 1), ds.std.cpu().view(3, 1, 1)
+
+    class PerSample(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(cpu_labels)
+
+        def __getitem__(self, i: int):
+            return (cpu_images[i].float() / 255 - mean) / std, cpu_labels[i]
+
+    total, images = 0.0, 0
+    for init in INITS:
+        s = run_settings(init, device.type, fast=False)
+        model = train.build_model(s, ds, device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        loader = torch.utils.data.DataLoader(PerSample(), batch_size=64, shuffle=True, num_workers=0,
+                                             generator=torch.Generator().manual_seed(0))
+        for i, (x, y) in enumerate(loader):
+            if i == warm:
+                _sync(device)
+                t0 = time.perf_counter()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i >= warm:
+                images += len(y)
+        _sync(device)
+        total += time.perf_counter() - t0
+    return images / total
+
+
+def sequential(ds: data.Dataset, device: torch.device, warm_ds: data.Dataset) -> float:
+    total, images = 0.0, 0
+    for init in INITS:
+        s = run_settings(init, device.type, fast=True)
+        model = train.build_model(s, ds, device)
+        opt = train.build_optimizer(model, s["train"], device)
+        g = torch.Generator(device=device).manual_seed(0)
+        train.train_epoch(model, opt, warm_ds, s, g)
+        _sync(device)
+        t0 = time.perf_counter()
+        res = train.train_epoch(model, opt, ds, s, g)
+        _sync(device)
+        total += time.perf_counter() - t0
+        images += int(res.sizes.sum())
+    return images / total
+
+
+def _stacked_epoch(model, opt, ds: data.Dataset, s: dict, g: torch.Generator) -> int:
+    fmt = torch.channels_last
+    n = len(ds.labels["train"])
+    perm = torch.randperm(n, generator=g, device=ds.images["train"].device)
+    done = 0
+    for i in range(0, n, 64):
+        idx = perm[i : i + 64]
+        x = data.prepare(ds.images["train"][idx], ds.mean, ds.std).contiguous(memory_format=fmt)
+        losses, _ = stacked.stacked_step_losses(model, x, ds.labels["train"][idx])
+        if not bool(torch.isfinite(losses).all()):  # the same one sync per step as per-run training
+            raise RuntimeError("diverged")
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        opt.step()
+        done += len(idx)
+    return done * model.k
+
+
+def stacked_rate(ds: data.Dataset, device: torch.device, warm_ds: data.Dataset) -> float:
+    sets = [run_settings(i, device.type, fast=True) for i in INITS]
+    nets = [train.build_model(s, ds, device) for s in sets]
+    model = stacked.StackedCNN(nets).to(device=device, memory_format=torch.channels_last)
+    opt = train.build_optimizer(model, sets[0]["train"], device)
+    g = torch.Generator(device=device).manual_seed(0)
+    _stacked_epoch(model, opt, warm_ds, sets[0], g)
+    _sync(device)
+    t0 = time.perf_counter()
+    n = _stacked_epoch(model, opt, ds, sets[0], g)
+    _sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def vmap_rate(ds: data.Dataset, device: torch.device, warm_ds: data.Dataset) -> float:
+    from torch.func import functional_call, stack_module_state, vmap
+
+    sets = [run_settings(i, device.type, fast=True) for i in INITS]
+    nets = [train.build_model(s, ds, device) for s in sets]
+    params, buffers = stack_module_state(nets)
+    base = nets[0]
+    opt = torch.optim.Adam(list(params.values()), lr=1e-4, fused=device.type in ("cpu", "cuda"))
+
+    def f(p, b, x):
+        return functional_call(base, (p, b), (x,))
+
+    def epoch(d: data.Dataset, g: torch.Generator) -> int:
+        n = len(d.labels["train"])
+        perm = torch.randperm(n, generator=g, device=device)
+        done = 0
+        for i in range(0, n, 64):
+            idx = perm[i : i + 64]
+            x = data.prepare(d.images["train"][idx], d.mean, d.std).contiguous(memory_format=torch.channels_last)
+            y = d.labels["train"][idx]
+            out = vmap(f, in_dims=(0, 0, None))(params, buffers, x)  # (K, B, 10)
+            k, b = out.shape[:2]
+            losses = F.cross_entropy(out.reshape(k * b, -1), y.repeat(k), reduction="none").view(k, b).mean(1)
+            if not bool(torch.isfinite(losses).all()):
+                raise RuntimeError("diverged")
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            opt.step()
+            done += len(idx) * k
+        return done
+
+    g = torch.Generator(device=device).manual_seed(0)
+    epoch(warm_ds, g)
+    _sync(device)
+    t0 = time.perf_counter()
+    n = epoch(ds, g)
+    _sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=100, help="timed training steps (batches of 64) per run")
+    p.add_argument("--vmap", action="store_true", help="also time the torch.func.vmap variant")
+    args = p.parse_args(argv)
+    device = train.resolve_device(args.device)
+    n = 64 * args.steps
+    ds, warm = dataset(n, device), dataset(64 * 10, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+    print(f"B1 training, paper CNN, 7 inits, batch 64, {args.steps} timed steps per run; device: {name}; torch {torch.__version__}")
+    rows = [("naive (per-sample DataLoader, one run at a time)", naive(ds, device, warm=5)),
+            ("sequential (device-resident uint8, channels_last, fused Adam)", sequential(ds, device, warm)),
+            ("stacked (7 runs as one grouped-conv model)", stacked_rate(ds, device, warm))]
+    if args.vmap:
+        rows.append(("vmap (stack_module_state + functional_call)", vmap_rate(ds, device, warm)))
+    base = rows[0][1]
+    print(f"{'set-up':<64} {'img*runs/s':>10} {'vs naive':>8} {'GFLOP/s':>8} {'of peak':>8} {'7x50 epochs':>12}")
+    out = []
+    for label, rate in rows:
+        gflops = rate * FLOP_PER_IMAGE_STEP / 1e9
+        peak = f"{gflops / CPU_PEAK_GFLOPS:.0%}" if device.type == "cpu" else "-"
+        hours = 7 * 50 * 50_000 / rate / 3600
+        print(f"{label:<64} {rate:>10.0f} {rate / base:>7.2f}x {gflops:>8.1f} {peak:>8} {hours:>10.2f} h")
+        out.append({"setup": label, "rate": rate, "ratio": rate / base})
+    return out
+
+
+if __name__ == "__main__":
+    main()

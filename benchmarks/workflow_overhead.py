@@ -1,0 +1,90 @@
+"""B4: workflow overhead. `snakemake -n` on a completed results tree of 7 inits x 3 seeds x
+6 checkpoints (target < 3 s), and (without --quick) the demo's wall time end to end.
+
+    python -m benchmarks.workflow_overhead [--quick]
+
+The completed tree is made without training: every output of the plan is created empty
+and marked complete with `snakemake --touch`, so the dry run sees what it would see after
+a real run (the same DAG, parameters and code inputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, check=True)
+
+
+def completed_tree(work: Path) -> Path:
+    cfg = {"results": str(work / "results"), "resources": str(work / "results" / "resources"),
+           "data": {"source": "synthetic", "valid_size": 500}, "seeds": [0, 1, 2],
+           "train": {"epochs": 20, "checkpoints": [0, 1, 2, 5, 10, 20]}}
+    cfg_path = work / "big.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    (work / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    summary = snakemake(work, "--summary", "--configfile", str(cfg_path)).stdout
+    outputs = [line.split("\t")[0] for line in summary.splitlines()[1:] if line.strip()]
+    for out in outputs:
+        path = Path(out) if os.path.isabs(out) else work / out
+        if path.suffix == ".zarr" or path.name == "checkpoints":
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    snakemake(work, "--touch", "--cores", "1", "--configfile", str(cfg_path))
+    return cfg_path
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="dry run only, no demo run")
+    args = p.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        cfg = completed_tree(work)
+        runs = len(list((work / "results" / "runs" / "base").glob("*/seed*")))
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            out = snakemake(work, "-n", "--configfile", str(cfg))
+            times.append(time.perf_counter() - t0)
+        assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-2000:]
+        rows.append({"what": f"snakemake -n, completed tree of {runs} runs x 6 checkpoints", "seconds": min(times), "target": 3.0})
+    if not args.quick:
+        with tempfile.TemporaryDirectory() as d:
+            work = Path(d)
+            (work / "config.yaml").write_text((REPO / "config.yaml").read_text())
+            shutil.copytree(REPO / "presets", work / "presets")
+            t0 = time.perf_counter()
+            out = snakemake(work, "--cores", "2", "--configfile", "presets/demo.yaml")
+            jobs = re.findall(r"(\d+) of (\d+) steps \(100%\) done", out.stdout + out.stderr)
+            rows.append({"what": f"demo workflow end to end ({jobs[-1][1] if jobs else '?'} jobs, --cores 2)",
+                         "seconds": time.perf_counter() - t0, "target": None})
+    print("B4 workflow overhead")
+    print(f"{'what':<62} {'seconds':>8} {'target':>8}")
+    for r in rows:
+        target = f"< {r['target']:.0f} s" if r["target"] else "-"
+        print(f"{r['what']:<62} {r['seconds']:>8.2f} {target:>8}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
