@@ -99,6 +99,11 @@ BAD = [
     ({"train": {"device": "gpu"}}, "train.device"),
     ({"variants": {"Bad Name": {}}}, "variants"),
     ({"data": {"cifar10": {"md5": "xyz"}}}, "data.cifar10.md5"),
+    ({"stacked": True, "model": {"name": "resnet18_cifar"}}, "stacked"),
+    ({"model": {"name": "resnet18", "weights": "/nonexistent/resnet18.pth"}}, "model.weights"),
+    ({"extract": {"gradient_target": "logits"}}, "extract.gradient_target"),
+    ({"plots": {"emission_layers": "conv1"}}, "plots.emission_layers"),
+    ({"data": {"imagefolder": {"normalize": "cifar"}}}, "data.imagefolder.normalize"),
 ]
 
 

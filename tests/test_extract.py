@@ -164,6 +164,14 @@ def test_gradients_dataset_against_autograd(run):
     gref = gw.numpy()  # float32 extraction vs float64 reference: tolerance relative to the largest entry
     assert np.allclose(fc1["weight_grad"].isel(batch=0).values, gref, rtol=1e-4, atol=1e-5 * np.abs(gref).max())
     assert root["param_grad_norm"].sel(layer="fc1", param="weight").isel(batch=0).item() == pytest.approx(gw.norm().item(), rel=1e-4)
+    # em/ab are streamed into the store one gradient batch per chunk (memory does not grow with N)
+    import zarr
+
+    arr = zarr.open_group(str(run_dir / "gradients.zarr"), mode="r")["conv2"]["em"]
+    n_epochs = len(s["checkpoint_epochs"])
+    assert arr.chunks == (1, 1, 1, 1, EX["gradient_batch_size"], 16)
+    assert arr.nchunks_initialized == n_epochs * EX["gradient_batches"]
+    assert root.attrs["gradient_target"] == "label" and "config_hash" in root.attrs
 
 
 def test_open_results_combines_runs_lazily(run):

@@ -112,3 +112,23 @@ def test_factor_effects_recover_a_planted_effect():
     assert nz.loc["model.norm", "n_pairs"] == 2 and nz.loc["model.norm", "n_seeds"] == 5
     assert nz.loc["model.activation", "verdict"] == "no clear effect"
     assert set(df["factor"]) == {"model.norm", "model.activation"}
+
+
+def test_emission_summary_spread_across_channels():
+    """Emission medians differ between channels (1, 2, 3, ...), absorption's are equal: the
+    across-channel spread flags emission, the over-input variance can say otherwise."""
+    import numpy as np
+    import pandas as pd
+
+    from dnndist.tables import emission_summary
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in range(6):
+        for sample in range(200):
+            rows.append(("base", "kaiming_normal", 0, 1, "conv2", "emission", c, sample, (c + 1) * (1 + 0.01 * rng.normal())))
+            rows.append(("base", "kaiming_normal", 0, 1, "conv2", "absorption", c, sample, 3 + rng.normal()))
+    df = pd.DataFrame(rows, columns=["variant", "init", "seed", "epoch", "layer", "measure", "channel", "sample", "value"])
+    out = emission_summary(df).iloc[0]
+    assert out["emission_spread_larger"] and not out["emission_varies_more"]
+    assert abs(out["channel_cv_emission"] - np.std(np.arange(1, 7)) / 3.5) < 0.01 and out["channel_cv_absorption"] < 0.05

@@ -175,8 +175,10 @@ def test_demo_preset_plans(tmp_path):
         "figure": 7, "total": 57}
 
 
-def test_lint_is_clean(tmp_path):
-    proc = snakemake(tmp_path, "--lint", check=False)
+@pytest.mark.parametrize("stacked", [False, True], ids=["per_run", "stacked"])
+def test_lint_is_clean(tmp_path, stacked):
+    write_yaml(tmp_path / "over.yaml", {"stacked": stacked})  # the stacked rules are defined only then
+    proc = snakemake(tmp_path, "--lint", "--configfile", str(tmp_path / "over.yaml"), check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Congratulations, your workflow is in a good condition!" in out, out
 

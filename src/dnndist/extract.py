@@ -439,6 +439,10 @@ def _write_features(settings, specs, kinds, splits, epochs, stats, hist, samples
 
 # --------------------------------------------------------------------------- gradients
 def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
+    """Per-sample losses, parameter and feature-map gradients, and emission/absorption of every
+    conv layer over ``gradient_batches x gradient_batch_size`` inputs. Emission and absorption
+    are streamed into the store batch by batch (chunks of one batch), so memory does not grow
+    with the number of inputs; parameter and feature gradients (switches) are kept in memory."""
     ex, device, inputs, model, specs = _setup(settings, store)
     convs = [s for s in specs if s.kind == "conv"]
     modules = dict(model.named_modules())
@@ -448,6 +452,8 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
     epochs = list(settings["checkpoint_epochs"])
     files = checkpoint_files(ckpt_dir, epochs)
     n = len(order)
+    if n < bs * nb:
+        log.warning("gradients: the %s split has %d inputs, fewer than the %d x %d asked for", split, n, nb, bs)
     feat_kinds = [k for k in ex["features"]] if ex["feature_gradients"] else []
     feat_modules = {(s.name, k): (s.pre if k == "pre" else s.post) for s in specs for k in feat_kinds if (s.pre if k == "pre" else s.post)}
     grads: dict[str, torch.Tensor] = {}
@@ -459,85 +465,108 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
     watch = {s.name for s in convs} | set(feat_modules.values())
     rec = Recorder(model, watch, on_output=keep_grad)
     loss_out = np.zeros((len(epochs), n))
-    em = {s.name: np.zeros((len(epochs), n, modules[s.name].out_channels)) for s in convs}
-    ab = {s.name: np.zeros((len(epochs), n, modules[s.name].in_channels)) for s in convs}
     fgrad: dict[tuple[str, str], np.ndarray] = {}
     pgrad = {(s.name, p): [] for s in specs for p in ("weight", "bias")}
     pnorm = np.zeros((len(epochs), len(specs), 2, len(batches)))
-    try:
-        for ei, epoch in enumerate(epochs):
-            load_weights(model, files[epoch])
-            for p in model.parameters():
-                p.requires_grad_(True)
-            per_batch = {key: [] for key in pgrad}
-            pos = 0
-            for bi, idx in enumerate(batches):
-                x, y = inputs.batch(split, idx)
-                model.zero_grad(set_to_none=True)
-                grads.clear()
-                logits = model(x)
-                if ex["gradient_target"] == "predicted":
-                    y = logits.detach().argmax(1)
-                elif int(y.max()) >= logits.shape[1]:
-                    raise DnndistError(f"the model has {logits.shape[1]} outputs but the inputs have labels up to {int(y.max())}; "
-                                       "set extract.gradient_target: predicted to analyse given weights on other classes")
-                losses = F.cross_entropy(logits, y, reduction="none")
-                losses.sum().backward()  # each sample's gradient is that of its own loss
-                sl = slice(pos, pos + len(idx))
-                loss_out[ei, sl] = losses.detach().double().cpu().numpy()
-                for s in convs:
-                    conv = modules[s.name]
-                    size = tuple(rec.inputs[s.name].shape[-2:])
-                    e, a = emission_absorption(grads[s.name], conv.weight.detach(), size, conv.stride, conv.padding, conv.dilation, conv.groups)
-                    em[s.name][ei, sl], ab[s.name][ei, sl] = e.double().cpu().numpy(), a.double().cpu().numpy()
-                for key, mod in feat_modules.items():
-                    g = grads[mod].detach().float().cpu().numpy()
-                    fgrad.setdefault(key, np.zeros((len(epochs), n, *g.shape[1:]), dtype=np.float32))[ei, sl] = g
-                for li, s in enumerate(specs):
-                    for pi, p in enumerate(("weight", "bias")):
-                        if getattr(modules[s.name], p) is None:  # no bias (ResNet convs)
-                            pnorm[ei, li, pi, bi] = np.nan
-                            continue
-                        g = getattr(modules[s.name], p).grad.detach() / len(idx)
-                        pnorm[ei, li, pi, bi] = float(g.double().norm())
-                        per_batch[(s.name, p)].append(g.float().cpu().numpy())
-                pos += len(idx)
-            for key in pgrad:
-                if per_batch[key]:
-                    pgrad[key].append(np.stack(per_batch[key]))
-            log.info("gradients: epoch %d done", epoch)
-    finally:
-        rec.close()
-    labels = np.concatenate([inputs.batch(split, idx)[1].cpu().numpy() for idx in batches])  # the dataset's labels
-    root = xr.Dataset(
-        {"loss": ((dims.EPOCH, dims.SAMPLE), loss_out, {"long_name": "per-sample cross-entropy", "units": "nat"}),
-         "param_grad_norm": ((dims.EPOCH, dims.LAYER, dims.PARAM, dims.BATCH), pnorm,
-                             {"long_name": "L2 norm of the mean-loss parameter gradient", "units": "1"}),
-         "sample_index": ((dims.SAMPLE,), order.cpu().numpy(), {"long_name": f"index of the input in the {split} split", "units": "1"}),
-         "sample_label": ((dims.SAMPLE,), labels, {"long_name": "class label", "units": "1"})},
-        coords={dims.EPOCH: epochs, **_layer_coords(specs), dims.PARAM: ["weight", "bias"]},
-        attrs={"gradient_split": split},
-    )
-    groups = {}
-    for s in specs:
-        kind = s.kind
+    with atomic_path(out) as tmp:
+        streams = _em_ab_streams(tmp, settings, convs, modules, epochs, n, bs)
+        try:
+            for ei, epoch in enumerate(epochs):
+                load_weights(model, files[epoch])
+                for p in model.parameters():
+                    p.requires_grad_(True)
+                per_batch = {key: [] for key in pgrad}
+                pos = 0
+                for bi, idx in enumerate(batches):
+                    x, y = inputs.batch(split, idx)
+                    model.zero_grad(set_to_none=True)
+                    grads.clear()
+                    logits = model(x)
+                    if ex["gradient_target"] == "predicted":
+                        y = logits.detach().argmax(1)
+                    elif int(y.max()) >= logits.shape[1]:
+                        raise DnndistError(f"the model has {logits.shape[1]} outputs but the inputs have labels up to {int(y.max())}; "
+                                           "set extract.gradient_target: predicted to analyse given weights on other classes")
+                    losses = F.cross_entropy(logits, y, reduction="none")
+                    losses.sum().backward()  # each sample's gradient is that of its own loss
+                    sl = slice(pos, pos + len(idx))
+                    loss_out[ei, sl] = losses.detach().double().cpu().numpy()
+                    for s in convs:
+                        conv = modules[s.name]
+                        size = tuple(rec.inputs[s.name].shape[-2:])
+                        e, a = emission_absorption(grads[s.name], conv.weight.detach(), size, conv.stride, conv.padding, conv.dilation, conv.groups)
+                        streams[s.name]["em"][0, 0, 0, ei, sl] = e.double().cpu().numpy()
+                        streams[s.name]["ab"][0, 0, 0, ei, sl] = a.double().cpu().numpy()
+                    for key, mod in feat_modules.items():
+                        g = grads[mod].detach().float().cpu().numpy()
+                        fgrad.setdefault(key, np.zeros((len(epochs), n, *g.shape[1:]), dtype=np.float32))[ei, sl] = g
+                    for li, s in enumerate(specs):
+                        for pi, p in enumerate(("weight", "bias")):
+                            if getattr(modules[s.name], p) is None:  # no bias (ResNet convs)
+                                pnorm[ei, li, pi, bi] = np.nan
+                                continue
+                            g = getattr(modules[s.name], p).grad.detach() / len(idx)
+                            pnorm[ei, li, pi, bi] = float(g.double().norm())
+                            if ex["parameter_gradients"]:
+                                per_batch[(s.name, p)].append(g.float().cpu().numpy())
+                    pos += len(idx)
+                for key in pgrad:
+                    if per_batch[key]:
+                        pgrad[key].append(np.stack(per_batch[key]))
+                log.info("gradients: epoch %d done", epoch)
+        finally:
+            rec.close()
+        labels = np.concatenate([inputs.batch(split, idx)[1].cpu().numpy() for idx in batches])  # the dataset's labels
+        root = xr.Dataset(
+            {"loss": ((dims.EPOCH, dims.SAMPLE), loss_out, {"long_name": "per-sample cross-entropy", "units": "nat"}),
+             "param_grad_norm": ((dims.EPOCH, dims.LAYER, dims.PARAM, dims.BATCH), pnorm,
+                                 {"long_name": "L2 norm of the mean-loss parameter gradient", "units": "1"}),
+             "sample_index": ((dims.SAMPLE,), order.cpu().numpy(), {"long_name": f"index of the input in the {split} split", "units": "1"}),
+             "sample_label": ((dims.SAMPLE,), labels, {"long_name": "class label", "units": "1"})},
+            coords={dims.EPOCH: epochs, **_layer_coords(specs), dims.PARAM: ["weight", "bias"]},
+            attrs={"gradient_split": split, "gradient_target": ex["gradient_target"]},
+        )
+        root = _finish(root, settings).assign_attrs(**store_attrs(settings, "gradients", device))
+        root.to_zarr(tmp, mode="a", zarr_format=3, consolidated=False, encoding=_encoding(root))
+        for s in specs:
+            kind = s.kind
+            v = {}
+            if ex["parameter_gradients"]:
+                v["weight_grad"] = ((dims.EPOCH, dims.BATCH, *_weight_dims(kind)), np.stack(pgrad[(s.name, "weight")]),
+                                    {"long_name": f"{s.name} weight gradient (mean loss of a batch)", "units": "1"})
+                if pgrad[(s.name, "bias")]:
+                    v["bias_grad"] = ((dims.EPOCH, dims.BATCH, _out_dim(kind)), np.stack(pgrad[(s.name, "bias")]),
+                                      {"long_name": f"{s.name} bias gradient (mean loss of a batch)", "units": "1"})
+            for k in feat_kinds:
+                if (s.name, k) in fgrad:
+                    tensor_dims = (dims.CHANNEL, dims.Y, dims.X) if kind == "conv" else (dims.UNIT,)
+                    v[f"grad_{k}"] = ((dims.EPOCH, dims.SAMPLE, *tensor_dims), fgrad[(s.name, k)],
+                                      {"long_name": f"gradient of the per-sample loss w.r.t. the {s.name} {k}-activation output", "units": "1"})
+            ds = _finish(xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), settings)
+            mode = "a" if s.name in streams else "w"  # conv groups already hold the streamed em/ab
+            ds.to_zarr(tmp, group=s.name, mode=mode, zarr_format=3, consolidated=False, encoding=_encoding(ds))
+    return Path(out)
+
+
+def _em_ab_streams(tmp: Path, settings: Mapping[str, Any], convs: list[models.LayerSpec], modules: Mapping[str, torch.nn.Module],
+                   epochs: list[int], n: int, bs: int) -> dict[str, dict[str, Any]]:
+    """Create the em/ab arrays of every conv layer in the store (chunks of one gradient batch)
+    and return them open for writing: zarr arrays indexed like the xarray variables."""
+    import dask.array as da
+    import zarr
+
+    for s in convs:
+        conv = modules[s.name]
         v = {}
-        if ex["parameter_gradients"]:
-            v["weight_grad"] = ((dims.EPOCH, dims.BATCH, *_weight_dims(kind)), np.stack(pgrad[(s.name, "weight")]),
-                                {"long_name": f"{s.name} weight gradient (mean loss of a batch)", "units": "1"})
-            if pgrad[(s.name, "bias")]:
-                v["bias_grad"] = ((dims.EPOCH, dims.BATCH, _out_dim(kind)), np.stack(pgrad[(s.name, "bias")]),
-                                  {"long_name": f"{s.name} bias gradient (mean loss of a batch)", "units": "1"})
-        for k in feat_kinds:
-            if (s.name, k) in fgrad:
-                tensor_dims = (dims.CHANNEL, dims.Y, dims.X) if kind == "conv" else (dims.UNIT,)
-                v[f"grad_{k}"] = ((dims.EPOCH, dims.SAMPLE, *tensor_dims), fgrad[(s.name, k)],
-                                  {"long_name": f"gradient of the per-sample loss w.r.t. the {s.name} {k}-activation output", "units": "1"})
-        if kind == "conv":
-            v["em"] = ((dims.EPOCH, dims.SAMPLE, dims.OUT_CHANNEL), em[s.name], {"long_name": f"{s.name} emission", "units": "1"})
-            v["ab"] = ((dims.EPOCH, dims.SAMPLE, dims.IN_CHANNEL), ab[s.name], {"long_name": f"{s.name} absorption", "units": "1"})
-        groups[s.name] = _finish(xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), settings)
-    return write_store(out, _finish(root, settings), groups, store_attrs(settings, "gradients", device))
+        for name, dim, ch, what in (("em", dims.OUT_CHANNEL, conv.out_channels, "emission"),
+                                    ("ab", dims.IN_CHANNEL, conv.in_channels, "absorption")):
+            v[name] = ((dims.EPOCH, dims.SAMPLE, dim), da.zeros((len(epochs), n, ch), chunks=(1, bs, ch), dtype=np.float64),
+                       {"long_name": f"{s.name} {what}", "units": "1"})
+        ds = _finish(xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), settings)
+        enc = {k: {"chunks": (1, 1, 1, 1, bs, var.shape[-1])} for k, var in ds.data_vars.items()}
+        ds.to_zarr(tmp, group=s.name, mode="w", zarr_format=3, consolidated=False, encoding=enc, compute=False)
+    root = zarr.open_group(str(tmp), mode="r+", zarr_format=3)
+    return {s.name: {"em": root[s.name]["em"], "ab": root[s.name]["ab"]} for s in convs}
 
 
 EXTRACTORS = {"weights": extract_weights, "features": extract_features, "gradients": extract_gradients}

@@ -106,6 +106,12 @@ def emission_summary(em_ab: pd.DataFrame) -> pd.DataFrame:
     wide.columns = [f"{a}_{b}" for a, b in wide.columns]
     wide = wide.reset_index()
     wide["emission_varies_more"] = wide["var_emission"] > wide["var_absorption"]
+    # across channels: spread (coefficient of variation) of the per-channel medians
+    cv = per.groupby(["variant", "init", "seed", "layer", "measure"])["median"].agg(
+        lambda v: float(v.std(ddof=0) / v.mean()) if v.mean() > 0 else math.nan).unstack("measure")
+    cv.columns = [f"channel_cv_{m}" for m in cv.columns]
+    wide = wide.merge(cv.reset_index(), on=["variant", "init", "seed", "layer"], how="left")
+    wide["emission_spread_larger"] = wide["channel_cv_emission"] > wide["channel_cv_absorption"]
     return wide
 
 
@@ -242,6 +248,12 @@ def claims(training: pd.DataFrame, weights: pd.DataFrame, features: pd.DataFrame
         rows.append(("C6", "emission varies more than absorption", "mean per-channel variance over inputs, per (init, seed, conv layer)",
                      f"emission larger in {share:.0%} of {len(e)}", HOLDS if share == 1 else FAILS if share < 0.5 else UNSURE,
                      "holds if emission's variance is larger in every case; fails if in fewer than half"))
+        if "emission_spread_larger" in e:
+            spread = float(e["emission_spread_larger"].mean()) if len(e) else math.nan
+            rows.append(("C6b", "emission differs more between channels than absorption",
+                         "coefficient of variation of the per-channel medians across channels, per (init, seed, conv layer)",
+                         f"emission larger in {spread:.0%} of {len(e)}", HOLDS if spread == 1 else FAILS if spread < 0.5 else UNSURE,
+                         "holds if emission's spread is larger in every case; fails if in fewer than half"))
     div = diverged_runs(training)
     if div:  # flagged, so that no verdict above is read without knowing which runs stopped early
         value = "; ".join(f"{init} ({n} seed{'s' * (n != 1)})" for (_, init), n in sorted(div.items()))
@@ -332,7 +344,7 @@ CAPTIONS: Mapping[str, str] = {
     "init_check": "Theoretical vs empirical weight std and bound at epoch 0 (fan_in = C_in*kh*kw for conv layers); mean over seeds.",
     "range": "Fraction of weights within the default-init bound [-k, k], k = 1/sqrt(fan_in), and within [-1, 1], with min and max, before and after training; mean over seeds.",
     "depth_trend": "Spearman rank correlation of near-zero mass, excess kurtosis and Hill tail index with layer depth at the last epoch; mean and 95 % bootstrap CI over seeds.",
-    "emission": "Emission and absorption per conv layer at the last epoch: per-channel median and variance over inputs (mean over channels), and whether emission varies more.",
+    "emission": "Emission and absorption per conv layer at the last epoch: per-channel median and variance over inputs (mean over channels), whether emission varies more over inputs, and the spread of the per-channel medians across channels (coefficient of variation) with whether emission's is larger.",
     "factors": "Effect of each experiment factor on the trained weights (last epoch, weight layers averaged): level minus base level over variant pairs that differ only in that factor; mean and 95 % bootstrap CI over seeds. Verdict: increases/decreases if the CI excludes 0.",
     "claims": "The paper's claims, each with the statistic used, its value (mean [95 % CI] over seeds) and a verdict decided by the stated rule.",
 }
