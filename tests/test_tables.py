@@ -132,3 +132,23 @@ def test_emission_summary_spread_across_channels():
     out = emission_summary(df).iloc[0]
     assert out["emission_spread_larger"] and not out["emission_varies_more"]
     assert abs(out["channel_cv_emission"] - np.std(np.arange(1, 7)) / 3.5) < 0.01 and out["channel_cv_absorption"] < 0.05
+
+
+def test_depth_trend_per_variant():
+    """Near-zero mass rising with depth in one variant and falling in the other: rho +1 and -1,
+    each at that variant's own last epoch."""
+    import pandas as pd
+
+    from dnndist.tables import depth_trend
+
+    rows = []
+    for variant, sign, last in (("base", 1, 5), ("depth6", -1, 3)):
+        for seed in (0, 1):
+            for depth in range(1, 7):
+                for epoch in (0, last):
+                    value = sign * depth + seed if epoch == last else 0.0
+                    rows.append({"variant": variant, "init": "kaiming_normal", "seed": seed, "epoch": epoch, "layer": f"l{depth}",
+                                 "depth": depth, "param": "weight", "statistic": "near_zero_rel_0.1", "value": value})
+    out = depth_trend(pd.DataFrame(rows)).set_index("variant")
+    assert out.loc["base", "spearman_rho"] == 1.0 and out.loc["depth6", "spearman_rho"] == -1.0
+    assert out.loc["base", "n_seeds"] == 2 and out.loc["depth6", "layers"] == 6

@@ -9,7 +9,7 @@
     python -m dnndist stats-run --settings JSON --weights W --features F --gradients G --out-dir RUN_DIR/stats
     python -m dnndist stats-combine {training,weights,features,...} --inputs CSV... --out CSV [--summary CSV]
     python -m dnndist plot {fig1_training,...,fig7_variants} --table CSV --style FILE --pdf PDF --png PNG
-    python -m dnndist table {init_check,range,depth_trend,emission,claims} --weights-summary CSV ... --out-stem PATH
+    python -m dnndist table {init_check,range,depth_trend,emission,claims,factors} --weights-summary CSV ... --out-stem PATH
 
 Errors in user input (config, files) are reported in one line with exit status 2.
 """

@@ -79,19 +79,19 @@ def range_table(weights: pd.DataFrame) -> pd.DataFrame:
 
 
 def depth_trend(weights_tidy: pd.DataFrame, stats: tuple[str, ...] = ("near_zero_rel_0.1", "kurtosis", "tail_index")) -> pd.DataFrame:
-    """Spearman rank correlation of a weight statistic with layer depth (last epoch), per init:
-    computed per seed, then mean and bootstrap 95 % CI over seeds."""
-    w = _first_variant(weights_tidy)
-    w = w[(w["epoch"] == w["epoch"].max()) & (w["param"] == "weight") & (w["statistic"].isin(stats))]
+    """Spearman rank correlation of a weight statistic with layer depth (each variant's last
+    epoch), per variant and init: computed per seed, then mean and bootstrap 95 % CI over seeds."""
+    w = weights_tidy[(weights_tidy["param"] == "weight") & (weights_tidy["statistic"].isin(stats))]
+    w = w[w["epoch"] == w.groupby("variant")["epoch"].transform("max")]
     rows = []
-    for (init, stat), d in w.groupby(["init", "statistic"], sort=True):
+    for (variant, init, stat), d in w.groupby(["variant", "init", "statistic"], sort=False):
         rhos = []
         for _, ds in d.groupby("seed"):
             ds = ds.dropna(subset=["value"])
             if ds["depth"].nunique() >= 3 and ds["value"].nunique() > 1:
                 rhos.append(float(scipy.stats.spearmanr(ds["depth"], ds["value"]).statistic))
         mean, lo, hi = bootstrap_ci(rhos)
-        rows.append({"init": init, "statistic": stat, "spearman_rho": mean, "ci_low": lo, "ci_high": hi, "n_seeds": len(rhos),
+        rows.append({"variant": variant, "init": init, "statistic": stat, "spearman_rho": mean, "ci_low": lo, "ci_high": hi, "n_seeds": len(rhos),
                      "layers": int(d["depth"].nunique())})
     return pd.DataFrame(rows)
 
@@ -343,7 +343,7 @@ def _runs_of(per_run: pd.Series, variant: str, stat: str) -> pd.Series:
 CAPTIONS: Mapping[str, str] = {
     "init_check": "Theoretical vs empirical weight std and bound at epoch 0 (fan_in = C_in*kh*kw for conv layers); mean over seeds.",
     "range": "Fraction of weights within the default-init bound [-k, k], k = 1/sqrt(fan_in), and within [-1, 1], with min and max, before and after training; mean over seeds.",
-    "depth_trend": "Spearman rank correlation of near-zero mass, excess kurtosis and Hill tail index with layer depth at the last epoch; mean and 95 % bootstrap CI over seeds.",
+    "depth_trend": "Spearman rank correlation of near-zero mass, excess kurtosis and Hill tail index with layer depth at the last epoch, per variant and init; mean and 95 % bootstrap CI over seeds.",
     "emission": "Emission and absorption per conv layer at the last epoch: per-channel median and variance over inputs (mean over channels), whether emission varies more over inputs, and the spread of the per-channel medians across channels (coefficient of variation) with whether emission's is larger.",
     "factors": "Effect of each experiment factor on the trained weights (last epoch, weight layers averaged): level minus base level over variant pairs that differ only in that factor; mean and 95 % bootstrap CI over seeds. Verdict: increases/decreases if the CI excludes 0.",
     "claims": "The paper's claims, each with the statistic used, its value (mean [95 % CI] over seeds) and a verdict decided by the stated rule.",
