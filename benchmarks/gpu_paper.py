@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from benchmarks import device_name
 from benchmarks.train_stacked import INITS, _stacked_epoch, _sync, dataset, run_settings
 from dnndist import stacked, train
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     _sync(device)
     wall = time.perf_counter() - t0
     full = wall / epochs * 50 * 50_000 / args.images
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = device_name(device)
     print(f"B5 paper workload, stacked, device-resident data on {name}: {epochs} epochs x {args.images} images x 7 runs "
           f"in {wall:.1f} s; 7 x 50 epochs x 50,000 images: {full / 60:.2f} min (target < 2 min)"
           + (" (extrapolated)" if epochs != 50 or args.images != 50_000 else ""))

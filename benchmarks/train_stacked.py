@@ -17,12 +17,12 @@ machine's 2 cores, ../shared/perf-notes.md).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks import device_name
 from dnndist import data, stacked, train
 from dnndist.inits import INIT_NAMES
 
@@ -31,13 +31,13 @@ CPU_PEAK_GFLOPS = 165.0
 INITS = [i for i in INIT_NAMES if i != "torch_default"]  # the paper's seven
 
 
-def run_settings(init: str, device: str, fast: bool) -> dict:
+def run_settings(init: str, device: str, fast: bool, batch_size: int = 64) -> dict:
     return {
         "run": {"variant": "base", "init_name": init, "seed": 0},
         "model": {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu",
                   "negative_slope": 0.3, "weights": None},
         "init": {"gain": "auto", "bias": "auto"},
-        "train": {"optimizer": "adam", "lr": 1e-4, "momentum": 0.9, "batch_size": 64, "epochs": 1, "weight_decay": 0.0,
+        "train": {"optimizer": "adam", "lr": 1e-4, "momentum": 0.9, "batch_size": batch_size, "epochs": 1, "weight_decay": 0.0,
                   "l1": 0.0, "eval_batch_size": 1000, "device": device, "channels_last": fast, "deterministic": False},
         "input": {"transform": "as_is", "threshold": 0.2},
     }
@@ -74,6 +74,7 @@ def naive(ds: data.Dataset, device: torch.device, warm: int) -> float:
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         loader = torch.utils.data.DataLoader(PerSample(), batch_size=64, shuffle=True, num_workers=0,
                                              generator=torch.Generator().manual_seed(0))
+        warm = min(warm, len(loader) - 1)  # at least one timed step
         for i, (x, y) in enumerate(loader):
             if i == warm:
                 _sync(device)
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = train.resolve_device(args.device)
     n = 64 * args.steps
     ds, warm = dataset(n, device), dataset(64 * 10, device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+    name = device_name(device)
     print(f"B1 training, paper CNN, 7 inits, batch 64, {args.steps} timed steps per run; device: {name}; torch {torch.__version__}")
     rows = [("naive (per-sample DataLoader, one run at a time)", naive(ds, device, warm=5)),
             ("sequential (device-resident uint8, channels_last, fused Adam)", sequential(ds, device, warm)),

@@ -10,33 +10,21 @@ Needs only torch (no zarr/snakemake), so it runs on a bare GPU machine.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
 
+from benchmarks import device_name
+from benchmarks.train_stacked import dataset, run_settings
 from dnndist import data, train
 
 FLOP_PER_IMAGE_STEP = 9.37e6
 PAPER_IMAGES = 7 * 50 * 50_000
 
 
-def settings(device: str, batch_size: int, channels_last: bool) -> dict:
-    return {
-        "run": {"variant": "base", "init_name": "kaiming_normal", "seed": 0},
-        "model": {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu", "negative_slope": 0.3},
-        "init": {"gain": "auto", "bias": "auto"},
-        "train": {"optimizer": "adam", "lr": 1e-4, "momentum": 0.9, "batch_size": batch_size, "epochs": 1, "weight_decay": 0.0,
-                  "l1": 0.0, "eval_batch_size": 1000, "device": device, "channels_last": channels_last, "deterministic": False},
-        "input": {"transform": "as_is", "threshold": 0.2},
-    }
-
-
 def measure(device: torch.device, n: int, epochs: int, batch_size: int, channels_last: bool) -> float:
-    images, labels = data.synthetic(n, 32, seed=0)
-    ds = data.Dataset({"train": torch.from_numpy(images)}, {"train": torch.from_numpy(labels)},
-                      [str(i) for i in range(10)], torch.tensor([0.5] * 3), torch.tensor([0.25] * 3)).to(device)
-    s = settings(device.type, batch_size, channels_last)
+    ds = dataset(n, device)
+    s = run_settings("kaiming_normal", device.type, channels_last, batch_size)
     model = train.build_model(s, ds, device)
     opt = train.build_optimizer(model, s["train"], device)
     g = torch.Generator(device=device).manual_seed(0)
@@ -61,8 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-sizes", default="64,256")
     args = p.parse_args(argv)
     device = train.resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}")
+    print(f"device: {device_name(device)}; torch {torch.__version__}")
     print(f"{'batch':>6} {'layout':>14} {'images/s':>10} {'GFLOP/s':>8} {'paper workload (7x50 epochs)':>30}")
     for bs in map(int, args.batch_sizes.split(",")):
         for cl in (False, True):

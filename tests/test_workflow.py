@@ -234,7 +234,7 @@ def test_kill_9_of_training_extraction_and_stats_then_rerun_gives_the_same_bytes
     rng = random.Random(1234)
     cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(copy), "--cores", "2",
            "--configfile", str(copy / "tiny.yaml")]
-    for log in (f"train/base/xavier_uniform/seed0.log", "extract/base/xavier_uniform/seed0.gradients.log",
+    for log in ("train/base/xavier_uniform/seed0.log", "extract/base/xavier_uniform/seed0.gradients.log",
                 "stats/base/xavier_uniform/seed0.log"):
         proc = subprocess.Popen(cmd, cwd=copy, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)

@@ -235,14 +235,20 @@ class StackGroup:
     runs: tuple[Run, ...]
 
 
-def stack_groups(cfg: Mapping[str, Any]) -> list[StackGroup]:
-    """The runs of the experiment grouped for stacked training (in run order)."""
+def stack_key(settings: Mapping[str, Any]) -> str:
+    """Runs with the same key can be stacked: same variant and seed, every setting but the init."""
     import json
 
+    keep = {k: v for k, v in settings.items() if k not in ("run", "init")}
+    keep["run"] = {"variant": settings["run"]["variant"], "seed": settings["run"]["seed"]}
+    return json.dumps(keep, sort_keys=True)
+
+
+def stack_groups(cfg: Mapping[str, Any]) -> list[StackGroup]:
+    """The runs of the experiment grouped for stacked training (in run order)."""
     by_key: dict[tuple[str, int], dict[str, list[Run]]] = {}
     for run in runs(cfg):
-        s = run_settings(cfg, run)
-        key = json.dumps({k: v for k, v in s.items() if k not in ("run", "init")}, sort_keys=True)
+        key = stack_key(run_settings(cfg, run))
         by_key.setdefault((run.variant, run.seed), {}).setdefault(key, []).append(run)
     out = []
     for (variant, seed), groups in by_key.items():

@@ -13,7 +13,6 @@ tolerance (tests/test_stacked.py states it).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnndist import DnndistError, data, models
+from dnndist.config import stack_key
 from dnndist.io import write_bytes, write_text
 from dnndist.provenance import config_hash
 from dnndist.train import (
@@ -40,13 +40,6 @@ from dnndist.train import (
 log = logging.getLogger(__name__)
 
 STACKABLE = ("paper_cnn", "plain_cnn")
-
-
-def group_key(settings: Mapping[str, Any]) -> str:
-    """Runs with the same key can be stacked: everything but the init (and its settings)."""
-    keep = {k: v for k, v in settings.items() if k not in ("run", "init")}
-    keep["run"] = {"variant": settings["run"]["variant"], "seed": settings["run"]["seed"]}
-    return json.dumps(keep, sort_keys=True)
 
 
 class StackedCNN(nn.Module):
@@ -146,11 +139,11 @@ def train_group(settings_list: Sequence[Mapping[str, Any]], store: str | Path, r
     """Train the runs of one group together; write each run's outputs as ``train_run`` does."""
     if len(settings_list) != len(run_dirs) or not settings_list:
         raise DnndistError("train_group needs one output directory per run")
-    keys = {group_key(s) for s in settings_list}
+    keys = {stack_key(s) for s in settings_list}
     if len(keys) != 1:
         raise DnndistError("stacked runs must share every setting but the init (same variant, seed, model, training)")
     ref = settings_list[0]
-    tr, inp, run0 = ref["train"], ref["input"], ref["run"]
+    tr, run0 = ref["train"], ref["run"]
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(tr["device"])
