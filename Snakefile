@@ -4,7 +4,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from dnndist.config import ConfigError, load_schema, validate
+from dnndist.config import ConfigError, claim_results_dir, load_schema, validate
 
 min_version("9.0")
 
@@ -23,6 +23,10 @@ except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 config.clear()
 config.update(_validated)
+
+
+onstart:
+    claim_results_dir(config["results"])  # later runs may reuse a folder dnndist marked
 
 
 include: "workflow/rules/common.smk"

@@ -47,7 +47,7 @@ def test_every_schema_key_has_type_description_default():
 
 def test_defaults_fill_empty_config():
     cfg = dcfg.validate({})
-    assert cfg["model"]["name"] == "paper_cnn" and cfg["init"]["gain"] == "auto"
+    assert cfg["model"]["name"] == "paper_cnn" and cfg["init"]["gain"] == "torch"
     assert cfg["data"]["cifar10"]["md5"] == "c32a1d4ab5d03f1284b67883e8d87530"
 
 
@@ -89,13 +89,15 @@ BAD = [
     ({"model": {"name": "paper_cnn", "depth": 6}}, "model.depth"),
     ({"model": {"activation": "gelu"}}, "model.activation"),
     ({"init": {"gain": -1}}, "init.gain"),
+    ({"init": {"gain": "auto"}}, "init.gain"),
+    ({"data": {"valid_split": "holdout"}}, "data.valid_split"),
     ({"train": {"lrr": 0.1}}, "train"),
     ({"seeds": []}, "seeds"),
     ({"seeds": [0, 0]}, "seeds"),
     ({"overrides": {"ones": {"train": {"lr": "fast"}}}}, "overrides.ones.train.lr"),
     ({"overrides": {"torch_default": {"train": {"lr": 0.1}}}}, "overrides.torch_default"),
     ({"overrides": {"bogus": {}}}, "overrides"),
-    ({"data": {"source": "synthetic", "valid_size": 5000, "synthetic": {"train_size": 1000}}}, "data.valid_size"),
+    ({"data": {"source": "synthetic", "valid_split": "train", "valid_size": 5000, "synthetic": {"train_size": 1000}}}, "data.valid_size"),
     ({"train": {"device": "gpu"}}, "train.device"),
     ({"variants": {"Bad Name": {}}}, "variants"),
     ({"data": {"cifar10": {"md5": "xyz"}}}, "data.cifar10.md5"),
@@ -196,3 +198,10 @@ def test_adding_one_variant_plans_only_its_jobs(tmp_path):
                      "--configfile", str(tmp_path / "b.yaml")).stdout
     assert "runs/leaky/kaiming_normal/seed0" in plan and "runs/bn-leaky/kaiming_normal/seed0" in plan
     assert "runs/base/kaiming_normal" not in plan and "runs/bn/kaiming_normal" not in plan and "rule dataset" not in plan
+
+
+def test_gain_convention_is_an_experiment_factor():
+    cfg = dcfg.validate({**base_config(), "grid": {"init.gain": ["torch", "relu"]}})
+    assert sorted(cfg["variants"]) == ["base", "gain_relu"]
+    gains = {r.variant: dcfg.run_settings(cfg, r)["init"]["gain"] for r in dcfg.runs(cfg)}
+    assert gains == {"base": "torch", "gain_relu": "relu"}

@@ -188,6 +188,22 @@ def test_split_indices_are_seeded_disjoint_and_complete():
         data.split_indices(10, 10, 0)
 
 
+def test_paper_split_trains_on_every_image_and_validates_on_test():
+    images = {"train": torch.arange(40, dtype=torch.uint8).view(10, 1, 2, 2), "test": torch.zeros(4, 1, 2, 2, dtype=torch.uint8)}
+    labels = {"train": torch.arange(10) % 2, "test": torch.tensor([0, 1, 0, 1])}
+    ds = data.Dataset(images, labels, ["a", "b"], torch.zeros(1), torch.ones(1))
+    held = data.make_splits(ds, valid_size=3, split_seed=0, valid_split="train")
+    assert len(held.labels["train"]) == 7 and len(held.labels["valid"]) == 3
+    paper = data.make_splits(ds, valid_size=3, split_seed=0, valid_split="test")
+    assert torch.equal(paper.images["train"], images["train"])  # all 10 train images, in order
+    assert paper.images["valid"] is paper.images["test"] and torch.equal(paper.labels["valid"], labels["test"])
+    moved = paper.to(torch.device("cpu"))
+    assert moved.images["valid"] is moved.images["test"]  # evaluated once (train.eval_rows)
+    with pytest.raises(data.DataError, match="no test split"):
+        data.make_splits(data.Dataset({"train": images["train"]}, {"train": labels["train"]}, ["a", "b"], ds.mean, ds.std),
+                         3, 0, "test")
+
+
 def test_random_split_is_seeded_gaussian():
     a = data.random_inputs(500, (3, 8, 8), seed=5)
     assert torch.equal(a, data.random_inputs(500, (3, 8, 8), seed=5))

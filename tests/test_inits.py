@@ -99,7 +99,58 @@ def test_same_seed_same_weights_and_different_seed_differs():
     assert not torch.equal(a.conv1.weight, c.conv1.weight)
 
 
-def test_gain_auto_follows_activation():
-    assert inits.gain_for({"gain": "auto"}, {"activation": "relu"}) == pytest.approx(math.sqrt(2))
-    assert inits.gain_for({"gain": "auto"}, {"activation": "leaky_relu", "negative_slope": 0.3}) == pytest.approx(math.sqrt(2 / (1 + 0.09)))
-    assert inits.gain_for({"gain": 1.0}, {"activation": "relu"}) == 1.0
+LEAKY = {"activation": "leaky_relu", "negative_slope": 0.3}
+
+
+def test_gain_conventions():
+    relu = {"activation": "relu"}
+    # torch: what torch.nn.init's defaults give (xavier_*/orthogonal gain 1; kaiming the nonlinearity's gain)
+    for init in ("xavier_normal", "xavier_uniform", "orthogonal"):
+        assert inits.gain_for(init, "torch", relu) == 1.0
+        assert inits.gain_for(init, "relu", relu) == pytest.approx(math.sqrt(2))
+    assert inits.gain_for("kaiming_normal", "torch", relu) == pytest.approx(math.sqrt(2))
+    assert inits.gain_for("kaiming_uniform", "torch", LEAKY) == pytest.approx(math.sqrt(2 / (1 + 0.09)))
+    assert inits.gain_for("xavier_normal", "relu", LEAKY) == pytest.approx(math.sqrt(2 / (1 + 0.09)))
+    assert inits.gain_for("orthogonal", 0.5, relu) == 0.5
+    with pytest.raises(ValueError, match="gain convention"):
+        inits.gain_for("orthogonal", "auto", relu)
+
+
+@pytest.mark.parametrize("init,fn", [
+    ("xavier_normal", nn.init.xavier_normal_), ("xavier_uniform", nn.init.xavier_uniform_),
+    ("orthogonal", nn.init.orthogonal_), ("kaiming_normal", lambda w, generator: nn.init.kaiming_normal_(w, nonlinearity="relu", generator=generator)),
+    ("kaiming_uniform", lambda w, generator: nn.init.kaiming_uniform_(w, nonlinearity="relu", generator=generator)),
+])
+def test_default_convention_equals_torch_nn_init_defaults(init, fn):
+    """A model built with the default config draws what torch.nn.init with default arguments
+    draws (same generator stream), layer by layer: bit for bit for every init."""
+    from dnndist import config as dcfg
+
+    cfg = dcfg.validate({"data": {"source": "synthetic", "valid_size": 100}, "inits": [init]}, check_paths=False)
+    assert cfg["init"]["gain"] == "torch"
+    settings = dcfg.run_settings(cfg, dcfg.runs(cfg)[0])
+    model = models.build(settings["model"])
+    gain = inits.gain_for(init, settings["init"]["gain"], settings["model"])
+    inits.apply(model, init, gain, "auto", 7)
+    ref = models.build(settings["model"])
+    g = torch.Generator().manual_seed(7)
+    for (name, m), (_, r) in zip(inits.weight_modules(model), inits.weight_modules(ref)):
+        with torch.no_grad():
+            fn(r.weight, generator=g)
+            nn.init.uniform_(r.bias, -1 / math.sqrt(inits.fans(tuple(r.weight.shape))[0]), 1 / math.sqrt(inits.fans(tuple(r.weight.shape))[0]), generator=g)
+        torch.testing.assert_close(m.weight, r.weight, rtol=1e-6, atol=0, msg=name)  # same draws (formulas may differ by an ulp)
+        std = inits.theory(init, tuple(m.weight.shape), gain)["std"]
+        if init.startswith(("xavier", "orthogonal")):  # gain 1 theory
+            assert std == pytest.approx(inits.theory(init, tuple(m.weight.shape), 1.0)["std"])
+
+
+def test_xavier_and_kaiming_differ_under_torch_convention_but_not_relu():
+    """conv2/conv3 of the paper CNN have fan_in = fan_out: with the ReLU gain on every init,
+    xavier_normal and kaiming_normal are the same distribution (the defect of the old default)."""
+    relu = {"activation": "relu"}
+    for shape in ((16, 16, 3, 3),):
+        tx = inits.theory("xavier_normal", shape, inits.gain_for("xavier_normal", "relu", relu))["std"]
+        tk = inits.theory("kaiming_normal", shape, inits.gain_for("kaiming_normal", "relu", relu))["std"]
+        assert tx == pytest.approx(tk)
+        tx = inits.theory("xavier_normal", shape, inits.gain_for("xavier_normal", "torch", relu))["std"]
+        assert tx == pytest.approx(tk / math.sqrt(2))

@@ -107,7 +107,8 @@ def test_experiment2_on_local_resnet18_weights_and_a_jpeg_slice(tmp_path, shared
         em = g["em"].values
         assert np.isfinite(em).all() and (em >= 0).all() and (em > 0).mean() > 0.5, name  # ReLU can silence a channel
     em = pd.read_csv(tmp_path / "results" / "tables" / "emission.csv")
-    assert set(em["layer"]) == set(convs) and em["emission_varies_more"].isin([True, False]).all()
+    assert set(em["layer"]) == set(convs) and em["emission_cv_larger"].isin([True, False]).all()
+    assert np.isfinite(em["cv_emission"]).all() and np.isfinite(em["cv_absorption"]).all()  # scale-free C6 for all 20 convs
     fig = tmp_path / "results" / "figures" / "fig4_emission.png"
     assert fig.stat().st_size > 5000
     ab = pd.read_csv(tmp_path / "results" / "stats" / "em_ab.csv")

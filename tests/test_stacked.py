@@ -24,7 +24,7 @@ def _nets(settings: dict, names: list[str], image: int = 32) -> list[models.Net]
     nets = []
     for seed, name in enumerate(names):
         net = models.build(settings, 3, 10, image).double()
-        inits.apply(net, name, inits.gain_for({"gain": "auto"}, settings), "auto", seed)
+        inits.apply(net, name, inits.gain_for(name, "torch", settings), "auto", seed)
         nets.append(net)
     return nets
 
@@ -76,7 +76,10 @@ def store(tmp_path_factory):
 
 
 def _group(tmp_path, **train_over):
-    cfg = dcfg.validate(tiny_config(tmp_path / "results", inits=["kaiming_normal", "xavier_uniform", "zeros"],
+    # the float32 tolerance below was set with the ReLU gain on every init: under PyTorch's gains
+    # xavier_uniform's smaller conv weights leave some Adam steps sign-like on tiny gradients,
+    # where float32 reduction order moves a weight by ~0.1 lr (exactness: the float64 tests above)
+    cfg = dcfg.validate(tiny_config(tmp_path / "results", inits=["kaiming_normal", "xavier_uniform", "zeros"], init={"gain": "relu"},
                                     train={"epochs": 2, "lr": 1.0e-3, "checkpoints": [0, 1, 2], "eval_batch_size": 500,
                                            **train_over}), check_paths=False)
     runs = dcfg.runs(cfg)
@@ -93,7 +96,7 @@ def test_stacked_group_matches_per_run_training(tmp_path, store):
         train.train_run(s, store, tmp_path / "per" / r.init, threads=2, progress=False)
         a, b = tmp_path / "per" / r.init, tmp_path / "stk" / r.init
         assert sorted(p.name for p in (a / "checkpoints").iterdir()) == sorted(p.name for p in (b / "checkpoints").iterdir())
-        for ck in (a / "checkpoints").iterdir():
+        for ck in (a / "checkpoints").glob("epoch_*"):
             ta, ma = train.load_checkpoint(ck)
             tb, mb = train.load_checkpoint(b / "checkpoints" / ck.name)
             assert ma == mb

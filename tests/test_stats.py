@@ -23,7 +23,7 @@ def test_distribution_stats_match_numpy_scipy():
     assert s["near_zero_rel_0.5"] == pytest.approx((np.abs(x) < 0.5 * x.std()).mean())
     assert s["within_default_bound"] == pytest.approx((np.abs(x) <= 1 / 12).mean())
     assert s["within_unit"] == 1.0
-    assert s["ks_normal"] == pytest.approx(scipy.stats.kstest(x, "norm", args=(x.mean(), x.std())).statistic)
+    assert s["ks_normal"] == pytest.approx(scipy.stats.kstest((x - x.mean()) / x.std(), "norm").statistic)
     assert s["std_ratio_to_init"] == pytest.approx(x.std() / 0.05)
 
 
@@ -48,33 +48,53 @@ def test_hill_recovers_pareto_tail_index(alpha):
 def test_spectral_stats_known_matrices():
     eye = np.eye(8)
     s = stats.spectral_stats(eye)
-    assert s["stable_rank"] == pytest.approx(8.0) and s["spectral_norm"] == pytest.approx(1.0)
-    assert s["powerlaw_fitted"] == 0.0 and math.isnan(s["powerlaw_alpha"])  # 8 eigenvalues: too few
-    rank1 = np.outer(np.arange(1, 6), np.arange(1, 4)).astype(float)
-    assert stats.spectral_stats(rank1)["stable_rank"] == pytest.approx(1.0)
+    assert s["stable_rank"] == pytest.approx(8.0) and s["lambda_max"] == pytest.approx(1.0)
+    assert s["flat_stable_rank"] == pytest.approx(8.0) and s["flat_spectral_norm"] == pytest.approx(1.0)
+    assert s["alpha_fitted"] == 0.0 and math.isnan(s["alpha"])  # 8 equal eigenvalues: no power law
+    rank1 = stats.spectral_stats(np.outer(np.arange(1, 65), np.arange(1, 33)).astype(float))
+    assert rank1["stable_rank"] == pytest.approx(1.0) and rank1["alpha_fitted"] == 0.0 and math.isnan(rank1["alpha"])
     conv = np.random.default_rng(3).normal(size=(64, 16, 3, 3))
-    sc = stats.spectral_stats(conv)  # reshaped to 64 x 144
-    assert sc["spectral_norm"] == pytest.approx(np.linalg.norm(conv.reshape(64, -1), 2))
-    assert sc["powerlaw_fitted"] == 1.0 and np.isfinite(sc["powerlaw_alpha"])
+    sc = stats.spectral_stats(conv)  # WeightWatcher-style: 9 kernel positions of 64 x 16; flat: 64 x 144
+    assert sc["num_evals"] == 16 * 9 and sc["alpha_fitted"] == 1.0 and np.isfinite(sc["alpha"])
+    assert sc["flat_spectral_norm"] == pytest.approx(np.linalg.norm(conv.reshape(64, -1), 2))
+    assert sc["flat_stable_rank"] == pytest.approx((conv**2).sum() / np.linalg.norm(conv.reshape(64, -1), 2) ** 2)
 
 
-def test_bootstrap_ci_on_a_known_case():
+def test_seed_ci_is_the_t_interval():
     rng = np.random.default_rng(4)
     v = rng.normal(10.0, 2.0, 400)
-    mean, lo, hi = stats.bootstrap_ci(v)
-    se = 2.0 / 20
+    mean, lo, hi = stats.seed_ci(v)
     assert lo < 10.0 < hi and mean == pytest.approx(v.mean())
-    assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.15)  # the normal-theory width
-    assert stats.bootstrap_ci([3.0])[0] == 3.0 and math.isnan(stats.bootstrap_ci([3.0])[1])
-    assert stats.bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    assert (lo, hi) == pytest.approx(scipy.stats.t.interval(0.95, 399, loc=v.mean(), scale=scipy.stats.sem(v)))
+    # 2 seeds: t(1) = 12.7 standard errors each side, not the range of the two values (a percentile bootstrap's answer)
+    assert stats.seed_ci([1.0, 3.0]) == pytest.approx((2.0, 2.0 - 12.706, 2.0 + 12.706), rel=1e-4)
+    assert stats.seed_ci([3.0])[0] == 3.0 and math.isnan(stats.seed_ci([3.0])[1])
+    assert stats.seed_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
 
 
 def test_aggregate_seeds():
-    df = pd.DataFrame({"init": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2, "statistic": "std",
-                       "value": [1.0, 2.0, 3.0, 5.0, 5.0, 5.0]})
+    df = pd.DataFrame({"init": ["a"] * 3 + ["b"] * 3 + ["c"] * 2, "seed": [0, 1, 2] * 2 + [0, 1], "statistic": "std",
+                       "value": [1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 4.0, np.nan]})
     agg = stats.aggregate_seeds(df).set_index("init")
-    assert agg.loc["a", "mean"] == 2.0 and agg.loc["a", "n_seeds"] == 3 and agg.loc["a", "ci_low"] < 2.0 < agg.loc["a", "ci_high"]
+    assert agg.loc["a", "mean"] == 2.0 and agg.loc["a", "n_seeds"] == 3
+    assert (agg.loc["a", "ci_low"], agg.loc["a", "ci_high"]) == pytest.approx(stats.seed_ci([1.0, 2.0, 3.0])[1:])
     assert agg.loc["b", "ci_low"] == agg.loc["b", "ci_high"] == 5.0
+    assert agg.loc["c", "n_seeds"] == 1 and agg.loc["c", "mean"] == 4.0 and math.isnan(agg.loc["c", "ci_low"])  # n: finite values
+
+
+def test_gaussian_reference_is_size_calibrated():
+    """A Gaussian layer of 432 weights scores KS ~0.03 and Hill 4-9; the reference says what a
+    Gaussian sample of that size gives, and shrinks as 1/sqrt(n) for the KS and kurtosis bands."""
+    small, big = stats.gaussian_reference(432), stats.gaussian_reference(524_288)
+    assert 0.040 < small["ks_normal_null95"] < 0.048  # Lilliefors: 0.886 / sqrt(n) = 0.0426
+    assert big["ks_normal_null95"] == pytest.approx(0.886 / math.sqrt(524_288), rel=0.1)
+    assert small["kurtosis_null_lo"] < -0.3 and small["kurtosis_null_hi"] > 0.3
+    assert big["kurtosis_null_hi"] == pytest.approx(1.96 * math.sqrt(24 / 524_288), rel=0.15)
+    assert 4.0 < small["tail_index_gaussian"] < 9.0 and small["tail_index_uniform"] > 20 and small["tail_k"] == 21
+    assert stats.gaussian_reference(432) is small  # cached per n
+    s = stats.distribution_stats(np.random.default_rng(5).normal(size=(16, 3, 3, 3)))
+    assert s["ks_normal_null95"] == small["ks_normal_null95"] and s["tail_k"] == 21 and s["ndim"] == 4
+    assert s["ks_normal"] < s["ks_normal_null95"]
 
 
 def test_spectrum_table_matches_svd():

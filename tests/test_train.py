@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import signal
 import subprocess
@@ -26,12 +28,12 @@ def store(tmp_path_factory):
 
 
 def settings_for(tmp_path, init="kaiming_normal", seed=0, **sections):
-    cfg = dcfg.validate(tiny_config(tmp_path, **sections))
+    cfg = dcfg.validate(tiny_config(tmp_path, **sections), check_paths=False)
     return dcfg.run_settings(cfg, dcfg.Run("base", init, seed))
 
 
 def ckpt_bytes(run_dir):
-    return {p.name: p.read_bytes() for p in sorted((run_dir / "checkpoints").iterdir())}
+    return {p.name: p.read_bytes() for p in sorted((run_dir / "checkpoints").glob("epoch_*"))}
 
 
 def test_outputs_and_metrics_table(tmp_path, store):
@@ -39,6 +41,9 @@ def test_outputs_and_metrics_table(tmp_path, store):
     summary = train.train_run(s, store, tmp_path / "run", threads=1)
     assert summary["status"] == "completed" and summary["epochs_trained"] == 2
     assert sorted(ckpt_bytes(tmp_path / "run")) == ["epoch_0000.safetensors", "epoch_0001.safetensors", "epoch_0002.safetensors"]
+    sums = (tmp_path / "run" / "checkpoints" / "SHA256SUMS").read_text().splitlines()  # recorded at write
+    assert [line.split("  ")[1] for line in sums] == sorted(ckpt_bytes(tmp_path / "run"))
+    assert sums[0].split("  ")[0] == hashlib.sha256(ckpt_bytes(tmp_path / "run")["epoch_0000.safetensors"]).hexdigest()
     assert not (tmp_path / "run" / ".resume").exists()
     m = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert list(m.columns) == train.METRIC_COLUMNS

@@ -51,6 +51,7 @@ def test_end_to_end_outputs(done):
     work, cfg, _ = done
     results = work / "results"
     assert (results / "data" / "dataset.zarr" / "zarr.json").is_file()
+    assert (results / ".dnndist-results").is_file()  # marked as dnndist's on first use (config.check_results_dir)
     for init in cfg["inits"]:
         run = results / "runs" / "base" / init / "seed0"
         assert sorted(p.name for p in (run / "checkpoints").glob("epoch_*")) == ["epoch_0000.safetensors", "epoch_0001.safetensors"]
@@ -79,7 +80,9 @@ def test_end_to_end_outputs(done):
     report = (results / "report.html").read_text()
     assert all(f"{f}.pdf" in report for f in figures) and "claims.csv" in report
     claims = pd.read_csv(results / "tables" / "claims.csv")
-    assert set(claims["verdict"]) <= {"holds", "does not hold", "inconclusive", "flagged"} and len(claims) >= 6
+    assert set(claims["verdict"]) <= {"holds", "does not hold", "inconclusive", "descriptive only", "flagged"} and len(claims) >= 6
+    assert "descriptive only" in set(claims["verdict"])  # one seed: no verdict is decided
+    assert not {"holds", "does not hold"} & set(claims["verdict"])
     flagged = claims[claims["verdict"] == "flagged"]  # the diverged run is named in the claims table
     assert list(flagged["claim"]) == ["D"] and flagged["value"].iloc[0] == "kaiming_normal (1 seed)"
     assert (results / "tables" / "claims.tex").read_text().startswith("\\begin{table}")

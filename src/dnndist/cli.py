@@ -26,6 +26,7 @@ from typing import Any
 
 from dnndist import DnndistError
 from dnndist import config as cfgmod
+from dnndist import conventions, integrity
 
 
 def _settings_arg(p: argparse.ArgumentParser, with_run: bool) -> None:
@@ -51,21 +52,26 @@ def _config_and_run(args: argparse.Namespace) -> tuple[dict[str, Any], cfgmod.Ru
     return cfg, run
 
 
+def _settings(args: argparse.Namespace, kind: str) -> Any:
+    """The --settings JSON, checked against the config schema (one line naming a bad key)."""
+    return cfgmod.check_settings(json.loads(args.settings), kind)
+
+
 def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.settings:
-        return json.loads(args.settings)
+        return _settings(args, "run")
     return cfgmod.run_settings(*_config_and_run(args))
 
 
 def _data_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.settings:
-        return json.loads(args.settings)
+        return _settings(args, "data")
     return cfgmod.data_settings(_load_config(args))
 
 
 def _extract_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.settings:
-        return json.loads(args.settings)
+        return _settings(args, "extract")
     return cfgmod.extract_settings(*_config_and_run(args))
 
 
@@ -106,9 +112,7 @@ def cmd_train_stacked(args: argparse.Namespace) -> int:
     from dnndist.stacked import train_group
 
     if args.settings:
-        settings = json.loads(args.settings)
-        if not isinstance(settings, list):
-            raise DnndistError("--settings must be a JSON list of run settings for train-stacked")
+        settings = _settings(args, "stacked")
     else:
         cfg = _load_config(args)
         groups = {g.name: g for g in cfgmod.stack_groups(cfg)}
@@ -139,8 +143,10 @@ def cmd_stats_run(args: argparse.Namespace) -> int:
     from dnndist import stats
     from dnndist.io import write_text
 
-    settings = json.loads(args.settings)
+    settings = _settings(args, "stats")
     out = Path(args.out_dir)
+    for store in (args.weights, args.features, args.gradients):
+        integrity.verify_store(store)
     groups = stats.open_layer_groups(args.weights)
     epochs = [int(e) for e in next(iter(groups.values()))["epoch"].values]
     features = xr.open_zarr(args.features, consolidated=False)
@@ -205,7 +211,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     if args.name == "init_check":
         df = tables.init_check(read("weights_summary"))
     elif args.name == "range":
-        df = tables.range_table(read("weights_summary"))
+        df = tables.range_table(read("weights"))
     elif args.name == "depth_trend":
         df = tables.depth_trend(read("weights"))
     elif args.name == "emission":
@@ -215,10 +221,9 @@ def cmd_table(args: argparse.Namespace) -> int:
             raise DnndistError("table factors needs --variants (JSON: variant -> its model/train/input settings)")
         df = tables.factor_effects(read("weights"), json.loads(args.variants))
     else:
-        em = read("em_ab")
-        df = tables.claims(read("training_summary"), read("weights_summary"), read("features_summary"),
-                           tables.emission_summary(em) if em is not None else None)
-    tables.write_table(df, args.out_stem, tables.CAPTIONS[args.name])
+        df = tables.claims(read("training"), read("weights"), read("features"), read("em_ab"))
+    caption = f"{tables.CAPTIONS[args.name]} {conventions.note(json.loads(args.gain_conventions or '{}'))}".strip()
+    tables.write_table(df, args.out_stem, caption)
     return 0
 
 
@@ -228,26 +233,26 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("runs", help="list the runs of a config")
-    s.add_argument("--config", action="append", required=True)
+    s.add_argument("--config", action="append", required=True, help="config file(s), later ones overlay earlier ones")
     s.set_defaults(fn=cmd_runs)
 
     s = sub.add_parser("download-cifar10", help="download and checksum the CIFAR-10 binary archive")
-    s.add_argument("--url", required=True)
-    s.add_argument("--md5", default=None)
-    s.add_argument("--out", required=True)
+    s.add_argument("--url", required=True, help="URL of cifar-10-binary.tar.gz")
+    s.add_argument("--md5", default=None, help="expected MD5 of the archive (checked after download)")
+    s.add_argument("--out", required=True, help="where the archive is written")
     s.set_defaults(fn=cmd_download)
 
     s = sub.add_parser("data", help="convert the configured source into the canonical zarr store")
     _settings_arg(s, with_run=False)
     s.add_argument("--archive", help="downloaded archive (cifar10 source)")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="dataset store to write (dataset.zarr)")
     s.set_defaults(fn=cmd_data)
 
     s = sub.add_parser("train", help="train one run (resumes a killed one)")
     _settings_arg(s, with_run=True)
     s.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
     s.add_argument("--out", required=True, help="run directory")
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
     s.set_defaults(fn=cmd_train)
@@ -259,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--group", help="stack group name, e.g. base-seed0-1 (with --config; see 'dnndist runs')")
     s.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
     s.add_argument("--out", required=True, nargs="+", help="one run directory per run, in the group's order")
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
     s.set_defaults(fn=cmd_train_stacked)
@@ -270,40 +275,41 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoints", required=True, help="the run's checkpoints directory")
     s.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
     s.add_argument("--out", required=True, help="output store (.zarr)")
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.set_defaults(fn=cmd_extract)
 
     s = sub.add_parser("stats-run", help="tidy statistics tables of one run's extracted stores")
     s.add_argument("--settings", required=True, help="settings JSON (the stats section is used)")
-    s.add_argument("--weights", required=True)
-    s.add_argument("--features", required=True)
-    s.add_argument("--gradients", required=True)
+    s.add_argument("--weights", required=True, help="the run's weights store (weights.zarr)")
+    s.add_argument("--features", required=True, help="the run's features store (features.zarr)")
+    s.add_argument("--gradients", required=True, help="the run's gradients store (gradients.zarr)")
     s.add_argument("--out-dir", required=True, help="receives weights, features, weight_hist, feature_hist, em_ab and spectrum .csv")
     s.set_defaults(fn=cmd_stats_run)
 
-    s = sub.add_parser("stats-combine", help="combine per-run tables; aggregate over seeds (mean, bootstrap 95 % CI)")
+    s = sub.add_parser("stats-combine", help="combine per-run tables; aggregate over seeds (mean and 95 %% CI over seeds)")
     s.add_argument("kind", choices=["weights", "features", "training", "weight_hist", "feature_hist", "em_ab", "spectrum"])
-    s.add_argument("--inputs", nargs="+", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--summary", help="also write the seed aggregate (mean, bootstrap 95 %% CI)")
+    s.add_argument("--inputs", nargs="+", required=True, help="per-run tables (CSV) to combine")
+    s.add_argument("--out", required=True, help="combined table (CSV)")
+    s.add_argument("--summary", help="also write the seed aggregate (mean and 95 %% CI over seeds)")
     s.set_defaults(fn=cmd_stats_combine)
 
     s = sub.add_parser("plot", help="draw one figure (PDF and PNG) from its tidy table")
     s.add_argument("figure", choices=["fig1_training", "fig2_weights", "fig3_features", "fig4_emission", "fig5_trajectories", "fig6_depth",
                                        "fig7_variants"])
-    s.add_argument("--table", required=True)
+    s.add_argument("--table", required=True, help="the tidy table the figure is drawn from (CSV)")
     s.add_argument("--style", help="matplotlib style file")
     s.add_argument("--init", help="init shown in Fig 4")
     s.add_argument("--layers", nargs="*", help="conv layers shown in Fig 4 (default: all)")
-    s.add_argument("--pdf", required=True)
-    s.add_argument("--png", required=True)
+    s.add_argument("--pdf", required=True, help="PDF to write")
+    s.add_argument("--png", required=True, help="PNG to write")
     s.set_defaults(fn=cmd_plot)
 
     s = sub.add_parser("table", help="write one table as CSV, Markdown and LaTeX")
     s.add_argument("name", choices=["init_check", "range", "depth_trend", "emission", "claims", "factors"])
     s.add_argument("--variants", help="factors: JSON mapping each variant to its model/train/input settings")
-    for name in ("training_summary", "weights_summary", "features_summary", "weights", "em_ab"):
-        s.add_argument(f"--{name.replace('_', '-')}")
+    s.add_argument("--gain-conventions", help="JSON mapping each variant to its init.gain convention (named in the caption)")
+    for name in ("training_summary", "weights_summary", "features_summary", "training", "weights", "features", "em_ab"):
+        s.add_argument(f"--{name.replace('_', '-')}", help=f"{name}.csv (the per-seed table)" if "summary" not in name else f"{name}.csv")
     s.add_argument("--out-stem", required=True, help="path without extension")
     s.set_defaults(fn=cmd_table)
     return p
@@ -315,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return args.fn(args)
-    except DnndistError as exc:
-        print(f"dnndist {args.command}: error: {exc}", file=sys.stderr)
+    except DnndistError as exc:  # one line, whatever the message a library gave (torch's span several)
+        print(f"dnndist {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except json.JSONDecodeError as exc:
         print(f"dnndist {args.command}: error: --settings is not valid JSON ({exc})", file=sys.stderr)

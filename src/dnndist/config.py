@@ -9,6 +9,7 @@ one variant's) settings changes only that run's parameters and only its chain re
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,7 @@ def validate(config: Mapping[str, Any], schema: dict[str, Any] | None = None, ch
 
     schema = schema or load_schema()
     cfg = copy.deepcopy(dict(config))
+    check_finite(cfg)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
@@ -93,6 +95,50 @@ def validate(config: Mapping[str, Any], schema: dict[str, Any] | None = None, ch
         {**schema["$defs"]["variant"], "$defs": schema["$defs"]}))
     _semantic_checks(cfg, check_paths)
     return cfg
+
+
+def check_finite(obj: Any, path: tuple[Any, ...] = (), what: str = "config key", seen: set[int] | None = None) -> None:
+    """NaN and infinities pass every JSON-schema number test; refuse them anywhere. A container
+    reached twice (a YAML alias) is checked once, so an alias bomb costs nothing here."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ConfigError(f"{what} '{_key(path)}': {obj} is not a finite number")
+    if isinstance(obj, (Mapping, list, tuple)):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            check_finite(v, (*path, k), what, seen)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_finite(v, (*path, i), what, seen)
+
+
+RESULTS_MARKER = ".dnndist-results"
+
+
+def check_results_dir(results: str | Path) -> None:
+    """The results folder is written and partly deleted by reruns: refuse the file-system root,
+    the home folder, and an existing non-empty folder that dnndist did not create (no marker)."""
+    path = Path(results).expanduser().resolve()
+    if path == Path(path.anchor) or path == Path.home().resolve():
+        raise ConfigError(f"config key 'results': {results!r} is {'the file-system root' if path == Path(path.anchor) else 'your home folder'}; "
+                          "use a folder of its own, e.g. results/paper")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"config key 'results': {results!r} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / RESULTS_MARKER).is_file():
+        raise ConfigError(f"config key 'results': {results!r} is a non-empty folder that dnndist did not create (no {RESULTS_MARKER}); "
+                          f"use a new folder, or create {RESULTS_MARKER} in it if it holds an earlier dnndist experiment")
+
+
+def claim_results_dir(results: str | Path) -> None:
+    """Mark the results folder as dnndist's (on first use; later runs may then reuse it)."""
+    path = Path(results)
+    path.mkdir(parents=True, exist_ok=True)
+    marker = path / RESULTS_MARKER
+    if not marker.exists():
+        marker.write_text("This folder holds the outputs of a dnndist workflow; dnndist may overwrite and delete files here.\n")
 
 
 # short, readable labels of factor levels in variant names
@@ -153,6 +199,8 @@ def expand_variants(cfg: Mapping[str, Any], validator: Any = None) -> dict[str, 
 
 
 def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
+    if check_paths:
+        check_results_dir(cfg["results"])
     data = cfg["data"]
     if data["source"] == "imagefolder":
         path = data["imagefolder"]["path"]
@@ -162,7 +210,7 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
             raise ConfigError(f"config key 'data.imagefolder.path': {path!r} does not exist")
         if check_paths and Path(path).is_file() and not str(path).endswith((".tar.gz", ".tgz", ".tar")):
             raise ConfigError(f"config key 'data.imagefolder.path': {path!r} is a file but not a .tar, .tar.gz or .tgz archive")
-    if data["source"] == "synthetic" and data["valid_size"] >= data["synthetic"]["train_size"]:
+    if data["source"] == "synthetic" and data["valid_split"] == "train" and data["valid_size"] >= data["synthetic"]["train_size"]:
         raise ConfigError(
             f"config key 'data.valid_size': {data['valid_size']} leaves no training images "
             f"(data.synthetic.train_size is {data['synthetic']['train_size']})"
@@ -189,12 +237,81 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
             raise ConfigError(f"config key 'stacked': stacked training supports paper_cnn and plain_cnn, not {model['name']!r}")
         weights = model.get("weights")
         if weights and check_paths and not Path(weights).is_file():
-            raise ConfigError(f"config key '{where if where != 'model' else 'model'}.weights': {weights!r} does not exist")
+            what = "is not a file" if Path(weights).exists() else "does not exist"
+            raise ConfigError(f"config key '{where if where != 'model' else 'model'}.weights': {weights!r} {what}")
         if weights and not str(weights).endswith((".pth", ".pt", ".safetensors", ".bin")):
             raise ConfigError(f"config key 'model.weights': {weights!r} must be a .pth, .pt, .bin or .safetensors state dict")
         image = image_size(cfg)
         if model["name"] in ("paper_cnn", "plain_cnn") and image % 4:
             raise ConfigError(f"config key 'data': image size {image} must be divisible by 4 for {model['name']}")
+
+
+def _require_defaults(node: Any, root: dict[str, Any]) -> Any:
+    """A copy of a schema in which every property that has a default is required: resolved
+    settings always carry it, so a stage given settings without it was handed a partial JSON."""
+    if isinstance(node, list):
+        return [_require_defaults(n, root) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _require_defaults(v, root) for k, v in node.items()}
+    if "properties" in node:
+        out["required"] = sorted(k for k, v in node["properties"].items() if "default" in _resolve_ref(v, root))
+    return out
+
+
+_RUN_KEYS = {"variant": {"type": "string"}, "init_name": {"$ref": "#/$defs/init_name"}, "seed": {"type": "integer", "minimum": 0}}
+_SETTINGS_PROPERTIES: dict[str, dict[str, Any]] = {
+    "run": {"type": "object", "properties": _RUN_KEYS, "required": list(_RUN_KEYS), "additionalProperties": False},
+    **{sec: {"$ref": f"#/$defs/{sec}"} for sec in RUN_SECTIONS},
+    "split": {"type": "object", "required": ["valid_size", "split_seed", "valid_split"], "properties": {
+        "valid_size": {"type": "integer", "minimum": 1}, "split_seed": {"type": "integer", "minimum": 0},
+        "valid_split": {"enum": ["train", "test"]}}},
+    "checkpoint_epochs": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
+    "extract": {"$ref": "#/$defs/extract"},
+    "random": {"type": "object", "required": ["random_size", "random_seed"], "properties": {
+        "random_size": {"type": "integer", "minimum": 1}, "random_seed": {"type": "integer", "minimum": 0}}},
+    "stats": {"$ref": "#/$defs/stats"},
+}
+SETTINGS_KEYS = {
+    "run": ["run", *RUN_SECTIONS, "split", "checkpoint_epochs"],
+    "extract": ["run", *RUN_SECTIONS, "split", "checkpoint_epochs", "extract", "random"],
+    "stats": ["stats"],
+}
+
+
+def check_settings(settings: Any, kind: str, schema: dict[str, Any] | None = None) -> Any:
+    """Validate the resolved settings a stage CLI is given as --settings JSON (kind: run,
+    extract, stats, data, or stacked = a list of run settings) against the config schema.
+    Raises ConfigError naming the first missing or bad key."""
+    import jsonschema
+
+    schema = schema or load_schema()
+    defs = _require_defaults(schema["$defs"], schema)
+    if kind == "stacked":
+        if not isinstance(settings, list) or not settings:
+            raise ConfigError("--settings: expected a non-empty JSON list of run settings (one per run of the stack group)")
+        for i, s in enumerate(settings):
+            try:
+                check_settings(s, "run", schema)
+            except ConfigError as exc:
+                raise ConfigError(f"run [{i}]: {exc}") from None
+        return settings
+    if kind == "data":
+        source = settings.get("source") if isinstance(settings, Mapping) else None
+        props = {"source": schema["$defs"]["data"]["properties"]["source"]}
+        if isinstance(source, str) and source in schema["$defs"]["data"]["properties"]:
+            props[source] = defs["data"]["properties"][source]
+        top = {"type": "object", "properties": props, "required": list(props)}
+    else:
+        keys = SETTINGS_KEYS[kind]
+        top = {"type": "object", "properties": {k: _SETTINGS_PROPERTIES[k] for k in keys}, "required": keys}
+    check_finite(settings, what="--settings key")
+    validator = jsonschema.Draft202012Validator({**top, "$defs": defs})
+    errors = sorted(validator.iter_errors(settings), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        err = min(errors[0].context, key=lambda e: len(e.absolute_path)) if errors[0].context else errors[0]
+        raise ConfigError(f"--settings key '{_key(err.absolute_path)}': {err.message}")
+    return settings
 
 
 def image_size(cfg: Mapping[str, Any]) -> int:
@@ -276,7 +393,7 @@ def run_settings(cfg: Mapping[str, Any], run: Run) -> dict[str, Any]:
     return {
         "run": {"variant": run.variant, "init_name": run.init, "seed": run.seed},
         **sections,
-        "split": {"valid_size": data["valid_size"], "split_seed": data["split_seed"]},
+        "split": {"valid_size": data["valid_size"], "split_seed": data["split_seed"], "valid_split": data["valid_split"]},
         # given weights are analysed as they are: one checkpoint, "epoch 0"
         "checkpoint_epochs": [0] if sections["model"].get("weights") else checkpoint_epochs(sections["train"]),
     }
@@ -296,17 +413,37 @@ def data_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {"source": source, source: data[source]}
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        keys = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in keys:
+                raise ConfigError(f"config key '{key}': given twice in one mapping (line {key_node.start_mark.line + 1})")
+            keys.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
+
+
 def load(paths: Iterable[str | Path], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Load config.yaml plus overlays (like snakemake --configfile), then validate."""
     cfg: dict[str, Any] = {}
     for path in paths:
         try:
             with open(path) as fh:
-                layer = yaml.safe_load(fh) or {}
+                layer = yaml.load(fh, Loader=_StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not text (not UTF-8)") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        if not isinstance(layer, Mapping):
+            raise ConfigError(f"config file {path}: expected a mapping of config keys, got a {type(layer).__name__}")
         cfg = deep_merge(cfg, layer)
     if overrides:
         cfg = deep_merge(cfg, overrides)

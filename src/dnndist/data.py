@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dnndist import DnndistError, dims
+from dnndist import DnndistError, dims, integrity
 from dnndist.io import atomic_path
 from dnndist.provenance import attrs as provenance_attrs
 from dnndist.provenance import config_hash
@@ -257,16 +257,20 @@ class StoreWriter:
 
         self.root = zarr.open_group(str(path), mode="w", zarr_format=3)
         self.root.attrs.update({**attrs, "classes": list(classes)})
+        self.classes = list(classes)
         self.stats: dict[str, np.ndarray] = {}
+        self.seen: dict[str, set[int]] = {}  # split -> labels written
 
     def create(self, split: str, n: int, shape: tuple[int, int, int]) -> Any:
         group = self.root.create_group(split)
         images = group.create_array(
-            "images", shape=(n, *shape), chunks=(min(CHUNK, n), *shape), dtype="uint8",
+            "images", shape=(n, *shape), chunks=(min(CHUNK, n), *shape), dtype="uint8", **integrity.checksummed(),
+            config={"write_empty_chunks": True},
             dimension_names=list(dims.IMAGE_DIMS), attributes={"long_name": "pixel value", "units": "1/255"},
         )
         group.create_array(
-            "labels", shape=(n,), chunks=(n,), dtype="int64", dimension_names=[dims.SAMPLE],
+            "labels", shape=(n,), chunks=(n,), dtype="int64", dimension_names=[dims.SAMPLE], **integrity.checksummed(),
+            config={"write_empty_chunks": True},
             attributes={"long_name": "class label", "units": "class index"},
         )
         if split == "train":
@@ -277,6 +281,7 @@ class StoreWriter:
         group = self.root[split]
         group["images"][start : start + len(images)] = images
         group["labels"][start : start + len(labels)] = labels
+        self.seen.setdefault(split, set()).update(int(v) for v in np.unique(labels))
         if split == "train":
             x = images.astype(np.float64) / 255.0
             self.stats["n"] += x.shape[0] * x.shape[2] * x.shape[3]
@@ -284,6 +289,15 @@ class StoreWriter:
             self.stats["ss"] += (x**2).sum(axis=(0, 2, 3))
 
     def close(self) -> None:
+        """Check the splits (non-empty, at least 2 classes, labels in range), then write the train statistics."""
+        for split in self.root.group_keys():
+            labels = self.seen.get(split, set())
+            if not labels:
+                raise DataError(f"split '{split}' has no images")
+            if max(labels) >= len(self.classes) or min(labels) < 0:
+                raise DataError(f"split '{split}' has label {max(labels)} but there are {len(self.classes)} classes")
+            if len(labels) < 2:
+                raise DataError(f"split '{split}' holds a single class ({self.classes[min(labels)]!r}); a classifier needs at least 2")
         n, s, ss = self.stats["n"][0], self.stats["s"], self.stats["ss"]
         mean = s / n
         std = np.sqrt(np.maximum(ss / n - mean**2, 0.0))
@@ -388,7 +402,13 @@ class Dataset:
 
     def to(self, device: torch.device) -> "Dataset":
         pin = device.type == "cuda"
-        move = (lambda t: t.pin_memory().to(device, non_blocking=True)) if pin else (lambda t: t.to(device))
+        moved: dict[int, torch.Tensor] = {}  # splits that share a tensor (valid = test) stay shared
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            if id(t) not in moved:
+                moved[id(t)] = t.pin_memory().to(device, non_blocking=True) if pin else t.to(device)
+            return moved[id(t)]
+
         return Dataset(
             {k: move(v) for k, v in self.images.items()},
             {k: move(v) for k, v in self.labels.items()},
@@ -403,6 +423,7 @@ def open_store(path: str | Path) -> Dataset:
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise DataError(f"{path} is not a dataset store (no zarr.json); rerun the data stage")
+    integrity.verify_store(path)
     try:
         root = zarr.open_group(str(path), mode="r", zarr_format=3)
         images = {s: torch.from_numpy(np.asarray(root[s]["images"][:])) for s in ("train", "test") if s in root}
@@ -440,8 +461,18 @@ def split_indices(n: int, valid_size: int, seed: int) -> tuple[torch.Tensor, tor
     return perm[valid_size:].sort().values, perm[:valid_size].sort().values
 
 
-def make_splits(ds: Dataset, valid_size: int, split_seed: int) -> Dataset:
-    """train/valid(/test) splits from the store's train/test groups."""
+def make_splits(ds: Dataset, valid_size: int, split_seed: int, valid_split: str = "train") -> Dataset:
+    """train/valid(/test) splits from the store's train/test groups.
+
+    ``valid_split`` train: ``valid_size`` images held out of the train group (seeded);
+    test (the paper's split): every train image trains and the test group is the valid
+    split too (the same tensors, so ``valid`` and ``test`` are one set of images)."""
+    if valid_split == "test":
+        if "test" not in ds.images:
+            raise DataError("data.valid_split is 'test' but the dataset store has no test split")
+        images = {"train": ds.images["train"], "valid": ds.images["test"], "test": ds.images["test"]}
+        labels = {"train": ds.labels["train"], "valid": ds.labels["test"], "test": ds.labels["test"]}
+        return Dataset(images, labels, ds.classes, ds.mean, ds.std)
     train_idx, valid_idx = split_indices(len(ds.labels["train"]), valid_size, split_seed)
     images = {"train": ds.images["train"][train_idx], "valid": ds.images["train"][valid_idx]}
     labels = {"train": ds.labels["train"][train_idx], "valid": ds.labels["train"][valid_idx]}

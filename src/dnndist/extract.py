@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from dnndist import DnndistError, data, dims, inits, models, train
+from dnndist import DnndistError, conventions, data, dims, inits, integrity, models, train
 from dnndist.gradients import emission_absorption
 from dnndist.io import atomic_path
 from dnndist.provenance import attrs as provenance_attrs
@@ -54,11 +54,14 @@ def checkpoint_files(ckpt_dir: str | Path, epochs: list[int]) -> dict[int, Path]
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise DnndistError(f"missing checkpoint(s) {missing}; rerun the training stage")
+    integrity.verify_checksums(ckpt_dir, [p.name for p in files.values()])
     return files
 
 
 def build_model(settings: Mapping[str, Any], info: data.StoreInfo) -> models.Net:
-    return models.build(settings["model"], info.channels, len(info.classes), info.image_size)
+    model = models.build(settings["model"], info.channels, len(info.classes), info.image_size)
+    models.check_head(model, len(info.classes), settings["model"].get("weights") or "model")
+    return model
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> dict[str, str]:
@@ -85,21 +88,27 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
             for name, var in ds.data_vars.items()}
 
 
+def _to_zarr(ds: xr.Dataset, path: Path, encoding: dict[str, dict[str, Any]] | None = None, **kwargs: Any) -> Any:
+    """Write (part of) a store: zarr v3, every array checksummed and every chunk written (integrity)."""
+    enc = {name: {**e, **integrity.checksummed()} for name, e in (encoding or _encoding(ds)).items()}
+    return ds.to_zarr(path, zarr_format=3, consolidated=False, write_empty_chunks=True, encoding=enc, **kwargs)
+
+
 def write_store(path: str | Path, root: xr.Dataset, groups: Mapping[str, xr.Dataset], attrs: Mapping[str, str]) -> Path:
     """Write a root dataset and its groups as one zarr v3 store, atomically."""
     with atomic_path(path) as tmp:
         root = root.assign_attrs(**attrs)
-        root.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(root))
+        _to_zarr(root, tmp, mode="w")
         for name, ds in groups.items():
-            ds.to_zarr(tmp, group=name, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(ds))
+            _to_zarr(ds, tmp, group=name, mode="w")
     return Path(path)
 
 
 def store_attrs(settings: Mapping[str, Any], kind: str, device: torch.device) -> dict[str, str]:
     run = settings["run"]
-    extra = {}
+    extra = {"gain_convention": conventions.describe(settings["init"]["gain"])}
     if settings["model"].get("weights"):  # experiment 2: which weights were analysed
-        extra = {"weights": settings["model"]["weights"], "weights_sha256": models.sha256(settings["model"]["weights"])}
+        extra = {"weights": settings["model"]["weights"], "weights_sha256": integrity.sha256(settings["model"]["weights"])}
     return provenance_attrs(
         config_hash(settings), kind=kind, device=str(device), variant=run["variant"], init=run["init_name"],
         seed=run["seed"], created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra,
@@ -129,7 +138,8 @@ def extract_weights(settings: Mapping[str, Any], ckpt_dir: str | Path, store: st
         meta = load_weights(model, files[e])
         states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         diverged.append(meta.get("diverged") == "true")
-    init, gain, bias_mode = settings["run"]["init_name"], inits.gain_for(settings["init"], settings["model"]), settings["init"]["bias"]
+    init, bias_mode = settings["run"]["init_name"], settings["init"]["bias"]
+    gain = inits.gain_for(init, settings["init"]["gain"], settings["model"])
     groups, table = {}, {k: [] for k in ("fan_in", "fan_out", "init_std", "init_bound", "bias_init_std", "bias_init_bound")}
     for spec in model.layer_specs:
         w = torch.stack([s[f"{spec.name}.weight"] for s in states]).numpy()
@@ -140,6 +150,7 @@ def extract_weights(settings: Mapping[str, Any], ckpt_dir: str | Path, store: st
         th, bth = inits.theory(init, shape, gain), inits.bias_theory(init, bias_mode, fan_in)
         layer_attrs = {"layer": spec.name, "depth": spec.depth, "layer_kind": spec.kind, "analysed": int(spec.analysed),
                        "fan_in": fan_in, "fan_out": fan_out, "init": init, "gain": gain,
+                       "gain_convention": conventions.describe(settings["init"]["gain"]),
                        "init_std": th["std"], "init_bound": th["bound"], "init_mean": th["mean"],
                        "bias_init_std": bth["std"], "bias_init_bound": bth["bound"]}
         for k in table:
@@ -335,7 +346,7 @@ class Inputs:
 
 
 def load_inputs(settings: Mapping[str, Any], store: str | Path, device: torch.device) -> Inputs:
-    ds = data.make_splits(data.open_store(store), settings["split"]["valid_size"], settings["split"]["split_seed"]).to(device)
+    ds = data.make_splits(data.open_store(store), **settings["split"]).to(device)
     return Inputs(ds, settings)
 
 
@@ -527,7 +538,7 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
             attrs={"gradient_split": split, "gradient_target": ex["gradient_target"]},
         )
         root = _finish(root, settings).assign_attrs(**store_attrs(settings, "gradients", device))
-        root.to_zarr(tmp, mode="a", zarr_format=3, consolidated=False, encoding=_encoding(root))
+        _to_zarr(root, tmp, mode="a")
         for s in specs:
             kind = s.kind
             v = {}
@@ -544,7 +555,7 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
                                       {"long_name": f"gradient of the per-sample loss w.r.t. the {s.name} {k}-activation output", "units": "1"})
             ds = _finish(xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), settings)
             mode = "a" if s.name in streams else "w"  # conv groups already hold the streamed em/ab
-            ds.to_zarr(tmp, group=s.name, mode=mode, zarr_format=3, consolidated=False, encoding=_encoding(ds))
+            _to_zarr(ds, tmp, group=s.name, mode=mode)
     return Path(out)
 
 
@@ -564,9 +575,9 @@ def _em_ab_streams(tmp: Path, settings: Mapping[str, Any], convs: list[models.La
                        {"long_name": f"{s.name} {what}", "units": "1"})
         ds = _finish(xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), settings)
         enc = {k: {"chunks": (1, 1, 1, 1, bs, var.shape[-1])} for k, var in ds.data_vars.items()}
-        ds.to_zarr(tmp, group=s.name, mode="w", zarr_format=3, consolidated=False, encoding=enc, compute=False)
+        _to_zarr(ds, tmp, encoding=enc, group=s.name, mode="w", compute=False)
     root = zarr.open_group(str(tmp), mode="r+", zarr_format=3)
-    return {s.name: {"em": root[s.name]["em"], "ab": root[s.name]["ab"]} for s in convs}
+    return {s.name: {k: root[s.name][k].with_config({"write_empty_chunks": True}) for k in ("em", "ab")} for s in convs}
 
 
 EXTRACTORS = {"weights": extract_weights, "features": extract_features, "gradients": extract_gradients}

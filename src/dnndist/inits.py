@@ -2,8 +2,15 @@
 
 Conventions (paper.md, section 2.1; torch's conventions): for a weight of shape
 (C_out, C_in, kh, kw), fan_in = C_in*kh*kw and fan_out = C_out*kh*kw; for a linear
-layer (out, in), fan_in = in and fan_out = out. g is the gain (``init.gain``; auto =
-``torch.nn.init.calculate_gain`` of the activation, sqrt(2) for ReLU).
+layer (out, in), fan_in = in and fan_out = out. g is the gain, set by ``init.gain``:
+
+- ``torch`` (default): what ``torch.nn.init`` gives a user who calls the init with its
+  default arguments and the model's nonlinearity: g = 1 for xavier_* and orthogonal,
+  g = ``calculate_gain(activation)`` for kaiming_* (sqrt(2) for ReLU; mode fan_in);
+- ``relu``: ``calculate_gain(activation)`` for every init (the "ReLU gain everywhere"
+  convention; it gives orthogonal kaiming's element std in every layer of the paper CNN
+  and makes xavier and kaiming identical in conv2/conv3, where fan_in = fan_out);
+- a number: that g for every init.
 
 - xavier_normal:   N(0, s^2),  s = g*sqrt(2/(fan_in+fan_out))
 - xavier_uniform:  U(-a, a),   a = g*sqrt(6/(fan_in+fan_out))
@@ -24,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from dnndist.conventions import GAIN_CONVENTIONS
+
 INIT_NAMES = (
     "orthogonal", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "ones", "zeros", "torch_default",
 )
@@ -37,12 +46,22 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def gain_for(settings: Mapping[str, Any], model_settings: Mapping[str, Any]) -> float:
-    if settings["gain"] != "auto":
-        return float(settings["gain"])
+def activation_gain(model_settings: Mapping[str, Any]) -> float:
+    """``torch.nn.init.calculate_gain`` of the model's nonlinearity."""
     if model_settings["activation"] == "leaky_relu":
         return nn.init.calculate_gain("leaky_relu", model_settings["negative_slope"])
     return nn.init.calculate_gain("relu")
+
+
+def gain_for(init: str, convention: str | float, model_settings: Mapping[str, Any]) -> float:
+    """The gain g of ``init`` under a gain convention (``torch``, ``relu`` or a number)."""
+    if not isinstance(convention, str):
+        return float(convention)
+    if convention == "relu":
+        return activation_gain(model_settings)
+    if convention != "torch":
+        raise ValueError(f"unknown gain convention {convention!r}; known: {GAIN_CONVENTIONS} or a number")
+    return activation_gain(model_settings) if init.startswith("kaiming") else 1.0
 
 
 def theory(init: str, shape: tuple[int, ...], gain: float) -> dict[str, float]:

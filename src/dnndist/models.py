@@ -159,17 +159,23 @@ def read_weights(path: str | Path) -> dict[str, Any]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DnndistError(f"{path}: expected a mapping of parameter names to tensors")
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()}
+    if bad:  # refused, not flagged: one NaN weight turns every statistic of its layer (and the features after it) into NaN
+        name, n = next(iter(bad.items()))
+        raise DnndistError(f"{path}: {len(bad)} tensor(s) hold NaN/inf values (e.g. {name!r}: {n}); refusing to analyse non-finite weights")
     return state
 
 
-def sha256(path: str | Path) -> str:
-    import hashlib
+def num_outputs(model: nn.Module) -> int:
+    """Outputs of the classifier head (the last linear layer)."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
 
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+
+def check_head(model: nn.Module, num_classes: int, source: str) -> None:
+    """Every class index of the data must be an output of the model's head."""
+    head = num_outputs(model)
+    if num_classes > head:
+        raise DnndistError(f"{source}: the data has {num_classes} classes but the model's head has {head} outputs")
 
 
 def load_pretrained(model: nn.Module, state: Mapping[str, Any], source: str) -> None:

@@ -1,13 +1,20 @@
 """Figures: one plotting function per figure, each drawn from one tidy table.
 
-Colours are fixed per init (``INIT_COLORS``) so an init looks the same in every figure;
-the shared style file (workflow/style/dnndist.mplstyle) sets sizes for single-column
-paper width. Each figure is saved as PDF and PNG.
+Each figure has a ``draw_*`` function that returns the matplotlib Figure (so tests can inspect
+it) and a thin ``fig_*`` wrapper that saves it as PDF and PNG. Colours are fixed per init
+(``INIT_COLORS``) so an init looks the same in every figure; the shared style file
+(workflow/style/dnndist.mplstyle) sets sizes for single-column paper width.
+
+Seed summaries (``*_summary.csv``) carry ``mean``, ``ci_low``, ``ci_high`` and ``n_seeds``; the
+interval is a 95 % t-interval over seeds. Bands are drawn only where ``n_seeds`` > 1 and every
+band label names the actual number of seeds (``band_label``).
 """
 
 from __future__ import annotations
 
 import math
+import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+import matplotlib.transforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -28,6 +36,7 @@ _PALETTE = ["#0072B2", "#D55E00", "#E69F00", "#009E73", "#56B4E9", "#CC79A7", "#
 INIT_COLORS = dict(zip(INIT_NAMES, _PALETTE))
 INIT_LABELS = {n: n.replace("_", " ") for n in INIT_NAMES}
 STAT_LABELS = {"loss": "cross-entropy loss (nat)", "accuracy": "accuracy (fraction)"}
+SPLIT_STYLES = {"train": "-", "valid": ":", "test": "--"}  # Fig 1: one line style per split
 
 
 def use_style(style: str | Path | None) -> None:
@@ -54,47 +63,139 @@ def _inits(df: pd.DataFrame) -> list[str]:
     return [i for i in INIT_NAMES if i in present]
 
 
-def fig_training(summary: pd.DataFrame, pdf: str | Path, png: str | Path, variant: str | None = None) -> None:
-    """Fig 1: training loss and validation accuracy per init over epochs, mean and 95 % CI over seeds."""
-    df = summary if variant is None else summary[summary["variant"] == variant]
+# --------------------------------------------------------------------------- seed intervals
+def seed_counts(df: pd.DataFrame) -> tuple[int, int]:
+    """(smallest, largest) ``n_seeds`` of the rows of a seed summary that have a mean."""
+    n = df.loc[df["mean"].notna(), "n_seeds"] if "n_seeds" in df else pd.Series(dtype=float)
+    n = n.dropna()
+    return (int(n.min()), int(n.max())) if len(n) else (0, 0)
+
+
+def band_label(df: pd.DataFrame) -> str:
+    """What the lines and bands drawn from seed summary rows are, true to their number of seeds."""
+    lo, hi = seed_counts(df)
+    if hi <= 1:
+        return "one seed: no interval"
+    n = str(hi) if lo == hi else f"{max(lo, 2)}-{hi}"
+    note = " (1 where no band)" if lo < 2 else ""
+    return f"mean and 95 % t-interval over {n} seeds{note}"
+
+
+def _band(ax: plt.Axes, d: pd.DataFrame, x: str, color, alpha: float = 0.2) -> None:
+    """Fill the t-interval where there is one (more than one seed and finite bounds)."""
+    ok = d["ci_low"].notna() & d["ci_high"].notna()
+    if "n_seeds" in d:
+        ok &= d["n_seeds"] > 1
+    if ok.any():
+        ax.fill_between(d[x], d["ci_low"].where(ok), d["ci_high"].where(ok), color=color, alpha=alpha, linewidth=0)
+
+
+# --------------------------------------------------------------------------- Fig 1
+def _one_variant(df: pd.DataFrame, variant: str | None) -> tuple[pd.DataFrame, str, int]:
+    variants = list(dict.fromkeys(df["variant"]))
+    if variant is None:
+        variant = "base" if "base" in variants else variants[0]
+    return df[df["variant"] == variant], variant, len(variants)
+
+
+TRAINING_PANELS = (  # (splits, statistic, title, y scale)
+    (("train", "test"), "loss", "loss", "linear"),
+    (("train", "test"), "loss", "loss, log scale", "log"),
+    (("valid", "test"), "accuracy", "accuracy", "linear"),
+)
+
+
+def _same_split(df: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether splits ``a`` and ``b`` have identical metrics (the same images: data.valid_split test)."""
+    keys = ["init", "epoch", "statistic"]
+    da, db = (df[df["split"] == s].set_index(keys)["mean"].sort_index() for s in (a, b))
+    return len(da) > 0 and da.index.equals(db.index) and np.allclose(da.to_numpy(), db.to_numpy(), equal_nan=True)
+
+
+def draw_training(summary: pd.DataFrame, variant: str | None = None) -> plt.Figure:
+    """Fig 1: train and test loss (linear and log axis) and validation and test accuracy per init
+    over epochs, for one variant (``base`` or the first): mean over seeds and, with more than one
+    seed, the 95 % t-interval. When the validation split is the test split (identical metrics),
+    only test is drawn and the panel says so."""
+    df, variant, n_variants = _one_variant(summary, variant)
     diverged = {init: n for (_, init), n in diverged_runs(df).items()}
-    panels = [("train", "loss", "training loss"), ("valid", "accuracy", "validation accuracy")]
-    fig, axes = plt.subplots(2, 1, figsize=(3.3, 4.2), sharex=True)  # single-column width
-    for ax, (split, stat, title) in zip(axes, panels):
-        sub = df[(df["split"] == split) & (df["statistic"] == stat)]
+    valid_is_test = _same_split(df, "valid", "test")
+    fig, axes = plt.subplots(len(TRAINING_PANELS), 1, figsize=(3.3, 5.6), sharex=True)  # single-column width
+    for ax, (splits, stat, title, scale) in zip(axes, TRAINING_PANELS):
+        if valid_is_test:
+            splits = tuple(s for s in splits if s != "valid")
+        sub = df[df["split"].isin(splits) & (df["statistic"] == stat)]
         for init in _inits(sub):
-            d = sub[sub["init"] == init].sort_values("epoch")
-            for vname, dv in d.groupby("variant"):
-                style = "-" if vname == (variant or d["variant"].iloc[0]) else "--"
-                label = INIT_LABELS[init] + (f" (diverged: {diverged[init]} seed{'s' * (diverged[init] != 1)})" if init in diverged else "")
-                ax.plot(dv["epoch"], dv["mean"], style, color=INIT_COLORS[init], label=label if style == "-" else None,
-                        marker="x" if init in diverged else None, markevery=[-1] if init in diverged else None)
-                if dv["ci_low"].notna().any():
-                    ax.fill_between(dv["epoch"], dv["ci_low"], dv["ci_high"], color=INIT_COLORS[init], alpha=0.2, linewidth=0)
+            for split in splits:
+                d = sub[(sub["init"] == init) & (sub["split"] == split)].sort_values("epoch")
+                if d.empty or d["mean"].isna().all():
+                    continue
+                ax.plot(d["epoch"], d["mean"], SPLIT_STYLES[split], color=INIT_COLORS[init], linewidth=0.9,
+                        gid=f"{init}|{split}|{stat}", marker="x" if init in diverged else None,
+                        markevery=[-1] if init in diverged else None)
+                _band(ax, d, "epoch", INIT_COLORS[init], alpha=0.15)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.set_ylabel(STAT_LABELS[stat])
-        ax.set_title(title)
+        ax.set_ylabel(STAT_LABELS[stat].replace(" (", ", log axis (") if scale == "log" else STAT_LABELS[stat])
+        names = ", ".join(f"{s} {_style_name(s)}" for s in splits)
+        ax.set_title(f"{title}: {names}" + (" (valid = test: same images)" if valid_is_test and stat == "accuracy" else ""))
+        if scale == "log":
+            ax.set_yscale("log")
+            _plain_log_labels(ax)
         if stat == "loss":
-            _clip_off_scale(ax, sub)
+            _clip_off_scale(ax, sub, log=scale == "log")
     axes[-1].set_xlabel("epoch")
-    n_seeds = int(df["n_seeds"].max()) if len(df) else 0
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, bbox_to_anchor=(0.5, 0.0),
-               title=f"mean and 95 % CI over {n_seeds} seed{'s' * (n_seeds != 1)}")
-    fig.tight_layout(rect=(0, 0.16, 1, 1))
-    save(fig, pdf, png)
+    if n_variants > 1:
+        fig.suptitle(f"variant {variant} (of {n_variants})")
+    handles = [plt.Line2D([], [], color=INIT_COLORS[i], marker="x" if i in diverged else None,
+                          label=INIT_LABELS[i] + (f" (diverged: {diverged[i]} seed{'s' * (diverged[i] != 1)})" if i in diverged else ""))
+               for i in _inits(df)]
+    fig.legend(handles=handles, loc="lower center", ncol=2 if len(handles) > 3 else 1, bbox_to_anchor=(0.5, 0.0),
+               title=band_label(df[df["statistic"].isin(("loss", "accuracy"))]))
+    rows = math.ceil(len(handles) / 2) if len(handles) > 3 else len(handles)
+    fig.tight_layout(rect=(0, min(0.35, (0.3 + 0.13 * rows) / 5.6), 1, 1))
+    return fig
 
 
-def _clip_off_scale(ax: plt.Axes, sub: pd.DataFrame, factor: float = 20.0) -> None:
+def _plain_log_labels(ax: plt.Axes) -> None:
+    """Label a log y axis with plain numbers (0.01, 0.6, 1, 2); when it spans less than two
+    decades, label 2, 3 and 5 times each power of ten too, so that a short range still reads."""
+    def label(v: float, _pos: int, minor: bool = False) -> str:
+        if v <= 0:
+            return ""
+        lead = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
+        lo, hi = ax.get_ylim()
+        if minor and (lead not in (2, 3, 5) or hi / lo > 100):
+            return ""
+        return f"{v:g}"
+
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(label))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, pos: label(v, pos, minor=True)))
+
+
+def _style_name(split: str) -> str:
+    return {"-": "solid", ":": "dotted", "--": "dashed"}[SPLIT_STYLES[split]]
+
+
+def fig_training(summary: pd.DataFrame, pdf: str | Path, png: str | Path, variant: str | None = None) -> None:
+    save(draw_training(summary, variant), pdf, png)
+
+
+def _clip_off_scale(ax: plt.Axes, sub: pd.DataFrame, factor: float = 20.0, log: bool = False) -> None:
     """Keep the axis on the bulk of the runs: inits whose values exceed ``factor`` times the
-    median run's are named with their last value instead of stretching the axis."""
-    last = sub.sort_values("epoch").groupby("init")["mean"].last()
+    median run's are named with their last value instead of stretching the axis (on a log axis
+    too: there the point is to resolve the small differences between the other runs)."""
+    last = sub.sort_values("epoch").groupby(["init", "split"])["mean"].last().groupby(level="init").max()
     typical = last.median()
     off = last[last > factor * typical]
     if off.empty or not np.isfinite(typical):
         return
-    top = sub[~sub["init"].isin(off.index)]["mean"].max() * 1.15
-    ax.set_ylim(0, top)
+    kept = sub[~sub["init"].isin(off.index)]
+    if log:
+        low = pd.concat([kept["mean"], kept.get("ci_low", kept["mean"])]).where(lambda v: v > 0).min()
+        high = pd.concat([kept["mean"], kept.get("ci_high", kept["mean"])]).max()
+        ax.set_ylim(low / 1.1, high * 1.25)
+    else:
+        ax.set_ylim(0, kept["mean"].max() * 1.15)
     note = "\n".join(f"{INIT_LABELS[i]}: {v:.3g} (off scale)" for i, v in off.items())
     ax.text(0.98, 0.95, note, transform=ax.transAxes, ha="right", va="top", fontsize=5, color="0.3")
 
@@ -103,47 +204,173 @@ def _first_run(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["seed"] == df["seed"].min()) & (df["variant"] == df["variant"].iloc[0])]
 
 
-def fig_features(hist: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
+# --------------------------------------------------------------------------- Fig 2
+def _hist_edges(d: pd.DataFrame) -> np.ndarray:
+    """Bin edges of one tensor's equal-width histogram rows (sorted by ``x``)."""
+    x = d["x"].to_numpy()
+    if {"min", "max"} <= set(d) and np.isfinite(d["min"].iloc[0]) and np.isfinite(d["max"].iloc[0]):
+        return np.linspace(d["min"].iloc[0], d["max"].iloc[0], len(x) + 1)
+    w = (x[-1] - x[0]) / (len(x) - 1) if len(x) > 1 else 1.0
+    return np.concatenate([x - w / 2, [x[-1] + w / 2]])
+
+
+def draw_weight_distributions(hist: pd.DataFrame, params: Sequence[str] = ("weight", "bias")) -> plt.Figure:
+    """Fig 2: weight and bias distributions per layer (rows), before and after training (columns),
+    one line per init (seed 0 of the first variant): density histograms over each tensor's full
+    min..max range on a log density axis, so single large values show. Triangles at the foot of
+    a panel mark each init's min and max; dotted lines mark -1 and +1 where they are in range.
+    A constant tensor (ones, zeros before training) is a point mass: a vertical line with a
+    triangle at its value, named in the panel's title ("all = 1: ones")."""
+    df = hist[(hist["seed"] == hist["seed"].min()) & (hist["variant"] == hist["variant"].iloc[0])]
+    params = [p for p in params if p in set(df["param"])]
+    layers = list(dict.fromkeys(df["layer"]))
+    epochs = sorted(df["epoch"].unique())
+    first, last = epochs[0], epochs[-1]
+    cols = [(p, e) for p in params for e in dict.fromkeys((first, last))]
+    height = 1.3 * len(layers) + 0.55
+    fig, axes = plt.subplots(len(layers), len(cols), figsize=(6.8, height), squeeze=False)
+    for r, layer in enumerate(layers):
+        for c, (param, epoch) in enumerate(cols):
+            ax = axes[r, c]
+            ax.set_title(f"{layer} {param}, epoch {epoch}" + (" (init)" if epoch == 0 else ""), fontsize=6)
+            sub = df[(df["layer"] == layer) & (df["param"] == param) & (df["epoch"] == epoch)]
+            if sub.empty:
+                ax.text(0.5, 0.5, f"no {param}", transform=ax.transAxes, ha="center", va="center", color="0.4")
+                ax.set_axis_off()
+                continue
+            _draw_tensor_panel(ax, sub)
+            if c == 0:
+                ax.set_ylabel("density (log)")
+            if r == len(layers) - 1:
+                ax.set_xlabel(f"{param} value")
+    handles = [plt.Line2D([], [], color=INIT_COLORS[i], label=INIT_LABELS[i]) for i in _inits(df)]
+    fig.legend(handles=handles, loc="upper center", ncol=min(8, len(handles)), bbox_to_anchor=(0.5, 1.0),
+               title=f"seed {df['seed'].min()}, variant {df['variant'].iloc[0]}")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))
+    return fig
+
+
+def _draw_tensor_panel(ax: plt.Axes, sub: pd.DataFrame) -> None:
+    lows, highs, points = [], [], {}
+    positive = sub["density"][sub["density"] > 0]
+    top = float(positive.max()) if len(positive) else 1.0
+    floor = min(float(positive.min()) / 3, top / 30) if len(positive) else 1e-3  # >= 1.5 decades: labelled log ticks
+    foot = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    for init in _inits(sub):
+        d = sub[sub["init"] == init].sort_values("x")
+        lo = float(d["min"].iloc[0]) if "min" in d else float(d["x"].min())
+        hi = float(d["max"].iloc[0]) if "max" in d else float(d["x"].max())
+        color = INIT_COLORS[init]
+        if d["density"].isna().all():  # constant tensor: a point mass at its value
+            value = float(d["mean"].iloc[0]) if "mean" in d else float(d["x"].iloc[0])
+            points.setdefault(value, []).append(init)
+            ax.axvline(value, color=color, linewidth=1.0, alpha=0.8, zorder=1, gid=f"{init}|point")
+            ax.plot([value], [0.97], "v", color=color, markersize=3.5, transform=foot, clip_on=False)
+            lows.append(value)
+            highs.append(value)
+            continue
+        dens = d["density"].fillna(0).to_numpy()
+        ax.stairs(np.maximum(dens, floor), _hist_edges(d), baseline=floor, color=color, linewidth=0.7, gid=f"{init}|hist")
+        ax.plot([lo, hi], [0.015, 0.015], "^", color=color, markersize=2.5, transform=foot, clip_on=False)
+        lows.append(lo)
+        highs.append(hi)
+    ax.set_yscale("log")
+    ax.set_ylim(floor, top * 2)
+    _plain_log_labels(ax)
+    lo, hi = min(lows), max(highs)
+    pad = 0.04 * (hi - lo) if hi > lo else max(0.1 * abs(lo), 0.05)
+    ax.set_xlim(lo - pad, hi + pad)
+    for v in (-1.0, 1.0):
+        if lo - pad <= v <= hi + pad:
+            ax.axvline(v, color="0.45", linestyle=":", linewidth=0.6)
+    if points:
+        note = "; ".join(f"all = {v:.3g}: " + ", ".join(INIT_LABELS[i] for i in inits) for v, inits in sorted(points.items()))
+        ax.set_title(f"{ax.get_title()}\n{textwrap.shorten(note, 60, placeholder=' ...')}", fontsize=5.5)
+
+
+def fig_weight_distributions(hist: pd.DataFrame, pdf: str | Path, png: str | Path, param: str | None = None) -> None:
+    save(draw_weight_distributions(hist, (param,) if param else ("weight", "bias")), pdf, png)
+
+
+# --------------------------------------------------------------------------- Fig 3
+def draw_features(hist: pd.DataFrame) -> plt.Figure:
     """Fig 3: pre-activation feature distributions per layer (rows) and input split (columns), before
     (dashed) and after (solid) training, one colour per init (seed 0); over all inputs of each split.
-    Constant inits (ones, zeros) are left out: their activations span orders of magnitude more."""
+    Each panel lists every init's std before -> after. Constant inits (ones, zeros) are not drawn
+    (their activations span orders of magnitude more) but their std is listed."""
     df = _first_run(hist)
     layers = list(dict.fromkeys(df["layer"]))
     splits = [s for s in SPLIT_ORDER if s in set(df["split"])]
     first, last = df["epoch"].min(), df["epoch"].max()
     constant = set(CONSTANT_INITS)
-    fig, axes = plt.subplots(len(layers), len(splits), figsize=(6.8, 1.35 * len(layers) + 0.5), squeeze=False)
+    height = 1.5 * len(layers) + 0.5
+    fig, axes = plt.subplots(len(layers), len(splits), figsize=(6.8, height), squeeze=False)
     for r, layer in enumerate(layers):
         for c, split in enumerate(splits):
             ax = axes[r, c]
             sub = df[(df["layer"] == layer) & (df["split"] == split)]
+            notes, hidden = [], []  # (text, colour) of drawn inits (right) and of constant ones (left)
             for init in _inits(sub):
+                stds = [sub.loc[(sub["init"] == init) & (sub["epoch"] == e), "std"] for e in (first, last)]
+                std_text = " \u2192 ".join(f"{s.iloc[0]:.3g}" if len(s) else "-" for s in stds)
+                outside = sub.loc[sub["init"] == init, "outside"].max() if "outside" in sub else 0.0
                 if init in constant:
+                    hidden.append((f"{INIT_LABELS[init]}: {std_text}", INIT_COLORS[init]))
                     continue
+                if outside > 1e-3:  # values beyond the histogram's range: in the std, not in the curve
+                    std_text += f" ({100 * outside:.1f} % off range)"
+                notes.append((std_text, INIT_COLORS[init]))
                 for epoch, style in ((first, "--"), (last, "-")):
                     d = sub[(sub["init"] == init) & (sub["epoch"] == epoch)]
-                    ax.plot(d["x"], d["density"], style, color=INIT_COLORS[init], linewidth=0.8 if style == "-" else 0.6)
+                    ax.plot(d["x"], d["density"], style, color=INIT_COLORS[init], linewidth=0.8 if style == "-" else 0.6,
+                            gid=f"{init}|{epoch}")
             ax.set_yscale("log")
-            ax.set_title(f"{layer}, {split} inputs")
+            ax.set_title(f"{layer}, {split} inputs", fontsize=6)
+            step = 0.068
+            for x, ha, header, lines in ((0.99, "right", f"std, epoch {first} \u2192 {last}:", notes),
+                                         (0.01, "left", "not drawn, std:", hidden)):
+                if not lines:
+                    continue
+                ax.text(x, 0.98, header, transform=ax.transAxes, ha=ha, va="top", fontsize=4.3, color="0.2", gid="std-header")
+                for k, (text, color) in enumerate(lines):
+                    ax.text(x, 0.98 - step * (k + 1), text, transform=ax.transAxes, ha=ha, va="top", fontsize=4.3,
+                            color=color, gid="std")
+            _headroom(ax, step * (max(len(notes), len(hidden)) + 1) + 0.03)
             if c == 0:
-                ax.set_ylabel("density")
+                ax.set_ylabel("density (log)")
             if r == len(layers) - 1:
                 ax.set_xlabel("pre-activation value")
-    handles = [plt.Line2D([], [], color=INIT_COLORS[i], label=INIT_LABELS[i]) for i in _inits(df) if i not in constant]
+    drawn = [i for i in _inits(df) if i not in constant]
+    handles = [plt.Line2D([], [], color=INIT_COLORS[i], label=INIT_LABELS[i]) for i in drawn]
     handles += [plt.Line2D([], [], color="0.3", linestyle="--", label=f"epoch {first}"),
                 plt.Line2D([], [], color="0.3", label=f"epoch {last}")]
     fig.legend(handles=handles, loc="upper center", ncol=min(7, len(handles)), bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (1.35 * len(layers) + 0.5)))
-    save(fig, pdf, png)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))
+    return fig
 
 
-def fig_emission(table: pd.DataFrame, pdf: str | Path, png: str | Path, init: str | None = None,
-                 layers: Sequence[str] = ()) -> None:
+def _headroom(ax: plt.Axes, frac: float) -> None:
+    """Raise the top of a log y axis so the top ``frac`` of the panel is free for text."""
+    lo, hi = (math.log10(v) for v in ax.get_ylim())
+    frac = min(frac, 0.5)
+    ax.set_ylim(top=10 ** (hi + (hi - lo) * frac / (1 - frac)))
+
+
+def fig_features(hist: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
+    save(draw_features(hist), pdf, png)
+
+
+# --------------------------------------------------------------------------- Fig 4
+WHISKERS = (5, 95)
+
+
+def draw_emission(table: pd.DataFrame, init: str | None = None, layers: Sequence[str] = ()) -> plt.Figure:
     """Fig 4: emission and absorption per channel (first 15 of each conv layer, or of ``layers``),
-    box plots over inputs, for one init (seed 0, last checkpoint)."""
+    box plots over inputs, for one init (seed 0, last checkpoint). Every panel has its own y axis."""
     import seaborn as sns
 
     df = _first_run(table)
+    df = df[df["epoch"] == df["epoch"].max()]
     init = init if init in set(df["init"]) else _inits(df)[0]
     df = df[df["init"] == init]
     present = list(dict.fromkeys(df["layer"]))
@@ -151,27 +378,37 @@ def fig_emission(table: pd.DataFrame, pdf: str | Path, png: str | Path, init: st
     if missing:
         raise DnndistError(f"plots.emission_layers: {missing} not among the analysed conv layers {present}")
     layers = list(layers) or present
-    fig, axes = plt.subplots(len(layers), 2, figsize=(6.8, 1.5 * len(layers) + 0.3), squeeze=False, sharey="row")
+    fig, axes = plt.subplots(len(layers), 2, figsize=(6.8, 1.5 * len(layers) + 0.5), squeeze=False)
     for r, layer in enumerate(layers):
         for c, measure in enumerate(("emission", "absorption")):
             ax = axes[r, c]
             d = df[(df["layer"] == layer) & (df["measure"] == measure)]
-            sns.boxplot(data=d, x="channel", y="value", ax=ax, color=INIT_COLORS[init], fliersize=0.8, linewidth=0.5, whis=(5, 95))
-            ax.set_title(f"{layer} {measure} ({'output' if measure == 'emission' else 'input'} channels)")
+            sns.boxplot(data=d, x="channel", y="value", ax=ax, color=INIT_COLORS[init], fliersize=0.8, linewidth=0.5, whis=WHISKERS)
+            ax.set_title(f"{layer} {measure} ({'output' if measure == 'emission' else 'input'} channels)", fontsize=6)
             ax.set_xlabel("channel" if r == len(layers) - 1 else "")
             ax.set_ylabel("sum of local-gradient norms" if c == 0 else "")
-    fig.suptitle(f"{INIT_LABELS[init]}, epoch {int(df['epoch'].max())}", y=1.0)
+    n_inputs = int(df.groupby(["layer", "measure", "channel"])["sample"].nunique().max()) if "sample" in df and len(df) else 0
+    fig.suptitle(f"{INIT_LABELS[init]}, epoch {int(df['epoch'].max())}: box = quartiles and median over {n_inputs} inputs, "
+                 f"whiskers = {WHISKERS[0]}th-{WHISKERS[1]}th percentile, dots = beyond; each panel its own y axis",
+                 y=1.0, fontsize=6)
     fig.tight_layout()
-    save(fig, pdf, png)
+    return fig
 
 
+def fig_emission(table: pd.DataFrame, pdf: str | Path, png: str | Path, init: str | None = None,
+                 layers: Sequence[str] = ()) -> None:
+    save(draw_emission(table, init, layers), pdf, png)
+
+
+# --------------------------------------------------------------------------- Figs 5, 6
 TRAJECTORY_STATS = {"std": "std", "kurtosis": "excess kurtosis", "near_zero_rel_0.1": "near-zero mass (|w| < 0.1 std)"}
 
 
-def fig_trajectories(summary: pd.DataFrame, pdf: str | Path, png: str | Path, x: str = "epoch") -> None:
+def draw_trajectories(summary: pd.DataFrame, x: str = "epoch") -> plt.Figure:
     """Trajectories (x = epoch) or depth profile (x = depth, at the last epoch) of weight std, kurtosis
-    and near-zero mass per layer and init: mean and 95 % CI over seeds. Constant inits (ones, zeros)
-    are left out (zero std, undefined kurtosis); the tables report them."""
+    and near-zero mass per layer and init: mean over seeds and, with more than one seed, the 95 %
+    t-interval. Constant inits (ones, zeros) are left out (zero std, undefined kurtosis); the tables
+    report them."""
     df = summary[(summary["param"] == "weight") & (summary["statistic"].isin(TRAJECTORY_STATS))]
     df = df[(df["variant"] == df["variant"].iloc[0]) & ~df["init"].isin(CONSTANT_INITS)]
     if x == "depth":
@@ -189,8 +426,7 @@ def fig_trajectories(summary: pd.DataFrame, pdf: str | Path, png: str | Path, x:
             if d["mean"].isna().all():
                 continue
             ax.plot(d[x], d["mean"], "-o", markersize=1.5, color=INIT_COLORS[init], label=INIT_LABELS[init])
-            if d["ci_low"].notna().any():
-                ax.fill_between(d[x], d["ci_low"], d["ci_high"], color=INIT_COLORS[init], alpha=0.2, linewidth=0)
+            _band(ax, d, x, INIT_COLORS[init])
         ax.set_title(TRAJECTORY_STATS[stat] if layer is None else f"{layer}", fontsize=6)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if stat == "std" and (sub["mean"] > 0).all() and sub["mean"].max() > 10 * sub["mean"].min():
@@ -204,77 +440,123 @@ def fig_trajectories(summary: pd.DataFrame, pdf: str | Path, png: str | Path, x:
         for ax in axes[-1]:
             ax.set_xlabel("epoch")
     handles, labels = axes.ravel()[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(7, len(handles)), bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 0.93 if x == "depth" else 0.95))
-    save(fig, pdf, png)
+    fig.legend(handles, labels, loc="upper center", ncol=min(7, len(handles)), bbox_to_anchor=(0.5, 1.0),
+               title=band_label(df), title_fontsize=6)
+    fig.tight_layout(rect=(0, 0, 1, 0.86 if x == "depth" else 0.93))
+    return fig
 
 
-def fig_weight_distributions(hist: pd.DataFrame, pdf: str | Path, png: str | Path, param: str = "weight") -> None:
-    """Fig 2: weight distributions per layer (rows), before vs after training (columns), one line per
-    init (seed 0 of the first variant). Runs whose initial weights are constant (ones, zeros) would
-    squash every axis, so they are listed in the panel as mean +- std instead of drawn."""
-    df = hist[(hist["param"] == param) & (hist["seed"] == hist["seed"].min()) & (hist["variant"] == hist["variant"].iloc[0])]
-    layers = list(dict.fromkeys(df["layer"]))
-    epochs = sorted(df["epoch"].unique())
-    first, last = epochs[0], epochs[-1]
-    start = df[df["epoch"] == first].groupby("init")["std"].max()
-    constant = set(start[start == 0].index)
-    fig, axes = plt.subplots(len(layers), 2, figsize=(6.8, 1.45 * len(layers) + 0.4), squeeze=False)
-    for r, layer in enumerate(layers):
-        for c, epoch in enumerate((first, last)):
-            ax = axes[r, c]
-            sub = df[(df["layer"] == layer) & (df["epoch"] == epoch)]
-            notes = []
-            for init in _inits(sub):
-                d = sub[sub["init"] == init]
-                if init in constant or d["density"].isna().all():
-                    notes.append(f"{INIT_LABELS[init]}: {d['mean'].iloc[0]:.3g} $\\pm$ {d['std'].iloc[0]:.2g}")
-                    continue
-                ax.plot(d["x"], d["density"], color=INIT_COLORS[init], label=INIT_LABELS[init])
-            if notes:
-                ax.text(0.99, 0.97, "\n".join(notes), transform=ax.transAxes, ha="right", va="top", fontsize=5, color="0.3")
-            ax.set_title(f"{layer} {param}, epoch {epoch}" + (" (before training)" if epoch == 0 else ""))
-            ax.set_ylabel("density")
-            if r == len(layers) - 1:
-                ax.set_xlabel(f"{param} value")
-    handles = [plt.Line2D([], [], color=INIT_COLORS[i], label=INIT_LABELS[i]) for i in _inits(df) if i not in constant]
-    fig.legend(handles=handles, loc="upper center", ncol=min(5, len(handles)), bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (1.45 * len(layers) + 0.4)))
-    save(fig, pdf, png)
+def fig_trajectories(summary: pd.DataFrame, pdf: str | Path, png: str | Path, x: str = "epoch") -> None:
+    save(draw_trajectories(summary, x), pdf, png)
 
 
+# --------------------------------------------------------------------------- Fig 7
 VARIANT_STATS = {"near_zero_rel_0.1": "near-zero mass (|w| < 0.1 std)", "kurtosis": "excess kurtosis",
                  "tail_index": "Hill tail index", "max": "largest weight"}
+MAX_VARIANT_LINES = 6  # above this many variants, Fig 7 highlights one factor (or group) per row
 
 
-def fig_variants(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
+def variant_factors(name: str) -> list[str]:
+    """The factor levels in a grid variant's name (``bn-leaky-l1_1e-05`` -> bn, leaky, l1_1e-05);
+    ``base`` has none. A hyphen starts a new level only when a letter follows it."""
+    return [] if name == "base" else [t for t in re.split(r"-(?=[A-Za-z])", name) if t]
+
+
+def _variant_groups(variants: list[str]) -> list[tuple[str, list[str]]]:
+    """Rows of the many-variant layout: one per factor level (the variants that have it), or,
+    when names do not split into a few factors, consecutive groups of MAX_VARIANT_LINES variants."""
+    by_size = sorted(variants, key=lambda v: len(variant_factors(v)))  # single-factor variants name the order
+    factors = list(dict.fromkeys(t for v in by_size for t in variant_factors(v)))
+    if 1 < len(factors) <= 8 and all(len([v for v in variants if f in variant_factors(v)]) < len(variants) for f in factors):
+        return [(f, [v for v in variants if f in variant_factors(v)]) for f in factors]
+    return [(f"variants {k + 1}-{min(k + MAX_VARIANT_LINES, len(variants))}", variants[k:k + MAX_VARIANT_LINES])
+            for k in range(0, len(variants), MAX_VARIANT_LINES)]
+
+
+def draw_variants(summary: pd.DataFrame) -> plt.Figure:
     """Fig 7: weight near-zero mass, kurtosis, tail index and largest weight per layer against
-    depth at the last epoch, one line per variant (experiment factors: BN, leaky ReLU, L1/L2,
-    binary inputs, depth), for the first non-constant init; mean and 95 % CI over seeds."""
+    depth at the last epoch, per variant (experiment factors: BN, leaky ReLU, L1/L2, binary inputs,
+    depth), for the first non-constant init.
+
+    Up to MAX_VARIANT_LINES variants: one line per variant (mean over seeds, 95 % t-interval band
+    with more than one seed). More: one row per factor level; the variants with that level are
+    drawn in colour, the others in grey, and the thick lines are the averages of each group."""
     df = summary[(summary["param"] == "weight") & summary["statistic"].isin(VARIANT_STATS)]
     inits = [i for i in _inits(df) if i not in CONSTANT_INITS] or _inits(df)
     df = df[df["init"] == inits[0]]
     last = df.groupby("variant")["epoch"].transform("max")
     df = df[df["epoch"] == last]
     variants = list(dict.fromkeys(df["variant"]))
-    colors = plt.get_cmap("tab20" if len(variants) > 10 else "tab10")
-    fig, axes = plt.subplots(1, len(VARIANT_STATS), figsize=(6.8, 2.6), squeeze=False)
-    for ax, (stat, title) in zip(axes.ravel(), VARIANT_STATS.items()):
+    title = f"{INIT_LABELS[inits[0]]} init, last epoch"
+    if len(variants) <= MAX_VARIANT_LINES:
+        return _draw_variant_lines(df, variants, title)
+    return _draw_variant_groups(df, variants, title)
+
+
+def _variant_panel_style(ax: plt.Axes, title: str | None, xlabel: bool) -> None:
+    if title:
+        ax.set_title(title, fontsize=6)
+    if xlabel:
+        ax.set_xlabel("layer depth")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+
+
+def _draw_variant_lines(df: pd.DataFrame, variants: list[str], title: str) -> plt.Figure:
+    colors = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(VARIANT_STATS), figsize=(6.8, 2.4), squeeze=False)
+    for ax, (stat, stat_title) in zip(axes.ravel(), VARIANT_STATS.items()):
         sub = df[df["statistic"] == stat]
         for i, v in enumerate(variants):
             d = sub[sub["variant"] == v].sort_values("depth")
             if d.empty or d["mean"].isna().all():
                 continue
-            style = "-o" if v == variants[0] else "-"
-            ax.plot(d["depth"], d["mean"], style, markersize=2, linewidth=0.9, color=colors(i % colors.N), label=v)
-            if d["ci_low"].notna().any():
-                ax.fill_between(d["depth"], d["ci_low"], d["ci_high"], color=colors(i % colors.N), alpha=0.15, linewidth=0)
-        ax.set_title(title, fontsize=6)
-        ax.set_xlabel("layer depth")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, max(1, len(labels))), fontsize=5,
-               title=f"variant ({INIT_LABELS[inits[0]]} init, last epoch)", bbox_to_anchor=(0.5, 0.0))
-    rows = math.ceil(len(labels) / 6) if labels else 1
-    fig.tight_layout(rect=(0, min(0.45, 0.1 + 0.06 * rows), 1, 1))
-    save(fig, pdf, png)
+            ax.plot(d["depth"], d["mean"], "-o", markersize=2, linewidth=0.9, color=colors(i), label=v)
+            _band(ax, d, "depth", colors(i), alpha=0.15)
+        _variant_panel_style(ax, stat_title, True)
+    handles = [plt.Line2D([], [], color=colors(i), marker="o", markersize=2, label=v) for i, v in enumerate(variants)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=5,
+               title=f"variant ({title}; {band_label(df)})", title_fontsize=5, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
+    return fig
+
+
+def _draw_variant_groups(df: pd.DataFrame, variants: list[str], title: str) -> plt.Figure:
+    groups = _variant_groups(variants)
+    by_factor = all(not label.startswith("variants ") for label, _ in groups)
+    colors = plt.get_cmap("tab10")
+    height = 1.15 * len(groups) + 0.7
+    fig, axes = plt.subplots(len(groups), len(VARIANT_STATS), figsize=(6.8, height), squeeze=False, sharex=True)
+    for r, (label, members) in enumerate(groups):
+        others = [v for v in variants if v not in members]
+        for c, (stat, stat_title) in enumerate(VARIANT_STATS.items()):
+            ax = axes[r, c]
+            sub = df[df["statistic"] == stat]
+            for v in others:
+                d = sub[sub["variant"] == v].sort_values("depth")
+                ax.plot(d["depth"], d["mean"], "-", color="0.75", linewidth=0.5, zorder=1)
+            for k, v in enumerate(members):
+                d = sub[sub["variant"] == v].sort_values("depth")
+                color = colors(r % 10) if by_factor else colors(k)
+                ax.plot(d["depth"], d["mean"], "-", color=color, linewidth=0.6, alpha=0.7 if by_factor else 1.0, zorder=2)
+            if by_factor:
+                for group, color in ((members, colors(r % 10)), (others, "0.35")):
+                    avg = sub[sub["variant"].isin(group)].groupby("depth")["mean"].mean()
+                    ax.plot(avg.index, avg.to_numpy(), "-o", color=color, markersize=2, linewidth=1.6, zorder=3)
+            _variant_panel_style(ax, stat_title if r == 0 else None, r == len(groups) - 1)
+        if by_factor:
+            handles = [plt.Line2D([], [], color=colors(r % 10), linewidth=1.6, label=f"with {label} ({len(members)})"),
+                       plt.Line2D([], [], color="0.35", linewidth=1.6, label=f"without ({len(others)})")]
+        else:
+            handles = [plt.Line2D([], [], color=colors(k), label=v) for k, v in enumerate(members)]
+            handles.append(plt.Line2D([], [], color="0.75", label="other variants"))
+        axes[r, -1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=5)
+        axes[r, 0].set_ylabel(label, fontsize=6)
+    how = ("thin: each variant; thick: average over the variants with / without the factor" if by_factor
+           else "one colour per variant of the row; grey: the other variants")
+    fig.suptitle(f"{len(variants)} variants ({title}; means over seeds): {how}", fontsize=6, y=1.0)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.1 / height))
+    return fig
+
+
+def fig_variants(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
+    save(draw_variants(summary), pdf, png)

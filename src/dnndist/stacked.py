@@ -33,7 +33,7 @@ from dnndist.config import stack_key
 from dnndist.io import write_bytes, write_text
 from dnndist.provenance import config_hash
 from dnndist.train import (
-    Progress, _finish, _row, build_model, build_optimizer, checkpoint_bytes, evaluate, resolve_device,
+    Progress, _finish, _row, build_model, build_optimizer, checkpoint_bytes, eval_rows, resolve_device,
     set_determinism,
 )
 
@@ -148,6 +148,9 @@ def train_group(settings_list: Sequence[Mapping[str, Any]], store: str | Path, r
         torch.set_num_threads(threads)
     device = resolve_device(tr["device"])
     set_determinism(tr["deterministic"], device)
+    # inputs first: a bad store fails before anything is written
+    ds = data.make_splits(data.open_store(store), **ref["split"]).to(device)
+    nets = [build_model(s, ds, device) for s in settings_list]  # each initialised exactly as per-run training does
     run_dirs = [Path(d) for d in run_dirs]
     hashes = [config_hash(s) for s in settings_list]
     states = [d / ".resume" / h for d, h in zip(run_dirs, hashes)]
@@ -160,8 +163,6 @@ def train_group(settings_list: Sequence[Mapping[str, Any]], store: str | Path, r
                 shutil.rmtree(stale, ignore_errors=True)
     group_state.mkdir(parents=True, exist_ok=True)
 
-    ds = data.make_splits(data.open_store(store), ref["split"]["valid_size"], ref["split"]["split_seed"]).to(device)
-    nets = [build_model(s, ds, device) for s in settings_list]  # each initialised exactly as per-run training does
     fmt = torch.channels_last if tr["channels_last"] else torch.contiguous_format
     model = StackedCNN(nets).to(device=device, memory_format=fmt)
     opt = build_optimizer(model, tr, device)
@@ -189,10 +190,7 @@ def train_group(settings_list: Sequence[Mapping[str, Any]], store: str | Path, r
                 net.load_state_dict(snapshots[i])
             else:
                 model.unstack_into(i, net)
-            for split in ("valid", "test"):
-                if split in ds.labels:
-                    loss, acc = evaluate(net, ds.images[split], ds.labels[split], ds, s)
-                    rows[i] += [_row(epoch, math.nan, split, "loss", loss), _row(epoch, math.nan, split, "accuracy", acc)]
+            rows[i] += eval_rows(net, ds, s, epoch)
             if newly:
                 rows[i].append(_row(epoch, div_step[i], "train", "diverged", 1.0))
             frame = pd.DataFrame(rows[i], columns=["epoch", "step", "split", "metric", "value"])

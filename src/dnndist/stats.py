@@ -1,14 +1,18 @@
 """Statistics stage: distribution statistics of weights (and, from the streaming moments,
-features) as tidy long tables, aggregated over seeds with bootstrap confidence intervals.
+features) as tidy long tables, aggregated over seeds with t confidence intervals.
 
 Tidy tables have one row per (variant, init, seed, epoch, layer, param, statistic) and a
-``value``; seed aggregates have ``mean``, ``ci_low``, ``ci_high`` (percentile bootstrap,
-95 %) and ``n_seeds``. Statistics come from numpy/scipy; the only estimators written here
-are the Hill tail index and the stable rank, each a one-line formula (documented below).
+``value``; seed aggregates have ``mean``, ``ci_low``, ``ci_high`` (the 95 % t-interval of
+the mean over seeds: true to its n, none for one seed) and ``n_seeds`` (the seeds with a
+finite value). Statistics come from numpy/scipy; the only estimators written here are the
+Hill tail index and the stable rank, each a one-line formula (documented below). Shape
+statistics come with a size-calibrated reference (``gaussian_reference``): what a Gaussian
+(or, for the tail index, a uniform) sample of the same size gives.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,34 +21,121 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.special
 import scipy.stats
 
-from dnndist import dims
+from dnndist import dims, spectral
+from dnndist.verdicts import t_interval
 
 log = logging.getLogger(__name__)
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-MIN_EIGENVALUES = 50  # below this many eigenvalues no power-law exponent is fitted
 RUN_KEYS = [dims.VARIANT, dims.INIT, dims.SEED, dims.EPOCH]
+HILL_FRAC, HILL_MIN_K = 0.05, 10
+NULL_MAX_N = 10_000  # reference bands are simulated up to this size, and scaled by 1/sqrt(n) beyond
+NULL_VALUES = 1_000_000  # values simulated per size: 200 (large n) to 2000 (small n) samples
+NULL_MIN_N = 8  # below this size no reference band
 
 
-def hill_tail_index(a: np.ndarray, frac: float = 0.05, min_k: int = 10) -> float:
+def hill_k(n: int, frac: float = HILL_FRAC, min_k: int = HILL_MIN_K) -> int:
+    """The number of largest values the Hill estimator uses for a sample of size n."""
+    return max(min_k, int(frac * n))
+
+
+def hill_tail_index(a: np.ndarray, frac: float = HILL_FRAC, min_k: int = HILL_MIN_K) -> float:
     """Hill estimator of the tail index alpha of |a| from its k = max(min_k, frac*n) largest values:
-    alpha = 1 / mean(log(a_(i) / a_(k+1))), i = 1..k (a_(1) the largest). Smaller alpha = heavier tail."""
+    alpha = 1 / mean(log(a_(i) / a_(k+1))), i = 1..k (a_(1) the largest). Smaller alpha = heavier tail.
+    It has no absolute scale: a Gaussian sample scores a finite alpha that depends on n and k (see
+    ``gaussian_reference``, which gives the Gaussian's and the uniform's value at the same size)."""
     a = np.sort(np.abs(a[np.isfinite(a)]))[::-1]
-    k = max(min_k, int(frac * a.size))
+    k = hill_k(a.size, frac, min_k)
     if a.size <= k or a[k] <= 0:
         return math.nan
     logs = np.log(a[:k] / a[k])
     return float(1.0 / logs.mean()) if logs.mean() > 0 else math.nan
 
 
+def _ks_rows(x: np.ndarray) -> np.ndarray:
+    """KS distance of each row to the normal fitted to it (mean, population std): the Lilliefors statistic."""
+    n = x.shape[-1]
+    z = np.sort((x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True), axis=-1)
+    cdf = scipy.special.ndtr(z)
+    i = np.arange(1, n + 1)
+    return np.maximum((i / n - cdf).max(-1), (cdf - (i - 1) / n).max(-1))
+
+
+def _kurtosis_rows(x: np.ndarray) -> np.ndarray:
+    d = x - x.mean(-1, keepdims=True)
+    return (d**4).mean(-1) / (d**2).mean(-1) ** 2 - 3.0
+
+
+def _hill_rows(x: np.ndarray, k: int) -> np.ndarray:
+    n = x.shape[-1]
+    if n <= k:
+        return np.full(x.shape[:-1], np.nan)
+    top = -np.sort(-np.partition(np.abs(x), n - k - 1, axis=-1)[..., n - k - 1:], axis=-1)  # the k+1 largest, descending
+    with np.errstate(divide="ignore"):
+        logs = np.log(top[..., :k] / top[..., k:k + 1]).mean(-1)
+    return np.where(logs > 0, 1.0 / logs, np.nan)
+
+
+REFERENCE_STATS = ("ks_normal_null95", "kurtosis_null_lo", "kurtosis_null_hi", "tail_index_gaussian", "tail_index_uniform", "tail_k")
+
+
+@functools.lru_cache(maxsize=256)
+def gaussian_reference(n: int) -> dict[str, float]:
+    """What an i.i.d. sample of n values gives for the shape statistics, simulated (seeded by n) and
+    cached per n: the null band a layer of that size is read against.
+
+    - ``ks_normal_null95``: the 95th percentile of the KS distance of a Gaussian sample to its own
+      fitted normal (the Lilliefors null; 0.044 at n = 432, 0.0013 at n = 524,288).
+    - ``kurtosis_null_lo`` / ``kurtosis_null_hi``: the 2.5 % and 97.5 % points of a Gaussian
+      sample's excess kurtosis.
+    - ``tail_index_gaussian`` / ``tail_index_uniform``: the median Hill tail index of a Gaussian /
+      a uniform sample (the estimator's value for a light / a bounded tail at this n and k).
+    - ``tail_k``: the k the Hill estimator uses at this n.
+
+    Sizes above NULL_MAX_N are simulated at NULL_MAX_N and the bands scaled by sqrt(NULL_MAX_N / n)
+    (both statistics are asymptotically normal at rate 1/sqrt(n)); the Hill medians are taken there
+    (with k a fixed fraction of n they converge)."""
+    k = hill_k(n)
+    out = dict.fromkeys(REFERENCE_STATS, math.nan)
+    out["tail_k"] = float(k) if n > k else math.nan
+    if n < NULL_MIN_N:
+        return out
+    m = min(n, NULL_MAX_N)
+    reps = int(np.clip(NULL_VALUES // m, 200, 2000))
+    rng = np.random.default_rng([1_000_003, m])
+    km = hill_k(m)
+    ks, kurt, hg, hu = [], [], [], []
+    chunk = max(1, 250_000 // m)
+    for start in range(0, reps, chunk):
+        r = min(chunk, reps - start)
+        g = rng.standard_normal((r, m))
+        ks.append(_ks_rows(g))
+        kurt.append(_kurtosis_rows(g))
+        hg.append(_hill_rows(g, km))
+        hu.append(_hill_rows(rng.uniform(-1.0, 1.0, (r, m)), km))
+    scale = math.sqrt(m / n)
+    ks_, kurt_ = np.concatenate(ks), np.concatenate(kurt)
+    out["ks_normal_null95"] = float(np.quantile(ks_, 0.95)) * scale
+    lo, hi = np.quantile(kurt_, [0.025, 0.975])
+    out["kurtosis_null_lo"], out["kurtosis_null_hi"] = float(lo) * scale, float(hi) * scale
+    for key, vals in (("tail_index_gaussian", np.concatenate(hg)), ("tail_index_uniform", np.concatenate(hu))):
+        out[key] = float(np.median(vals[np.isfinite(vals)])) if np.isfinite(vals).any() else math.nan
+    return out
+
+
 def distribution_stats(x: np.ndarray, *, thresholds: Sequence[float] = (1e-3, 1e-2), rel_thresholds: Sequence[float] = (0.1,),
-                       fan_in: int | None = None, init_std: float | None = None) -> dict[str, float]:
-    """Moments, quantiles, near-zero mass, range fractions, KS distance to the fitted normal, tail index."""
+                       fan_in: int | None = None, init_std: float | None = None, reference: bool = True) -> dict[str, float]:
+    """Moments, quantiles, near-zero mass, range fractions, KS distance to the fitted normal, tail
+    index, and (``reference``) the size-calibrated reference of the shape statistics
+    (``gaussian_reference``: the KS and kurtosis null band, the Hill index of a Gaussian and of a
+    uniform sample of this size, Hill's k). ``ndim`` is the tensor's rank (4 conv, 2 linear, 1 bias)."""
+    ndim = float(np.ndim(x))
     x = np.asarray(x, dtype=np.float64).ravel()
     nonfinite = int((~np.isfinite(x)).sum())
     x = x[np.isfinite(x)]
-    out: dict[str, float] = {"count": float(x.size), "nonfinite": float(nonfinite)}
+    out: dict[str, float] = {"count": float(x.size), "nonfinite": float(nonfinite), "ndim": ndim}
     if x.size == 0:
         return out
     mean, std = float(x.mean()), float(x.std())
@@ -62,61 +153,47 @@ def distribution_stats(x: np.ndarray, *, thresholds: Sequence[float] = (1e-3, 1e
     out["within_unit"] = float((ax <= 1.0).mean())
     if fan_in:
         out["within_default_bound"] = float((ax <= 1.0 / math.sqrt(fan_in)).mean())
-    out["ks_normal"] = float(scipy.stats.kstest(x, "norm", args=(mean, std)).statistic) if varies else math.nan
+    # standardise, then compare with N(0, 1): scipy >= 1.18 rejects args=(loc, scale) for "norm"
+    out["ks_normal"] = float(scipy.stats.kstest((x - mean) / std, "norm").statistic) if varies else math.nan
     out["tail_index"] = hill_tail_index(x) if varies else math.nan
+    if reference and varies:
+        out.update(gaussian_reference(int(x.size)))
     if init_std is not None and init_std > 0:
         out["std_ratio_to_init"] = std / init_std
     return out
 
 
 def spectral_stats(w: np.ndarray) -> dict[str, float]:
-    """Spectrum of a weight matrix (conv weights reshaped to C_out x C_in*kh*kw).
-
-    stable rank = ||W||_F^2 / ||W||_2^2. The power-law exponent of the eigenvalues
-    (lambda = s^2) is 1 + the Hill tail index of their upper half, fitted only when there
-    are at least MIN_EIGENVALUES of them (otherwise NaN, flagged by ``powerlaw_fitted`` = 0).
-    """
-    mat = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1)
-    if not np.isfinite(mat).all():
-        return {"stable_rank": math.nan, "spectral_norm": math.nan, "powerlaw_alpha": math.nan, "powerlaw_fitted": 0.0}
-    s = np.linalg.svd(mat, compute_uv=False)
-    top = float(s[0]) if s.size else 0.0
-    out = {"spectral_norm": top, "stable_rank": float((s**2).sum() / top**2) if top > 0 else math.nan}
-    eig = s**2
-    if eig.size >= MIN_EIGENVALUES and top > 0:
-        out["powerlaw_alpha"] = 1.0 + hill_tail_index(eig, frac=0.5, min_k=MIN_EIGENVALUES // 2)
-        out["powerlaw_fitted"] = 1.0
-    else:
-        out["powerlaw_alpha"], out["powerlaw_fitted"] = math.nan, 0.0
-    return out
+    """WeightWatcher's spectral metrics of a Linear or Conv2d weight (power-law alpha of the
+    eigenvalue spectrum with the KS-optimal xmin, lambda_max, stable rank, ...) plus the
+    spectral norm and stable rank of the flat C_out x C_in*kh*kw reshape: see ``dnndist.spectral``."""
+    return spectral.spectral_stats(w)
 
 
-def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, ci_low, ci_high) of the mean over seeds: percentile bootstrap (scipy.stats.bootstrap).
-
-    One value or identical values give a zero-width interval only when there is more than
-    one; a single seed has no interval (NaN)."""
-    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(v.mean())
-    if v.size == 1:
-        return mean, math.nan, math.nan
-    if np.all(v == v[0]):
-        return mean, mean, mean
-    res = scipy.stats.bootstrap((v,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                                method="percentile", rng=np.random.default_rng(seed))
-    return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
+def seed_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, ci_low, ci_high) of the mean over seeds: the t-interval mean +- t(n-1) * sd / sqrt(n)
+    over the finite values. A single seed has no interval (NaN); identical values a zero-width one.
+    (With 2 seeds it is mean +- 12.7 * sd / sqrt(2): wide, as it should be; a percentile
+    bootstrap of 2 values would return their range.)"""
+    return t_interval(np.asarray(values, dtype=np.float64), confidence)
 
 
-def aggregate_seeds(df: pd.DataFrame, keys: Iterable[str] | None = None) -> pd.DataFrame:
-    """Collapse the seed dimension of a tidy table: mean and bootstrap 95 % CI per group."""
+def aggregate_seeds(df: pd.DataFrame, keys: Iterable[str] | None = None, confidence: float = 0.95) -> pd.DataFrame:
+    """Collapse the seed dimension of a tidy table: per group the mean, the t-interval over seeds
+    (``seed_ci``) and ``n_seeds``, the number of finite values it rests on."""
     keys = list(keys) if keys is not None else [c for c in df.columns if c not in (dims.SEED, "value")]
-    rows = []
-    for group, sub in df.groupby(keys, sort=True, dropna=False):
-        mean, lo, hi = bootstrap_ci(sub["value"].to_numpy())
-        rows.append((*((group,) if len(keys) == 1 else group), mean, lo, hi, int(sub[dims.SEED].nunique())))
-    return pd.DataFrame(rows, columns=[*keys, "mean", "ci_low", "ci_high", "n_seeds"])
+    value = pd.to_numeric(df["value"], errors="coerce")
+    value = value.where(np.isfinite(value))
+    g = df.assign(value=value).groupby(keys, sort=True, dropna=False)["value"]
+    agg = g.agg(["mean", "std", "count"]).reset_index()
+    n = agg["count"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = scipy.stats.t.ppf(0.5 + confidence / 2, np.where(n >= 2, n - 1, np.nan))
+        half = np.where(agg["std"].to_numpy() == 0, 0.0, q * agg["std"].to_numpy() / np.sqrt(n))
+    mean = agg["mean"].to_numpy()
+    agg["ci_low"], agg["ci_high"] = mean - half, mean + half
+    agg["n_seeds"] = n.astype(int)
+    return agg[[*keys, "mean", "ci_low", "ci_high", "n_seeds"]]
 
 
 def weight_table(weights: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -144,7 +221,7 @@ def weight_table(weights: Mapping[str, Any], settings: Mapping[str, Any] | None 
                 if param == "weight":
                     values.update(spectral_stats(x))
                     values.update(fan_in=float(w_attrs["fan_in"]), fan_out=float(w_attrs["fan_out"]),
-                                  init_std=float(w_attrs["init_std"]), init_bound=float(w_attrs["init_bound"]))
+                                  init_std=float(w_attrs["init_std"]), init_bound=float(w_attrs["init_bound"]), gain=float(w_attrs["gain"]))
                 else:
                     values.update(init_std=float(w_attrs["bias_init_std"]), init_bound=float(w_attrs["bias_init_bound"]))
                 base = {**run, dims.EPOCH: int(epoch), dims.LAYER: layer, "depth": int(w_attrs["depth"]), dims.PARAM: param}
@@ -166,7 +243,8 @@ def weight_stats_of_store(path: str | Path, settings: Mapping[str, Any] | None =
 
 def feature_table(features: Any) -> pd.DataFrame:
     """Per (run, epoch, layer, kind, split): count, mean, std, skewness, excess kurtosis, min, max
-    from the exact streaming moments of a features store's root dataset."""
+    from the exact streaming moments of a features store's root dataset, with each layer's
+    ``depth`` (its position among the weight layers, so tables order conv10 after conv2)."""
     ds = features.load()
     n, m2, m3, m4 = ds["count"], ds["m2"], ds["m3"], ds["m4"]
     var = m2 / n
@@ -178,7 +256,8 @@ def feature_table(features: Any) -> pd.DataFrame:
     for name, arr in derived.items():
         df = arr.rename("value").to_dataframe().reset_index()
         df["statistic"] = name
-        frames.append(df[[*RUN_KEYS, dims.LAYER, dims.KIND, dims.SPLIT, "statistic", "value"]])
+        depth = ["depth"] if "depth" in df else []
+        frames.append(df[[*RUN_KEYS, dims.LAYER, *depth, dims.KIND, dims.SPLIT, "statistic", "value"]])
     out = pd.concat(frames, ignore_index=True)
     return out
 
@@ -211,10 +290,11 @@ def combine(tables: Iterable[str | Path]) -> pd.DataFrame:
     return df.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def weight_histograms(weights: dict, epochs: Sequence[int], max_bins: int = 60) -> pd.DataFrame:
-    """Tidy density histograms of one run's weights/biases at the given epochs: sqrt(n) bins
-    (10 to ``max_bins``) over the 0.5-99.5 % quantile range of each tensor. Rows also carry the
-    tensor's mean and std; a constant tensor gets one row with NaN density."""
+def weight_histograms(weights: dict, epochs: Sequence[int], max_bins: int = 100) -> pd.DataFrame:
+    """Tidy density histograms of one run's weights/biases at the given epochs: sqrt(n) equal bins
+    (10 to ``max_bins``) over the full min..max range of each tensor, so the tails (the largest
+    weights) are in the table. Rows also carry the tensor's count, mean, std, min and max; a
+    constant tensor (min == max) gets one row at its value with NaN density."""
     rows = []
     for layer, ds in weights.items():
         run = {k: ds[k].values[0] for k in ("variant", "init", "seed")}
@@ -226,10 +306,11 @@ def weight_histograms(weights: dict, epochs: Sequence[int], max_bins: int = 60) 
                 x = x[np.isfinite(x)]
                 if x.size == 0:
                     continue
-                lo, hi = np.quantile(x, [0.005, 0.995])
-                base = {**run, "epoch": epoch, "layer": layer, "param": param, "mean": float(x.mean()), "std": float(x.std())}
+                lo, hi = float(x.min()), float(x.max())
+                base = {**run, "epoch": epoch, "layer": layer, "param": param, "count": int(x.size),
+                        "mean": float(x.mean()), "std": float(x.std()), "min": lo, "max": hi}
                 if hi <= lo:
-                    rows.append({**base, "x": float(lo), "density": np.nan})
+                    rows.append({**base, "x": lo, "density": np.nan})
                     continue
                 bins = int(np.clip(np.sqrt(x.size), 10, max_bins))
                 dens, edges = np.histogram(x, bins=bins, range=(lo, hi), density=True)
@@ -239,7 +320,9 @@ def weight_histograms(weights: dict, epochs: Sequence[int], max_bins: int = 60) 
 
 
 def feature_histograms(features: Any, epochs: Sequence[int], kind: str = "pre") -> pd.DataFrame:
-    """Tidy densities of the streaming feature histograms (all inputs of each split) of one run."""
+    """Tidy densities of the streaming feature histograms (all inputs of each split) of one run.
+    Rows also carry the exact mean, std, min and max of the split and ``outside``, the fraction of
+    values beyond the fixed histogram range (counted, but not in any bin)."""
     ds = features.sel(kind=kind).load()
     rows = []
     bins = ds.sizes["bin"]
@@ -254,8 +337,12 @@ def feature_histograms(features: Any, epochs: Sequence[int], kind: str = "pre") 
                     continue
                 centres = lo + width * (np.arange(bins) + 0.5)
                 run = {k: d[k].item() for k in ("variant", "init", "seed")}
+                outside = sum(float(d[k]) for k in ("underflow", "overflow") if k in d and np.isfinite(float(d[k])))
+                extra = {"mean": float(d["mean"]), "std": float(np.sqrt(d["m2"] / total)),
+                         "min": float(d["min"]) if "min" in d else np.nan, "max": float(d["max"]) if "max" in d else np.nan,
+                         "outside": outside / total}
                 rows.extend({**run, "epoch": int(epoch), "layer": str(layer), "kind": kind, "split": str(split), "x": float(c),
-                             "density": float(n / total / width), "mean": float(d["mean"]), "std": float(np.sqrt(d["m2"] / total))}
+                             "density": float(n / total / width), **extra}
                             for c, n in zip(centres, counts))
     return pd.DataFrame(rows)
 

@@ -1,27 +1,30 @@
 """Tables (CSV + Markdown + LaTeX from the same tidy data) and the paper-claims check.
 
-Every claim is decided by a rule written here (and quoted in the table's ``rule`` column):
-a claim *holds* when the statistic points the claimed way and the 95 % bootstrap CIs over
-seeds separate the compared groups, *does not hold* when it points the other way with
-separated CIs, and is *inconclusive* otherwise (overlapping CIs, one seed, missing runs).
+Every claim is decided from the per-seed tables by a calibrated rule of dnndist.verdicts (quoted
+in the table's ``rule`` column, explained in docs/statistics.md): comparisons are paired by
+seed, intervals are t-intervals over seeds, several comparisons in one claim are corrected with
+Holm's method, "no difference" claims are equivalence tests with a stated margin. A claim
+*holds*, *does not hold*, or is *inconclusive*; with fewer than 5 seeds it is *descriptive only*
+(the value and interval are still reported).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
+from dnndist import verdicts
 from dnndist.io import write_text
-from dnndist.stats import bootstrap_ci, diverged_runs
+from dnndist.stats import diverged_runs, gaussian_reference
+from dnndist.verdicts import DESCRIPTIVE, FAILS, HOLDS, UNSURE  # noqa: F401  (the verdict vocabulary, re-exported)
 
-HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
 FLAGGED = "flagged"  # a row that reports a fault (divergence), not a claim
 
 
@@ -37,13 +40,6 @@ def write_table(df: pd.DataFrame, stem: str | Path, caption: str) -> None:
     write_text(stem + ".tex", "\\begin{table}\n\\centering\n\\caption{" + caption.replace("%", "\\%") + "}\n" + latex + "\\end{table}\n")
 
 
-def _pick(summary: pd.DataFrame, **eq) -> pd.DataFrame:
-    m = np.ones(len(summary), dtype=bool)
-    for k, v in eq.items():
-        m &= summary[k].to_numpy() == v
-    return summary[m]
-
-
 def _first_variant(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["variant"] == df["variant"].iloc[0]] if len(df) else df
 
@@ -55,211 +51,453 @@ def init_check(weights: pd.DataFrame) -> pd.DataFrame:
     # unstack, not pivot_table: keep the all-NaN theory_bound of normal inits, add no index combinations
     piv = w.set_index(["init", "layer", "depth", "statistic"])["mean"].unstack("statistic").reset_index()
     piv["max_abs"] = np.maximum(piv["max"].abs(), piv["min"].abs())
-    out = piv[["init", "layer", "depth", "fan_in", "fan_out", "init_std", "std", "init_bound", "max_abs"]].copy()
+    out = piv[["init", "layer", "depth", "fan_in", "fan_out", "gain", "init_std", "std", "init_bound", "max_abs"]].copy()
     out["std_ratio"] = out["std"] / out["init_std"]
     return out.rename(columns={"init_std": "theory_std", "std": "empirical_std", "init_bound": "theory_bound", "max_abs": "empirical_max_abs"}) \
         .sort_values(["init", "depth"]).drop(columns="depth").reset_index(drop=True)
 
 
+RANGE_STATS = ["count", "min", "max", "within_unit", "within_default_bound"]
+
+
 def range_table(weights: pd.DataFrame) -> pd.DataFrame:
-    """Fraction of weights within [-k, k] (k = 1/sqrt(fan_in)) and [-1, 1], min and max, before vs after."""
+    """Do weights stay inside [-1, 1]? Per (init, layer, param) of the first variant, before
+    (first epoch) and after (each run's last epoch): the largest |w| over seeds and each seed's
+    (the extreme is what the question is about, not a seed mean), how many seeds have any weight
+    outside [-1, 1] and how many weights that is in all, and the mean fraction inside PyTorch's
+    default-init bound [-k, k], k = 1/sqrt(fan_in). From the per-seed weights table."""
     w = _first_variant(weights)
-    w = w[w["param"] == "weight"]
-    first, last = w["epoch"].min(), w["epoch"].max()
-    stats = ["within_default_bound", "within_unit", "min", "max"]
+    w = w[w["statistic"].isin(RANGE_STATS)]
+    w = w.assign(when=np.where(w["epoch"] == w["epoch"].min(), "before",
+                               np.where(w["epoch"] == w.groupby(["init", "seed"])["epoch"].transform("max"), "after", "")))
+    w = w[w["when"] != ""]
+    wide = w.pivot_table(index=["init", "layer", "depth", "param", "when", "seed"], columns="statistic", values="value").reset_index()
+    wide["max_abs"] = np.maximum(wide["max"].abs(), wide["min"].abs())
+    wide["n_outside"] = np.rint(wide["count"] * (1.0 - wide["within_unit"]))
     rows = []
-    for (init, layer), d in w[w["statistic"].isin(stats)].groupby(["init", "layer"], sort=False):
-        row = {"init": init, "layer": layer, "depth": d["depth"].iloc[0]}
-        for epoch, tag in ((first, "before"), (last, "after")):
-            for stat in stats:
-                v = d[(d["epoch"] == epoch) & (d["statistic"] == stat)]["mean"]
-                row[f"{stat}_{tag}"] = float(v.iloc[0]) if len(v) else math.nan
+    for (init, layer, depth, param), d in wide.groupby(["init", "layer", "depth", "param"], sort=False):
+        row: dict[str, Any] = {"init": init, "layer": layer, "depth": depth, "param": param}
+        for tag in ("before", "after"):
+            s = d[d["when"] == tag].sort_values("seed")
+            row[f"max_abs_{tag}"] = float(s["max_abs"].max()) if len(s) else math.nan
+            row[f"max_abs_per_seed_{tag}"] = ", ".join(f"{v:.3g}" for v in s["max_abs"])
+            row[f"seeds_outside_unit_{tag}"] = f"{int((s['n_outside'] > 0).sum())}/{len(s)}"
+            row[f"n_outside_unit_{tag}"] = int(s["n_outside"].sum()) if len(s) else 0
+            row[f"within_default_bound_{tag}"] = float(s["within_default_bound"].mean()) if "within_default_bound" in s else math.nan
         rows.append(row)
-    return pd.DataFrame(rows).sort_values(["init", "depth"]).drop(columns="depth").reset_index(drop=True)
+    out = pd.DataFrame(rows).assign(weight_first=lambda t: t["param"] != "weight")
+    return out.sort_values(["init", "weight_first", "depth"]).drop(columns=["weight_first", "depth"]).reset_index(drop=True)
 
 
-def depth_trend(weights_tidy: pd.DataFrame, stats: tuple[str, ...] = ("near_zero_rel_0.1", "kurtosis", "tail_index")) -> pd.DataFrame:
-    """Spearman rank correlation of a weight statistic with layer depth (each variant's last
-    epoch), per variant and init: computed per seed, then mean and bootstrap 95 % CI over seeds."""
-    w = weights_tidy[(weights_tidy["param"] == "weight") & (weights_tidy["statistic"].isin(stats))]
+DEPTH_STATS = ("near_zero_rel_0.1", "kurtosis", "tail_index")
+
+
+def _layer_kind(w: pd.DataFrame) -> pd.Series:
+    """'conv' or 'linear' per row: from the weight tensor's rank (the ``ndim`` statistic: 4 = conv,
+    2 = linear) where the table has it, else from the layer name (fc*, linear*, classifier*, head*)."""
+    names = w["layer"].astype(str)
+    kind = pd.Series(np.where(names.str.contains(r"(?:^|\.)(?:fc|linear|classifier|head)", regex=True), "linear", "conv"), index=w.index)
+    if "statistic" in w and (w["statistic"] == "ndim").any():
+        nd = w[(w["statistic"] == "ndim") & (w["param"] == "weight")].groupby("layer")["value"].max()
+        by_rank = names.map(lambda n: "conv" if nd.get(n, np.nan) >= 3 else "linear" if nd.get(n, np.nan) == 2 else None)
+        kind = by_rank.where(by_rank.notna(), kind)
+    return kind
+
+
+def depth_trend(weights_tidy: pd.DataFrame, stats: tuple[str, ...] = DEPTH_STATS) -> pd.DataFrame:
+    """Does a weight statistic rise or fall with depth? Per variant, init and layer kind (conv and
+    linear layers apart: fan_in, and with it the scale of everything, changes at the boundary), at
+    each variant's last epoch: Spearman's rho between depth and the statistic over that kind's
+    layers, computed per seed; its mean and 95 % t-interval over seeds; the sign-flip test of mean
+    rho = 0 over seeds with Holm's correction over the statistics of the same (variant, init, kind).
+    Verdict increases / decreases / inconclusive, or descriptive only with fewer than 6 seeds.
+    Kinds with fewer than 3 layers have no trend (no row)."""
+    w = weights_tidy[weights_tidy["param"] == "weight"]
+    w = w.assign(layer_kind=_layer_kind(w))
+    w = w[w["statistic"].isin(stats)]
     w = w[w["epoch"] == w.groupby("variant")["epoch"].transform("max")]
     rows = []
-    for (variant, init, stat), d in w.groupby(["variant", "init", "statistic"], sort=False):
-        rhos = []
-        for _, ds in d.groupby("seed"):
-            ds = ds.dropna(subset=["value"])
-            if ds["depth"].nunique() >= 3 and ds["value"].nunique() > 1:
-                rhos.append(float(scipy.stats.spearmanr(ds["depth"], ds["value"]).statistic))
-        mean, lo, hi = bootstrap_ci(rhos)
-        rows.append({"variant": variant, "init": init, "statistic": stat, "spearman_rho": mean, "ci_low": lo, "ci_high": hi, "n_seeds": len(rhos),
-                     "layers": int(d["depth"].nunique())})
-    return pd.DataFrame(rows)
+    for (variant, init, kind), d in w.groupby(["variant", "init", "layer_kind"], sort=False):
+        layers = d.drop_duplicates("layer").sort_values("depth")
+        if len(layers) < 3:
+            continue
+        order = list(layers["layer"])
+        depth = layers["depth"].to_numpy(dtype=float)
+        names = [s for s in stats if s in set(d["statistic"])]
+        seeds = sorted(d["seed"].unique())
+        rho = np.full((len(names), len(seeds)), np.nan)
+        for i, stat in enumerate(names):
+            piv = d[d["statistic"] == stat].pivot_table(index="seed", columns="layer", values="value").reindex(index=seeds, columns=order)
+            rho[i] = verdicts.spearman_per_seed(piv.to_numpy(dtype=float), depth)
+        dec = verdicts.effects(rho, test="sign")
+        for i, stat in enumerate(names):
+            rows.append({"variant": variant, "init": init, "layer_kind": kind, "statistic": stat,
+                         "spearman_rho": dec.mean[i], "ci_low": dec.low[i], "ci_high": dec.high[i], "n_seeds": int(dec.n[i]),
+                         "layers": len(order), "p_value": dec.p[i], "p_holm": dec.p_adj[i], "verdict": dec.outcome[i]})
+    cols = ["variant", "init", "layer_kind", "statistic", "spearman_rho", "ci_low", "ci_high", "n_seeds", "layers", "p_value", "p_holm", "verdict"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _em_ab_per_run(em_ab: pd.DataFrame) -> pd.DataFrame:
+    """Per (variant, init, seed, layer) at the last epoch, for emission and absorption: the mean over
+    channels of each channel's median, variance and coefficient of variation (std / mean) over
+    inputs, and the spread of the per-channel medians across channels (their CV)."""
+    d = em_ab[em_ab["epoch"] == em_ab["epoch"].max()]
+    run = ["variant", "init", "seed", "layer", "measure"]
+    per = d.groupby([*run, "channel"])["value"].agg(["median", "var", "mean", "std"]).reset_index()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per["cv"] = np.where(per["mean"] > 0, per["std"] / per["mean"], np.nan)
+    layer = per.groupby(run)[["median", "var", "cv"]].mean()
+    layer["channel_cv"] = per.groupby(run)["median"].agg(lambda v: float(v.std(ddof=0) / v.mean()) if v.mean() > 0 else math.nan)
+    wide = layer.unstack("measure")
+    wide.columns = [f"{a}_{b}" for a, b in wide.columns]
+    return wide.reset_index()
 
 
 def emission_summary(em_ab: pd.DataFrame) -> pd.DataFrame:
-    """Per-channel median and variance over inputs of emission and absorption (last epoch), and per
-    layer whether emission varies more than absorption (mean per-channel variance)."""
-    d = em_ab[em_ab["epoch"] == em_ab["epoch"].max()]
-    per = d.groupby(["variant", "init", "seed", "layer", "measure", "channel"])["value"].agg(["median", "var"]).reset_index()
-    layer = per.groupby(["variant", "init", "seed", "layer", "measure"])[["median", "var"]].mean().reset_index()
-    wide = layer.pivot_table(index=["variant", "init", "seed", "layer"], columns="measure", values=["median", "var"])
-    wide.columns = [f"{a}_{b}" for a, b in wide.columns]
-    wide = wide.reset_index()
-    wide["emission_varies_more"] = wide["var_emission"] > wide["var_absorption"]
-    # across channels: spread (coefficient of variation) of the per-channel medians
-    cv = per.groupby(["variant", "init", "seed", "layer", "measure"])["median"].agg(
-        lambda v: float(v.std(ddof=0) / v.mean()) if v.mean() > 0 else math.nan).unstack("measure")
-    cv.columns = [f"channel_cv_{m}" for m in cv.columns]
-    wide = wide.merge(cv.reset_index(), on=["variant", "init", "seed", "layer"], how="left")
+    """Emission and absorption per conv layer (last epoch), per run: per-channel median and variance
+    over inputs (mean over channels), the scale-free dispersion over inputs -- the coefficient of
+    variation of each channel (mean over channels) -- and whether emission's is larger, and the
+    spread of the per-channel medians across channels (CV) with whether emission's is larger.
+    Raw variances are not compared: the totals of emission and absorption over channels are equal,
+    so their means differ by C_out / C_in and so do their variances (docs/statistics.md)."""
+    wide = _em_ab_per_run(em_ab)
+    wide["emission_cv_larger"] = wide["cv_emission"] > wide["cv_absorption"]
     wide["emission_spread_larger"] = wide["channel_cv_emission"] > wide["channel_cv_absorption"]
-    return wide
+    cols = ["variant", "init", "seed", "layer", "median_emission", "median_absorption", "var_emission", "var_absorption",
+            "cv_emission", "cv_absorption", "emission_cv_larger", "channel_cv_emission", "channel_cv_absorption", "emission_spread_larger"]
+    return wide[[c for c in cols if c in wide]]
 
 
-def _compare(a: tuple[float, float, float], b: tuple[float, float, float]) -> str:
-    """'<' / '>' when the CIs separate, '?' otherwise (or without CIs)."""
-    (_, alo, ahi), (_, blo, bhi) = a, b
-    if any(math.isnan(v) for v in (alo, ahi, blo, bhi)):
-        return "?"
-    if ahi < blo:
-        return "<"
-    if alo > bhi:
-        return ">"
-    return "?"
+# ----------------------------------------------------------------------------- claims
+RANDOM_EXCLUDED = ("ones", "zeros")
+C1B_MARGIN = 0.01  # "does not move": the relative change of the loss stays within +-1 %
+C4_RANGE = (1.0, 1.5)  # "grows slightly": the std ratio last/first lies in (1, 1.5)
+C4_MEAN_MARGIN = 0.1  # "the mean stays near 0": |mean| < 0.1 std
+CLAIM_COLUMNS = ["claim", "statement", "statistic", "value", "n_seeds", "comparisons", "effect", "ci_low", "ci_high", "p_value",
+                 "verdict", "rule"]
+RULE_DIRECTIONAL = ("paired by seed; holds if the 95 % t-interval of every comparison lies on the claimed side; "
+                    "does not hold if some comparison lies on the other side (t-test, Holm over the {m} comparisons); "
+                    "descriptive only with < 5 seeds")
+RULE_TREND = ("Spearman rho per seed; holds if every comparison's mean rho is on the claimed side by the sign-flip test over seeds "
+              "(2.5 % one-sided); does not hold if some comparison is significantly on the other side (Holm over the {m} comparisons); "
+              "descriptive only with < 6 seeds")
+RULE_INTERVAL = ("holds if the 90 % t-interval over seeds of every comparison lies inside {band} (TOST, 5 % each side); "
+                 "does not hold if some comparison lies outside it (one-sided t-test, Holm over the {m} comparisons); "
+                 "descriptive only with < 5 seeds")
 
 
-def _ci(summary: pd.DataFrame) -> tuple[float, float, float]:
-    if len(summary) == 0:
-        return math.nan, math.nan, math.nan
-    r = summary.iloc[0]
-    return float(r["mean"]), float(r["ci_low"]), float(r["ci_high"])
+def _claims_variant(df: pd.DataFrame) -> str | None:
+    """The variant whose runs test the paper's claims: 'base' if present, else the first by name."""
+    names = sorted(set(df["variant"])) if len(df) else []
+    return "base" if "base" in names else (names[0] if names else None)
 
 
-def _fmt(ci: tuple[float, float, float]) -> str:
-    m, lo, hi = ci
-    return f"{m:.4g}" + ("" if math.isnan(lo) else f" [{lo:.4g}, {hi:.4g}]")
+def _finite(v: pd.Series) -> pd.Series:
+    v = pd.to_numeric(v, errors="coerce")
+    return v[np.isfinite(v)]
 
 
-def claims(training: pd.DataFrame, weights: pd.DataFrame, features: pd.DataFrame, emission: pd.DataFrame | None) -> pd.DataFrame:
-    """One row per paper claim: statistic, value with CI, verdict, and the rule that decided it.
-    Inputs are the seed summaries (mean, ci_low, ci_high) of the first variant."""
-    training, weights, features = (_first_variant(x) for x in (training, weights, features))
-    rows = []
-    last = training["epoch"].max()
+def _by_seed(df: pd.DataFrame, **eq: Any) -> pd.Series:
+    """The ``value`` column of the rows matching ``eq``, indexed by seed (finite values only)."""
+    m = np.ones(len(df), dtype=bool)
+    for k, v in eq.items():
+        m &= df[k].to_numpy() == v
+    sub = df[m]
+    return _finite(sub.groupby("seed")["value"].mean()) if len(sub) else pd.Series(dtype=float)
 
-    def loss(init: str, epoch: int = last) -> tuple[float, float, float]:
-        return _ci(_pick(training, init=init, epoch=epoch, split="train", statistic="loss"))
 
-    # C1: final training loss ordering orthogonal < kaiming < xavier; zeros flat; ones high
-    order = [("orthogonal",), ("kaiming_normal", "kaiming_uniform"), ("xavier_normal", "xavier_uniform")]
-    present = set(training["init"])
-    if all(any(i in present for i in g) for g in order):
-        groups = [min((loss(i) for i in g if i in present), key=lambda c: c[0]) for g in order]
-        cmp = [_compare(groups[0], groups[1]), _compare(groups[1], groups[2])]
-        verdict = HOLDS if cmp == ["<", "<"] else FAILS if ">" in cmp else UNSURE
-        value = "; ".join(f"{name} {_fmt(g)}" for name, g in zip(("orthogonal", "kaiming", "xavier"), groups))
+def _paired(a: pd.Series, b: pd.Series, how: str = "diff") -> list[float]:
+    """Per-seed a - b (or log(a / b)) over the seeds both have: same seed, same data order."""
+    seeds = a.index.intersection(b.index)
+    x, y = a.loc[seeds].to_numpy(dtype=float), b.loc[seeds].to_numpy(dtype=float)
+    if how == "logratio":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            v = np.log(x / y)
     else:
-        verdict, value = UNSURE, "missing inits"
-    rows.append(("C1a", "loss ordering orthogonal < kaiming < xavier", f"final training loss (epoch {last}), best of each family", value,
-                 verdict, "holds if each family's CI lies entirely below the next one's"))
+        v = x - y
+    return [float(t) for t in v if np.isfinite(t)]
+
+
+def _fmt(v: float, ratio: bool = False) -> str:
+    return "nan" if not np.isfinite(v) else f"{math.exp(v) if ratio else v:.4g}"
+
+
+def _claim_row(claim: str, statement: str, statistic: str, dec: verdicts.Decision | None, labels: list[str], rule: str,
+               ratio: bool = False, detail: str = "") -> tuple:
+    """One claims-table row from a decision over len(labels) comparisons: the deciding comparison's
+    effect and interval (as a ratio where ``ratio``), its p-value (Holm-adjusted when it refutes)."""
+    if dec is None or not labels:
+        return (claim, statement, statistic, detail or "no runs to compare", 0, 0, math.nan, math.nan, math.nan, math.nan,
+                verdicts.UNSURE, rule)
+    outcome = str(dec.outcome)
+    i = int(dec.worst)
+    mean, lo, hi = (float(dec.mean[i]), float(dec.low[i]), float(dec.high[i]))
+    p = float(dec.p_adj[i] if outcome == verdicts.FAILS else dec.p[i])
+    conv = (lambda v: math.exp(v) if np.isfinite(v) else math.nan) if ratio else float
+    n_seeds = int(np.min(dec.n)) if len(labels) else 0
+    value = f"{'refuted by' if outcome == verdicts.FAILS else 'weakest'}: {labels[i]} {_fmt(mean, ratio)}"
+    value += f" [{_fmt(lo, ratio)}, {_fmt(hi, ratio)}]" if np.isfinite(lo) else " (no interval: 1 seed)"
+    if len(labels) > 1:
+        value += f" ({len(labels)} comparisons)"
+    if detail:
+        value += f"; {detail}"
+    return (claim, statement, statistic, value, n_seeds, len(labels), conv(mean), conv(lo), conv(hi), p, outcome, rule)
+
+
+def _directional_row(claim: str, statement: str, statistic: str, comps: dict[str, list[float]], direction: int, ratio: bool = False,
+                     detail: str = "", test: str = "t") -> tuple:
+    labels = list(comps)
+    dec = verdicts.directional(verdicts.pad(list(comps.values())), direction, test=test) if labels else None
+    side = ("> 1" if direction > 0 else "< 1") if ratio else ("> 0" if direction > 0 else "< 0")
+    rule = f"effect {side}; " + (RULE_TREND if test == "sign" else RULE_DIRECTIONAL).format(m=len(labels))
+    return _claim_row(claim, statement, statistic, _squeeze(dec), labels, rule, ratio, detail)
+
+
+def _interval_row(claim: str, statement: str, statistic: str, comps: dict[str, list[float]], low: Any, high: Any, band: str,
+                  ratio: bool = False, detail: str = "") -> tuple:
+    labels = list(comps)
+    dec = verdicts.interval(verdicts.pad(list(comps.values())), low, high) if labels else None
+    return _claim_row(claim, statement, statistic, _squeeze(dec), labels, RULE_INTERVAL.format(band=band, m=len(labels)), ratio, detail)
+
+
+def _squeeze(dec: verdicts.Decision | None) -> verdicts.Decision | None:
+    """A decision over one claim (leading shape ()) with plain arrays over its comparisons."""
+    if dec is None:
+        return None
+    return verdicts.Decision(dec.outcome[()] if np.ndim(dec.outcome) else dec.outcome, dec.mean, dec.low, dec.high, dec.p, dec.p_adj,
+                             dec.n, int(np.asarray(dec.worst).reshape(-1)[0]), dec.confidence)
+
+
+def _last_epoch(df: pd.DataFrame) -> int:
+    return int(df["epoch"].max())
+
+
+def _depth_sorted(layers: pd.DataFrame) -> list[str]:
+    """Layer names in depth order (by the ``depth`` column, else by the number in the name: conv2 < conv10)."""
+    if "depth" in layers and layers["depth"].notna().all():
+        return list(layers.drop_duplicates("layer").sort_values("depth")["layer"])
+    key = lambda name: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(name))]  # noqa: E731
+    return sorted(layers["layer"].unique(), key=key)
+
+
+def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
+    rows = []
+    tr = training[training["statistic"] == "loss"]
+    present = set(tr["init"])
+    last = _last_epoch(tr) if len(tr) else 0
+    pairs = [(a, b) for a, b in (("orthogonal", "kaiming_normal"), ("orthogonal", "kaiming_uniform"),
+                                 ("kaiming_normal", "xavier_normal"), ("kaiming_uniform", "xavier_uniform")) if a in present and b in present]
+    train = tr[tr["split"] == "train"]
+    epochs = sorted(train["epoch"].unique())
+
+    def final(init: str, split: str = "train") -> pd.Series:
+        return _by_seed(tr, init=init, split=split, epoch=last)
+
+    def auc(init: str) -> pd.Series:  # mean training loss over all epochs; runs that stopped early have none
+        d = train[train["init"] == init]
+        per = d.groupby("seed")["value"].agg(["mean", "count"])
+        return _finite(per["mean"][per["count"] == len(epochs)])
+
+    test_split = "test" if (tr["split"] == "test").any() else "valid"
+    statement = "loss ordering orthogonal < kaiming < xavier"
+    for claim, stat, fn in (("C1a", f"final training loss (epoch {last})", final),
+                            ("C1a auc", f"training loss averaged over epochs {epochs[0] if epochs else '?'}-{last} (area under the curve)", auc),
+                            ("C1a test", f"final {test_split} loss (epoch {last})", lambda i: final(i, test_split))):
+        comps = {f"{a} - {b}": _paired(fn(a), fn(b)) for a, b in pairs}
+        rows.append(_directional_row(claim, statement, f"{stat}; paired differences orthogonal - kaiming_x, kaiming_x - xavier_x",
+                                     comps, -1, detail="" if pairs else "missing inits"))
     if "zeros" in present:
-        first_loss = _ci(_pick(training, init="zeros", epoch=training[training["split"] == "train"]["epoch"].min(), split="train", statistic="loss"))
-        change = abs(loss("zeros")[0] - first_loss[0]) / max(first_loss[0], 1e-12)
-        rows.append(("C1b", "zeros does not train", "relative change of training loss, first to last epoch", f"{change:.3g}",
-                     HOLDS if change < 0.01 else FAILS, "holds if the loss changes by less than 1 %"))
+        split = "valid" if ((tr["split"] == "valid") & (tr["epoch"] == tr["epoch"].min())).any() else "train"
+        first_epoch = int(tr[tr["split"] == split]["epoch"].min())
+        a, b = _by_seed(tr, init="zeros", split=split, epoch=first_epoch), _by_seed(tr, init="zeros", split=split, epoch=last)
+        seeds = a.index.intersection(b.index)
+        change = ((b.loc[seeds] - a.loc[seeds]) / a.loc[seeds].abs().clip(lower=1e-12)).tolist()
+        rows.append(_interval_row("C1b", "zeros does not train", f"relative change of the {split} loss, epoch {first_epoch} -> {last}",
+                                  {"zeros": change}, -C1B_MARGIN, C1B_MARGIN, f"(-{C1B_MARGIN:g}, {C1B_MARGIN:g}) (margin: 1 % of the loss)"))
     if "ones" in present:
-        others = [loss(i) for i in present - {"ones", "zeros"}]
-        best = max(others, key=lambda c: c[0]) if others else (math.nan,) * 3
-        c = _compare(loss("ones"), best)
-        rows.append(("C1c", "ones stays at a high loss", "final training loss: ones vs the worst other init",
-                     f"{_fmt(loss('ones'))} vs {_fmt(best)}", HOLDS if c == ">" else FAILS if c == "<" else UNSURE,
-                     "holds if the CI of ones lies above that of every other init (except zeros)"))
+        others = [i for i in random_inits if i != "ones"]
+        comps = {f"ones / {i}": _paired(final("ones"), final(i), "logratio") for i in others}
+        rows.append(_directional_row("C1c", "ones stays at a high loss", f"final training loss ratio ones / each random init (epoch {last})",
+                                     comps, +1, ratio=True))
+    return rows
 
-    # C2: orthogonal has the largest weight and bias variance in every layer (last epoch)
-    w_last = weights[weights["epoch"] == weights["epoch"].max()]
-    random_inits = sorted(set(w_last["init"]) - {"ones", "zeros"})
-    if "orthogonal" in random_inits and len(random_inits) > 1:
-        wins = losses = total = 0
-        for (layer, param), d in w_last[w_last["statistic"] == "std"].groupby(["layer", "param"]):
-            orth = _ci(d[d["init"] == "orthogonal"])
-            rest = [_ci(d[d["init"] == i]) for i in random_inits if i != "orthogonal"]
-            top = max(rest, key=lambda c: c[0])
-            total += 1
-            c = _compare(orth, top)
-            wins += c == ">"
-            losses += orth[0] < top[0] and c == "<"
-        verdict = HOLDS if wins == total else FAILS if losses > 0 else UNSURE
-        rows.append(("C2", "orthogonal has the largest weight and bias variance in every layer",
-                     "std at the last epoch, orthogonal vs the largest other random init", f"largest in {wins} of {total} (layer, param) with separated CIs; smaller with separated CIs in {losses}",
-                     verdict, "holds if orthogonal's CI lies above all others in every layer and param; fails if below in any"))
 
-    # C3: uniform inits end Gaussian-shaped (KS distance to the fitted normal drops below 0.05)
-    first_e, last_e = weights["epoch"].min(), weights["epoch"].max()
+def _c2(weights: pd.DataFrame, random_inits: list[str]) -> tuple | None:
+    if "orthogonal" not in random_inits or len(random_inits) < 2:
+        return None
+    w = weights[(weights["epoch"] == _last_epoch(weights)) & (weights["statistic"] == "std")]
+    comps = {}
+    for layer in _depth_sorted(w):
+        for param in ("weight", "bias"):
+            d = w[(w["layer"] == layer) & (w["param"] == param)]
+            if d.empty:
+                continue
+            orth = _by_seed(d, init="orthogonal")
+            for other in random_inits:
+                if other != "orthogonal":
+                    comps[f"{layer} {param} vs {other}"] = _paired(orth, _by_seed(d, init=other), "logratio")
+    return _directional_row("C2", "orthogonal has the largest weight and bias variance in every layer",
+                            "std ratio orthogonal / each other random init at the last epoch, per layer and param", comps, +1, ratio=True)
+
+
+def _reference(d: pd.DataFrame, stat: str) -> pd.Series:
+    """A per-seed reference column (e.g. ks_normal_null95) of one layer, computed from the sample
+    size where the table predates it."""
+    ref = _by_seed(d, statistic=stat)
+    if len(ref):
+        return ref
+    count = _by_seed(d, statistic="count")
+    return pd.Series({s: gaussian_reference(int(n))[stat] for s, n in count.items()}, dtype=float)
+
+
+def _c3(weights: pd.DataFrame) -> list[tuple]:
+    rows = []
+    last = _last_epoch(weights)
     for init in ("kaiming_uniform", "xavier_uniform"):
-        d = weights[(weights["init"] == init) & (weights["param"] == "weight") & (weights["statistic"] == "ks_normal")]
-        if d.empty:
+        w = weights[(weights["init"] == init) & (weights["param"] == "weight") & (weights["epoch"] == last)]
+        if w.empty:
             continue
-        before, after = d[d["epoch"] == first_e].set_index("layer")["mean"], d[d["epoch"] == last_e].set_index("layer")["mean"]
-        gaussian = bool((after < 0.05).all())
-        dropped = bool((after < before).all())
-        rows.append((f"C3 {init}", "uniform inits end Gaussian-shaped", "KS distance to the fitted normal per layer, first -> last epoch",
-                     ", ".join(f"{layer} {before[layer]:.3f}->{after[layer]:.3f}" for layer in after.index),
-                     HOLDS if gaussian and dropped else FAILS if not dropped else UNSURE,
-                     "holds if KS drops in every layer and ends below 0.05; fails if it does not drop in some layer"))
+        comps, lows, highs, detail = {}, [], [], []
+        for layer in _depth_sorted(w):
+            d = w[w["layer"] == layer]
+            ks, kurt = _by_seed(d, statistic="ks_normal"), _by_seed(d, statistic="kurtosis")
+            band = _reference(d, "ks_normal_null95").mean()
+            lo, hi = _reference(d, "kurtosis_null_lo").mean(), _reference(d, "kurtosis_null_hi").mean()
+            comps[f"{layer} KS"] = ks.tolist()
+            lows.append(-np.inf), highs.append(band)
+            comps[f"{layer} kurtosis"] = kurt.tolist()
+            lows.append(lo), highs.append(hi)
+            detail.append(f"{layer} KS {ks.mean():.3g} (Gaussian < {band:.2g}), kurtosis {kurt.mean():.2g} (Gaussian [{lo:.2g}, {hi:.2g}])")
+        rows.append(_interval_row(f"C3 {init}", "uniform inits end Gaussian-shaped",
+                                  f"KS distance to the fitted normal and excess kurtosis per layer at the last epoch (epoch {last})",
+                                  comps, np.array(lows), np.array(highs),
+                                  "the range a Gaussian sample of the layer's size gives (KS below its 95th percentile, kurtosis in its 2.5-97.5 % band)",
+                                  detail="; ".join(detail)))
+    return rows
 
-    # C4: weight std grows slightly with training, mean stays near 0
-    ratios, means_ok = [], True
+
+def _c4(weights: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
+    first, last = int(weights["epoch"].min()), _last_epoch(weights)
+    ratios, means, skipped = {}, {}, 0
     for init in random_inits:
-        d = weights[(weights["init"] == init) & (weights["param"] == "weight")]
-        s0 = d[(d["epoch"] == first_e) & (d["statistic"] == "std")].set_index("layer")["mean"]
-        s1 = d[(d["epoch"] == last_e) & (d["statistic"] == "std")].set_index("layer")["mean"]
-        m1 = d[(d["epoch"] == last_e) & (d["statistic"] == "mean")].set_index("layer")["mean"]
-        ratios.extend((s1 / s0.reindex(s1.index)).dropna().tolist())
-        means_ok &= bool((m1.abs() < 0.1 * s1.reindex(m1.index)).all())
-    if ratios:
-        r = np.array(ratios)
-        grows = bool((r > 1).all())
-        slightly = bool((r < 1.5).all())
-        rows.append(("C4", "weight std grows slightly with training; the mean stays near 0",
-                     "std(last)/std(first) over layers x random inits; |mean| < 0.1 std", f"ratio {r.min():.3f} .. {r.max():.3f}; mean near 0: {means_ok}",
-                     HOLDS if grows and slightly and means_ok else FAILS if not grows else UNSURE,
-                     "holds if every ratio is in (1, 1.5) and every |mean| < 0.1 std; fails if some std shrinks"))
+        w = weights[weights["init"] == init]
+        for layer in _depth_sorted(w):
+            for param in ("weight", "bias"):
+                d = w[(w["layer"] == layer) & (w["param"] == param)]
+                if d.empty:
+                    continue
+                s0, s1 = _by_seed(d, statistic="std", epoch=first), _by_seed(d, statistic="std", epoch=last)
+                if len(s0) and (s0 > 0).all():
+                    ratios[f"{init} {layer} {param}"] = _paired(s1, s0, "logratio")
+                else:
+                    skipped += 1  # a constant start (zero bias): no ratio
+                m1 = _by_seed(d, statistic="mean", epoch=last)
+                seeds = m1.index.intersection(s1.index)
+                means[f"{init} {layer} {param}"] = [float(v) for v in (m1.loc[seeds] / s1.loc[seeds]) if np.isfinite(v)]
+    lo, hi = C4_RANGE
+    rows = [_interval_row("C4a", "weight and bias std grow slightly with training", f"std(epoch {last}) / std(epoch {first}) per init, layer and param",
+                          ratios, math.log(lo), math.log(hi), f"({lo:g}, {hi:g}) (\"slightly\": by less than 50 %)", ratio=True,
+                          detail=f"{skipped} tensors without a ratio (constant at epoch {first})" if skipped else "")]
+    rows.append(_interval_row("C4b", "the mean of weights and biases stays near 0", f"mean / std at epoch {last} per init, layer and param",
+                              means, -C4_MEAN_MARGIN, C4_MEAN_MARGIN, f"(-{C4_MEAN_MARGIN:g}, {C4_MEAN_MARGIN:g}) (|mean| < 0.1 std)"))
+    return rows
 
-    # C5: feature variance grows after training and with depth (pre-activations, train inputs)
-    f = features[(features["kind"] == "pre") & (features["split"] == "train") & (features["statistic"] == "std")] if len(features) else features
-    if len(f):
-        grow, deeper = [], []
+
+def _c5(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
+    rows = []
+    f = features[features["statistic"] == "std"]
+    if f.empty:
+        return rows
+    split = "train" if (f["split"] == "train").any() else str(f["split"].iloc[0])
+    f = f[f["split"] == split]
+    first, last = int(f["epoch"].min()), _last_epoch(f)
+    for kind in ("pre", "post"):
+        fk = f[f["kind"] == kind]
+        if fk.empty:
+            continue
+        order = _depth_sorted(fk)
+        growth, trends = {}, {}
         for init in random_inits:
-            d = f[f["init"] == init]
-            s0 = d[d["epoch"] == d["epoch"].min()].set_index("layer")["mean"]
-            s1 = d[d["epoch"] == d["epoch"].max()].set_index("layer")["mean"]
-            grow.append(bool((s1 > s0).all()))
-            if len(s1) >= 3:
-                deeper.append(float(scipy.stats.spearmanr(np.arange(len(s1)), s1.to_numpy()).statistic))
-        verdict = HOLDS if all(grow) and deeper and min(deeper) > 0 else FAILS if not any(grow) else UNSURE
-        rows.append(("C5", "feature variance grows after training and with depth",
-                     "pre-activation std on train inputs: last vs first epoch per layer; Spearman(depth, std) at the last epoch",
-                     f"grows in all layers for {sum(grow)}/{len(grow)} inits; rho {min(deeper):.2f} .. {max(deeper):.2f}" if deeper else f"{sum(grow)}/{len(grow)}",
-                     verdict, "holds if std grows in every layer for every random init and rho > 0 for all; fails if it grows for none"))
+            d = fk[fk["init"] == init]
+            logs = {}
+            for layer in order:
+                dl = d[d["layer"] == layer]
+                s0, s1 = _by_seed(dl, epoch=first), _by_seed(dl, epoch=last)
+                seeds = s0.index.intersection(s1.index)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    logs[layer] = np.log(s1.loc[seeds] / s0.loc[seeds])
+                growth[f"{init} {layer}"] = [float(v) for v in logs[layer] if np.isfinite(v)]
+            table = pd.DataFrame(logs).reindex(columns=order)
+            depth = (fk.drop_duplicates("layer").set_index("layer")["depth"].reindex(order).to_numpy(dtype=float)
+                     if "depth" in fk else np.arange(len(order), dtype=float))
+            if len(order) >= 3 and len(table):
+                trends[init] = [float(r) for r in verdicts.spearman_per_seed(table.to_numpy(dtype=float), depth) if np.isfinite(r)]
+        rows.append(_directional_row(f"C5a {kind}", "feature std grows after training",
+                                     f"{kind}-activation std on {split} inputs, ratio epoch {last} / epoch {first}, per init and layer",
+                                     growth, +1, ratio=True))
+        rows.append(_directional_row(f"C5b {kind}", "feature std grows more in deeper layers",
+                                     f"Spearman rho (per seed) between depth and log std ratio epoch {last} / {first} of {kind}-activations "
+                                     f"over {len(order)} layers ({', '.join(order)}), per init",
+                                     trends, +1, detail="" if len(order) >= 3 else "fewer than 3 layers", test="sign"))
+    return rows
 
-    # C6: emission varies more than absorption
-    if emission is not None and len(emission):
-        e = emission[emission["init"].isin(random_inits)] if random_inits else emission
-        share = float(e["emission_varies_more"].mean()) if len(e) else math.nan
-        rows.append(("C6", "emission varies more than absorption", "mean per-channel variance over inputs, per (init, seed, conv layer)",
-                     f"emission larger in {share:.0%} of {len(e)}", HOLDS if share == 1 else FAILS if share < 0.5 else UNSURE,
-                     "holds if emission's variance is larger in every case; fails if in fewer than half"))
-        if "emission_spread_larger" in e:
-            spread = float(e["emission_spread_larger"].mean()) if len(e) else math.nan
-            rows.append(("C6b", "emission differs more between channels than absorption",
-                         "coefficient of variation of the per-channel medians across channels, per (init, seed, conv layer)",
-                         f"emission larger in {spread:.0%} of {len(e)}", HOLDS if spread == 1 else FAILS if spread < 0.5 else UNSURE,
-                         "holds if emission's spread is larger in every case; fails if in fewer than half"))
-    div = diverged_runs(training)
+
+def _c6(em_ab: pd.DataFrame | None, random_inits: list[str]) -> list[tuple]:
+    if em_ab is None or not len(em_ab):
+        return []
+    per = em_ab if "cv_emission" in em_ab else _em_ab_per_run(em_ab)
+    per = per[per["init"].isin(random_inits)] if random_inits else per
+    rows = []
+    for claim, statement, col, stat in (
+            ("C6", "emission varies more over inputs than absorption", "cv",
+             "coefficient of variation over inputs per channel (mean over the channels), emission / absorption, per init and conv layer"),
+            ("C6b", "emission differs more between channels than absorption", "channel_cv",
+             "spread (CV) of the per-channel medians across channels, emission / absorption, per init and conv layer")):
+        comps = {}
+        for (init, layer), d in per.groupby(["init", "layer"], sort=True):
+            em, ab = d.set_index("seed")[f"{col}_emission"], d.set_index("seed")[f"{col}_absorption"]
+            comps[f"{init} {layer}"] = _paired(_finite(em), _finite(ab), "logratio")
+        rows.append(_directional_row(claim, statement, stat, comps, +1, ratio=True))
+    return rows
+
+
+def claims(training: pd.DataFrame, weights: pd.DataFrame, features: pd.DataFrame, em_ab: pd.DataFrame | None,
+           variant: str | None = None) -> pd.DataFrame:
+    """One row per paper claim, decided from the per-seed tables (training, weights, features, em_ab
+    or its per-run emission summary) of one variant (``variant``, default 'base' or the first by
+    name): the statistic, the deciding comparison's effect and interval, n, the verdict and its rule
+    (dnndist.verdicts; docs/statistics.md). A "D" row lists the runs that diverged; they are left
+    out of every comparison (they stopped early: their losses are partial, their weights frozen)."""
+    given = [df for df in (training, weights, features, em_ab) if df is not None and len(df)]
+    variant = variant or (_claims_variant(given[0]) if given else None)
+    stopped = set()  # (init, seed) of the runs that diverged: they stopped early, so they are left out (row D)
+    if training is not None and len(training):
+        flags = training[(training["variant"] == variant) & (training["statistic"] == "diverged")]
+        stopped = set(zip(flags["init"], flags["seed"]))
+
+    def pick(df: pd.DataFrame | None) -> pd.DataFrame | None:
+        if df is None or not len(df):
+            return None
+        df = df[df["variant"] == variant]
+        return df[[k not in stopped for k in zip(df["init"], df["seed"])]] if stopped else df
+
+    tr, w, f, em = pick(training), pick(weights), pick(features), pick(em_ab)
+    inits = set().union(*(set(df["init"]) for df in (tr, w, f, em) if df is not None))
+    random_inits = sorted(inits - set(RANDOM_EXCLUDED))
+    rows = _c1(tr, random_inits) if tr is not None else []
+    if w is not None:
+        rows += [r for r in [_c2(w, random_inits)] if r] + _c3(w) + _c4(w, random_inits)
+    if f is not None:
+        rows += _c5(f, random_inits)
+    rows += _c6(em, random_inits)
+    div = diverged_runs(training) if training is not None and len(training) else {}
     if div:  # flagged, so that no verdict above is read without knowing which runs stopped early
-        value = "; ".join(f"{init} ({n} seed{'s' * (n != 1)})" for (_, init), n in sorted(div.items()))
+        value = "; ".join((f"{init}" if v == variant else f"{v}/{init}") + f" ({n} seed{'s' * (n != 1)})" for (v, init), n in sorted(div.items()))
         rows.append(("D", "runs that diverged", "seeds whose training loss became NaN/inf (they stop there)", value,
-                     FLAGGED, "listed whenever a run diverged; claims above use the epochs each run reached"))
-    return pd.DataFrame(rows, columns=["claim", "statement", "statistic", "value", "verdict", "rule"])
+                     sum(div.values()), 0, math.nan, math.nan, math.nan, math.nan, FLAGGED,
+                     "listed whenever a run diverged; the claims above leave these seeds out (they stopped early)"))
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
 FACTOR_STATS = {"near_zero_rel_0.1": "near-zero mass (|w| < 0.1 std)", "kurtosis": "excess kurtosis",
@@ -288,8 +526,10 @@ def variant_factors(variants: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
 def factor_effects(weights: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]], base: str | None = None) -> pd.DataFrame:
     """Which factor makes the weights' near-zero peak heavier: for every pair of variants that
     differ in exactly one factor, the change of each statistic (level minus base level) per
-    (init, seed), averaged over the weight layers at each run's last epoch; the effect is its
-    mean over the pairs and inits of each seed, with a bootstrap CI over seeds."""
+    (init, seed) -- paired: same init, same seed --, averaged over the weight layers at each run's
+    last epoch; the effect of a seed is its mean over the pairs and inits, and the verdict comes
+    from the t-test over seeds with Holm's correction over the statistics of the factor level
+    (dnndist.verdicts.effects)."""
     factors = variant_factors(variants)
     base = base if base in factors else next(iter(factors), None)
     w = weights[(weights["param"] == "weight") & weights["statistic"].isin(FACTOR_STATS)]
@@ -313,24 +553,28 @@ def factor_effects(weights: pd.DataFrame, variants: Mapping[str, Mapping[str, An
     for k, level, base_level, a, b in rows:
         by_contrast.setdefault((k, json.dumps(level)), []).append((a, b, base_level))
     for (k, level_json), pairs in by_contrast.items():
-        for stat, label in FACTOR_STATS.items():
+        per_stat, base_means = [], []
+        for stat in FACTOR_STATS:
             per_seed: dict[int, list[float]] = {}
             base_vals = []
             for a, b, _ in pairs:
                 runs_a, runs_b = _runs_of(per_run, a, stat), _runs_of(per_run, b, stat)
                 both = runs_a.index.intersection(runs_b.index)  # (init, seed) present in both variants
                 for init, seed in both:
-                    per_seed.setdefault(int(seed), []).append(float(runs_b[(init, seed)]) - float(runs_a[(init, seed)]))
-                    base_vals.append(float(runs_a[(init, seed)]))
-            seeds = sorted(per_seed)
-            mean, lo, hi = bootstrap_ci([float(np.nanmean(per_seed[s_])) for s_ in seeds])
-            verdict = UNSURE if not np.isfinite(lo) else "increases" if lo > 0 else "decreases" if hi < 0 else "no clear effect"
+                    d = float(runs_b[(init, seed)]) - float(runs_a[(init, seed)])
+                    if np.isfinite(d):
+                        per_seed.setdefault(int(seed), []).append(d)
+                        base_vals.append(float(runs_a[(init, seed)]))
+            per_stat.append([float(np.mean(per_seed[s_])) for s_ in sorted(per_seed)])
+            base_means.append(float(np.mean(base_vals)) if base_vals else math.nan)
+        dec = verdicts.effects(verdicts.pad(per_stat))
+        for i, (stat, label) in enumerate(FACTOR_STATS.items()):
             out.append({"factor": k, "level": json.loads(level_json), "base_level": pairs[0][2], "statistic": stat,
-                        "description": label, "base_mean": float(np.nanmean(base_vals)) if base_vals else math.nan,
-                        "effect": mean, "ci_low": lo, "ci_high": hi, "n_pairs": len(pairs), "n_seeds": len(seeds),
-                        "verdict": verdict})
+                        "description": label, "base_mean": base_means[i], "effect": dec.mean[i], "ci_low": dec.low[i],
+                        "ci_high": dec.high[i], "n_pairs": len(pairs), "n_seeds": int(dec.n[i]), "p_value": dec.p[i],
+                        "p_holm": dec.p_adj[i], "verdict": dec.outcome[i]})
     cols = ["factor", "level", "base_level", "statistic", "description", "base_mean", "effect", "ci_low", "ci_high",
-            "n_pairs", "n_seeds", "verdict"]
+            "n_pairs", "n_seeds", "p_value", "p_holm", "verdict"]
     return pd.DataFrame(out, columns=cols)
 
 
@@ -341,10 +585,10 @@ def _runs_of(per_run: pd.Series, variant: str, stat: str) -> pd.Series:
 
 
 CAPTIONS: Mapping[str, str] = {
-    "init_check": "Theoretical vs empirical weight std and bound at epoch 0 (fan_in = C_in*kh*kw for conv layers); mean over seeds.",
-    "range": "Fraction of weights within the default-init bound [-k, k], k = 1/sqrt(fan_in), and within [-1, 1], with min and max, before and after training; mean over seeds.",
-    "depth_trend": "Spearman rank correlation of near-zero mass, excess kurtosis and Hill tail index with layer depth at the last epoch, per variant and init; mean and 95 % bootstrap CI over seeds.",
-    "emission": "Emission and absorption per conv layer at the last epoch: per-channel median and variance over inputs (mean over channels), whether emission varies more over inputs, and the spread of the per-channel medians across channels (coefficient of variation) with whether emission's is larger.",
-    "factors": "Effect of each experiment factor on the trained weights (last epoch, weight layers averaged): level minus base level over variant pairs that differ only in that factor; mean and 95 % bootstrap CI over seeds. Verdict: increases/decreases if the CI excludes 0.",
-    "claims": "The paper's claims, each with the statistic used, its value (mean [95 % CI] over seeds) and a verdict decided by the stated rule.",
+    "init_check": "Theoretical vs empirical weight std and bound at epoch 0 with the gain g each init used (fan_in = C_in*kh*kw for conv layers); mean over seeds.",
+    "range": "Do weights stay inside [-1, 1]? Largest |w| over seeds and per seed, seeds with any weight outside [-1, 1], the number of such weights (all seeds), and the mean fraction within PyTorch's default-init bound [-k, k], k = 1/sqrt(fan_in), before (first checkpoint) and after training (last); weights and biases.",
+    "depth_trend": "Spearman rank correlation of near-zero mass, excess kurtosis and Hill tail index with layer depth at the last epoch, per variant, init and layer kind (conv and linear apart); computed per seed, mean and 95 % t-interval over seeds. Verdict increases/decreases if the sign-flip test over seeds rejects rho = 0 after Holm's correction over the statistics of the row's (variant, init, kind); descriptive only with fewer than 6 seeds.",
+    "emission": "Emission and absorption per conv layer at the last epoch, per run: per-channel median and variance over inputs (mean over channels), the coefficient of variation over inputs per channel (mean over channels; scale-free, unlike the variance, which follows C_out / C_in) and whether emission's is larger, and the spread of the per-channel medians across channels (CV) with whether emission's is larger.",
+    "factors": "Effect of each experiment factor on the trained weights (last epoch, weight layers averaged): level minus base level, paired by init and seed over variant pairs that differ only in that factor, averaged per seed; mean and 95 % t-interval over seeds. Verdict increases/decreases if the t-test rejects 0 after Holm's correction over the statistics of the factor level; descriptive only with fewer than 5 seeds.",
+    "claims": "The paper's claims tested on the per-seed tables: the statistic, the deciding comparison (the weakest for the claim, or the one that refutes it) with its effect, interval and p-value, the number of seeds and comparisons, and the verdict of the stated rule (docs/statistics.md). Fewer than 5 seeds: descriptive only.",
 }

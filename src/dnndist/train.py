@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save as st_save
 
-from dnndist import DnndistError, data, inits, models
+from dnndist import DnndistError, data, inits, integrity, models
 from dnndist.io import atomic_path, write_bytes, write_json, write_text
 from dnndist.provenance import config_hash
 
@@ -70,10 +70,11 @@ def build_model(settings: Mapping[str, Any], ds: data.Dataset, device: torch.dev
     in_channels, image_size = ds.images["train"].shape[1], ds.images["train"].shape[-1]
     torch.manual_seed(run["seed"])  # for anything that draws from the global RNG
     model = models.build(settings["model"], in_channels, len(ds.classes), image_size)
+    models.check_head(model, len(ds.classes), settings["model"].get("weights") or "model")
     if settings["model"].get("weights"):  # given weights replace the init (experiment 2)
         models.load_pretrained(model, models.read_weights(settings["model"]["weights"]), settings["model"]["weights"])
     else:
-        gain = inits.gain_for(settings["init"], settings["model"])
+        gain = inits.gain_for(run["init_name"], settings["init"]["gain"], settings["model"])
         inits.apply(model, run["init_name"], gain, settings["init"]["bias"], run["seed"])
     fmt = torch.channels_last if settings["train"]["channels_last"] else torch.contiguous_format
     return model.to(device=device, memory_format=fmt)
@@ -124,7 +125,7 @@ def checkpoint_bytes(model: torch.nn.Module, settings: Mapping[str, Any], epoch:
         "config_hash": config_hash(settings), "model": json.dumps(settings["model"], sort_keys=True),
     }
     if settings["model"].get("weights"):
-        meta["weights_sha256"] = settings["model"].get("weights_sha256") or models.sha256(settings["model"]["weights"])
+        meta["weights_sha256"] = settings["model"].get("weights_sha256") or integrity.sha256(settings["model"]["weights"])
     return _st_bytes(state_dict_cpu(model), meta)
 
 
@@ -142,8 +143,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads((fh.metadata() or {}).get("dnndist", "{}"))
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise DnndistError(f"{path}: not a readable checkpoint ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a damaged header
+        raise DnndistError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
     if meta.get("format") != "dnndist-checkpoint-1":
         raise DnndistError(f"{path}: not a dnndist checkpoint (format {meta.get('format')!r})")
     return tensors, meta
@@ -172,6 +173,20 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def eval_rows(model: torch.nn.Module, ds: data.Dataset, settings: Mapping[str, Any], epoch: int) -> list[dict[str, Any]]:
+    """Epoch rows of loss and accuracy on the valid and test splits; a split that is the same
+    images as the one before it (data.valid_split test) is evaluated once."""
+    rows, done = [], {}
+    for split in ("valid", "test"):
+        if split in ds.labels:
+            key = id(ds.images[split])
+            if key not in done:
+                done[key] = evaluate(model, ds.images[split], ds.labels[split], ds, settings)
+            loss, acc = done[key]
+            rows += [_row(epoch, math.nan, split, "loss", loss), _row(epoch, math.nan, split, "accuracy", acc)]
+    return rows
 
 
 def _row(epoch: int, step: float, split: str, metric: str, value: float) -> dict[str, Any]:
@@ -229,6 +244,9 @@ def train_run(settings: Mapping[str, Any], store: str | Path, run_dir: str | Pat
         torch.set_num_threads(threads)
     device = resolve_device(tr["device"])
     set_determinism(tr["deterministic"], device)
+    # inputs first: a bad store or bad weights fail before anything is written
+    ds = data.make_splits(data.open_store(store), **settings["split"]).to(device)
+    model = build_model(settings, ds, device)
     h = config_hash(settings)
     state_dir = run_dir / ".resume" / h
     (state_dir / "metrics").mkdir(parents=True, exist_ok=True)
@@ -237,8 +255,6 @@ def train_run(settings: Mapping[str, Any], store: str | Path, run_dir: str | Pat
         if stale.name != h:  # resume state of other settings is useless now
             shutil.rmtree(stale, ignore_errors=True)
 
-    ds = data.make_splits(data.open_store(store), settings["split"]["valid_size"], settings["split"]["split_seed"]).to(device)
-    model = build_model(settings, ds, device)
     opt = build_optimizer(model, tr, device)
     shuffle = torch.Generator(device=device).manual_seed(10_000_019 * (run["seed"] + 1))
     n_train, bs = len(ds.labels["train"]), tr["batch_size"]
@@ -253,10 +269,7 @@ def train_run(settings: Mapping[str, Any], store: str | Path, run_dir: str | Pat
              f"{run['variant']}/{run['init_name']}/seed{run['seed']}", device, n_train, len(ds.labels["valid"]), epochs, start_epoch)
 
     def end_epoch(epoch: int, rows: list[dict[str, Any]], is_diverged: bool, at_step: int) -> None:
-        for split in ("valid", "test"):
-            if split in ds.labels:
-                loss, acc = evaluate(model, ds.images[split], ds.labels[split], ds, settings)
-                rows += [_row(epoch, math.nan, split, "loss", loss), _row(epoch, math.nan, split, "accuracy", acc)]
+        rows += eval_rows(model, ds, settings, epoch)
         if is_diverged:
             rows.append(_row(epoch, at_step, "train", "diverged", 1.0))
         frame = pd.DataFrame(rows, columns=["epoch", "step", "split", "metric", "value"])
@@ -345,6 +358,7 @@ def _finish(settings: Mapping[str, Any], state_dir: Path, run_dir: Path, last_ep
                 (tmp / f"epoch_{epoch:04d}.safetensors").write_bytes(_st_bytes(tensors, meta))
             else:
                 shutil.copyfile(src, tmp / f"epoch_{epoch:04d}.safetensors")
+        (tmp / integrity.SUMS).write_text(integrity.checksums_text(list(tmp.glob("epoch_*.safetensors"))))
     write_text(run_dir / "metrics.csv", metrics.to_csv(index=False))
     epoch_rows = metrics[metrics["step"].isna()]
     final = {f"{r.split}_{r.metric}": float(r.value) for r in epoch_rows[epoch_rows["epoch"] == last_epoch].itertuples()}
@@ -356,7 +370,7 @@ def _finish(settings: Mapping[str, Any], state_dir: Path, run_dir: Path, last_ep
     }
     if settings["model"].get("weights"):
         summary["weights"] = settings["model"]["weights"]
-        summary["weights_sha256"] = models.sha256(settings["model"]["weights"])
+        summary["weights_sha256"] = integrity.sha256(settings["model"]["weights"])
     if diverged:
         div = metrics[metrics["metric"] == "diverged"]
         summary["diverged_step"] = int(div["step"].iloc[0])

@@ -30,10 +30,10 @@ FIGURES = list(FIGURE_TABLES)
 # each table and the tidy tables it is computed from
 TABLE_INPUTS = {
     "init_check": ["weights_summary"],
-    "range": ["weights_summary"],
+    "range": ["weights"],
     "depth_trend": ["weights"],
     "emission": ["em_ab"],
-    "claims": ["training_summary", "weights_summary", "features_summary", "em_ab"],
+    "claims": ["training", "weights", "features", "em_ab"],  # per seed: the claims pair runs by seed
     "factors": ["weights"],
 }
 TABLES = list(TABLE_INPUTS)
@@ -120,10 +120,19 @@ def variant_settings_json():
                        for v, r in first.items()}, sort_keys=True)
 
 
+def gain_conventions_json():
+    """Each variant's gain convention (init.gain of its first run), named in captions."""
+    first = {}
+    for r in RUNS:
+        first.setdefault(r.variant, r)
+    return json.dumps({v: dcfg.run_settings(config, r)["init"]["gain"] for v, r in first.items()})
+
+
 def table_args(wildcards, input):
     import shlex
 
     args = " ".join(f"--{name.replace('_', '-')} {path}" for name, path in input.items() if name != "code")
+    args += f" --gain-conventions {shlex.quote(gain_conventions_json())}"
     if wildcards.name == "factors":
         args += f" --variants {shlex.quote(variant_settings_json())}"
     return args

@@ -6,7 +6,7 @@ rule stats_run:
         weights=f"{RUN_DIR}/weights.zarr",
         features=f"{RUN_DIR}/features.zarr",
         gradients=f"{RUN_DIR}/gradients.zarr",
-        code=code("stats"),
+        code=code("stats", "spectral", "verdicts"),
     output:
         tables=expand(f"{RUN_DIR}/stats/{{table}}.csv", table=RUN_TABLES, allow_missing=True),
     params:
@@ -28,7 +28,7 @@ rule stats_run:
 rule stats_combine:
     input:
         tables=stats_inputs,
-        code=code("stats"),
+        code=code("stats", "spectral", "verdicts"),
     output:
         table=f"{RESULTS}/stats/{{table}}.csv",
         summary=f"{RESULTS}/stats/{{table}}_summary.csv",
@@ -48,7 +48,7 @@ rule stats_combine:
 rule stats_concat:
     input:
         tables=lambda wildcards: expand_runs(f"{RUN_DIR}/stats/{wildcards.plain}.csv"),
-        code=code("stats"),
+        code=code("stats", "spectral", "verdicts"),
     output:
         table=f"{RESULTS}/stats/{{plain}}.csv",
     conda:
@@ -66,7 +66,7 @@ rule stats_concat:
 rule table:
     input:
         unpack(table_inputs),
-        code=code("tables"),
+        code=code("tables", "verdicts"),
     output:
         csv=report(f"{RESULTS}/tables/{{name}}.csv", caption="../report/tables.rst", category="Tables", subcategory="{name}"),
         md=f"{RESULTS}/tables/{{name}}.md",

@@ -1,0 +1,293 @@
+"""Figures: drawn from tiny synthetic tidy tables and inspected as matplotlib objects (labels,
+legends, scales, ranges), not just written."""
+
+from __future__ import annotations
+
+import itertools
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from dnndist import cli, plots, stats  # noqa: E402
+
+from .conftest import REPO  # noqa: E402
+
+STYLE = REPO / "workflow" / "style" / "dnndist.mplstyle"
+INITS = ["kaiming_normal", "xavier_uniform", "ones"]
+
+
+@pytest.fixture(autouse=True)
+def _style():
+    plots.use_style(STYLE)
+    yield
+    plt.close("all")
+
+
+def data_axes(fig: plt.Figure) -> list[plt.Axes]:
+    return [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+
+
+def assert_no_empty_panels(fig: plt.Figure) -> None:
+    for ax in data_axes(fig):
+        assert ax.has_data(), f"empty panel {ax.get_title()!r}"
+
+
+def legend_texts(fig: plt.Figure) -> list[str]:
+    return [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+
+
+# --------------------------------------------------------------------------- tables
+def training_summary(n_seeds: int = 3, variants: tuple[str, ...] = ("base",)) -> pd.DataFrame:
+    rows = []
+    for variant, (k, init) in itertools.product(variants, enumerate(INITS)):
+        for epoch in range(4):
+            for split in ("train", "valid", "test"):
+                if split == "train" and epoch == 0:
+                    continue
+                loss = 2.3 if init == "ones" else 1.0 + 0.5 / (epoch + 1) + 0.03 * k + (0.1 if split == "test" else 0.0)
+                for stat, mean in (("loss", loss), ("accuracy", 1 / loss)):
+                    half = 0.01 if n_seeds > 1 else np.nan
+                    rows.append(dict(variant=variant, init=init, epoch=epoch, split=split, statistic=stat, mean=mean,
+                                     ci_low=mean - half, ci_high=mean + half, n_seeds=n_seeds))
+    return pd.DataFrame(rows)
+
+
+def weight_stores(rng: np.random.Generator) -> dict[str, dict[str, xr.Dataset]]:
+    """Per init, the layer groups of a weights store: weights/biases at epochs 0 and 2; one
+    large weight (a tail) after training; ones is constant before training."""
+    stores = {}
+    for init in INITS:
+        groups = {}
+        for layer, (o, i) in (("conv1", (8, 27)), ("fc1", (16, 64))):
+            w = np.stack([np.ones((o, i)) if init == "ones" else rng.normal(0, 0.1, (o, i)), rng.normal(0, 0.12, (o, i))])
+            w[1, 0, 0] = 3.0  # one large weight after training: the tail the figure must show
+            b = np.stack([np.ones(o) if init == "ones" else rng.uniform(-0.2, 0.2, o), rng.normal(0, 0.3, o)])
+            groups[layer] = xr.Dataset(
+                {"weight": (("variant", "init", "seed", "epoch", "o", "i"), w[None, None, None]),
+                 "bias": (("variant", "init", "seed", "epoch", "o"), b[None, None, None])},
+                coords={"variant": ["base"], "init": [init], "seed": [0], "epoch": [0, 2]})
+        stores[init] = groups
+    return stores
+
+
+def weight_hist(rng: np.random.Generator) -> pd.DataFrame:
+    return pd.concat([stats.weight_histograms(groups, [0, 2]) for groups in weight_stores(rng).values()], ignore_index=True)
+
+
+def feature_hist(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for (k, init), epoch, layer, split in itertools.product(enumerate(INITS), (0, 2), ("conv1", "conv2"), ("train", "random")):
+        scale = 1000.0 if init == "ones" else 0.5 + 0.1 * k + 0.2 * epoch
+        x = np.linspace(-4 * scale, 4 * scale, 40)
+        dens = np.exp(-0.5 * (x / scale) ** 2) / (scale * np.sqrt(2 * np.pi))
+        rows += [dict(variant="base", init=init, seed=0, epoch=epoch, layer=layer, kind="pre", split=split, x=xi, density=di,
+                      mean=0.0, std=scale, min=-4 * scale, max=4 * scale, outside=0.0) for xi, di in zip(x, dens)]
+    return pd.DataFrame(rows)
+
+
+def em_ab(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for layer, scale in (("conv1", 1.0), ("conv2", 500.0)):
+        for measure, channel, sample in itertools.product(("emission", "absorption"), range(4), range(20)):
+            rows.append(dict(variant="base", init="kaiming_normal", seed=0, epoch=2, layer=layer, measure=measure,
+                             channel=channel, sample=sample, value=scale * rng.gamma(2.0) * (3 if measure == "absorption" else 1)))
+    return pd.DataFrame(rows)
+
+
+def ablation_variants() -> list[str]:
+    names = ["-".join(t for t in combo if t) or "base"
+             for combo in itertools.product(("", "bn"), ("", "leaky"), ("", "l2_0.0001"), ("", "l1_1e-05"))]
+    return [*names, "binary"]
+
+
+def weights_summary(variants: list[str], n_seeds: int = 2) -> pd.DataFrame:
+    rows = []
+    for (v_i, variant), init, epoch, depth in itertools.product(enumerate(variants), ("kaiming_normal", "ones"), (0, 5), (1, 2, 3)):
+        for stat in ("std", "kurtosis", "near_zero_rel_0.1", "tail_index", "max"):
+            mean = 0.1 * depth + 0.01 * v_i + (0.05 * epoch if stat != "std" else 0.0)
+            half = 0.02 if n_seeds > 1 else np.nan
+            rows.append(dict(variant=variant, init=init, epoch=epoch, layer=f"conv{depth}", depth=depth, param="weight",
+                             statistic=stat, mean=mean, ci_low=mean - half, ci_high=mean + half, n_seeds=n_seeds))
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- Fig 1
+def test_training_has_test_loss_log_panel_and_true_interval_label():
+    fig = plots.draw_training(training_summary(n_seeds=3))
+    axes = data_axes(fig)
+    assert_no_empty_panels(fig)
+    assert all(ax.get_ylabel() for ax in axes) and axes[-1].get_xlabel() == "epoch"
+    assert [ax.get_yscale() for ax in axes].count("log") == 1
+    loss_axes = [ax for ax in axes if "loss" in ax.get_ylabel()]
+    assert len(loss_axes) == 2
+    for ax in loss_axes:
+        gids = {line.get_gid() for line in ax.get_lines()}
+        assert {f"{i}|test|loss" for i in INITS} <= gids and {f"{i}|train|loss" for i in INITS} <= gids
+    assert legend_texts(fig) == [plots.INIT_LABELS[i] for i in INITS]  # one entry per init
+    assert fig.legends[0].get_title().get_text() == "mean and 95 % t-interval over 3 seeds"
+    assert any(ax.collections for ax in axes)  # bands
+
+
+def test_training_one_seed_draws_no_band():
+    fig = plots.draw_training(training_summary(n_seeds=1))
+    assert fig.legends[0].get_title().get_text() == "one seed: no interval"
+    assert not any(ax.collections for ax in fig.axes)
+    assert "95" not in " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+
+
+def test_training_draws_valid_once_when_it_is_the_test_split():
+    df = training_summary()
+    valid = df[df["split"] == "test"].assign(split="valid")
+    fig = plots.draw_training(pd.concat([df[df["split"] != "valid"], valid], ignore_index=True))
+    acc = data_axes(fig)[-1]
+    assert {line.get_gid().split("|")[1] for line in acc.get_lines()} == {"test"}
+    assert "valid = test" in acc.get_title()
+
+
+def test_training_log_panel_resolves_runs_beside_an_off_scale_one():
+    df = training_summary()
+    df.loc[df["init"] == "ones", ["mean", "ci_low", "ci_high"]] = 5e7
+    fig = plots.draw_training(df)
+    for ax in data_axes(fig)[:2]:
+        assert ax.get_ylim()[1] < 10  # the ones run is named, not drawn to scale
+        assert any("ones: 5e+07 (off scale)" in t.get_text() for t in ax.texts)
+
+
+def test_training_with_variants_shows_one_and_names_it():
+    fig = plots.draw_training(training_summary(variants=("bn", "base", "leaky")))
+    assert fig._suptitle is not None and "base" in fig._suptitle.get_text()
+    assert len(legend_texts(fig)) == len(INITS)
+
+
+# --------------------------------------------------------------------------- Fig 2
+def test_weight_histograms_cover_full_range():
+    df = weight_hist(np.random.default_rng(0))
+    after = df[(df["epoch"] == 2) & (df["param"] == "weight") & (df["init"] == "kaiming_normal") & (df["layer"] == "conv1")]
+    assert after["max"].iloc[0] == 3.0 and after["x"].max() < 3.0 < after["x"].max() + 2 * np.diff(after["x"]).max()
+    assert after.sort_values("x")["density"].iloc[-1] > 0  # the one large weight is in the last bin
+    ones = df[(df["epoch"] == 0) & (df["init"] == "ones")]
+    assert ones["density"].isna().all() and (ones["min"] == 1).all() and len(ones) == 4  # one row per tensor
+
+
+def test_weight_figure_shows_biases_tails_and_constant_inits():
+    df = weight_hist(np.random.default_rng(0))
+    fig = plots.draw_weight_distributions(df)
+    axes = data_axes(fig)
+    assert_no_empty_panels(fig)
+    assert len(axes) == 2 * 4
+    titles = [ax.get_title() for ax in axes]
+    assert sum("bias" in t for t in titles) == 4 and sum("weight" in t for t in titles) == 4
+    for ax in axes:
+        assert ax.get_yscale() == "log"
+        layer, param, epoch = ax.get_title().split()[0], ax.get_title().split()[1].rstrip(","), int(ax.get_title().split()[3])
+        sub = df[(df["layer"] == layer) & (df["param"] == param) & (df["epoch"] == epoch)]
+        lo, hi = ax.get_xlim()
+        assert lo <= sub["min"].min() and hi >= sub["max"].max(), ax.get_title()
+    conv1_w0 = next(ax for ax in axes if ax.get_title().startswith("conv1 weight, epoch 0"))
+    assert "ones|point" in {line.get_gid() for line in conv1_w0.get_lines()}
+    assert conv1_w0.get_title().splitlines()[1] == "all = 1: ones"  # the point mass is named
+    conv1_w2 = next(ax for ax in axes if ax.get_title().startswith("conv1 weight, epoch 2"))
+    assert conv1_w2.get_xlim()[1] >= 3.0  # the large weight is on the axis
+    assert legend_texts(fig) == [plots.INIT_LABELS[i] for i in INITS]
+
+
+# --------------------------------------------------------------------------- Fig 3
+def test_feature_panels_carry_std():
+    df = feature_hist(np.random.default_rng(0))
+    fig = plots.draw_features(df)
+    axes = data_axes(fig)
+    assert_no_empty_panels(fig)
+    assert len(axes) == 4
+    for ax in axes:
+        texts = [t.get_text() for t in ax.texts if t.get_gid() == "std"]
+        assert len(texts) == len(INITS)
+        assert "0.5 \u2192 0.9" in texts[0]  # kaiming normal: std 0.5 before, 0.9 after
+        assert "ones: 1e+03 \u2192 1e+03" in texts  # constant init: not drawn, std listed
+        assert {line.get_gid() for line in ax.get_lines()} == {f"{i}|{e}" for i in INITS[:2] for e in (0, 2)}
+    assert len([t for t in legend_texts(fig) if not t.startswith("epoch")]) == 2
+
+
+def test_feature_histograms_carry_std_range_and_off_range_share():
+    shape = (1, 1, 1, 1, 1, 1, 1)  # variant, init, seed, epoch, layer, kind, split
+    counts = np.array([10.0, 30.0, 40.0, 18.0])  # 98 of 100 values in the bins, 2 beyond
+    dims_ = ("variant", "init", "seed", "epoch", "layer", "kind", "split")
+    var = {k: (dims_, np.full(shape, v)) for k, v in
+           dict(count=100.0, mean=0.1, m2=100 * 0.25, min=-3.0, max=5.0, hist_lo=-2.0, hist_hi=2.0,
+                underflow=0.0, overflow=2.0).items()}
+    var["hist"] = ((*dims_, "bin"), counts.reshape(*shape, 4))
+    ds = xr.Dataset(var, coords={"variant": ["base"], "init": ["kaiming_normal"], "seed": [0], "epoch": [0], "layer": ["conv1"],
+                                 "kind": ["pre"], "split": ["train"]})
+    df = stats.feature_histograms(ds, [0])
+    assert len(df) == 4 and np.isclose((df["density"] * 1.0).sum(), 0.98)  # bin width 1
+    row = df.iloc[0]
+    assert (row["std"], row["min"], row["max"], row["outside"]) == (0.5, -3.0, 5.0, 0.02)
+
+
+# --------------------------------------------------------------------------- Fig 4
+def test_emission_axes_have_own_y_and_say_what_whiskers_are():
+    fig = plots.draw_emission(em_ab(np.random.default_rng(0)), init="kaiming_normal")
+    axes = data_axes(fig)
+    assert_no_empty_panels(fig)
+    assert len(axes) == 4
+    for ax in axes:
+        assert ax.get_shared_y_axes().get_siblings(ax) == [ax]
+    assert axes[2].get_ylim()[1] > 50 * axes[0].get_ylim()[1]  # conv2 is on its own scale
+    text = fig._suptitle.get_text()
+    assert "whiskers = 5th-95th percentile" in text and "20 inputs" in text
+
+
+def test_emission_rejects_unknown_layer():
+    with pytest.raises(Exception, match="emission_layers"):
+        plots.draw_emission(em_ab(np.random.default_rng(0)), layers=["conv9"])
+
+
+# --------------------------------------------------------------------------- Figs 5, 6
+@pytest.mark.parametrize("x", ["epoch", "depth"])
+def test_trajectories_label_their_seed_count(x):
+    fig = plots.draw_trajectories(weights_summary(["base"], n_seeds=2), x=x)
+    assert_no_empty_panels(fig)
+    assert fig.legends[0].get_title().get_text() == "mean and 95 % t-interval over 2 seeds"
+    assert legend_texts(fig) == ["kaiming normal"]  # constant inits left out
+
+
+# --------------------------------------------------------------------------- Fig 7
+def test_variant_factors_parse_grid_names():
+    assert plots.variant_factors("bn-leaky-l2_0.0001-l1_1e-05") == ["bn", "leaky", "l2_0.0001", "l1_1e-05"]
+    assert plots.variant_factors("base") == []
+    assert plots.variant_factors("depth12") == ["depth12"]
+
+
+def test_variants_with_17_variants_stay_readable():
+    variants = ablation_variants()
+    assert len(variants) == 17
+    fig = plots.draw_variants(weights_summary(variants))
+    axes = data_axes(fig)
+    assert_no_empty_panels(fig)
+    rows = [ax.get_ylabel() for ax in axes if ax.get_ylabel()]
+    assert sorted(rows) == ["binary", "bn", "l1_1e-05", "l2_0.0001", "leaky"]  # one row per factor
+    assert len(axes) == 5 * len(plots.VARIANT_STATS)
+    legends = [ax.get_legend() for ax in axes if ax.get_legend()]
+    assert len(legends) == 5 and all(len(leg.get_texts()) <= 3 for leg in legends)
+    assert legends[rows.index("bn")].get_texts()[0].get_text() == "with bn (8)"
+
+
+def test_variants_few_draw_one_line_each_with_band():
+    fig = plots.draw_variants(weights_summary(["base", "depth6", "depth9"], n_seeds=2))
+    assert_no_empty_panels(fig)
+    assert legend_texts(fig) == ["base", "depth6", "depth9"]
+    assert "95 % t-interval over 2 seeds" in fig.legends[0].get_title().get_text()
+
+
+# --------------------------------------------------------------------------- CLI
+def test_plot_command_writes_pdf_and_png(tmp_path):
+    table = tmp_path / "training_summary.csv"
+    training_summary().to_csv(table, index=False)
+    pdf, png = tmp_path / "f.pdf", tmp_path / "f.png"
+    assert cli.main(["plot", "fig1_training", "--table", str(table), "--style", str(STYLE), "--pdf", str(pdf), "--png", str(png)]) == 0
+    assert pdf.read_bytes().startswith(b"%PDF") and png.read_bytes().startswith(b"\x89PNG")
