@@ -335,3 +335,14 @@ def test_range_table_reports_the_extreme_seed_not_the_mean():
     assert list(t["param"][t["init"] == "kaiming_normal"]) == ["weight", "bias"]
     td = t[t["init"] == "torch_default"].iloc[0]  # the forum's question: PyTorch's own init
     assert td["max_abs_after"] == pytest.approx(0.3) and td["within_default_bound_after"] == pytest.approx(0.9)
+
+
+def test_depth_trend_orders_twelve_layers_by_depth_not_by_name():
+    """conv10..conv12 sort before conv2 by name; the trend must follow depth (a plain CNN of 12 convs)."""
+    from dnndist.tables import depth_trend
+
+    rows = pd.DataFrame(trend_rows("depth12", 1, 20, 10, conv=12, linear=2, noise=0.2))
+    assert sorted(set(rows["layer"]))[:4] == ["conv1", "conv10", "conv11", "conv12"]  # name order is not depth order
+    out = depth_trend(rows).set_index("layer_kind")
+    assert out.loc["conv", "layers"] == 12 and out.loc["conv", "spearman_rho"] > 0.95
+    assert out.loc["conv", "verdict"] == "increases"
