@@ -34,10 +34,6 @@ def checksummed() -> dict[str, Any]:
     return {"compressors": [ZstdCodec(level=0, checksum=True)]}
 
 
-def _chunk_files(arr: Any) -> int:
-    return math.prod(math.ceil(s / c) for s, c in zip(arr.shape, arr.chunks)) if arr.shape else 1
-
-
 def verify_store(path: str | Path) -> None:
     """Read every chunk of every array of a zarr v3 store; IntegrityError names the first damaged one."""
     import zarr
@@ -47,7 +43,7 @@ def verify_store(path: str | Path) -> None:
         raise IntegrityError(f"{path} is not a complete zarr store (no zarr.json); rerun the stage that writes it")
     try:
         root = zarr.open_group(str(path), mode="r", zarr_format=3)
-        arrays = list(root.arrays()) + [(f"{g}/{a}", arr) for g, grp in root.groups() for a, arr in _all_arrays(grp)]
+        arrays = _all_arrays(root)
     except Exception as exc:  # noqa: BLE001 - unreadable metadata is damage too
         raise IntegrityError(f"{path}: unreadable store metadata ({type(exc).__name__}: {exc}); rerun the stage that writes it") from None
     for name, arr in arrays:

@@ -4,8 +4,8 @@ features) as tidy long tables, aggregated over seeds with t confidence intervals
 Tidy tables have one row per (variant, init, seed, epoch, layer, param, statistic) and a
 ``value``; seed aggregates have ``mean``, ``ci_low``, ``ci_high`` (the 95 % t-interval of
 the mean over seeds: true to its n, none for one seed) and ``n_seeds`` (the seeds with a
-finite value). Statistics come from numpy/scipy; the only estimators written here are the
-Hill tail index and the stable rank, each a one-line formula (documented below). Shape
+finite value). Statistics come from numpy/scipy; the one estimator written here is the Hill
+tail index (documented below; spectral metrics are in ``dnndist.spectral``). Shape
 statistics come with a size-calibrated reference (``gaussian_reference``): what a Gaussian
 (or, for the tail index, a uniform) sample of the same size gives.
 """
@@ -46,12 +46,9 @@ def hill_tail_index(a: np.ndarray, frac: float = HILL_FRAC, min_k: int = HILL_MI
     alpha = 1 / mean(log(a_(i) / a_(k+1))), i = 1..k (a_(1) the largest). Smaller alpha = heavier tail.
     It has no absolute scale: a Gaussian sample scores a finite alpha that depends on n and k (see
     ``gaussian_reference``, which gives the Gaussian's and the uniform's value at the same size)."""
-    a = np.sort(np.abs(a[np.isfinite(a)]))[::-1]
-    k = hill_k(a.size, frac, min_k)
-    if a.size <= k or a[k] <= 0:
-        return math.nan
-    logs = np.log(a[:k] / a[k])
-    return float(1.0 / logs.mean()) if logs.mean() > 0 else math.nan
+    a = np.asarray(a, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(_hill_rows(a[None], hill_k(a.size, frac, min_k))[0])
 
 
 def _ks_rows(x: np.ndarray) -> np.ndarray:
@@ -69,13 +66,16 @@ def _kurtosis_rows(x: np.ndarray) -> np.ndarray:
 
 
 def _hill_rows(x: np.ndarray, k: int) -> np.ndarray:
+    """The Hill tail index of |x| per row from its k largest values (NaN when a row has at most k
+    values or its (k+1)-th largest |x| is 0)."""
     n = x.shape[-1]
     if n <= k:
         return np.full(x.shape[:-1], np.nan)
     top = -np.sort(-np.partition(np.abs(x), n - k - 1, axis=-1)[..., n - k - 1:], axis=-1)  # the k+1 largest, descending
-    with np.errstate(divide="ignore"):
-        logs = np.log(top[..., :k] / top[..., k:k + 1]).mean(-1)
-    return np.where(logs > 0, 1.0 / logs, np.nan)
+    ref = top[..., k:k + 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(top[..., :k] / ref).mean(-1)
+    return np.where((ref[..., 0] > 0) & (logs > 0), 1.0 / logs, np.nan)
 
 
 REFERENCE_STATS = ("ks_normal_null95", "kurtosis_null_lo", "kurtosis_null_hi", "tail_index_gaussian", "tail_index_uniform", "tail_k")
