@@ -12,12 +12,16 @@ export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu-wheels upgrade-lock check-lock clean
 
-$(STAMP): pyproject.toml
+# the locked environment (requirements.lock: exact versions + hashes), then dnndist itself;
+# LOCKED=0 installs from pyproject.toml's floor pins instead
+LOCKED ?= 1
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	if [ "$(LOCKED)" = 1 ]; then $(BIN)/python -m pip install -q -r requirements.lock && \
+		$(BIN)/python -m pip install -q --no-deps -e .; else $(BIN)/python -m pip install -q -e '.[dev]'; fi
 	@touch $@
 
 setup: $(STAMP)
@@ -31,6 +35,26 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# refresh requirements.lock (newest versions pip resolves for pyproject.toml) and pin
+# environment.yml to them; check-lock: the three agree (also a test)
+upgrade-lock: setup
+	$(BIN)/python -m pip install -q --dry-run --ignore-installed --upgrade --report $(VENV)/lock-report.json -e '.[dev]'
+	$(BIN)/python dev/lock.py write $(VENV)/lock-report.json
+
+check-lock: setup
+	$(BIN)/python dev/lock.py check
+
+# wheels for benchmarks/gpu-box.sh: what a bare, offline GPU machine (Python 3.12) lacks.
+# Pure-Python packages published only as sdists are built into wheels here first
+# (GPU_SDISTS), then everything else is fetched as cp312 manylinux wheels.
+GPU_SDISTS ?= connection_pool
+gpu-wheels: setup
+	mkdir -p gpu-wheels
+	$(BIN)/python -m pip wheel -q --no-deps -w gpu-wheels $(GPU_SDISTS)
+	$(BIN)/python -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+		--find-links gpu-wheels -d gpu-wheels -r benchmarks/gpu-requirements.txt
 
 clean:
 	rm -rf results/demo .snakemake

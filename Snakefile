@@ -4,7 +4,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from dnndist.config import ConfigError, claim_results_dir, load_schema, validate
+from dnndist.config import ConfigError, check_job_python, claim_results_dir, load_schema, validate
 
 min_version("9.0")
 
@@ -26,6 +26,13 @@ config.update(_validated)
 
 
 onstart:
+    # pre-flight: jobs run `python -m dnndist`; stop before any job if that python cannot
+    # import it (e.g. .venv/bin/snakemake called without the venv on PATH)
+    if "conda" not in str(workflow.deployment_settings.deployment_method):
+        try:
+            check_job_python()
+        except ConfigError as exc:
+            raise WorkflowError(str(exc)) from None
     claim_results_dir(config["results"])  # later runs may reuse a folder dnndist marked
 
 
@@ -64,5 +71,5 @@ rule all:
         stats=expand(f"{RESULTS}/stats/{{table}}_summary.csv", table=STATS_TABLES),
         concatenated=expand(f"{RESULTS}/stats/{{plain}}.csv", plain=CONCAT_TABLES),
         figures=expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=["pdf", "png"]),
-        tables=expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLES, ext=["csv", "md", "tex"]),
+        tables=expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLES, ext=["csv", "md", "tex", "html"]),
     default_target: True

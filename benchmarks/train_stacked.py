@@ -7,7 +7,10 @@ Rows (all the paper CNN, Adam, batch 64, the same seeded batches for every run):
   a DataLoader (0 workers), one run after another, default layout, unfused Adam;
 - sequential: dnndist's per-run path (uint8 data resident on the device, normalised per
   batch, channels_last, fused Adam), one run after another;
-- stacked: the 7 runs as one wide model (dnndist.stacked, grouped convolutions);
+- sequential and stacked both run dnndist's one training loop (train.Trainer): seven stacks
+  of one, or one stack of seven (grouped convolutions, each run on its own batches);
+- on CUDA: the stack's step as a CUDA graph, and a table of CUDA graph vs eager per step
+  for stacks of K = 1, 7, 21, 70 runs (the seven inits x seeds);
 - vmap (with --vmap): torch.func.stack_module_state + vmap(functional_call), fused Adam.
 Prints images x runs / s, the ratio to the naive baseline, GFLOP/s (9.37 MFLOP per image
 and training step) and the fraction of the CPU's practical FP32 peak (165 GFLOP/s on this
@@ -31,16 +34,35 @@ CPU_PEAK_GFLOPS = 165.0
 INITS = [i for i in INIT_NAMES if i != "torch_default"]  # the paper's seven
 
 
-def run_settings(init: str, device: str, fast: bool, batch_size: int = 64) -> dict:
+def run_settings(init: str, device: str, fast: bool, batch_size: int = 64, seed: int = 0, graphs: bool = True) -> dict:
     return {
-        "run": {"variant": "base", "init_name": init, "seed": 0},
+        "run": {"variant": "base", "init_name": init, "seed": seed},
         "model": {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu",
                   "negative_slope": 0.3, "weights": None},
-        "init": {"gain": "auto", "bias": "auto"},
+        "init": {"gain": "torch", "bias": "auto"},
         "train": {"optimizer": "adam", "lr": 1e-4, "momentum": 0.9, "batch_size": batch_size, "epochs": 1, "weight_decay": 0.0,
-                  "l1": 0.0, "eval_batch_size": 1000, "device": device, "channels_last": fast, "deterministic": False},
+                  "l1": 0.0, "eval_batch_size": 1000, "device": device, "channels_last": fast, "deterministic": False,
+                  "check_every": 100, "cuda_graphs": graphs},
         "input": {"transform": "as_is", "threshold": 0.2},
     }
+
+
+def stack_settings(k: int, device: str, fast: bool = True, graphs: bool = True) -> list[dict]:
+    """K runs: the seven inits, then again with the next seed, and so on."""
+    return [run_settings(INITS[i % len(INITS)], device, fast, seed=i // len(INITS), graphs=graphs) for i in range(k)]
+
+
+def trainer_epochs(settings: list[dict], ds: data.Dataset, device: torch.device, epochs: int = 1) -> float:
+    """Images x runs per second of dnndist's training loop (train.Trainer) over ``epochs`` epochs
+    of ``ds``, after one untimed warm-up epoch (kernel selection; the CUDA graph is captured there)."""
+    t = train.Trainer(settings, ds, device)
+    t.epoch(0, lambda n: None)
+    _sync(device)
+    t0 = time.perf_counter()
+    for e in range(1, epochs + 1):
+        t.epoch(e * t.steps, lambda n: None)
+    _sync(device)
+    return t.k * len(ds.labels["train"]) * epochs / (time.perf_counter() - t0)
 
 
 def dataset(n: int, device: torch.device) -> data.Dataset:
@@ -91,53 +113,14 @@ def naive(ds: data.Dataset, device: torch.device, warm: int) -> float:
     return images / total
 
 
-def sequential(ds: data.Dataset, device: torch.device, warm_ds: data.Dataset) -> float:
-    total, images = 0.0, 0
-    for init in INITS:
-        s = run_settings(init, device.type, fast=True)
-        model = train.build_model(s, ds, device)
-        opt = train.build_optimizer(model, s["train"], device)
-        g = torch.Generator(device=device).manual_seed(0)
-        train.train_epoch(model, opt, warm_ds, s, g)
-        _sync(device)
-        t0 = time.perf_counter()
-        res = train.train_epoch(model, opt, ds, s, g)
-        _sync(device)
-        total += time.perf_counter() - t0
-        images += int(res.sizes.sum())
-    return images / total
+def sequential(ds: data.Dataset, device: torch.device) -> float:
+    """The seven runs one after another, each a stack of one (dnndist's per-run jobs)."""
+    rates = [trainer_epochs([run_settings(init, device.type, fast=True)], ds, device) for init in INITS]
+    return len(INITS) / sum(1.0 / r for r in rates)  # total images / total time
 
 
-def _stacked_epoch(model, opt, ds: data.Dataset, s: dict, g: torch.Generator) -> int:
-    fmt = torch.channels_last
-    n = len(ds.labels["train"])
-    perm = torch.randperm(n, generator=g, device=ds.images["train"].device)
-    done = 0
-    for i in range(0, n, 64):
-        idx = perm[i : i + 64]
-        x = data.prepare(ds.images["train"][idx], ds.mean, ds.std).contiguous(memory_format=fmt)
-        losses, _ = stacked.stacked_step_losses(model, x, ds.labels["train"][idx])
-        if not bool(torch.isfinite(losses).all()):  # the same one sync per step as per-run training
-            raise RuntimeError("diverged")
-        opt.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        opt.step()
-        done += len(idx)
-    return done * model.k
-
-
-def stacked_rate(ds: data.Dataset, device: torch.device, warm_ds: data.Dataset) -> float:
-    sets = [run_settings(i, device.type, fast=True) for i in INITS]
-    nets = [train.build_model(s, ds, device) for s in sets]
-    model = stacked.StackedCNN(nets).to(device=device, memory_format=torch.channels_last)
-    opt = train.build_optimizer(model, sets[0]["train"], device)
-    g = torch.Generator(device=device).manual_seed(0)
-    _stacked_epoch(model, opt, warm_ds, sets[0], g)
-    _sync(device)
-    t0 = time.perf_counter()
-    n = _stacked_epoch(model, opt, ds, sets[0], g)
-    _sync(device)
-    return n / (time.perf_counter() - t0)
+def stacked_rate(ds: data.Dataset, device: torch.device, k: int = 7, graphs: bool = True) -> float:
+    return trainer_epochs(stack_settings(k, device.type, graphs=graphs), ds, device)
 
 
 def vmap_rate(ds: data.Dataset, device: torch.device, warm_ds: data.Dataset) -> float:
@@ -185,6 +168,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=100, help="timed training steps (batches of 64) per run")
     p.add_argument("--vmap", action="store_true", help="also time the torch.func.vmap variant")
+    p.add_argument("--stacks", default="1,7,21,70", help="stack sizes of the CUDA graph vs eager table (CUDA only)")
     args = p.parse_args(argv)
     device = train.resolve_device(args.device)
     n = 64 * args.steps
@@ -192,8 +176,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     name = device_name(device)
     print(f"B1 training, paper CNN, 7 inits, batch 64, {args.steps} timed steps per run; device: {name}; torch {torch.__version__}")
     rows = [("naive (per-sample DataLoader, one run at a time)", naive(ds, device, warm=5)),
-            ("sequential (device-resident uint8, channels_last, fused Adam)", sequential(ds, device, warm)),
-            ("stacked (7 runs as one grouped-conv model)", stacked_rate(ds, device, warm))]
+            ("sequential (device-resident uint8, channels_last, fused Adam)", sequential(ds, device)),
+            ("stacked (7 runs as one grouped-conv model)", stacked_rate(ds, device, graphs=False))]
+    if device.type == "cuda":
+        rows.append(("stacked, CUDA graph (7 runs)", stacked_rate(ds, device, graphs=True)))
     if args.vmap:
         rows.append(("vmap (stack_module_state + functional_call)", vmap_rate(ds, device, warm)))
     base = rows[0][1]
@@ -205,6 +191,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
         hours = 7 * 50 * 50_000 / rate / 3600
         print(f"{label:<64} {rate:>10.0f} {rate / base:>7.2f}x {gflops:>8.1f} {peak:>8} {hours:>10.2f} h")
         out.append({"setup": label, "rate": rate, "ratio": rate / base})
+    if device.type == "cuda":
+        out += graph_table(ds, device, [int(k) for k in args.stacks.split(",")])
+    return out
+
+
+def graph_table(ds: data.Dataset, device: torch.device, sizes: list[int]) -> list[dict]:
+    """One training step of a stack of K runs: CUDA graph vs eager (CUDA only)."""
+    print(f"\n{'K runs':>6} {'eager ms/step':>14} {'graph ms/step':>14} {'graph vs eager':>15} {'K x 50 epochs x 50k':>20}")
+    out = []
+    steps = len(ds.labels["train"]) / 64
+    for k in sizes:
+        eager = stacked_rate(ds, device, k, graphs=False)
+        graph = stacked_rate(ds, device, k, graphs=True)
+        ms = lambda r: 1000 * steps * k / (r * steps * 64 / 64) / steps / 64 * 64  # noqa: E731 - ms per step from img*runs/s
+        print(f"{k:>6} {1000 * 64 * k / eager:>14.2f} {1000 * 64 * k / graph:>14.2f} {graph / eager:>14.2f}x "
+              f"{k * 50 * 50_000 / graph:>18.0f} s")
+        out.append({"k": k, "eager_rate": eager, "graph_rate": graph, "ratio": graph / eager, "ms": ms(graph)})
     return out
 
 

@@ -10,13 +10,11 @@ Needs only torch (no zarr/snakemake), so it runs on a bare GPU machine.
 from __future__ import annotations
 
 import argparse
-import time
-
 import torch
 
 from benchmarks import device_name
-from benchmarks.train_stacked import dataset, run_settings
-from dnndist import data, train
+from benchmarks.train_stacked import dataset, run_settings, trainer_epochs
+from dnndist import train
 
 FLOP_PER_IMAGE_STEP = 9.37e6
 PAPER_IMAGES = 7 * 50 * 50_000
@@ -25,20 +23,7 @@ PAPER_IMAGES = 7 * 50 * 50_000
 def measure(device: torch.device, n: int, epochs: int, batch_size: int, channels_last: bool) -> float:
     ds = dataset(n, device)
     s = run_settings("kaiming_normal", device.type, channels_last, batch_size)
-    model = train.build_model(s, ds, device)
-    opt = train.build_optimizer(model, s["train"], device)
-    g = torch.Generator(device=device).manual_seed(0)
-    warm = data.Dataset({"train": ds.images["train"][: 20 * batch_size]}, {"train": ds.labels["train"][: 20 * batch_size]},
-                        ds.classes, ds.mean, ds.std)
-    train.train_epoch(model, opt, warm, s, g)  # warm-up (kernel selection, allocator)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        train.train_epoch(model, opt, ds, s, g)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return n * epochs / (time.perf_counter() - t0)
+    return trainer_epochs([s], ds, device, epochs)
 
 
 def main(argv: list[str] | None = None) -> None:

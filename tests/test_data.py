@@ -166,6 +166,86 @@ def test_imagefolder_bad_image_is_a_clear_error(tmp_path):
     assert not (tmp_path / "f.zarr").exists()
 
 
+def _mixed_image_tree(root, n=4):
+    """train/test x cat/dog images of the kinds decode handles differently at image_size 32:
+    RGB JPEGs that fit (32x32), one that needs a resize and a crop (40x48), a greyscale JPEG
+    and an RGBA PNG that need a crop."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / split / c / f"{i:04d}.jpg", quality=80)
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / split / c / "big.jpg")
+            Image.fromarray(rng.integers(0, 256, (36, 32), dtype=np.uint8), "L").save(root / split / c / "grey.jpg")
+            Image.fromarray(rng.integers(0, 256, (32, 34, 4), dtype=np.uint8), "RGBA").save(root / split / c / "rgba.png")
+
+
+def _tar_gz(tree, archive):
+    with tarfile.open(archive, "w:gz") as tar:
+        for p in sorted(tree.rglob("*"), reverse=True):  # not in sorted order: the store's order comes from the names
+            if p.is_file():
+                tar.add(p, arcname=str(p.relative_to(tree)))
+    return archive
+
+
+def test_parallel_decode_equals_serial(tmp_path, monkeypatch):
+    """Directory and .tar.gz (all images: listed and decoded in one pass; limit_per_class:
+    listed first), 1 and 2 worker processes (batches of 2 images, so the pool really runs):
+    the bytes of decoding each image in turn with decode_image, whatever the worker count."""
+    import concurrent.futures
+
+    tree = tmp_path / "tree"
+    _mixed_image_tree(tree)
+    archive = _tar_gz(tree, tmp_path / "tree.tar.gz")
+    pools = []
+
+    class CountingPool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, max_workers, **kwargs):
+            pools.append(max_workers)
+            super().__init__(max_workers, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountingPool)
+    monkeypatch.setattr(data, "DECODE_BATCH", 2)
+    subdirs = {"train": "train", "test": "test"}
+    first_attrs = {}
+    # limit 3: the fitting 0000..0002.jpg only, so that only one pool pays for importing torch to resize
+    for source, workers, limit in ((tree, 1, 3), (tree, 2, 3), (archive, 2, 3), (archive, 1, None), (archive, 2, None)):
+        settings = {"source": "imagefolder", "imagefolder": {"path": str(source), "train": "train", "test": "test",
+                                                             "image_size": 32, "resize": None, "limit_per_class": limit}}
+        out = data.build_store(settings, tmp_path / f"{source.name}-{workers}-{limit}.zarr", workers=workers)
+        root = zarr.open_group(str(out), mode="r")
+        refs = data.list_imagefolder(tree, subdirs, limit)
+        assert len(refs) == 4 * (limit or 7)
+        for s in subdirs:
+            expected = [data.decode_image((tree / r.name).read_bytes(), r.name, 32, 32).numpy() for r in refs if r.split == s]
+            assert np.array_equal(root[s]["images"][:], np.stack(expected))
+            assert root[s]["labels"][:].tolist() == [int(r.cls == "dog") for r in refs if r.split == s]
+        attrs = {k: v for k, v in root.attrs.items() if k != "config_hash"}  # the hash covers the path
+        assert attrs == first_attrs.setdefault(limit, attrs)
+    assert pools == [2, 2, 2]  # every 2-worker build decoded in worker processes; 1 worker: in this process
+
+
+def test_parallel_decode_reports_the_first_bad_image(tmp_path, monkeypatch):
+    """The first bad image in reading order (names for a directory, members for an archive)
+    is the one reported, in the same one-line DataError as a serial decode gives."""
+    tree = tmp_path / "tree"
+    _jpeg_tree(tree, n=6, size=(32, 32))
+    (tree / "train" / "cat" / "0001.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (tree / "train" / "dog" / "0002.jpg").write_bytes(b"")
+    monkeypatch.setattr(data, "DECODE_BATCH", 2)
+    archive = _tar_gz(tree, tmp_path / "tree.tar.gz")  # reverse order: the dog's bad image comes first
+    for source, first in ((tree, "train/cat/0001.jpg"), (archive, "train/dog/0002.jpg")):
+        settings = {"source": "imagefolder", "imagefolder": {"path": str(source), "train": "train", "test": "test",
+                                                             "image_size": 32, "resize": None, "limit_per_class": None}}
+        for workers in (1, 2):
+            with pytest.raises(data.DataError, match=f"^cannot decode image {first}: "):
+                data.build_store(settings, tmp_path / "bad.zarr", workers=workers)
+            assert not (tmp_path / "bad.zarr").exists()
+
+
 def test_imagefolder_from_shared_cifar_jpeg_slice(tmp_path, shared_jpeg):
     settings = {"source": "imagefolder", "imagefolder": {"path": str(shared_jpeg), "train": "train", "test": "test",
                                                          "image_size": 32, "resize": None, "limit_per_class": 5}}

@@ -1,5 +1,7 @@
-"""Stacked training (dnndist.stacked): exact equivalence of the wide model in float64, and
-per-run outputs of a stacked group equal to per-run training to float tolerance."""
+"""Stacked training (dnndist.stacked, the one loop in dnndist.train): exact equivalence of
+the wide model in float64 with per-run inputs, per-run outputs of a stack of mixed inits and
+seeds equal to per-run training to float tolerance, divergence of one run isolated, and the
+periodic finiteness look (snapshot + replay) equal to looking at every step."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 
 from dnndist import config as dcfg
 from dnndist import inits, models, stacked, train
+from dnndist.checkpoints import load_checkpoint
 
 from .conftest import env, snakemake, tiny_config, write_yaml
 
@@ -34,17 +37,18 @@ def _nets(settings: dict, names: list[str], image: int = 32) -> list[models.Net]
     {**MODEL, "name": "plain_cnn", "depth": 6, "width": 8, "hidden": 32, "norm": "batch", "activation": "leaky_relu"},
 ], ids=["paper_cnn", "plain_cnn_bn_leaky_depth6"])
 def test_wide_model_equals_separate_models_in_float64(settings):
-    """Logits, losses and every parameter gradient of the stacked model equal those of the
-    separate models (autograd on each) to 1e-12 in float64; BN buffers follow too."""
+    """Each run reads its own batch (its seed's data order). Logits, losses and every parameter
+    gradient of the stacked model equal those of the separate models (autograd on each) to
+    1e-12 in float64; BN buffers follow too."""
     names = ["kaiming_normal", "xavier_uniform", "orthogonal"]
     nets = _nets(settings, names)
     wide = stacked.StackedCNN(nets).double()
-    x = torch.randn(5, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    y = torch.tensor([0, 3, 9, 2, 2])
-    losses, _ = stacked.stacked_step_losses(wide, x, y)
+    x = torch.randn(3, 5, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([[0, 3, 9, 2, 2], [1, 1, 4, 7, 0], [5, 6, 8, 9, 3]])
+    losses, _ = wide.losses(x, y, torch.contiguous_format)
     losses.sum().backward()
     for i, net in enumerate(nets):
-        loss = F.cross_entropy(net(x), y)
+        loss = F.cross_entropy(net(x[i]), y[i])
         loss.backward()
         assert torch.allclose(losses[i], loss, rtol=1e-12, atol=0)
         probe = models.build(settings, 3, 10, 32).double()
@@ -75,34 +79,37 @@ def store(tmp_path_factory):
     return out
 
 
-def _group(tmp_path, **train_over):
+def _group(tmp_path, seeds=(0, 1), **train_over):
     # the float32 tolerance below was set with the ReLU gain on every init: under PyTorch's gains
     # xavier_uniform's smaller conv weights leave some Adam steps sign-like on tiny gradients,
     # where float32 reduction order moves a weight by ~0.1 lr (exactness: the float64 tests above)
     cfg = dcfg.validate(tiny_config(tmp_path / "results", inits=["kaiming_normal", "xavier_uniform", "zeros"], init={"gain": "relu"},
-                                    train={"epochs": 2, "lr": 1.0e-3, "checkpoints": [0, 1, 2], "eval_batch_size": 500,
+                                    seeds=list(seeds), train={"epochs": 2, "lr": 1.0e-3, "checkpoints": [0, 1, 2], "eval_batch_size": 500,
                                            **train_over}), check_paths=False)
     runs = dcfg.runs(cfg)
     return runs, [dcfg.run_settings(cfg, r) for r in runs]
 
 
 def test_stacked_group_matches_per_run_training(tmp_path, store):
-    """Tolerance (stated in the README): after 2 epochs (14 Adam steps) every weight tensor
-    is within 1e-4 of per-run training relative to the tensor's largest magnitude, and every
-    metric within 1e-5; same files, same rows, same metadata."""
+    """Three inits x two seeds in one stack. Tolerance (stated in the README): after 2 epochs
+    (14 Adam steps at lr 1e-3) every weight is within a tenth of one Adam step (1e-4) of
+    per-run training, the mean difference within 1e-6, and every metric within 1e-5; same
+    files, same rows, same metadata. (Exactness is the float64 test above: in float32,
+    Adam's near-sign updates on tiny gradients turn reduction-order rounding into steps.)"""
     runs, settings = _group(tmp_path)
-    stacked.train_group(settings, store, [tmp_path / "stk" / r.init for r in runs], threads=2, progress=False)
+    train.train_stack(settings, store, [tmp_path / "stk" / r.init / str(r.seed) for r in runs], threads=2, progress=False)
     for s, r in zip(settings, runs):
-        train.train_run(s, store, tmp_path / "per" / r.init, threads=2, progress=False)
-        a, b = tmp_path / "per" / r.init, tmp_path / "stk" / r.init
+        train.train_run(s, store, tmp_path / "per" / r.init / str(r.seed), threads=2, progress=False)
+        a, b = tmp_path / "per" / r.init / str(r.seed), tmp_path / "stk" / r.init / str(r.seed)
         assert sorted(p.name for p in (a / "checkpoints").iterdir()) == sorted(p.name for p in (b / "checkpoints").iterdir())
         for ck in (a / "checkpoints").glob("epoch_*"):
-            ta, ma = train.load_checkpoint(ck)
-            tb, mb = train.load_checkpoint(b / "checkpoints" / ck.name)
+            ta, ma = load_checkpoint(ck)
+            tb, mb = load_checkpoint(b / "checkpoints" / ck.name)
             assert ma == mb
-            for k in ta:
-                scale = float(ta[k].abs().max()) or 1.0
-                assert float((ta[k] - tb[k]).abs().max()) <= 1e-4 * scale, (r.init, ck.name, k)
+            for k in ta:  # a tenth of one Adam step (lr 1e-3) at most, and far less typically
+                diff = (ta[k] - tb[k]).abs()
+                assert float(diff.max()) <= 0.1 * s["train"]["lr"], (r.init, r.seed, ck.name, k)
+                assert float(diff.mean()) <= 1e-3 * s["train"]["lr"], (r.init, r.seed, ck.name, k)
         pa, pb = pd.read_csv(a / "metrics.csv"), pd.read_csv(b / "metrics.csv")
         assert pa.drop(columns="value").equals(pb.drop(columns="value"))
         assert (pa["value"] - pb["value"]).abs().max() <= 1e-5
@@ -114,16 +121,16 @@ def test_stacked_group_matches_per_run_training(tmp_path, store):
 def test_divergence_in_a_group_stops_only_that_run(tmp_path, store):
     """SGD at lr 1e4 makes the models diverge; each run of the group stops at the same step
     as its per-run training, with the same last finite weights, and the others go on."""
-    runs, settings = _group(tmp_path, optimizer="sgd", lr=1.0e4)
-    stacked.train_group(settings, store, [tmp_path / "stk" / r.init for r in runs], threads=2, progress=False)
+    runs, settings = _group(tmp_path, seeds=(0,), optimizer="sgd", lr=1.0e4)
+    train.train_stack(settings, store, [tmp_path / "stk" / r.init for r in runs], threads=2, progress=False)
     statuses = set()
     for s, r in zip(settings, runs):
         per = train.train_run(s, store, tmp_path / "per" / r.init, threads=2, progress=False)
         stk = json.loads((tmp_path / "stk" / r.init / "summary.json").read_text())
         assert stk["status"] == per["status"] and stk.get("diverged_step") == per.get("diverged_step"), r.init
         statuses.add(stk["status"])
-        ta, _ = train.load_checkpoint(tmp_path / "per" / r.init / "checkpoints" / "epoch_0002.safetensors")
-        tb, _ = train.load_checkpoint(tmp_path / "stk" / r.init / "checkpoints" / "epoch_0002.safetensors")
+        ta, _ = load_checkpoint(tmp_path / "per" / r.init / "checkpoints" / "epoch_0002.safetensors")
+        tb, _ = load_checkpoint(tmp_path / "stk" / r.init / "checkpoints" / "epoch_0002.safetensors")
         for k in ta:
             assert torch.allclose(ta[k], tb[k], rtol=1e-4, atol=1e-4 * float(ta[k].abs().max())), (r.init, k)
     assert "diverged" in statuses
@@ -133,9 +140,13 @@ def test_stack_groups_and_cli_errors(tmp_path):
     cfg = dcfg.validate(tiny_config(tmp_path / "r", inits=["kaiming_normal", "xavier_uniform", "ones"], seeds=[0, 1],
                                     stacked=True, overrides={"ones": {"train": {"lr": 1.0e-5}}}), check_paths=False)
     groups = dcfg.stack_groups(cfg)
-    assert [g.name for g in groups] == ["base-seed0-1", "base-seed0-2", "base-seed1-1", "base-seed1-2"]
-    assert [r.init for r in groups[0].runs] == ["kaiming_normal", "xavier_uniform"]  # ones trains with another lr
+    assert [g.name for g in groups] == ["base-1", "base-2"]  # inits and seeds stack together
+    assert [r.name for r in groups[0].runs] == ["base/kaiming_normal/seed0", "base/kaiming_normal/seed1",
+                                                "base/xavier_uniform/seed0", "base/xavier_uniform/seed1"]
+    assert [r.init for r in groups[1].runs] == ["ones", "ones"]  # ones trains with another lr
     assert sum(len(g.runs) for g in groups) == len(dcfg.runs(cfg))
+    capped = dcfg.validate({**cfg, "stack_max": 3}, check_paths=False)
+    assert [len(g.runs) for g in dcfg.stack_groups(capped)] == [3, 1, 2]  # stack_max bounds a group
     with pytest.raises(dcfg.ConfigError, match="config key 'stacked'"):
         bad = tiny_config(tmp_path / "r", stacked=True, model={"name": "resnet18"})
         dcfg.validate(bad, check_paths=False)
@@ -150,8 +161,8 @@ def test_stacked_workflow_plans_one_job_per_group_and_trains(tmp_path):
     write_yaml(tmp_path / "tiny.yaml", cfg)
     targets = [str(tmp_path / "results" / "runs" / "base" / i / "seed0" / "summary.json") for i in cfg["inits"]]
     snakemake(tmp_path, *targets, "--cores", "2", "--configfile", str(tmp_path / "tiny.yaml"))
-    log = (tmp_path / "results" / "logs" / "train" / "stacked" / "base-seed0-1.log").read_text()
-    assert "stacked group of 3 runs" in log
+    log = (tmp_path / "results" / "logs" / "train" / "stacked" / "base-1.log").read_text()
+    assert "stack of 3 run(s)" in log
     for t in targets:
         assert json.loads(open(t).read())["status"] == "completed"
     # editing one init's training settings splits it off: its group and the rest rerun
@@ -159,4 +170,86 @@ def test_stacked_workflow_plans_one_job_per_group_and_trains(tmp_path):
     write_yaml(tmp_path / "tiny2.yaml", cfg2)
     proc = snakemake(tmp_path, *targets, "-n", "--configfile", str(tmp_path / "tiny2.yaml"))
     out = proc.stdout + proc.stderr
-    assert "train_stacked_base_seed0_1" in out and "train_stacked_base_seed0_2" in out
+    assert "train_stacked_base_1" in out and "train_stacked_base_2" in out
+
+
+def _poison_step(monkeypatch, init: str, at_step: int) -> None:
+    """Make the loss of the run with this init NaN at global step ``at_step`` (its input block only)."""
+    original = train.Trainer.train_step
+
+    def poisoned(self, x, y, step_no, pos, look=None):
+        names = [r["init_name"] for r in self.runs]
+        if int(step_no) == at_step and init in names:
+            x = x.clone()
+            x[names.index(init)] = float("nan")
+        original(self, x, y, step_no, pos, look)
+
+    monkeypatch.setattr(train.Trainer, "train_step", poisoned)
+
+
+def _ckpts(d):
+    return {p.name: p.read_bytes() for p in sorted((d / "checkpoints").glob("epoch_*"))}
+
+
+def test_one_diverging_run_leaves_the_others_identical(tmp_path, store, monkeypatch):
+    """Run 2 of a stack of three turns NaN at step 9 (epoch 2 has steps 7-13), inside a look
+    window (check_every 4): the other runs' checkpoints and metrics are byte-identical to the
+    same stack without the NaN; run 2 stops at step 9 with the weights it had before that
+    step, as the same run trained alone does, and is marked diverged."""
+    runs, settings = _group(tmp_path, seeds=(0,), check_every=4)
+    dirs = lambda tag: [tmp_path / tag / r.init for r in runs]  # noqa: E731
+    train.train_stack(settings, store, dirs("clean"), threads=2, progress=False)
+    _poison_step(monkeypatch, "zeros", at_step=9)
+    out = train.train_stack(settings, store, dirs("nan"), threads=2, progress=False)
+    assert [o["status"] for o in out] == ["completed", "completed", "diverged"] and out[2]["diverged_step"] == 9
+    for i in (0, 1):
+        assert _ckpts(dirs("nan")[i]) == _ckpts(dirs("clean")[i])
+        assert (dirs("nan")[i] / "metrics.csv").read_bytes() == (dirs("clean")[i] / "metrics.csv").read_bytes()
+    m = pd.read_csv(dirs("nan")[2] / "metrics.csv")
+    assert m.query("split == 'train' and metric == 'loss' and step == step")["step"].max() == 8  # steps 0-8 kept
+    # per-run training of run 2 with the same NaN stops at the same step with the same weights
+    alone = train.train_run(settings[2], store, tmp_path / "alone", threads=2, progress=False)
+    assert alone["diverged_step"] == 9
+    for name in ("epoch_0002.safetensors",):
+        ta, ma = load_checkpoint(tmp_path / "alone" / "checkpoints" / name)
+        tb, mb = load_checkpoint(dirs("nan")[2] / "checkpoints" / name)
+        assert ma == mb and ma["diverged"] == "true" and ma["step"] == "9"
+        for k in ta:
+            assert float((ta[k] - tb[k]).abs().max()) <= 1e-4 * (float(ta[k].abs().max()) or 1.0), k
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_periodic_look_equals_looking_every_step(tmp_path, store, monkeypatch, every):
+    """The graph path's bookkeeping on the CPU: looking at finiteness every N steps (snapshot,
+    rollback, replay) gives the same bytes as looking at every step, with a divergence."""
+    _poison_step(monkeypatch, "xavier_uniform", at_step=5)
+    outs = {}
+    for n in (every, 100):
+        runs, settings = _group(tmp_path / str(n), seeds=(0,), check_every=n)
+        train.train_stack(settings, store, [tmp_path / f"look{n}" / r.init for r in runs], threads=2, progress=False)
+        outs[n] = [(_tensors(tmp_path / f"look{n}" / r.init), (tmp_path / f"look{n}" / r.init / "metrics.csv").read_bytes())
+                   for r in runs]
+    assert outs[every] == outs[100]  # (check_every is part of the settings hash in the metadata)
+
+
+def _tensors(d):
+    """Every checkpoint's tensors as bytes, and its metadata but the config hash."""
+    out = {}
+    for p in sorted((d / "checkpoints").glob("epoch_*")):
+        tensors, meta = load_checkpoint(p)
+        meta.pop("config_hash")
+        out[p.name] = ({k: v.numpy().tobytes() for k, v in tensors.items()}, meta)
+    return out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device; the bookkeeping around them is tested on the CPU above")
+def test_cuda_graph_step_matches_eager(tmp_path, store):
+    """On CUDA: the captured step trains like the eager one (float tolerance), divergence included."""
+    runs, settings = _group(tmp_path, seeds=(0, 1), device="cuda")
+    eager = [{**s, "train": {**s["train"], "cuda_graphs": False}} for s in settings]
+    train.train_stack(settings, store, [tmp_path / "graph" / r.init / str(r.seed) for r in runs], progress=False)
+    train.train_stack(eager, store, [tmp_path / "eager" / r.init / str(r.seed) for r in runs], progress=False)
+    for r in runs:
+        a, b = tmp_path / "graph" / r.init / str(r.seed), tmp_path / "eager" / r.init / str(r.seed)
+        pa, pb = pd.read_csv(a / "metrics.csv"), pd.read_csv(b / "metrics.csv")
+        assert (pa["value"] - pb["value"]).abs().max() <= 1e-4

@@ -80,7 +80,7 @@ def test_kill_and_resume_gives_identical_bytes(tmp_path, store):
            "--out", str(run_dir), "--threads", "1", "--no-progress"]
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    while not list(run_dir.glob(".resume/*/state_0002.pt")) and time.time() < deadline and proc.poll() is None:
+    while not list(run_dir.glob(".resume/*/*/state_0002.pt")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -159,3 +159,15 @@ def test_resume_state_is_loaded_weights_only(tmp_path, store, monkeypatch):
     summary = train.train_run(s, store, tmp_path / "run", threads=1)
     assert summary["status"] == "completed"
     assert calls and all(k.get("weights_only") is True for k in calls)
+
+
+def test_progress_logs_steps_rate_and_time_left_without_a_terminal(caplog):
+    """Under Snakemake (no terminal, --no-progress) a long training job still says where it is."""
+    import logging
+
+    bar = train.Progress(total_steps=100, done_steps=20, enabled=False, images_per_step=64, every_s=0.0)
+    with caplog.at_level(logging.INFO, logger="dnndist.train"):
+        time.sleep(0.01)
+        bar.advance(10)
+    line = caplog.messages[-1]
+    assert line.startswith("step 30/100 (30 %)") and "images/s" in line and "left" in line

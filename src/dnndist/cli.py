@@ -2,7 +2,7 @@
 
     python -m dnndist runs  --config config.yaml [--config presets/demo.yaml]
     python -m dnndist download-cifar10 --url URL --md5 MD5 --out FILE
-    python -m dnndist data  (--settings JSON | --config FILE...) --out STORE [--archive FILE]
+    python -m dnndist data  (--settings JSON | --config FILE...) --out STORE [--archive FILE] [--workers N]
     python -m dnndist train (--settings JSON | --config FILE... --run VARIANT/INIT/seedN) --data STORE --out RUN_DIR
     python -m dnndist extract {weights,features,gradients} (--settings JSON | --config ... --run ...) \
         --checkpoints RUN_DIR/checkpoints --data STORE --out RUN_DIR/features.zarr
@@ -93,10 +93,20 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from dnndist.data import build_store
 
-    build_store(_data_settings(args), args.out, archive=args.archive)
+    build_store(_data_settings(args), args.out, archive=args.archive, workers=args.workers)
     return 0
 
 
@@ -109,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_stacked(args: argparse.Namespace) -> int:
-    from dnndist.stacked import train_group
+    from dnndist.train import train_stack
 
     if args.settings:
         settings = _settings(args, "stacked")
@@ -121,7 +131,7 @@ def cmd_train_stacked(args: argparse.Namespace) -> int:
         settings = [cfgmod.run_settings(cfg, r) for r in groups[args.group].runs]
     if len(args.out) != len(settings):
         raise DnndistError(f"--out needs one run directory per run ({len(settings)}), got {len(args.out)}")
-    for summary in train_group(settings, args.data, args.out, threads=args.threads, progress=args.progress):
+    for summary in train_stack(settings, args.data, args.out, threads=args.threads, progress=args.progress):
         print(json.dumps({"run": summary["run"], "status": summary["status"], **summary["final"]}))
     return 0
 
@@ -246,6 +256,8 @@ def parser() -> argparse.ArgumentParser:
     _settings_arg(s, with_run=False)
     s.add_argument("--archive", help="downloaded archive (cifar10 source)")
     s.add_argument("--out", required=True, help="dataset store to write (dataset.zarr)")
+    s.add_argument("--workers", type=_positive_int, default=None,
+                   help="processes decoding an image folder (default: the CPUs this process may use); the store does not depend on it")
     s.set_defaults(fn=cmd_data)
 
     s = sub.add_parser("train", help="train one run (resumes a killed one)")
@@ -261,7 +273,7 @@ def parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--settings", help="JSON list of the runs' resolved settings (what the Snakemake rules pass)")
     g.add_argument("--config", action="append", help="config file(s), later ones overlay earlier ones")
-    s.add_argument("--group", help="stack group name, e.g. base-seed0-1 (with --config; see 'dnndist runs')")
+    s.add_argument("--group", help="stack group name, e.g. base-1 (with --config; see 'dnndist runs')")
     s.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
     s.add_argument("--out", required=True, nargs="+", help="one run directory per run, in the group's order")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -319,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("fontTools", "matplotlib", "PIL"):  # e.g. 110 lines of font subsetting per PDF
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.fn(args)
     except DnndistError as exc:  # one line, whatever the message a library gave (torch's span several)

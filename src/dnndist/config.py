@@ -141,6 +141,24 @@ def claim_results_dir(results: str | Path) -> None:
         marker.write_text("This folder holds the outputs of a dnndist workflow; dnndist may overwrite and delete files here.\n")
 
 
+def check_job_python(path: str | None = None) -> None:
+    """Pre-flight: the ``python`` that the rules run (first on PATH) must import dnndist, or
+    every job would fail with "No module named dnndist". One line telling what to do."""
+    import os
+    import shutil
+    import subprocess
+
+    exe = shutil.which("python", path=path if path is not None else os.environ.get("PATH"))
+    if exe is None:
+        raise ConfigError("no 'python' on PATH for the workflow's jobs: put the venv first "
+                          "(export PATH=$PWD/.venv/bin:$PATH, or source .venv/bin/activate), or run make demo")
+    proc = subprocess.run([exe, "-c", "import dnndist"], capture_output=True, text=True, env={**os.environ, "PATH": path or os.environ.get("PATH", "")})
+    if proc.returncode != 0:
+        raise ConfigError(f"the jobs' python ({exe}) cannot import dnndist: put the venv first on PATH "
+                          "(export PATH=$PWD/.venv/bin:$PATH, or source .venv/bin/activate; make demo does it), "
+                          "or pip install dnndist into that python")
+
+
 # short, readable labels of factor levels in variant names
 _LEVEL_LABELS: dict[tuple[str, Any], str] = {
     ("model.norm", "batch"): "bn", ("model.activation", "leaky_relu"): "leaky",
@@ -346,31 +364,32 @@ def runs(cfg: Mapping[str, Any]) -> list[Run]:
 
 @dataclass(frozen=True)
 class StackGroup:
-    """Runs trained together by stacked training: same variant, seed and settings but the init."""
+    """Runs trained together as one stack: same variant and settings but the init and seed."""
 
-    name: str  # e.g. base-seed0-1: readable, stable for a given config
+    name: str  # e.g. base-1: readable, stable for a given config
     runs: tuple[Run, ...]
 
 
 def stack_key(settings: Mapping[str, Any]) -> str:
-    """Runs with the same key can be stacked: same variant and seed, every setting but the init."""
+    """Runs with the same key can be stacked: same variant, every setting but the init and seed."""
     import json
 
     keep = {k: v for k, v in settings.items() if k not in ("run", "init")}
-    keep["run"] = {"variant": settings["run"]["variant"], "seed": settings["run"]["seed"]}
+    keep["run"] = {"variant": settings["run"]["variant"]}
     return json.dumps(keep, sort_keys=True)
 
 
 def stack_groups(cfg: Mapping[str, Any]) -> list[StackGroup]:
-    """The runs of the experiment grouped for stacked training (in run order)."""
-    by_key: dict[tuple[str, int], dict[str, list[Run]]] = {}
+    """The runs of the experiment grouped for stacked training (in run order), at most
+    ``stack_max`` runs per group."""
+    by_key: dict[str, dict[str, list[Run]]] = {}
     for run in runs(cfg):
-        key = stack_key(run_settings(cfg, run))
-        by_key.setdefault((run.variant, run.seed), {}).setdefault(key, []).append(run)
+        by_key.setdefault(run.variant, {}).setdefault(stack_key(run_settings(cfg, run)), []).append(run)
     out = []
-    for (variant, seed), groups in by_key.items():
-        for n, members in enumerate(groups.values(), start=1):
-            out.append(StackGroup(f"{variant}-seed{seed}-{n}", tuple(members)))
+    size = int(cfg["stack_max"])
+    for variant, groups in by_key.items():
+        chunks = [members[i : i + size] for members in groups.values() for i in range(0, len(members), size)]
+        out.extend(StackGroup(f"{variant}-{n}", tuple(chunk)) for n, chunk in enumerate(chunks, start=1))
     return out
 
 

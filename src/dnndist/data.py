@@ -15,24 +15,29 @@ a temporary path and renamed, so a failed conversion leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import tarfile
 import zlib
-from io import BytesIO
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from dnndist import DnndistError, dims, integrity
 from dnndist.io import atomic_path
 from dnndist.provenance import attrs as provenance_attrs
 from dnndist.provenance import config_hash
+
+if TYPE_CHECKING:  # torch is imported where it is used: image-decoding worker processes start without it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +62,19 @@ def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def iter_tar(path: str | Path, wanted: set[str] | None = None) -> Iterator[tuple[str, bytes | None]]:
+def iter_tar(path: str | Path, wanted: set[str] | Callable[[str], bool] | None = None) -> Iterator[tuple[str, bytes | None]]:
     """Yield (normalised member name, bytes) for the regular files of a tar archive.
 
     Every member passes ``tarfile.data_filter`` (no absolute paths, no ``..``, no links
-    out of the tree); nothing is written to disk. With ``wanted``, only those members'
-    bytes are read (others yield None), so a listing pass costs no memory.
+    out of the tree); nothing is written to disk. With ``wanted`` (a set of names, or a
+    predicate on the name), only those members' bytes are read (others yield None), so a
+    listing pass costs no memory.
     """
+    keep = wanted.__contains__ if isinstance(wanted, (set, frozenset)) else wanted
     try:
         with tarfile.open(path, mode="r:*") as tar:
             for member in tar:
-                parts = Path(member.name).parts
+                parts = member.name.split("/")  # the components Path(name).parts has, and maybe "" or "."
                 if member.name.startswith(("/", "\\")) or ".." in parts:
                     raise DataError(f"{path}: unsafe archive member {member.name!r} (absolute path or '..')")
                 try:
@@ -77,7 +84,7 @@ def iter_tar(path: str | Path, wanted: set[str] | None = None) -> Iterator[tuple
                 if not member.isreg():
                     continue
                 name = os.path.normpath(member.name)
-                if wanted is not None and name not in wanted:
+                if keep is not None and not keep(name):
                     yield name, None
                     continue
                 fh = tar.extractfile(member)
@@ -141,26 +148,39 @@ class ImageRef:
 
 def _split_of(rel: str, subdirs: Mapping[str, str]) -> tuple[str, str] | None:
     """Map a relative file path to (split, class) following ImageFolder layout."""
-    parts = Path(rel).parts
     if not rel.lower().endswith(IMAGE_EXTENSIONS):
         return None
+    parts = _parts(rel)
     for split, sub in subdirs.items():
-        sub_parts = Path(sub).parts if sub else ()
+        sub_parts = _parts(sub) if sub else ()
         if parts[: len(sub_parts)] == sub_parts and len(parts) == len(sub_parts) + 2:
             return split, parts[len(sub_parts)]
     return None
 
 
+def _parts(rel: str) -> tuple[str, ...]:
+    """``Path(rel).parts``; without pathlib for a normalised POSIX name (called once an image)."""
+    parts = tuple(rel.split("/"))
+    if os.sep != "/" or os.altsep is not None or "" in parts or "." in parts:
+        return Path(rel).parts
+    return parts
+
+
 def list_imagefolder(path: str | Path, subdirs: Mapping[str, str], limit_per_class: int | None) -> list[ImageRef]:
     path = Path(path)
     if path.is_dir():
-        names = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+        names = [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
     elif path.is_file():
-        names = sorted(name for name, _ in iter_tar(path, wanted=set()))
+        names = [name for name, _ in iter_tar(path, wanted=set())]
     else:
         raise DataError(f"image folder {path} does not exist")
+    return _select_refs(path, names, subdirs, limit_per_class)
+
+
+def _select_refs(path: Path, names: Iterable[str], subdirs: Mapping[str, str], limit_per_class: int | None) -> list[ImageRef]:
+    """The images of a listing in store order: by (split, class), then by name; the first ``limit_per_class`` of each."""
     refs: dict[tuple[str, str], list[ImageRef]] = {}
-    for name in names:
+    for name in sorted(names):
         hit = _split_of(name, subdirs)
         if hit:
             refs.setdefault(hit, []).append(ImageRef(hit[0], hit[1], name))
@@ -175,40 +195,188 @@ def list_imagefolder(path: str | Path, subdirs: Mapping[str, str], limit_per_cla
 
 def decode_image(blob: bytes, name: str, image_size: int, resize: int) -> torch.Tensor:
     """Decode one image to RGB uint8 (3, image_size, image_size): resize shorter side, centre-crop."""
+    import torch
+
+    return torch.from_numpy(decode_array(blob, name, image_size, resize))
+
+
+def decode_array(blob: bytes, name: str, image_size: int, resize: int) -> np.ndarray:
+    """:func:`decode_image` as a numpy array (channel, y, x)."""
+    rgb = _decode_rgb(blob, name)
+    if _fits(rgb, image_size, resize):
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    return _resize_crop(rgb, image_size, resize)
+
+
+def _decode_rgb(blob: bytes, name: str) -> np.ndarray:
+    """PIL's decode of one image, converted to RGB: uint8 (y, x, channel)."""
     from PIL import Image
-    from torchvision.transforms.v2 import functional as F
 
     try:
         with Image.open(BytesIO(blob)) as pil:
-            img = torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1).contiguous()
+            return np.asarray(pil.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot decode image {name}: {exc}") from None
+
+
+def _fits(rgb: np.ndarray, image_size: int, resize: int) -> bool:
+    """Whether an (y, x, channel) image needs neither resize nor crop."""
+    return min(rgb.shape[:2]) == resize and rgb.shape[:2] == (image_size, image_size)
+
+
+def _resize_crop(rgb: np.ndarray, image_size: int, resize: int) -> np.ndarray:
+    """Resize the shorter side of an (y, x, channel) image to ``resize`` (antialiased), then
+    centre-crop to ``image_size``: uint8 (channel, y, x). Torch is imported only here."""
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    img = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()  # a writable copy (PIL's array is read-only)
     if min(img.shape[-2:]) != resize:
         img = F.resize(img, [resize], antialias=True)
     if tuple(img.shape[-2:]) != (image_size, image_size):
         img = F.center_crop(img, [image_size, image_size])
-    return img
+    return img.contiguous().numpy()
 
 
-def iter_imagefolder(path: str | Path, refs: list[ImageRef], image_size: int, resize: int) -> Iterator[tuple[ImageRef, torch.Tensor]]:
-    """Decode the listed images in ``refs`` order (reading the archive once if it is one)."""
-    path = Path(path)
-    if path.is_dir():
-        for ref in refs:
-            try:
-                blob = (path / ref.name).read_bytes()
-            except OSError as exc:
-                raise DataError(f"cannot read image {path / ref.name}: {exc.strerror}") from None
-            yield ref, decode_image(blob, ref.name, image_size, resize)
+def default_workers() -> int:
+    """The CPUs this process may run on (its affinity mask, which batch schedulers set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks (macOS)
+        return os.cpu_count() or 1
+
+
+DECODE_BYTES = 4 << 20  # a decode task holds at most this many bytes of images, compressed and decoded
+DECODE_BATCH = 256  # images per decode task at most
+
+
+def _worker_init() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops the pool (no traceback per worker)
+    os.environ["OMP_NUM_THREADS"] = "1"  # one process per core: torch (if a resize imports it) runs single-threaded
+
+
+def _decode_batch(items: list[tuple[str, bytes | None]], root: str | None, image_size: int, resize: int) -> tuple[np.ndarray | None, str | None]:
+    """Decode a batch of (name, bytes) in order; bytes None: read ``root/name``. Returns
+    (images (n, 3, image_size, image_size) uint8, None), or (None, the DataError message of
+    the first image that failed). Runs in the worker processes."""
+    out = np.empty((len(items), image_size, image_size, 3), dtype=np.uint8)  # (sample, y, x, channel) as PIL gives
+    for i, (name, blob) in enumerate(items):
+        try:
+            if blob is None:
+                file = Path(root or ".") / name
+                try:
+                    blob = file.read_bytes()
+                except OSError as exc:
+                    raise DataError(f"cannot read image {file}: {exc.strerror}") from None
+            rgb = _decode_rgb(blob, name)
+            out[i] = rgb if _fits(rgb, image_size, resize) else _resize_crop(rgb, image_size, resize).transpose(1, 2, 0)
+        except DataError as exc:
+            return None, str(exc)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2)), None
+
+
+def _decode_batches(batches: Iterable[list[tuple[str, bytes | None]]], root: str | None, image_size: int, resize: int,
+                    workers: int) -> Iterator[tuple[np.ndarray | None, str | None]]:
+    """:func:`_decode_batch` over ``batches``, results in order. With ``workers`` > 1 (and
+    more than one batch) the batches are decoded by that many worker processes, at most
+    2 x ``workers`` batches in flight, so memory stays bounded whatever the input size."""
+    batches = iter(batches)
+    head = [b for b in (next(batches, None), next(batches, None)) if b is not None]
+    if workers <= 1 or len(head) < 2:  # serial: one process, or a single batch (no processes to start)
+        for items in itertools.chain(head, batches):
+            yield _decode_batch(items, root, image_size, resize)
         return
-    # archive: members arrive in archive order; keep the decoded images small (uint8 crops)
-    index = {r.name: r for r in refs}
-    decoded: dict[str, torch.Tensor] = {}
-    for name, blob in iter_tar(path, wanted=set(index)):
-        if blob is not None:
-            decoded[name] = decode_image(blob, name, image_size, resize)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: no inherited threads (zarr's event loop, torch's pools) or locks; data.py imports no torch
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    pending: deque = deque()
+    try:
+        for items in itertools.chain(head, batches):
+            pending.append(pool.submit(_decode_batch, items, root, image_size, resize))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _batch_limit(image_size: int) -> int:
+    return max(1, min(DECODE_BATCH, DECODE_BYTES // (3 * image_size * image_size)))
+
+
+def iter_imagefolder(path: str | Path, refs: list[ImageRef], image_size: int, resize: int,
+                     workers: int | None = None) -> Iterator[tuple[ImageRef, np.ndarray]]:
+    """Decode the listed images in ``refs`` order (reading the archive once if it is one), with
+    ``workers`` processes (default :func:`default_workers`); the images do not depend on it."""
+    path = Path(path)
+    workers = default_workers() if workers is None else workers
+    if path.is_dir():
+        limit = _batch_limit(image_size)
+        batches = ([(r.name, None) for r in refs[i : i + limit]] for i in range(0, len(refs), limit))
+        start = 0
+        with contextlib.closing(_decode_batches(batches, str(path), image_size, resize, workers)) as results:
+            for images, error in results:
+                if error is not None:
+                    raise DataError(error)
+                assert images is not None
+                for i, img in enumerate(images):
+                    yield refs[start + i], img
+                start += len(images)
+        return
+    # archive: members arrive in archive order; the decoded images (small uint8 crops) are kept until all are read
+    _, decoded, error = _read_archive(path, {r.name for r in refs}, image_size, resize, workers)
+    if error is not None:
+        raise DataError(error)
     for ref in refs:
         yield ref, decoded.pop(ref.name)
+
+
+def _read_archive(path: Path, wanted: set[str] | Callable[[str], bool], image_size: int, resize: int,
+                  workers: int) -> tuple[list[str], dict[str, np.ndarray], str | None]:
+    """One pass over an archive: (the names of its regular files, {name: decoded image} of the
+    ``wanted`` ones, the message of the first image in archive order that failed to decode or
+    None). After a failure, the rest of the archive is only listed, not decoded."""
+    names: list[str] = []
+    decoded: dict[str, np.ndarray] = {}
+    order: deque[list[str]] = deque()  # names of the batches in flight
+    failed = False
+
+    def batches() -> Iterator[list[tuple[str, bytes | None]]]:
+        limit, batch, size = _batch_limit(image_size), [], 0
+        for name, blob in iter_tar(path, wanted=wanted):
+            names.append(name)
+            if blob is None or failed:
+                continue
+            batch.append((name, blob))
+            size += len(blob)
+            if len(batch) >= limit or size >= DECODE_BYTES:
+                order.append([n for n, _ in batch])
+                yield batch
+                batch, size = [], 0
+        if batch and not failed:
+            order.append([n for n, _ in batch])
+            yield batch
+
+    error = None
+    with contextlib.closing(_decode_batches(batches(), None, image_size, resize, workers)) as results:
+        for images, message in results:
+            batch_names = order.popleft()
+            if error is not None:
+                continue
+            if message is not None:
+                error, failed = message, True
+                continue
+            assert images is not None
+            for name, img in zip(batch_names, images):
+                if name in decoded:
+                    raise DataError(f"{path}: archive member {name!r} occurs twice")
+                decoded[name] = img
+    return names, decoded, error
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -218,6 +386,8 @@ def synthetic(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.nda
     Returns images (n, 3, size, size) uint8 and labels (n,) int64. Vectorised: no
     per-sample Python.
     """
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     labels = (torch.arange(n) % 10)[torch.randperm(n, generator=g)]
     shape, palette = labels % 5, labels // 5
@@ -313,8 +483,11 @@ def _write_arrays(writer: StoreWriter, split: str, images: np.ndarray, labels: n
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def build_store(settings: Mapping[str, Any], out: str | Path, archive: str | Path | None = None) -> Path:
-    """Convert the configured source into the canonical store at ``out`` (atomically)."""
+def build_store(settings: Mapping[str, Any], out: str | Path, archive: str | Path | None = None, workers: int | None = None) -> Path:
+    """Convert the configured source into the canonical store at ``out`` (atomically).
+
+    ``workers``: processes that decode an image folder's images (default: the CPUs this
+    process may use, :func:`default_workers`); the store's bytes do not depend on it."""
     source = settings["source"]
     opts = settings[source]
     attrs = provenance_attrs(config_hash(settings), source=source)
@@ -332,7 +505,7 @@ def build_store(settings: Mapping[str, Any], out: str | Path, archive: str | Pat
             for split, (images, labels) in splits.items():
                 _write_arrays(writer, split, images, labels)
         elif source == "imagefolder":
-            writer = _build_imagefolder(tmp, opts, attrs)
+            writer = _build_imagefolder(tmp, opts, attrs, workers)
         else:
             raise DataError(f"unknown data source {source!r}")
         writer.close()
@@ -353,18 +526,30 @@ def _log_store(path: str | Path) -> None:
              [round(v, 4) for v in root.attrs["mean"]], [round(v, 4) for v in root.attrs["std"]])
 
 
-def _build_imagefolder(tmp: Path, opts: Mapping[str, Any], attrs: dict[str, Any]) -> StoreWriter:
+def _build_imagefolder(tmp: Path, opts: Mapping[str, Any], attrs: dict[str, Any], workers: int | None = None) -> StoreWriter:
     subdirs = {"train": opts["train"]}
     if opts["test"] is not None:
         subdirs["test"] = opts["test"]
     size = opts["image_size"]
     resize = opts["resize"] or size
-    refs = list_imagefolder(opts["path"], subdirs, opts["limit_per_class"])
+    path, limit = Path(opts["path"]), opts["limit_per_class"]
+    workers = default_workers() if workers is None else workers
+    if path.is_file() and not limit:
+        # an archive whose every image is wanted: list and decode in one pass; report what the
+        # listing finds wrong before a decode failure, as when listing first
+        names, decoded, error = _read_archive(path, lambda name: _split_of(name, subdirs) is not None, size, resize, workers)
+        refs = _select_refs(path, names, subdirs, limit)
+        images: Iterable[tuple[ImageRef, np.ndarray]] = ((r, decoded.pop(r.name)) for r in refs)
+    else:
+        refs, error = list_imagefolder(path, subdirs, limit), None
+        images = iter_imagefolder(path, refs, size, resize, workers)
     classes = sorted({r.cls for r in refs if r.split == "train"})
     class_index = {c: i for i, c in enumerate(classes)}
     unknown = sorted({r.cls for r in refs} - set(classes))
     if unknown:
         raise DataError(f"{opts['path']}: test classes {unknown} do not occur in the train split")
+    if error is not None:
+        raise DataError(error)
     writer = StoreWriter(tmp, classes, attrs)
     counts = {s: sum(r.split == s for r in refs) for s in subdirs}
     for split in subdirs:
@@ -374,13 +559,13 @@ def _build_imagefolder(tmp: Path, opts: Mapping[str, Any], attrs: dict[str, Any]
 
     def flush(split: str) -> None:
         if buf[split]:
-            images = torch.stack([img for _, img in buf[split]]).numpy()
+            stacked = np.stack([img for _, img in buf[split]])
             labels = np.array([class_index[ref.cls] for ref, _ in buf[split]], dtype=np.int64)
-            writer.write(split, pos[split], images, labels)
-            pos[split] += len(images)
+            writer.write(split, pos[split], stacked, labels)
+            pos[split] += len(stacked)
             buf[split].clear()
 
-    for ref, img in iter_imagefolder(opts["path"], refs, size, resize):
+    for ref, img in images:
         buf[ref.split].append((ref, img))
         if len(buf[ref.split]) == CHUNK:
             flush(ref.split)
@@ -400,7 +585,7 @@ class Dataset:
     mean: torch.Tensor  # (C,) in [0, 1] units
     std: torch.Tensor
 
-    def to(self, device: torch.device) -> "Dataset":
+    def to(self, device: torch.device) -> Dataset:
         pin = device.type == "cuda"
         moved: dict[int, torch.Tensor] = {}  # splits that share a tensor (valid = test) stay shared
 
@@ -418,6 +603,7 @@ class Dataset:
 
 def open_store(path: str | Path) -> Dataset:
     """Load the store's splits as tensors (decode once)."""
+    import torch
     import zarr
 
     path = Path(path)
@@ -455,6 +641,8 @@ def store_info(path: str | Path) -> StoreInfo:
 
 def split_indices(n: int, valid_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded train/validation split of ``n`` train-store images: (train_idx, valid_idx), sorted."""
+    import torch
+
     if valid_size >= n:
         raise DataError(f"data.valid_size={valid_size} leaves no training images (train split has {n})")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -488,6 +676,8 @@ def random_inputs(n: int, shape: tuple[int, int, int], seed: int, start: int = 0
     """Inputs ``start .. start+n`` of the 'random' split: standard Gaussian images in the model's
     (normalised) input space. Generated in seeded blocks, so any range can be made on demand
     and the split never has to be held in memory whole."""
+    import torch
+
     blocks = []
     for b in range(start // RANDOM_BLOCK, (start + n - 1) // RANDOM_BLOCK + 1 if n else 0):
         g = torch.Generator().manual_seed(seed * 1_000_003 + b)

@@ -1,30 +1,40 @@
-"""Training stage: one run = (variant, init, seed), deterministic given its settings.
+"""Training stage: the one training loop. It trains a stack of runs (``dnndist.stacked``):
+the runs of one stack group side by side, or a single run as a stack of one. A run =
+(variant, init, seed) is deterministic given its settings.
 
 Layout of a run directory (``<results>/runs/<variant>/<init>/seed<seed>/``):
 
 - ``checkpoints/epoch_NNNN.safetensors``: weights at each configured epoch (tensors only,
-  metadata: run keys, epoch, config hash, diverged flag);
+  metadata: run keys, epoch, config hash, diverged flag), and ``SHA256SUMS``;
 - ``metrics.csv``: tidy table (epoch, step, split, metric, value) of per-step and
   per-epoch train loss/accuracy and per-epoch validation/test loss/accuracy;
 - ``summary.json``: status (completed | diverged), epochs trained, final metrics.
 
-While running, everything lives in ``.resume/<config-hash>/``: per-epoch metrics,
-checkpoints and the resume state (model, optimiser, shuffling RNG) written atomically
-at the end of every epoch. A killed job resumes from the last completed epoch and ends
-with the same bytes as an uninterrupted run; the outputs appear only at the end.
+While running, everything lives in ``.resume/<config-hash>/`` of each run: per-epoch
+metrics and checkpoints, and (in the first run's) the stack's resume state (model,
+optimiser, shuffling RNGs, which runs are alive) written atomically at the end of every
+epoch. A killed job resumes from the last completed epoch and ends with the same bytes as
+an uninterrupted run; the outputs appear only at the end.
+
+Divergence: the finiteness of every run's loss is kept on the device and looked at on the
+host every ``train.check_every`` steps. A run whose loss became non-finite stops at that
+step with its last finite weights (the state before that step's update, recovered by
+replaying the window from a snapshot taken at its start) and drops out alone; the others
+train on unchanged. On CUDA (``train.cuda_graphs``) every full-batch step is one captured
+CUDA graph; elsewhere the same step runs eagerly.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import math
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -32,27 +42,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from safetensors.torch import save as st_save
+from torch import nn
 
-from dnndist import DnndistError, data, inits, integrity, models
+from dnndist import DnndistError, data, inits, integrity, models, stacked
+from dnndist.checkpoints import checkpoint_bytes, load_checkpoint, resolve_device, st_bytes, state_dict_cpu
+from dnndist.config import stack_key
 from dnndist.io import atomic_path, write_bytes, write_json, write_text
 from dnndist.provenance import config_hash
 
 log = logging.getLogger(__name__)
 METRIC_COLUMNS = ["variant", "init", "seed", "epoch", "step", "split", "metric", "value"]
+ROW_COLUMNS = ["epoch", "step", "split", "metric", "value"]
+GRAPH_WARMUP = 3  # eager steps on a side stream before capture (lazy state, kernel selection)
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DnndistError(f"train.device is {name!r} but CUDA is not available on this machine")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise DnndistError("train.device is 'mps' but MPS is not available on this machine")
-    return torch.device(name)
+__all__ = ["METRIC_COLUMNS", "load_checkpoint", "resolve_device", "train_run", "train_stack"]
 
 
 def set_determinism(enabled: bool, device: torch.device) -> None:
@@ -65,7 +68,7 @@ def set_determinism(enabled: bool, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def build_model(settings: Mapping[str, Any], ds: data.Dataset, device: torch.device) -> models.Net:
+def build_model(settings: Mapping[str, Any], ds: data.Dataset, device: torch.device) -> nn.Module:
     run = settings["run"]
     in_channels, image_size = ds.images["train"].shape[1], ds.images["train"].shape[-1]
     torch.manual_seed(run["seed"])  # for anything that draws from the global RNG
@@ -76,93 +79,49 @@ def build_model(settings: Mapping[str, Any], ds: data.Dataset, device: torch.dev
     else:
         gain = inits.gain_for(run["init_name"], settings["init"]["gain"], settings["model"])
         inits.apply(model, run["init_name"], gain, settings["init"]["bias"], run["seed"])
-    fmt = torch.channels_last if settings["train"]["channels_last"] else torch.contiguous_format
-    return model.to(device=device, memory_format=fmt)
+    return model.to(device=device, memory_format=memory_format(settings["train"]))
 
 
-def build_optimizer(model: torch.nn.Module, train: Mapping[str, Any], device: torch.device) -> torch.optim.Optimizer:
+def memory_format(train: Mapping[str, Any]) -> torch.memory_format:
+    return torch.channels_last if train["channels_last"] else torch.contiguous_format
+
+
+def build_optimizer(model: nn.Module, train: Mapping[str, Any], device: torch.device, capturable: bool = False) -> torch.optim.Optimizer:
     fused = device.type in ("cpu", "cuda")
+    extra = {"capturable": True} if capturable else {}
     if train["optimizer"] == "adam":
-        return torch.optim.Adam(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"], fused=fused)
-    return torch.optim.SGD(
-        model.parameters(), lr=train["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"], fused=fused
-    )
-
-
-def l1_penalty(model: torch.nn.Module) -> torch.Tensor:
-    return sum(m.weight.abs().sum() for _, m in inits.weight_modules(model))  # type: ignore[return-value]
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, ds: data.Dataset, settings: Mapping[str, Any]) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a split."""
-    model.eval()
-    inp, bs = settings["input"], settings["train"]["eval_batch_size"]
-    fmt = torch.channels_last if settings["train"]["channels_last"] else torch.contiguous_format
-    loss = torch.zeros((), device=images.device, dtype=torch.float64)
-    correct = torch.zeros((), device=images.device, dtype=torch.int64)
-    for start in range(0, len(labels), bs):
-        x = data.prepare(images[start : start + bs], ds.mean, ds.std, inp["transform"], inp["threshold"])
-        out = model(x.contiguous(memory_format=fmt))
-        y = labels[start : start + bs]
-        loss += F.cross_entropy(out, y, reduction="sum").double()
-        correct += (out.argmax(1) == y).sum()
-    model.train()
-    n = max(len(labels), 1)
-    return float(loss) / n, float(correct) / n
-
-
-def state_dict_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-
-
-def checkpoint_bytes(model: torch.nn.Module, settings: Mapping[str, Any], epoch: int, diverged: bool, step: int) -> bytes:
-    run = settings["run"]
-    meta = {
-        "format": "dnndist-checkpoint-1",
-        "variant": run["variant"], "init": run["init_name"], "seed": str(run["seed"]),
-        "epoch": str(epoch), "step": str(step), "diverged": str(diverged).lower(),
-        "config_hash": config_hash(settings), "model": json.dumps(settings["model"], sort_keys=True),
-    }
-    if settings["model"].get("weights"):
-        meta["weights_sha256"] = settings["model"].get("weights_sha256") or integrity.sha256(settings["model"]["weights"])
-    return _st_bytes(state_dict_cpu(model), meta)
-
-
-def _st_bytes(tensors: dict[str, torch.Tensor], meta: Mapping[str, str]) -> bytes:
-    # one metadata key holding sorted JSON: safetensors writes several keys in hash order,
-    # which would make otherwise identical checkpoints differ in their bytes
-    return st_save(tensors, metadata={"dnndist": json.dumps(dict(meta), sort_keys=True)})
-
-
-def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a checkpoint written by this stage (tensors + metadata; no pickle)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("dnndist", "{}"))
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a damaged header
-        raise DnndistError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-    if meta.get("format") != "dnndist-checkpoint-1":
-        raise DnndistError(f"{path}: not a dnndist checkpoint (format {meta.get('format')!r})")
-    return tensors, meta
+        return torch.optim.Adam(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"], fused=fused, **extra)
+    return torch.optim.SGD(model.parameters(), lr=train["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"],
+                           fused=fused, **extra)
 
 
 class Progress:
-    """tqdm bar on a terminal, plain log lines otherwise (e.g. in Snakemake logs)."""
+    """tqdm bar on a terminal; otherwise (e.g. in Snakemake logs) a log line every
+    ``every_s`` seconds with the step, the rate and the time left."""
 
-    def __init__(self, total_steps: int, done_steps: int = 0, enabled: bool | None = None):
-        self.bar = None
+    def __init__(self, total_steps: int, done_steps: int = 0, enabled: bool | None = None,
+                 images_per_step: int = 1, every_s: float = 30.0):
+        self.bar, self.total, self.done = None, total_steps, done_steps
+        self.images_per_step, self.every_s = images_per_step, every_s
+        self.t0 = self.t_last = time.perf_counter()
+        self.done0 = done_steps
         if enabled if enabled is not None else sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_steps, initial=done_steps, unit="step", dynamic_ncols=True)
 
     def advance(self, n: int) -> None:
+        self.done += n
         if self.bar is not None:
             self.bar.update(n)
+            return
+        now = time.perf_counter()
+        if now - self.t_last >= self.every_s:
+            self.t_last = now
+            rate = (self.done - self.done0) / max(now - self.t0, 1e-9)
+            left = (self.total - self.done) / rate if rate else math.inf
+            log.info("step %d/%d (%.0f %%), %.0f images/s, about %s left", self.done, self.total,
+                     100 * self.done / max(self.total, 1), rate * self.images_per_step, _duration(left))
 
     def epoch(self, line: str) -> None:
         if self.bar is not None:
@@ -175,169 +134,394 @@ class Progress:
             self.bar.close()
 
 
-def eval_rows(model: torch.nn.Module, ds: data.Dataset, settings: Mapping[str, Any], epoch: int) -> list[dict[str, Any]]:
-    """Epoch rows of loss and accuracy on the valid and test splits; a split that is the same
-    images as the one before it (data.valid_split test) is evaluated once."""
-    rows, done = [], {}
-    for split in ("valid", "test"):
-        if split in ds.labels:
-            key = id(ds.images[split])
-            if key not in done:
-                done[key] = evaluate(model, ds.images[split], ds.labels[split], ds, settings)
-            loss, acc = done[key]
-            rows += [_row(epoch, math.nan, split, "loss", loss), _row(epoch, math.nan, split, "accuracy", acc)]
-    return rows
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _row(epoch: int, step: float, split: str, metric: str, value: float) -> dict[str, Any]:
     return {"epoch": epoch, "step": step, "split": split, "metric": metric, "value": value}
 
 
+@torch.no_grad()
+def evaluate(stack: stacked.Stack, images: torch.Tensor, labels: torch.Tensor, ds: data.Dataset,
+             inp: Mapping[str, Any], batch_size: int, fmt: torch.memory_format) -> tuple[list[float], list[float]]:
+    """Per-run mean cross-entropy and accuracy over a split; one host sync at the end."""
+    stack.eval()
+    k = stack.k
+    bs = max(1, batch_size // k)  # the stack holds k copies of each batch
+    loss = torch.zeros(k, device=images.device, dtype=torch.float64)
+    correct = torch.zeros(k, device=images.device, dtype=torch.int64)
+    for start in range(0, len(labels), bs):
+        x = data.prepare(images[start : start + bs], ds.mean, ds.std, inp["transform"], inp["threshold"])
+        part_loss, part_correct = stack.eval_sums(x, labels[start : start + bs], fmt)
+        loss += part_loss
+        correct += part_correct
+    stack.train()
+    n = max(len(labels), 1)
+    return (loss / n).tolist(), (correct.double() / n).tolist()
+
+
+def eval_rows(stack: stacked.Stack, ds: data.Dataset, train: Mapping[str, Any], inp: Mapping[str, Any],
+              epoch: int) -> list[list[dict[str, Any]]]:
+    """Per run: epoch rows of loss and accuracy on the valid and test splits; a split that is
+    the same images as the one before it (data.valid_split test) is evaluated once."""
+    rows: list[list[dict[str, Any]]] = [[] for _ in range(stack.k)]
+    done: dict[int, tuple[list[float], list[float]]] = {}
+    for split in ("valid", "test"):
+        if split in ds.labels:
+            key = id(ds.images[split])
+            if key not in done:
+                done[key] = evaluate(stack, ds.images[split], ds.labels[split], ds, inp, train["eval_batch_size"], memory_format(train))
+            for i, (loss, acc) in enumerate(zip(*done[key])):
+                rows[i] += [_row(epoch, math.nan, split, "loss", loss), _row(epoch, math.nan, split, "accuracy", acc)]
+    return rows
+
+
 @dataclass
-class EpochResult:
-    losses: torch.Tensor  # (steps,) float64, on the CPU
-    correct: torch.Tensor  # (steps,) int64
-    sizes: torch.Tensor  # (steps,) int64
-    diverged_at: int  # step within the epoch whose loss was not finite, or -1
+class EpochOut:
+    """What one epoch left on the host: per-step losses and correct counts of every run
+    (steps x K), the batch sizes, and the runs that diverged in it (their final weights)."""
+
+    losses: np.ndarray
+    correct: np.ndarray
+    sizes: np.ndarray
+    diverged: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
-def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, ds: data.Dataset, settings: Mapping[str, Any],
-                shuffle: torch.Generator, on_step: Callable[[int], None] | None = None) -> EpochResult:
-    """One pass over the train split in a seeded order, data already on the device.
+class Trainer:
+    """The device side of the loop: K runs of one stack, their optimiser, data orders and
+    divergence bookkeeping (``alive`` and ``first_bad`` stay on the device)."""
 
-    Stops at the first non-finite loss (before applying its update), so a diverged
-    model keeps its last finite weights.
-    """
-    tr, inp = settings["train"], settings["input"]
-    device = ds.images["train"].device
-    fmt = torch.channels_last if tr["channels_last"] else torch.contiguous_format
-    n_train, bs = len(ds.labels["train"]), tr["batch_size"]
-    steps = math.ceil(n_train / bs)
-    perm = torch.randperm(n_train, generator=shuffle, device=device)
-    losses = torch.empty(steps, dtype=torch.float64, device=device)
-    correct = torch.empty(steps, dtype=torch.int64, device=device)
-    sizes = torch.empty(steps, dtype=torch.int64, device=device)
-    model.train()
-    for i in range(steps):
-        idx = perm[i * bs : (i + 1) * bs]
-        x = data.prepare(ds.images["train"][idx], ds.mean, ds.std, inp["transform"], inp["threshold"])
-        y = ds.labels["train"][idx]
-        out = model(x.contiguous(memory_format=fmt))
-        loss = F.cross_entropy(out, y)
-        total = loss + tr["l1"] * l1_penalty(model) if tr["l1"] else loss
-        if not bool(torch.isfinite(total)):  # the one host sync per step
-            return EpochResult(losses[:i].cpu(), correct[:i].cpu(), sizes[:i].cpu(), i)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        losses[i], correct[i], sizes[i] = loss.detach(), (out.argmax(1) == y).sum(), len(y)
-        if on_step is not None:
-            on_step(1)
-    return EpochResult(losses.cpu(), correct.cpu(), sizes.cpu(), -1)
+    def __init__(self, settings_list: Sequence[Mapping[str, Any]], ds: data.Dataset, device: torch.device):
+        ref = settings_list[0]
+        self.tr, self.inp, self.ds, self.device = ref["train"], ref["input"], ds, device
+        self.fmt = memory_format(self.tr)
+        self.nets = [build_model(s, ds, device) for s in settings_list]  # each initialised as it would be alone
+        self.stack = stacked.make_stack(self.nets).to(device=device, memory_format=self.fmt)
+        self.k = len(self.nets)
+        self.runs = [s["run"] for s in settings_list]
+        self.graphs = device.type == "cuda" and bool(self.tr["cuda_graphs"])
+        self.opt = build_optimizer(self.stack, self.tr, device, capturable=self.graphs)
+        self.shuffles = [torch.Generator(device=device).manual_seed(10_000_019 * (s["run"]["seed"] + 1)) for s in settings_list]
+        self.n_train, self.bs = len(ds.labels["train"]), self.tr["batch_size"]
+        self.steps = math.ceil(self.n_train / self.bs)
+        self.alive = torch.ones(self.k, dtype=torch.bool, device=device)
+        self.first_bad = torch.full((self.k,), -1, dtype=torch.int64, device=device)
+        self.div_step = [-1] * self.k  # host copy, for the runs already recorded as diverged
+        # persistent buffers: a captured graph reads and writes these addresses
+        self.perms = torch.empty(self.k, self.n_train, dtype=torch.int64, device=device)
+        self.loss_buf = torch.zeros(self.steps, self.k, dtype=torch.float64, device=device)
+        self.corr_buf = torch.zeros(self.steps, self.k, dtype=torch.int64, device=device)
+        self.pos = torch.zeros((), dtype=torch.int64, device=device)
+        self.step_no = torch.zeros((), dtype=torch.int64, device=device)
+        self.arange = torch.arange(self.bs, device=device)
+        self.graph: Any = None
+        self.warm = 0
+        self._snap: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._snap_had_state = False
+
+    # ---------------------------------------------------------------- one step
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run-specific batches: indices (K, B) -> inputs (K, B, C, H, W), labels (K, B)."""
+        images = self.ds.images["train"][idx.reshape(-1)]
+        x = data.prepare(images, self.ds.mean, self.ds.std, self.inp["transform"], self.inp["threshold"])
+        return x.view(*idx.shape, *x.shape[1:]), self.ds.labels["train"][idx]
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, step_no: int | torch.Tensor, pos: int | torch.Tensor,
+                   look: Callable[[torch.Tensor, int | torch.Tensor], None] | None = None) -> None:
+        """Forward, finiteness bookkeeping, backward and update of every run; ``look`` (eager
+        only) sees the finiteness before the update."""
+        losses, correct = self.stack.losses(x, y, self.fmt)
+        total = losses + self.tr["l1"] * self.stack.l1_penalty() if self.tr["l1"] else losses
+        finite = torch.isfinite(total)
+        if look is not None:
+            look(finite, step_no)
+        self.first_bad.copy_(torch.where(self.alive & ~finite, step_no, self.first_bad))
+        self.alive.logical_and_(finite)
+        self.opt.zero_grad(set_to_none=True)
+        torch.where(self.alive, total, torch.zeros_like(total)).sum().backward()
+        self.opt.step()
+        if isinstance(pos, int):
+            self.loss_buf[pos], self.corr_buf[pos] = losses.detach(), correct
+        else:  # a device index: no host sync inside a graph
+            self.loss_buf.index_copy_(0, pos.view(1), losses.detach().double().unsqueeze(0))
+            self.corr_buf.index_copy_(0, pos.view(1), correct.unsqueeze(0))
+
+    def step(self, j: int, step0: int) -> None:
+        full = (j + 1) * self.bs <= self.n_train
+        if self.graphs and full:
+            self._cuda_step(j, step0)
+            return
+        x, y = self.batch(self.perms[:, j * self.bs : (j + 1) * self.bs])
+        self.train_step(x, y, step0 + j, j)
+
+    def _static_step(self) -> None:
+        idx = self.perms.index_select(1, self.arange + self.pos * self.bs)
+        x, y = self.batch(idx)
+        self.train_step(x, y, self.step_no, self.pos)
+
+    def _cuda_step(self, j: int, step0: int) -> None:
+        """The step as one CUDA graph (captured after a few eager warm-up steps)."""
+        self.pos.fill_(j)
+        self.step_no.fill_(step0 + j)
+        if self.graph is None:
+            if self.warm < GRAPH_WARMUP:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    self._static_step()
+                torch.cuda.current_stream().wait_stream(side)
+                self.warm += 1
+                return
+            self.opt.zero_grad(set_to_none=True)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self._static_step()
+        self.graph.replay()
+
+    # ---------------------------------------------------------------- snapshots
+    def _state_tensors(self) -> list[torch.Tensor]:
+        ts = [*self.stack.parameters(), *self.stack.buffers()]
+        for p in self.stack.parameters():
+            ts += [v for _, v in sorted(self.opt.state.get(p, {}).items()) if torch.is_tensor(v)]
+        return [*ts, self.alive, self.first_bad]
+
+    @torch.no_grad()
+    def save_snapshot(self) -> None:
+        ts = self._state_tensors()
+        if len(ts) == len(self._snap) and all(a is b for (a, _), b in zip(self._snap, ts)):
+            for t, copy in self._snap:
+                copy.copy_(t)
+        else:
+            self._snap = [(t, t.detach().clone()) for t in ts]
+        self._snap_had_state = bool(self.opt.state)
+
+    @torch.no_grad()
+    def restore_snapshot(self) -> None:
+        for t, copy in self._snap:
+            t.copy_(copy)
+        if not self._snap_had_state:
+            self.opt.state.clear()
+        self.graph, self.warm = None, 0  # recapture against the restored state
+
+    # ---------------------------------------------------------------- one epoch
+    def epoch(self, step0: int, on_step: Callable[[int], None]) -> EpochOut:
+        """One pass over the train split, each run in its own seeded order."""
+        with torch.no_grad():
+            self.perms.copy_(torch.stack([torch.randperm(self.n_train, generator=g, device=self.device) for g in self.shuffles]))
+            self.loss_buf.zero_()
+            self.corr_buf.zero_()
+        self.stack.train()
+        diverged: dict[int, dict[str, torch.Tensor]] = {}
+        start = 0
+        while start < self.steps:
+            end = min(start + self.tr["check_every"], self.steps)
+            self.save_snapshot()
+            for j in range(start, end):
+                self.step(j, step0)
+                on_step(1)
+            bad = self.first_bad.tolist()  # the periodic host look
+            if any(b >= 0 and d < 0 for b, d in zip(bad, self.div_step)):
+                self.restore_snapshot()
+                self._replay(start, end, step0, diverged)
+            start = end
+            if all(d >= 0 for d in self.div_step):
+                break
+        sizes = np.minimum(self.bs, self.n_train - self.bs * np.arange(start))
+        return EpochOut(self.loss_buf[:start].cpu().numpy(), self.corr_buf[:start].cpu().numpy(), sizes, diverged)
+
+    def _replay(self, start: int, end: int, step0: int, diverged: dict[int, dict[str, torch.Tensor]]) -> None:
+        """Rerun steps [start, end) eagerly, looking at every step: a run whose loss turns
+        non-finite is saved before that step's update. The other runs replay bit for bit."""
+
+        def look(finite: torch.Tensor, step_no: int | torch.Tensor) -> None:
+            for r in torch.nonzero(~finite & self.alive).flatten().tolist():
+                self.stack.unstack_into(r, self.nets[r])
+                diverged[r] = {n: v.detach().clone() for n, v in self.nets[r].state_dict().items()}
+                self.div_step[r] = int(step_no)
+
+        for j in range(start, end):
+            x, y = self.batch(self.perms[:, j * self.bs : (j + 1) * self.bs])
+            self.train_step(x, y, step0 + j, j, look)
+
+    # ---------------------------------------------------------------- resume state
+    def state(self, epoch: int) -> bytes:
+        buf = BytesIO()
+        torch.save({"epoch": epoch, "div_step": torch.tensor(self.div_step),
+                    "model": {n: v.detach().cpu() for n, v in self.stack.state_dict().items()},
+                    "optimizer": self.opt.state_dict(),
+                    "shuffles": torch.stack([g.get_state().cpu() for g in self.shuffles])}, buf)
+        return buf.getvalue()
+
+    def load_state(self, state: Mapping[str, Any]) -> int:
+        self.stack.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        for g, s in zip(self.shuffles, state["shuffles"]):
+            g.set_state(s)
+        self.div_step = [int(s) for s in state["div_step"].tolist()]
+        with torch.no_grad():
+            self.alive.copy_(torch.tensor([d < 0 for d in self.div_step], device=self.device))
+            self.first_bad.copy_(torch.tensor(self.div_step, device=self.device))
+        return int(state["epoch"])
 
 
-def train_run(settings: Mapping[str, Any], store: str | Path, run_dir: str | Path, threads: int | None = None, progress: bool | None = None) -> dict[str, Any]:
-    """Train one run to completion (resuming if a previous attempt was killed)."""
-    run_dir = Path(run_dir)
-    run, tr = settings["run"], settings["train"]
+@dataclass
+class Member:
+    """One run of the stack: its settings and directories."""
+
+    settings: Mapping[str, Any]
+    run_dir: Path
+    state_dir: Path  # .resume/<config hash>
+
+
+def train_run(settings: Mapping[str, Any], store: str | Path, run_dir: str | Path, threads: int | None = None,
+              progress: bool | None = None) -> dict[str, Any]:
+    """Train one run to completion (resuming if a previous attempt was killed): a stack of one."""
+    return train_stack([settings], store, [run_dir], threads=threads, progress=progress)[0]
+
+
+def train_stack(settings_list: Sequence[Mapping[str, Any]], store: str | Path, run_dirs: Sequence[str | Path],
+                threads: int | None = None, progress: bool | None = None) -> list[dict[str, Any]]:
+    """Train the runs of one stack group together; write each run's outputs."""
+    if len(settings_list) != len(run_dirs) or not settings_list:
+        raise DnndistError("training needs one output directory per run")
+    if len({stack_key(s) for s in settings_list}) != 1:
+        raise DnndistError("stacked runs must share every setting but the init and the seed (same variant, model, training)")
+    ref = settings_list[0]
     if threads:
         torch.set_num_threads(threads)
-    device = resolve_device(tr["device"])
-    set_determinism(tr["deterministic"], device)
+    device = resolve_device(ref["train"]["device"])
+    set_determinism(ref["train"]["deterministic"], device)
     # inputs first: a bad store or bad weights fail before anything is written
-    ds = data.make_splits(data.open_store(store), **settings["split"]).to(device)
-    model = build_model(settings, ds, device)
-    h = config_hash(settings)
-    state_dir = run_dir / ".resume" / h
-    (state_dir / "metrics").mkdir(parents=True, exist_ok=True)
-    (state_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    for stale in (run_dir / ".resume").iterdir():
-        if stale.name != h:  # resume state of other settings is useless now
-            shutil.rmtree(stale, ignore_errors=True)
+    ds = data.make_splits(data.open_store(store), **ref["split"]).to(device)
+    trainer = Trainer(settings_list, ds, device)
+    members = _members(settings_list, run_dirs)
+    group_state = members[0].state_dir / ("stack-" + config_hash({"runs": [m.state_dir.name for m in members]}))
+    group_state.mkdir(parents=True, exist_ok=True)
+    epochs = 0 if ref["model"].get("weights") else ref["train"]["epochs"]  # given weights are analysed, not trained
+    start_epoch = _resume(group_state, trainer, members)
+    bar = Progress(epochs * trainer.steps, start_epoch * trainer.steps, progress, images_per_step=trainer.bs * trainer.k)
+    log.info("stack of %d run(s) (%s) on %s: %d train / %d valid images, %d epochs, resuming at epoch %d", trainer.k,
+             ", ".join(f"{s['run']['init_name']}/seed{s['run']['seed']}" for s in settings_list), device,
+             trainer.n_train, len(ds.labels["valid"]), epochs, start_epoch)
+    if start_epoch == 0 and not (group_state / "state_0000.pt").exists():
+        _end_epoch(trainer, members, group_state, 0, [[] for _ in members], {}, bar)
+    with _log_beside(bar):
+        _train_epochs(trainer, members, group_state, start_epoch, epochs, bar)
+    bar.close()
+    return [_finish(m, trainer.div_step[i] >= 0) for i, m in enumerate(members)]
 
-    opt = build_optimizer(model, tr, device)
-    shuffle = torch.Generator(device=device).manual_seed(10_000_019 * (run["seed"] + 1))
-    n_train, bs = len(ds.labels["train"]), tr["batch_size"]
-    steps_per_epoch = math.ceil(n_train / bs)
-    ckpt_epochs = set(settings["checkpoint_epochs"])
-    epochs = 0 if settings["model"].get("weights") else tr["epochs"]  # given weights are analysed, not trained
 
-    start_epoch, diverged = _resume(state_dir, model, opt, shuffle)
-    step = start_epoch * steps_per_epoch
-    bar = Progress(epochs * steps_per_epoch, step, progress)
-    log.info("run %s on %s: %d train / %d valid images, %d epochs, resuming at epoch %d",
-             f"{run['variant']}/{run['init_name']}/seed{run['seed']}", device, n_train, len(ds.labels["valid"]), epochs, start_epoch)
+def _log_beside(bar: Progress) -> Any:
+    """Log lines above the progress bar instead of through it."""
+    if bar.bar is None:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    def end_epoch(epoch: int, rows: list[dict[str, Any]], is_diverged: bool, at_step: int) -> None:
-        rows += eval_rows(model, ds, settings, epoch)
-        if is_diverged:
-            rows.append(_row(epoch, at_step, "train", "diverged", 1.0))
-        frame = pd.DataFrame(rows, columns=["epoch", "step", "split", "metric", "value"])
-        write_text(state_dir / "metrics" / f"epoch_{epoch:04d}.csv", frame.to_csv(index=False))
-        if epoch in ckpt_epochs or is_diverged:
-            write_bytes(state_dir / "checkpoints" / f"epoch_{epoch:04d}.safetensors",
-                        checkpoint_bytes(model, settings, epoch, is_diverged, at_step))
-        buf = BytesIO()
-        torch.save({"epoch": epoch, "diverged": is_diverged, "model": state_dict_cpu(model), "optimizer": opt.state_dict(),
-                    "shuffle": shuffle.get_state().cpu()}, buf)
-        write_bytes(state_dir / f"state_{epoch:04d}.pt", buf.getvalue())
-        for old in state_dir.glob("state_*.pt"):
-            if old.name != f"state_{epoch:04d}.pt":
-                old.unlink()
-        vals = {f"{r['split']} {r['metric']}": r["value"] for r in rows if math.isnan(r["step"]) or r["metric"] == "diverged"}
-        bar.epoch(f"epoch {epoch}/{epochs} " + " ".join(f"{k} {v:.4g}" for k, v in vals.items()))
+    return logging_redirect_tqdm()
 
-    if start_epoch == 0 and not diverged and not (state_dir / "state_0000.pt").exists():
-        end_epoch(0, [], False, 0)
+
+def _train_epochs(trainer: Trainer, members: Sequence[Member], group_state: Path, start_epoch: int, epochs: int,
+                  bar: Progress) -> int:
     epoch = start_epoch
-    while not diverged and epoch < epochs:
+    while any(d < 0 for d in trainer.div_step) and epoch < epochs:
         epoch += 1
         t0 = time.perf_counter()
-        res = train_epoch(model, opt, ds, settings, shuffle, on_step=bar.advance)
-        div_step = step + res.diverged_at if res.diverged_at >= 0 else -1
-        losses, correct, sizes = res.losses, res.correct, res.sizes
-        n_done = len(losses)
-        step_idx = np.arange(step, step + n_done, dtype=np.float64)
-        acc = (correct.double() / sizes.clamp(min=1).double()).numpy()
-        rows = [_row(epoch, s, "train", "loss", v) for s, v in zip(step_idx, losses.numpy())]
-        rows += [_row(epoch, s, "train", "accuracy", v) for s, v in zip(step_idx, acc)]
-        if n_done:
-            w = sizes.double()
-            rows.append(_row(epoch, math.nan, "train", "loss", float((losses * w).sum() / w.sum())))
-            rows.append(_row(epoch, math.nan, "train", "accuracy", float(correct.sum()) / float(w.sum())))
-        step += n_done
-        diverged = div_step >= 0
-        end_epoch(epoch, rows, diverged, div_step if diverged else step)
-        log.info("epoch %d: %.0f images/s", epoch, sizes.sum().item() / (time.perf_counter() - t0))
-    bar.close()
-    return _finish(settings, state_dir, run_dir, epoch, diverged)
+        step0 = (epoch - 1) * trainer.steps
+        alive_before = [d < 0 for d in trainer.div_step]
+        out = trainer.epoch(step0, bar.advance)
+        rows = [_train_rows(epoch, step0, out, i, trainer.div_step[i]) if alive_before[i] else [] for i in range(trainer.k)]
+        _end_epoch(trainer, members, group_state, epoch, rows, out.diverged, bar)
+        log.info("epoch %d: %.0f images x runs/s", epoch, out.sizes.sum() * sum(alive_before) / (time.perf_counter() - t0))
+    return epoch
 
 
-def _resume(state_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, shuffle: torch.Generator) -> tuple[int, bool]:
-    states = sorted(state_dir.glob("state_*.pt"))
-    if not states:
-        return 0, False
+def _members(settings_list: Sequence[Mapping[str, Any]], run_dirs: Sequence[str | Path]) -> list[Member]:
+    members = []
+    for s, d in zip(settings_list, run_dirs):
+        d = Path(d)
+        m = Member(s, d, d / ".resume" / config_hash(s))
+        (m.state_dir / "metrics").mkdir(parents=True, exist_ok=True)
+        (m.state_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        for stale in (d / ".resume").iterdir():
+            if stale != m.state_dir:  # resume state of other settings is useless now
+                shutil.rmtree(stale, ignore_errors=True)
+        members.append(m)
+    return members
+
+
+def _train_rows(epoch: int, step0: int, out: EpochOut, i: int, div_step: int) -> list[dict[str, Any]]:
+    """Per-step and epoch rows of train loss and accuracy of run ``i`` (up to its divergence)."""
+    n_done = div_step - step0 if div_step >= step0 else len(out.sizes)
+    losses, correct = out.losses[:n_done, i], out.correct[:n_done, i].astype(np.float64)
+    sizes = out.sizes[:n_done].astype(np.float64)
+    steps = np.arange(step0, step0 + n_done, dtype=np.float64)
+    rows = [_row(epoch, s, "train", "loss", v) for s, v in zip(steps, losses)]
+    rows += [_row(epoch, s, "train", "accuracy", v) for s, v in zip(steps, correct / np.maximum(sizes, 1))]
+    if n_done:
+        rows.append(_row(epoch, math.nan, "train", "loss", float((losses * sizes).sum() / sizes.sum())))
+        rows.append(_row(epoch, math.nan, "train", "accuracy", float(correct.sum() / sizes.sum())))
+    return rows
+
+
+def _end_epoch(trainer: Trainer, members: Sequence[Member], group_state: Path, epoch: int, rows: list[list[dict[str, Any]]],
+               diverged: Mapping[int, dict[str, torch.Tensor]], bar: Progress) -> None:
+    """Evaluate, write each run's metrics and checkpoints of the epoch, then the resume state."""
+    evals = eval_rows(trainer.stack, trainer.ds, trainer.tr, trainer.inp, epoch)
+    for i, m in enumerate(members):
+        if i in diverged:  # its last finite weights, evaluated alone
+            trainer.nets[i].load_state_dict(diverged[i])
+            evals[i] = eval_rows(stacked.Single(trainer.nets[i]), trainer.ds, trainer.tr, trainer.inp, epoch)[0]
+            rows[i] = rows[i] + evals[i] + [_row(epoch, trainer.div_step[i], "train", "diverged", 1.0)]
+        elif trainer.div_step[i] >= 0:
+            continue  # stopped in an earlier epoch
+        else:
+            trainer.stack.unstack_into(i, trainer.nets[i])
+            rows[i] = rows[i] + evals[i]
+        frame = pd.DataFrame(rows[i], columns=ROW_COLUMNS)
+        write_text(m.state_dir / "metrics" / f"epoch_{epoch:04d}.csv", frame.to_csv(index=False))
+        if epoch in m.settings["checkpoint_epochs"] or i in diverged:
+            step = trainer.div_step[i] if i in diverged else epoch * trainer.steps
+            write_bytes(m.state_dir / "checkpoints" / f"epoch_{epoch:04d}.safetensors",
+                        checkpoint_bytes(trainer.nets[i], m.settings, epoch, i in diverged, step))
+    write_bytes(group_state / f"state_{epoch:04d}.pt", trainer.state(epoch))
+    for old in group_state.glob("state_*.pt"):
+        if old.name != f"state_{epoch:04d}.pt":
+            old.unlink()
+    alive = sum(d < 0 for d in trainer.div_step)
+    if trainer.k == 1:
+        vals = {f"{r['split']} {r['metric']}": r["value"] for r in rows[0] if math.isnan(r["step"]) or r["metric"] == "diverged"}
+        bar.epoch(f"epoch {epoch} " + " ".join(f"{k} {v:.4g}" for k, v in vals.items()))
+    else:
+        bar.epoch(f"epoch {epoch}: {alive} of {trainer.k} runs training")
+
+
+def _resume(group_state: Path, trainer: Trainer, members: Sequence[Member]) -> int:
+    found = sorted(group_state.glob("state_*.pt"))
+    if not found:
+        return 0
     try:
-        state = torch.load(states[-1], map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt resume state: start over rather than fail
-        log.warning("ignoring unreadable resume state %s (%s); starting from scratch", states[-1], exc)
-        shutil.rmtree(state_dir)
-        (state_dir / "metrics").mkdir(parents=True)
-        (state_dir / "checkpoints").mkdir(parents=True)
-        return 0, False
-    epoch = int(state["epoch"])
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    shuffle.set_state(state["shuffle"])
-    for sub in ("metrics", "checkpoints"):  # work of an epoch that did not complete
-        for f in (state_dir / sub).glob("epoch_*"):
-            if int(f.stem.split("_")[1]) > epoch:
-                f.unlink()
-    log.info("resuming from %s (epoch %d)", states[-1], epoch)
-    return epoch, bool(state["diverged"])
+        state = torch.load(found[-1], map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a corrupt resume state: start over rather than fail
+        log.warning("ignoring unreadable resume state %s (%s); starting from scratch", found[-1], exc)
+        for f in group_state.glob("state_*.pt"):
+            f.unlink()
+        return 0
+    epoch = trainer.load_state(state)
+    for m in members:  # work of an epoch that did not complete
+        for sub in ("metrics", "checkpoints"):
+            for f in (m.state_dir / sub).glob("epoch_*"):
+                if int(f.stem.split("_")[1]) > epoch:
+                    f.unlink()
+    log.info("resuming from %s (epoch %d)", found[-1], epoch)
+    return epoch
 
 
-def _finish(settings: Mapping[str, Any], state_dir: Path, run_dir: Path, last_epoch: int, diverged: bool) -> dict[str, Any]:
+def _finish(m: Member, diverged: bool) -> dict[str, Any]:
+    """Move a run's outputs into place from its resume directory and write its summary."""
+    settings, state_dir, run_dir = m.settings, m.state_dir, m.run_dir
     run = settings["run"]
     frames = [pd.read_csv(f) for f in sorted((state_dir / "metrics").glob("epoch_*.csv"))]
     metrics = pd.concat(frames, ignore_index=True)
@@ -345,35 +529,41 @@ def _finish(settings: Mapping[str, Any], state_dir: Path, run_dir: Path, last_ep
     metrics.insert(0, "init", run["init_name"])
     metrics.insert(0, "variant", run["variant"])
     metrics = metrics[METRIC_COLUMNS]
+    last_epoch = int(metrics["epoch"].max())
+    _move_checkpoints(settings, state_dir, run_dir)
+    write_text(run_dir / "metrics.csv", metrics.to_csv(index=False))
+    epoch_rows = metrics[metrics["step"].isna()]
+    final = {f"{r.split}_{r.metric}": float(r.value) for r in epoch_rows[epoch_rows["epoch"] == last_epoch].itertuples()}
+    given = settings["model"].get("weights")
+    summary = {
+        "run": run, "status": "diverged" if diverged else "completed", "epochs_trained": last_epoch,
+        "epochs": last_epoch if given else settings["train"]["epochs"],
+        "checkpoint_epochs": settings["checkpoint_epochs"],
+        "config_hash": config_hash(settings), "final": final,
+    }
+    if given:
+        summary["weights"] = given
+        summary["weights_sha256"] = integrity.sha256(given)
+    if diverged:
+        summary["diverged_step"] = int(metrics.loc[metrics["metric"] == "diverged", "step"].iloc[0])
+    write_json(run_dir / "summary.json", summary)
+    shutil.rmtree(run_dir / ".resume", ignore_errors=True)
+    return summary
+
+
+def _move_checkpoints(settings: Mapping[str, Any], state_dir: Path, run_dir: Path) -> None:
     ckpts = {int(f.stem.split("_")[1]): f for f in (state_dir / "checkpoints").glob("epoch_*.safetensors")}
     with atomic_path(run_dir / "checkpoints") as tmp:
         tmp.mkdir()
         last = max(ckpts)
         for epoch in settings["checkpoint_epochs"]:
-            # a diverged run has no later checkpoints: its last state stands in, flagged diverged
-            src = ckpts[epoch] if epoch in ckpts else ckpts[last]
-            if epoch not in ckpts:
-                tensors, meta = load_checkpoint(src)
+            if epoch in ckpts:
+                shutil.copyfile(ckpts[epoch], tmp / f"epoch_{epoch:04d}.safetensors")
+            else:  # a diverged run has no later checkpoints: its last state stands in, flagged diverged
+                tensors, meta = load_checkpoint(ckpts[last])
                 meta.update({"epoch": str(epoch), "diverged": "true", "trained_epochs": str(last)})
-                (tmp / f"epoch_{epoch:04d}.safetensors").write_bytes(_st_bytes(tensors, meta))
-            else:
-                shutil.copyfile(src, tmp / f"epoch_{epoch:04d}.safetensors")
+                (tmp / f"epoch_{epoch:04d}.safetensors").write_bytes(st_bytes(tensors, meta))
         (tmp / integrity.SUMS).write_text(integrity.checksums_text(list(tmp.glob("epoch_*.safetensors"))))
-    write_text(run_dir / "metrics.csv", metrics.to_csv(index=False))
-    epoch_rows = metrics[metrics["step"].isna()]
-    final = {f"{r.split}_{r.metric}": float(r.value) for r in epoch_rows[epoch_rows["epoch"] == last_epoch].itertuples()}
-    summary = {
-        "run": run, "status": "diverged" if diverged else "completed", "epochs_trained": last_epoch,
-        "epochs": last_epoch if settings["model"].get("weights") else settings["train"]["epochs"],
-        "checkpoint_epochs": settings["checkpoint_epochs"],
-        "config_hash": config_hash(settings), "final": final,
-    }
-    if settings["model"].get("weights"):
-        summary["weights"] = settings["model"]["weights"]
-        summary["weights_sha256"] = integrity.sha256(settings["model"]["weights"])
-    if diverged:
-        div = metrics[metrics["metric"] == "diverged"]
-        summary["diverged_step"] = int(div["step"].iloc[0])
-    write_json(run_dir / "summary.json", summary)
-    shutil.rmtree(run_dir / ".resume", ignore_errors=True)
-    return summary
+
+
+__all__ += ["Trainer", "build_model", "build_optimizer", "evaluate", "eval_rows", "set_determinism", "state_dict_cpu", "Progress"]

@@ -31,10 +31,12 @@ rule dataset:
         ENVIRONMENT
     log:
         f"{LOGS}/dataset.log",
-    threads: 2
+    # an image folder's images are decoded by one process per thread (capped at --cores when
+    # run locally); the store's bytes do not depend on the number
+    threads: 8
     resources:
         mem_mb=4000,
         runtime=120,
     shell:
         "python -m dnndist data --settings {params.settings:q} {params.archive} "
-        "--out {output.store:q} > {log:q} 2>&1"
+        "--out {output.store:q} --workers {threads} > {log:q} 2>&1"

@@ -1,6 +1,7 @@
 # Training stage: one job per run (variant, init, seed), or with `stacked: true` one job
-# per stack group (the inits of a variant and seed, trained as one wide model). Both
-# write the same per-run outputs and resume if killed.
+# per stack group (up to stack_max runs of a variant, inits and seeds alike, trained as one
+# wide model). One training loop either way (a run alone is a stack of one): the same
+# per-run outputs, resumed if killed.
 
 
 if not config["stacked"]:
