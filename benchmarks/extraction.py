@@ -1,15 +1,21 @@
 """B3: feature extraction vs a plain forward pass over the same inputs; peak RSS vs split size.
 
-    python -m benchmarks.extraction [--sizes 10000,50000]
+    python -m benchmarks.extraction [--sizes 10000,50000] [--repeat 1]
 
 Each size runs in a fresh process (peak RSS is per process). The plain forward pass is
-the same model over the same 'random' inputs, batch for batch, with no hooks.
+the same model over the same 'random' inputs, batch for batch, with no hooks. With
+``--repeat N`` the process times plain pass and extraction N times, alternately, and
+reports the best of each (a shared machine's noise only ever slows a run down) and the
+median ratio of the pairs run side by side; the first extraction of a process also pays
+one-time costs (imports, the statistics kernel's build when not cached), which the best of
+N > 1 leaves out.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +28,7 @@ from dnndist import data, extract, train, config as c
 n, work = int(sys.argv[1]), Path(sys.argv[2])
 torch.set_num_threads(2)
 store = data.build_store({"source": "synthetic", "synthetic": {"train_size": 600, "test_size": 100, "image_size": 32, "seed": 0}}, work / f"d{n}.zarr")
-cfg = c.validate({"results": str(work), "data": {"source": "synthetic", "valid_size": 100, "random_size": n,
+cfg = c.validate({"results": str(work / f"results{n}"), "data": {"source": "synthetic", "valid_size": 100, "random_size": n,
                   "synthetic": {"train_size": 600, "test_size": 100}},
                   "inits": ["kaiming_normal"], "train": {"epochs": 1, "checkpoints": [1]},
                   "extract": {"splits": ["random"], "batch_size": 500, "sample_size": 128}})
@@ -33,14 +39,16 @@ train.train_run(c.run_settings(cfg, c.Run("base", "kaiming_normal", 0)), store, 
 inputs = extract.load_inputs(s, store, torch.device("cpu"))
 model = extract.build_model(s, data.store_info(store)).eval()
 extract.load_weights(model, run / "checkpoints" / "epoch_0001.safetensors")
-t0 = time.perf_counter()
-with torch.no_grad():
-    for idx in torch.arange(n).split(500):
-        model(inputs.batch("random", idx)[0])
-plain = n / (time.perf_counter() - t0)
-t0 = time.perf_counter()
-extract.extract_features(s, run / "checkpoints", store, work / f"f{n}.zarr")
-ext = n / (time.perf_counter() - t0)
+plain, ext = [], []
+for r in range(int(sys.argv[3])):
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for idx in torch.arange(n).split(500):
+            model(inputs.batch("random", idx)[0])
+    plain.append(n / (time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    extract.extract_features(s, run / "checkpoints", store, work / f"f{n}-{r}.zarr")
+    ext.append(n / (time.perf_counter() - t0))
 # VmHWM, not getrusage's ru_maxrss: Linux carries the parent's peak over fork + exec into ru_maxrss
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"n": n, "plain": plain, "extract": ext, "rss_mb": hwm / 1024}))
@@ -50,13 +58,21 @@ print(json.dumps({"n": n, "plain": plain, "extract": ext, "rss_mb": hwm / 1024})
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sizes", default="10000,50000")
+    p.add_argument("--repeat", type=int, default=1, help="best of N alternating runs per size (default 1)")
     args = p.parse_args(argv)
-    print(f"{'inputs':>8} {'plain img/s':>12} {'extract img/s':>14} {'ratio':>6} {'peak RSS':>10}")
+    if args.repeat > 1:
+        print(f"best of {args.repeat} alternating runs; 'pairs': median ratio of the runs side by side")
+    print(f"{'inputs':>8} {'plain img/s':>12} {'extract img/s':>14} {'ratio':>6}" + (f" {'pairs':>6}" if args.repeat > 1 else "") + f" {'peak RSS':>10}")
     with tempfile.TemporaryDirectory() as work:
         for n in map(int, args.sizes.split(",")):
-            out = subprocess.run([sys.executable, "-c", CHILD, str(n), work], capture_output=True, text=True, check=True)
+            cmd = [sys.executable, "-c", CHILD, str(n), work, str(args.repeat)]
+            out = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"B3 child for {n} inputs failed:\n{out.stderr[-3000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{n:>8} {r['plain']:>12.0f} {r['extract']:>14.0f} {r['extract'] / r['plain']:>6.2f} {r['rss_mb']:>8.0f} MB")
+            plain, ext = max(r["plain"]), max(r["extract"])
+            pairs = f" {statistics.median(e / p for p, e in zip(r['plain'], r['extract'])):>6.2f}" if args.repeat > 1 else ""
+            print(f"{n:>8} {plain:>12.0f} {ext:>14.0f} {ext / plain:>6.2f}{pairs} {r['rss_mb']:>8.0f} MB")
 
 
 if __name__ == "__main__":

@@ -102,11 +102,12 @@ def test_streaming_statistics_equal_numpy(run, split, layer, kind, module):
     assert ds["m2"].item() / n == pytest.approx(x.var(), rel=1e-6)
     assert ds["m3"].item() / n / (ds["m2"].item() / n) ** 1.5 == pytest.approx(scipy.stats.skew(x), rel=1e-6)
     assert ds["m4"].item() / n / (ds["m2"].item() / n) ** 2 - 3 == pytest.approx(scipy.stats.kurtosis(x), rel=1e-6)
-    assert ds["min"].item() == pytest.approx(x.min(), rel=1e-6) and ds["max"].item() == pytest.approx(x.max(), rel=1e-6)
+    assert ds["min"].item() == x.min() and ds["max"].item() == x.max()
     assert ds["hist"].sum().item() + ds["underflow"].item() + ds["overflow"].item() == n
-    edges = np.linspace(ds["hist_lo"].item(), ds["hist_hi"].item(), EX["histogram_bins"] + 1)
-    ref, _ = np.histogram(x.astype(np.float32), bins=edges)
-    assert np.abs(ds["hist"].values - ref).sum() <= 0.001 * n  # histc vs numpy differ only at bin edges
+    lo, hi = ds["hist_lo"].item(), ds["hist_hi"].item()
+    ref, _ = np.histogram(x, bins=np.linspace(lo, hi, EX["histogram_bins"] + 1))  # x: the float32 values, as float64
+    assert np.array_equal(ds["hist"].values, ref)  # exact: the documented edges, compared exactly
+    assert ds["underflow"].item() == (x < lo).sum() and ds["overflow"].item() == (x > hi).sum()
 
 
 def test_raw_feature_sample_matches_a_direct_forward(run):

@@ -252,8 +252,8 @@ def test_emission_rejects_unknown_layer():
 def test_trajectories_label_their_seed_count(x):
     fig = plots.draw_trajectories(weights_summary(["base"], n_seeds=2), x=x)
     assert_no_empty_panels(fig)
-    assert fig.legends[0].get_title().get_text() == "mean and 95 % t-interval over 2 seeds"
-    assert legend_texts(fig) == ["kaiming normal"]  # constant inits left out
+    assert fig.legends[0].get_title().get_text() == "mean and 95 % t-interval over 2 seeds; ones not drawn (constant weights)"
+    assert legend_texts(fig) == ["kaiming normal"]  # constant inits left out, and the legend says so
 
 
 # --------------------------------------------------------------------------- Fig 7
@@ -291,3 +291,129 @@ def test_plot_command_writes_pdf_and_png(tmp_path):
     pdf, png = tmp_path / "f.pdf", tmp_path / "f.png"
     assert cli.main(["plot", "fig1_training", "--table", str(table), "--style", str(STYLE), "--pdf", str(pdf), "--png", str(png)]) == 0
     assert pdf.read_bytes().startswith(b"%PDF") and png.read_bytes().startswith(b"\x89PNG")
+
+
+# --------------------------------------------------------------------------- given weights (experiment 2)
+def resnet18_layers() -> list[str]:
+    """torchvision's ResNet-18 weight layers in depth order (models.build numbers them 1..21)."""
+    names = ["conv1"]
+    for stage in range(1, 5):
+        for block in range(2):
+            names += [f"layer{stage}.{block}.conv1", f"layer{stage}.{block}.conv2"]
+            if stage > 1 and block == 0:
+                names.append(f"layer{stage}.0.downsample.0")
+    return [*names, "fc"]
+
+
+def given_weight_hist(rng: np.random.Generator) -> pd.DataFrame:
+    """A combined weight_hist table of one checkpoint ("epoch 0") of given ResNet-18 weights: rows
+    sorted by layer name, as stats-combine writes them (fc between conv1 and layer1...)."""
+    rows = []
+    for layer in resnet18_layers():
+        for param in ("weight", "bias") if layer == "fc" else ("weight",):
+            x = rng.normal(0, 0.05, 500)
+            dens, edges = np.histogram(x, bins=20, density=True)
+            rows += [dict(variant="base", init="torch_default", seed=0, epoch=0, layer=layer, param=param, count=x.size,
+                          mean=x.mean(), std=x.std(), min=x.min(), max=x.max(), x=(a + b) / 2, density=d)
+                     for a, b, d in zip(edges[:-1], edges[1:], dens)]
+    return pd.DataFrame(rows).sort_values(["layer", "param"], kind="stable").reset_index(drop=True)
+
+
+def given_weights_summary() -> pd.DataFrame:
+    rows = [dict(variant="base", init="torch_default", epoch=0, layer=layer, depth=depth, param="weight", statistic=stat,
+                 mean=0.05 + 0.01 * depth, ci_low=np.nan, ci_high=np.nan, n_seeds=1)
+            for depth, layer in enumerate(resnet18_layers(), start=1) for stat in plots.TRAJECTORY_STATS]
+    return pd.DataFrame(rows).sort_values("layer", kind="stable")
+
+
+def titles(fig: plt.Figure) -> list[str]:
+    return [ax.get_title().splitlines()[0] for ax in data_axes(fig)]
+
+
+def test_layer_order_is_depth_not_alphabet():
+    names = sorted(resnet18_layers())  # alphabetical: conv1, fc, layer1.0.conv1, ...
+    assert names[1] == "fc"
+    assert plots.layer_order(pd.DataFrame({"layer": names})) == resnet18_layers()  # from the names alone
+    assert plots.layer_order(pd.DataFrame({"layer": ["conv10", "conv2", "fc1", "conv1"]})) == ["conv1", "conv2", "conv10", "fc1"]
+    shuffled = pd.DataFrame({"layer": ["b", "a", "c"], "depth": [2, 3, 1]})
+    assert plots.layer_order(shuffled) == ["c", "b", "a"]  # a depth column decides where there is one
+    assert plots.evenly(list(range(21)), 6) == [0, 4, 8, 12, 16, 20]
+
+
+def test_given_weights_fig2_has_one_panel_per_tensor_in_depth_order_on_one_page():
+    fig = plots.draw_weight_distributions(given_weight_hist(np.random.default_rng(0)))
+    axes = data_axes(fig)
+    assert_no_empty_panels(fig)
+    assert len(fig.axes) == len(axes) == 22  # 21 weights and the fc bias: no "no bias" panels, no spare axes
+    assert titles(fig) == [f"{layer} weight" for layer in resnet18_layers()] + ["fc bias"]  # no before/after columns
+    assert fig.get_size_inches()[1] <= 9.5  # fits a page
+    assert "epoch 0, the only checkpoint" in fig.legends[0].get_title().get_text()
+
+
+def test_given_weights_fig2_of_a_deep_net_keeps_to_a_page_and_says_what_it_left_out():
+    df = given_weight_hist(np.random.default_rng(0))
+    deep = pd.concat([df.assign(layer=df["layer"] + f".copy{k}") for k in range(3)], ignore_index=True)  # 66 tensors
+    fig = plots.draw_weight_distributions(deep)
+    assert len(data_axes(fig)) == 24 and fig.get_size_inches()[1] <= 9.5
+    assert "24 of 66 tensors" in fig.legends[0].get_title().get_text()
+
+
+def test_given_weights_fig6_names_the_layers_down_the_y_axis_in_depth_order():
+    fig = plots.draw_trajectories(given_weights_summary(), x="depth")
+    axes = data_axes(fig)
+    assert_no_empty_panels(fig)
+    assert len(axes) == len(plots.TRAJECTORY_STATS)
+    labels = [t.get_text() for t in axes[0].get_yticklabels()]
+    assert labels == resnet18_layers()
+    assert axes[0].yaxis_inverted()  # first layer at the top
+    assert 2 <= fig.get_size_inches()[1] <= 9.5
+
+
+def test_given_weights_fig3_draws_one_checkpoint_without_before_after():
+    df = feature_hist(np.random.default_rng(0))
+    df = df[df["epoch"] == 0]
+    fig = plots.draw_features(df)
+    assert_no_empty_panels(fig)
+    for ax in data_axes(fig):
+        assert {line.get_gid() for line in ax.get_lines()} == {f"{i}|0" for i in INITS[:2]}  # one line per drawn init
+        header = next(t.get_text() for t in ax.texts if t.get_gid() == "std-header" and "std, epoch" in t.get_text())
+        assert header == "std, epoch 0:"
+    assert [t for t in legend_texts(fig) if t.startswith("epoch")] == ["epoch 0"]
+
+
+def test_training_figure_without_training_says_so():
+    df = training_summary()
+    fig = plots.draw_training(df[(df["epoch"] == 0) & (df["split"] != "train")])
+    assert not fig.axes  # no empty axes ...
+    assert "Nothing was trained" in " ".join(t.get_text() for t in fig.texts)  # ... but words
+
+
+def test_many_layers_are_capped_and_the_figures_say_so():
+    hist = weight_hist(np.random.default_rng(0))
+    deep = pd.concat([hist.assign(layer=hist["layer"] + f"_{k}") for k in range(8)], ignore_index=True)  # 16 layers
+    fig = plots.draw_weight_distributions(deep)
+    assert len({t.split()[0] for t in titles(fig)}) == plots.MAX_ROWS and fig.get_size_inches()[1] <= 9.5
+    assert "6 of 16 layers" in fig.legends[0].get_title().get_text()
+    summary = given_weights_summary().assign(epoch=3)
+    fig = plots.draw_trajectories(pd.concat([summary.assign(epoch=0), summary]), x="epoch")
+    assert titles(fig)[:plots.MAX_COLUMNS] == plots.evenly(resnet18_layers(), plots.MAX_COLUMNS)
+    assert "6 of 21 layers" in fig.legends[0].get_title().get_text()
+
+
+def test_depth_profile_names_layers_on_the_x_axis():
+    fig = plots.draw_trajectories(weights_summary(["base"]), x="depth")
+    for ax in data_axes(fig):
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["conv1", "conv2", "conv3"]
+
+
+def test_emission_without_chosen_layers_keeps_to_a_page_in_depth_order():
+    base = em_ab(np.random.default_rng(0))
+    conv1 = base[base["layer"] == "conv1"]
+    table = pd.concat([conv1.assign(layer=name) for name in resnet18_layers()[:-1]], ignore_index=True)
+    fig = plots.draw_emission(table.sort_values("layer", kind="stable"))
+    rows = [t.split()[0] for t in titles(fig)[::2]]
+    assert rows == plots.evenly(resnet18_layers()[:-1], plots.MAX_ROWS) and fig.get_size_inches()[1] <= 9.5
+    assert "6 of 20 conv layers (evenly spaced" in fig._suptitle.get_text()
+    chosen = plots.draw_emission(table, layers=["layer4.1.conv2", "conv1"])  # as configured, in that order
+    assert [t.split()[0] for t in titles(chosen)[::2]] == ["layer4.1.conv2", "conv1"]
+    assert "2 of 20 conv layers (plots.emission_layers)" in chosen._suptitle.get_text()

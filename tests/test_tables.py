@@ -223,6 +223,11 @@ def test_write_table_formats(tmp_path):
     assert md.startswith("A caption") and "| C1" in md and "0.1235" in md
     tex = (tmp_path / "t.tex").read_text()
     assert "\\caption{A caption with 95 \\% CI}" in tex and "\\begin{tabular}" in tex
+    page = (tmp_path / "t.html").read_text()  # shown inside the report
+    assert ">claim</th>" in page and '<td class="col-value num">0.1235</td>' in page
+    assert '<td class="col-verdict verdict v-holds">holds</td>' in page and "A caption with 95 % CI" in page
+    tables.write_table(df.iloc[:0], tmp_path / "empty", "Nothing")
+    assert "no rows" in (tmp_path / "empty.html").read_text()
 
 
 def test_factor_effects_recover_a_planted_effect():

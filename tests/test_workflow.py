@@ -16,8 +16,11 @@ pytestmark = pytest.mark.slow
 
 
 # what one run's change replans besides its training/extraction: its stats, every combined table, table and figure
-DOWNSTREAM = {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "stats_concat": 4, "table": 6,
-              "figure": 7, "total": 26}
+# (one variant: no factors table; Fig 4 has a rule of its own)
+DOWNSTREAM = {"all": 1, "train": 1, "extract": 3, "stats_run": 1, "stats_combine": 3, "stats_concat": 4, "table": 5,
+              "figure": 6, "figure_emission": 1, "total": 25}
+FIGURES = ["fig1_training", "fig2_weights", "fig3_features", "fig4_emission", "fig5_trajectories", "fig6_depth",
+           "fig7_variants"]
 
 
 def planned_jobs(proc) -> dict[str, int]:
@@ -71,14 +74,9 @@ def test_end_to_end_outputs(done):
         data = fig.read_bytes()
         assert len(data) > 5000, fig
         assert data.startswith(b"%PDF-") if fig.suffix == ".pdf" else data.startswith(b"\x89PNG\r\n\x1a\n"), fig
-    figures = ["fig1_training", "fig2_weights", "fig3_features", "fig4_emission", "fig5_trajectories", "fig6_depth",
-               "fig7_variants"]
-    assert {p.name for p in (results / "figures").iterdir()} == {f"{f}.{e}" for f in figures for e in ("pdf", "png")}
-    tables = ["init_check", "range", "depth_trend", "emission", "claims", "factors"]
-    assert {p.name for p in (results / "tables").iterdir()} == {f"{t}.{e}" for t in tables for e in ("csv", "md", "tex")}
-    snakemake(work, "--configfile", str(work / "tiny.yaml"), "--report", str(results / "report.html"))
-    report = (results / "report.html").read_text()
-    assert all(f"{f}.pdf" in report for f in figures) and "claims.csv" in report
+    assert {p.name for p in (results / "figures").iterdir()} == {f"{f}.{e}" for f in FIGURES for e in ("pdf", "png")}
+    tables = ["init_check", "range", "depth_trend", "emission", "claims"]  # one variant: no (empty) factors table
+    assert {p.name for p in (results / "tables").iterdir()} == {f"{t}.{e}" for t in tables for e in ("csv", "md", "tex", "html")}
     claims = pd.read_csv(results / "tables" / "claims.csv")
     assert set(claims["verdict"]) <= {"holds", "does not hold", "inconclusive", "descriptive only", "flagged"} and len(claims) >= 6
     assert "descriptive only" in set(claims["verdict"])  # one seed: no verdict is decided
@@ -88,6 +86,65 @@ def test_end_to_end_outputs(done):
     assert (results / "tables" / "claims.tex").read_text().startswith("\\begin{table}")
     assert ok["status"] == "completed" and 0 <= ok["final"]["valid_accuracy"] <= 1  # learning: test_train.py
     assert div["status"] == "diverged"  # recorded; the workflow still completed
+
+
+def report_var(page: str, name: str):
+    """A JSON value the Snakemake report page assigns to a script variable (results, workflow_desc, ...)."""
+    start = re.search(rf"\bvar {name} = (?=[{{\"])", page).end()  # not the JS libraries' own variables
+    return json.JSONDecoder().raw_decode(page[start:])[0]
+
+
+def test_report_is_shareable(done):
+    """The report opens on the verdicts (the claims table's rows, as HTML) and two headline figures
+    embedded in the page; every figure is a PNG (no PDF embedded), every table is shown as HTML;
+    no empty factors table (one variant); no stray parameter in a caption."""
+    import html
+
+    work, _, _ = done
+    results = work / "results"
+    snakemake(work, "--configfile", str(work / "tiny.yaml"), "--report", str(results / "report.html"))
+    page = (results / "report.html").read_text()
+    entries = {p.rsplit("/", 1)[-1]: e for p, e in report_var(page, "results").items()}
+    figures = {n: e for n, e in entries.items() if n.startswith("fig")}
+    assert set(figures) == {f"{f}.png" for f in FIGURES}
+    assert all(e["mime_type"] == "image/png" and e["data_uri"].startswith("data:image/png") for e in figures.values())
+    assert "data:application/pdf" not in page and not any(n.endswith(".pdf") for n in entries)
+    assert all(f"{n[:-4]}.pdf" in e["caption"] for n, e in figures.items())  # the PDF is named beside the PNG
+    tables = {n: e for n, e in entries.items() if not n.startswith("fig")}
+    assert set(tables) == {"claims.html", "init_check.html", "range.html", "depth_trend.html", "emission.html"}
+    assert all(e["mime_type"] == "text/html" for e in tables.values())
+    assert report_var(page, "categories").keys() == {"Figures", "Tables"}
+    assert all(e["labels"] for e in entries.values())  # listed by number and content, one click from the menu
+    for e in entries.values():  # no stray (empty) parameter such as "fig4=" beside a caption
+        assert "fig4=" not in e["caption"] and not re.search(r"\w=(,|$)", e["job_properties"]["params"])
+    assert entries["fig4_emission.png"]["job_properties"]["params"].startswith("options=--init ")
+    front = report_var(page, "workflow_desc")
+    claims = pd.read_csv(results / "tables" / "claims.csv")
+    for claim, verdict in zip(claims["claim"], claims["verdict"]):
+        row = re.search(rf'<td class="col-claim">{re.escape(html.escape(claim))}</td>.*?</tr>', front, re.DOTALL)
+        assert row and f">{html.escape(verdict)}</td>" in row[0], claim
+    images = re.findall(r'<img alt="([^"]+)" src="([^"]{0,30})', front)
+    assert [alt for alt, _ in images] == ["fig1_training.png", "fig5_trajectories.png"]
+    assert all(src.startswith("data:image/png;base64,") for _, src in images)  # in the page, not a path on this machine
+
+
+def test_given_weights_plan_no_training_figures(tmp_path):
+    """model.weights (experiment 2: analysed at one checkpoint, nothing trained): no training
+    curves (Figs 1 and 5) are planned, and with one variant no factors table."""
+    import torch
+
+    from dnndist import models
+
+    weights = tmp_path / "cnn.pth"
+    paper = {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu"}
+    torch.save(models.build(paper).state_dict(), weights)
+    write_yaml(tmp_path / "given.yaml", tiny_config(tmp_path / "results", model={"name": "paper_cnn", "weights": str(weights)}))
+    proc = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "given.yaml"))
+    jobs = planned_jobs(proc)
+    assert jobs["figure"] == 4 and jobs["figure_emission"] == 1 and jobs["table"] == 5, jobs
+    out = proc.stdout + proc.stderr
+    assert "fig1_training" not in out and "fig5_trajectories" not in out and "factors" not in out
+    assert "fig2_weights" in out and "fig6_depth" in out
 
 
 def test_nothing_to_do_after_a_run(done):
@@ -115,19 +172,21 @@ def test_changing_one_init_reruns_only_its_chain(done, tmp_path):
     data = {**cfg, "data": {**cfg["data"], "synthetic": {**cfg["data"]["synthetic"], "seed": 7}}}
     write_yaml(tmp_path / "data.yaml", data)
     assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "data.yaml"))) == {
-        "all": 1, "dataset": 1, "train": 3, "extract": 9, "stats_run": 3, "stats_combine": 3, "stats_concat": 4, "table": 6,
-        "figure": 7, "total": 37}
+        "all": 1, "dataset": 1, "train": 3, "extract": 9, "stats_run": 3, "stats_combine": 3, "stats_concat": 4, "table": 5,
+        "figure": 6, "figure_emission": 1, "total": 36}
     # an extraction setting reruns extraction only
     ex = {**cfg, "extract": {**cfg.get("extract", {}), "histogram_bins": 17}}
     write_yaml(tmp_path / "ex.yaml", ex)
     assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "ex.yaml"))) == {
-        "all": 1, "extract": 9, "stats_run": 3, "stats_combine": 2, "stats_concat": 4, "table": 6, "figure": 6, "total": 31}
+        "all": 1, "extract": 9, "stats_run": 3, "stats_combine": 2, "stats_concat": 4, "table": 5, "figure": 5,
+        "figure_emission": 1, "total": 30}
 
 
 @pytest.mark.parametrize("module,expected", [
-    ("plots", {"all": 1, "figure": 7, "total": 8}),
-    ("tables", {"all": 1, "table": 6, "total": 7}),
-    ("stats", {"all": 1, "stats_run": 3, "stats_combine": 3, "stats_concat": 4, "table": 6, "figure": 7, "total": 24}),
+    ("plots", {"all": 1, "figure": 6, "figure_emission": 1, "total": 8}),
+    ("tables", {"all": 1, "table": 5, "total": 6}),
+    ("stats", {"all": 1, "stats_run": 3, "stats_combine": 3, "stats_concat": 4, "table": 5, "figure": 6, "figure_emission": 1,
+               "total": 23}),
 ])
 def test_code_changes_rerun_only_what_depends_on_them(done, module, expected):
     import os
@@ -164,7 +223,7 @@ def test_default_config_plans_seven_trainings_and_the_data():
         proc = snakemake(Path(d), "-n")
     assert planned_jobs(proc) == {
         "all": 1, "dataset": 1, "download_cifar10": 1, "train": 7, "extract": 21, "stats_run": 7, "stats_combine": 3,
-        "stats_concat": 4, "table": 6, "figure": 7, "total": 58}
+        "stats_concat": 4, "table": 5, "figure": 6, "figure_emission": 1, "total": 57}
 
 
 def test_demo_preset_plans(tmp_path):
@@ -174,8 +233,8 @@ def test_demo_preset_plans(tmp_path):
     # the default profile (rerun-incomplete, keep-going) is found through the top-level profiles link
     assert f"Using workflow specific profile {REPO}/profiles/default" in proc.stdout + proc.stderr
     assert planned_jobs(proc) == {
-        "all": 1, "dataset": 1, "train": 7, "extract": 21, "stats_run": 7, "stats_combine": 3, "stats_concat": 4, "table": 6,
-        "figure": 7, "total": 57}
+        "all": 1, "dataset": 1, "train": 7, "extract": 21, "stats_run": 7, "stats_combine": 3, "stats_concat": 4, "table": 5,
+        "figure": 6, "figure_emission": 1, "total": 56}
 
 
 @pytest.mark.parametrize("stacked", [False, True], ids=["per_run", "stacked"])

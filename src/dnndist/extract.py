@@ -9,8 +9,8 @@ that looks complete.
   checkpoint epoch with named tensor dims, plus fan_in/fan_out and the init's theoretical
   std and bound; the root holds per-layer tables and the ``diverged`` flag.
 - ``features.zarr``: root: exact streaming statistics (count, mean, central moment sums
-  m2..m4, min, max, a fixed-bin histogram with under/overflow) of every analysed layer's
-  pre- and post-activation output over all inputs of each split (train, valid, random);
+  m2..m4, min, max, a fixed-bin histogram with under/overflow; ``dnndist.streaming``) of every
+  analysed layer's pre- and post-activation output over all inputs of each split (train, valid, random);
   per layer group: raw activations of a seeded sample of inputs (the same for all runs).
 - ``gradients.zarr``: over seeded labelled batches, per-sample loss, parameter gradients
   (and per-batch norms), gradients w.r.t. each analysed feature map, and emission ``em``
@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from dnndist import DnndistError, conventions, data, dims, inits, integrity, models, train
+from dnndist import DnndistError, conventions, data, dims, inits, integrity, models, streaming, train
 from dnndist.gradients import emission_absorption
 from dnndist.io import atomic_path
 from dnndist.provenance import attrs as provenance_attrs
@@ -177,110 +176,7 @@ def extract_weights(settings: Mapping[str, Any], ckpt_dir: str | Path, store: st
     return write_store(out, _finish(root, settings), groups, store_attrs(settings, "weights", torch.device("cpu")))
 
 
-# --------------------------------------------------------------------------- streaming statistics
-@dataclass
-class Moments:
-    """Exact streaming count, mean, central moment sums M2..M4, min, max (float64, on the device).
-
-    Each batch's power sums are taken around a fixed shift (the first batch's mean), in
-    float64 with BLAS dot products (few passes over memory), and folded into the running
-    central moments with the pairwise formulas of Pebay (2008). Non-finite values are
-    counted and left out.
-    """
-
-    device: torch.device
-    n: torch.Tensor = field(init=False)
-    mean: torch.Tensor = field(init=False)
-    m2: torch.Tensor = field(init=False)
-    m3: torch.Tensor = field(init=False)
-    m4: torch.Tensor = field(init=False)
-    min: torch.Tensor = field(init=False)
-    max: torch.Tensor = field(init=False)
-    nonfinite: torch.Tensor = field(init=False)
-    shift: float | None = None
-
-    def __post_init__(self) -> None:
-        z = lambda v=0.0: torch.tensor(v, dtype=torch.float64, device=self.device)  # noqa: E731
-        self.n, self.mean, self.m2, self.m3, self.m4 = z(), z(), z(), z(), z()
-        self.min, self.max, self.nonfinite = z(float("inf")), z(float("-inf")), z()
-
-    def update(self, x: torch.Tensor) -> tuple[torch.Tensor, bool, float, float]:
-        """Fold in a batch; returns its finite values (float32, flat) and whether all were finite,
-        plus their min and max, for the histogram to reuse."""
-        x = x.reshape(-1)
-        y = x.double()
-        total = y.sum()
-        finite = bool(torch.isfinite(total))
-        if not finite:  # rare: drop NaN/inf (extra passes only then)
-            keep = torch.isfinite(y)
-            self.nonfinite += (~keep).sum()
-            x, y = x[keep], y[keep]
-            total = y.sum()
-        if x.numel() == 0:
-            return x, finite, math.nan, math.nan
-        lo, hi = torch.aminmax(x)
-        self.min = torch.minimum(self.min, lo.double())
-        self.max = torch.maximum(self.max, hi.double())
-        nb = float(x.numel())
-        if self.shift is None:
-            self.shift = float(total) / nb
-        y.sub_(self.shift)
-        y2 = y * y
-        s1 = total - nb * self.shift
-        s2, s3, s4 = torch.dot(y, y), torch.dot(y2, y), torch.dot(y2, y2)
-        # central moment sums of this batch from its shifted power sums
-        mu = s1 / nb
-        m2b = s2 - nb * mu**2
-        m3b = s3 - 3 * mu * s2 + 2 * nb * mu**3
-        m4b = s4 - 4 * mu * s3 + 6 * mu**2 * s2 - 3 * nb * mu**4
-        mb = mu + self.shift
-        na, n = self.n, self.n + nb
-        delta = mb - self.mean
-        self.m4 = (self.m4 + m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
-                   + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2 + 4 * delta * (na * m3b - nb * self.m3) / n)
-        self.m3 = self.m3 + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
-        self.m2 = self.m2 + m2b + delta**2 * na * nb / n
-        self.mean = self.mean + delta * nb / n
-        self.n = n
-        return x, finite, float(lo), float(hi)
-
-    def values(self) -> dict[str, float]:
-        return {k: float(getattr(self, k)) for k in ("n", "mean", "m2", "m3", "m4", "min", "max", "nonfinite")}
-
-
-@dataclass
-class Histogram:
-    """Fixed-bin histogram: the range is fixed by the first batch (widened by 10 %), values
-    outside it are counted as underflow/overflow, so counts stay exact."""
-
-    bins: int
-    device: torch.device
-    lo: float | None = None
-    hi: float | None = None
-    counts: torch.Tensor | None = None
-    under: torch.Tensor | None = None
-    over: torch.Tensor | None = None
-
-    def update(self, x: torch.Tensor, lo: float, hi: float) -> None:
-        """Count a batch of finite values whose min and max are ``lo`` and ``hi``."""
-        x = x.reshape(-1).float()
-        if self.lo is None:
-            lo0, hi0 = (lo, hi) if x.numel() else (0.0, 1.0)
-            pad = 0.1 * (hi0 - lo0) if hi0 > lo0 else max(abs(lo0) * 0.1, 1e-6)
-            self.lo, self.hi = lo0 - pad, hi0 + pad
-            self.counts = torch.zeros(self.bins, dtype=torch.float64, device=self.device)
-            self.under = torch.zeros((), dtype=torch.float64, device=self.device)
-            self.over = torch.zeros((), dtype=torch.float64, device=self.device)
-        assert self.counts is not None and self.under is not None and self.over is not None
-        if x.numel() == 0:
-            return
-        self.counts += torch.histc(x, self.bins, self.lo, self.hi).double()
-        if lo < self.lo:  # out-of-range passes only when the batch leaves the range
-            self.under += (x < self.lo).sum()
-        if hi > self.hi:
-            self.over += (x > self.hi).sum()
-
-
+# --------------------------------------------------------------------------- recording
 class Recorder:
     """Forward hooks that keep the outputs of named modules of the last forward pass."""
 
@@ -384,8 +280,7 @@ def extract_features(settings: Mapping[str, Any], ckpt_dir: str | Path, store: s
             load_weights(model, files[epoch])
             for si, split in enumerate(splits):
                 order = plans[split]
-                mom = {key: Moments(device) for key in samples}
-                hists = {key: Histogram(ex["histogram_bins"], device) for key in samples}
+                feats = {key: streaming.FeatureStats(ex["histogram_bins"]) for key in samples}
                 chunks = [order[:n_sample]] + list(order[n_sample:].split(ex["batch_size"]))
                 with torch.no_grad():
                     for bi, idx in enumerate(chunks):
@@ -395,21 +290,22 @@ def extract_features(settings: Mapping[str, Any], ckpt_dir: str | Path, store: s
                         model(x)
                         for (layer, kind) in samples:
                             feat = rec.outputs[module_of[(layer, kind)]]
-                            values, _, lo, hi = mom[(layer, kind)].update(feat)
-                            hists[(layer, kind)].update(values, lo, hi)
+                            feats[(layer, kind)].update(feat)
                             if bi == 0:  # the sample: raw activations to the host
                                 samples[(layer, kind)][ei][si] = feat.float().cpu().numpy()
+                        rec.outputs.clear()  # let the allocator reuse this batch's maps for the next one
+                        rec.inputs.clear()
                 for li, spec in enumerate(specs):
                     for ki, kind in enumerate(kinds):
-                        if (spec.name, kind) not in mom:
+                        if (spec.name, kind) not in feats:
                             continue
-                        vals = mom[(spec.name, kind)].values()
+                        f = feats[(spec.name, kind)]
+                        vals = f.values()
                         for k in stat_names:
                             stats[k][ei, li, ki, si] = vals[k]
-                        h = hists[(spec.name, kind)]
-                        stats["hist_lo"][ei, li, ki, si], stats["hist_hi"][ei, li, ki, si] = h.lo, h.hi
-                        stats["underflow"][ei, li, ki, si], stats["overflow"][ei, li, ki, si] = float(h.under), float(h.over)
-                        hist[ei, li, ki, si] = h.counts.cpu().numpy()
+                        stats["hist_lo"][ei, li, ki, si], stats["hist_hi"][ei, li, ki, si] = f.lo, f.hi
+                        stats["underflow"][ei, li, ki, si], stats["overflow"][ei, li, ki, si] = float(f.under), float(f.over)
+                        hist[ei, li, ki, si] = f.counts
             log.info("features: epoch %d done", epoch)
     finally:
         rec.close()

@@ -63,6 +63,46 @@ def _inits(df: pd.DataFrame) -> list[str]:
     return [i for i in INIT_NAMES if i in present]
 
 
+# --------------------------------------------------------------------------- layers and page size
+MAX_ROWS = 6  # rows of layer panels in one figure: 6 x 1.5 in and a legend fit a page
+MAX_COLUMNS = 6  # columns of layer panels (Fig 5)
+MAX_LAYER_TICKS = 12  # Fig 6: more layers than this are listed down the y axis, not across
+_CLASSIFIER = re.compile(r"(?:^|\.)(?:fc|linear|classifier|head)")
+
+
+def _name_key(name: str) -> tuple:
+    """Depth order from a layer name alone: numbers compared as numbers (conv10 after conv9,
+    layer2.0.conv1 before layer2.0.downsample.0), classifier layers (fc*, classifier*, head*) last."""
+    return bool(_CLASSIFIER.search(name)), [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def layer_order(df: pd.DataFrame) -> list[str]:
+    """The layers of a tidy table in depth order: by its ``depth`` column where it has one, else by
+    name (``_name_key``); never alphabetical (which puts ``fc`` between ``conv1`` and ``layer1``)."""
+    if "depth" in df:
+        return list(dict.fromkeys(df.sort_values("depth", kind="stable")["layer"]))
+    return sorted(dict.fromkeys(df["layer"]), key=_name_key)
+
+
+def evenly(items: Sequence, k: int) -> list:
+    """At most ``k`` of ``items``, evenly spaced, the first and the last always among them."""
+    if len(items) <= k:
+        return list(items)
+    return [items[i] for i in np.unique(np.round(np.linspace(0, len(items) - 1, k)).astype(int))]
+
+
+def subset_note(shown: int, total: int, what: str = "layers") -> str:
+    """What a figure that shows only some layers says about the rest ('' when it shows all)."""
+    return "" if shown >= total else f"{shown} of {total} {what}, evenly spaced in depth (all in the tables)"
+
+
+def note_figure(text: str) -> plt.Figure:
+    """A figure with nothing to draw says so, in words, instead of showing empty axes."""
+    fig = plt.figure(figsize=(3.3, 1.0))
+    fig.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 60)), ha="center", va="center", color="0.3", gid="note")
+    return fig
+
+
 # --------------------------------------------------------------------------- seed intervals
 def seed_counts(df: pd.DataFrame) -> tuple[int, int]:
     """(smallest, largest) ``n_seeds`` of the rows of a seed summary that have a mean."""
@@ -118,6 +158,9 @@ def draw_training(summary: pd.DataFrame, variant: str | None = None) -> plt.Figu
     seed, the 95 % t-interval. When the validation split is the test split (identical metrics),
     only test is drawn and the panel says so."""
     df, variant, n_variants = _one_variant(summary, variant)
+    if df["epoch"].nunique() < 2:  # given weights (model.weights): evaluated, not trained
+        return note_figure(f"Nothing was trained (variant {variant}: epoch {df['epoch'].min()} only), so there are no "
+                           "training curves; the loss and accuracy of the weights are in the training table.")
     diverged = {init: n for (_, init), n in diverged_runs(df).items()}
     valid_is_test = _same_split(df, "valid", "test")
     fig, axes = plt.subplots(len(TRAINING_PANELS), 1, figsize=(3.3, 5.6), sharex=True)  # single-column width
@@ -215,18 +258,22 @@ def _hist_edges(d: pd.DataFrame) -> np.ndarray:
 
 
 def draw_weight_distributions(hist: pd.DataFrame, params: Sequence[str] = ("weight", "bias")) -> plt.Figure:
-    """Fig 2: weight and bias distributions per layer (rows), before and after training (columns),
-    one line per init (seed 0 of the first variant): density histograms over each tensor's full
-    min..max range on a log density axis, so single large values show. Triangles at the foot of
-    a panel mark each init's min and max; dotted lines mark -1 and +1 where they are in range.
-    A constant tensor (ones, zeros before training) is a point mass: a vertical line with a
-    triangle at its value, named in the panel's title ("all = 1: ones")."""
-    df = hist[(hist["seed"] == hist["seed"].min()) & (hist["variant"] == hist["variant"].iloc[0])]
+    """Fig 2: weight and bias distributions per layer (rows, in depth order), before and after
+    training (columns), one line per init (seed 0 of the first variant): density histograms over
+    each tensor's full min..max range on a log density axis, so single large values show.
+    Triangles at the foot of a panel mark each init's min and max; dotted lines mark -1 and +1
+    where they are in range. A constant tensor (ones, zeros before training) is a point mass: a
+    vertical line with a triangle at its value, named in the panel's title ("all = 1: ones").
+    At most MAX_ROWS layers (evenly spaced in depth, the legend says so). With one checkpoint
+    (given weights) there is no before/after: ``_draw_checkpoint_weights``."""
+    df = _first_run(hist)
     params = [p for p in params if p in set(df["param"])]
-    layers = list(dict.fromkeys(df["layer"]))
     epochs = sorted(df["epoch"].unique())
-    first, last = epochs[0], epochs[-1]
-    cols = [(p, e) for p in params for e in dict.fromkeys((first, last))]
+    if len(epochs) == 1:
+        return _draw_checkpoint_weights(df, params)
+    every = layer_order(df)
+    layers = evenly(every, MAX_ROWS)
+    cols = [(p, e) for p in params for e in (epochs[0], epochs[-1])]
     height = 1.3 * len(layers) + 0.55
     fig, axes = plt.subplots(len(layers), len(cols), figsize=(6.8, height), squeeze=False)
     for r, layer in enumerate(layers):
@@ -243,11 +290,44 @@ def draw_weight_distributions(hist: pd.DataFrame, params: Sequence[str] = ("weig
                 ax.set_ylabel("density (log)")
             if r == len(layers) - 1:
                 ax.set_xlabel(f"{param} value")
-    handles = [plt.Line2D([], [], color=INIT_COLORS[i], label=INIT_LABELS[i]) for i in _inits(df)]
-    fig.legend(handles=handles, loc="upper center", ncol=min(8, len(handles)), bbox_to_anchor=(0.5, 1.0),
-               title=f"seed {df['seed'].min()}, variant {df['variant'].iloc[0]}")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))
+    _weights_legend(fig, df, subset_note(len(layers), len(every)), height)
     return fig
+
+
+GRID_COLUMNS = 4  # Fig 2 with one checkpoint: panels per row
+
+
+def _draw_checkpoint_weights(df: pd.DataFrame, params: Sequence[str]) -> plt.Figure:
+    """Fig 2 with one checkpoint (given weights, model.weights): one panel per tensor that exists
+    (a layer without bias has no bias panel), in depth order, GRID_COLUMNS to a row; at most
+    MAX_ROWS rows (evenly spaced tensors beyond that, the legend says so)."""
+    present = set(zip(df["layer"], df["param"]))
+    tensors = [(layer, p) for layer in layer_order(df) for p in params if (layer, p) in present]
+    shown = evenly(tensors, MAX_ROWS * GRID_COLUMNS)
+    rows = math.ceil(len(shown) / GRID_COLUMNS)
+    height = 1.3 * rows + 0.55
+    fig, axes = plt.subplots(rows, GRID_COLUMNS, figsize=(6.8, height), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        if k >= len(shown):
+            fig.delaxes(ax)
+            continue
+        layer, param = shown[k]
+        ax.set_title(f"{layer} {param}", fontsize=6)
+        _draw_tensor_panel(ax, df[(df["layer"] == layer) & (df["param"] == param)])
+        if k % GRID_COLUMNS == 0:
+            ax.set_ylabel("density (log)")
+        if k + GRID_COLUMNS >= len(shown):
+            ax.set_xlabel("value")
+    note = subset_note(len(shown), len(tensors), "tensors")
+    _weights_legend(fig, df, f"epoch {df['epoch'].iloc[0]}, the only checkpoint" + (f"; {note}" if note else ""), height)
+    return fig
+
+
+def _weights_legend(fig: plt.Figure, df: pd.DataFrame, note: str, height: float) -> None:
+    handles = [plt.Line2D([], [], color=INIT_COLORS[i], label=INIT_LABELS[i]) for i in _inits(df)]
+    title = f"seed {df['seed'].min()}, variant {df['variant'].iloc[0]}" + (f"; {note}" if note else "")
+    fig.legend(handles=handles, loc="upper center", ncol=min(8, len(handles)), bbox_to_anchor=(0.5, 1.0), title=title)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))
 
 
 def _draw_tensor_panel(ax: plt.Axes, sub: pd.DataFrame) -> None:
@@ -294,59 +374,64 @@ def fig_weight_distributions(hist: pd.DataFrame, pdf: str | Path, png: str | Pat
 
 # --------------------------------------------------------------------------- Fig 3
 def draw_features(hist: pd.DataFrame) -> plt.Figure:
-    """Fig 3: pre-activation feature distributions per layer (rows) and input split (columns), before
-    (dashed) and after (solid) training, one colour per init (seed 0); over all inputs of each split.
-    Each panel lists every init's std before -> after. Constant inits (ones, zeros) are not drawn
-    (their activations span orders of magnitude more) but their std is listed."""
+    """Fig 3: pre-activation feature distributions per layer (rows, in depth order; at most MAX_ROWS,
+    evenly spaced) and input split (columns), before (dashed) and after (solid) training, one colour
+    per init (seed 0); over all inputs of each split. Each panel lists every init's std before ->
+    after. Constant inits (ones, zeros) are not drawn (their activations span orders of magnitude
+    more) but their std is listed. With one checkpoint (given weights): one solid line, one std."""
     df = _first_run(hist)
-    layers = list(dict.fromkeys(df["layer"]))
+    every = layer_order(df)
+    layers = evenly(every, MAX_ROWS)
     splits = [s for s in SPLIT_ORDER if s in set(df["split"])]
-    first, last = df["epoch"].min(), df["epoch"].max()
-    constant = set(CONSTANT_INITS)
+    epochs = sorted({df["epoch"].min(), df["epoch"].max()})
+    styles = dict(zip(epochs, ("--", "-"))) if len(epochs) == 2 else {epochs[0]: "-"}
     height = 1.5 * len(layers) + 0.5
     fig, axes = plt.subplots(len(layers), len(splits), figsize=(6.8, height), squeeze=False)
     for r, layer in enumerate(layers):
         for c, split in enumerate(splits):
             ax = axes[r, c]
-            sub = df[(df["layer"] == layer) & (df["split"] == split)]
-            notes, hidden = [], []  # (text, colour) of drawn inits (right) and of constant ones (left)
-            for init in _inits(sub):
-                stds = [sub.loc[(sub["init"] == init) & (sub["epoch"] == e), "std"] for e in (first, last)]
-                std_text = " \u2192 ".join(f"{s.iloc[0]:.3g}" if len(s) else "-" for s in stds)
-                outside = sub.loc[sub["init"] == init, "outside"].max() if "outside" in sub else 0.0
-                if init in constant:
-                    hidden.append((f"{INIT_LABELS[init]}: {std_text}", INIT_COLORS[init]))
-                    continue
-                if outside > 1e-3:  # values beyond the histogram's range: in the std, not in the curve
-                    std_text += f" ({100 * outside:.1f} % off range)"
-                notes.append((std_text, INIT_COLORS[init]))
-                for epoch, style in ((first, "--"), (last, "-")):
-                    d = sub[(sub["init"] == init) & (sub["epoch"] == epoch)]
-                    ax.plot(d["x"], d["density"], style, color=INIT_COLORS[init], linewidth=0.8 if style == "-" else 0.6,
-                            gid=f"{init}|{epoch}")
-            ax.set_yscale("log")
+            _feature_panel(ax, df[(df["layer"] == layer) & (df["split"] == split)], styles)
             ax.set_title(f"{layer}, {split} inputs", fontsize=6)
-            step = 0.068
-            for x, ha, header, lines in ((0.99, "right", f"std, epoch {first} \u2192 {last}:", notes),
-                                         (0.01, "left", "not drawn, std:", hidden)):
-                if not lines:
-                    continue
-                ax.text(x, 0.98, header, transform=ax.transAxes, ha=ha, va="top", fontsize=4.3, color="0.2", gid="std-header")
-                for k, (text, color) in enumerate(lines):
-                    ax.text(x, 0.98 - step * (k + 1), text, transform=ax.transAxes, ha=ha, va="top", fontsize=4.3,
-                            color=color, gid="std")
-            _headroom(ax, step * (max(len(notes), len(hidden)) + 1) + 0.03)
             if c == 0:
                 ax.set_ylabel("density (log)")
             if r == len(layers) - 1:
                 ax.set_xlabel("pre-activation value")
-    drawn = [i for i in _inits(df) if i not in constant]
-    handles = [plt.Line2D([], [], color=INIT_COLORS[i], label=INIT_LABELS[i]) for i in drawn]
-    handles += [plt.Line2D([], [], color="0.3", linestyle="--", label=f"epoch {first}"),
-                plt.Line2D([], [], color="0.3", label=f"epoch {last}")]
-    fig.legend(handles=handles, loc="upper center", ncol=min(7, len(handles)), bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))
+    handles = [plt.Line2D([], [], color=INIT_COLORS[i], label=INIT_LABELS[i]) for i in _inits(df) if i not in CONSTANT_INITS]
+    handles += [plt.Line2D([], [], color="0.3", linestyle=style, label=f"epoch {e}") for e, style in styles.items()]
+    note = subset_note(len(layers), len(every))
+    fig.legend(handles=handles, loc="upper center", ncol=min(7, len(handles)), bbox_to_anchor=(0.5, 1.0), title=note or None)
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.55 if note else 0.4) / height))
     return fig
+
+
+def _feature_panel(ax: plt.Axes, sub: pd.DataFrame, styles: dict[int, str]) -> None:
+    """One layer and split of Fig 3: a density line per drawn init and epoch, and the std list."""
+    notes, hidden = [], []  # (text, colour) of drawn inits (right) and of constant ones (left)
+    for init in _inits(sub):
+        stds = [sub.loc[(sub["init"] == init) & (sub["epoch"] == e), "std"] for e in styles]
+        std_text = " \u2192 ".join(f"{s.iloc[0]:.3g}" if len(s) else "-" for s in stds)
+        outside = sub.loc[sub["init"] == init, "outside"].max() if "outside" in sub else 0.0
+        if init in CONSTANT_INITS:
+            hidden.append((f"{INIT_LABELS[init]}: {std_text}", INIT_COLORS[init]))
+            continue
+        if outside > 1e-3:  # values beyond the histogram's range: in the std, not in the curve
+            std_text += f" ({100 * outside:.1f} % off range)"
+        notes.append((std_text, INIT_COLORS[init]))
+        for epoch, style in styles.items():
+            d = sub[(sub["init"] == init) & (sub["epoch"] == epoch)]
+            ax.plot(d["x"], d["density"], style, color=INIT_COLORS[init], linewidth=0.8 if style == "-" else 0.6,
+                    gid=f"{init}|{epoch}")
+    ax.set_yscale("log")
+    step = 0.068
+    header = "std, epoch " + " \u2192 ".join(str(e) for e in styles) + ":"
+    for x, ha, head, lines in ((0.99, "right", header, notes), (0.01, "left", "not drawn, std:", hidden)):
+        if not lines:
+            continue
+        ax.text(x, 0.98, head, transform=ax.transAxes, ha=ha, va="top", fontsize=4.3, color="0.2", gid="std-header")
+        for k, (text, color) in enumerate(lines):
+            ax.text(x, 0.98 - step * (k + 1), text, transform=ax.transAxes, ha=ha, va="top", fontsize=4.3,
+                    color=color, gid="std")
+    _headroom(ax, step * (max(len(notes), len(hidden)) + 1) + 0.03)
 
 
 def _headroom(ax: plt.Axes, frac: float) -> None:
@@ -366,18 +451,22 @@ WHISKERS = (5, 95)
 
 def draw_emission(table: pd.DataFrame, init: str | None = None, layers: Sequence[str] = ()) -> plt.Figure:
     """Fig 4: emission and absorption per channel (first 15 of each conv layer, or of ``layers``),
-    box plots over inputs, for one init (seed 0, last checkpoint). Every panel has its own y axis."""
+    box plots over inputs, for one init (seed 0, last checkpoint). Every panel has its own y axis.
+    Without ``layers``, every conv layer in depth order, at most MAX_ROWS (evenly spaced, said above)."""
     import seaborn as sns
 
     df = _first_run(table)
     df = df[df["epoch"] == df["epoch"].max()]
     init = init if init in set(df["init"]) else _inits(df)[0]
     df = df[df["init"] == init]
-    present = list(dict.fromkeys(df["layer"]))
+    present = layer_order(df)
     missing = [name for name in layers if name not in present]
     if missing:
         raise DnndistError(f"plots.emission_layers: {missing} not among the analysed conv layers {present}")
-    layers = list(layers) or present
+    chosen = list(layers) or evenly(present, MAX_ROWS)
+    how = "plots.emission_layers" if layers else "evenly spaced in depth; all in the tables"
+    note = f"\n{len(chosen)} of {len(present)} conv layers ({how})" if len(chosen) < len(present) else ""
+    layers = chosen
     fig, axes = plt.subplots(len(layers), 2, figsize=(6.8, 1.5 * len(layers) + 0.5), squeeze=False)
     for r, layer in enumerate(layers):
         for c, measure in enumerate(("emission", "absorption")):
@@ -389,7 +478,7 @@ def draw_emission(table: pd.DataFrame, init: str | None = None, layers: Sequence
             ax.set_ylabel("sum of local-gradient norms" if c == 0 else "")
     n_inputs = int(df.groupby(["layer", "measure", "channel"])["sample"].nunique().max()) if "sample" in df and len(df) else 0
     fig.suptitle(f"{INIT_LABELS[init]}, epoch {int(df['epoch'].max())}: box = quartiles and median over {n_inputs} inputs, "
-                 f"whiskers = {WHISKERS[0]}th-{WHISKERS[1]}th percentile, dots = beyond; each panel its own y axis",
+                 f"whiskers = {WHISKERS[0]}th-{WHISKERS[1]}th percentile, dots = beyond; each panel its own y axis{note}",
                  y=1.0, fontsize=6)
     fig.tight_layout()
     return fig
@@ -405,45 +494,100 @@ TRAJECTORY_STATS = {"std": "std", "kurtosis": "excess kurtosis", "near_zero_rel_
 
 
 def draw_trajectories(summary: pd.DataFrame, x: str = "epoch") -> plt.Figure:
-    """Trajectories (x = epoch) or depth profile (x = depth, at the last epoch) of weight std, kurtosis
-    and near-zero mass per layer and init: mean over seeds and, with more than one seed, the 95 %
-    t-interval. Constant inits (ones, zeros) are left out (zero std, undefined kurtosis); the tables
-    report them."""
+    """Fig 5 (x = epoch: trajectories) or Fig 6 (x = depth: the profile at the last epoch) of weight
+    std, kurtosis and near-zero mass per layer and init, for the first variant: mean over seeds and,
+    with more than one seed, the 95 % t-interval. Constant inits (ones, zeros) are left out (zero
+    std, undefined kurtosis) and the legend names them; the tables report them."""
     df = summary[(summary["param"] == "weight") & (summary["statistic"].isin(TRAJECTORY_STATS))]
-    df = df[(df["variant"] == df["variant"].iloc[0]) & ~df["init"].isin(CONSTANT_INITS)]
-    if x == "depth":
-        df = df[df["epoch"] == df["epoch"].max()]
-        panels = [(None, stat) for stat in TRAJECTORY_STATS]
-        fig, axes = plt.subplots(1, len(panels), figsize=(6.8, 2.2), squeeze=False)
-    else:
-        layers = list(dict.fromkeys(df.sort_values("depth")["layer"]))
-        panels = [(layer, stat) for stat in TRAJECTORY_STATS for layer in layers]
-        fig, axes = plt.subplots(len(TRAJECTORY_STATS), len(layers), figsize=(6.8, 4.6), squeeze=False, sharex=True)
-    for ax, (layer, stat) in zip(axes.ravel(), panels):
-        sub = df[df["statistic"] == stat] if layer is None else df[(df["statistic"] == stat) & (df["layer"] == layer)]
-        for init in _inits(sub):
-            d = sub[sub["init"] == init].sort_values(x)
-            if d["mean"].isna().all():
-                continue
-            ax.plot(d[x], d["mean"], "-o", markersize=1.5, color=INIT_COLORS[init], label=INIT_LABELS[init])
-            _band(ax, d, x, INIT_COLORS[init])
-        ax.set_title(TRAJECTORY_STATS[stat] if layer is None else f"{layer}", fontsize=6)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        if stat == "std" and (sub["mean"] > 0).all() and sub["mean"].max() > 10 * sub["mean"].min():
-            ax.set_yscale("log")
-    if x == "depth":
-        for ax in axes.ravel():
-            ax.set_xlabel("layer depth")
-    else:
-        for r, stat in enumerate(TRAJECTORY_STATS):
-            axes[r, 0].set_ylabel(TRAJECTORY_STATS[stat])
-        for ax in axes[-1]:
-            ax.set_xlabel("epoch")
-    handles, labels = axes.ravel()[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(7, len(handles)), bbox_to_anchor=(0.5, 1.0),
-               title=band_label(df), title_fontsize=6)
-    fig.tight_layout(rect=(0, 0, 1, 0.86 if x == "depth" else 0.93))
+    df = df[df["variant"] == df["variant"].iloc[0]]
+    left_out = [INIT_LABELS[i] for i in _inits(df) if i in CONSTANT_INITS]
+    df = df[~df["init"].isin(CONSTANT_INITS)]
+    title = band_label(df) + (f"; {' and '.join(left_out)} not drawn (constant weights)" if left_out else "")
+    return _draw_depth_profile(df, title) if x == "depth" else _draw_epoch_trajectories(df, title)
+
+
+def _draw_epoch_trajectories(df: pd.DataFrame, title: str) -> plt.Figure:
+    """Fig 5: one column per layer (depth order; at most MAX_COLUMNS, evenly spaced), one row per statistic."""
+    every = layer_order(df)
+    layers = evenly(every, MAX_COLUMNS)
+    fig, axes = plt.subplots(len(TRAJECTORY_STATS), len(layers), figsize=(6.8, 4.6), squeeze=False, sharex=True)
+    for r, stat in enumerate(TRAJECTORY_STATS):
+        for c, layer in enumerate(layers):
+            ax = axes[r, c]
+            sub = df[(df["statistic"] == stat) & (df["layer"] == layer)]
+            _stat_lines(ax, sub, "epoch")
+            ax.set_title(layer, fontsize=6)
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            if stat == "std" and _spans_decade(sub):
+                ax.set_yscale("log")
+        axes[r, 0].set_ylabel(TRAJECTORY_STATS[stat])
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    note = subset_note(len(layers), len(every))
+    _stat_legend(fig, df, title + (f"\n{note}" if note else ""), 1 - (0.5 if note else 0.35) / 4.6)
     return fig
+
+
+def _draw_depth_profile(df: pd.DataFrame, title: str) -> plt.Figure:
+    """Fig 6: one panel per statistic against the layers in depth order, named on the axis: across
+    (x) for up to MAX_LAYER_TICKS layers, else down the y axis, first layer at the top."""
+    df = df[df["epoch"] == df["epoch"].max()]
+    layers = layer_order(df)
+    depth = df.groupby("layer")["depth"].first().astype(int)
+    ticks = [int(depth[name]) for name in layers]
+    down = len(layers) > MAX_LAYER_TICKS
+    height = min(9.5, 1.2 + 0.15 * len(layers)) if down else (2.2 if len(layers) <= 6 else 2.6)
+    fig, axes = plt.subplots(1, len(TRAJECTORY_STATS), figsize=(6.8, height), squeeze=False, sharey=down)
+    for ax, (stat, label) in zip(axes.ravel(), TRAJECTORY_STATS.items()):
+        sub = df[df["statistic"] == stat]
+        _stat_lines(ax, sub, "depth", across=not down)
+        ax.set_title(label, fontsize=6)
+        if down:
+            if ax is axes[0, 0]:
+                ax.set_yticks(ticks, layers, fontsize=5)
+            else:
+                ax.tick_params(labelleft=False)
+            ax.set_xscale("log" if stat == "std" and _spans_decade(sub) else "linear")
+        else:
+            ax.set_xticks(ticks, layers, rotation=0 if len(layers) <= 6 else 45, ha="center" if len(layers) <= 6 else "right")
+            ax.set_yscale("log" if stat == "std" and _spans_decade(sub) else "linear")
+    if down:
+        axes[0, 0].invert_yaxis()  # shared: the first layer on top in every panel
+        axes[0, 0].set_ylabel("layer (depth order)")
+    else:
+        for ax in axes.ravel():
+            ax.set_xlabel("layer (depth order)")
+    _stat_legend(fig, df, title, 1 - 0.5 / height)
+    return fig
+
+
+def _stat_lines(ax: plt.Axes, sub: pd.DataFrame, x: str, across: bool = True) -> None:
+    """One line per init (mean over seeds) with its t-interval band, ``x`` across or (across=False) down."""
+    for init in _inits(sub):
+        d = sub[sub["init"] == init].sort_values(x)
+        if d["mean"].isna().all():
+            continue
+        color = INIT_COLORS[init]
+        if across:
+            ax.plot(d[x], d["mean"], "-o", markersize=1.5, color=color, label=INIT_LABELS[init])
+            _band(ax, d, x, color)
+        else:
+            ax.plot(d["mean"], d[x], "-o", markersize=1.5, color=color, label=INIT_LABELS[init])
+            ok = d["ci_low"].notna() & d["ci_high"].notna() & (d["n_seeds"] > 1 if "n_seeds" in d else True)
+            if ok.any():
+                ax.fill_betweenx(d[x], d["ci_low"].where(ok), d["ci_high"].where(ok), color=color, alpha=0.2, linewidth=0)
+
+
+def _spans_decade(sub: pd.DataFrame) -> bool:
+    m = sub["mean"].dropna()
+    return len(m) > 0 and bool((m > 0).all()) and m.max() > 10 * m.min()
+
+
+def _stat_legend(fig: plt.Figure, df: pd.DataFrame, title: str, top: float) -> None:
+    handles = [plt.Line2D([], [], color=INIT_COLORS[i], marker="o", markersize=1.5, label=INIT_LABELS[i]) for i in _inits(df)]
+    fig.legend(handles=handles, loc="upper center", ncol=min(7, len(handles)), bbox_to_anchor=(0.5, 1.0),
+               title=title, title_fontsize=6)
+    fig.tight_layout(rect=(0, 0, 1, top))
 
 
 def fig_trajectories(summary: pd.DataFrame, pdf: str | Path, png: str | Path, x: str = "epoch") -> None:

@@ -2,6 +2,9 @@
 import json
 
 from dnndist import config as dcfg
+from dnndist import reporting
+
+reporting.register()  # the report's front page embeds its headline figures (../report/workflow.rst)
 
 RESULTS = config["results"]
 RESOURCES = config["resources"]
@@ -16,6 +19,9 @@ STATS_TABLES = ["training", "weights", "features"]  # combined and aggregated ov
 RUN_TABLES = ["weights", "features", "weight_hist", "feature_hist", "em_ab", "spectrum"]  # per run
 CONCAT_TABLES = ["weight_hist", "feature_hist", "em_ab", "spectrum"]  # combined without seed aggregation
 STYLE = workflow.source_path("../style/dnndist.mplstyle")  # shared figure style, next to the workflow
+VARIANTS = list(dict.fromkeys(r.variant for r in RUNS))
+# given weights (model.weights) are analysed at one checkpoint ("epoch 0"), not trained
+TRAINED = any(not dcfg.run_settings(config, r)["model"].get("weights") for r in RUNS)
 # each figure and the one tidy table it is drawn from
 FIGURE_TABLES = {
     "fig1_training": "training_summary",
@@ -26,7 +32,18 @@ FIGURE_TABLES = {
     "fig6_depth": "weights_summary",
     "fig7_variants": "weights_summary",
 }
-FIGURES = list(FIGURE_TABLES)
+OVER_EPOCHS = ["fig1_training", "fig5_trajectories"]  # curves over epochs: none when nothing was trained
+FIGURES = [f for f in FIGURE_TABLES if TRAINED or f not in OVER_EPOCHS]
+# how each figure and table is listed in the report (its columns: number or name, what it shows)
+FIGURE_LABELS = {
+    "fig1_training": ("Fig 1", "training: loss and accuracy over epochs"),
+    "fig2_weights": ("Fig 2", "weight and bias distributions per layer"),
+    "fig3_features": ("Fig 3", "pre-activation distributions per layer and input split"),
+    "fig4_emission": ("Fig 4", "emission and absorption per channel"),
+    "fig5_trajectories": ("Fig 5", "weight std, kurtosis, near-zero mass over epochs"),
+    "fig6_depth": ("Fig 6", "the same statistics against depth"),
+    "fig7_variants": ("Fig 7", "weight statistics against depth per variant"),
+}
 # each table and the tidy tables it is computed from
 TABLE_INPUTS = {
     "init_check": ["weights_summary"],
@@ -36,7 +53,15 @@ TABLE_INPUTS = {
     "claims": ["training", "weights", "features", "em_ab"],  # per seed: the claims pair runs by seed
     "factors": ["weights"],
 }
-TABLES = list(TABLE_INPUTS)
+TABLES = [t for t in TABLE_INPUTS if t != "factors" or len(VARIANTS) > 1]  # factors: none without variants
+TABLE_LABELS = {
+    "claims": "the paper's claims C1-C6 and their verdicts",
+    "init_check": "theoretical vs empirical std of fresh weights",
+    "range": "do weights stay inside [-1, 1]?",
+    "depth_trend": "does a weight statistic rise or fall with depth?",
+    "emission": "emission vs absorption per conv layer",
+    "factors": "each experiment factor's effect",
+}
 # glibc malloc gives memory back to the OS on every large free, which costs 35-60 %
 # of CPU training throughput (../shared/perf-notes.md); these settings keep it.
 MALLOC_ENV = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296"
@@ -94,17 +119,25 @@ def stats_inputs(wildcards):
     return expand_runs(f"{RUN_DIR}/stats/{wildcards.table}.csv")
 
 
-def figure_fig4_args(wildcards):
+def emission_options():
+    """Fig 4's own options (plots.emission_init, plots.emission_layers), as shown in the report."""
     import shlex
 
-    if wildcards.figure != "fig4_emission":
-        return ""
     layers = " ".join(shlex.quote(name) for name in config["plots"]["emission_layers"])
     return f"--init {shlex.quote(config['plots']['emission_init'])}" + (f" --layers {layers}" if layers else "")
 
 
 def figure_table(wildcards):
     return f"{RESULTS}/stats/{FIGURE_TABLES[wildcards.figure]}.csv"
+
+
+def figure_labels(wildcards):
+    number, shows = FIGURE_LABELS[wildcards.figure]
+    return {"figure": number, "shows": shows}
+
+
+def table_labels(wildcards):
+    return {"table": wildcards.name, "shows": TABLE_LABELS[wildcards.name]}
 
 
 def table_inputs(wildcards):

@@ -68,9 +68,12 @@ rule table:
         unpack(table_inputs),
         code=code("tables", "verdicts"),
     output:
-        csv=report(f"{RESULTS}/tables/{{name}}.csv", caption="../report/tables.rst", category="Tables", subcategory="{name}"),
+        csv=f"{RESULTS}/tables/{{name}}.csv",
         md=f"{RESULTS}/tables/{{name}}.md",
         tex=f"{RESULTS}/tables/{{name}}.tex",
+        # the report shows the table itself (HTML), not a download link to the CSV
+        html=report(f"{RESULTS}/tables/{{name}}.html", caption="../report/tables.rst", category="Tables",
+                    labels=table_labels),
     params:
         args=table_args,
         stem=lambda wildcards: f"{RESULTS}/tables/{wildcards.name}",
