@@ -43,7 +43,6 @@ wildcard_constraints:
     variant=r"[a-z0-9][a-z0-9_.+-]*",
     init=r"[a-z_]+",
     seed=r"\d+",
-    kind=r"weights|features|gradients",
     table=r"training|weights|features",
     plain="|".join(CONCAT_TABLES),
     figure="|".join(FIGURES),
@@ -55,6 +54,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/plots.smk"
+include: "workflow/rules/docs.smk"
 
 
 # on a cluster, these run where Snakemake runs (compute nodes often have no internet)

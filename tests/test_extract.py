@@ -185,6 +185,26 @@ def test_open_results_combines_runs_lazily(run):
     assert f["mean"].dims == ("variant", "init", "seed", "epoch", "layer", "kind", "split")
 
 
+def test_stores_open_in_a_notebook_without_warnings(run):
+    """Stores carry consolidated metadata (written before Snakemake adds its marker file), so
+    `xr.open_zarr(path)` and `open_results` open them without a warning, marker or not."""
+    import warnings
+
+    import xarray as xr
+
+    root, _, runs = run
+    for _, run_dir in runs.values():
+        for kind in ("weights", "features", "gradients"):
+            (run_dir / f"{kind}.zarr" / ".snakemake_timestamp").touch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _, run_dir in runs.values():
+            for kind in ("weights", "features", "gradients"):
+                xr.open_zarr(run_dir / f"{kind}.zarr")
+        open_results(root, "weights", group="conv2")
+        open_results(root, "features")
+
+
 def store_files(path):
     return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 

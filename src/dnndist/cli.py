@@ -10,6 +10,7 @@
     python -m dnndist stats-combine {training,weights,features,...} --inputs CSV... --out CSV [--summary CSV]
     python -m dnndist plot {fig1_training,...,fig7_variants} --table CSV --style FILE --pdf PDF --png PNG
     python -m dnndist table {init_check,range,depth_trend,emission,claims,factors} --weights-summary CSV ... --out-stem PATH
+    python -m dnndist analyze --model torchvision:resnet18 [--weights FILE.pth] [--inputs IMAGES] [--out DIR]
 
 Errors in user input (config, files) are reported in one line with exit status 2.
 """
@@ -136,6 +137,14 @@ def cmd_train_stacked(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from dnndist.docs import render
+    from dnndist.io import write_text
+
+    write_text(args.out, render(args.results, args.tables, args.figures, args.configfiles or [], args.out))
+    return 0
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from dnndist.extract import EXTRACTORS
 
@@ -143,7 +152,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    EXTRACTORS[args.kind](_extract_settings(args), args.checkpoints, args.data, args.out)
+    settings = _extract_settings(args)
+    if args.kind != "all":
+        EXTRACTORS[args.kind](settings, args.checkpoints, args.data, args.out)
+        return 0
+    for kind, extractor in EXTRACTORS.items():  # one process: the interpreter, torch and the data once
+        extractor(settings, args.checkpoints, args.data, Path(args.out) / f"{kind}.zarr")
     return 0
 
 
@@ -237,6 +251,40 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gain(text: str) -> str | float:
+    if text in ("torch", "relu"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not torch, relu or a positive number")
+    return value
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from dnndist.analysis import analyze
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = analyze(args.model, args.inputs, weights=args.weights, init=args.init, gain=args.gain, num_classes=args.num_classes,
+                     image_size=args.image_size, resize=args.resize, normalize=args.normalize, per_class=args.per_class,
+                     max_inputs=args.max_inputs, batch_size=args.batch_size, sample_size=args.sample_size,
+                     histogram_bins=args.bins, emission=args.emission, gradient_inputs=args.gradient_inputs,
+                     device=args.device, model_options=json.loads(args.model_options) if args.model_options else None)
+    print(f"{result.name}: {len(result.layers)} Conv2d/Linear layers, {int(result.table['params'].sum()):,} weights and biases"
+          + (f"; inputs {result.features.attrs['inputs_per_split']}" if result.features is not None else ""))
+    print(result.summary())
+    if args.out:
+        written = result.write(args.out, figures=args.figures)
+        names = sorted({p.relative_to(args.out).parts[0] for p in written})
+        print(f"wrote {args.out}/: {', '.join(names)}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dnndist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -281,12 +329,13 @@ def parser() -> argparse.ArgumentParser:
                    help="progress bar (default: when stderr is a terminal)")
     s.set_defaults(fn=cmd_train_stacked)
 
-    s = sub.add_parser("extract", help="extract weights, features or gradients of a run's checkpoints into zarr")
-    s.add_argument("kind", choices=["weights", "features", "gradients"])
+    s = sub.add_parser("extract", help="extract weights, features or gradients (or all three) of a run's checkpoints into zarr")
+    s.add_argument("kind", choices=["weights", "features", "gradients", "all"])
     _settings_arg(s, with_run=True)
     s.add_argument("--checkpoints", required=True, help="the run's checkpoints directory")
     s.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
-    s.add_argument("--out", required=True, help="output store (.zarr)")
+    s.add_argument("--out", required=True, help="output store (.zarr); with 'all', the folder that receives weights.zarr, "
+                                                "features.zarr and gradients.zarr")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.set_defaults(fn=cmd_extract)
 
@@ -316,6 +365,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--png", required=True, help="PNG to write")
     s.set_defaults(fn=cmd_plot)
 
+    s = sub.add_parser("docs", help="write the reproduction document (Markdown) from the tables and figures")
+    s.add_argument("--results", required=True, help="the results folder (for the run's provenance and logs)")
+    s.add_argument("--tables", nargs="*", default=[], help="the tables stage's Markdown files, in document order")
+    s.add_argument("--figures", nargs="*", default=[], help="the figures' PNG files, in document order")
+    s.add_argument("--configfiles", nargs="*", help="the config files the workflow was run with (stamped in the document)")
+    s.add_argument("--out", required=True, help="Markdown file to write")
+    s.set_defaults(fn=cmd_docs)
+
     s = sub.add_parser("table", help="write one table as CSV, Markdown and LaTeX")
     s.add_argument("name", choices=["init_check", "range", "depth_trend", "emission", "claims", "factors"])
     s.add_argument("--variants", help="factors: JSON mapping each variant to its model/train/input settings")
@@ -324,6 +381,37 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{name.replace('_', '-')}", help=f"{name}.csv (the per-seed table)" if "summary" not in name else f"{name}.csv")
     s.add_argument("--out-stem", required=True, help="path without extension")
     s.set_defaults(fn=cmd_table)
+
+    s = sub.add_parser("analyze", help="the workflow's statistics of one model (a registry or torchvision model, given weights)",
+                       description="Weights statistics (moments, ranges, tail index, WeightWatcher spectral metrics) of every "
+                                   "Conv2d/Linear layer of one model; with --inputs also feature statistics and emission/absorption. "
+                                   "Prints a per-layer summary; --out writes the stores, CSVs and figures.")
+    s.add_argument("--model", required=True,
+                   help="a registry model (paper_cnn, resnet18_cifar, ...) or torchvision:<name> (built with weights=None: no download)")
+    s.add_argument("--weights", help="local state dict (.pth/.pt read with weights_only=True, or .safetensors) loaded into the model")
+    s.add_argument("--inputs", help="image folder or .tar.gz (<class>/<image> or <split>/<class>/<image>) for feature statistics")
+    s.add_argument("--out", help="folder that receives weights.zarr (+ features.zarr, gradients.zarr), layers.csv and the tidy CSVs, figures")
+    s.add_argument("--init", default="torch_default", help="init the weights are compared with (init_std, std_ratio_to_init; default torch_default)")
+    s.add_argument("--gain", type=_gain, default="torch", help="gain convention of --init: torch, relu or a number (default torch)")
+    s.add_argument("--num-classes", type=_positive_int, help="classifier outputs of a model built without --weights")
+    s.add_argument("--model-options", help='JSON registry model settings, e.g. \'{"depth": 6, "norm": "batch"}\'')
+    s.add_argument("--image-size", type=_positive_int, help="side of the centre crop of --inputs images (default 224 for torchvision models, else 32)")
+    s.add_argument("--resize", type=_positive_int, help="resize the shorter image side to this before the crop (default: --image-size)")
+    s.add_argument("--normalize", choices=["dataset", "imagenet", "none"], default="dataset",
+                   help="input normalisation: the images' own per-channel mean/std (default), ImageNet's, or none (x/255)")
+    s.add_argument("--per-class", type=_positive_int, help="at most this many images per class (the first by name)")
+    s.add_argument("--max-inputs", type=_positive_int, help="at most this many inputs per split for the feature statistics")
+    s.add_argument("--batch-size", type=_positive_int, default=256, help="inputs per forward pass (default 256)")
+    s.add_argument("--sample-size", type=_positive_int, default=16, help="inputs whose raw features features.zarr keeps (default 16)")
+    s.add_argument("--bins", type=_positive_int, default=100, help="bins of each feature histogram (default 100)")
+    s.add_argument("--emission", action=argparse.BooleanOptionalAction, default=True,
+                   help="emission/absorption of conv layers over the first --gradient-inputs inputs (default: on with --inputs)")
+    s.add_argument("--gradient-inputs", type=_positive_int, default=64, help="inputs of the emission/absorption pass (default 64)")
+    s.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --out: weights.png, features.png and one ESD plot per layer (esd/<layer>.png)")
+    s.add_argument("--device", help="cpu, cuda, mps or auto (default: cpu)")
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    s.set_defaults(fn=cmd_analyze)
     return p
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,7 @@ def write_store(path: str | Path, root: xr.Dataset, groups: Mapping[str, xr.Data
         _to_zarr(root, tmp, mode="w")
         for name, ds in groups.items():
             _to_zarr(ds, tmp, group=name, mode="w")
+        integrity.consolidate(tmp)  # one metadata read for notebooks (xr.open_zarr without warnings)
     return Path(path)
 
 
@@ -137,10 +138,25 @@ def extract_weights(settings: Mapping[str, Any], ckpt_dir: str | Path, store: st
         meta = load_weights(model, files[e])
         states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         diverged.append(meta.get("diverged") == "true")
+    root, groups = weight_groups(settings, model.layer_specs, states, diverged)
+    log.info("weights: %d layers x %d checkpoints (epochs %s)%s -> %s", len(groups), len(epochs), epochs,
+             f", diverged at {[e for e, d in zip(epochs, diverged) if d]}" if any(diverged) else "", out)
+    return write_store(out, root, groups, store_attrs(settings, "weights", torch.device("cpu")))
+
+
+def weight_groups(settings: Mapping[str, Any], specs: list[models.LayerSpec], states: list[Mapping[str, torch.Tensor]],
+                  diverged: list[bool]) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
+    """The content of a weights store, in memory: (root, {layer: group}) from one state dict per
+    checkpoint epoch (``settings['checkpoint_epochs']``; CPU tensors keyed like ``model.state_dict()``).
+
+    ``settings`` supplies the run coordinates (``run``), the init whose theoretical std and bound
+    are recorded (``run.init_name``, ``init.gain``, ``init.bias``) and the model's activation (for
+    kaiming gains). Used by the extraction stage and by ``dnndist.analyze``."""
+    epochs = list(settings["checkpoint_epochs"])
     init, bias_mode = settings["run"]["init_name"], settings["init"]["bias"]
     gain = inits.gain_for(init, settings["init"]["gain"], settings["model"])
     groups, table = {}, {k: [] for k in ("fan_in", "fan_out", "init_std", "init_bound", "bias_init_std", "bias_init_bound")}
-    for spec in model.layer_specs:
+    for spec in specs:
         w = torch.stack([s[f"{spec.name}.weight"] for s in states]).numpy()
         has_bias = f"{spec.name}.bias" in states[0]  # ResNet convs have none
         b = torch.stack([s[f"{spec.name}.bias"] for s in states]).numpy() if has_bias else None
@@ -171,9 +187,9 @@ def extract_weights(settings: Mapping[str, Any], ckpt_dir: str | Path, store: st
         {"diverged": ((dims.EPOCH,), np.array(diverged), {"long_name": "run diverged before this checkpoint", "units": "1"}),
          **{k: ((dims.LAYER,), np.array(v, dtype=float if "init" in k else int), {"long_name": k.replace("_", " "), "units": "1"})
             for k, v in table.items()}},
-        coords={dims.EPOCH: epochs, **_layer_coords(model.layer_specs)},
+        coords={dims.EPOCH: epochs, **_layer_coords(specs)},
     )
-    return write_store(out, _finish(root, settings), groups, store_attrs(settings, "weights", torch.device("cpu")))
+    return _finish(root, settings), groups
 
 
 # --------------------------------------------------------------------------- recording
@@ -255,6 +271,9 @@ def _setup(settings: Mapping[str, Any], store: str | Path) -> tuple[dict, torch.
 
 
 # --------------------------------------------------------------------------- features
+FEATURE_STATS = ("n", "mean", "m2", "m3", "m4", "min", "max", "nonfinite")
+
+
 def extract_features(settings: Mapping[str, Any], ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
     ex, device, inputs, model, specs = _setup(settings, store)
     kinds = list(ex["features"])
@@ -266,82 +285,129 @@ def extract_features(settings: Mapping[str, Any], ckpt_dir: str | Path, store: s
         order = inputs.order(split, ex["seed"])[: ex["max_inputs"] or None]
         plans[split] = order
     n_sample = min(ex["sample_size"], *(len(o) for o in plans.values()))
-    module_of = {(s.name, "pre"): s.pre for s in specs} | {(s.name, "post"): s.post for s in specs if s.post}
-    wanted = {module_of[(s.name, k)] for s in specs for k in kinds if (s.name, k) in module_of}
-    stat_names = ("n", "mean", "m2", "m3", "m4", "min", "max", "nonfinite")
-    shape = (len(epochs), len(specs), len(kinds), len(splits))
-    stats = {k: np.full(shape, np.nan) for k in (*stat_names, "hist_lo", "hist_hi", "underflow", "overflow")}
-    hist = np.full((*shape, ex["histogram_bins"]), np.nan)
-    samples: dict[tuple[str, str], list[list[np.ndarray]]] = {
-        (s.name, k): [[None] * len(splits) for _ in epochs] for s in specs for k in kinds if (s.name, k) in module_of}
-    rec = Recorder(model, wanted)
-    try:
-        for ei, epoch in enumerate(epochs):
-            load_weights(model, files[epoch])
-            for si, split in enumerate(splits):
-                order = plans[split]
-                feats = {key: streaming.FeatureStats(ex["histogram_bins"]) for key in samples}
-                chunks = [order[:n_sample]] + list(order[n_sample:].split(ex["batch_size"]))
-                with torch.no_grad():
-                    for bi, idx in enumerate(chunks):
-                        if len(idx) == 0:
-                            continue
-                        x, _ = inputs.batch(split, idx)
-                        model(x)
-                        for (layer, kind) in samples:
-                            feat = rec.outputs[module_of[(layer, kind)]]
-                            feats[(layer, kind)].update(feat)
-                            if bi == 0:  # the sample: raw activations to the host
-                                samples[(layer, kind)][ei][si] = feat.float().cpu().numpy()
-                        rec.outputs.clear()  # let the allocator reuse this batch's maps for the next one
-                        rec.inputs.clear()
-                for li, spec in enumerate(specs):
-                    for ki, kind in enumerate(kinds):
-                        if (spec.name, kind) not in feats:
-                            continue
-                        f = feats[(spec.name, kind)]
-                        vals = f.values()
-                        for k in stat_names:
-                            stats[k][ei, li, ki, si] = vals[k]
-                        stats["hist_lo"][ei, li, ki, si], stats["hist_hi"][ei, li, ki, si] = f.lo, f.hi
-                        stats["underflow"][ei, li, ki, si], stats["overflow"][ei, li, ki, si] = float(f.under), float(f.over)
-                        hist[ei, li, ki, si] = f.counts
-            log.info("features: epoch %d done", epoch)
-    finally:
-        rec.close()
-    return _write_features(settings, specs, kinds, splits, epochs, stats, hist, samples, plans, n_sample, inputs, out, device)
-
-
-def _write_features(settings, specs, kinds, splits, epochs, stats, hist, samples, plans, n_sample, inputs, out, device) -> Path:
-    sd = (dims.EPOCH, dims.LAYER, dims.KIND, dims.SPLIT)
-    long = {"n": ("number of finite values", "1"), "mean": ("mean activation", "1"), "m2": ("sum of squared deviations", "1"),
-            "m3": ("sum of cubed deviations", "1"), "m4": ("sum of 4th-power deviations", "1"), "min": ("minimum activation", "1"),
-            "max": ("maximum activation", "1"), "nonfinite": ("number of non-finite values", "1"),
-            "hist_lo": ("histogram lower edge", "1"), "hist_hi": ("histogram upper edge", "1"),
-            "underflow": ("values below the histogram range", "1"), "overflow": ("values above the histogram range", "1")}
-    variables = {("count" if k == "n" else k): (sd, v, {"long_name": long[k][0], "units": long[k][1]}) for k, v in stats.items()}
-    variables["hist"] = ((*sd, dims.BIN), hist, {"long_name": "histogram counts (equal bins from hist_lo to hist_hi)", "units": "1"})
+    arrays = FeatureArrays(specs, kinds, splits, epochs, ex["histogram_bins"])
+    for ei, epoch in enumerate(epochs):
+        load_weights(model, files[epoch])
+        for si, split in enumerate(splits):
+            order = plans[split]
+            chunks = [order[:n_sample]] + list(order[n_sample:].split(ex["batch_size"]))
+            batches = (inputs.batch(split, idx)[0] for idx in chunks if len(idx))
+            arrays.add(ei, si, *feature_pass(model, arrays.modules, batches, ex["histogram_bins"], n_sample))
+        log.info("features: epoch %d done", epoch)
     idx = np.stack([plans[s][:n_sample].cpu().numpy() for s in splits])
     labels = np.stack([inputs.batch(s, plans[s][:n_sample])[1].cpu().numpy() for s in splits])
-    root = xr.Dataset(
-        {**variables,
-         "sample_index": ((dims.SPLIT, dims.SAMPLE), idx, {"long_name": "index of the input in its split", "units": "1"}),
-         "sample_label": ((dims.SPLIT, dims.SAMPLE), labels, {"long_name": "class label (-1 for random inputs)", "units": "1"})},
-        coords={dims.EPOCH: epochs, **_layer_coords(specs), dims.KIND: kinds, dims.SPLIT: splits},
-    )
-    groups = {}
-    for spec in specs:
-        variables = {}
-        for kind in kinds:
-            if (spec.name, kind) not in samples:
-                continue
-            arr = np.stack([np.stack(per_split) for per_split in samples[(spec.name, kind)]])  # (epoch, split, sample, ...)
-            tensor_dims = (dims.CHANNEL, dims.Y, dims.X) if arr.ndim == 6 else (dims.UNIT,)
-            variables[kind] = ((dims.EPOCH, dims.SPLIT, dims.SAMPLE, *tensor_dims), arr,
-                               {"long_name": f"{spec.name} {kind}-activation output", "units": "1"})
-        groups[spec.name] = _finish(xr.Dataset(variables, coords={dims.EPOCH: epochs, dims.SPLIT: splits},
-                                               attrs={"layer": spec.name, "depth": spec.depth}), settings)
-    return write_store(out, _finish(root, settings), groups, store_attrs(settings, "features", device))
+    root, groups = arrays.datasets(settings, idx, labels)
+    return write_store(out, root, groups, store_attrs(settings, "features", device))
+
+
+def feature_modules(specs: list[models.LayerSpec], kinds: list[str]) -> dict[tuple[str, str], str]:
+    """(layer, kind) -> the module whose output is that feature: the layer's ``pre`` module, its
+    ``post`` (activation) module where it has one."""
+    module_of = {(s.name, "pre"): s.pre for s in specs} | {(s.name, "post"): s.post for s in specs if s.post}
+    return {(s.name, k): module_of[(s.name, k)] for s in specs for k in kinds if (s.name, k) in module_of}
+
+
+def feature_pass(model: torch.nn.Module, modules: Mapping[tuple[str, str], str], batches: Iterable[torch.Tensor], bins: int,
+                 n_sample: int) -> tuple[dict[tuple[str, str], streaming.FeatureStats], dict[tuple[str, str], np.ndarray]]:
+    """One pass of ``batches`` (model inputs) through ``model`` (in eval mode): the exact streaming
+    statistics (``streaming.FeatureStats``) of every feature in ``modules`` ((layer, kind) -> module
+    name) over all inputs, and the raw features of the first ``n_sample`` inputs (float32, host).
+
+    A feature is read in its module's forward hook, when the module returns it: an in-place
+    operation later in the forward pass (torchvision's ``ReLU(inplace=True)`` after a batch norm,
+    a residual ``out += identity``) would otherwise change it before it is read."""
+    feats = {key: streaming.FeatureStats(bins) for key in modules}
+    parts: dict[tuple[str, str], list[np.ndarray]] = {key: [] for key in modules}
+    keys_of: dict[str, list[tuple[str, str]]] = {}
+    for key, module in modules.items():
+        keys_of.setdefault(module, []).append(key)
+    seen = 0
+    sampled: set[tuple[str, str]] = set()  # features whose sample this batch has given (a module called twice gives one)
+
+    def read(name: str, output: torch.Tensor) -> None:
+        for key in keys_of[name]:
+            feats[key].update(output)
+            if seen < n_sample and key not in sampled:  # the sample: raw activations to the host (a copy)
+                parts[key].append(np.array(output[: n_sample - seen].float().cpu().numpy()))
+                sampled.add(key)
+
+    rec = Recorder(model, set(keys_of), on_output=read)
+    try:
+        with torch.no_grad():
+            for x in batches:
+                sampled.clear()
+                model(x)
+                seen += len(x)
+                rec.outputs.clear()  # let the allocator reuse this batch's maps for the next one
+                rec.inputs.clear()
+    finally:
+        rec.close()
+    if seen == 0:
+        raise DnndistError("no inputs to compute feature statistics over")
+    return feats, {key: np.concatenate(p) for key, p in parts.items()}
+
+
+class FeatureArrays:
+    """The content of a features store, filled one (epoch, split) pass at a time: the streaming
+    statistics and histograms of every (layer, kind) and the raw features of the sample."""
+
+    def __init__(self, specs: list[models.LayerSpec], kinds: list[str], splits: list[str], epochs: list[int], bins: int):
+        self.specs, self.kinds, self.splits, self.epochs = specs, kinds, splits, epochs
+        self.modules = feature_modules(specs, kinds)
+        shape = (len(epochs), len(specs), len(kinds), len(splits))
+        self.stats = {k: np.full(shape, np.nan) for k in (*FEATURE_STATS, "hist_lo", "hist_hi", "underflow", "overflow")}
+        self.hist = np.full((*shape, bins), np.nan)
+        self.samples: dict[tuple[str, str], list[list[np.ndarray]]] = {
+            key: [[None] * len(splits) for _ in epochs] for key in self.modules}
+
+    def add(self, ei: int, si: int, feats: Mapping[tuple[str, str], streaming.FeatureStats],
+            sample: Mapping[tuple[str, str], np.ndarray]) -> None:
+        stats = self.stats
+        for li, spec in enumerate(self.specs):
+            for ki, kind in enumerate(self.kinds):
+                if (spec.name, kind) not in feats:
+                    continue
+                f = feats[(spec.name, kind)]
+                vals = f.values()
+                for k in FEATURE_STATS:
+                    stats[k][ei, li, ki, si] = vals[k]
+                stats["hist_lo"][ei, li, ki, si], stats["hist_hi"][ei, li, ki, si] = f.lo, f.hi
+                stats["underflow"][ei, li, ki, si], stats["overflow"][ei, li, ki, si] = float(f.under), float(f.over)
+                self.hist[ei, li, ki, si] = f.counts
+        for key, arr in sample.items():
+            self.samples[key][ei][si] = arr
+
+    def datasets(self, settings: Mapping[str, Any], sample_index: np.ndarray, sample_label: np.ndarray) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
+        """(root, {layer: group}) of the features store; ``sample_index`` and ``sample_label`` are
+        (split, sample) arrays: where the sampled inputs come from and their labels (-1: none)."""
+        specs, kinds, splits, epochs = self.specs, self.kinds, self.splits, self.epochs
+        sd = (dims.EPOCH, dims.LAYER, dims.KIND, dims.SPLIT)
+        long = {"n": ("number of finite values", "1"), "mean": ("mean activation", "1"), "m2": ("sum of squared deviations", "1"),
+                "m3": ("sum of cubed deviations", "1"), "m4": ("sum of 4th-power deviations", "1"), "min": ("minimum activation", "1"),
+                "max": ("maximum activation", "1"), "nonfinite": ("number of non-finite values", "1"),
+                "hist_lo": ("histogram lower edge", "1"), "hist_hi": ("histogram upper edge", "1"),
+                "underflow": ("values below the histogram range", "1"), "overflow": ("values above the histogram range", "1")}
+        variables = {("count" if k == "n" else k): (sd, v, {"long_name": long[k][0], "units": long[k][1]}) for k, v in self.stats.items()}
+        variables["hist"] = ((*sd, dims.BIN), self.hist, {"long_name": "histogram counts (equal bins from hist_lo to hist_hi)", "units": "1"})
+        root = xr.Dataset(
+            {**variables,
+             "sample_index": ((dims.SPLIT, dims.SAMPLE), sample_index, {"long_name": "index of the input in its split", "units": "1"}),
+             "sample_label": ((dims.SPLIT, dims.SAMPLE), sample_label, {"long_name": "class label (-1 for random inputs)", "units": "1"})},
+            coords={dims.EPOCH: epochs, **_layer_coords(specs), dims.KIND: kinds, dims.SPLIT: splits},
+        )
+        groups = {}
+        for spec in specs:
+            variables = {}
+            for kind in kinds:
+                if (spec.name, kind) not in self.samples:
+                    continue
+                arr = np.stack([np.stack(per_split) for per_split in self.samples[(spec.name, kind)]])  # (epoch, split, sample, ...)
+                tensor_dims = (dims.CHANNEL, dims.Y, dims.X) if arr.ndim == 6 else (dims.UNIT,)
+                variables[kind] = ((dims.EPOCH, dims.SPLIT, dims.SAMPLE, *tensor_dims), arr,
+                                   {"long_name": f"{spec.name} {kind}-activation output", "units": "1"})
+            groups[spec.name] = _finish(xr.Dataset(variables, coords={dims.EPOCH: epochs, dims.SPLIT: splits},
+                                                   attrs={"layer": spec.name, "depth": spec.depth}), settings)
+        return _finish(root, settings), groups
 
 
 # --------------------------------------------------------------------------- gradients
@@ -363,14 +429,7 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
         log.warning("gradients: the %s split has %d inputs, fewer than the %d x %d asked for", split, n, nb, bs)
     feat_kinds = [k for k in ex["features"]] if ex["feature_gradients"] else []
     feat_modules = {(s.name, k): (s.pre if k == "pre" else s.post) for s in specs for k in feat_kinds if (s.pre if k == "pre" else s.post)}
-    grads: dict[str, torch.Tensor] = {}
-
-    def keep_grad(name: str, output: torch.Tensor) -> None:
-        if output.requires_grad:
-            output.register_hook(lambda g: grads.__setitem__(name, g))
-
-    watch = {s.name for s in convs} | set(feat_modules.values())
-    rec = Recorder(model, watch, on_output=keep_grad)
+    rec, grads = gradient_recorder(model, {s.name for s in convs} | set(feat_modules.values()))
     loss_out = np.zeros((len(epochs), n))
     fgrad: dict[tuple[str, str], np.ndarray] = {}
     pgrad = {(s.name, p): [] for s in specs for p in ("weight", "bias")}
@@ -386,22 +445,11 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
                 pos = 0
                 for bi, idx in enumerate(batches):
                     x, y = inputs.batch(split, idx)
-                    model.zero_grad(set_to_none=True)
-                    grads.clear()
-                    logits = model(x)
-                    if ex["gradient_target"] == "predicted":
-                        y = logits.detach().argmax(1)
-                    elif int(y.max()) >= logits.shape[1]:
-                        raise DnndistError(f"the model has {logits.shape[1]} outputs but the inputs have labels up to {int(y.max())}; "
-                                           "set extract.gradient_target: predicted to analyse given weights on other classes")
-                    losses = F.cross_entropy(logits, y, reduction="none")
-                    losses.sum().backward()  # each sample's gradient is that of its own loss
+                    losses, em_ab = gradient_batch(model, x, y, ex["gradient_target"], rec, grads, convs)
                     sl = slice(pos, pos + len(idx))
                     loss_out[ei, sl] = losses.detach().double().cpu().numpy()
                     for s in convs:
-                        conv = modules[s.name]
-                        size = tuple(rec.inputs[s.name].shape[-2:])
-                        e, a = emission_absorption(grads[s.name], conv.weight.detach(), size, conv.stride, conv.padding, conv.dilation, conv.groups)
+                        e, a = em_ab[s.name]
                         streams[s.name]["em"][0, 0, 0, ei, sl] = e.double().cpu().numpy()
                         streams[s.name]["ab"][0, 0, 0, ei, sl] = a.double().cpu().numpy()
                     for key, mod in feat_modules.items():
@@ -452,7 +500,47 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
             ds = _finish(xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), settings)
             mode = "a" if s.name in streams else "w"  # conv groups already hold the streamed em/ab
             _to_zarr(ds, tmp, group=s.name, mode=mode)
+        integrity.consolidate(tmp)
     return Path(out)
+
+
+def gradient_recorder(model: torch.nn.Module, names: set[str]) -> tuple[Recorder, dict[str, torch.Tensor]]:
+    """A Recorder of the named modules' inputs and outputs that also keeps the gradient of the loss
+    w.r.t. each output (filled by the backward pass of :func:`gradient_batch`)."""
+    grads: dict[str, torch.Tensor] = {}
+
+    def keep_grad(name: str, output: torch.Tensor) -> None:
+        if output.requires_grad:
+            output.register_hook(lambda g: grads.__setitem__(name, g))
+
+    return Recorder(model, names, on_output=keep_grad), grads
+
+
+def gradient_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None, target: str, rec: Recorder,
+                   grads: dict[str, torch.Tensor], convs: list[models.LayerSpec]) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Forward and backward pass of one batch (``rec``, ``grads``: :func:`gradient_recorder` of the
+    conv layers and any other watched modules): the per-sample cross-entropy against the labels
+    ``y`` (``target`` 'label') or the model's own prediction ('predicted'; also when ``y`` is None),
+    and each conv layer's emission (B, C_out) and absorption (B, C_in). The summed loss is
+    back-propagated, so each sample's gradient is that of its own loss (eval mode) and parameter
+    ``.grad`` holds the gradient of the summed loss."""
+    modules = dict(model.named_modules())
+    model.zero_grad(set_to_none=True)
+    grads.clear()
+    logits = model(x)
+    if target == "predicted" or y is None:
+        y = logits.detach().argmax(1)
+    elif int(y.max()) >= logits.shape[1]:
+        raise DnndistError(f"the model has {logits.shape[1]} outputs but the inputs have labels up to {int(y.max())}; "
+                           "set extract.gradient_target: predicted to analyse given weights on other classes")
+    losses = F.cross_entropy(logits, y, reduction="none")
+    losses.sum().backward()  # each sample's gradient is that of its own loss
+    em_ab = {}
+    for s in convs:
+        conv = modules[s.name]
+        size = tuple(rec.inputs[s.name].shape[-2:])
+        em_ab[s.name] = emission_absorption(grads[s.name], conv.weight.detach(), size, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return losses, em_ab
 
 
 def _em_ab_streams(tmp: Path, settings: Mapping[str, Any], convs: list[models.LayerSpec], modules: Mapping[str, torch.nn.Module],

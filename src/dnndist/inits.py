@@ -31,11 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dnndist.conventions import GAIN_CONVENTIONS
-
-INIT_NAMES = (
-    "orthogonal", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "ones", "zeros", "torch_default",
-)
+from dnndist.conventions import GAIN_CONVENTIONS, INIT_NAMES
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:

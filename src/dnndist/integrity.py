@@ -98,3 +98,17 @@ def verify_checksums(directory: str | Path, names: list[str]) -> None:
         if sha256(directory / name) != expected[name]:
             raise IntegrityError(f"{directory / name}: SHA-256 does not match {SUMS} (the file changed after training wrote it); "
                                  "rerun the training stage")
+
+
+def consolidate(path: str | Path) -> None:
+    """Write the store's consolidated metadata (before anything else, e.g. Snakemake's
+    ``.snakemake_timestamp``, lands in it): readers open it in one read and without warnings.
+    zarr warns that consolidated metadata is not part of the v3 specification; it is an
+    addition readers may ignore, so that warning is silenced here."""
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(str(path))

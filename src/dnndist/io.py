@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,22 @@ def open_results(results_dir: str | os.PathLike[str], kind: str, group: str | No
     stores = result_stores(results_dir, kind)
     if not stores:
         raise FileNotFoundError(f"no {kind}.zarr stores under {results_dir}/runs; run the extraction stage")
-    parts = [xr.open_zarr(p, group=group, consolidated=False) for p in stores]
+    parts = [open_store_lazily(p, group) for p in stores]
     return xr.combine_by_coords(parts, combine_attrs="drop_conflicts", join="outer")
+
+
+def open_store_lazily(path: str | os.PathLike[str], group: str | None = None) -> Any:
+    """One zarr store as a lazy Dataset: by its consolidated metadata (one read), or, for a
+    store written before dnndist consolidated them, by listing it (without the warnings that
+    Snakemake's marker file in a directory output would cause)."""
+    import xarray as xr
+
+    try:
+        return xr.open_zarr(path, group=group, consolidated=True)
+    except (KeyError, ValueError, FileNotFoundError):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
+            return xr.open_zarr(path, group=group, consolidated=False)
 
 
 def _tmp_sibling(path: Path) -> Path:

@@ -178,17 +178,26 @@ def check_head(model: nn.Module, num_classes: int, source: str) -> None:
         raise DnndistError(f"{source}: the data has {num_classes} classes but the model's head has {head} outputs")
 
 
-def load_pretrained(model: nn.Module, state: Mapping[str, Any], source: str) -> None:
+def load_pretrained(model: nn.Module, state: Mapping[str, Any], source: str, name: str | None = None) -> None:
+    """Load a state dict that must fit ``model`` exactly, else a one-line DnndistError naming the
+    mismatch. ``name``: the model's name in the message (default: the registry name, else the class)."""
+    name = name or getattr(model, "settings", {}).get("name", type(model).__name__)
     missing, unexpected = [], []
     try:
         result = model.load_state_dict(state, strict=False)
         missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     except RuntimeError as exc:  # shape mismatches
-        raise DnndistError(f"{source} does not fit model {model.settings['name']}: {str(exc).splitlines()[-1].strip()}") from None
+        raise DnndistError(f"{source} does not fit model {name}: {str(exc).splitlines()[-1].strip()}") from None
     if missing or unexpected:
-        raise DnndistError(f"{source} does not fit model {model.settings['name']}: "
+        raise DnndistError(f"{source} does not fit model {name}: "
                            f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
                            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+
+
+def state_num_classes(state: Mapping[str, Any]) -> int | None:
+    """Outputs of a state dict's classifier: the rows of its last 2-d ``*.weight`` (None if it has none)."""
+    head = [k for k in state if k.endswith(".weight") and getattr(state[k], "ndim", 0) == 2]
+    return int(state[head[-1]].shape[0]) if head else None
 
 
 def build(settings: Mapping[str, Any], in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> nn.Module:
@@ -199,8 +208,5 @@ def build(settings: Mapping[str, Any], in_channels: int = 3, num_classes: int = 
     except KeyError:
         raise DnndistError(f"unknown model {settings['name']!r}; known: {sorted(MODELS)}") from None
     if settings.get("weights"):
-        state = read_weights(settings["weights"])
-        head = [k for k in state if k.endswith(".weight") and state[k].ndim == 2]
-        if head:
-            num_classes = int(state[head[-1]].shape[0])
+        num_classes = state_num_classes(read_weights(settings["weights"])) or num_classes
     return factory(settings, in_channels=in_channels, num_classes=num_classes, image_size=image_size)

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dnndist import DnndistError  # noqa: E402
-from dnndist.inits import INIT_NAMES  # noqa: E402
+from dnndist.conventions import INIT_NAMES  # noqa: E402 - torch-free (figures need no torch)
 from dnndist.io import atomic_path  # noqa: E402
 from dnndist.stats import diverged_runs  # noqa: E402
 
@@ -199,20 +199,21 @@ def draw_training(summary: pd.DataFrame, variant: str | None = None) -> plt.Figu
     return fig
 
 
-def _plain_log_labels(ax: plt.Axes) -> None:
-    """Label a log y axis with plain numbers (0.01, 0.6, 1, 2); when it spans less than two
+def _plain_log_labels(ax: plt.Axes, axis: str = "y") -> None:
+    """Label a log y (or x) axis with plain numbers (0.01, 0.6, 1, 2); when it spans less than two
     decades, label 2, 3 and 5 times each power of ten too, so that a short range still reads."""
     def label(v: float, _pos: int, minor: bool = False) -> str:
         if v <= 0:
             return ""
         lead = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
-        lo, hi = ax.get_ylim()
+        lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
         if minor and (lead not in (2, 3, 5) or hi / lo > 100):
             return ""
         return f"{v:g}"
 
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(label))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, pos: label(v, pos, minor=True)))
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_formatter(matplotlib.ticker.FuncFormatter(label))
+    target.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, pos: label(v, pos, minor=True)))
 
 
 def _style_name(split: str) -> str:
@@ -382,7 +383,7 @@ def draw_features(hist: pd.DataFrame) -> plt.Figure:
     df = _first_run(hist)
     every = layer_order(df)
     layers = evenly(every, MAX_ROWS)
-    splits = [s for s in SPLIT_ORDER if s in set(df["split"])]
+    splits = [s for s in SPLIT_ORDER if s in set(df["split"])] + sorted(set(df["split"]) - set(SPLIT_ORDER))  # + dnndist analyze's
     epochs = sorted({df["epoch"].min(), df["epoch"].max()})
     styles = dict(zip(epochs, ("--", "-"))) if len(epochs) == 2 else {epochs[0]: "-"}
     height = 1.5 * len(layers) + 0.5
@@ -391,7 +392,7 @@ def draw_features(hist: pd.DataFrame) -> plt.Figure:
         for c, split in enumerate(splits):
             ax = axes[r, c]
             _feature_panel(ax, df[(df["layer"] == layer) & (df["split"] == split)], styles)
-            ax.set_title(f"{layer}, {split} inputs", fontsize=6)
+            ax.set_title(f"{layer}, {split}" + ("" if split == "inputs" else " inputs"), fontsize=6)  # analyze: "inputs"
             if c == 0:
                 ax.set_ylabel("density (log)")
             if r == len(layers) - 1:
@@ -704,3 +705,54 @@ def _draw_variant_groups(df: pd.DataFrame, variants: list[str], title: str) -> p
 
 def fig_variants(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
     save(draw_variants(summary), pdf, png)
+
+
+# --------------------------------------------------------------------------- ESD (dnndist analyze)
+ESD_FLOOR = 1e-5  # WeightWatcher's EVALS_THRESH (dnndist.spectral): smaller eigenvalues are not fitted
+
+
+def draw_esd(evals: np.ndarray, alpha: float = math.nan, xmin: float = math.nan, title: str = "",
+             ax: plt.Axes | None = None, bins: int = 60, floor: float = ESD_FLOOR) -> plt.Figure:
+    """Empirical spectral density of one weight matrix, WeightWatcher style: the eigenvalues of
+    W^T W (``evals``, numpy; a conv weight's kh*kw matrices pooled, ``dnndist.spectral.esd``) as a
+    density histogram over log-spaced bins on log-log axes, the fitted power law
+    p(x) = (alpha - 1) / xmin * (x / xmin)^-alpha from ``xmin`` on, scaled by the tail's share of
+    the eigenvalues (so it lies on the histogram), and ``xmin`` as a vertical line. Eigenvalues
+    at or below ``floor`` (those WeightWatcher does not fit) are not drawn; the legend counts them.
+    Without a fit (alpha NaN) only the histogram. Numpy in, no torch: ``dnndist analyze`` draws
+    one per layer (esd/<layer>.png)."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(3.4, 2.6))
+    else:
+        fig = ax.figure
+    x = np.asarray(evals, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    below = int(np.sum(x <= floor))
+    x = np.sort(x[x > floor])
+    if x.size == 0:
+        ax.text(0.5, 0.5, f"no eigenvalues above {floor:g}", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        ax.set_title(title, fontsize=7)
+        return fig
+    lo, hi = float(x[0]), float(x[-1])
+    edges = np.geomspace(lo, hi, bins + 1) if hi > lo else np.array([lo / 1.1, hi * 1.1])
+    counts, edges = np.histogram(x, bins=edges)
+    dens = counts / (x.size * np.diff(edges))
+    ax.stairs(np.where(dens > 0, dens, np.nan), edges, color="#0072B2", linewidth=0.8, gid="esd",
+              label=f"ESD, {x.size} eigenvalues" + (f" (+{below} <= {floor:g})" if below else ""))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log_labels(ax, "x")
+    fitted = math.isfinite(alpha) and math.isfinite(xmin) and xmin > 0
+    if fitted:
+        share = float(np.sum(x >= xmin)) / x.size
+        grid = np.geomspace(xmin, hi, 50)
+        ax.plot(grid, share * (alpha - 1) / xmin * (grid / xmin) ** -alpha, color="#D55E00", linewidth=1.2,
+                label=f"power law, alpha = {alpha:.2f}", gid="fit")
+        ax.axvline(xmin, color="#D55E00", linestyle="--", linewidth=0.8, label=f"xmin = {xmin:.3g}", gid="xmin")
+    ax.legend(fontsize=5.5, loc="lower left")
+    ax.set_xlabel("eigenvalue of W$^T$W")
+    ax.set_ylabel("density")
+    fit_note = f"alpha = {alpha:.2f}" if fitted else "no power-law fit"
+    ax.set_title(f"{title}: {fit_note}" if title else fit_note, fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -54,6 +54,7 @@ TABLE_INPUTS = {
     "factors": ["weights"],
 }
 TABLES = [t for t in TABLE_INPUTS if t != "factors" or len(VARIANTS) > 1]  # factors: none without variants
+DOC_TABLES = sorted(TABLES, key=["claims", "range", "init_check", "depth_trend", "emission", "factors"].index)
 TABLE_LABELS = {
     "claims": "the paper's claims C1-C6 and their verdicts",
     "init_check": "theoretical vs empirical std of fresh weights",

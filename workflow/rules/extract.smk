@@ -1,4 +1,5 @@
-# Extraction stage: per run, one job per kind (weights, features, gradients) -> zarr stores.
+# Extraction stage: per run, one job (one process: the interpreter, torch and the data are
+# loaded once) writes the weights, features and gradients zarr stores.
 
 
 rule extract:
@@ -6,20 +7,23 @@ rule extract:
         checkpoints=f"{RUN_DIR}/checkpoints",
         store=DATASET_STORE,
     output:
-        store=directory(f"{RUN_DIR}/{{kind}}.zarr"),
+        weights=directory(f"{RUN_DIR}/weights.zarr"),
+        features=directory(f"{RUN_DIR}/features.zarr"),
+        gradients=directory(f"{RUN_DIR}/gradients.zarr"),
     params:
         settings=extract_settings_json,
+        run_dir=run_dir,
         env=MALLOC_ENV,
     conda:
         ENVIRONMENT
     log:
-        f"{LOGS}/extract/{{variant}}/{{init}}/seed{{seed}}.{{kind}}.log",
+        f"{LOGS}/extract/{{variant}}/{{init}}/seed{{seed}}.log",
     threads: 2
     resources:
         mem_mb=6000,
-        runtime=120,
+        runtime=240,
         torch_threads=2,
     shell:
-        "{params.env} python -m dnndist extract {wildcards.kind} --settings {params.settings:q} "
-        "--checkpoints {input.checkpoints:q} --data {input.store:q} --out {output.store:q} "
+        "{params.env} python -m dnndist extract all --settings {params.settings:q} "
+        "--checkpoints {input.checkpoints:q} --data {input.store:q} --out {params.run_dir:q} "
         "--threads {resources.torch_threads} > {log:q} 2>&1"

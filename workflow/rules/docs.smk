@@ -1,0 +1,23 @@
+# The reproduction document (`snakemake docs`): generated from the tables (verbatim Markdown,
+# captions included) and figures (PNG), stamped with the command, config files, code version,
+# machine and wall time. Not part of `all`; copy it and its figures into docs/ to publish.
+
+
+rule docs:
+    input:
+        tables=expand(f"{RESULTS}/tables/{{name}}.md", name=DOC_TABLES),
+        figures=expand(f"{RESULTS}/figures/{{figure}}.png", figure=FIGURES),
+        code=code("docs"),
+    output:
+        f"{RESULTS}/docs/reproduction.md",
+    params:
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),  # <results>/docs/..
+        configfiles=" ".join(f"'{c}'" for c in workflow.overwrite_configfiles),
+    conda:
+        ENVIRONMENT
+    log:
+        f"{LOGS}/docs.log",
+    localrule: True
+    shell:
+        "python -m dnndist docs --results {params.results:q} --tables {input.tables:q} --figures {input.figures:q} "
+        "--configfiles {params.configfiles} --out {output:q} > {log:q} 2>&1"
