@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results = Path(args.results or tempfile.mkdtemp(prefix="dnndist-b5-"))
     configfile = results.parent / f"{results.name}.yaml"
     configfile.write_text(yaml.safe_dump(overlay(args.data, args.seeds, args.epochs, results)))
-    base = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--configfile", str(configfile), "--quiet", "rules"]
+    base = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--set-threads", f"dataset={args.cores}",
+            "--configfile", str(configfile), "--quiet", "rules"]
     times: dict[str, float] = {}
     for stage, until in STAGES:
         until = train_rules(configfile) if until is None else until

@@ -31,9 +31,10 @@ rule dataset:
         ENVIRONMENT
     log:
         f"{LOGS}/dataset.log",
-    # an image folder's images are decoded by one process per thread (capped at --cores when
-    # run locally); the store's bytes do not depend on the number
-    threads: 8
+    # an image folder's images are decoded by one process per thread; the store's bytes do not
+    # depend on the number. 2 by default, like every job (a cluster node must offer what a job
+    # asks for); on a bigger machine: --set-threads dataset=16
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=120,
