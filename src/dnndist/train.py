@@ -55,7 +55,8 @@ METRIC_COLUMNS = ["variant", "init", "seed", "epoch", "step", "split", "metric",
 ROW_COLUMNS = ["epoch", "step", "split", "metric", "value"]
 GRAPH_WARMUP = 3  # eager steps on a side stream before capture (lazy state, kernel selection)
 
-__all__ = ["METRIC_COLUMNS", "load_checkpoint", "resolve_device", "train_run", "train_stack"]
+__all__ = ["METRIC_COLUMNS", "Progress", "Trainer", "build_model", "build_optimizer", "eval_rows", "evaluate", "load_checkpoint",
+           "resolve_device", "set_determinism", "state_dict_cpu", "train_run", "train_stack"]
 
 
 def set_determinism(enabled: bool, device: torch.device) -> None:
@@ -249,13 +250,13 @@ class Trainer:
             self.loss_buf.index_copy_(0, pos.view(1), losses.detach().double().unsqueeze(0))
             self.corr_buf.index_copy_(0, pos.view(1), correct.unsqueeze(0))
 
-    def step(self, j: int, step0: int) -> None:
-        full = (j + 1) * self.bs <= self.n_train
-        if self.graphs and full:
+    def step(self, j: int, step0: int, look: Callable[[torch.Tensor, int | torch.Tensor], None] | None = None) -> None:
+        """Step ``j`` of the epoch: a CUDA graph for a full batch on CUDA (unless someone looks), else eager."""
+        if self.graphs and look is None and (j + 1) * self.bs <= self.n_train:
             self._cuda_step(j, step0)
             return
         x, y = self.batch(self.perms[:, j * self.bs : (j + 1) * self.bs])
-        self.train_step(x, y, step0 + j, j)
+        self.train_step(x, y, step0 + j, j, look)
 
     def _static_step(self) -> None:
         idx = self.perms.index_select(1, self.arange + self.pos * self.bs)
@@ -343,8 +344,7 @@ class Trainer:
                 self.div_step[r] = int(step_no)
 
         for j in range(start, end):
-            x, y = self.batch(self.perms[:, j * self.bs : (j + 1) * self.bs])
-            self.train_step(x, y, step0 + j, j, look)
+            self.step(j, step0, look)
 
     # ---------------------------------------------------------------- resume state
     def state(self, epoch: int) -> bytes:
@@ -565,5 +565,3 @@ def _move_checkpoints(settings: Mapping[str, Any], state_dir: Path, run_dir: Pat
                 (tmp / f"epoch_{epoch:04d}.safetensors").write_bytes(st_bytes(tensors, meta))
         (tmp / integrity.SUMS).write_text(integrity.checksums_text(list(tmp.glob("epoch_*.safetensors"))))
 
-
-__all__ += ["Trainer", "build_model", "build_optimizer", "evaluate", "eval_rows", "set_determinism", "state_dict_cpu", "Progress"]
