@@ -12,7 +12,7 @@ export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test bench gpu-wheels upgrade-lock check-lock clean
+.PHONY: setup demo test lint format bench gpu-wheels upgrade-lock check-lock clean
 
 # the locked environment (requirements.lock: exact versions + hashes), then dnndist itself;
 # LOCKED=0 installs from pyproject.toml's floor pins instead
@@ -32,6 +32,20 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# ruff (lint + format check) for Python, snakefmt for the workflow, snakemake --lint for rules
+LINT_PY := src tests benchmarks dev
+LINT_SMK := Snakefile workflow/rules/*.smk
+lint: setup
+	$(BIN)/ruff check $(LINT_PY)
+	$(BIN)/ruff format --check $(LINT_PY)
+	$(BIN)/snakefmt --check $(LINT_SMK)
+	$(BIN)/snakemake --lint --configfile presets/demo.yaml
+
+format: setup
+	$(BIN)/ruff check --fix $(LINT_PY)
+	$(BIN)/ruff format $(LINT_PY)
+	$(BIN)/snakefmt $(LINT_SMK)
 
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

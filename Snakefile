@@ -64,6 +64,7 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         store=DATASET_STORE,
         summaries=expand_runs(f"{RUN_DIR}/summary.json"),
@@ -72,4 +73,3 @@ rule all:
         concatenated=expand(f"{RESULTS}/stats/{{plain}}.csv", plain=CONCAT_TABLES),
         figures=expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=["pdf", "png"]),
         tables=expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLES, ext=["csv", "md", "tex", "html"]),
-    default_target: True

@@ -23,8 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}\n")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}\n"
+    )
     train_stacked.main(["--steps", "20" if args.quick else "150", *([] if args.quick else ["--vmap"])])
     print()
     emission_absorption.main(["--quick", "--repeat", "1"] if args.quick else [])

@@ -47,14 +47,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeat", type=int, default=2)
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    print(f"B2 emission/absorption on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu, %d threads' % torch.get_num_threads()}, float32")
-    print(f"{'shape (B, Cin->Cout, HxW, stride)':<36} {'explicit':>10} {'quadratic':>10} {'ratio':>7} {'max rel diff':>13}")
+    print(
+        f"B2 emission/absorption on {torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu, {torch.get_num_threads()} threads'}, float32"
+    )
+    print(
+        f"{'shape (B, Cin->Cout, HxW, stride)':<36} {'explicit':>10} {'quadratic':>10} {'ratio':>7} {'max rel diff':>13}"
+    )
     for b, ci, co, h, w, s in QUICK if args.quick else SHAPES:
         g = torch.Generator(device=device).manual_seed(0)
         ho, wo = (h + 2 - 3) // s + 1, (w + 2 - 3) // s + 1
         grad = torch.randn(b, co, ho, wo, device=device, generator=g)
         weight = torch.randn(co, ci, 3, 3, device=device, generator=g)
-        t_exp, (em_e, ab_e) = timed(lambda: emission_absorption_explicit(grad, weight, (h, w), s, 1), device, args.repeat)
+        t_exp, (em_e, ab_e) = timed(
+            lambda: emission_absorption_explicit(grad, weight, (h, w), s, 1), device, args.repeat
+        )
         t_q, (em_q, ab_q) = timed(lambda: emission_absorption(grad, weight, (h, w), s, 1), device, args.repeat)
         diff = max(((em_q - em_e).abs() / em_e.abs()).max().item(), ((ab_q - ab_e).abs() / ab_e.abs()).max().item())
         label = f"B={b}, {ci}->{co}, {h}x{w}, s{s}"

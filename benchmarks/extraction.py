@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 
-
 CHILD = r"""
 import json, sys, time, torch
 from pathlib import Path
@@ -62,7 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.repeat > 1:
         print(f"best of {args.repeat} alternating runs; 'pairs': median ratio of the runs side by side")
-    print(f"{'inputs':>8} {'plain img/s':>12} {'extract img/s':>14} {'ratio':>6}" + (f" {'pairs':>6}" if args.repeat > 1 else "") + f" {'peak RSS':>10}")
+    print(
+        f"{'inputs':>8} {'plain img/s':>12} {'extract img/s':>14} {'ratio':>6}"
+        + (f" {'pairs':>6}" if args.repeat > 1 else "")
+        + f" {'peak RSS':>10}"
+    )
     with tempfile.TemporaryDirectory() as work:
         for n in map(int, args.sizes.split(",")):
             cmd = [sys.executable, "-c", CHILD, str(n), work, str(args.repeat)]
@@ -71,7 +74,11 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"B3 child for {n} inputs failed:\n{out.stderr[-3000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
             plain, ext = max(r["plain"]), max(r["extract"])
-            pairs = f" {statistics.median(e / p for p, e in zip(r['plain'], r['extract'])):>6.2f}" if args.repeat > 1 else ""
+            pairs = (
+                f" {statistics.median(e / p for p, e in zip(r['plain'], r['extract'])):>6.2f}"
+                if args.repeat > 1
+                else ""
+            )
             print(f"{n:>8} {plain:>12.0f} {ext:>14.0f} {ext / plain:>6.2f}{pairs} {r['rss_mb']:>8.0f} MB")
 
 

@@ -33,13 +33,17 @@ def main(argv: list[str] | None = None) -> dict:
     device = train.resolve_device(args.device)
     epochs = 2 if args.quick else args.epochs
     ds = dataset(args.images, device)
-    rate = trainer_epochs(stack_settings(args.runs, device.type, fast=device.type == "cpu", graphs=args.graphs), ds, device, epochs)
+    rate = trainer_epochs(
+        stack_settings(args.runs, device.type, fast=device.type == "cpu", graphs=args.graphs), ds, device, epochs
+    )
     wall = args.runs * args.images * epochs / rate
     full = args.runs * 50 * 50_000 / rate
-    print(f"B5 training on {device_name(device)}, torch {torch.__version__}: {args.runs} runs x {epochs} epochs x "
-          f"{args.images} images in {wall:.1f} s ({rate:,.0f} images x runs/s, {'CUDA graph' if args.graphs and device.type == 'cuda' else 'eager'}); "
-          f"{args.runs} x 50 epochs x 50,000 images: {full:.0f} s"
-          + (" (extrapolated)" if epochs != 50 or args.images != 50_000 else ""))
+    print(
+        f"B5 training on {device_name(device)}, torch {torch.__version__}: {args.runs} runs x {epochs} epochs x "
+        f"{args.images} images in {wall:.1f} s ({rate:,.0f} images x runs/s, {'CUDA graph' if args.graphs and device.type == 'cuda' else 'eager'}); "
+        f"{args.runs} x 50 epochs x 50,000 images: {full:.0f} s"
+        + (" (extrapolated)" if epochs != 50 or args.images != 50_000 else "")
+    )
     return {"wall_s": wall, "paper_s": full}
 
 

@@ -35,8 +35,10 @@ STAGES = [  # (stage, rules it runs until; None = everything)
 def overlay(data: str, seeds: int, epochs: int, results: Path) -> dict:
     return {
         "results": str(results),
-        "data": {"source": "imagefolder", "imagefolder": {"path": str(Path(data).resolve()), "train": "train", "test": "test",
-                                                          "image_size": 32}},
+        "data": {
+            "source": "imagefolder",
+            "imagefolder": {"path": str(Path(data).resolve()), "train": "train", "test": "test", "image_size": 32},
+        },
         "seeds": list(range(seeds)),
         "stacked": True,
         "train": {"epochs": epochs, "checkpoints": sorted({0, 1, 2, 5, 10, 20, epochs} & set(range(epochs + 1)))},
@@ -44,9 +46,16 @@ def overlay(data: str, seeds: int, epochs: int, results: Path) -> dict:
 
 
 def train_rules(configfile: Path) -> list[str]:
-    out = subprocess.run([sys.executable, "-m", "dnndist", "runs", "--config", str(REPO / "config.yaml"), "--config", str(configfile)],
-                         capture_output=True, text=True, check=True).stdout
-    return ["train_stacked_" + line.split(":")[0].replace("-", "_").replace(".", "_").replace("+", "_") for line in out.splitlines()]
+    out = subprocess.run(
+        [sys.executable, "-m", "dnndist", "runs", "--config", str(REPO / "config.yaml"), "--config", str(configfile)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [
+        "train_stacked_" + line.split(":")[0].replace("-", "_").replace(".", "_").replace("+", "_")
+        for line in out.splitlines()
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -60,8 +69,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results = Path(args.results or tempfile.mkdtemp(prefix="dnndist-b5-"))
     configfile = results.parent / f"{results.name}.yaml"
     configfile.write_text(yaml.safe_dump(overlay(args.data, args.seeds, args.epochs, results)))
-    base = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--set-threads", f"dataset={args.cores}",
-            "--configfile", str(configfile), "--quiet", "rules"]
+    base = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        args.cores,
+        "--set-threads",
+        f"dataset={args.cores}",
+        "--configfile",
+        str(configfile),
+        "--quiet",
+        "rules",
+    ]
     times: dict[str, float] = {}
     for stage, until in STAGES:
         until = train_rules(configfile) if until is None else until
@@ -70,8 +90,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         times[stage] = time.perf_counter() - t0
         print(f"B5 {stage:<22} {times[stage]:8.1f} s", flush=True)
     total = sum(times.values())
-    print(f"B5 whole workflow, 7 inits x {args.seeds} seeds x {args.epochs} epochs: {total:.1f} s ({total / 60:.2f} min); "
-          f"results in {results}")
+    print(
+        f"B5 whole workflow, 7 inits x {args.seeds} seeds x {args.epochs} epochs: {total:.1f} s ({total / 60:.2f} min); "
+        f"results in {results}"
+    )
     return times
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import device_name
-from dnndist import data, stacked, train
+from dnndist import data, train
 from dnndist.inits import INIT_NAMES
 
 FLOP_PER_IMAGE_STEP = 9.37e6
@@ -37,12 +37,32 @@ INITS = [i for i in INIT_NAMES if i != "torch_default"]  # the paper's seven
 def run_settings(init: str, device: str, fast: bool, batch_size: int = 64, seed: int = 0, graphs: bool = True) -> dict:
     return {
         "run": {"variant": "base", "init_name": init, "seed": seed},
-        "model": {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu",
-                  "negative_slope": 0.3, "weights": None},
+        "model": {
+            "name": "paper_cnn",
+            "depth": 3,
+            "width": 16,
+            "hidden": 512,
+            "norm": "none",
+            "activation": "relu",
+            "negative_slope": 0.3,
+            "weights": None,
+        },
         "init": {"gain": "torch", "bias": "auto"},
-        "train": {"optimizer": "adam", "lr": 1e-4, "momentum": 0.9, "batch_size": batch_size, "epochs": 1, "weight_decay": 0.0,
-                  "l1": 0.0, "eval_batch_size": 1000, "device": device, "channels_last": fast, "deterministic": False,
-                  "check_every": 100, "cuda_graphs": graphs},
+        "train": {
+            "optimizer": "adam",
+            "lr": 1e-4,
+            "momentum": 0.9,
+            "batch_size": batch_size,
+            "epochs": 1,
+            "weight_decay": 0.0,
+            "l1": 0.0,
+            "eval_batch_size": 1000,
+            "device": device,
+            "channels_last": fast,
+            "deterministic": False,
+            "check_every": 100,
+            "cuda_graphs": graphs,
+        },
         "input": {"transform": "as_is", "threshold": 0.2},
     }
 
@@ -67,8 +87,13 @@ def trainer_epochs(settings: list[dict], ds: data.Dataset, device: torch.device,
 
 def dataset(n: int, device: torch.device) -> data.Dataset:
     images, labels = data.synthetic(n, 32, seed=0)
-    return data.Dataset({"train": torch.from_numpy(images)}, {"train": torch.from_numpy(labels)},
-                        [str(i) for i in range(10)], torch.tensor([0.49, 0.48, 0.44]), torch.tensor([0.25, 0.24, 0.26])).to(device)
+    return data.Dataset(
+        {"train": torch.from_numpy(images)},
+        {"train": torch.from_numpy(labels)},
+        [str(i) for i in range(10)],
+        torch.tensor([0.49, 0.48, 0.44]),
+        torch.tensor([0.25, 0.24, 0.26]),
+    ).to(device)
 
 
 def _sync(device: torch.device) -> None:
@@ -94,8 +119,9 @@ def naive(ds: data.Dataset, device: torch.device, warm: int) -> float:
         s = run_settings(init, device.type, fast=False)
         model = train.build_model(s, ds, device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        loader = torch.utils.data.DataLoader(PerSample(), batch_size=64, shuffle=True, num_workers=0,
-                                             generator=torch.Generator().manual_seed(0))
+        loader = torch.utils.data.DataLoader(
+            PerSample(), batch_size=64, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(0)
+        )
         warm = min(warm, len(loader) - 1)  # at least one timed step
         for i, (x, y) in enumerate(loader):
             if i == warm:
@@ -174,10 +200,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     n = 64 * args.steps
     ds, warm = dataset(n, device), dataset(64 * 10, device)
     name = device_name(device)
-    print(f"B1 training, paper CNN, 7 inits, batch 64, {args.steps} timed steps per run; device: {name}; torch {torch.__version__}")
-    rows = [("naive (per-sample DataLoader, one run at a time)", naive(ds, device, warm=5)),
-            ("sequential (device-resident uint8, channels_last, fused Adam)", sequential(ds, device)),
-            ("stacked (7 runs as one grouped-conv model)", stacked_rate(ds, device, graphs=False))]
+    print(
+        f"B1 training, paper CNN, 7 inits, batch 64, {args.steps} timed steps per run; device: {name}; torch {torch.__version__}"
+    )
+    rows = [
+        ("naive (per-sample DataLoader, one run at a time)", naive(ds, device, warm=5)),
+        ("sequential (device-resident uint8, channels_last, fused Adam)", sequential(ds, device)),
+        ("stacked (7 runs as one grouped-conv model)", stacked_rate(ds, device, graphs=False)),
+    ]
     if device.type == "cuda":
         rows.append(("stacked, CUDA graph (7 runs)", stacked_rate(ds, device, graphs=True)))
     if args.vmap:
@@ -198,16 +228,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def graph_table(ds: data.Dataset, device: torch.device, sizes: list[int]) -> list[dict]:
     """One training step of a stack of K runs: CUDA graph vs eager (CUDA only)."""
-    print(f"\n{'K runs':>6} {'eager ms/step':>14} {'graph ms/step':>14} {'graph vs eager':>15} {'K x 50 epochs x 50k':>20}")
+    print(
+        f"\n{'K runs':>6} {'eager ms/step':>14} {'graph ms/step':>14} {'graph vs eager':>15} {'K x 50 epochs x 50k':>20}"
+    )
     out = []
-    steps = len(ds.labels["train"]) / 64
     for k in sizes:
         eager = stacked_rate(ds, device, k, graphs=False)
         graph = stacked_rate(ds, device, k, graphs=True)
-        ms = lambda r: 1000 * steps * k / (r * steps * 64 / 64) / steps / 64 * 64  # noqa: E731 - ms per step from img*runs/s
-        print(f"{k:>6} {1000 * 64 * k / eager:>14.2f} {1000 * 64 * k / graph:>14.2f} {graph / eager:>14.2f}x "
-              f"{k * 50 * 50_000 / graph:>18.0f} s")
-        out.append({"k": k, "eager_rate": eager, "graph_rate": graph, "ratio": graph / eager, "ms": ms(graph)})
+        print(
+            f"{k:>6} {1000 * 64 * k / eager:>14.2f} {1000 * 64 * k / graph:>14.2f} {graph / eager:>14.2f}x "
+            f"{k * 50 * 50_000 / graph:>18.0f} s"
+        )
+        out.append(
+            {"k": k, "eager_rate": eager, "graph_rate": graph, "ratio": graph / eager, "ms": 1000 * 64 * k / graph}
+        )  # ms per step of k runs
     return out
 
 

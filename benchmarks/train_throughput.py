@@ -10,6 +10,7 @@ Needs only torch (no zarr/snakemake), so it runs on a bare GPU machine.
 from __future__ import annotations
 
 import argparse
+
 import torch
 
 from benchmarks import device_name
@@ -39,8 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     for bs in map(int, args.batch_sizes.split(",")):
         for cl in (False, True):
             rate = measure(device, args.images, args.epochs, bs, cl)
-            print(f"{bs:>6} {'channels_last' if cl else 'contiguous':>14} {rate:>10.0f} {rate * FLOP_PER_IMAGE_STEP / 1e9:>8.1f} "
-                  f"{PAPER_IMAGES / rate / 60:>27.1f} min")
+            print(
+                f"{bs:>6} {'channels_last' if cl else 'contiguous':>14} {rate:>10.0f} {rate * FLOP_PER_IMAGE_STEP / 1e9:>8.1f} "
+                f"{PAPER_IMAGES / rate / 60:>27.1f} min"
+            )
 
 
 if __name__ == "__main__":

@@ -33,9 +33,13 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def completed_tree(work: Path) -> Path:
-    cfg = {"results": str(work / "results"), "resources": str(work / "results" / "resources"),
-           "data": {"source": "synthetic", "valid_size": 500}, "seeds": [0, 1, 2],
-           "train": {"epochs": 20, "checkpoints": [0, 1, 2, 5, 10, 20]}}
+    cfg = {
+        "results": str(work / "results"),
+        "resources": str(work / "results" / "resources"),
+        "data": {"source": "synthetic", "valid_size": 500},
+        "seeds": [0, 1, 2],
+        "train": {"epochs": 20, "checkpoints": [0, 1, 2, 5, 10, 20]},
+    }
     cfg_path = work / "big.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     (work / "config.yaml").write_text((REPO / "config.yaml").read_text())
@@ -67,7 +71,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             out = snakemake(work, "-n", "--configfile", str(cfg))
             times.append(time.perf_counter() - t0)
         assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-2000:]
-        rows.append({"what": f"snakemake -n, completed tree of {runs} runs x 6 checkpoints", "seconds": min(times), "target": 3.0})
+        rows.append(
+            {
+                "what": f"snakemake -n, completed tree of {runs} runs x 6 checkpoints",
+                "seconds": min(times),
+                "target": 3.0,
+            }
+        )
     if not args.quick:
         with tempfile.TemporaryDirectory() as d:
             work = Path(d)
@@ -76,8 +86,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             t0 = time.perf_counter()
             out = snakemake(work, "--cores", "2", "--configfile", "presets/demo.yaml")
             jobs = re.findall(r"(\d+) of (\d+) steps \(100%\) done", out.stdout + out.stderr)
-            rows.append({"what": f"demo workflow end to end ({jobs[-1][1] if jobs else '?'} jobs, --cores 2)",
-                         "seconds": time.perf_counter() - t0, "target": None})
+            rows.append(
+                {
+                    "what": f"demo workflow end to end ({jobs[-1][1] if jobs else '?'} jobs, --cores 2)",
+                    "seconds": time.perf_counter() - t0,
+                    "target": None,
+                }
+            )
     print("B4 workflow overhead")
     print(f"{'what':<62} {'seconds':>8} {'target':>8}")
     for r in rows:

@@ -31,8 +31,12 @@ def tiny_config(results: Path, **sections) -> dict:
     cfg = {
         "results": str(results),
         "resources": str(results / "resources"),
-        "data": {"source": "synthetic", "valid_size": 100, "random_size": 32,
-                 "synthetic": {"train_size": 400, "test_size": 100}},
+        "data": {
+            "source": "synthetic",
+            "valid_size": 100,
+            "random_size": 32,
+            "synthetic": {"train_size": 400, "test_size": 100},
+        },
         "inits": ["kaiming_normal", "xavier_uniform"],
         "seeds": [0],
         "train": {"epochs": 1, "lr": 1.0e-3, "checkpoints": [0, 1], "eval_batch_size": 500},
@@ -68,6 +72,7 @@ def cifar_binary_archive(path: Path, n_per_batch: int = 20, seed: int = 0) -> tu
     rng = np.random.default_rng(seed)
     train_imgs, train_labels = [], []
     with tarfile.open(path, "w:gz") as tar:
+
         def add(name: str, data: bytes) -> None:
             info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
             info.size = len(data)

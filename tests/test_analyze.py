@@ -28,18 +28,31 @@ def two_layer(seed: int = 0) -> nn.Sequential:
 
 def small_cnn(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(6 * 4 * 4, 5))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 5),
+    )
 
 
 def test_import_dnndist_stays_light():
-    code = ("import sys, dnndist; assert 'torch' not in sys.modules, 'torch imported'; "
-            "from dnndist import analyze, Analysis; assert 'torch' in sys.modules; "
-            "import dnndist.analysis; assert dnndist.analyze is dnndist.analysis.analyze; print(analyze.__name__)")
+    code = (
+        "import sys, dnndist; assert 'torch' not in sys.modules, 'torch imported'; "
+        "from dnndist import analyze, Analysis; assert 'torch' in sys.modules; "
+        "import dnndist.analysis; assert dnndist.analyze is dnndist.analysis.analyze; print(analyze.__name__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "analyze", out.stderr
-    out = subprocess.run([sys.executable, "-c", "import sys, dnndist.plots; assert 'torch' not in sys.modules"],
-                         capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, dnndist.plots; assert 'torch' not in sys.modules"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr  # figures (draw_esd included) need no torch
 
 
@@ -64,7 +77,11 @@ def test_resnet18_every_conv_and_fc_is_a_layer(resnet18_default):
     assert r.table["depth"].tolist() == list(range(1, 22))
     assert (r.table["layer_kind"] == "conv").sum() == 20 and r.table["layer"].iloc[-1] == "fc"
     pre = {s.name: s.pre for s in r.layers}  # the batch norm after each conv, as the registry's ResNets
-    assert pre["conv1"] == "bn1" and pre["layer1.0.conv2"] == "layer1.0.bn2" and pre["layer2.0.downsample.0"] == "layer2.0.downsample.1"
+    assert (
+        pre["conv1"] == "bn1"
+        and pre["layer1.0.conv2"] == "layer1.0.bn2"
+        and pre["layer2.0.downsample.0"] == "layer2.0.downsample.1"
+    )
     assert pre["fc"] == "fc"
     assert set(r.weight_groups) == set(expected) and "norm_running_var" in r.weight_groups["layer1.0.conv1"]
 
@@ -105,7 +122,10 @@ def test_two_layer_module_weights_only():
     net.train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     r = dnndist.analyze(net)
-    assert [(s.name, s.kind, s.pre, s.post) for s in r.layers] == [("0", "linear", "0", "1"), ("2", "linear", "2", None)]
+    assert [(s.name, s.kind, s.pre, s.post) for s in r.layers] == [
+        ("0", "linear", "0", "1"),
+        ("2", "linear", "2", None),
+    ]
     assert r.table["shape"].tolist() == ["16x8", "3x16"] and r.table["params"].tolist() == [16 * 8 + 16, 3 * 16 + 3]
     w = net[0].weight.detach().double().numpy()
     t = r.table.set_index("layer")
@@ -133,7 +153,9 @@ def test_two_layer_module_with_a_tensor():
         assert f["hist"].sum().item() + f["underflow"].item() + f["overflow"].item() == n
     assert np.isnan(r.features["count"].sel(layer="2", kind="post")).all()  # the classifier has no activation after it
     t = r.table.set_index("layer")
-    assert t.at["0", "pre_std"] == pytest.approx(pre0.std(), rel=1e-6) and t.at["0", "post_std"] == pytest.approx(post0.std(), rel=1e-6)
+    assert t.at["0", "pre_std"] == pytest.approx(pre0.std(), rel=1e-6) and t.at["0", "post_std"] == pytest.approx(
+        post0.std(), rel=1e-6
+    )
     assert np.isnan(t.at["2", "post_std"])
     g = r.feature_groups["0"]["pre"]
     assert g.dims[-3:] == ("split", "sample", "unit") and g.sizes["sample"] == 10
@@ -165,7 +187,9 @@ def test_conv_model_emission_absorption_as_the_gradients_stage():
     r = dnndist.analyze(net, [(x[:7], y[:7]), (x[7:], y[7:])], gradient_inputs=10, gradient_batch_size=4)
     assert r.gradients.attrs["gradient_target"] == "label"
     np.testing.assert_array_equal(r.gradients["sample_label"].values.ravel(), y[:10].numpy())
-    assert all(p.grad is None for p in net.parameters())  # the analysis ran on a copy: the caller's module has no gradients
+    assert all(
+        p.grad is None for p in net.parameters()
+    )  # the analysis ran on a copy: the caller's module has no gradients
     a1 = net[0](x[:10])
     a1.retain_grad()
     h = net[2](net[1](a1))
@@ -179,7 +203,9 @@ def test_conv_model_emission_absorption_as_the_gradients_stage():
         assert grp["em"].dims[-2:] == ("sample", "out_channel") and grp["ab"].dims[-2:] == ("sample", "in_channel")
         np.testing.assert_allclose(grp["em"].values.reshape(10, -1), em.numpy(), rtol=1e-4, atol=1e-8)
         np.testing.assert_allclose(grp["ab"].values.reshape(10, -1), ab.numpy(), rtol=1e-4, atol=1e-8)
-    assert {"median_emission", "cv_absorption"} <= set(r.table) and np.isnan(r.table.set_index("layer").at["5", "median_emission"])
+    assert {"median_emission", "cv_absorption"} <= set(r.table) and np.isnan(
+        r.table.set_index("layer").at["5", "median_emission"]
+    )
     predicted = dnndist.analyze(net, x, gradient_inputs=4)  # no labels: the model's own prediction
     assert predicted.gradients.attrs["gradient_target"] == "predicted" and predicted.gradients.sizes["sample"] == 4
 
@@ -189,8 +215,10 @@ def test_conv_model_emission_absorption_as_the_gradients_stage():
 def workflow_run(tmp_path_factory):
     """A trained tiny paper-CNN run (as tests/test_extract.py makes one) and its weights and features stores."""
     root = tmp_path_factory.mktemp("an")
-    store = data.build_store({"source": "synthetic", "synthetic": {"train_size": 400, "test_size": 100, "image_size": 32, "seed": 0}},
-                             root / "data.zarr")
+    store = data.build_store(
+        {"source": "synthetic", "synthetic": {"train_size": 400, "test_size": 100, "image_size": 32, "seed": 0}},
+        root / "data.zarr",
+    )
     ex = {"sample_size": 16, "batch_size": 70, "histogram_bins": 20, "gradient_batches": 2, "gradient_batch_size": 8}
     cfg = dcfg.validate(tiny_config(root, extract=ex), check_paths=False)
     s = dcfg.extract_settings(cfg, dcfg.Run("base", "kaiming_normal", 0))
@@ -212,10 +240,16 @@ def test_same_weight_statistics_as_the_workflow(workflow_run):
     assert [s_.name for s_ in r.layers] == list(groups)
     for layer, g in groups.items():  # the same tensors in the same store layout
         assert r.weight_groups[layer]["weight"].dims == g["weight"].dims
-        np.testing.assert_array_equal(r.weight_groups[layer]["weight"].values[:, :, :, 0], g["weight"].sel(epoch=[1]).values[:, :, :, 0])
-        ours, theirs = (pd.Series({k: v for k, v in a.items() if k != "analysed"}, dtype=object)
-                        for a in (r.weight_groups[layer]["weight"].attrs, g["weight"].attrs))
-        pd.testing.assert_series_equal(ours.sort_index(), theirs.sort_index())  # fan_in, init_std, ... (NaN bound equal)
+        np.testing.assert_array_equal(
+            r.weight_groups[layer]["weight"].values[:, :, :, 0], g["weight"].sel(epoch=[1]).values[:, :, :, 0]
+        )
+        ours, theirs = (
+            pd.Series({k: v for k, v in a.items() if k != "analysed"}, dtype=object)
+            for a in (r.weight_groups[layer]["weight"].attrs, g["weight"].attrs)
+        )
+        pd.testing.assert_series_equal(
+            ours.sort_index(), theirs.sort_index()
+        )  # fan_in, init_std, ... (NaN bound equal)
     key = ["layer", "param", "statistic"]
     a = r.weight_stats.set_index(key)["value"].sort_index()
     b = wf.set_index(key)["value"].sort_index()
@@ -224,8 +258,20 @@ def test_same_weight_statistics_as_the_workflow(workflow_run):
     np.testing.assert_array_equal(r.spectrum["singular_value"].to_numpy(), sp_wf["singular_value"].to_numpy())
     t = r.table.set_index("layer")  # the per-layer table holds the same numbers
     w1 = b.xs("weight", level="param").unstack("statistic")
-    for stat in ("mean", "std", "kurtosis", "within_unit", "within_default_bound", "ks_normal", "tail_index", "alpha", "lambda_max"):
-        np.testing.assert_array_equal(t.loc[list(groups), stat].to_numpy(dtype=float), w1.loc[list(groups), stat].to_numpy(), err_msg=stat)
+    for stat in (
+        "mean",
+        "std",
+        "kurtosis",
+        "within_unit",
+        "within_default_bound",
+        "ks_normal",
+        "tail_index",
+        "alpha",
+        "lambda_max",
+    ):
+        np.testing.assert_array_equal(
+            t.loc[list(groups), stat].to_numpy(dtype=float), w1.loc[list(groups), stat].to_numpy(), err_msg=stat
+        )
 
 
 def test_same_feature_statistics_as_the_workflow(workflow_run):
@@ -234,17 +280,44 @@ def test_same_feature_statistics_as_the_workflow(workflow_run):
     ex = s["extract"]
     inputs = extract.load_inputs(s, store, torch.device("cpu"))
     order = inputs.order("valid", ex["seed"])
-    chunks = [order[: ex["sample_size"]]] + list(order[ex["sample_size"]:].split(ex["batch_size"]))
+    chunks = [order[: ex["sample_size"]]] + list(order[ex["sample_size"] :].split(ex["batch_size"]))
     batches = [inputs.batch("valid", idx) for idx in chunks]
-    r = dnndist.analyze("paper_cnn", batches, weights=run_dir / "checkpoints" / "epoch_0001.safetensors", init="kaiming_normal",
-                        histogram_bins=ex["histogram_bins"], sample_size=ex["sample_size"], emission=False)
-    wf = xr.open_zarr(run_dir / "features.zarr", consolidated=False).sel(epoch=1, split="valid").squeeze(drop=True).load()
+    r = dnndist.analyze(
+        "paper_cnn",
+        batches,
+        weights=run_dir / "checkpoints" / "epoch_0001.safetensors",
+        init="kaiming_normal",
+        histogram_bins=ex["histogram_bins"],
+        sample_size=ex["sample_size"],
+        emission=False,
+    )
+    wf = (
+        xr.open_zarr(run_dir / "features.zarr", consolidated=False)
+        .sel(epoch=1, split="valid")
+        .squeeze(drop=True)
+        .load()
+    )
     ours = r.features.sel(epoch=0, split="inputs").squeeze(drop=True).sel(layer=wf["layer"].values)
-    for name in ("count", "mean", "m2", "m3", "m4", "min", "max", "hist_lo", "hist_hi", "underflow", "overflow", "hist"):
+    for name in (
+        "count",
+        "mean",
+        "m2",
+        "m3",
+        "m4",
+        "min",
+        "max",
+        "hist_lo",
+        "hist_hi",
+        "underflow",
+        "overflow",
+        "hist",
+    ):
         np.testing.assert_array_equal(ours[name].values, wf[name].values, err_msg=name)
     np.testing.assert_array_equal(r.features["sample_label"].values.ravel(), wf["sample_label"].values)
     g = xr.open_zarr(run_dir / "features.zarr", group="conv2", consolidated=False)
-    np.testing.assert_array_equal(r.feature_groups["conv2"]["pre"].values.squeeze(), g["pre"].sel(epoch=1, split="valid").values.squeeze())
+    np.testing.assert_array_equal(
+        r.feature_groups["conv2"]["pre"].values.squeeze(), g["pre"].sel(epoch=1, split="valid").values.squeeze()
+    )
 
 
 def test_inplace_activations_do_not_change_the_features():
@@ -256,8 +329,10 @@ def test_inplace_activations_do_not_change_the_features():
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     r = dnndist.analyze(net, x, emission=False)
     outs = {}
-    handles = [net.get_submodule(m).register_forward_hook(lambda mod, a, o, m=m: outs.__setitem__(m, o.clone()))
-               for m in ("bn1", "layer1.0.bn2")]
+    handles = [
+        net.get_submodule(m).register_forward_hook(lambda mod, a, o, m=m: outs.__setitem__(m, o.clone()))
+        for m in ("bn1", "layer1.0.bn2")
+    ]
     with torch.no_grad():
         net(x)
     for h in handles:
@@ -280,7 +355,9 @@ def test_image_folder_and_archive_inputs(tmp_path):
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
     net = analysis.load_model("paper_cnn")[0].eval()
     r = dnndist.analyze(net, root, emission=False, workers=1)
-    imgs = np.stack([np.asarray(Image.open(root / c / f"{i}.png")).transpose(2, 0, 1) for c in ("cat", "dog") for i in range(3)])
+    imgs = np.stack(
+        [np.asarray(Image.open(root / c / f"{i}.png")).transpose(2, 0, 1) for c in ("cat", "dog") for i in range(3)]
+    )
     x = imgs.astype(np.float64) / 255
     mean, std = x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3))
     xin = torch.from_numpy((x - mean[:, None, None]) / std[:, None, None]).float()
@@ -309,8 +386,22 @@ def test_write_stores_tables_and_figures(tmp_path):
     r = dnndist.analyze(net, x, gradient_inputs=8)
     written = r.write(tmp_path / "out")
     out = tmp_path / "out"
-    for name in ("weights.zarr", "features.zarr", "gradients.zarr", "layers.csv", "weights.csv", "spectrum.csv", "weight_hist.csv",
-                 "features.csv", "feature_hist.csv", "em_ab.csv", "weights.png", "features.png", "esd/0.png", "esd/5.png"):
+    for name in (
+        "weights.zarr",
+        "features.zarr",
+        "gradients.zarr",
+        "layers.csv",
+        "weights.csv",
+        "spectrum.csv",
+        "weight_hist.csv",
+        "features.csv",
+        "feature_hist.csv",
+        "em_ab.csv",
+        "weights.png",
+        "features.png",
+        "esd/0.png",
+        "esd/5.png",
+    ):
         assert out / name in written and (out / name).exists(), name
     for store in ("weights.zarr", "features.zarr", "gradients.zarr"):
         integrity.verify_store(out / store)
@@ -334,7 +425,9 @@ def test_draw_esd_marks_the_fit_and_xmin():
     assert xline.get_xdata()[0] == pytest.approx(st["alpha_xmin"])
     plots.plt.close(fig)
     fig = plots.draw_esd(ev, title="no fit")
-    assert "fit" not in {a.get_gid() for a in fig.axes[0].get_children()} and "no power-law fit" in fig.axes[0].get_title()
+    assert (
+        "fit" not in {a.get_gid() for a in fig.axes[0].get_children()} and "no power-law fit" in fig.axes[0].get_title()
+    )
     plots.plt.close(fig)
 
 
@@ -345,18 +438,40 @@ def test_cli_on_a_saved_state_dict(tmp_path):
     net = torchvision.models.resnet18(weights=None)
     torch.save(net.state_dict(), tmp_path / "W.pth")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "dnndist", "analyze", "--model", "torchvision:resnet18", "--weights", str(tmp_path / "W.pth"),
-                           "--out", str(out), "--no-figures"], capture_output=True, text=True, env=env(), timeout=600, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dnndist",
+            "analyze",
+            "--model",
+            "torchvision:resnet18",
+            "--weights",
+            str(tmp_path / "W.pth"),
+            "--out",
+            str(out),
+            "--no-figures",
+        ],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("torchvision:resnet18: 21 Conv2d/Linear layers") and "layer4.1.conv2" in proc.stdout
     integrity.verify_store(out / "weights.zarr")
     g = xr.open_zarr(out / "weights.zarr", group="layer1.0.conv1", consolidated=False)
     np.testing.assert_array_equal(g["weight"].values.squeeze(), net.layer1[0].conv1.weight.detach().numpy())
     attrs = xr.open_zarr(out / "weights.zarr", consolidated=False).attrs
-    assert attrs["weights"] == str(tmp_path / "W.pth") and attrs["weights_sha256"] == integrity.sha256(tmp_path / "W.pth")
+    assert attrs["weights"] == str(tmp_path / "W.pth") and attrs["weights_sha256"] == integrity.sha256(
+        tmp_path / "W.pth"
+    )
     layers = pd.read_csv(out / "layers.csv")
     assert len(layers) == 21 and layers["layer"].tolist()[0] == "conv1"
-    convs = layers[layers["layer_kind"] == "conv"]  # torchvision's init: kaiming_normal_(mode='fan_out'), std sqrt(2 / fan_out)
+    convs = layers[
+        layers["layer_kind"] == "conv"
+    ]  # torchvision's init: kaiming_normal_(mode='fan_out'), std sqrt(2 / fan_out)
     np.testing.assert_allclose(convs["std"], np.sqrt(2 / convs["fan_out"]), rtol=0.05)
     tidy = pd.read_csv(out / "weights.csv")
     assert list(tidy.columns) == ["variant", "init", "seed", "epoch", "layer", "depth", "param", "statistic", "value"]
@@ -381,9 +496,26 @@ def test_cli_bad_input_is_one_line_and_exit_status_2(tmp_path, unfit_weights, ca
         assert cli.main(["analyze", *argv]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("dnndist analyze: error:") and message in err and "\n" not in err, err
-    proc = subprocess.run([sys.executable, "-m", "dnndist", "analyze", "--model", "torchvision:resnet18", "--weights", str(unfit_weights)],
-                          capture_output=True, text=True, env=env(), timeout=300, check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dnndist",
+            "analyze",
+            "--model",
+            "torchvision:resnet18",
+            "--weights",
+            str(unfit_weights),
+        ],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (
+        proc.stderr
+    )
 
 
 def test_python_bad_input_raises_dnndist_error(tmp_path, unfit_weights):

@@ -43,13 +43,31 @@ def test_preflight_stops_before_any_job_when_python_cannot_import_dnndist(tmp_pa
 
     bare = tmp_path / "bin"
     bare.mkdir()
-    os.symlink(shutil.which("python3", path="/usr/bin:/bin") or sys.executable, bare / "python")  # a python without dnndist
+    os.symlink(
+        shutil.which("python3", path="/usr/bin:/bin") or sys.executable, bare / "python"
+    )  # a python without dnndist
     write_yaml(tmp_path / "tiny.yaml", tiny_config(tmp_path / "results"))
     (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{bare}:/usr/bin:/bin"
-    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "1",
-                           "--configfile", str(tmp_path / "tiny.yaml")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--cores",
+            "1",
+            "--configfile",
+            str(tmp_path / "tiny.yaml"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "cannot import dnndist" in out and "export PATH=$PWD/.venv/bin:$PATH" in out

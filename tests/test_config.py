@@ -19,8 +19,21 @@ def base_config() -> dict:
 def test_default_config_is_the_paper_experiment():
     cfg = dcfg.validate(base_config())
     assert cfg["data"]["source"] == "cifar10"
-    assert cfg["inits"] == ["orthogonal", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "ones", "zeros"]
-    assert (cfg["train"]["optimizer"], cfg["train"]["lr"], cfg["train"]["batch_size"], cfg["train"]["epochs"]) == ("adam", 1e-4, 64, 50)
+    assert cfg["inits"] == [
+        "orthogonal",
+        "kaiming_normal",
+        "kaiming_uniform",
+        "xavier_normal",
+        "xavier_uniform",
+        "ones",
+        "zeros",
+    ]
+    assert (cfg["train"]["optimizer"], cfg["train"]["lr"], cfg["train"]["batch_size"], cfg["train"]["epochs"]) == (
+        "adam",
+        1e-4,
+        64,
+        50,
+    )
     assert cfg["train"]["weight_decay"] == 0 and cfg["train"]["l1"] == 0
     assert len(dcfg.runs(cfg)) == 7
 
@@ -65,7 +78,9 @@ def test_init_override_changes_only_that_run():
 
 
 def test_variants_override_base_and_restrict_inits():
-    cfg = dcfg.validate({**base_config(), "variants": {"base": {}, "bn": {"model": {"norm": "batch"}, "inits": ["kaiming_normal"]}}})
+    cfg = dcfg.validate(
+        {**base_config(), "variants": {"base": {}, "bn": {"model": {"norm": "batch"}, "inits": ["kaiming_normal"]}}}
+    )
     runs = dcfg.runs(cfg)
     assert [r.name for r in runs if r.variant == "bn"] == ["bn/kaiming_normal/seed0"]
     assert dcfg.run_settings(cfg, runs[-1])["model"]["norm"] == "batch"
@@ -97,7 +112,17 @@ BAD = [
     ({"overrides": {"ones": {"train": {"lr": "fast"}}}}, "overrides.ones.train.lr"),
     ({"overrides": {"torch_default": {"train": {"lr": 0.1}}}}, "overrides.torch_default"),
     ({"overrides": {"bogus": {}}}, "overrides"),
-    ({"data": {"source": "synthetic", "valid_split": "train", "valid_size": 5000, "synthetic": {"train_size": 1000}}}, "data.valid_size"),
+    (
+        {
+            "data": {
+                "source": "synthetic",
+                "valid_split": "train",
+                "valid_size": 5000,
+                "synthetic": {"train_size": 1000},
+            }
+        },
+        "data.valid_size",
+    ),
     ({"train": {"device": "gpu"}}, "train.device"),
     ({"variants": {"Bad Name": {}}}, "variants"),
     ({"data": {"cifar10": {"md5": "xyz"}}}, "data.cifar10.md5"),
@@ -133,17 +158,25 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path, patch, key):
     assert not (tmp_path / "results").exists()  # no job ran
 
 
-GRID = {"model.norm": ["none", "batch"], "model.activation": ["relu", "leaky_relu"],
-        "train.weight_decay": [0.0, 1.0e-4], "train.l1": [0.0, 1.0e-5]}
+GRID = {
+    "model.norm": ["none", "batch"],
+    "model.activation": ["relu", "leaky_relu"],
+    "train.weight_decay": [0.0, 1.0e-4],
+    "train.l1": [0.0, 1.0e-5],
+}
 
 
 def test_grid_variant_names_are_readable_unique_and_stable():
-    cfg = dcfg.validate({**base_config(), "grid": GRID, "variants": {"base": {}, "binary": {"input": {"transform": "binarize"}}}})
+    cfg = dcfg.validate(
+        {**base_config(), "grid": GRID, "variants": {"base": {}, "binary": {"input": {"transform": "binarize"}}}}
+    )
     names = list(cfg["variants"])
     assert len(names) == len(set(names)) == 17
     assert names[0] == "base" and "bn-leaky-l2_0.0001-l1_1e-05" in names and names[-1] == "binary"
-    assert cfg["variants"]["bn-leaky"] == {"model": {"norm": "batch", "activation": "leaky_relu"},
-                                           "train": {"weight_decay": 0.0, "l1": 0.0}}
+    assert cfg["variants"]["bn-leaky"] == {
+        "model": {"norm": "batch", "activation": "leaky_relu"},
+        "train": {"weight_decay": 0.0, "l1": 0.0},
+    }
     # adding a level or a factor keeps every existing name and its settings
     more = {**GRID, "train.l1": [0.0, 1.0e-5, 1.0e-4], "input.transform": ["as_is", "binarize"]}
     cfg2 = dcfg.validate({**base_config(), "grid": more})
@@ -154,12 +187,15 @@ def test_grid_variant_names_are_readable_unique_and_stable():
     assert "l1_0.0001" in cfg2["variants"] and "binary" in cfg2["variants"]
 
 
-@pytest.mark.parametrize("grid,key", [
-    ({"model.norm": ["none", "layer"]}, "grid.model.norm"),
-    ({"train.weight_decay": [0.0, "big"]}, "grid.train.weight_decay"),
-    ({"optim.lr": [1.0]}, "grid"),
-    ({"model.norm": []}, "grid.model.norm"),
-])
+@pytest.mark.parametrize(
+    "grid,key",
+    [
+        ({"model.norm": ["none", "layer"]}, "grid.model.norm"),
+        ({"train.weight_decay": [0.0, "big"]}, "grid.train.weight_decay"),
+        ({"optim.lr": [1.0]}, "grid"),
+        ({"model.norm": []}, "grid.model.norm"),
+    ],
+)
 def test_bad_grids_name_the_key(grid, key):
     with pytest.raises(dcfg.ConfigError) as err:
         dcfg.validate({**base_config(), "grid": grid})
@@ -189,15 +225,41 @@ def test_adding_one_variant_plans_only_its_jobs(tmp_path):
         for kind in ("weights", "features", "gradients"):
             (run / f"{kind}.zarr").mkdir(exist_ok=True)
     (tmp_path / "results" / "data" / "dataset.zarr").mkdir(parents=True, exist_ok=True)
-    targets = [str(tmp_path / "results" / "runs" / v / "kaiming_normal" / "seed0" / f"{k}.zarr")
-               for v in ("base", "bn") for k in ("weights", "features", "gradients")]
-    subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), *targets, "--touch",
-                    "--cores", "1", "--configfile", str(tmp_path / "a.yaml")], env=env(), cwd=tmp_path, check=True,
-                   capture_output=True)
-    plan = snakemake(tmp_path, *[t.replace("/base/", "/leaky/").replace("/bn/", "/bn-leaky/") for t in targets], "-n",
-                     "--configfile", str(tmp_path / "b.yaml")).stdout
+    targets = [
+        str(tmp_path / "results" / "runs" / v / "kaiming_normal" / "seed0" / f"{k}.zarr")
+        for v in ("base", "bn")
+        for k in ("weights", "features", "gradients")
+    ]
+    subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            *targets,
+            "--touch",
+            "--cores",
+            "1",
+            "--configfile",
+            str(tmp_path / "a.yaml"),
+        ],
+        env=env(),
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    plan = snakemake(
+        tmp_path,
+        *[t.replace("/base/", "/leaky/").replace("/bn/", "/bn-leaky/") for t in targets],
+        "-n",
+        "--configfile",
+        str(tmp_path / "b.yaml"),
+    ).stdout
     assert "runs/leaky/kaiming_normal/seed0" in plan and "runs/bn-leaky/kaiming_normal/seed0" in plan
-    assert "runs/base/kaiming_normal" not in plan and "runs/bn/kaiming_normal" not in plan and "rule dataset" not in plan
+    assert (
+        "runs/base/kaiming_normal" not in plan and "runs/bn/kaiming_normal" not in plan and "rule dataset" not in plan
+    )
 
 
 def test_gain_convention_is_an_experiment_factor():

@@ -59,9 +59,21 @@ def test_cifar10_download_from_local_server_and_convert(tmp_path, http_root):
     images, labels = cifar_binary_archive(www / "cifar-10-binary.tar.gz")
     archive = tmp_path / "dl" / "cifar-10-binary.tar.gz"
     proc = subprocess.run(
-        [sys.executable, "-m", "dnndist", "download-cifar10", "--url", f"{url}/cifar-10-binary.tar.gz",
-         "--md5", md5(www / "cifar-10-binary.tar.gz"), "--out", str(archive)],
-        env=env(), capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "dnndist",
+            "download-cifar10",
+            "--url",
+            f"{url}/cifar-10-binary.tar.gz",
+            "--md5",
+            md5(www / "cifar-10-binary.tar.gz"),
+            "--out",
+            str(archive),
+        ],
+        env=env(),
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert archive.read_bytes() == (www / "cifar-10-binary.tar.gz").read_bytes()
@@ -101,8 +113,21 @@ def test_corrupt_or_truncated_archive_gives_clear_error_and_no_store(tmp_path):
         data.build_store({**settings, "cifar10": {"url": "-", "md5": "0" * 32}}, tmp_path / "s.zarr", archive=good)
     # through the CLI: one line, exit status 2, no traceback
     proc = subprocess.run(
-        [sys.executable, "-m", "dnndist", "data", "--settings", '{"source": "cifar10", "cifar10": {"url": "-", "md5": null}}',
-         "--archive", str(truncated), "--out", str(tmp_path / "s.zarr")], env=env(), capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "dnndist",
+            "data",
+            "--settings",
+            '{"source": "cifar10", "cifar10": {"url": "-", "md5": null}}',
+            "--archive",
+            str(truncated),
+            "--out",
+            str(tmp_path / "s.zarr"),
+        ],
+        env=env(),
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "corrupt or truncated" in proc.stderr
 
@@ -149,8 +174,17 @@ def _jpeg_tree(root, classes=("cat", "dog"), n=3, size=(40, 48)):
 
 def test_imagefolder_directory_resized_and_cropped(tmp_path):
     _jpeg_tree(tmp_path / "tree")
-    settings = {"source": "imagefolder", "imagefolder": {"path": str(tmp_path / "tree"), "train": "train", "test": "test",
-                                                         "image_size": 24, "resize": 32, "limit_per_class": 2}}
+    settings = {
+        "source": "imagefolder",
+        "imagefolder": {
+            "path": str(tmp_path / "tree"),
+            "train": "train",
+            "test": "test",
+            "image_size": 24,
+            "resize": 32,
+            "limit_per_class": 2,
+        },
+    }
     ds = data.open_store(data.build_store(settings, tmp_path / "f.zarr"))
     assert ds.images["train"].shape == (4, 3, 24, 24) and ds.images["test"].shape == (4, 3, 24, 24)
     assert ds.classes == ["cat", "dog"] and ds.labels["train"].tolist() == [0, 0, 1, 1]
@@ -159,8 +193,17 @@ def test_imagefolder_directory_resized_and_cropped(tmp_path):
 def test_imagefolder_bad_image_is_a_clear_error(tmp_path):
     _jpeg_tree(tmp_path / "tree")
     (tmp_path / "tree" / "train" / "cat" / "0001.jpg").write_bytes(b"not a jpeg")
-    settings = {"source": "imagefolder", "imagefolder": {"path": str(tmp_path / "tree"), "train": "train", "test": None,
-                                                         "image_size": 32, "resize": None, "limit_per_class": None}}
+    settings = {
+        "source": "imagefolder",
+        "imagefolder": {
+            "path": str(tmp_path / "tree"),
+            "train": "train",
+            "test": None,
+            "image_size": 32,
+            "resize": None,
+            "limit_per_class": None,
+        },
+    }
     with pytest.raises(data.DataError, match="cannot decode image train/cat/0001.jpg"):
         data.build_store(settings, tmp_path / "f.zarr")
     assert not (tmp_path / "f.zarr").exists()
@@ -177,10 +220,14 @@ def _mixed_image_tree(root, n=4):
         for c in ("cat", "dog"):
             (root / split / c).mkdir(parents=True)
             for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / split / c / f"{i:04d}.jpg", quality=80)
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i:04d}.jpg", quality=80
+                )
             Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / split / c / "big.jpg")
             Image.fromarray(rng.integers(0, 256, (36, 32), dtype=np.uint8), "L").save(root / split / c / "grey.jpg")
-            Image.fromarray(rng.integers(0, 256, (32, 34, 4), dtype=np.uint8), "RGBA").save(root / split / c / "rgba.png")
+            Image.fromarray(rng.integers(0, 256, (32, 34, 4), dtype=np.uint8), "RGBA").save(
+                root / split / c / "rgba.png"
+            )
 
 
 def _tar_gz(tree, archive):
@@ -213,14 +260,25 @@ def test_parallel_decode_equals_serial(tmp_path, monkeypatch):
     first_attrs = {}
     # limit 3: the fitting 0000..0002.jpg only, so that only one pool pays for importing torch to resize
     for source, workers, limit in ((tree, 1, 3), (tree, 2, 3), (archive, 2, 3), (archive, 1, None), (archive, 2, None)):
-        settings = {"source": "imagefolder", "imagefolder": {"path": str(source), "train": "train", "test": "test",
-                                                             "image_size": 32, "resize": None, "limit_per_class": limit}}
+        settings = {
+            "source": "imagefolder",
+            "imagefolder": {
+                "path": str(source),
+                "train": "train",
+                "test": "test",
+                "image_size": 32,
+                "resize": None,
+                "limit_per_class": limit,
+            },
+        }
         out = data.build_store(settings, tmp_path / f"{source.name}-{workers}-{limit}.zarr", workers=workers)
         root = zarr.open_group(str(out), mode="r")
         refs = data.list_imagefolder(tree, subdirs, limit)
         assert len(refs) == 4 * (limit or 7)
         for s in subdirs:
-            expected = [data.decode_image((tree / r.name).read_bytes(), r.name, 32, 32).numpy() for r in refs if r.split == s]
+            expected = [
+                data.decode_image((tree / r.name).read_bytes(), r.name, 32, 32).numpy() for r in refs if r.split == s
+            ]
             assert np.array_equal(root[s]["images"][:], np.stack(expected))
             assert root[s]["labels"][:].tolist() == [int(r.cls == "dog") for r in refs if r.split == s]
         attrs = {k: v for k, v in root.attrs.items() if k != "config_hash"}  # the hash covers the path
@@ -238,8 +296,17 @@ def test_parallel_decode_reports_the_first_bad_image(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "DECODE_BATCH", 2)
     archive = _tar_gz(tree, tmp_path / "tree.tar.gz")  # reverse order: the dog's bad image comes first
     for source, first in ((tree, "train/cat/0001.jpg"), (archive, "train/dog/0002.jpg")):
-        settings = {"source": "imagefolder", "imagefolder": {"path": str(source), "train": "train", "test": "test",
-                                                             "image_size": 32, "resize": None, "limit_per_class": None}}
+        settings = {
+            "source": "imagefolder",
+            "imagefolder": {
+                "path": str(source),
+                "train": "train",
+                "test": "test",
+                "image_size": 32,
+                "resize": None,
+                "limit_per_class": None,
+            },
+        }
         for workers in (1, 2):
             with pytest.raises(data.DataError, match=f"^cannot decode image {first}: "):
                 data.build_store(settings, tmp_path / "bad.zarr", workers=workers)
@@ -247,8 +314,17 @@ def test_parallel_decode_reports_the_first_bad_image(tmp_path, monkeypatch):
 
 
 def test_imagefolder_from_shared_cifar_jpeg_slice(tmp_path, shared_jpeg):
-    settings = {"source": "imagefolder", "imagefolder": {"path": str(shared_jpeg), "train": "train", "test": "test",
-                                                         "image_size": 32, "resize": None, "limit_per_class": 5}}
+    settings = {
+        "source": "imagefolder",
+        "imagefolder": {
+            "path": str(shared_jpeg),
+            "train": "train",
+            "test": "test",
+            "image_size": 32,
+            "resize": None,
+            "limit_per_class": 5,
+        },
+    }
     ds = data.open_store(data.build_store(settings, tmp_path / "j.zarr"))
     assert ds.images["train"].shape == (50, 3, 32, 32) and ds.images["test"].shape == (50, 3, 32, 32)
     assert ds.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -269,7 +345,10 @@ def test_split_indices_are_seeded_disjoint_and_complete():
 
 
 def test_paper_split_trains_on_every_image_and_validates_on_test():
-    images = {"train": torch.arange(40, dtype=torch.uint8).view(10, 1, 2, 2), "test": torch.zeros(4, 1, 2, 2, dtype=torch.uint8)}
+    images = {
+        "train": torch.arange(40, dtype=torch.uint8).view(10, 1, 2, 2),
+        "test": torch.zeros(4, 1, 2, 2, dtype=torch.uint8),
+    }
     labels = {"train": torch.arange(10) % 2, "test": torch.tensor([0, 1, 0, 1])}
     ds = data.Dataset(images, labels, ["a", "b"], torch.zeros(1), torch.ones(1))
     held = data.make_splits(ds, valid_size=3, split_seed=0, valid_split="train")
@@ -280,8 +359,12 @@ def test_paper_split_trains_on_every_image_and_validates_on_test():
     moved = paper.to(torch.device("cpu"))
     assert moved.images["valid"] is moved.images["test"]  # evaluated once (train.eval_rows)
     with pytest.raises(data.DataError, match="no test split"):
-        data.make_splits(data.Dataset({"train": images["train"]}, {"train": labels["train"]}, ["a", "b"], ds.mean, ds.std),
-                         3, 0, "test")
+        data.make_splits(
+            data.Dataset({"train": images["train"]}, {"train": labels["train"]}, ["a", "b"], ds.mean, ds.std),
+            3,
+            0,
+            "test",
+        )
 
 
 def test_random_split_is_seeded_gaussian():
@@ -323,15 +406,32 @@ def test_read_only_results_directory_is_a_clear_error(tmp_path):
         ro.chmod(0o500)
         out = ro / "dataset.zarr"
     settings = '{"source": "synthetic", "synthetic": {"train_size": 20, "test_size": 10, "image_size": 16, "seed": 0}}'
-    proc = subprocess.run([sys.executable, "-m", "dnndist", "data", "--settings", settings, "--out", str(out)],
-                          env=env(), capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dnndist", "data", "--settings", settings, "--out", str(out)],
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "error:" in proc.stderr, proc.stderr
     assert not out.exists()
 
 
 def test_missing_input_file_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "dnndist", "download-cifar10", "--url", "file:///nonexistent/x.tar.gz",
-                           "--out", str(tmp_path / "x.tar.gz")], env=env(), capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dnndist",
+            "download-cifar10",
+            "--url",
+            "file:///nonexistent/x.tar.gz",
+            "--out",
+            str(tmp_path / "x.tar.gz"),
+        ],
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
 
 
@@ -341,7 +441,9 @@ def test_disk_full_is_a_clear_error_and_leaves_no_store(tmp_path):
     import resource
 
     out = tmp_path / "dataset.zarr"
-    settings = '{"source": "synthetic", "synthetic": {"train_size": 600, "test_size": 100, "image_size": 32, "seed": 0}}'
+    settings = (
+        '{"source": "synthetic", "synthetic": {"train_size": 600, "test_size": 100, "image_size": 32, "seed": 0}}'
+    )
     cmd = [sys.executable, "-m", "dnndist", "data", "--settings", settings, "--out", str(out)]
 
     def limit() -> None:

@@ -25,7 +25,9 @@ EX = {"sample_size": 16, "batch_size": 70, "histogram_bins": 20, "gradient_batch
 
 
 def settings_for(root, init="kaiming_normal", **sections):
-    cfg = dcfg.validate(tiny_config(root, inits=["kaiming_normal", "xavier_uniform"], extract=EX, **sections), check_paths=False)
+    cfg = dcfg.validate(
+        tiny_config(root, inits=["kaiming_normal", "xavier_uniform"], extract=EX, **sections), check_paths=False
+    )
     return dcfg.extract_settings(cfg, dcfg.Run("base", init, 0))
 
 
@@ -33,8 +35,10 @@ def settings_for(root, init="kaiming_normal", **sections):
 def run(tmp_path_factory):
     """A trained tiny run (2 checkpoints) and its three extracted stores, for two inits."""
     root = tmp_path_factory.mktemp("ex")
-    store = data.build_store({"source": "synthetic", "synthetic": {"train_size": 400, "test_size": 100, "image_size": 32, "seed": 0}},
-                             root / "data.zarr")
+    store = data.build_store(
+        {"source": "synthetic", "synthetic": {"train_size": 400, "test_size": 100, "image_size": 32, "seed": 0}},
+        root / "data.zarr",
+    )
     out = {}
     for init in ("kaiming_normal", "xavier_uniform"):
         s = settings_for(root, init)
@@ -56,7 +60,16 @@ def test_weights_dataset(run):
     root, store, runs = run
     s, run_dir = runs["kaiming_normal"]
     ds = xr.open_zarr(run_dir / "weights.zarr", group="conv2", consolidated=False)
-    assert ds["weight"].dims == ("variant", "init", "seed", "epoch", "out_channel", "in_channel", "kernel_y", "kernel_x")
+    assert ds["weight"].dims == (
+        "variant",
+        "init",
+        "seed",
+        "epoch",
+        "out_channel",
+        "in_channel",
+        "kernel_y",
+        "kernel_x",
+    )
     assert ds["bias"].dims == ("variant", "init", "seed", "epoch", "out_channel")
     assert ds["weight"].dtype == np.float32 and ds["weight"].chunks is not None  # lazy, dask-backed
     assert ds["init"].values.tolist() == ["kaiming_normal"] and ds["epoch"].values.tolist() == [0, 1]
@@ -70,9 +83,25 @@ def test_weights_dataset(run):
     assert fc["weight"].dims[-2:] == ("out_feature", "in_feature") and fc["weight"].shape[-2:] == (512, 1024)
     rootds = xr.open_zarr(run_dir / "weights.zarr", consolidated=False)
     assert rootds["layer"].values.tolist() == ["conv1", "conv2", "conv3", "fc1", "fc2"]
-    assert rootds["fan_in"].squeeze().values.tolist() == [27, 144, 144, 1024, 512]  # per run: models may differ by variant
+    assert rootds["fan_in"].squeeze().values.tolist() == [
+        27,
+        144,
+        144,
+        1024,
+        512,
+    ]  # per run: models may differ by variant
     assert not rootds["diverged"].values.any()
-    for key in ("config_hash", "dnndist_version", "git_commit", "torch_version", "xarray_version", "zarr_version", "device", "seed", "created"):
+    for key in (
+        "config_hash",
+        "dnndist_version",
+        "git_commit",
+        "torch_version",
+        "xarray_version",
+        "zarr_version",
+        "device",
+        "seed",
+        "created",
+    ):
         assert key in rootds.attrs, key
 
 
@@ -81,7 +110,9 @@ def features_by_numpy(s, store, run_dir, epoch, split, layer_module):
     inputs = extract.load_inputs(s, store, torch.device("cpu"))
     model = model_at(s, store, run_dir, epoch)
     outs = []
-    model.get_submodule(layer_module).register_forward_hook(lambda m, a, o: outs.append(o.detach().double().numpy().ravel()))
+    model.get_submodule(layer_module).register_forward_hook(
+        lambda m, a, o: outs.append(o.detach().double().numpy().ravel())
+    )
     order = inputs.order(split, s["extract"]["seed"])
     with torch.no_grad():
         for idx in order.split(50):
@@ -89,12 +120,19 @@ def features_by_numpy(s, store, run_dir, epoch, split, layer_module):
     return np.concatenate(outs)
 
 
-@pytest.mark.parametrize("split,layer,kind,module", [("valid", "conv2", "pre", "conv2"), ("random", "fc1", "post", "act4"),
-                                                      ("train", "conv1", "post", "act1")])
+@pytest.mark.parametrize(
+    "split,layer,kind,module",
+    [("valid", "conv2", "pre", "conv2"), ("random", "fc1", "post", "act4"), ("train", "conv1", "post", "act1")],
+)
 def test_streaming_statistics_equal_numpy(run, split, layer, kind, module):
     _, store, runs = run
     s, run_dir = runs["kaiming_normal"]
-    ds = xr.open_zarr(run_dir / "features.zarr", consolidated=False).sel(epoch=1, layer=layer, kind=kind, split=split).squeeze().compute()
+    ds = (
+        xr.open_zarr(run_dir / "features.zarr", consolidated=False)
+        .sel(epoch=1, layer=layer, kind=kind, split=split)
+        .squeeze()
+        .compute()
+    )
     x = features_by_numpy(s, store, run_dir, 1, split, module)
     n = x.size
     assert ds["count"].item() == n
@@ -164,7 +202,9 @@ def test_gradients_dataset_against_autograd(run):
     (gw,) = torch.autograd.grad(losses.mean(), model.fc1.weight)
     gref = gw.numpy()  # float32 extraction vs float64 reference: tolerance relative to the largest entry
     assert np.allclose(fc1["weight_grad"].isel(batch=0).values, gref, rtol=1e-4, atol=1e-5 * np.abs(gref).max())
-    assert root["param_grad_norm"].sel(layer="fc1", param="weight").isel(batch=0).item() == pytest.approx(gw.norm().item(), rel=1e-4)
+    assert root["param_grad_norm"].sel(layer="fc1", param="weight").isel(batch=0).item() == pytest.approx(
+        gw.norm().item(), rel=1e-4
+    )
     # em/ab are streamed into the store one gradient batch per chunk (memory does not grow with N)
     import zarr
 
@@ -212,11 +252,29 @@ def store_files(path):
 def test_killed_extraction_reruns_to_the_same_bytes(run, tmp_path):
     _, store, runs = run
     s, run_dir = runs["kaiming_normal"]
-    s = {**s, "random": {**s["random"], "random_size": 3000},  # long enough to be killed mid-way
-         "extract": {**s["extract"], "splits": ["valid", "random"]}}
+    s = {
+        **s,
+        "random": {**s["random"], "random_size": 3000},  # long enough to be killed mid-way
+        "extract": {**s["extract"], "splits": ["valid", "random"]},
+    }
     out = tmp_path / "features.zarr"
-    cmd = [sys.executable, "-m", "dnndist", "extract", "features", "--settings", json.dumps(s), "--checkpoints",
-           str(run_dir / "checkpoints"), "--data", str(store), "--out", str(out), "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dnndist",
+        "extract",
+        "features",
+        "--settings",
+        json.dumps(s),
+        "--checkpoints",
+        str(run_dir / "checkpoints"),
+        "--data",
+        str(store),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, env=env(), stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if "epoch 0 done" in line:
@@ -247,13 +305,32 @@ def test_feature_memory_does_not_grow_with_split_size(run, tmp_path):
     )
     peaks = {}
     for n in (1_000, 10_000):
-        sn = {**s, "checkpoint_epochs": [1], "random": {**s["random"], "random_size": n},
-              "extract": {**s["extract"], "splits": ["random"], "batch_size": 500}}
-        proc = subprocess.run([sys.executable, "-c", script, json.dumps(sn), str(run_dir / "checkpoints"), str(store),
-                               str(tmp_path / f"f{n}.zarr")], env=env(), capture_output=True, text=True)
+        sn = {
+            **s,
+            "checkpoint_epochs": [1],
+            "random": {**s["random"], "random_size": n},
+            "extract": {**s["extract"], "splits": ["random"], "batch_size": 500},
+        }
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                script,
+                json.dumps(sn),
+                str(run_dir / "checkpoints"),
+                str(store),
+                str(tmp_path / f"f{n}.zarr"),
+            ],
+            env=env(),
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stderr
         peaks[n] = int(proc.stdout.split()[-1])
-    assert xr.open_zarr(tmp_path / "f10000.zarr", consolidated=False)["count"].sel(layer="conv1", kind="pre").max() == 10_000 * 16 * 32 * 32
+    assert (
+        xr.open_zarr(tmp_path / "f10000.zarr", consolidated=False)["count"].sel(layer="conv1", kind="pre").max()
+        == 10_000 * 16 * 32 * 32
+    )
     assert peaks[10_000] < 1.15 * peaks[1_000], peaks
 
 

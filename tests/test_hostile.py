@@ -23,9 +23,8 @@ import pytest
 import torch
 import yaml
 
-from dnndist import cli
+from dnndist import cli, models
 from dnndist import config as dcfg
-from dnndist import models
 
 from .conftest import cifar_binary_archive, tiny_config, write_yaml
 
@@ -59,13 +58,31 @@ def exp(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     cfg = tiny_config(root / "results", inits=["kaiming_normal"], train={"epochs": 1, "checkpoints": [0, 1]})
     config = write_yaml(root / "config.yaml", cfg)
-    e = {"root": root, "cfg": cfg, "config": config, "store": root / "results" / "data.zarr", "run": root / "results" / "run"}
+    e = {
+        "root": root,
+        "cfg": cfg,
+        "config": config,
+        "store": root / "results" / "data.zarr",
+        "run": root / "results" / "run",
+    }
     dcfg.claim_results_dir(cfg["results"])  # what the workflow's onstart does
     cli_ok("data", "--config", config, "--out", e["store"])
     cli_ok("train", "--config", config, "--run", RUN, "--data", e["store"], "--out", e["run"], "--no-progress")
     for kind in ("weights", "features", "gradients"):
-        cli_ok("extract", kind, "--config", config, "--run", RUN, "--checkpoints", e["run"] / "checkpoints",
-                       "--data", e["store"], "--out", e["run"] / f"{kind}.zarr")
+        cli_ok(
+            "extract",
+            kind,
+            "--config",
+            config,
+            "--run",
+            RUN,
+            "--checkpoints",
+            e["run"] / "checkpoints",
+            "--data",
+            e["store"],
+            "--out",
+            e["run"] / f"{kind}.zarr",
+        )
     return e
 
 
@@ -100,9 +117,15 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     def patched(**over) -> str:
         return yaml.safe_dump(dcfg.deep_merge(good_cfg, over))
 
-    config_case("lr NaN", patched(train={"lr": 1.0}).replace("lr: 1.0", "lr: .nan"), "train.lr': nan is not a finite number")
-    config_case("lr inf", patched(train={"lr": 1.0}).replace("lr: 1.0", "lr: .inf"), "train.lr': inf is not a finite number")
-    config_case("NaN in a list", patched(stats={"near_zero": [0.5]}).replace("- 0.5", "- .nan"), "stats.near_zero[0]': nan")
+    config_case(
+        "lr NaN", patched(train={"lr": 1.0}).replace("lr: 1.0", "lr: .nan"), "train.lr': nan is not a finite number"
+    )
+    config_case(
+        "lr inf", patched(train={"lr": 1.0}).replace("lr: 1.0", "lr: .inf"), "train.lr': inf is not a finite number"
+    )
+    config_case(
+        "NaN in a list", patched(stats={"near_zero": [0.5]}).replace("- 0.5", "- .nan"), "stats.near_zero[0]': nan"
+    )
     config_case("negative lr", patched(train={"lr": -1.0}), "train.lr")
     config_case("string lr", patched(train={"lr": "fast"}), "train.lr")
     config_case("old gain auto", patched(init={"gain": "auto"}), "init.gain")
@@ -114,7 +137,8 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     config_case("not yaml", "train: [unclosed\n", "not valid YAML")
     config_case("yaml list", "- 1\n- 2\n", "expected a mapping")
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+    )
     config_case("yaml alias bomb", bomb + "seeds: *i\n", "were unexpected")
     config_case("results /", patched(results="/"), "the file-system root")
     config_case("results home", patched(results=str(Path.home())), "your home folder")
@@ -128,14 +152,32 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     config_case("valid_size >= train", patched(data={"valid_size": 400}), "data.valid_size")
 
     missing = tmp / "missing.yaml"
-    cases.append(Case("config: missing file", lambda: ["runs", "--config", missing], "cannot read config file",
-                      lambda: (write_yaml(missing, good_cfg), ["runs", "--config", missing])[1]))
+    cases.append(
+        Case(
+            "config: missing file",
+            lambda: ["runs", "--config", missing],
+            "cannot read config file",
+            lambda: (write_yaml(missing, good_cfg), ["runs", "--config", missing])[1],
+        )
+    )
     as_dir = tmp / "dir.yaml"
-    cases.append(Case("config: a directory", lambda: (as_dir.mkdir(), ["runs", "--config", as_dir])[1], "cannot read config file",
-                      lambda: (as_dir.rmdir(), write_yaml(as_dir, good_cfg), ["runs", "--config", as_dir])[2]))
+    cases.append(
+        Case(
+            "config: a directory",
+            lambda: (as_dir.mkdir(), ["runs", "--config", as_dir])[1],
+            "cannot read config file",
+            lambda: (as_dir.rmdir(), write_yaml(as_dir, good_cfg), ["runs", "--config", as_dir])[2],
+        )
+    )
     binary = tmp / "binary.yaml"
-    cases.append(Case("config: binary file", lambda: (binary.write_bytes(b"\xff\xfe\x00\x81" * 10), ["runs", "--config", binary])[1],
-                      "not text", lambda: (write_yaml(binary, good_cfg), ["runs", "--config", binary])[1]))
+    cases.append(
+        Case(
+            "config: binary file",
+            lambda: (binary.write_bytes(b"\xff\xfe\x00\x81" * 10), ["runs", "--config", binary])[1],
+            "not text",
+            lambda: (write_yaml(binary, good_cfg), ["runs", "--config", binary])[1],
+        )
+    )
 
     # ---- stage CLI --settings --------------------------------------------------------------------
     run_settings = dcfg.run_settings(dcfg.validate(good_cfg, check_paths=False), dcfg.Run("base", "kaiming_normal", 0))
@@ -143,32 +185,85 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     out = tmp / "settings-out"
 
     def settings_case(name: str, argv: list[str], bad: str, good: str, expect: str, output: Path) -> None:
-        cases.append(Case(f"--settings: {name}", lambda: [*argv[:1], "--settings", bad, *argv[1:]], expect,
-                          lambda: [*argv[:1], "--settings", good, *argv[1:]], output))
+        cases.append(
+            Case(
+                f"--settings: {name}",
+                lambda: [*argv[:1], "--settings", bad, *argv[1:]],
+                expect,
+                lambda: [*argv[:1], "--settings", good, *argv[1:]],
+                output,
+            )
+        )
 
     partial = {k: v for k, v in data_settings.items() if k != "synthetic"}
-    settings_case("data, partial JSON", ["data", "--out", out / "d.zarr"], json.dumps(partial), json.dumps(data_settings),
-                  "'synthetic' is a required property", out / "d.zarr")
-    settings_case("data, not JSON", ["data", "--out", out / "e.zarr"], "{source: synthetic", json.dumps(data_settings),
-                  "not valid JSON", out / "e.zarr")
+    settings_case(
+        "data, partial JSON",
+        ["data", "--out", out / "d.zarr"],
+        json.dumps(partial),
+        json.dumps(data_settings),
+        "'synthetic' is a required property",
+        out / "d.zarr",
+    )
+    settings_case(
+        "data, not JSON",
+        ["data", "--out", out / "e.zarr"],
+        "{source: synthetic",
+        json.dumps(data_settings),
+        "not valid JSON",
+        out / "e.zarr",
+    )
     no_model = {k: v for k, v in run_settings.items() if k != "model"}
-    settings_case("train, no model section", ["train", "--data", e["store"], "--out", out / "r1", "--no-progress"],
-                  json.dumps(no_model), json.dumps(run_settings), "'model' is a required property", out / "r1")
+    settings_case(
+        "train, no model section",
+        ["train", "--data", e["store"], "--out", out / "r1", "--no-progress"],
+        json.dumps(no_model),
+        json.dumps(run_settings),
+        "'model' is a required property",
+        out / "r1",
+    )
     nan_lr = json.dumps(dcfg.deep_merge(run_settings, {"train": {"lr": float("nan")}}))
-    settings_case("train, NaN lr", ["train", "--data", e["store"], "--out", out / "r2", "--no-progress"],
-                  nan_lr, json.dumps(run_settings), "train.lr': nan is not a finite number", out / "r2")
+    settings_case(
+        "train, NaN lr",
+        ["train", "--data", e["store"], "--out", out / "r2", "--no-progress"],
+        nan_lr,
+        json.dumps(run_settings),
+        "train.lr': nan is not a finite number",
+        out / "r2",
+    )
     no_lr = dcfg.deep_merge(run_settings, {})
     del no_lr["train"]["lr"]
-    settings_case("train, missing train.lr", ["train", "--data", e["store"], "--out", out / "r3", "--no-progress"],
-                  json.dumps(no_lr), json.dumps(run_settings), "'lr' is a required property", out / "r3")
-    settings_case("train-stacked, not a list", ["train-stacked", "--data", e["store"], "--out", out / "s1", "--no-progress"],
-                  json.dumps(run_settings), json.dumps([run_settings]), "non-empty JSON list", out / "s1")
+    settings_case(
+        "train, missing train.lr",
+        ["train", "--data", e["store"], "--out", out / "r3", "--no-progress"],
+        json.dumps(no_lr),
+        json.dumps(run_settings),
+        "'lr' is a required property",
+        out / "r3",
+    )
+    settings_case(
+        "train-stacked, not a list",
+        ["train-stacked", "--data", e["store"], "--out", out / "s1", "--no-progress"],
+        json.dumps(run_settings),
+        json.dumps([run_settings]),
+        "non-empty JSON list",
+        out / "s1",
+    )
 
     # ---- data sources ----------------------------------------------------------------------------
     def folder_case(name: str, make_bad: Callable[[Path], None], expect: str) -> None:
         tree, store = tmp / f"tree-{len(cases)}", tmp / f"folder-{len(cases)}.zarr"
-        settings = {"source": "imagefolder", "imagefolder": {"path": str(tree), "train": "train", "test": "test", "image_size": 16,
-                                                             "resize": None, "limit_per_class": None, "normalize": "dataset"}}
+        settings = {
+            "source": "imagefolder",
+            "imagefolder": {
+                "path": str(tree),
+                "train": "train",
+                "test": "test",
+                "image_size": 16,
+                "resize": None,
+                "limit_per_class": None,
+                "normalize": "dataset",
+            },
+        }
 
         def break_it() -> list[str]:
             _jpeg_tree(tree)
@@ -183,8 +278,16 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
         cases.append(Case(f"data: {name}", break_it, expect, fix, store))
 
     folder_case("one class only", lambda t: [shutil.rmtree(t / s / "dog") for s in ("train", "test")], "single class")
-    folder_case("empty test split", lambda t: [f.unlink() for f in (t / "test").rglob("*.jpg")], "no images found for split 'test'")
-    folder_case("corrupt JPEG", lambda t: (t / "train" / "cat" / "0001.jpg").write_bytes(b"\xff\xd8\xff garbage"), "cannot decode image")
+    folder_case(
+        "empty test split",
+        lambda t: [f.unlink() for f in (t / "test").rglob("*.jpg")],
+        "no images found for split 'test'",
+    )
+    folder_case(
+        "corrupt JPEG",
+        lambda t: (t / "train" / "cat" / "0001.jpg").write_bytes(b"\xff\xd8\xff garbage"),
+        "cannot decode image",
+    )
     folder_case("zero-byte JPEG", lambda t: (t / "train" / "cat" / "0001.jpg").write_bytes(b""), "cannot decode image")
 
     def archive_case(name: str, make_bad: Callable[[Path], None], expect: str) -> None:
@@ -197,8 +300,15 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
             cifar_binary_archive(archive)
             return ["data", "--settings", settings, "--archive", archive, "--out", store]
 
-        cases.append(Case(f"archive: {name}", lambda: (make_bad(archive), ["data", "--settings", settings, "--archive", archive,
-                                                                          "--out", store])[1], expect, fix, store))
+        cases.append(
+            Case(
+                f"archive: {name}",
+                lambda: (make_bad(archive), ["data", "--settings", settings, "--archive", archive, "--out", store])[1],
+                expect,
+                fix,
+                store,
+            )
+        )
 
     def truncated(p: Path) -> None:
         cifar_binary_archive(p)
@@ -214,12 +324,15 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
                 else:
                     info.size = 3
                     tar.addfile(info, io.BytesIO(b"abc"))
+
         return make
 
     archive_case("truncated", truncated, "corrupt or truncated")
     archive_case("member with ..", member("../../evil.bin"), "unsafe archive member")
     archive_case("absolute member", member("/tmp/evil.bin"), "unsafe archive member")
-    archive_case("symlink member", member("cifar-10-batches-bin/data_batch_1.bin", symlink=True), "unsafe archive member")
+    archive_case(
+        "symlink member", member("cifar-10-batches-bin/data_batch_1.bin", symlink=True), "unsafe archive member"
+    )
     archive_case("zero-byte archive", lambda p: p.write_bytes(b""), "corrupt or truncated")
     archive_case("directory instead of archive", lambda p: p.mkdir(), "")
 
@@ -229,23 +342,67 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     def rebuild_store() -> list[str]:
         shutil.rmtree(store)
         cli_ok("data", "--config", e["config"], "--out", store)
-        return ["train", "--config", e["config"], "--run", RUN, "--data", store, "--out", tmp / "retrain", "--no-progress"]
+        return [
+            "train",
+            "--config",
+            e["config"],
+            "--run",
+            RUN,
+            "--data",
+            store,
+            "--out",
+            tmp / "retrain",
+            "--no-progress",
+        ]
 
-    cases.append(Case("dataset.zarr: flipped byte in an image chunk", lambda: (
-        _flip_byte(_first_chunk(store, "train/images")),
-        ["train", "--config", e["config"], "--run", RUN, "--data", store, "--out", tmp / "t1", "--no-progress"])[1],
-        "array 'train/images' chunk (0, 0, 0, 0) is damaged", rebuild_store, tmp / "t1"))
-    cases.append(Case("dataset.zarr: missing label chunk", lambda: (
-        _first_chunk(store, "test/labels").unlink(),
-        ["train", "--config", e["config"], "--run", RUN, "--data", store, "--out", tmp / "t2", "--no-progress"])[1],
-        "array 'test/labels' chunk (0,) is missing", rebuild_store, tmp / "t2"))
-    cases.append(Case("dataset.zarr: zarr.json deleted", lambda: (
-        (store / "zarr.json").unlink(),
-        ["train", "--config", e["config"], "--run", RUN, "--data", store, "--out", tmp / "t3", "--no-progress"])[1],
-        "not a dataset store", rebuild_store, tmp / "t3"))
+    cases.append(
+        Case(
+            "dataset.zarr: flipped byte in an image chunk",
+            lambda: (
+                _flip_byte(_first_chunk(store, "train/images")),
+                ["train", "--config", e["config"], "--run", RUN, "--data", store, "--out", tmp / "t1", "--no-progress"],
+            )[1],
+            "array 'train/images' chunk (0, 0, 0, 0) is damaged",
+            rebuild_store,
+            tmp / "t1",
+        )
+    )
+    cases.append(
+        Case(
+            "dataset.zarr: missing label chunk",
+            lambda: (
+                _first_chunk(store, "test/labels").unlink(),
+                ["train", "--config", e["config"], "--run", RUN, "--data", store, "--out", tmp / "t2", "--no-progress"],
+            )[1],
+            "array 'test/labels' chunk (0,) is missing",
+            rebuild_store,
+            tmp / "t2",
+        )
+    )
+    cases.append(
+        Case(
+            "dataset.zarr: zarr.json deleted",
+            lambda: (
+                (store / "zarr.json").unlink(),
+                ["train", "--config", e["config"], "--run", RUN, "--data", store, "--out", tmp / "t3", "--no-progress"],
+            )[1],
+            "not a dataset store",
+            rebuild_store,
+            tmp / "t3",
+        )
+    )
 
-    stats_argv = ["stats-run", "--settings", json.dumps({"stats": dcfg.validate(good_cfg, check_paths=False)["stats"]}),
-                  "--weights", run / "weights.zarr", "--features", run / "features.zarr", "--gradients", run / "gradients.zarr"]
+    stats_argv = [
+        "stats-run",
+        "--settings",
+        json.dumps({"stats": dcfg.validate(good_cfg, check_paths=False)["stats"]}),
+        "--weights",
+        run / "weights.zarr",
+        "--features",
+        run / "features.zarr",
+        "--gradients",
+        run / "gradients.zarr",
+    ]
 
     def store_case(kind: str, array: str) -> None:
         out_dir = tmp / f"stats-{kind}"
@@ -256,8 +413,20 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
 
         def fix() -> list[str]:
             shutil.rmtree(run / f"{kind}.zarr")
-            cli_ok("extract", kind, "--config", e["config"], "--run", RUN, "--checkpoints", run / "checkpoints",
-                           "--data", store, "--out", run / f"{kind}.zarr")
+            cli_ok(
+                "extract",
+                kind,
+                "--config",
+                e["config"],
+                "--run",
+                RUN,
+                "--checkpoints",
+                run / "checkpoints",
+                "--data",
+                store,
+                "--out",
+                run / f"{kind}.zarr",
+            )
             return [*stats_argv, "--out-dir", out_dir]
 
         cases.append(Case(f"{kind}.zarr: flipped byte", break_it, f"array '{array}' chunk", fix, out_dir))
@@ -272,10 +441,29 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
 
     def ckpt_case(name: str, damage: Callable[[Path], None], expect: str) -> None:
         out_store = tmp / f"ckpt-{len(cases)}.zarr"
-        argv = ["extract", "weights", "--config", e["config"], "--run", RUN, "--checkpoints", run / "checkpoints",
-                "--data", store, "--out", out_store]
-        cases.append(Case(f"checkpoint: {name}", lambda: (damage(run / "checkpoints"), argv)[1], expect,
-                          lambda: (retrain(), argv)[1], out_store))
+        argv = [
+            "extract",
+            "weights",
+            "--config",
+            e["config"],
+            "--run",
+            RUN,
+            "--checkpoints",
+            run / "checkpoints",
+            "--data",
+            store,
+            "--out",
+            out_store,
+        ]
+        cases.append(
+            Case(
+                f"checkpoint: {name}",
+                lambda: (damage(run / "checkpoints"), argv)[1],
+                expect,
+                lambda: (retrain(), argv)[1],
+                out_store,
+            )
+        )
 
     ckpt_case("flipped byte", lambda d: _flip_byte(d / "epoch_0001.safetensors"), "SHA-256 does not match")
     ckpt_case("zero-byte file", lambda d: (d / "epoch_0000.safetensors").write_bytes(b""), "SHA-256 does not match")
@@ -315,13 +503,22 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     weights_case("malicious pickle", lambda p: torch.save({"conv1.weight": Evil()}, p), "not a readable state dict")
     weights_case("zero-byte file", lambda p: p.write_bytes(b""), "not a readable state dict")
     weights_case("a directory", lambda p: p.mkdir(), "is not a file")
-    weights_case("head smaller than the classes", lambda p: torch.save(
-        models.build({**run_settings["model"]}, num_classes=5).state_dict(), p), "10 classes but the model's head has 5 outputs")
+    weights_case(
+        "head smaller than the classes",
+        lambda p: torch.save(models.build({**run_settings["model"]}, num_classes=5).state_dict(), p),
+        "10 classes but the model's head has 5 outputs",
+    )
 
     # ---- odd but legal: unicode and spaces in paths ---------------------------------------------------
     odd = tmp / "résultats ünïcode" / "a run"
-    cases.append(Case("unicode and spaces in paths (legal)", lambda: [], "", lambda: [
-        "train", "--config", e["config"], "--run", RUN, "--data", store, "--out", odd, "--no-progress"]))
+    cases.append(
+        Case(
+            "unicode and spaces in paths (legal)",
+            lambda: [],
+            "",
+            lambda: ["train", "--config", e["config"], "--run", RUN, "--data", store, "--out", odd, "--no-progress"],
+        )
+    )
     return cases
 
 
@@ -333,7 +530,9 @@ def _jpeg_tree(root: Path, classes=("cat", "dog"), n=3) -> None:
         for c in classes:
             (root / split / c).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / split / c / f"{i:04d}.jpg")
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i:04d}.jpg"
+                )
 
 
 def _half_written(output: Path | None) -> list[str]:

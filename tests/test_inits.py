@@ -10,7 +10,15 @@ from torch import nn
 
 from dnndist import inits, models
 
-PAPER = {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu", "negative_slope": 0.3}
+PAPER = {
+    "name": "paper_cnn",
+    "depth": 3,
+    "width": 16,
+    "hidden": 512,
+    "norm": "none",
+    "activation": "relu",
+    "negative_slope": 0.3,
+}
 GAIN = math.sqrt(2.0)
 DRAWS = 20  # pool draws so that sampling error is small for conv1 (432 weights)
 
@@ -42,7 +50,9 @@ def draws(init: str, bias: str = "auto") -> dict[str, tuple[torch.Tensor, torch.
     return {n: (torch.stack([w for w, _ in v]), torch.stack([b for _, b in v]), shapes[n]) for n, v in out.items()}
 
 
-@pytest.mark.parametrize("init", ["kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "orthogonal", "torch_default"])
+@pytest.mark.parametrize(
+    "init", ["kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "orthogonal", "torch_default"]
+)
 def test_empirical_std_matches_formula_per_layer(init):
     for name, (w, b, shape) in draws(init).items():
         fan_in, fan_out = math.prod(shape[1:]), shape[0] * math.prod(shape[2:])
@@ -116,11 +126,16 @@ def test_gain_conventions():
         inits.gain_for("orthogonal", "auto", relu)
 
 
-@pytest.mark.parametrize("init,fn", [
-    ("xavier_normal", nn.init.xavier_normal_), ("xavier_uniform", nn.init.xavier_uniform_),
-    ("orthogonal", nn.init.orthogonal_), ("kaiming_normal", lambda w, generator: nn.init.kaiming_normal_(w, nonlinearity="relu", generator=generator)),
-    ("kaiming_uniform", lambda w, generator: nn.init.kaiming_uniform_(w, nonlinearity="relu", generator=generator)),
-])
+@pytest.mark.parametrize(
+    "init,fn",
+    [
+        ("xavier_normal", nn.init.xavier_normal_),
+        ("xavier_uniform", nn.init.xavier_uniform_),
+        ("orthogonal", nn.init.orthogonal_),
+        ("kaiming_normal", lambda w, generator: nn.init.kaiming_normal_(w, nonlinearity="relu", generator=generator)),
+        ("kaiming_uniform", lambda w, generator: nn.init.kaiming_uniform_(w, nonlinearity="relu", generator=generator)),
+    ],
+)
 def test_default_convention_equals_torch_nn_init_defaults(init, fn):
     """A model built with the default config draws what torch.nn.init with default arguments
     draws (same generator stream), layer by layer: bit for bit for every init."""
@@ -137,8 +152,15 @@ def test_default_convention_equals_torch_nn_init_defaults(init, fn):
     for (name, m), (_, r) in zip(inits.weight_modules(model), inits.weight_modules(ref)):
         with torch.no_grad():
             fn(r.weight, generator=g)
-            nn.init.uniform_(r.bias, -1 / math.sqrt(inits.fans(tuple(r.weight.shape))[0]), 1 / math.sqrt(inits.fans(tuple(r.weight.shape))[0]), generator=g)
-        torch.testing.assert_close(m.weight, r.weight, rtol=1e-6, atol=0, msg=name)  # same draws (formulas may differ by an ulp)
+            nn.init.uniform_(
+                r.bias,
+                -1 / math.sqrt(inits.fans(tuple(r.weight.shape))[0]),
+                1 / math.sqrt(inits.fans(tuple(r.weight.shape))[0]),
+                generator=g,
+            )
+        torch.testing.assert_close(
+            m.weight, r.weight, rtol=1e-6, atol=0, msg=name
+        )  # same draws (formulas may differ by an ulp)
         std = inits.theory(init, tuple(m.weight.shape), gain)["std"]
         if init.startswith(("xavier", "orthogonal")):  # gain 1 theory
             assert std == pytest.approx(inits.theory(init, tuple(m.weight.shape), 1.0)["std"])

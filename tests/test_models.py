@@ -8,20 +8,49 @@ from torch import nn
 
 from dnndist import models
 
-BASE = {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu", "negative_slope": 0.3}
+BASE = {
+    "name": "paper_cnn",
+    "depth": 3,
+    "width": 16,
+    "hidden": 512,
+    "norm": "none",
+    "activation": "relu",
+    "negative_slope": 0.3,
+}
 
 
 def test_paper_cnn_matches_the_paper():
     m = models.build(BASE)
     convs = [(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding) for c in m if isinstance(c, nn.Conv2d)]
-    assert convs == [(3, 16, (3, 3), (1, 1), (1, 1)), (16, 16, (3, 3), (1, 1), (1, 1)), (16, 16, (3, 3), (1, 1), (1, 1))]
+    assert convs == [
+        (3, 16, (3, 3), (1, 1), (1, 1)),
+        (16, 16, (3, 3), (1, 1), (1, 1)),
+        (16, 16, (3, 3), (1, 1), (1, 1)),
+    ]
     assert (m.fc1.in_features, m.fc1.out_features, m.fc2.out_features) == (1024, 512, 10)
     assert [type(x).__name__ for x in m] == [
-        "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "Flatten", "Linear", "ReLU", "Linear"]
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "Flatten",
+        "Linear",
+        "ReLU",
+        "Linear",
+    ]
     assert sum(p.numel() for p in m.parameters()) == 535_018  # ../shared/perf-notes.md
     assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     assert [(s.name, s.depth, s.analysed) for s in m.layer_specs] == [
-        ("conv1", 1, True), ("conv2", 2, True), ("conv3", 3, True), ("fc1", 4, True), ("fc2", 5, False)]
+        ("conv1", 1, True),
+        ("conv2", 2, True),
+        ("conv3", 3, True),
+        ("fc1", 4, True),
+        ("fc2", 5, False),
+    ]
 
 
 @pytest.mark.parametrize("depth", [3, 6, 9, 12])

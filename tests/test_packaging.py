@@ -35,7 +35,11 @@ def test_environment_yml_agrees_with_pyproject():
     lock = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(lock)
     assert lock.problems() == []
-    assert "torch" in lock.locked() and all("==" in d for d in env["dependencies"] if isinstance(d, str) and d[0].isalpha() and not d.startswith(("python", "pip")))
+    assert "torch" in lock.locked() and all(
+        "==" in d
+        for d in env["dependencies"]
+        if isinstance(d, str) and d[0].isalpha() and not d.startswith(("python", "pip"))
+    )
 
 
 def test_torch_floor_pins():

@@ -53,8 +53,19 @@ def training_summary(n_seeds: int = 3, variants: tuple[str, ...] = ("base",)) ->
                 loss = 2.3 if init == "ones" else 1.0 + 0.5 / (epoch + 1) + 0.03 * k + (0.1 if split == "test" else 0.0)
                 for stat, mean in (("loss", loss), ("accuracy", 1 / loss)):
                     half = 0.01 if n_seeds > 1 else np.nan
-                    rows.append(dict(variant=variant, init=init, epoch=epoch, split=split, statistic=stat, mean=mean,
-                                     ci_low=mean - half, ci_high=mean + half, n_seeds=n_seeds))
+                    rows.append(
+                        dict(
+                            variant=variant,
+                            init=init,
+                            epoch=epoch,
+                            split=split,
+                            statistic=stat,
+                            mean=mean,
+                            ci_low=mean - half,
+                            ci_high=mean + half,
+                            n_seeds=n_seeds,
+                        )
+                    )
     return pd.DataFrame(rows)
 
 
@@ -65,29 +76,55 @@ def weight_stores(rng: np.random.Generator) -> dict[str, dict[str, xr.Dataset]]:
     for init in INITS:
         groups = {}
         for layer, (o, i) in (("conv1", (8, 27)), ("fc1", (16, 64))):
-            w = np.stack([np.ones((o, i)) if init == "ones" else rng.normal(0, 0.1, (o, i)), rng.normal(0, 0.12, (o, i))])
+            w = np.stack(
+                [np.ones((o, i)) if init == "ones" else rng.normal(0, 0.1, (o, i)), rng.normal(0, 0.12, (o, i))]
+            )
             w[1, 0, 0] = 3.0  # one large weight after training: the tail the figure must show
             b = np.stack([np.ones(o) if init == "ones" else rng.uniform(-0.2, 0.2, o), rng.normal(0, 0.3, o)])
             groups[layer] = xr.Dataset(
-                {"weight": (("variant", "init", "seed", "epoch", "o", "i"), w[None, None, None]),
-                 "bias": (("variant", "init", "seed", "epoch", "o"), b[None, None, None])},
-                coords={"variant": ["base"], "init": [init], "seed": [0], "epoch": [0, 2]})
+                {
+                    "weight": (("variant", "init", "seed", "epoch", "o", "i"), w[None, None, None]),
+                    "bias": (("variant", "init", "seed", "epoch", "o"), b[None, None, None]),
+                },
+                coords={"variant": ["base"], "init": [init], "seed": [0], "epoch": [0, 2]},
+            )
         stores[init] = groups
     return stores
 
 
 def weight_hist(rng: np.random.Generator) -> pd.DataFrame:
-    return pd.concat([stats.weight_histograms(groups, [0, 2]) for groups in weight_stores(rng).values()], ignore_index=True)
+    return pd.concat(
+        [stats.weight_histograms(groups, [0, 2]) for groups in weight_stores(rng).values()], ignore_index=True
+    )
 
 
 def feature_hist(rng: np.random.Generator) -> pd.DataFrame:
     rows = []
-    for (k, init), epoch, layer, split in itertools.product(enumerate(INITS), (0, 2), ("conv1", "conv2"), ("train", "random")):
+    for (k, init), epoch, layer, split in itertools.product(
+        enumerate(INITS), (0, 2), ("conv1", "conv2"), ("train", "random")
+    ):
         scale = 1000.0 if init == "ones" else 0.5 + 0.1 * k + 0.2 * epoch
         x = np.linspace(-4 * scale, 4 * scale, 40)
         dens = np.exp(-0.5 * (x / scale) ** 2) / (scale * np.sqrt(2 * np.pi))
-        rows += [dict(variant="base", init=init, seed=0, epoch=epoch, layer=layer, kind="pre", split=split, x=xi, density=di,
-                      mean=0.0, std=scale, min=-4 * scale, max=4 * scale, outside=0.0) for xi, di in zip(x, dens)]
+        rows += [
+            dict(
+                variant="base",
+                init=init,
+                seed=0,
+                epoch=epoch,
+                layer=layer,
+                kind="pre",
+                split=split,
+                x=xi,
+                density=di,
+                mean=0.0,
+                std=scale,
+                min=-4 * scale,
+                max=4 * scale,
+                outside=0.0,
+            )
+            for xi, di in zip(x, dens)
+        ]
     return pd.DataFrame(rows)
 
 
@@ -95,25 +132,53 @@ def em_ab(rng: np.random.Generator) -> pd.DataFrame:
     rows = []
     for layer, scale in (("conv1", 1.0), ("conv2", 500.0)):
         for measure, channel, sample in itertools.product(("emission", "absorption"), range(4), range(20)):
-            rows.append(dict(variant="base", init="kaiming_normal", seed=0, epoch=2, layer=layer, measure=measure,
-                             channel=channel, sample=sample, value=scale * rng.gamma(2.0) * (3 if measure == "absorption" else 1)))
+            rows.append(
+                dict(
+                    variant="base",
+                    init="kaiming_normal",
+                    seed=0,
+                    epoch=2,
+                    layer=layer,
+                    measure=measure,
+                    channel=channel,
+                    sample=sample,
+                    value=scale * rng.gamma(2.0) * (3 if measure == "absorption" else 1),
+                )
+            )
     return pd.DataFrame(rows)
 
 
 def ablation_variants() -> list[str]:
-    names = ["-".join(t for t in combo if t) or "base"
-             for combo in itertools.product(("", "bn"), ("", "leaky"), ("", "l2_0.0001"), ("", "l1_1e-05"))]
+    names = [
+        "-".join(t for t in combo if t) or "base"
+        for combo in itertools.product(("", "bn"), ("", "leaky"), ("", "l2_0.0001"), ("", "l1_1e-05"))
+    ]
     return [*names, "binary"]
 
 
 def weights_summary(variants: list[str], n_seeds: int = 2) -> pd.DataFrame:
     rows = []
-    for (v_i, variant), init, epoch, depth in itertools.product(enumerate(variants), ("kaiming_normal", "ones"), (0, 5), (1, 2, 3)):
+    for (v_i, variant), init, epoch, depth in itertools.product(
+        enumerate(variants), ("kaiming_normal", "ones"), (0, 5), (1, 2, 3)
+    ):
         for stat in ("std", "kurtosis", "near_zero_rel_0.1", "tail_index", "max"):
             mean = 0.1 * depth + 0.01 * v_i + (0.05 * epoch if stat != "std" else 0.0)
             half = 0.02 if n_seeds > 1 else np.nan
-            rows.append(dict(variant=variant, init=init, epoch=epoch, layer=f"conv{depth}", depth=depth, param="weight",
-                             statistic=stat, mean=mean, ci_low=mean - half, ci_high=mean + half, n_seeds=n_seeds))
+            rows.append(
+                dict(
+                    variant=variant,
+                    init=init,
+                    epoch=epoch,
+                    layer=f"conv{depth}",
+                    depth=depth,
+                    param="weight",
+                    statistic=stat,
+                    mean=mean,
+                    ci_low=mean - half,
+                    ci_high=mean + half,
+                    n_seeds=n_seeds,
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -168,7 +233,9 @@ def test_training_with_variants_shows_one_and_names_it():
 # --------------------------------------------------------------------------- Fig 2
 def test_weight_histograms_cover_full_range():
     df = weight_hist(np.random.default_rng(0))
-    after = df[(df["epoch"] == 2) & (df["param"] == "weight") & (df["init"] == "kaiming_normal") & (df["layer"] == "conv1")]
+    after = df[
+        (df["epoch"] == 2) & (df["param"] == "weight") & (df["init"] == "kaiming_normal") & (df["layer"] == "conv1")
+    ]
     assert after["max"].iloc[0] == 3.0 and after["x"].max() < 3.0 < after["x"].max() + 2 * np.diff(after["x"]).max()
     assert after.sort_values("x")["density"].iloc[-1] > 0  # the one large weight is in the last bin
     ones = df[(df["epoch"] == 0) & (df["init"] == "ones")]
@@ -185,7 +252,11 @@ def test_weight_figure_shows_biases_tails_and_constant_inits():
     assert sum("bias" in t for t in titles) == 4 and sum("weight" in t for t in titles) == 4
     for ax in axes:
         assert ax.get_yscale() == "log"
-        layer, param, epoch = ax.get_title().split()[0], ax.get_title().split()[1].rstrip(","), int(ax.get_title().split()[3])
+        layer, param, epoch = (
+            ax.get_title().split()[0],
+            ax.get_title().split()[1].rstrip(","),
+            int(ax.get_title().split()[3]),
+        )
         sub = df[(df["layer"] == layer) & (df["param"] == param) & (df["epoch"] == epoch)]
         lo, hi = ax.get_xlim()
         assert lo <= sub["min"].min() and hi >= sub["max"].max(), ax.get_title()
@@ -217,12 +288,33 @@ def test_feature_histograms_carry_std_range_and_off_range_share():
     shape = (1, 1, 1, 1, 1, 1, 1)  # variant, init, seed, epoch, layer, kind, split
     counts = np.array([10.0, 30.0, 40.0, 18.0])  # 98 of 100 values in the bins, 2 beyond
     dims_ = ("variant", "init", "seed", "epoch", "layer", "kind", "split")
-    var = {k: (dims_, np.full(shape, v)) for k, v in
-           dict(count=100.0, mean=0.1, m2=100 * 0.25, min=-3.0, max=5.0, hist_lo=-2.0, hist_hi=2.0,
-                underflow=0.0, overflow=2.0).items()}
+    var = {
+        k: (dims_, np.full(shape, v))
+        for k, v in dict(
+            count=100.0,
+            mean=0.1,
+            m2=100 * 0.25,
+            min=-3.0,
+            max=5.0,
+            hist_lo=-2.0,
+            hist_hi=2.0,
+            underflow=0.0,
+            overflow=2.0,
+        ).items()
+    }
     var["hist"] = ((*dims_, "bin"), counts.reshape(*shape, 4))
-    ds = xr.Dataset(var, coords={"variant": ["base"], "init": ["kaiming_normal"], "seed": [0], "epoch": [0], "layer": ["conv1"],
-                                 "kind": ["pre"], "split": ["train"]})
+    ds = xr.Dataset(
+        var,
+        coords={
+            "variant": ["base"],
+            "init": ["kaiming_normal"],
+            "seed": [0],
+            "epoch": [0],
+            "layer": ["conv1"],
+            "kind": ["pre"],
+            "split": ["train"],
+        },
+    )
     df = stats.feature_histograms(ds, [0])
     assert len(df) == 4 and np.isclose((df["density"] * 1.0).sum(), 0.98)  # bin width 1
     row = df.iloc[0]
@@ -252,7 +344,10 @@ def test_emission_rejects_unknown_layer():
 def test_trajectories_label_their_seed_count(x):
     fig = plots.draw_trajectories(weights_summary(["base"], n_seeds=2), x=x)
     assert_no_empty_panels(fig)
-    assert fig.legends[0].get_title().get_text() == "mean and 95 % t-interval over 2 seeds; ones not drawn (constant weights)"
+    assert (
+        fig.legends[0].get_title().get_text()
+        == "mean and 95 % t-interval over 2 seeds; ones not drawn (constant weights)"
+    )
     assert legend_texts(fig) == ["kaiming normal"]  # constant inits left out, and the legend says so
 
 
@@ -289,7 +384,23 @@ def test_plot_command_writes_pdf_and_png(tmp_path):
     table = tmp_path / "training_summary.csv"
     training_summary().to_csv(table, index=False)
     pdf, png = tmp_path / "f.pdf", tmp_path / "f.png"
-    assert cli.main(["plot", "fig1_training", "--table", str(table), "--style", str(STYLE), "--pdf", str(pdf), "--png", str(png)]) == 0
+    assert (
+        cli.main(
+            [
+                "plot",
+                "fig1_training",
+                "--table",
+                str(table),
+                "--style",
+                str(STYLE),
+                "--pdf",
+                str(pdf),
+                "--png",
+                str(png),
+            ]
+        )
+        == 0
+    )
     assert pdf.read_bytes().startswith(b"%PDF") and png.read_bytes().startswith(b"\x89PNG")
 
 
@@ -313,16 +424,45 @@ def given_weight_hist(rng: np.random.Generator) -> pd.DataFrame:
         for param in ("weight", "bias") if layer == "fc" else ("weight",):
             x = rng.normal(0, 0.05, 500)
             dens, edges = np.histogram(x, bins=20, density=True)
-            rows += [dict(variant="base", init="torch_default", seed=0, epoch=0, layer=layer, param=param, count=x.size,
-                          mean=x.mean(), std=x.std(), min=x.min(), max=x.max(), x=(a + b) / 2, density=d)
-                     for a, b, d in zip(edges[:-1], edges[1:], dens)]
+            rows += [
+                dict(
+                    variant="base",
+                    init="torch_default",
+                    seed=0,
+                    epoch=0,
+                    layer=layer,
+                    param=param,
+                    count=x.size,
+                    mean=x.mean(),
+                    std=x.std(),
+                    min=x.min(),
+                    max=x.max(),
+                    x=(a + b) / 2,
+                    density=d,
+                )
+                for a, b, d in zip(edges[:-1], edges[1:], dens)
+            ]
     return pd.DataFrame(rows).sort_values(["layer", "param"], kind="stable").reset_index(drop=True)
 
 
 def given_weights_summary() -> pd.DataFrame:
-    rows = [dict(variant="base", init="torch_default", epoch=0, layer=layer, depth=depth, param="weight", statistic=stat,
-                 mean=0.05 + 0.01 * depth, ci_low=np.nan, ci_high=np.nan, n_seeds=1)
-            for depth, layer in enumerate(resnet18_layers(), start=1) for stat in plots.TRAJECTORY_STATS]
+    rows = [
+        dict(
+            variant="base",
+            init="torch_default",
+            epoch=0,
+            layer=layer,
+            depth=depth,
+            param="weight",
+            statistic=stat,
+            mean=0.05 + 0.01 * depth,
+            ci_low=np.nan,
+            ci_high=np.nan,
+            n_seeds=1,
+        )
+        for depth, layer in enumerate(resnet18_layers(), start=1)
+        for stat in plots.TRAJECTORY_STATS
+    ]
     return pd.DataFrame(rows).sort_values("layer", kind="stable")
 
 
@@ -334,7 +474,12 @@ def test_layer_order_is_depth_not_alphabet():
     names = sorted(resnet18_layers())  # alphabetical: conv1, fc, layer1.0.conv1, ...
     assert names[1] == "fc"
     assert plots.layer_order(pd.DataFrame({"layer": names})) == resnet18_layers()  # from the names alone
-    assert plots.layer_order(pd.DataFrame({"layer": ["conv10", "conv2", "fc1", "conv1"]})) == ["conv1", "conv2", "conv10", "fc1"]
+    assert plots.layer_order(pd.DataFrame({"layer": ["conv10", "conv2", "fc1", "conv1"]})) == [
+        "conv1",
+        "conv2",
+        "conv10",
+        "fc1",
+    ]
     shuffled = pd.DataFrame({"layer": ["b", "a", "c"], "depth": [2, 3, 1]})
     assert plots.layer_order(shuffled) == ["c", "b", "a"]  # a depth column decides where there is one
     assert plots.evenly(list(range(21)), 6) == [0, 4, 8, 12, 16, 20]
@@ -396,7 +541,7 @@ def test_many_layers_are_capped_and_the_figures_say_so():
     assert "6 of 16 layers" in fig.legends[0].get_title().get_text()
     summary = given_weights_summary().assign(epoch=3)
     fig = plots.draw_trajectories(pd.concat([summary.assign(epoch=0), summary]), x="epoch")
-    assert titles(fig)[:plots.MAX_COLUMNS] == plots.evenly(resnet18_layers(), plots.MAX_COLUMNS)
+    assert titles(fig)[: plots.MAX_COLUMNS] == plots.evenly(resnet18_layers(), plots.MAX_COLUMNS)
     assert "6 of 21 layers" in fig.legends[0].get_title().get_text()
 
 

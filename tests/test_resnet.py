@@ -19,8 +19,9 @@ from dnndist.gradients import emission_absorption_explicit
 from .conftest import snakemake, write_yaml
 
 
-@pytest.mark.parametrize("name,size,convs", [("resnet18", 64, 20), ("resnet34", 64, 36), ("resnet50", 64, 53),
-                                              ("resnet18_cifar", 32, 20)])
+@pytest.mark.parametrize(
+    "name,size,convs", [("resnet18", 64, 20), ("resnet34", 64, 36), ("resnet50", 64, 53), ("resnet18_cifar", 32, 20)]
+)
 def test_registry_builds_every_conv_as_an_analysed_layer(name, size, convs):
     net = models.build({"name": name}, 3, 10, size)
     specs = [s for s in net.layer_specs if s.kind == "conv"]
@@ -60,7 +61,9 @@ def test_emission_absorption_of_resnet_convs_match_explicit_maps():
         conv = dict(net.named_modules())[name]
         g = torch.randn(3, conv.out_channels, 4, 4, dtype=torch.float64)
         em, ab = emission_absorption(g, conv.weight.detach(), (8, 8), conv.stride, conv.padding, conv.dilation)
-        em2, ab2 = emission_absorption_explicit(g, conv.weight.detach(), (8, 8), conv.stride, conv.padding, conv.dilation)
+        em2, ab2 = emission_absorption_explicit(
+            g, conv.weight.detach(), (8, 8), conv.stride, conv.padding, conv.dilation
+        )
         assert torch.allclose(em, em2, rtol=1e-9) and torch.allclose(ab, ab2, rtol=1e-9), name
 
 
@@ -75,15 +78,28 @@ def test_experiment2_on_local_resnet18_weights_and_a_jpeg_slice(tmp_path, shared
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     layers = ["conv1", "layer2.0.conv1", "layer2.0.downsample.0", "layer4.1.conv2"]
     cfg = {
-        "results": str(tmp_path / "results"), "resources": str(tmp_path / "results" / "resources"),
-        "data": {"source": "imagefolder", "valid_size": 10, "random_size": 8,
-                 "imagefolder": {"path": str(shared_jpeg), "image_size": 64, "limit_per_class": 4, "normalize": "imagenet"}},
+        "results": str(tmp_path / "results"),
+        "resources": str(tmp_path / "results" / "resources"),
+        "data": {
+            "source": "imagefolder",
+            "valid_size": 10,
+            "random_size": 8,
+            "imagefolder": {"path": str(shared_jpeg), "image_size": 64, "limit_per_class": 4, "normalize": "imagenet"},
+        },
         "inits": ["torch_default"],
         "model": {"name": "resnet18", "weights": str(weights)},
         "train": {"eval_batch_size": 32},
-        "extract": {"splits": ["train", "random"], "sample_size": 4, "max_inputs": 16, "gradient_target": "predicted",
-                    "gradient_batches": 3, "gradient_batch_size": 8, "parameter_gradients": False,
-                    "feature_gradients": False, "batch_size": 16},
+        "extract": {
+            "splits": ["train", "random"],
+            "sample_size": 4,
+            "max_inputs": 16,
+            "gradient_target": "predicted",
+            "gradient_batches": 3,
+            "gradient_batch_size": 8,
+            "parameter_gradients": False,
+            "feature_gradients": False,
+            "batch_size": 16,
+        },
         "plots": {"emission_init": "torch_default", "emission_layers": layers},
     }
     write_yaml(tmp_path / "resnet.yaml", cfg)
@@ -108,7 +124,9 @@ def test_experiment2_on_local_resnet18_weights_and_a_jpeg_slice(tmp_path, shared
         assert np.isfinite(em).all() and (em >= 0).all() and (em > 0).mean() > 0.5, name  # ReLU can silence a channel
     em = pd.read_csv(tmp_path / "results" / "tables" / "emission.csv")
     assert set(em["layer"]) == set(convs) and em["emission_cv_larger"].isin([True, False]).all()
-    assert np.isfinite(em["cv_emission"]).all() and np.isfinite(em["cv_absorption"]).all()  # scale-free C6 for all 20 convs
+    assert (
+        np.isfinite(em["cv_emission"]).all() and np.isfinite(em["cv_absorption"]).all()
+    )  # scale-free C6 for all 20 convs
     fig = tmp_path / "results" / "figures" / "fig4_emission.png"
     assert fig.stat().st_size > 5000
     ab = pd.read_csv(tmp_path / "results" / "stats" / "em_ab.csv")

@@ -19,10 +19,15 @@ pytestmark = pytest.mark.slow
 # The CI node has no GPU and no accounting database (so no sacct): status by squeue,
 # short status-check intervals, no account. Everything else comes from the profile.
 SLURM_ARGS = [
-    "--profile", str(REPO / "workflow" / "profiles" / "slurm"),
-    "--set-resources", "train:gpu=0", "extract:gpu=0",
-    "--slurm-status-command", "squeue",
-    "--slurm-init-seconds-before-status-checks", "2",
+    "--profile",
+    str(REPO / "workflow" / "profiles" / "slurm"),
+    "--set-resources",
+    "train:gpu=0",
+    "extract:gpu=0",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
     "--slurm-no-account",
 ]
 
@@ -80,17 +85,42 @@ def test_demo_on_slurm_survives_a_preempted_training_job(cluster, tmp_path):
     assert f"SLURM-job '{cancelled[0]}' failed" in out and "CANCELLED" in out, out[-3000:]
     assert "Trying to restart job" in out, out[-3000:]
     results = work / "results" / "demo"
-    assert len(re.findall(r"Job \d+ has been submitted with SLURM jobid", out)) >= 2 * 3 + 3  # train and extract at least
+    assert (
+        len(re.findall(r"Job \d+ has been submitted with SLURM jobid", out)) >= 2 * 3 + 3
+    )  # train and extract at least
     assert "Finished jobid: 0 (Rule: all)" in out
     for name in ("fig1_training.pdf", "fig4_emission.png"):
         assert (results / "figures" / name).stat().st_size > 5000
     # the resubmitted run equals the same run trained outside SLURM, byte for byte
     run = "base/kaiming_normal/seed0"
     local = tmp_path / "local"
-    subprocess.run([str(BIN / "python"), "-m", "dnndist", "train", "--config", str(REPO / "config.yaml"),
-                    "--config", str(work / "presets" / "demo.yaml"), "--config", str(work / "three.yaml"),
-                    "--run", run, "--data", str(results / "data" / "dataset.zarr"), "--out", str(local),
-                    "--threads", "2", "--no-progress"], check=True, env=env(), cwd=work, capture_output=True)
+    subprocess.run(
+        [
+            str(BIN / "python"),
+            "-m",
+            "dnndist",
+            "train",
+            "--config",
+            str(REPO / "config.yaml"),
+            "--config",
+            str(work / "presets" / "demo.yaml"),
+            "--config",
+            str(work / "three.yaml"),
+            "--run",
+            run,
+            "--data",
+            str(results / "data" / "dataset.zarr"),
+            "--out",
+            str(local),
+            "--threads",
+            "2",
+            "--no-progress",
+        ],
+        check=True,
+        env=env(),
+        cwd=work,
+        capture_output=True,
+    )
     for ckpt in sorted((results / "runs" / run / "checkpoints").glob("epoch_*.safetensors")):
         assert ckpt.read_bytes() == (local / "checkpoints" / ckpt.name).read_bytes(), ckpt.name
     assert (results / "runs" / run / "metrics.csv").read_bytes() == (local / "metrics.csv").read_bytes()
@@ -99,12 +129,22 @@ def test_demo_on_slurm_survives_a_preempted_training_job(cluster, tmp_path):
 def test_failed_slurm_job_fails_the_workflow_with_its_log(cluster, tmp_path):
     """A job that fails on the cluster (here: training asks for CUDA on a CPU node) fails
     the workflow; the message names the SLURM log, which holds the job's one-line error."""
-    cfg = tiny_config(tmp_path / "results", inits=["xavier_uniform"],
-                      overrides={"xavier_uniform": {"train": {"device": "cuda"}}})
+    cfg = tiny_config(
+        tmp_path / "results", inits=["xavier_uniform"], overrides={"xavier_uniform": {"train": {"device": "cuda"}}}
+    )
     write_yaml(tmp_path / "tiny.yaml", cfg)
     target = str(tmp_path / "results" / "runs" / "base" / "xavier_uniform" / "seed0" / "summary.json")
-    proc = snakemake(tmp_path, target, *SLURM_ARGS, "--retries", "0", "--configfile", str(tmp_path / "tiny.yaml"),
-                     check=False, timeout=900)
+    proc = snakemake(
+        tmp_path,
+        target,
+        *SLURM_ARGS,
+        "--retries",
+        "0",
+        "--configfile",
+        str(tmp_path / "tiny.yaml"),
+        check=False,
+        timeout=900,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "Error in rule train" in out, out[-3000:]

@@ -17,12 +17,31 @@ from torch import nn
 
 from dnndist import models, spectral
 
-PAPER = {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu", "negative_slope": 0.3}
+PAPER = {
+    "name": "paper_cnn",
+    "depth": 3,
+    "width": 16,
+    "hidden": 512,
+    "norm": "none",
+    "activation": "relu",
+    "negative_slope": 0.3,
+}
 # dnndist key -> WeightWatcher column, compared to 1e-6 relative on every layer WeightWatcher fits
-WW_COLUMNS = {"alpha": "alpha", "alpha_xmin": "xmin", "alpha_ks_distance": "D", "alpha_sigma": "sigma",
-              "num_pl_spikes": "num_pl_spikes", "lambda_max": "lambda_max", "stable_rank": "stable_rank",
-              "log_norm": "log_norm", "log_spectral_norm": "log_spectral_norm", "alpha_weighted": "alpha_weighted",
-              "log_alpha_norm": "log_alpha_norm", "mp_softrank": "mp_softrank", "num_evals": "num_evals"}
+WW_COLUMNS = {
+    "alpha": "alpha",
+    "alpha_xmin": "xmin",
+    "alpha_ks_distance": "D",
+    "alpha_sigma": "sigma",
+    "num_pl_spikes": "num_pl_spikes",
+    "lambda_max": "lambda_max",
+    "stable_rank": "stable_rank",
+    "log_norm": "log_norm",
+    "log_spectral_norm": "log_spectral_norm",
+    "alpha_weighted": "alpha_weighted",
+    "log_alpha_norm": "log_alpha_norm",
+    "mp_softrank": "mp_softrank",
+    "num_evals": "num_evals",
+}
 NORM_COLUMNS = ("lambda_max", "stable_rank", "log_norm", "log_spectral_norm", "num_evals")  # also where WW's fit fails
 
 
@@ -41,8 +60,10 @@ def compare_with_weightwatcher(net: nn.Module, title: str) -> dict[str, dict[str
     ours = {name: spectral.spectral_stats(m.weight.detach().numpy()) for name, m in layers.items()}
     analysed = set(details["longname"])
     print(f"\n{title}: dnndist vs WeightWatcher {pytest.importorskip('weightwatcher').__version__}")
-    print(f"{'layer':8} {'shape':>16} {'alpha':>10} {'ww alpha':>10} {'xmin':>10} {'D':>8} {'lambda_max':>11} {'stable_rank':>11} "
-          f"{'mp_softrank':>11} {'max rel diff':>12}")
+    print(
+        f"{'layer':8} {'shape':>16} {'alpha':>10} {'ww alpha':>10} {'xmin':>10} {'D':>8} {'lambda_max':>11} {'stable_rank':>11} "
+        f"{'mp_softrank':>11} {'max rel diff':>12}"
+    )
     for name, m in layers.items():
         s = ours[name]
         shape = "x".join(map(str, m.weight.shape))
@@ -55,8 +76,10 @@ def compare_with_weightwatcher(net: nn.Module, title: str) -> dict[str, dict[str
         fitted = row["alpha"] != -1
         keys = WW_COLUMNS if fitted else NORM_COLUMNS
         rel = {k: abs(s[k] - row[WW_COLUMNS[k]]) / max(abs(row[WW_COLUMNS[k]]), 1e-300) for k in keys}
-        print(f"{name:8} {shape:>16} {s['alpha']:10.6f} {row['alpha']:10.6f} {s['alpha_xmin']:10.6f} {s['alpha_ks_distance']:8.5f} "
-              f"{s['lambda_max']:11.6f} {s['stable_rank']:11.5f} {s['mp_softrank']:11.6f} {max(rel.values()):12.2e}")
+        print(
+            f"{name:8} {shape:>16} {s['alpha']:10.6f} {row['alpha']:10.6f} {s['alpha_xmin']:10.6f} {s['alpha_ks_distance']:8.5f} "
+            f"{s['lambda_max']:11.6f} {s['stable_rank']:11.5f} {s['mp_softrank']:11.6f} {max(rel.values()):12.2e}"
+        )
         assert max(rel.values()) < 1e-6, (name, rel)
         if fitted:
             assert s["alpha_fitted"] == 1.0 and s["matrix_rank"] == row["matrix_rank"]
@@ -127,7 +150,9 @@ def test_conv_weight_is_cut_per_kernel_position():
     mats, n, m = spectral.weight_matrices(w)
     assert mats.shape == (9, 4, 3) and (n, m) == (4, 3)
     np.testing.assert_allclose(mats[5], w[:, :, 1, 2] * math.sqrt(0.5))
-    pooled = np.sort(np.concatenate([np.linalg.svd(w[:, :, i, j], compute_uv=False) ** 2 / 2 for i in range(3) for j in range(3)]))
+    pooled = np.sort(
+        np.concatenate([np.linalg.svd(w[:, :, i, j], compute_uv=False) ** 2 / 2 for i in range(3) for j in range(3)])
+    )
     np.testing.assert_allclose(spectral.esd(mats), pooled, rtol=1e-12)
     s = spectral.spectral_stats(w)
     assert s["num_evals"] == 27 and s["alpha_fitted"] == 1.0
@@ -142,7 +167,9 @@ def test_layers_weightwatcher_skips_get_no_alpha_but_norms():
     bad = np.ones((16, 16))
     bad[0, 0] = np.nan
     s = spectral.spectral_stats(bad)
-    assert s["alpha_fitted"] == 0.0 and all(math.isnan(v) for k, v in s.items() if k not in ("alpha_fitted", "num_evals"))
+    assert s["alpha_fitted"] == 0.0 and all(
+        math.isnan(v) for k, v in s.items() if k not in ("alpha_fitted", "num_evals")
+    )
     with pytest.raises(ValueError, match="Linear"):
         spectral.spectral_stats(np.ones(5))
 

@@ -20,7 +20,15 @@ from dnndist.checkpoints import load_checkpoint
 
 from .conftest import env, snakemake, tiny_config, write_yaml
 
-MODEL = {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu", "negative_slope": 0.3}
+MODEL = {
+    "name": "paper_cnn",
+    "depth": 3,
+    "width": 16,
+    "hidden": 512,
+    "norm": "none",
+    "activation": "relu",
+    "negative_slope": 0.3,
+}
 
 
 def _nets(settings: dict, names: list[str], image: int = 32) -> list[models.Net]:
@@ -32,10 +40,22 @@ def _nets(settings: dict, names: list[str], image: int = 32) -> list[models.Net]
     return nets
 
 
-@pytest.mark.parametrize("settings", [
-    MODEL,
-    {**MODEL, "name": "plain_cnn", "depth": 6, "width": 8, "hidden": 32, "norm": "batch", "activation": "leaky_relu"},
-], ids=["paper_cnn", "plain_cnn_bn_leaky_depth6"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        MODEL,
+        {
+            **MODEL,
+            "name": "plain_cnn",
+            "depth": 6,
+            "width": 8,
+            "hidden": 32,
+            "norm": "batch",
+            "activation": "leaky_relu",
+        },
+    ],
+    ids=["paper_cnn", "plain_cnn_bn_leaky_depth6"],
+)
 def test_wide_model_equals_separate_models_in_float64(settings):
     """Each run reads its own batch (its seed's data order). Logits, losses and every parameter
     gradient of the stacked model equal those of the separate models (autograd on each) to
@@ -74,8 +94,12 @@ def store(tmp_path_factory):
     d = tmp_path_factory.mktemp("stk")
     cfg = dcfg.validate(tiny_config(d / "results"), check_paths=False)
     out = d / "dataset.zarr"
-    subprocess.run([sys.executable, "-m", "dnndist", "data", "--settings", json.dumps(dcfg.data_settings(cfg)),
-                    "--out", str(out)], check=True, env=env(), capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "dnndist", "data", "--settings", json.dumps(dcfg.data_settings(cfg)), "--out", str(out)],
+        check=True,
+        env=env(),
+        capture_output=True,
+    )
     return out
 
 
@@ -83,9 +107,16 @@ def _group(tmp_path, seeds=(0, 1), **train_over):
     # the float32 tolerance below was set with the ReLU gain on every init: under PyTorch's gains
     # xavier_uniform's smaller conv weights leave some Adam steps sign-like on tiny gradients,
     # where float32 reduction order moves a weight by ~0.1 lr (exactness: the float64 tests above)
-    cfg = dcfg.validate(tiny_config(tmp_path / "results", inits=["kaiming_normal", "xavier_uniform", "zeros"], init={"gain": "relu"},
-                                    seeds=list(seeds), train={"epochs": 2, "lr": 1.0e-3, "checkpoints": [0, 1, 2], "eval_batch_size": 500,
-                                           **train_over}), check_paths=False)
+    cfg = dcfg.validate(
+        tiny_config(
+            tmp_path / "results",
+            inits=["kaiming_normal", "xavier_uniform", "zeros"],
+            init={"gain": "relu"},
+            seeds=list(seeds),
+            train={"epochs": 2, "lr": 1.0e-3, "checkpoints": [0, 1, 2], "eval_batch_size": 500, **train_over},
+        ),
+        check_paths=False,
+    )
     runs = dcfg.runs(cfg)
     return runs, [dcfg.run_settings(cfg, r) for r in runs]
 
@@ -97,11 +128,15 @@ def test_stacked_group_matches_per_run_training(tmp_path, store):
     files, same rows, same metadata. (Exactness is the float64 test above: in float32,
     Adam's near-sign updates on tiny gradients turn reduction-order rounding into steps.)"""
     runs, settings = _group(tmp_path)
-    train.train_stack(settings, store, [tmp_path / "stk" / r.init / str(r.seed) for r in runs], threads=2, progress=False)
+    train.train_stack(
+        settings, store, [tmp_path / "stk" / r.init / str(r.seed) for r in runs], threads=2, progress=False
+    )
     for s, r in zip(settings, runs):
         train.train_run(s, store, tmp_path / "per" / r.init / str(r.seed), threads=2, progress=False)
         a, b = tmp_path / "per" / r.init / str(r.seed), tmp_path / "stk" / r.init / str(r.seed)
-        assert sorted(p.name for p in (a / "checkpoints").iterdir()) == sorted(p.name for p in (b / "checkpoints").iterdir())
+        assert sorted(p.name for p in (a / "checkpoints").iterdir()) == sorted(
+            p.name for p in (b / "checkpoints").iterdir()
+        )
         for ck in (a / "checkpoints").glob("epoch_*"):
             ta, ma = load_checkpoint(ck)
             tb, mb = load_checkpoint(b / "checkpoints" / ck.name)
@@ -137,12 +172,24 @@ def test_divergence_in_a_group_stops_only_that_run(tmp_path, store):
 
 
 def test_stack_groups_and_cli_errors(tmp_path):
-    cfg = dcfg.validate(tiny_config(tmp_path / "r", inits=["kaiming_normal", "xavier_uniform", "ones"], seeds=[0, 1],
-                                    stacked=True, overrides={"ones": {"train": {"lr": 1.0e-5}}}), check_paths=False)
+    cfg = dcfg.validate(
+        tiny_config(
+            tmp_path / "r",
+            inits=["kaiming_normal", "xavier_uniform", "ones"],
+            seeds=[0, 1],
+            stacked=True,
+            overrides={"ones": {"train": {"lr": 1.0e-5}}},
+        ),
+        check_paths=False,
+    )
     groups = dcfg.stack_groups(cfg)
     assert [g.name for g in groups] == ["base-1", "base-2"]  # inits and seeds stack together
-    assert [r.name for r in groups[0].runs] == ["base/kaiming_normal/seed0", "base/kaiming_normal/seed1",
-                                                "base/xavier_uniform/seed0", "base/xavier_uniform/seed1"]
+    assert [r.name for r in groups[0].runs] == [
+        "base/kaiming_normal/seed0",
+        "base/kaiming_normal/seed1",
+        "base/xavier_uniform/seed0",
+        "base/xavier_uniform/seed1",
+    ]
     assert [r.init for r in groups[1].runs] == ["ones", "ones"]  # ones trains with another lr
     assert sum(len(g.runs) for g in groups) == len(dcfg.runs(cfg))
     capped = dcfg.validate({**cfg, "stack_max": 3}, check_paths=False)
@@ -150,8 +197,12 @@ def test_stack_groups_and_cli_errors(tmp_path):
     with pytest.raises(dcfg.ConfigError, match="config key 'stacked'"):
         bad = tiny_config(tmp_path / "r", stacked=True, model={"name": "resnet18"})
         dcfg.validate(bad, check_paths=False)
-    proc = subprocess.run([sys.executable, "-m", "dnndist", "train-stacked", "--settings", "{}", "--data", "x", "--out", "y"],
-                          env=env(), capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dnndist", "train-stacked", "--settings", "{}", "--data", "x", "--out", "y"],
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "JSON list" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -227,8 +278,10 @@ def test_periodic_look_equals_looking_every_step(tmp_path, store, monkeypatch, e
     for n in (every, 100):
         runs, settings = _group(tmp_path / str(n), seeds=(0,), check_every=n)
         train.train_stack(settings, store, [tmp_path / f"look{n}" / r.init for r in runs], threads=2, progress=False)
-        outs[n] = [(_tensors(tmp_path / f"look{n}" / r.init), (tmp_path / f"look{n}" / r.init / "metrics.csv").read_bytes())
-                   for r in runs]
+        outs[n] = [
+            (_tensors(tmp_path / f"look{n}" / r.init), (tmp_path / f"look{n}" / r.init / "metrics.csv").read_bytes())
+            for r in runs
+        ]
     assert outs[every] == outs[100]  # (check_every is part of the settings hash in the metadata)
 
 
@@ -242,7 +295,10 @@ def _tensors(d):
     return out
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device; the bookkeeping around them is tested on the CPU above")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="CUDA graphs need a CUDA device; the bookkeeping around them is tested on the CPU above",
+)
 def test_cuda_graph_step_matches_eager(tmp_path, store):
     """On CUDA: the captured step trains like the eager one (float tolerance), divergence included."""
     runs, settings = _group(tmp_path, seeds=(0, 1), device="cuda")

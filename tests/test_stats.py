@@ -17,7 +17,9 @@ def test_distribution_stats_match_numpy_scipy():
     x = rng.standard_t(5, 20_000) * 0.05
     s = stats.distribution_stats(x, thresholds=(0.01,), rel_thresholds=(0.5,), fan_in=144, init_std=0.05)
     assert s["mean"] == pytest.approx(x.mean()) and s["std"] == pytest.approx(x.std())
-    assert s["skewness"] == pytest.approx(scipy.stats.skew(x)) and s["kurtosis"] == pytest.approx(scipy.stats.kurtosis(x))
+    assert s["skewness"] == pytest.approx(scipy.stats.skew(x)) and s["kurtosis"] == pytest.approx(
+        scipy.stats.kurtosis(x)
+    )
     assert s["q01"] == pytest.approx(np.quantile(x, 0.01)) and s["q50"] == pytest.approx(np.median(x))
     assert s["near_zero_abs_0.01"] == pytest.approx((np.abs(x) < 0.01).mean())
     assert s["near_zero_rel_0.5"] == pytest.approx((np.abs(x) < 0.5 * x.std()).mean())
@@ -73,13 +75,21 @@ def test_seed_ci_is_the_t_interval():
 
 
 def test_aggregate_seeds():
-    df = pd.DataFrame({"init": ["a"] * 3 + ["b"] * 3 + ["c"] * 2, "seed": [0, 1, 2] * 2 + [0, 1], "statistic": "std",
-                       "value": [1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 4.0, np.nan]})
+    df = pd.DataFrame(
+        {
+            "init": ["a"] * 3 + ["b"] * 3 + ["c"] * 2,
+            "seed": [0, 1, 2] * 2 + [0, 1],
+            "statistic": "std",
+            "value": [1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 4.0, np.nan],
+        }
+    )
     agg = stats.aggregate_seeds(df).set_index("init")
     assert agg.loc["a", "mean"] == 2.0 and agg.loc["a", "n_seeds"] == 3
     assert (agg.loc["a", "ci_low"], agg.loc["a", "ci_high"]) == pytest.approx(stats.seed_ci([1.0, 2.0, 3.0])[1:])
     assert agg.loc["b", "ci_low"] == agg.loc["b", "ci_high"] == 5.0
-    assert agg.loc["c", "n_seeds"] == 1 and agg.loc["c", "mean"] == 4.0 and math.isnan(agg.loc["c", "ci_low"])  # n: finite values
+    assert (
+        agg.loc["c", "n_seeds"] == 1 and agg.loc["c", "mean"] == 4.0 and math.isnan(agg.loc["c", "ci_low"])
+    )  # n: finite values
 
 
 def test_gaussian_reference_is_size_calibrated():
@@ -101,8 +111,10 @@ def test_spectrum_table_matches_svd():
     import xarray as xr
 
     w = np.random.default_rng(5).normal(size=(1, 1, 1, 2, 8, 3, 3, 3))
-    ds = xr.Dataset({"weight": (("variant", "init", "seed", "epoch", "out_channel", "in_channel", "kernel_y", "kernel_x"), w)},
-                    coords={"variant": ["base"], "init": ["kaiming_normal"], "seed": [0], "epoch": [0, 1]})
+    ds = xr.Dataset(
+        {"weight": (("variant", "init", "seed", "epoch", "out_channel", "in_channel", "kernel_y", "kernel_x"), w)},
+        coords={"variant": ["base"], "init": ["kaiming_normal"], "seed": [0], "epoch": [0, 1]},
+    )
     t = stats.spectrum_table({"conv1": ds})
     s1 = t[(t["epoch"] == 1)]["singular_value"].to_numpy()
     assert np.allclose(s1, np.linalg.svd(w[0, 0, 0, 1].reshape(8, -1), compute_uv=False))
@@ -115,8 +127,11 @@ def test_diverged_runs_are_counted_from_tables_and_summaries():
     from dnndist.stats import aggregate_seeds, diverged_runs
 
     rows = [("base", "ones", s, 1, "train", "loss", 2.3) for s in (0, 1, 2)]
-    rows += [("base", "ones", 1, 1, "train", "diverged", 1.0), ("base", "ones", 2, 1, "train", "diverged", 1.0),
-             ("bn", "zeros", 0, 0, "train", "diverged", 1.0)]
+    rows += [
+        ("base", "ones", 1, 1, "train", "diverged", 1.0),
+        ("base", "ones", 2, 1, "train", "diverged", 1.0),
+        ("bn", "zeros", 0, 0, "train", "diverged", 1.0),
+    ]
     df = pd.DataFrame(rows, columns=["variant", "init", "seed", "epoch", "split", "statistic", "value"])
     assert diverged_runs(df) == {("base", "ones"): 2, ("bn", "zeros"): 1}
     assert diverged_runs(aggregate_seeds(df)) == {("base", "ones"): 2, ("bn", "zeros"): 1}

@@ -17,12 +17,25 @@ BACKENDS = [pytest.param("native", marks=pytest.mark.skipif(not NATIVE, reason="
 
 def reference(x: np.ndarray) -> dict[str, float]:
     r = np.asarray(x, dtype=np.float64)
-    return {"n": r.size, "mean": r.mean(), "var": r.var(), "skew": scipy.stats.skew(r), "kurt": scipy.stats.kurtosis(r),
-            "min": r.min(), "max": r.max()}
+    return {
+        "n": r.size,
+        "mean": r.mean(),
+        "var": r.var(),
+        "skew": scipy.stats.skew(r),
+        "kurt": scipy.stats.kurtosis(r),
+        "min": r.min(),
+        "max": r.max(),
+    }
 
 
-def streamed(x: np.ndarray, bins: int = 100, first: int = 128, batch: int = 5000, backend: str = "auto",
-             threads: int | None = None) -> st.FeatureStats:
+def streamed(
+    x: np.ndarray,
+    bins: int = 100,
+    first: int = 128,
+    batch: int = 5000,
+    backend: str = "auto",
+    threads: int | None = None,
+) -> st.FeatureStats:
     """Stream x as the extraction does: a first (sample) batch, then equal batches."""
     f = st.FeatureStats(bins, backend=backend, threads=threads)
     t = torch.from_numpy(np.ascontiguousarray(x))
@@ -36,8 +49,15 @@ def derived(f: st.FeatureStats) -> dict[str, float]:
     v = f.values()
     n = v["n"]
     var = v["m2"] / n
-    return {"n": n, "mean": v["mean"], "var": var, "skew": v["m3"] / n / var**1.5, "kurt": v["m4"] / n / var**2 - 3,
-            "min": v["min"], "max": v["max"]}
+    return {
+        "n": n,
+        "mean": v["mean"],
+        "var": var,
+        "skew": v["m3"] / n / var**1.5,
+        "kurt": v["m4"] / n / var**2 - 3,
+        "min": v["min"],
+        "max": v["max"],
+    }
 
 
 def heavy(seed: int = 0, n: int = 400_000) -> dict[str, np.ndarray]:
@@ -166,15 +186,28 @@ def test_memory_layouts_give_the_same_statistics():
 def adversarial(edges: np.ndarray, rng: np.random.Generator, n_random: int = 20_000) -> np.ndarray:
     """float32 values at, just below and just above every edge (as float64 and as float32), plus random ones."""
     f = edges.astype(np.float32)
-    near = [f, np.nextafter(f, np.float32(-np.inf)), np.nextafter(f, np.float32(np.inf)), st.ceil32(edges), st.floor32(edges)]
+    near = [
+        f,
+        np.nextafter(f, np.float32(-np.inf)),
+        np.nextafter(f, np.float32(np.inf)),
+        st.ceil32(edges),
+        st.floor32(edges),
+    ]
     lo, hi = edges[0], edges[-1]
     big = float(np.finfo(np.float32).max)
     spread = np.clip(rng.uniform(lo - 0.2 * (hi - lo), hi + 0.2 * (hi - lo), n_random), -big, big).astype(np.float32)
     return rng.permutation(np.concatenate([*near, spread]).astype(np.float32))
 
 
-RANGES = [(-0.5, 4.5, 100), (-1.3, 2.7, 7), (0.0, 1.0, 1), (1000.0, 1000.01, 20),  # large offset, narrow
-          (-3e4, -2.9e4, 1000), (-1e-3, 3e-3, 64), (-3e38, 3.2e38, 10)]  # the last: beyond the fast path
+RANGES = [
+    (-0.5, 4.5, 100),
+    (-1.3, 2.7, 7),
+    (0.0, 1.0, 1),
+    (1000.0, 1000.01, 20),  # large offset, narrow
+    (-3e4, -2.9e4, 1000),
+    (-1e-3, 3e-3, 64),
+    (-3e38, 3.2e38, 10),
+]  # the last: beyond the fast path
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -12,11 +12,23 @@ from dnndist import tables
 from dnndist.stats import distribution_stats
 
 INITS = ["orthogonal", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "ones", "zeros"]
-ORDERED = {"orthogonal": 0.5, "kaiming_normal": 0.8, "kaiming_uniform": 0.9, "xavier_normal": 1.2, "xavier_uniform": 1.3}
+ORDERED = {
+    "orthogonal": 0.5,
+    "kaiming_normal": 0.8,
+    "kaiming_uniform": 0.9,
+    "xavier_normal": 1.2,
+    "xavier_uniform": 1.3,
+}
 
 
-def training_table(final: dict[str, float], seeds: int = 10, sd: float = 0.05, epochs: int = 4, seed: int = 0,
-                   diverged: dict[str, int] | None = None) -> pd.DataFrame:
+def training_table(
+    final: dict[str, float],
+    seeds: int = 10,
+    sd: float = 0.05,
+    epochs: int = 4,
+    seed: int = 0,
+    diverged: dict[str, int] | None = None,
+) -> pd.DataFrame:
     """Per-seed losses: train (epochs 1..E), valid and test (0..E); a seed effect shared by all
     inits (same data order) plus independent noise of ``sd``; zeros flat at ln 10, ones at 50."""
     rng = np.random.default_rng(seed)
@@ -29,10 +41,30 @@ def training_table(final: dict[str, float], seeds: int = 10, sd: float = 0.05, e
             if split == "train" and e == 0:
                 continue
             v = 2.303 if init == "zeros" else final[init] + (epochs - e) * 0.3 + common[s] + noise
-            rows.append({"variant": "base", "init": init, "seed": s, "epoch": e, "split": split, "statistic": "loss", "value": v})
+            rows.append(
+                {
+                    "variant": "base",
+                    "init": init,
+                    "seed": s,
+                    "epoch": e,
+                    "split": split,
+                    "statistic": "loss",
+                    "value": v,
+                }
+            )
     for init, n in (diverged or {}).items():
-        rows += [{"variant": "base", "init": init, "seed": s, "epoch": 1, "split": "train", "statistic": "diverged", "value": 1.0}
-                 for s in range(n)]
+        rows += [
+            {
+                "variant": "base",
+                "init": init,
+                "seed": s,
+                "epoch": 1,
+                "split": "train",
+                "statistic": "diverged",
+                "value": 1.0,
+            }
+            for s in range(n)
+        ]
     return pd.DataFrame(rows)
 
 
@@ -41,7 +73,9 @@ def verdict(df: pd.DataFrame, claim: str) -> str:
 
 
 NO_WEIGHTS = pd.DataFrame(columns=["variant", "init", "seed", "epoch", "layer", "depth", "param", "statistic", "value"])
-NO_FEATURES = pd.DataFrame(columns=["variant", "init", "seed", "epoch", "layer", "depth", "kind", "split", "statistic", "value"])
+NO_FEATURES = pd.DataFrame(
+    columns=["variant", "init", "seed", "epoch", "layer", "depth", "kind", "split", "statistic", "value"]
+)
 
 
 def test_c1_holds_when_orthogonal_truly_leads_with_10_seeds():
@@ -62,7 +96,13 @@ def test_c1_equal_inits_are_not_refuted():
 
 
 def test_c1_reversed_order_does_not_hold():
-    reverse = {"orthogonal": 1.5, "kaiming_normal": 0.8, "kaiming_uniform": 0.9, "xavier_normal": 0.4, "xavier_uniform": 1.3}
+    reverse = {
+        "orthogonal": 1.5,
+        "kaiming_normal": 0.8,
+        "kaiming_uniform": 0.9,
+        "xavier_normal": 0.4,
+        "xavier_uniform": 1.3,
+    }
     df = tables.claims(training_table(reverse), NO_WEIGHTS, NO_FEATURES, None)
     assert verdict(df, "C1a") == "does not hold"
     assert df.set_index("claim").loc["C1a", "value"].startswith("refuted by: orthogonal - kaiming")
@@ -85,15 +125,31 @@ def test_diverged_runs_are_flagged():
     assert df.set_index("claim").loc["C1a", "n_seeds"] == 10
 
 
-def weights_table(std: dict[str, float], seeds: int = 10, layers=(("conv1", 1), ("conv2", 2), ("fc1", 3)),
-                  sd: float = 0.005, seed: int = 0) -> pd.DataFrame:
+def weights_table(
+    std: dict[str, float],
+    seeds: int = 10,
+    layers=(("conv1", 1), ("conv2", 2), ("fc1", 3)),
+    sd: float = 0.005,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Per-seed std of weights and biases at the last epoch (5) per init and layer."""
     rng = np.random.default_rng(seed)
     rows = []
     for init, s, (layer, depth), param in itertools.product(std, range(seeds), layers, ("weight", "bias")):
         v = std[init] * (1 + rng.normal(0, sd / 0.1))
-        rows.append({"variant": "base", "init": init, "seed": s, "epoch": 5, "layer": layer, "depth": depth, "param": param,
-                     "statistic": "std", "value": v})
+        rows.append(
+            {
+                "variant": "base",
+                "init": init,
+                "seed": s,
+                "epoch": 5,
+                "layer": layer,
+                "depth": depth,
+                "param": param,
+                "statistic": "std",
+                "value": v,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -107,13 +163,27 @@ def test_c2_orthogonal_variance_rule(orth, expected):
     assert row["verdict"] == expected and row["comparisons"] == 3 * 2 * 4
 
 
-def shape_rows(init: str, sampler, n: int, seeds: int, epoch: int, layer: str = "conv1", depth: int = 1, seed: int = 0) -> list[dict]:
+def shape_rows(
+    init: str, sampler, n: int, seeds: int, epoch: int, layer: str = "conv1", depth: int = 1, seed: int = 0
+) -> list[dict]:
     rng = np.random.default_rng([seed, depth, epoch])
     rows = []
     for s in range(seeds):
         st = distribution_stats(sampler(rng, n))
-        rows += [{"variant": "base", "init": init, "seed": s, "epoch": epoch, "layer": layer, "depth": depth, "param": "weight",
-                  "statistic": k, "value": v} for k, v in st.items()]
+        rows += [
+            {
+                "variant": "base",
+                "init": init,
+                "seed": s,
+                "epoch": epoch,
+                "layer": layer,
+                "depth": depth,
+                "param": "weight",
+                "statistic": k,
+                "value": v,
+            }
+            for k, v in st.items()
+        ]
     return rows
 
 
@@ -136,15 +206,34 @@ def test_c3_against_the_size_calibrated_null_band(shape, expected):
 def growth_rows(ratio: dict[str, float], seeds: int = 10, sd: float = 0.02) -> pd.DataFrame:
     rng = np.random.default_rng(1)
     rows = []
-    for init, s, (layer, depth), param in itertools.product(INITS[:5], range(seeds), (("conv1", 1), ("fc1", 2)), ("weight", "bias")):
-        for epoch, std, mean in ((0, 0.1, 0.0), (5, 0.1 * ratio[param] * np.exp(rng.normal(0, sd)), rng.normal(0, 0.002))):
-            rows += [{"variant": "base", "init": init, "seed": s, "epoch": epoch, "layer": layer, "depth": depth, "param": param,
-                      "statistic": k, "value": v} for k, v in (("std", std), ("mean", mean))]
+    for init, s, (layer, depth), param in itertools.product(
+        INITS[:5], range(seeds), (("conv1", 1), ("fc1", 2)), ("weight", "bias")
+    ):
+        for epoch, std, mean in (
+            (0, 0.1, 0.0),
+            (5, 0.1 * ratio[param] * np.exp(rng.normal(0, sd)), rng.normal(0, 0.002)),
+        ):
+            rows += [
+                {
+                    "variant": "base",
+                    "init": init,
+                    "seed": s,
+                    "epoch": epoch,
+                    "layer": layer,
+                    "depth": depth,
+                    "param": param,
+                    "statistic": k,
+                    "value": v,
+                }
+                for k, v in (("std", std), ("mean", mean))
+            ]
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize("w_ratio,b_ratio,expected", [(1.2, 1.1, "holds"), (0.8, 1.2, "does not hold"), (2.0, 1.2, "does not hold"),
-                                                       (1.0, 1.2, "inconclusive")])
+@pytest.mark.parametrize(
+    "w_ratio,b_ratio,expected",
+    [(1.2, 1.1, "holds"), (0.8, 1.2, "does not hold"), (2.0, 1.2, "does not hold"), (1.0, 1.2, "inconclusive")],
+)
 def test_c4_grows_slightly(w_ratio, b_ratio, expected):
     df = tables.claims(training_table(ORDERED), growth_rows({"weight": w_ratio, "bias": b_ratio}), NO_FEATURES, None)
     assert verdict(df, "C4a") == expected
@@ -161,8 +250,20 @@ def feature_table(growth_by_depth: bool, seeds: int = 10) -> pd.DataFrame:
     for init, s, (layer, depth), kind in itertools.product(INITS[:5], range(seeds), layers, ("pre", "post")):
         after = (1 + depth / 4 if growth_by_depth else 2.0) * np.exp(rng.normal(0, 0.05))
         for epoch, v in ((0, np.exp(rng.normal(0, 0.05))), (5, after)):
-            rows.append({"variant": "base", "init": init, "seed": s, "epoch": epoch, "layer": layer, "depth": depth, "kind": kind,
-                         "split": "train", "statistic": "std", "value": v})
+            rows.append(
+                {
+                    "variant": "base",
+                    "init": init,
+                    "seed": s,
+                    "epoch": epoch,
+                    "layer": layer,
+                    "depth": depth,
+                    "kind": kind,
+                    "split": "train",
+                    "statistic": "std",
+                    "value": v,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -188,8 +289,21 @@ def em_ab_table(seeds: int = 10, em_cv: float = 0.3, ab_cv: float = 0.1, samples
     for init, s, layer, c in itertools.product(INITS[:2], range(seeds), ("conv2", "conv3"), range(4)):
         for measure, mean, cv in (("emission", 1.0 + 0.1 * c, em_cv), ("absorption", 10.0 + c, ab_cv)):
             v = mean * (1 + cv * rng.normal(size=samples))
-            frames.append(pd.DataFrame({"variant": "base", "init": init, "seed": s, "epoch": 5, "layer": layer, "measure": measure,
-                                        "channel": c, "sample": np.arange(samples), "value": v}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "variant": "base",
+                        "init": init,
+                        "seed": s,
+                        "epoch": 5,
+                        "layer": layer,
+                        "measure": measure,
+                        "channel": c,
+                        "sample": np.arange(samples),
+                        "value": v,
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -200,15 +314,39 @@ def test_c6_compares_coefficients_of_variation_not_raw_variances():
     df = tables.claims(training_table(ORDERED), NO_WEIGHTS, NO_FEATURES, em).set_index("claim")
     assert df.loc["C6", "verdict"] == "holds" and df.loc["C6", "effect"] == pytest.approx(3.0, rel=0.1)
     assert df.loc["C6", "comparisons"] == 4  # (init, conv layer)
-    rev = tables.claims(training_table(ORDERED), NO_WEIGHTS, NO_FEATURES, em_ab_table(em_cv=0.1, ab_cv=0.3)).set_index("claim")
+    rev = tables.claims(training_table(ORDERED), NO_WEIGHTS, NO_FEATURES, em_ab_table(em_cv=0.1, ab_cv=0.3)).set_index(
+        "claim"
+    )
     assert rev.loc["C6", "verdict"] == "does not hold"
 
 
 def test_init_check_reports_theory_and_empirical():
     rows = []
-    for stat, v in {"std": 0.117, "init_std": 0.1179, "init_bound": np.nan, "min": -0.5, "max": 0.45, "fan_in": 144, "fan_out": 144, "gain": 2**0.5}.items():
-        rows.append({"variant": "base", "init": "kaiming_normal", "epoch": 0, "layer": "conv2", "depth": 2, "param": "weight",
-                     "statistic": stat, "mean": v, "ci_low": v, "ci_high": v, "n_seeds": 2})
+    for stat, v in {
+        "std": 0.117,
+        "init_std": 0.1179,
+        "init_bound": np.nan,
+        "min": -0.5,
+        "max": 0.45,
+        "fan_in": 144,
+        "fan_out": 144,
+        "gain": 2**0.5,
+    }.items():
+        rows.append(
+            {
+                "variant": "base",
+                "init": "kaiming_normal",
+                "epoch": 0,
+                "layer": "conv2",
+                "depth": 2,
+                "param": "weight",
+                "statistic": stat,
+                "mean": v,
+                "ci_low": v,
+                "ci_high": v,
+                "n_seeds": 2,
+            }
+        )
     t = tables.init_check(pd.DataFrame(rows))
     row = t.iloc[0]
     assert row["fan_in"] == 144 and row["empirical_max_abs"] == 0.5 and row["gain"] == pytest.approx(2**0.5)
@@ -237,21 +375,36 @@ def test_factor_effects_recover_a_planted_effect():
     from dnndist.tables import factor_effects
 
     rng = np.random.default_rng(0)
-    variants = {"base": {"model": {"norm": "none", "activation": "relu"}},
-                "bn": {"model": {"norm": "batch", "activation": "relu"}},
-                "leaky": {"model": {"norm": "none", "activation": "leaky_relu"}},
-                "bn-leaky": {"model": {"norm": "batch", "activation": "leaky_relu"}}}
+    variants = {
+        "base": {"model": {"norm": "none", "activation": "relu"}},
+        "bn": {"model": {"norm": "batch", "activation": "relu"}},
+        "leaky": {"model": {"norm": "none", "activation": "leaky_relu"}},
+        "bn-leaky": {"model": {"norm": "batch", "activation": "leaky_relu"}},
+    }
     rows = []
     for v, s in variants.items():
         for seed in range(5):
             for layer in ("conv1", "conv2", "fc1"):
                 for epoch in (0, 3):
                     # seed noise shared by the variants that differ only in the activation, so its effect is exactly 0
-                    noise = np.random.default_rng([seed, len(layer), epoch, s["model"]["norm"] == "batch"]).normal(0, 0.01)
+                    noise = np.random.default_rng([seed, len(layer), epoch, s["model"]["norm"] == "batch"]).normal(
+                        0, 0.01
+                    )
                     nz = 0.1 + (0.2 if s["model"]["norm"] == "batch" and epoch == 3 else 0) + noise
                     for stat, val in (("near_zero_rel_0.1", nz), ("kurtosis", rng.normal(0, 0.1))):
-                        rows.append({"variant": v, "init": "kaiming_normal", "seed": seed, "epoch": epoch, "layer": layer,
-                                     "depth": 1, "param": "weight", "statistic": stat, "value": val})
+                        rows.append(
+                            {
+                                "variant": v,
+                                "init": "kaiming_normal",
+                                "seed": seed,
+                                "epoch": epoch,
+                                "layer": layer,
+                                "depth": 1,
+                                "param": "weight",
+                                "statistic": stat,
+                                "value": val,
+                            }
+                        )
     weights = pd.DataFrame(rows)
     df = factor_effects(weights, variants)
     nz = df[df["statistic"] == "near_zero_rel_0.1"].set_index("factor")
@@ -273,16 +426,24 @@ def test_emission_summary_spread_across_channels():
     rows = []
     for c in range(6):
         for sample in range(200):
-            rows.append(("base", "kaiming_normal", 0, 1, "conv2", "emission", c, sample, (c + 1) * (1 + 0.01 * rng.normal())))
+            rows.append(
+                ("base", "kaiming_normal", 0, 1, "conv2", "emission", c, sample, (c + 1) * (1 + 0.01 * rng.normal()))
+            )
             rows.append(("base", "kaiming_normal", 0, 1, "conv2", "absorption", c, sample, 3 + rng.normal()))
-    df = pd.DataFrame(rows, columns=["variant", "init", "seed", "epoch", "layer", "measure", "channel", "sample", "value"])
+    df = pd.DataFrame(
+        rows, columns=["variant", "init", "seed", "epoch", "layer", "measure", "channel", "sample", "value"]
+    )
     out = emission_summary(df).iloc[0]
     assert out["emission_spread_larger"] and not out["emission_cv_larger"]
-    assert abs(out["channel_cv_emission"] - np.std(np.arange(1, 7)) / 3.5) < 0.01 and out["channel_cv_absorption"] < 0.05
+    assert (
+        abs(out["channel_cv_emission"] - np.std(np.arange(1, 7)) / 3.5) < 0.01 and out["channel_cv_absorption"] < 0.05
+    )
     assert out["cv_emission"] == pytest.approx(0.01, rel=0.2) and out["cv_absorption"] == pytest.approx(1 / 3, rel=0.1)
 
 
-def trend_rows(variant: str, sign: int, last: int, seeds: int, conv: int = 6, linear: int = 2, noise: float = 0.5) -> list[dict]:
+def trend_rows(
+    variant: str, sign: int, last: int, seeds: int, conv: int = 6, linear: int = 2, noise: float = 0.5
+) -> list[dict]:
     """Near-zero mass rising (sign +1) or falling (-1) with depth over the conv layers, plus seed
     noise; ``linear`` fc layers after them with a level of their own; ndim marks the layer kind."""
     rng = np.random.default_rng([seeds, sign + 1])
@@ -292,9 +453,19 @@ def trend_rows(variant: str, sign: int, last: int, seeds: int, conv: int = 6, li
         for layer, depth, ndim in layers:
             for epoch in (0, last):
                 value = (sign * depth + rng.normal(0, noise) if ndim == 4 else 100.0 - depth) if epoch == last else 0.0
-                base = {"variant": variant, "init": "kaiming_normal", "seed": seed, "epoch": epoch, "layer": layer, "depth": depth,
-                        "param": "weight"}
-                rows += [{**base, "statistic": "near_zero_rel_0.1", "value": value}, {**base, "statistic": "ndim", "value": ndim}]
+                base = {
+                    "variant": variant,
+                    "init": "kaiming_normal",
+                    "seed": seed,
+                    "epoch": epoch,
+                    "layer": layer,
+                    "depth": depth,
+                    "param": "weight",
+                }
+                rows += [
+                    {**base, "statistic": "near_zero_rel_0.1", "value": value},
+                    {**base, "statistic": "ndim", "value": ndim},
+                ]
     return rows
 
 
@@ -314,23 +485,39 @@ def test_depth_trend_per_variant_and_layer_kind():
     assert few.loc["conv", "verdict"] == "descriptive only" and "linear" not in few.index  # 2 linear layers: no trend
 
 
-def _range_rows(init, seed, epoch, layer, depth, lo, hi, count=432, within_unit=1.0, within_default=1.0, param="weight"):
+def _range_rows(
+    init, seed, epoch, layer, depth, lo, hi, count=432, within_unit=1.0, within_default=1.0, param="weight"
+):
     stats = {"count": count, "min": lo, "max": hi, "within_unit": within_unit, "within_default_bound": within_default}
-    return [{"variant": "base", "init": init, "seed": seed, "epoch": epoch, "layer": layer, "depth": depth, "param": param,
-             "statistic": k, "value": v} for k, v in stats.items()]
+    return [
+        {
+            "variant": "base",
+            "init": init,
+            "seed": seed,
+            "epoch": epoch,
+            "layer": layer,
+            "depth": depth,
+            "param": param,
+            "statistic": k,
+            "value": v,
+        }
+        for k, v in stats.items()
+    ]
 
 
 def test_range_table_reports_the_extreme_seed_not_the_mean():
     # kaiming_normal conv1: seed 0 reaches 1.116 (3 weights outside [-1, 1]), seed 1 only 0.696;
     # a seed mean (0.906) would hide the weights outside [-1, 1]
-    rows = (_range_rows("kaiming_normal", 0, 0, "conv1", 1, -0.9, 0.9)
-            + _range_rows("kaiming_normal", 1, 0, "conv1", 1, -0.6, 0.5)
-            + _range_rows("kaiming_normal", 0, 10, "conv1", 1, -0.8, 1.116, within_unit=1 - 3 / 432, within_default=0.4)
-            + _range_rows("kaiming_normal", 1, 10, "conv1", 1, -0.696, 0.6, within_default=0.5)
-            + _range_rows("kaiming_normal", 0, 10, "conv1", 1, -0.1, 0.1, count=16, param="bias")
-            + _range_rows("kaiming_normal", 1, 10, "conv1", 1, -0.1, 0.1, count=16, param="bias")
-            + _range_rows("torch_default", 0, 0, "conv1", 1, -0.19, 0.19)
-            + _range_rows("torch_default", 0, 10, "conv1", 1, -0.3, 0.3, within_default=0.9))
+    rows = (
+        _range_rows("kaiming_normal", 0, 0, "conv1", 1, -0.9, 0.9)
+        + _range_rows("kaiming_normal", 1, 0, "conv1", 1, -0.6, 0.5)
+        + _range_rows("kaiming_normal", 0, 10, "conv1", 1, -0.8, 1.116, within_unit=1 - 3 / 432, within_default=0.4)
+        + _range_rows("kaiming_normal", 1, 10, "conv1", 1, -0.696, 0.6, within_default=0.5)
+        + _range_rows("kaiming_normal", 0, 10, "conv1", 1, -0.1, 0.1, count=16, param="bias")
+        + _range_rows("kaiming_normal", 1, 10, "conv1", 1, -0.1, 0.1, count=16, param="bias")
+        + _range_rows("torch_default", 0, 0, "conv1", 1, -0.19, 0.19)
+        + _range_rows("torch_default", 0, 10, "conv1", 1, -0.3, 0.3, within_default=0.9)
+    )
     t = tables.range_table(pd.DataFrame(rows))
     kn = t[(t["init"] == "kaiming_normal") & (t["param"] == "weight")].iloc[0]
     assert kn["max_abs_after"] == pytest.approx(1.116) and kn["max_abs_per_seed_after"] == "1.12, 0.696"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-
 import json
 import signal
 import subprocess
@@ -40,7 +39,11 @@ def test_outputs_and_metrics_table(tmp_path, store):
     s = settings_for(tmp_path, train={"epochs": 2, "checkpoints": [1], "lr": 1e-3, "eval_batch_size": 500})
     summary = train.train_run(s, store, tmp_path / "run", threads=1)
     assert summary["status"] == "completed" and summary["epochs_trained"] == 2
-    assert sorted(ckpt_bytes(tmp_path / "run")) == ["epoch_0000.safetensors", "epoch_0001.safetensors", "epoch_0002.safetensors"]
+    assert sorted(ckpt_bytes(tmp_path / "run")) == [
+        "epoch_0000.safetensors",
+        "epoch_0001.safetensors",
+        "epoch_0002.safetensors",
+    ]
     sums = (tmp_path / "run" / "checkpoints" / "SHA256SUMS").read_text().splitlines()  # recorded at write
     assert [line.split("  ")[1] for line in sums] == sorted(ckpt_bytes(tmp_path / "run"))
     assert sums[0].split("  ")[0] == hashlib.sha256(ckpt_bytes(tmp_path / "run")["epoch_0000.safetensors"]).hexdigest()
@@ -54,7 +57,9 @@ def test_outputs_and_metrics_table(tmp_path, store):
     assert set(epoch_rows[epoch_rows["epoch"] == 0]["split"]) == {"valid", "test"}
     # the per-epoch train loss is the size-weighted mean of its steps
     e1 = steps[steps["epoch"] == 1]["value"]
-    assert epoch_rows.query("epoch == 1 and split == 'train' and metric == 'loss'")["value"].item() == pytest.approx(e1.mean(), rel=0.02)
+    assert epoch_rows.query("epoch == 1 and split == 'train' and metric == 'loss'")["value"].item() == pytest.approx(
+        e1.mean(), rel=0.02
+    )
     tensors, meta = train.load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0002.safetensors")
     assert meta["epoch"] == "2" and meta["init"] == "kaiming_normal" and meta["diverged"] == "false"
     assert tensors["conv1.weight"].shape == (16, 3, 3, 3)
@@ -76,8 +81,21 @@ def test_kill_and_resume_gives_identical_bytes(tmp_path, store):
     s = settings_for(tmp_path, train={"epochs": 6, "checkpoints": [2, 4], "lr": 1e-3, "eval_batch_size": 500})
     train.train_run(s, store, tmp_path / "ref", threads=1)
     run_dir = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "dnndist", "train", "--settings", json.dumps(s), "--data", str(store),
-           "--out", str(run_dir), "--threads", "1", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dnndist",
+        "train",
+        "--settings",
+        json.dumps(s),
+        "--data",
+        str(store),
+        "--out",
+        str(run_dir),
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not list(run_dir.glob(".resume/*/*/state_0002.pt")) and time.time() < deadline and proc.poll() is None:
@@ -104,14 +122,21 @@ def test_changed_settings_do_not_resume_stale_state(tmp_path, store):
 
 
 def test_divergence_is_recorded_and_the_run_ends_cleanly(tmp_path, store):
-    s = settings_for(tmp_path, init="ones", train={"epochs": 3, "lr": 1e6, "checkpoints": [1, 2], "eval_batch_size": 500})
+    s = settings_for(
+        tmp_path, init="ones", train={"epochs": 3, "lr": 1e6, "checkpoints": [1, 2], "eval_batch_size": 500}
+    )
     summary = train.train_run(s, store, tmp_path / "run", threads=1)
     assert summary["status"] == "diverged" and summary["epochs_trained"] < 3
     assert summary["diverged_step"] >= 0
     m = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert (m["metric"] == "diverged").sum() == 1
     files = ckpt_bytes(tmp_path / "run")
-    assert sorted(files) == ["epoch_0000.safetensors", "epoch_0001.safetensors", "epoch_0002.safetensors", "epoch_0003.safetensors"]
+    assert sorted(files) == [
+        "epoch_0000.safetensors",
+        "epoch_0001.safetensors",
+        "epoch_0002.safetensors",
+        "epoch_0003.safetensors",
+    ]
     _, meta = train.load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0003.safetensors")
     assert meta["diverged"] == "true"
 

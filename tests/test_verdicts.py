@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from dnndist import stats, verdicts as V
+from dnndist import stats
+from dnndist import verdicts as V
 
 SEEDS = 10
 REPS = 10_000  # simulated experiments per scenario (the null band family: NULL_REPS)
@@ -32,7 +33,9 @@ def test_p_values_match_scipy_ttest():
     mean, se, n = V.t_moments(x)
     ref = scipy.stats.ttest_1samp(x, 0.0, axis=-1, alternative="greater").pvalue
     assert V.p_greater(mean, se, n) == pytest.approx(ref)
-    assert V.p_less(mean, se, n, 0.5) == pytest.approx(scipy.stats.ttest_1samp(x, 0.5, axis=-1, alternative="less").pvalue)
+    assert V.p_less(mean, se, n, 0.5) == pytest.approx(
+        scipy.stats.ttest_1samp(x, 0.5, axis=-1, alternative="less").pvalue
+    )
 
 
 def test_holm_known_case():
@@ -58,8 +61,12 @@ def test_spearman_per_seed_matches_scipy():
 def test_sign_flip_matches_scipy_permutation_test():
     x = np.array([0.5, -0.2, 0.8, 0.4, 1.0, -0.1, 0.6])
     ge, le = V.sign_flip_p(x)
-    ref = scipy.stats.permutation_test((x,), np.mean, permutation_type="samples", alternative="greater", n_resamples=np.inf)
-    assert ge == pytest.approx(ref.pvalue) and le == pytest.approx(1 - ge + 1 / 2**7)  # the observed pattern counts on both sides
+    ref = scipy.stats.permutation_test(
+        (x,), np.mean, permutation_type="samples", alternative="greater", n_resamples=np.inf
+    )
+    assert ge == pytest.approx(ref.pvalue) and le == pytest.approx(
+        1 - ge + 1 / 2**7
+    )  # the observed pattern counts on both sides
     assert V.sign_flip_p(np.array([[1.0, 2.0, np.nan]]))[0][0] == pytest.approx(0.25)  # NaN: absent
     big = V.sign_flip_p(np.full(20, 1.0))[0]  # > 12 seeds: random sign patterns, p about 1/4096
     assert big == pytest.approx(1 / 4096)
@@ -77,7 +84,9 @@ def test_outcomes_and_descriptive_only():
     assert d.outcome[()] == V.DESCRIPTIVE and np.isfinite(d.low).all()
     assert V.interval(rng.normal(0, 0.1, 10), -1, 1).outcome[()] == V.HOLDS
     assert V.interval(rng.normal(3, 0.1, 10), -1, 1).outcome[()] == V.FAILS
-    assert V.interval(np.array([0.2] * 6), -np.inf, 0.5).outcome[()] == V.HOLDS  # identical seeds: a zero-width interval
+    assert (
+        V.interval(np.array([0.2] * 6), -np.inf, 0.5).outcome[()] == V.HOLDS
+    )  # identical seeds: a zero-width interval
     e = V.effects(np.stack([rng.normal(3, 1, 10), rng.normal(-3, 1, 10), rng.normal(0, 1, 10)]))
     assert list(e.outcome[:2]) == [V.INCREASES, V.DECREASES]
     assert V.directional(np.empty((0, 10))).outcome[()] == V.UNSURE
@@ -103,60 +112,148 @@ def calibration() -> list[tuple[str, str, float, str, float]]:
     z = lambda *shape: rng.standard_normal((REPS, *shape, SEEDS))  # noqa: E731
 
     d0, d2 = V.directional(z(1)).outcome, V.directional(z(1) + 2).outcome
-    rows.append(("paired comparison (C1c, C6 per layer)", "no effect: holds or does not hold", _rate(d0, V.HOLDS, V.FAILS),
-                 "+2 SD: holds", _rate(d2, V.HOLDS)))
+    rows.append(
+        (
+            "paired comparison (C1c, C6 per layer)",
+            "no effect: holds or does not hold",
+            _rate(d0, V.HOLDS, V.FAILS),
+            "+2 SD: holds",
+            _rate(d2, V.HOLDS),
+        )
+    )
 
     x0 = z(8)
     partial = z(8) + 2
     partial[:, 0] -= 2
-    rows.append(("all of 8 comparisons, Holm (C1a, C2, C5a)", "no effect in any: holds or does not hold",
-                 _rate(V.directional(x0).outcome, V.HOLDS, V.FAILS), "+2 SD in all: holds", _rate(V.directional(z(8) + 2).outcome, V.HOLDS)))
-    rows.append(("all of 8 comparisons, Holm", "7 at +2 SD, 1 at 0: holds", _rate(V.directional(partial).outcome, V.HOLDS),
-                 "", math.nan))
+    rows.append(
+        (
+            "all of 8 comparisons, Holm (C1a, C2, C5a)",
+            "no effect in any: holds or does not hold",
+            _rate(V.directional(x0).outcome, V.HOLDS, V.FAILS),
+            "+2 SD in all: holds",
+            _rate(V.directional(z(8) + 2).outcome, V.HOLDS),
+        )
+    )
+    rows.append(
+        (
+            "all of 8 comparisons, Holm",
+            "7 at +2 SD, 1 at 0: holds",
+            _rate(V.directional(partial).outcome, V.HOLDS),
+            "",
+            math.nan,
+        )
+    )
     x40 = z(40)[: REPS // 4]
-    rows.append(("all of 40 comparisons (C2's size)", "no effect in any: holds or does not hold",
-                 _rate(V.directional(x40).outcome, V.HOLDS, V.FAILS),
-                 "+2 SD in all: holds", _rate(V.directional(x40 + 2).outcome, V.HOLDS)))
+    rows.append(
+        (
+            "all of 40 comparisons (C2's size)",
+            "no effect in any: holds or does not hold",
+            _rate(V.directional(x40).outcome, V.HOLDS, V.FAILS),
+            "+2 SD in all: holds",
+            _rate(V.directional(x40 + 2).outcome, V.HOLDS),
+        )
+    )
     # not asserted: 2 SDs of each init's own seed spread is 2 / sqrt(2) SDs of an unpaired difference
-    rows.append(("all of 40 comparisons (C2's size) [reported only]", "", math.nan,
-                 "+2 SD of each init, independent: holds", _rate(V.directional(x40 + math.sqrt(2)).outcome, V.HOLDS)))
+    rows.append(
+        (
+            "all of 40 comparisons (C2's size) [reported only]",
+            "",
+            math.nan,
+            "+2 SD of each init, independent: holds",
+            _rate(V.directional(x40 + math.sqrt(2)).outcome, V.HOLDS),
+        )
+    )
 
     margin = 2.0  # the claim "|effect| < margin" holds by 2 seed-SDs at 0
-    rows.append(("equivalence (TOST; C1b, C4, C3)", "effect at the margin: holds", _rate(V.interval(z(1) + margin, -margin, margin).outcome, V.HOLDS),
-                 "0, margin 2 SD: holds", _rate(V.interval(z(1), -margin, margin).outcome, V.HOLDS)))
-    rows.append(("equivalence (TOST)", "0, margin 2 SD: does not hold", _rate(V.interval(z(1), -margin, margin).outcome, V.FAILS),
-                 "margin + 2 SD: does not hold", _rate(V.interval(z(1) + margin + 2, -margin, margin).outcome, V.FAILS)))
+    rows.append(
+        (
+            "equivalence (TOST; C1b, C4, C3)",
+            "effect at the margin: holds",
+            _rate(V.interval(z(1) + margin, -margin, margin).outcome, V.HOLDS),
+            "0, margin 2 SD: holds",
+            _rate(V.interval(z(1), -margin, margin).outcome, V.HOLDS),
+        )
+    )
+    rows.append(
+        (
+            "equivalence (TOST)",
+            "0, margin 2 SD: does not hold",
+            _rate(V.interval(z(1), -margin, margin).outcome, V.FAILS),
+            "margin + 2 SD: does not hold",
+            _rate(V.interval(z(1) + margin + 2, -margin, margin).outcome, V.FAILS),
+        )
+    )
 
     depth = np.arange(6.0)
     flat = rng.standard_normal((REPS, SEEDS, 6))
     rho0 = V.spearman_per_seed(flat, depth)
     rho2 = V.spearman_per_seed(flat + depth * 2 / 5, depth)  # first to last layer: +2 seed-SDs
-    rows.append(("per-seed Spearman trend, 6 layers (C5b)", "no trend: holds or does not hold",
-                 _rate(V.directional(rho0[:, None, :], test="sign").outcome, V.HOLDS, V.FAILS),
-                 "+2 SD first->last layer: holds", _rate(V.directional(rho2[:, None, :], test="sign").outcome, V.HOLDS)))
+    rows.append(
+        (
+            "per-seed Spearman trend, 6 layers (C5b)",
+            "no trend: holds or does not hold",
+            _rate(V.directional(rho0[:, None, :], test="sign").outcome, V.HOLDS, V.FAILS),
+            "+2 SD first->last layer: holds",
+            _rate(V.directional(rho2[:, None, :], test="sign").outcome, V.HOLDS),
+        )
+    )
     flat3 = flat[..., :3]  # 3 layers: rho takes 4 values; a t-test over seeds would say something 5.9 % of the time
-    rows.append(("per-seed Spearman trend, 3 layers (depth trend)", "no trend: holds or does not hold",
-                 _rate(V.directional(V.spearman_per_seed(flat3, depth[:3])[:, None, :], test="sign").outcome, V.HOLDS, V.FAILS),
-                 "+2 SD first->last layer: holds",
-                 _rate(V.directional(V.spearman_per_seed(flat3 + depth[:3], depth[:3])[:, None, :], test="sign").outcome, V.HOLDS)))
+    rows.append(
+        (
+            "per-seed Spearman trend, 3 layers (depth trend)",
+            "no trend: holds or does not hold",
+            _rate(
+                V.directional(V.spearman_per_seed(flat3, depth[:3])[:, None, :], test="sign").outcome, V.HOLDS, V.FAILS
+            ),
+            "+2 SD first->last layer: holds",
+            _rate(
+                V.directional(V.spearman_per_seed(flat3 + depth[:3], depth[:3])[:, None, :], test="sign").outcome,
+                V.HOLDS,
+            ),
+        )
+    )
 
     e0 = V.effects(z(4)).outcome
     x1 = z(4)
     x1[:, 0] += 2
-    rows.append(("effects, Holm over 4 statistics (factor effects)", "no effect: any increases/decreases",
-                 float(np.isin(e0, [V.INCREASES, V.DECREASES]).any(axis=-1).mean()),
-                 "+2 SD in one: increases", float((V.effects(x1).outcome[:, 0] == V.INCREASES).mean())))
+    rows.append(
+        (
+            "effects, Holm over 4 statistics (factor effects)",
+            "no effect: any increases/decreases",
+            float(np.isin(e0, [V.INCREASES, V.DECREASES]).any(axis=-1).mean()),
+            "+2 SD in one: increases",
+            float((V.effects(x1).outcome[:, 0] == V.INCREASES).mean()),
+        )
+    )
 
     n = 432  # conv1 of the paper CNN
     ref = stats.gaussian_reference(n)
-    low, high = np.array([-np.inf, ref["kurtosis_null_lo"]]), np.array([ref["ks_normal_null95"], ref["kurtosis_null_hi"]])
+    low, high = (
+        np.array([-np.inf, ref["kurtosis_null_lo"]]),
+        np.array([ref["ks_normal_null95"], ref["kurtosis_null_hi"]]),
+    )
     ks_g, ku_g = _null_band_samples(rng, lambda r, s: r.standard_normal(s), n)
     ks_u, ku_u = _null_band_samples(rng, lambda r, s: r.uniform(-1, 1, s), n)
     gauss = V.interval(np.stack([ks_g, ku_g], axis=1), low, high).outcome
     unif = V.interval(np.stack([ks_u, ku_u], axis=1), low, high).outcome
-    rows.append((f"null band, KS + kurtosis, n = {n} (C3)", "Gaussian layer: does not hold", _rate(gauss, V.FAILS),
-                 "uniform layer: does not hold", _rate(unif, V.FAILS)))
-    rows.append((f"null band, n = {n}", "uniform layer: holds", _rate(unif, V.HOLDS), "Gaussian layer: holds", _rate(gauss, V.HOLDS)))
+    rows.append(
+        (
+            f"null band, KS + kurtosis, n = {n} (C3)",
+            "Gaussian layer: does not hold",
+            _rate(gauss, V.FAILS),
+            "uniform layer: does not hold",
+            _rate(unif, V.FAILS),
+        )
+    )
+    rows.append(
+        (
+            f"null band, n = {n}",
+            "uniform layer: holds",
+            _rate(unif, V.HOLDS),
+            "Gaussian layer: holds",
+            _rate(gauss, V.HOLDS),
+        )
+    )
     return rows
 
 

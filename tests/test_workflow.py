@@ -17,10 +17,27 @@ pytestmark = pytest.mark.slow
 
 # what one run's change replans besides its training/extraction: its stats, every combined table, table and figure
 # (one variant: no factors table; Fig 4 has a rule of its own)
-DOWNSTREAM = {"all": 1, "train": 1, "extract": 1, "stats_run": 1, "stats_combine": 3, "stats_concat": 4, "table": 5,
-              "figure": 6, "figure_emission": 1, "total": 23}
-FIGURES = ["fig1_training", "fig2_weights", "fig3_features", "fig4_emission", "fig5_trajectories", "fig6_depth",
-           "fig7_variants"]
+DOWNSTREAM = {
+    "all": 1,
+    "train": 1,
+    "extract": 1,
+    "stats_run": 1,
+    "stats_combine": 3,
+    "stats_concat": 4,
+    "table": 5,
+    "figure": 6,
+    "figure_emission": 1,
+    "total": 23,
+}
+FIGURES = [
+    "fig1_training",
+    "fig2_weights",
+    "fig3_features",
+    "fig4_emission",
+    "fig5_trajectories",
+    "fig6_depth",
+    "fig7_variants",
+]
 
 
 def planned_jobs(proc) -> dict[str, int]:
@@ -42,8 +59,11 @@ def planned_jobs(proc) -> dict[str, int]:
 def done(tmp_path_factory):
     """A completed tiny workflow run (3 inits; kaiming_normal made to diverge with SGD at lr 1e4)."""
     work = tmp_path_factory.mktemp("wf")
-    cfg = tiny_config(work / "results", inits=["kaiming_normal", "xavier_uniform", "ones"],
-                      overrides={"kaiming_normal": {"train": {"optimizer": "sgd", "lr": 1.0e4}}})
+    cfg = tiny_config(
+        work / "results",
+        inits=["kaiming_normal", "xavier_uniform", "ones"],
+        overrides={"kaiming_normal": {"train": {"optimizer": "sgd", "lr": 1.0e4}}},
+    )
     write_yaml(work / "tiny.yaml", cfg)
     t0 = time.time()
     snakemake(work, "--cores", "2", "--configfile", str(work / "tiny.yaml"))
@@ -66,7 +86,12 @@ def test_docs_target_renders_the_reproduction_document_from_the_tables(done, tmp
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc)
     assert len(links) == len(list((res / "figures").glob("*.png"))) > 0
     assert all((res / "docs" / link).resolve().is_file() for link in links)
-    assert f"--configfile {work / 'tiny.yaml'}" in doc and "git commit" in doc and "wall time:" in doc and "machine: cpu" in doc
+    assert (
+        f"--configfile {work / 'tiny.yaml'}" in doc
+        and "git commit" in doc
+        and "wall time:" in doc
+        and "machine: cpu" in doc
+    )
 
 
 def test_end_to_end_outputs(done):
@@ -76,7 +101,10 @@ def test_end_to_end_outputs(done):
     assert (results / ".dnndist-results").is_file()  # marked as dnndist's on first use (config.check_results_dir)
     for init in cfg["inits"]:
         run = results / "runs" / "base" / init / "seed0"
-        assert sorted(p.name for p in (run / "checkpoints").glob("epoch_*")) == ["epoch_0000.safetensors", "epoch_0001.safetensors"]
+        assert sorted(p.name for p in (run / "checkpoints").glob("epoch_*")) == [
+            "epoch_0000.safetensors",
+            "epoch_0001.safetensors",
+        ]
         m = pd.read_csv(run / "metrics.csv")
         assert set(m["init"]) == {init}
         assert (results / "logs" / "train" / "base" / init / "seed0.log").is_file()
@@ -95,9 +123,14 @@ def test_end_to_end_outputs(done):
         assert data.startswith(b"%PDF-") if fig.suffix == ".pdf" else data.startswith(b"\x89PNG\r\n\x1a\n"), fig
     assert {p.name for p in (results / "figures").iterdir()} == {f"{f}.{e}" for f in FIGURES for e in ("pdf", "png")}
     tables = ["init_check", "range", "depth_trend", "emission", "claims"]  # one variant: no (empty) factors table
-    assert {p.name for p in (results / "tables").iterdir()} == {f"{t}.{e}" for t in tables for e in ("csv", "md", "tex", "html")}
+    assert {p.name for p in (results / "tables").iterdir()} == {
+        f"{t}.{e}" for t in tables for e in ("csv", "md", "tex", "html")
+    }
     claims = pd.read_csv(results / "tables" / "claims.csv")
-    assert set(claims["verdict"]) <= {"holds", "does not hold", "inconclusive", "descriptive only", "flagged"} and len(claims) >= 6
+    assert (
+        set(claims["verdict"]) <= {"holds", "does not hold", "inconclusive", "descriptive only", "flagged"}
+        and len(claims) >= 6
+    )
     assert "descriptive only" in set(claims["verdict"])  # one seed: no verdict is decided
     assert not {"holds", "does not hold"} & set(claims["verdict"])
     flagged = claims[claims["verdict"] == "flagged"]  # the diverged run is named in the claims table
@@ -157,7 +190,9 @@ def test_given_weights_plan_no_training_figures(tmp_path):
     weights = tmp_path / "cnn.pth"
     paper = {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu"}
     torch.save(models.build(paper).state_dict(), weights)
-    write_yaml(tmp_path / "given.yaml", tiny_config(tmp_path / "results", model={"name": "paper_cnn", "weights": str(weights)}))
+    write_yaml(
+        tmp_path / "given.yaml", tiny_config(tmp_path / "results", model={"name": "paper_cnn", "weights": str(weights)})
+    )
     proc = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "given.yaml"))
     jobs = planned_jobs(proc)
     assert jobs["figure"] == 4 and jobs["figure_emission"] == 1 and jobs["table"] == 5, jobs
@@ -182,7 +217,10 @@ def test_changing_one_init_reruns_only_its_chain(done, tmp_path):
     assert planned_jobs(proc) == DOWNSTREAM
     assert "runs/base/xavier_uniform/seed0" in proc.stdout
     # adding a seed to one init plans exactly that run
-    more = {**cfg, "overrides": {**cfg["overrides"], "kaiming_normal": {**cfg["overrides"]["kaiming_normal"], "seeds": [0, 1]}}}
+    more = {
+        **cfg,
+        "overrides": {**cfg["overrides"], "kaiming_normal": {**cfg["overrides"]["kaiming_normal"], "seeds": [0, 1]}},
+    }
     write_yaml(tmp_path / "more.yaml", more)
     proc = snakemake(work, "-n", "--configfile", str(tmp_path / "more.yaml"))
     assert planned_jobs(proc) == DOWNSTREAM
@@ -191,22 +229,54 @@ def test_changing_one_init_reruns_only_its_chain(done, tmp_path):
     data = {**cfg, "data": {**cfg["data"], "synthetic": {**cfg["data"]["synthetic"], "seed": 7}}}
     write_yaml(tmp_path / "data.yaml", data)
     assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "data.yaml"))) == {
-        "all": 1, "dataset": 1, "train": 3, "extract": 3, "stats_run": 3, "stats_combine": 3, "stats_concat": 4, "table": 5,
-        "figure": 6, "figure_emission": 1, "total": 30}
+        "all": 1,
+        "dataset": 1,
+        "train": 3,
+        "extract": 3,
+        "stats_run": 3,
+        "stats_combine": 3,
+        "stats_concat": 4,
+        "table": 5,
+        "figure": 6,
+        "figure_emission": 1,
+        "total": 30,
+    }
     # an extraction setting reruns extraction only
     ex = {**cfg, "extract": {**cfg.get("extract", {}), "histogram_bins": 17}}
     write_yaml(tmp_path / "ex.yaml", ex)
     assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "ex.yaml"))) == {
-        "all": 1, "extract": 3, "stats_run": 3, "stats_combine": 2, "stats_concat": 4, "table": 5, "figure": 5,
-        "figure_emission": 1, "total": 24}
+        "all": 1,
+        "extract": 3,
+        "stats_run": 3,
+        "stats_combine": 2,
+        "stats_concat": 4,
+        "table": 5,
+        "figure": 5,
+        "figure_emission": 1,
+        "total": 24,
+    }
 
 
-@pytest.mark.parametrize("module,expected", [
-    ("plots", {"all": 1, "figure": 6, "figure_emission": 1, "total": 8}),
-    ("tables", {"all": 1, "table": 5, "total": 6}),
-    ("stats", {"all": 1, "stats_run": 3, "stats_combine": 3, "stats_concat": 4, "table": 5, "figure": 6, "figure_emission": 1,
-               "total": 23}),
-])
+@pytest.mark.parametrize(
+    "module,expected",
+    [
+        ("plots", {"all": 1, "figure": 6, "figure_emission": 1, "total": 8}),
+        ("tables", {"all": 1, "table": 5, "total": 6}),
+        (
+            "stats",
+            {
+                "all": 1,
+                "stats_run": 3,
+                "stats_combine": 3,
+                "stats_concat": 4,
+                "table": 5,
+                "figure": 6,
+                "figure_emission": 1,
+                "total": 23,
+            },
+        ),
+    ],
+)
 def test_code_changes_rerun_only_what_depends_on_them(done, module, expected):
     import os
 
@@ -241,8 +311,19 @@ def test_default_config_plans_seven_trainings_and_the_data():
     with tempfile.TemporaryDirectory() as d:
         proc = snakemake(Path(d), "-n")
     assert planned_jobs(proc) == {
-        "all": 1, "dataset": 1, "download_cifar10": 1, "train": 7, "extract": 7, "stats_run": 7, "stats_combine": 3,
-        "stats_concat": 4, "table": 5, "figure": 6, "figure_emission": 1, "total": 43}
+        "all": 1,
+        "dataset": 1,
+        "download_cifar10": 1,
+        "train": 7,
+        "extract": 7,
+        "stats_run": 7,
+        "stats_combine": 3,
+        "stats_concat": 4,
+        "table": 5,
+        "figure": 6,
+        "figure_emission": 1,
+        "total": 43,
+    }
 
 
 def test_demo_preset_plans(tmp_path):
@@ -252,8 +333,18 @@ def test_demo_preset_plans(tmp_path):
     # the default profile (rerun-incomplete, keep-going) is found through the top-level profiles link
     assert f"Using workflow specific profile {REPO}/profiles/default" in proc.stdout + proc.stderr
     assert planned_jobs(proc) == {
-        "all": 1, "dataset": 1, "train": 7, "extract": 7, "stats_run": 7, "stats_combine": 3, "stats_concat": 4, "table": 5,
-        "figure": 6, "figure_emission": 1, "total": 42}
+        "all": 1,
+        "dataset": 1,
+        "train": 7,
+        "extract": 7,
+        "stats_run": 7,
+        "stats_combine": 3,
+        "stats_concat": 4,
+        "table": 5,
+        "figure": 6,
+        "figure_emission": 1,
+        "total": 42,
+    }
 
 
 @pytest.mark.parametrize("stacked", [False, True], ids=["per_run", "stacked"])
@@ -272,8 +363,15 @@ def test_same_bytes_with_cores_1_and_cores_2(done, tmp_path):
     cfg1 = {**cfg, "results": str(other / "results"), "resources": str(other / "results" / "resources")}
     write_yaml(other / "tiny.yaml", cfg1)
     run = "runs/base/xavier_uniform/seed0"
-    snakemake(other, f"{other}/results/{run}/weights.zarr", f"{other}/results/{run}/features.zarr",
-              "--cores", "1", "--configfile", str(other / "tiny.yaml"))  # targets first: --configfile takes several values
+    snakemake(
+        other,
+        f"{other}/results/{run}/weights.zarr",
+        f"{other}/results/{run}/features.zarr",
+        "--cores",
+        "1",
+        "--configfile",
+        str(other / "tiny.yaml"),
+    )  # targets first: --configfile takes several values
     for rel in ("checkpoints/epoch_0001.safetensors", "metrics.csv"):
         assert (other / "results" / run / rel).read_bytes() == (work / "results" / run / rel).read_bytes(), rel
     for store in ("weights.zarr", "features.zarr"):
@@ -285,9 +383,13 @@ def test_same_bytes_with_cores_1_and_cores_2(done, tmp_path):
 def _files(root):
     """Every file under ``root`` except what is allowed to differ between identical runs:
     the extracted stores' root zarr.json (its `created` attribute) and Snakemake's own markers."""
-    return sorted(p.relative_to(root) for p in root.rglob("*")
-                  if p.is_file() and not (p.name == "zarr.json" and p.parent.suffix == ".zarr")
-                  and p.name != ".snakemake_timestamp")
+    return sorted(
+        p.relative_to(root)
+        for p in root.rglob("*")
+        if p.is_file()
+        and not (p.name == "zarr.json" and p.parent.suffix == ".zarr")
+        and p.name != ".snakemake_timestamp"
+    )
 
 
 def test_kill_9_of_training_extraction_and_stats_then_rerun_gives_the_same_bytes(done, tmp_path):
@@ -313,12 +415,25 @@ def test_kill_9_of_training_extraction_and_stats_then_rerun_gives_the_same_bytes
     shutil.rmtree(res / run)
     shutil.rmtree(res / "logs")
     rng = random.Random(1234)
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(copy), "--cores", "2",
-           "--configfile", str(copy / "tiny.yaml")]
-    for log in ("train/base/xavier_uniform/seed0.log", "extract/base/xavier_uniform/seed0.log",
-                "stats/base/xavier_uniform/seed0.log"):
-        proc = subprocess.Popen(cmd, cwd=copy, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+    cmd = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(copy),
+        "--cores",
+        "2",
+        "--configfile",
+        str(copy / "tiny.yaml"),
+    ]
+    for log in (
+        "train/base/xavier_uniform/seed0.log",
+        "extract/base/xavier_uniform/seed0.log",
+        "stats/base/xavier_uniform/seed0.log",
+    ):
+        proc = subprocess.Popen(
+            cmd, cwd=copy, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.time() + 300
         while not (res / "logs" / log).exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)

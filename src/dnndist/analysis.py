@@ -54,20 +54,50 @@ from dnndist.io import atomic_path, write_text
 log = logging.getLogger(__name__)
 
 # the config schema's defaults (workflow/schemas/config.schema.yaml, $defs model/stats); tests/test_analyze.py checks them
-MODEL_DEFAULTS: dict[str, Any] = {"weights": None, "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu",
-                                  "negative_slope": 0.3}
+MODEL_DEFAULTS: dict[str, Any] = {
+    "weights": None,
+    "depth": 3,
+    "width": 16,
+    "hidden": 512,
+    "norm": "none",
+    "activation": "relu",
+    "negative_slope": 0.3,
+}
 STATS_DEFAULTS: dict[str, Any] = {"near_zero": [0.001, 0.01], "near_zero_rel": [0.1]}
 TORCHVISION = "torchvision:"
 INPUT_SPLIT = "inputs"  # the split name of inputs that are not an image folder with split sub-folders
 NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
-               nn.Hardsigmoid, nn.Hardtanh, nn.Tanh, nn.Sigmoid, nn.Softplus)
+ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+)
 NORMALIZE = ("dataset", "imagenet", "none")
 
 
 # --------------------------------------------------------------------------- the model
-def load_model(model: Any, weights: str | Path | None = None, *, num_classes: int | None = None, in_channels: int = 3,
-               image_size: int = 32, options: Mapping[str, Any] | None = None) -> tuple[nn.Module, str]:
+def load_model(
+    model: Any,
+    weights: str | Path | None = None,
+    *,
+    num_classes: int | None = None,
+    in_channels: int = 3,
+    image_size: int = 32,
+    options: Mapping[str, Any] | None = None,
+) -> tuple[nn.Module, str]:
     """(module, name) of ``model``: an ``nn.Module`` as it is, a registry name (``paper_cnn``,
     ``resnet18_cifar``, ...; ``options`` overrides the registry settings, e.g. ``{"depth": 6}``) or
     ``torchvision:<name>`` (built with ``weights=None``: nothing is downloaded). ``weights``: a local
@@ -78,13 +108,15 @@ def load_model(model: Any, weights: str | Path | None = None, *, num_classes: in
     if isinstance(model, str):
         name = model
         if model.startswith(TORCHVISION):
-            module = _torchvision(model[len(TORCHVISION):], head or num_classes)
+            module = _torchvision(model[len(TORCHVISION) :], head or num_classes)
         elif model in models.MODELS:
             settings = {**MODEL_DEFAULTS, **(options or {}), "name": model, "weights": None}
             module = models.build(settings, in_channels, head or num_classes or 10, image_size)
         else:
-            raise DnndistError(f"unknown model {model!r}; use one of {', '.join(sorted(models.MODELS))} "
-                               f"or torchvision:<name> (e.g. torchvision:resnet18), or pass a torch.nn.Module")
+            raise DnndistError(
+                f"unknown model {model!r}; use one of {', '.join(sorted(models.MODELS))} "
+                f"or torchvision:<name> (e.g. torchvision:resnet18), or pass a torch.nn.Module"
+            )
     elif isinstance(model, nn.Module):
         module, name = model, type(model).__name__
     else:
@@ -100,7 +132,9 @@ def _torchvision(arch: str, num_classes: int | None) -> nn.Module:
     known = torchvision.models.list_models(module=torchvision.models)
     if arch not in known:
         close = [k for k in known if k.startswith(arch[:4])] or known[:5]
-        raise DnndistError(f"unknown model 'torchvision:{arch}'; torchvision's classification models include {', '.join(close[:8])}")
+        raise DnndistError(
+            f"unknown model 'torchvision:{arch}'; torchvision's classification models include {', '.join(close[:8])}"
+        )
     kwargs: dict[str, Any] = {"weights": None}  # no download, ever
     if num_classes:
         kwargs["num_classes"] = num_classes
@@ -131,14 +165,16 @@ def layer_specs(module: nn.Module) -> list[models.LayerSpec]:
         prefix = f"{parent_name}." if parent_name else ""
         if isinstance(parent, nn.Sequential):
             after = list(parent.named_children())
-            after = after[[k for k, _ in after].index(leaf) + 1:]
+            after = after[[k for k, _ in after].index(leaf) + 1 :]
             if after and isinstance(after[0][1], NORMS):
                 pre, after = prefix + after[0][0], after[1:]
             if after and isinstance(after[0][1], ACTIVATIONS) and uses[id(after[0][1])] == 1:
                 post = prefix + after[0][0]
         elif re.fullmatch(r"conv\d*", leaf) and isinstance(named.get(f"{prefix}bn{leaf[4:]}"), NORMS):
             pre = f"{prefix}bn{leaf[4:]}"
-        specs.append(models.LayerSpec(name, "conv" if isinstance(m, nn.Conv2d) else "linear", len(specs) + 1, pre, post, True))
+        specs.append(
+            models.LayerSpec(name, "conv" if isinstance(m, nn.Conv2d) else "linear", len(specs) + 1, pre, post, True)
+        )
     if not specs:
         raise DnndistError(f"{type(module).__name__} has no Conv2d or Linear layer to analyse")
     return specs
@@ -180,8 +216,15 @@ def _is_archive(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith((".tar", ".tar.gz", ".tgz"))
 
 
-def _image_splits(path: Path, image_size: int, resize: int | None, normalize: str, per_class: int | None,
-                  batch_size: int, workers: int | None) -> list[_Split]:
+def _image_splits(
+    path: Path,
+    image_size: int,
+    resize: int | None,
+    normalize: str,
+    per_class: int | None,
+    batch_size: int,
+    workers: int | None,
+) -> list[_Split]:
     """An image folder or archive, ``<class>/<image>`` (one split, 'inputs') or
     ``<split>/<class>/<image>`` (one split per sub-folder): listed, decoded (resized and centre-cropped)
     and normalised as the data stage does (``data.iter_imagefolder``, ``data.prepare``)."""
@@ -200,7 +243,9 @@ def _image_splits(path: Path, image_size: int, resize: int | None, normalize: st
     elif depth.get(2):
         subdirs = {s: s for s in sorted({n.split("/")[0] for n in images if n.count("/") == 2})}
     else:
-        raise DnndistError(f"inputs {path}: no images in image-folder layout (<class>/<image> or <split>/<class>/<image>)")
+        raise DnndistError(
+            f"inputs {path}: no images in image-folder layout (<class>/<image> or <split>/<class>/<image>)"
+        )
     refs = data._select_refs(path, names, subdirs, per_class)
     classes = sorted({r.cls for r in refs})
     index = {c: i for i, c in enumerate(classes)}
@@ -218,7 +263,9 @@ def _image_splits(path: Path, image_size: int, resize: int | None, normalize: st
         x = np.concatenate([a.numpy() for a in pool]).astype(np.float64) / 255.0
         m = x.mean(axis=(0, 2, 3))
         mean, std = torch.tensor(m), torch.tensor(np.sqrt(np.maximum((x**2).mean(axis=(0, 2, 3)) - m**2, 0.0)))
-    log.info("inputs: %s (%s; %d classes)", path, ", ".join(f"{s}: {len(v)} images" for s, v in arrays.items()), len(classes))
+    log.info(
+        "inputs: %s (%s; %d classes)", path, ", ".join(f"{s}: {len(v)} images" for s, v in arrays.items()), len(classes)
+    )
 
     def batches(split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, len(arrays[split]), batch_size):
@@ -239,8 +286,16 @@ def _batch_of(item: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     raise DnndistError(f"inputs: a batch must be a tensor or a tuple (x, y, ...), got a {type(item).__name__}")
 
 
-def input_splits(inputs: Any, *, batch_size: int = 256, image_size: int = 32, resize: int | None = None,
-                 normalize: str = "dataset", per_class: int | None = None, workers: int | None = None) -> list[_Split]:
+def input_splits(
+    inputs: Any,
+    *,
+    batch_size: int = 256,
+    image_size: int = 32,
+    resize: int | None = None,
+    normalize: str = "dataset",
+    per_class: int | None = None,
+    workers: int | None = None,
+) -> list[_Split]:
     """The splits of ``inputs``: an image folder or archive (path), a tensor / array of model inputs
     (cut into batches), or an iterable of batches (a DataLoader yielding x or (x, y, ...))."""
     if normalize not in NORMALIZE:
@@ -282,8 +337,21 @@ class Analysis:
     gradient_groups: dict[str, xr.Dataset] | None = None
     em_ab: pd.DataFrame | None = None
 
-    SUMMARY = ("layer", "shape", "mean", "std", "kurtosis", "within_unit", "within_default_bound", "tail_index", "alpha",
-               "pre_std", "post_std", "median_emission", "median_absorption")
+    SUMMARY = (
+        "layer",
+        "shape",
+        "mean",
+        "std",
+        "kurtosis",
+        "within_unit",
+        "within_default_bound",
+        "tail_index",
+        "alpha",
+        "pre_std",
+        "post_std",
+        "median_emission",
+        "median_absorption",
+    )
 
     def __repr__(self) -> str:
         extra = ""
@@ -291,12 +359,16 @@ class Analysis:
             extra = f", features over inputs ({self.features.attrs.get('inputs_per_split', '?')})"
         if self.gradients is not None:
             extra += f", emission/absorption of {self.gradients.sizes[dims.SAMPLE]} inputs"
-        return f"<Analysis of {self.name}: {len(self.layers)} Conv2d/Linear layers{extra}; .table, .dataset, .write(out)>"
+        return (
+            f"<Analysis of {self.name}: {len(self.layers)} Conv2d/Linear layers{extra}; .table, .dataset, .write(out)>"
+        )
 
     def summary(self, columns: Sequence[str] = SUMMARY) -> str:
         """A short text table of the per-layer numbers (the CLI prints it); feature columns of
         several splits as ``<split>_pre_std``."""
-        cols = [c for col in columns for c in self.table if c == col or (col.endswith("_std") and c.endswith(f"_{col}"))]
+        cols = [
+            c for col in columns for c in self.table if c == col or (col.endswith("_std") and c.endswith(f"_{col}"))
+        ]
         return self.table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
     def write(self, out: str | Path, figures: bool = True) -> list[Path]:
@@ -307,12 +379,22 @@ class Analysis:
         out = Path(out)
         written = [extract.write_store(out / "weights.zarr", self.weights, self.weight_groups, self.weights.attrs)]
         if self.features is not None:
-            written.append(extract.write_store(out / "features.zarr", self.features, self.feature_groups, self.features.attrs))
+            written.append(
+                extract.write_store(out / "features.zarr", self.features, self.feature_groups, self.features.attrs)
+            )
         if self.gradients is not None:
-            written.append(extract.write_store(out / "gradients.zarr", self.gradients, self.gradient_groups, self.gradients.attrs))
-        for name, df in (("layers", self.table), ("weights", self.weight_stats), ("spectrum", self.spectrum),
-                         ("weight_hist", self.weight_hist), ("features", self.feature_stats),
-                         ("feature_hist", self.feature_hist), ("em_ab", self.em_ab)):
+            written.append(
+                extract.write_store(out / "gradients.zarr", self.gradients, self.gradient_groups, self.gradients.attrs)
+            )
+        for name, df in (
+            ("layers", self.table),
+            ("weights", self.weight_stats),
+            ("spectrum", self.spectrum),
+            ("weight_hist", self.weight_hist),
+            ("features", self.feature_stats),
+            ("feature_hist", self.feature_hist),
+            ("em_ab", self.em_ab),
+        ):
             if df is not None:
                 write_text(out / f"{name}.csv", df.to_csv(index=False))
                 written.append(out / f"{name}.csv")
@@ -330,8 +412,14 @@ class Analysis:
             figs.append(("features.png", lambda: plots.draw_features(self.feature_hist)))
         w = self.table.set_index("layer")
         for layer, ev in self.eigenvalues.items():
-            figs.append((f"esd/{layer}.png", lambda ev=ev, layer=layer: plots.draw_esd(
-                ev, float(w.at[layer, "alpha"]), float(w.at[layer, "alpha_xmin"]), layer)))
+            figs.append(
+                (
+                    f"esd/{layer}.png",
+                    lambda ev=ev, layer=layer: plots.draw_esd(
+                        ev, float(w.at[layer, "alpha"]), float(w.at[layer, "alpha_xmin"]), layer
+                    ),
+                )
+            )
         written = []
         for name, draw in figs:
             fig = draw()
@@ -343,15 +431,36 @@ class Analysis:
 
 
 # --------------------------------------------------------------------------- analyze
-def analyze(model: Any, inputs: Any = None, *, weights: str | Path | None = None, init: str = "torch_default",
-            gain: str | float = "torch", bias: str = "auto", activation: str = "relu", num_classes: int | None = None,
-            in_channels: int = 3, image_size: int | None = None, resize: int | None = None, normalize: str = "dataset",
-            per_class: int | None = None, max_inputs: int | None = None, batch_size: int = 256, sample_size: int = 16,
-            histogram_bins: int = 100, kinds: Sequence[str] = ("pre", "post"), emission: bool = True,
-            gradient_inputs: int = 64, gradient_batch_size: int = 32, gradient_target: str = "auto",
-            near_zero: Sequence[float] = STATS_DEFAULTS["near_zero"], near_zero_rel: Sequence[float] = STATS_DEFAULTS["near_zero_rel"],
-            model_options: Mapping[str, Any] | None = None, device: str | torch.device | None = None,
-            workers: int | None = None) -> Analysis:
+def analyze(
+    model: Any,
+    inputs: Any = None,
+    *,
+    weights: str | Path | None = None,
+    init: str = "torch_default",
+    gain: str | float = "torch",
+    bias: str = "auto",
+    activation: str = "relu",
+    num_classes: int | None = None,
+    in_channels: int = 3,
+    image_size: int | None = None,
+    resize: int | None = None,
+    normalize: str = "dataset",
+    per_class: int | None = None,
+    max_inputs: int | None = None,
+    batch_size: int = 256,
+    sample_size: int = 16,
+    histogram_bins: int = 100,
+    kinds: Sequence[str] = ("pre", "post"),
+    emission: bool = True,
+    gradient_inputs: int = 64,
+    gradient_batch_size: int = 32,
+    gradient_target: str = "auto",
+    near_zero: Sequence[float] = STATS_DEFAULTS["near_zero"],
+    near_zero_rel: Sequence[float] = STATS_DEFAULTS["near_zero_rel"],
+    model_options: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    workers: int | None = None,
+) -> Analysis:
     """The workflow's statistics of one model (see the module docstring).
 
     ``model``: an ``nn.Module``, a registry name or ``torchvision:<name>`` (``load_model``);
@@ -375,19 +484,29 @@ def analyze(model: Any, inputs: Any = None, *, weights: str | Path | None = None
         raise DnndistError(f"activation must be relu or leaky_relu, got {activation!r}")
     if gradient_target not in ("auto", "label", "predicted"):
         raise DnndistError(f"gradient_target must be auto, label or predicted, got {gradient_target!r}")
-    for key, value in (("batch_size", batch_size), ("sample_size", sample_size), ("histogram_bins", histogram_bins),
-                       ("gradient_batch_size", gradient_batch_size)):
+    for key, value in (
+        ("batch_size", batch_size),
+        ("sample_size", sample_size),
+        ("histogram_bins", histogram_bins),
+        ("gradient_batch_size", gradient_batch_size),
+    ):
         if int(value) < 1:
             raise DnndistError(f"{key} must be a positive integer, got {value}")
     if image_size is None:
         image_size = 224 if isinstance(model, str) and model.startswith(TORCHVISION) else 32
-    module, name = load_model(model, weights, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                              options=model_options)
+    module, name = load_model(
+        model, weights, num_classes=num_classes, in_channels=in_channels, image_size=image_size, options=model_options
+    )
     specs = layer_specs(module)
     settings = {
         "run": {"variant": name, "init_name": init, "seed": 0},
-        "model": {**MODEL_DEFAULTS, **(model_options or {}), "name": name, "activation": activation,
-                  "weights": str(weights) if weights is not None else None},
+        "model": {
+            **MODEL_DEFAULTS,
+            **(model_options or {}),
+            "name": name,
+            "activation": activation,
+            "weights": str(weights) if weights is not None else None,
+        },
         "init": {"gain": gain, "bias": bias},
         "checkpoint_epochs": [0],
         "stats": {"near_zero": list(near_zero), "near_zero_rel": list(near_zero_rel)},
@@ -402,20 +521,56 @@ def analyze(model: Any, inputs: Any = None, *, weights: str | Path | None = None
 
     # weights: the extraction stage's store and the statistics stage's tables
     root, groups = extract.weight_groups(settings, specs, [_state(module, specs)], [False])
-    root = root.assign_attrs(**extract.store_attrs(settings, "weights", torch.device("cpu")), analysed_with="dnndist analyze")
+    root = root.assign_attrs(
+        **extract.store_attrs(settings, "weights", torch.device("cpu")), analysed_with="dnndist analyze"
+    )
     with _one_blas_thread():
         weight_stats = stats.weight_table(groups, settings)
-        eigenvalues = {s.name: spectral.esd(spectral.weight_matrices(groups[s.name]["weight"].values.reshape(
-            groups[s.name]["weight"].shape[4:]))[0]) for s in specs}
+        eigenvalues = {
+            s.name: spectral.esd(
+                spectral.weight_matrices(groups[s.name]["weight"].values.reshape(groups[s.name]["weight"].shape[4:]))[0]
+            )
+            for s in specs
+        }
         spectrum = stats.spectrum_table(groups)
     hist = stats.weight_histograms(groups, [0])
-    result = Analysis(name, specs, settings, pd.DataFrame(), xr.Dataset(), root, groups, weight_stats,
-                      hist.assign(depth=hist[dims.LAYER].map({s.name: s.depth for s in specs})), spectrum, eigenvalues)
+    result = Analysis(
+        name,
+        specs,
+        settings,
+        pd.DataFrame(),
+        xr.Dataset(),
+        root,
+        groups,
+        weight_stats,
+        hist.assign(depth=hist[dims.LAYER].map({s.name: s.depth for s in specs})),
+        spectrum,
+        eigenvalues,
+    )
     if inputs is not None:
-        splits = input_splits(inputs, batch_size=batch_size, image_size=image_size, resize=resize, normalize=normalize,
-                              per_class=per_class, workers=workers)
-        _features(result, module, splits, settings, dev, list(kinds), histogram_bins, sample_size, max_inputs,
-                  gradient_inputs if emission else 0, gradient_batch_size, gradient_target)
+        splits = input_splits(
+            inputs,
+            batch_size=batch_size,
+            image_size=image_size,
+            resize=resize,
+            normalize=normalize,
+            per_class=per_class,
+            workers=workers,
+        )
+        _features(
+            result,
+            module,
+            splits,
+            settings,
+            dev,
+            list(kinds),
+            histogram_bins,
+            sample_size,
+            max_inputs,
+            gradient_inputs if emission else 0,
+            gradient_batch_size,
+            gradient_target,
+        )
     result.table = per_layer_table(result)
     result.dataset = per_layer_dataset(result)
     return result
@@ -435,8 +590,15 @@ def _one_blas_thread() -> Iterator[None]:
         yield
 
 
-def _limited(split: _Split, max_inputs: int | None, dev: torch.device, dtype: torch.dtype, labels: list[torch.Tensor],
-             keep: list[tuple[torch.Tensor, torch.Tensor | None]], keep_n: int) -> Iterator[torch.Tensor]:
+def _limited(
+    split: _Split,
+    max_inputs: int | None,
+    dev: torch.device,
+    dtype: torch.dtype,
+    labels: list[torch.Tensor],
+    keep: list[tuple[torch.Tensor, torch.Tensor | None]],
+    keep_n: int,
+) -> Iterator[torch.Tensor]:
     """The model inputs of a split on ``dev`` (at most ``max_inputs``); records the labels (-1: none)
     and keeps the first ``keep_n`` inputs (for the gradient pass)."""
     seen = kept = 0
@@ -448,8 +610,10 @@ def _limited(split: _Split, max_inputs: int | None, dev: torch.device, dtype: to
         if len(x) == 0:
             continue
         if not x.is_floating_point():
-            raise DnndistError(f"inputs must be floating-point model inputs, got {x.dtype} (normalise images first, "
-                               "or pass an image folder)")
+            raise DnndistError(
+                f"inputs must be floating-point model inputs, got {x.dtype} (normalise images first, "
+                "or pass an image folder)"
+            )
         labels.append(y.to(torch.int64).cpu() if y is not None else torch.full((len(x),), -1, dtype=torch.int64))
         x = x.to(dev, dtype)
         if kept < keep_n:
@@ -459,9 +623,20 @@ def _limited(split: _Split, max_inputs: int | None, dev: torch.device, dtype: to
         yield x
 
 
-def _features(result: Analysis, module: nn.Module, splits: list[_Split], settings: dict[str, Any], dev: torch.device,
-              kinds: list[str], bins: int, sample_size: int, max_inputs: int | None, gradient_inputs: int,
-              gradient_batch_size: int, gradient_target: str) -> None:
+def _features(
+    result: Analysis,
+    module: nn.Module,
+    splits: list[_Split],
+    settings: dict[str, Any],
+    dev: torch.device,
+    kinds: list[str],
+    bins: int,
+    sample_size: int,
+    max_inputs: int | None,
+    gradient_inputs: int,
+    gradient_batch_size: int,
+    gradient_target: str,
+) -> None:
     bad = sorted(set(kinds) - {"pre", "post"})
     if bad:
         raise DnndistError(f"kinds must be pre and/or post, got {bad}")
@@ -477,7 +652,9 @@ def _features(result: Analysis, module: nn.Module, splits: list[_Split], setting
     try:
         for si, split in enumerate(splits):
             labels[split.name] = []
-            batches = _limited(split, max_inputs, dev, dtype, labels[split.name], keep, gradient_inputs if si == 0 else 0)
+            batches = _limited(
+                split, max_inputs, dev, dtype, labels[split.name], keep, gradient_inputs if si == 0 else 0
+            )
             try:
                 passes.append(extract.feature_pass(module, arrays.modules, batches, bins, sample_size))
             except DnndistError:
@@ -494,12 +671,17 @@ def _features(result: Analysis, module: nn.Module, splits: list[_Split], setting
     idx = np.stack([np.arange(n_sample) for _ in splits])
     lab = np.stack([label_of[s.name][:n_sample] for s in splits])
     root, groups = arrays.datasets(settings, idx, lab)
-    result.features = root.assign_attrs(**extract.store_attrs(settings, "features", dev), analysed_with="dnndist analyze",
-                                        inputs_per_split=", ".join(f"{s}: {len(v)}" for s, v in label_of.items()))
+    result.features = root.assign_attrs(
+        **extract.store_attrs(settings, "features", dev),
+        analysed_with="dnndist analyze",
+        inputs_per_split=", ".join(f"{s}: {len(v)}" for s, v in label_of.items()),
+    )
     result.feature_groups = groups
     result.feature_stats = stats.feature_table(result.features)
     hist = stats.feature_histograms(result.features, [0], kind="pre" if "pre" in kinds else kinds[0])
-    result.feature_hist = hist.assign(depth=hist[dims.LAYER].map({s.name: s.depth for s in specs})) if not hist.empty else hist
+    result.feature_hist = (
+        hist.assign(depth=hist[dims.LAYER].map({s.name: s.depth for s in specs})) if not hist.empty else hist
+    )
     convs = [s for s in specs if s.kind == "conv"]
     if gradient_inputs and convs and keep:
         _gradients(result, module, convs, keep, splits[0].name, settings, dev, gradient_batch_size, gradient_target)
@@ -509,8 +691,17 @@ def _first_line(exc: BaseException) -> str:
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
-def _gradients(result: Analysis, module: nn.Module, convs: list[models.LayerSpec], keep: list[tuple[torch.Tensor, torch.Tensor | None]],
-               split: str, settings: dict[str, Any], dev: torch.device, batch_size: int, target: str) -> None:
+def _gradients(
+    result: Analysis,
+    module: nn.Module,
+    convs: list[models.LayerSpec],
+    keep: list[tuple[torch.Tensor, torch.Tensor | None]],
+    split: str,
+    settings: dict[str, Any],
+    dev: torch.device,
+    batch_size: int,
+    target: str,
+) -> None:
     """Emission / absorption of every conv layer over the kept inputs (``extract.gradient_batch``, as
     the gradients stage computes them), on a copy of the model (the caller's gradients stay)."""
     x = torch.cat([k[0] for k in keep])
@@ -521,20 +712,30 @@ def _gradients(result: Analysis, module: nn.Module, convs: list[models.LayerSpec
         p.requires_grad_(True)
     if target == "auto":
         heads = [m for m in gmodel.modules() if isinstance(m, nn.Linear)]
-        target = "label" if y is not None and heads and int(y.max()) < heads[-1].out_features and int(y.min()) >= 0 else "predicted"
+        target = (
+            "label"
+            if y is not None and heads and int(y.max()) < heads[-1].out_features and int(y.min()) >= 0
+            else "predicted"
+        )
     if target == "label" and y is None:
-        raise DnndistError("gradient_target 'label' needs inputs with labels (an image folder or a DataLoader of (x, y))")
+        raise DnndistError(
+            "gradient_target 'label' needs inputs with labels (an image folder or a DataLoader of (x, y))"
+        )
     rec, grads = extract.gradient_recorder(gmodel, {s.name for s in convs})
     losses, em = [], {s.name: ([], []) for s in convs}
     try:
-        for xb, yb in zip(x.split(batch_size), (y.split(batch_size) if y is not None else [None] * len(x.split(batch_size)))):
+        for xb, yb in zip(
+            x.split(batch_size), (y.split(batch_size) if y is not None else [None] * len(x.split(batch_size)))
+        ):
             try:
                 loss, em_ab = extract.gradient_batch(gmodel, xb, yb, target, rec, grads, convs)
             except DnndistError:
                 raise
             except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as exc:
-                raise DnndistError(f"emission/absorption needs a classifier with (batch, classes) logits ({_first_line(exc)}); "
-                                   "analyze without it: emission=False / --no-emission") from None
+                raise DnndistError(
+                    f"emission/absorption needs a classifier with (batch, classes) logits ({_first_line(exc)}); "
+                    "analyze without it: emission=False / --no-emission"
+                ) from None
             losses.append(loss.detach().double().cpu().numpy())
             for name, (e, a) in em_ab.items():
                 em[name][0].append(e.double().cpu().numpy())
@@ -544,49 +745,96 @@ def _gradients(result: Analysis, module: nn.Module, convs: list[models.LayerSpec
     n = len(x)
     labels = y.cpu().numpy() if y is not None else np.full(n, -1, dtype=np.int64)
     root = xr.Dataset(
-        {"loss": ((dims.EPOCH, dims.SAMPLE), np.concatenate(losses)[None], {"long_name": "per-sample cross-entropy", "units": "nat"}),
-         "sample_index": ((dims.SAMPLE,), np.arange(n), {"long_name": f"index of the input in the {split} split", "units": "1"}),
-         "sample_label": ((dims.SAMPLE,), labels, {"long_name": "class label (-1: none)", "units": "1"})},
+        {
+            "loss": (
+                (dims.EPOCH, dims.SAMPLE),
+                np.concatenate(losses)[None],
+                {"long_name": "per-sample cross-entropy", "units": "nat"},
+            ),
+            "sample_index": (
+                (dims.SAMPLE,),
+                np.arange(n),
+                {"long_name": f"index of the input in the {split} split", "units": "1"},
+            ),
+            "sample_label": ((dims.SAMPLE,), labels, {"long_name": "class label (-1: none)", "units": "1"}),
+        },
         coords={dims.EPOCH: [0], **extract._layer_coords(convs)},
         attrs={"gradient_split": split, "gradient_target": target},
     )
     groups = {}
     for s in convs:
         e, a = (np.concatenate(v)[None] for v in em[s.name])
-        ds = xr.Dataset({"em": ((dims.EPOCH, dims.SAMPLE, dims.OUT_CHANNEL), e, {"long_name": f"{s.name} emission", "units": "1"}),
-                         "ab": ((dims.EPOCH, dims.SAMPLE, dims.IN_CHANNEL), a, {"long_name": f"{s.name} absorption", "units": "1"})},
-                        coords={dims.EPOCH: [0]}, attrs={"layer": s.name, "depth": s.depth})
+        ds = xr.Dataset(
+            {
+                "em": (
+                    (dims.EPOCH, dims.SAMPLE, dims.OUT_CHANNEL),
+                    e,
+                    {"long_name": f"{s.name} emission", "units": "1"},
+                ),
+                "ab": (
+                    (dims.EPOCH, dims.SAMPLE, dims.IN_CHANNEL),
+                    a,
+                    {"long_name": f"{s.name} absorption", "units": "1"},
+                ),
+            },
+            coords={dims.EPOCH: [0]},
+            attrs={"layer": s.name, "depth": s.depth},
+        )
         groups[s.name] = extract._finish(ds, settings)
     result.gradients = extract._finish(root, settings).assign_attrs(
-        **extract.store_attrs(settings, "gradients", dev), analysed_with="dnndist analyze")
+        **extract.store_attrs(settings, "gradients", dev), analysed_with="dnndist analyze"
+    )
     result.gradient_groups = groups
     result.em_ab = stats.em_ab_table(groups, 0)
 
 
 # --------------------------------------------------------------------------- per-layer views
 LONG_NAMES = {
-    "count": "number of finite values", "nonfinite": "number of non-finite values", "ndim": "tensor rank",
-    "mean": "mean", "std": "standard deviation", "min": "minimum", "max": "maximum", "skewness": "skewness",
-    "kurtosis": "excess kurtosis", "within_unit": "fraction of values in [-1, 1]",
+    "count": "number of finite values",
+    "nonfinite": "number of non-finite values",
+    "ndim": "tensor rank",
+    "mean": "mean",
+    "std": "standard deviation",
+    "min": "minimum",
+    "max": "maximum",
+    "skewness": "skewness",
+    "kurtosis": "excess kurtosis",
+    "within_unit": "fraction of values in [-1, 1]",
     "within_default_bound": "fraction of values inside PyTorch's default-init bound 1/sqrt(fan_in)",
-    "ks_normal": "Kolmogorov-Smirnov distance to the fitted normal", "tail_index": "Hill tail index of |w|",
+    "ks_normal": "Kolmogorov-Smirnov distance to the fitted normal",
+    "tail_index": "Hill tail index of |w|",
     "ks_normal_null95": "95th percentile of ks_normal for a Gaussian sample of this size",
     "kurtosis_null_lo": "2.5 % point of the excess kurtosis of a Gaussian sample of this size",
     "kurtosis_null_hi": "97.5 % point of the excess kurtosis of a Gaussian sample of this size",
     "tail_index_gaussian": "median Hill tail index of a Gaussian sample of this size",
-    "tail_index_uniform": "median Hill tail index of a uniform sample of this size", "tail_k": "values the Hill estimator uses",
-    "std_ratio_to_init": "std / the reference init's std", "fan_in": "fan-in", "fan_out": "fan-out",
-    "init_std": "std of the reference init", "init_bound": "bound of the reference init", "gain": "gain of the reference init",
-    "alpha": "power-law exponent of the ESD tail (WeightWatcher)", "alpha_fitted": "1 when alpha was fitted",
-    "alpha_xmin": "lower end of the fitted ESD tail", "alpha_ks_distance": "KS distance of the ESD tail to the power law",
-    "alpha_sigma": "standard error of alpha", "num_pl_spikes": "eigenvalues in the fitted tail",
-    "alpha_weighted": "alpha * log10(lambda_max)", "log_alpha_norm": "log10 of the sum of eigenvalues ** alpha",
-    "lambda_max": "largest eigenvalue of W^T W", "log_spectral_norm": "log10(lambda_max)",
-    "log_norm": "log10 of the sum of eigenvalues", "stable_rank": "sum of eigenvalues / lambda_max",
-    "mp_softrank": "Marchenko-Pastur bulk edge / lambda_max", "num_evals": "number of eigenvalues",
-    "matrix_rank": "eigenvalues above round-off", "flat_spectral_norm": "largest singular value of the C_out x fan_in reshape",
+    "tail_index_uniform": "median Hill tail index of a uniform sample of this size",
+    "tail_k": "values the Hill estimator uses",
+    "std_ratio_to_init": "std / the reference init's std",
+    "fan_in": "fan-in",
+    "fan_out": "fan-out",
+    "init_std": "std of the reference init",
+    "init_bound": "bound of the reference init",
+    "gain": "gain of the reference init",
+    "alpha": "power-law exponent of the ESD tail (WeightWatcher)",
+    "alpha_fitted": "1 when alpha was fitted",
+    "alpha_xmin": "lower end of the fitted ESD tail",
+    "alpha_ks_distance": "KS distance of the ESD tail to the power law",
+    "alpha_sigma": "standard error of alpha",
+    "num_pl_spikes": "eigenvalues in the fitted tail",
+    "alpha_weighted": "alpha * log10(lambda_max)",
+    "log_alpha_norm": "log10 of the sum of eigenvalues ** alpha",
+    "lambda_max": "largest eigenvalue of W^T W",
+    "log_spectral_norm": "log10(lambda_max)",
+    "log_norm": "log10 of the sum of eigenvalues",
+    "stable_rank": "sum of eigenvalues / lambda_max",
+    "mp_softrank": "Marchenko-Pastur bulk edge / lambda_max",
+    "num_evals": "number of eigenvalues",
+    "matrix_rank": "eigenvalues above round-off",
+    "flat_spectral_norm": "largest singular value of the C_out x fan_in reshape",
     "flat_stable_rank": "stable rank of the C_out x fan_in reshape",
-    "default_bound": "PyTorch's default-init bound 1/sqrt(fan_in)", "max_abs": "largest |value|", "params": "number of parameters",
+    "default_bound": "PyTorch's default-init bound 1/sqrt(fan_in)",
+    "max_abs": "largest |value|",
+    "params": "number of parameters",
 }
 
 
@@ -613,8 +861,13 @@ def per_layer_table(result: Analysis) -> pd.DataFrame:
     for s in result.layers:
         g = result.weight_groups[s.name]
         shape = tuple(g["weight"].shape[4:])
-        row: dict[str, Any] = {"layer": s.name, "depth": s.depth, "layer_kind": s.kind, "shape": "x".join(map(str, shape)),
-                               "params": int(np.prod(shape)) + (int(g["bias"].shape[-1]) if "bias" in g else 0)}
+        row: dict[str, Any] = {
+            "layer": s.name,
+            "depth": s.depth,
+            "layer_kind": s.kind,
+            "shape": "x".join(map(str, shape)),
+            "params": int(np.prod(shape)) + (int(g["bias"].shape[-1]) if "bias" in g else 0),
+        }
         w = wide.loc[(s.name, "weight")]
         row.update({k: w[k] for k in stat_order if k in w.index and pd.notna(w[k])})
         row["default_bound"] = 1.0 / math.sqrt(row["fan_in"])
@@ -624,18 +877,37 @@ def per_layer_table(result: Analysis) -> pd.DataFrame:
             row.update({f"bias_{k}": b[k] for k in stat_order if k in b.index and pd.notna(b[k])})
         rows.append(row)
     table = pd.DataFrame(rows)
-    front = ["layer", "depth", "layer_kind", "shape", "params", "fan_in", "fan_out", "default_bound",
-             "mean", "std", "min", "max", "max_abs"]
+    front = [
+        "layer",
+        "depth",
+        "layer_kind",
+        "shape",
+        "params",
+        "fan_in",
+        "fan_out",
+        "default_bound",
+        "mean",
+        "std",
+        "min",
+        "max",
+        "max_abs",
+    ]
     table = table[[c for c in front if c in table] + [c for c in table if c not in front]]
     if result.feature_stats is not None:
         fs = result.feature_stats
         multi = fs[dims.SPLIT].nunique() > 1
-        fs = fs.assign(column=[(f"{sp}_" if multi else "") + f"{k}_{st}"
-                               for sp, k, st in zip(fs[dims.SPLIT], fs[dims.KIND], fs["statistic"])])
+        fs = fs.assign(
+            column=[
+                (f"{sp}_" if multi else "") + f"{k}_{st}"
+                for sp, k, st in zip(fs[dims.SPLIT], fs[dims.KIND], fs["statistic"])
+            ]
+        )
         feat = fs.pivot_table(index=dims.LAYER, columns="column", values="value", sort=False)
         rank = {k: [*dict.fromkeys(fs[k])] for k in (dims.SPLIT, dims.KIND, "statistic")}
-        cols = sorted(dict.fromkeys(zip(fs[dims.SPLIT], fs[dims.KIND], fs["statistic"], fs["column"])),  # split, kind, statistic
-                      key=lambda c: (rank[dims.SPLIT].index(c[0]), rank[dims.KIND].index(c[1]), rank["statistic"].index(c[2])))
+        cols = sorted(
+            dict.fromkeys(zip(fs[dims.SPLIT], fs[dims.KIND], fs["statistic"], fs["column"])),  # split, kind, statistic
+            key=lambda c: (rank[dims.SPLIT].index(c[0]), rank[dims.KIND].index(c[1]), rank["statistic"].index(c[2])),
+        )
         table = table.merge(feat[[c[3] for c in cols if c[3] in feat]], left_on="layer", right_index=True, how="left")
     if result.em_ab is not None and not result.em_ab.empty:
         em = tables.emission_summary(result.em_ab).drop(columns=["variant", "init", "seed"]).set_index("layer")
@@ -655,11 +927,15 @@ def per_layer_dataset(result: Analysis) -> xr.Dataset:
     for name in ds.data_vars:
         ds[name].attrs = {"long_name": _long_name(name), "units": "1"}
     if result.feature_stats is not None:
-        fs = result.feature_stats.set_index([dims.LAYER, dims.KIND, dims.SPLIT, "statistic"])["value"].unstack("statistic")
+        fs = result.feature_stats.set_index([dims.LAYER, dims.KIND, dims.SPLIT, "statistic"])["value"].unstack(
+            "statistic"
+        )
         f = xr.Dataset.from_dataframe(fs).reindex({dims.LAYER: layers})
         for name in list(f.data_vars):
             f[name].attrs = {"long_name": f"feature {_long_name(name)}", "units": "1"}
         ds = ds.merge(f.rename({n: f"feature_{n}" for n in f.data_vars}))
-    ds = ds.assign_coords(depth=(dims.LAYER, [s.depth for s in result.layers]), layer_kind=(dims.LAYER, [s.kind for s in result.layers]))
+    ds = ds.assign_coords(
+        depth=(dims.LAYER, [s.depth for s in result.layers]), layer_kind=(dims.LAYER, [s.kind for s in result.layers])
+    )
     dims.check(ds.dims, "analysis dataset")
     return ds.assign_attrs(**{k: v for k, v in result.weights.attrs.items()}, model=result.name)

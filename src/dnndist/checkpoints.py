@@ -35,13 +35,20 @@ def state_dict_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 
-def checkpoint_bytes(model: torch.nn.Module, settings: Mapping[str, Any], epoch: int, diverged: bool, step: int) -> bytes:
+def checkpoint_bytes(
+    model: torch.nn.Module, settings: Mapping[str, Any], epoch: int, diverged: bool, step: int
+) -> bytes:
     run = settings["run"]
     meta = {
         "format": FORMAT,
-        "variant": run["variant"], "init": run["init_name"], "seed": str(run["seed"]),
-        "epoch": str(epoch), "step": str(step), "diverged": str(diverged).lower(),
-        "config_hash": config_hash(settings), "model": json.dumps(settings["model"], sort_keys=True),
+        "variant": run["variant"],
+        "init": run["init_name"],
+        "seed": str(run["seed"]),
+        "epoch": str(epoch),
+        "step": str(step),
+        "diverged": str(diverged).lower(),
+        "config_hash": config_hash(settings),
+        "model": json.dumps(settings["model"], sort_keys=True),
     }
     if settings["model"].get("weights"):
         meta["weights_sha256"] = integrity.sha256(settings["model"]["weights"])

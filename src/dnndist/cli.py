@@ -25,9 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dnndist import DnndistError
+from dnndist import DnndistError, conventions, integrity
 from dnndist import config as cfgmod
-from dnndist import conventions, integrity
 
 
 def _settings_arg(p: argparse.ArgumentParser, with_run: bool) -> None:
@@ -175,7 +174,10 @@ def cmd_stats_run(args: argparse.Namespace) -> int:
     epochs = [int(e) for e in next(iter(groups.values()))["epoch"].values]
     features = xr.open_zarr(args.features, consolidated=False)
     grads = xr.open_zarr(args.gradients, consolidated=False)
-    grad_groups = {str(layer): xr.open_zarr(args.gradients, group=str(layer), consolidated=False) for layer in grads["layer"].values}
+    grad_groups = {
+        str(layer): xr.open_zarr(args.gradients, group=str(layer), consolidated=False)
+        for layer in grads["layer"].values
+    }
     tables = {
         "weights": stats.weight_table(groups, settings),
         "features": stats.feature_table(features),
@@ -217,7 +219,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
         "fig1_training": lambda: plots.fig_training(table, args.pdf, args.png),
         "fig2_weights": lambda: plots.fig_weight_distributions(table, args.pdf, args.png),
         "fig3_features": lambda: plots.fig_features(table, args.pdf, args.png),
-        "fig4_emission": lambda: plots.fig_emission(table, args.pdf, args.png, init=args.init, layers=args.layers or ()),
+        "fig4_emission": lambda: plots.fig_emission(
+            table, args.pdf, args.png, init=args.init, layers=args.layers or ()
+        ),
         "fig5_trajectories": lambda: plots.fig_trajectories(table, args.pdf, args.png, x="epoch"),
         "fig6_depth": lambda: plots.fig_trajectories(table, args.pdf, args.png, x="depth"),
         "fig7_variants": lambda: plots.fig_variants(table, args.pdf, args.png),
@@ -270,13 +274,30 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    result = analyze(args.model, args.inputs, weights=args.weights, init=args.init, gain=args.gain, num_classes=args.num_classes,
-                     image_size=args.image_size, resize=args.resize, normalize=args.normalize, per_class=args.per_class,
-                     max_inputs=args.max_inputs, batch_size=args.batch_size, sample_size=args.sample_size,
-                     histogram_bins=args.bins, emission=args.emission, gradient_inputs=args.gradient_inputs,
-                     device=args.device, model_options=json.loads(args.model_options) if args.model_options else None)
-    print(f"{result.name}: {len(result.layers)} Conv2d/Linear layers, {int(result.table['params'].sum()):,} weights and biases"
-          + (f"; inputs {result.features.attrs['inputs_per_split']}" if result.features is not None else ""))
+    result = analyze(
+        args.model,
+        args.inputs,
+        weights=args.weights,
+        init=args.init,
+        gain=args.gain,
+        num_classes=args.num_classes,
+        image_size=args.image_size,
+        resize=args.resize,
+        normalize=args.normalize,
+        per_class=args.per_class,
+        max_inputs=args.max_inputs,
+        batch_size=args.batch_size,
+        sample_size=args.sample_size,
+        histogram_bins=args.bins,
+        emission=args.emission,
+        gradient_inputs=args.gradient_inputs,
+        device=args.device,
+        model_options=json.loads(args.model_options) if args.model_options else None,
+    )
+    print(
+        f"{result.name}: {len(result.layers)} Conv2d/Linear layers, {int(result.table['params'].sum()):,} weights and biases"
+        + (f"; inputs {result.features.attrs['inputs_per_split']}" if result.features is not None else "")
+    )
     print(result.summary())
     if args.out:
         written = result.write(args.out, figures=args.figures)
@@ -286,7 +307,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dnndist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="dnndist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -304,8 +327,12 @@ def parser() -> argparse.ArgumentParser:
     _settings_arg(s, with_run=False)
     s.add_argument("--archive", help="downloaded archive (cifar10 source)")
     s.add_argument("--out", required=True, help="dataset store to write (dataset.zarr)")
-    s.add_argument("--workers", type=_positive_int, default=None,
-                   help="processes decoding an image folder (default: the CPUs this process may use); the store does not depend on it")
+    s.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="processes decoding an image folder (default: the CPUs this process may use); the store does not depend on it",
+    )
     s.set_defaults(fn=cmd_data)
 
     s = sub.add_parser("train", help="train one run (resumes a killed one)")
@@ -313,8 +340,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
     s.add_argument("--out", required=True, help="run directory")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: when stderr is a terminal)")
+    s.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("train-stacked", help="train the runs of one stack group together (stacked: true)")
@@ -325,17 +356,27 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
     s.add_argument("--out", required=True, nargs="+", help="one run directory per run, in the group's order")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: when stderr is a terminal)")
+    s.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
     s.set_defaults(fn=cmd_train_stacked)
 
-    s = sub.add_parser("extract", help="extract weights, features or gradients (or all three) of a run's checkpoints into zarr")
+    s = sub.add_parser(
+        "extract", help="extract weights, features or gradients (or all three) of a run's checkpoints into zarr"
+    )
     s.add_argument("kind", choices=["weights", "features", "gradients", "all"])
     _settings_arg(s, with_run=True)
     s.add_argument("--checkpoints", required=True, help="the run's checkpoints directory")
     s.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
-    s.add_argument("--out", required=True, help="output store (.zarr); with 'all', the folder that receives weights.zarr, "
-                                                "features.zarr and gradients.zarr")
+    s.add_argument(
+        "--out",
+        required=True,
+        help="output store (.zarr); with 'all', the folder that receives weights.zarr, "
+        "features.zarr and gradients.zarr",
+    )
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.set_defaults(fn=cmd_extract)
 
@@ -344,19 +385,37 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", required=True, help="the run's weights store (weights.zarr)")
     s.add_argument("--features", required=True, help="the run's features store (features.zarr)")
     s.add_argument("--gradients", required=True, help="the run's gradients store (gradients.zarr)")
-    s.add_argument("--out-dir", required=True, help="receives weights, features, weight_hist, feature_hist, em_ab and spectrum .csv")
+    s.add_argument(
+        "--out-dir",
+        required=True,
+        help="receives weights, features, weight_hist, feature_hist, em_ab and spectrum .csv",
+    )
     s.set_defaults(fn=cmd_stats_run)
 
-    s = sub.add_parser("stats-combine", help="combine per-run tables; aggregate over seeds (mean and 95 %% CI over seeds)")
-    s.add_argument("kind", choices=["weights", "features", "training", "weight_hist", "feature_hist", "em_ab", "spectrum"])
+    s = sub.add_parser(
+        "stats-combine", help="combine per-run tables; aggregate over seeds (mean and 95 %% CI over seeds)"
+    )
+    s.add_argument(
+        "kind", choices=["weights", "features", "training", "weight_hist", "feature_hist", "em_ab", "spectrum"]
+    )
     s.add_argument("--inputs", nargs="+", required=True, help="per-run tables (CSV) to combine")
     s.add_argument("--out", required=True, help="combined table (CSV)")
     s.add_argument("--summary", help="also write the seed aggregate (mean and 95 %% CI over seeds)")
     s.set_defaults(fn=cmd_stats_combine)
 
     s = sub.add_parser("plot", help="draw one figure (PDF and PNG) from its tidy table")
-    s.add_argument("figure", choices=["fig1_training", "fig2_weights", "fig3_features", "fig4_emission", "fig5_trajectories", "fig6_depth",
-                                       "fig7_variants"])
+    s.add_argument(
+        "figure",
+        choices=[
+            "fig1_training",
+            "fig2_weights",
+            "fig3_features",
+            "fig4_emission",
+            "fig5_trajectories",
+            "fig6_depth",
+            "fig7_variants",
+        ],
+    )
     s.add_argument("--table", required=True, help="the tidy table the figure is drawn from (CSV)")
     s.add_argument("--style", help="matplotlib style file")
     s.add_argument("--init", help="init shown in Fig 4")
@@ -369,46 +428,102 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--results", required=True, help="the results folder (for the run's provenance and logs)")
     s.add_argument("--tables", nargs="*", default=[], help="the tables stage's Markdown files, in document order")
     s.add_argument("--figures", nargs="*", default=[], help="the figures' PNG files, in document order")
-    s.add_argument("--configfiles", nargs="*", help="the config files the workflow was run with (stamped in the document)")
+    s.add_argument(
+        "--configfiles", nargs="*", help="the config files the workflow was run with (stamped in the document)"
+    )
     s.add_argument("--out", required=True, help="Markdown file to write")
     s.set_defaults(fn=cmd_docs)
 
     s = sub.add_parser("table", help="write one table as CSV, Markdown and LaTeX")
     s.add_argument("name", choices=["init_check", "range", "depth_trend", "emission", "claims", "factors"])
     s.add_argument("--variants", help="factors: JSON mapping each variant to its model/train/input settings")
-    s.add_argument("--gain-conventions", help="JSON mapping each variant to its init.gain convention (named in the caption)")
+    s.add_argument(
+        "--gain-conventions", help="JSON mapping each variant to its init.gain convention (named in the caption)"
+    )
     for name in ("training_summary", "weights_summary", "features_summary", "training", "weights", "features", "em_ab"):
-        s.add_argument(f"--{name.replace('_', '-')}", help=f"{name}.csv (the per-seed table)" if "summary" not in name else f"{name}.csv")
+        s.add_argument(
+            f"--{name.replace('_', '-')}",
+            help=f"{name}.csv (the per-seed table)" if "summary" not in name else f"{name}.csv",
+        )
     s.add_argument("--out-stem", required=True, help="path without extension")
     s.set_defaults(fn=cmd_table)
 
-    s = sub.add_parser("analyze", help="the workflow's statistics of one model (a registry or torchvision model, given weights)",
-                       description="Weights statistics (moments, ranges, tail index, WeightWatcher spectral metrics) of every "
-                                   "Conv2d/Linear layer of one model; with --inputs also feature statistics and emission/absorption. "
-                                   "Prints a per-layer summary; --out writes the stores, CSVs and figures.")
-    s.add_argument("--model", required=True,
-                   help="a registry model (paper_cnn, resnet18_cifar, ...) or torchvision:<name> (built with weights=None: no download)")
-    s.add_argument("--weights", help="local state dict (.pth/.pt read with weights_only=True, or .safetensors) loaded into the model")
-    s.add_argument("--inputs", help="image folder or .tar.gz (<class>/<image> or <split>/<class>/<image>) for feature statistics")
-    s.add_argument("--out", help="folder that receives weights.zarr (+ features.zarr, gradients.zarr), layers.csv and the tidy CSVs, figures")
-    s.add_argument("--init", default="torch_default", help="init the weights are compared with (init_std, std_ratio_to_init; default torch_default)")
-    s.add_argument("--gain", type=_gain, default="torch", help="gain convention of --init: torch, relu or a number (default torch)")
+    s = sub.add_parser(
+        "analyze",
+        help="the workflow's statistics of one model (a registry or torchvision model, given weights)",
+        description="Weights statistics (moments, ranges, tail index, WeightWatcher spectral metrics) of every "
+        "Conv2d/Linear layer of one model; with --inputs also feature statistics and emission/absorption. "
+        "Prints a per-layer summary; --out writes the stores, CSVs and figures.",
+    )
+    s.add_argument(
+        "--model",
+        required=True,
+        help="a registry model (paper_cnn, resnet18_cifar, ...) or torchvision:<name> (built with weights=None: no download)",
+    )
+    s.add_argument(
+        "--weights",
+        help="local state dict (.pth/.pt read with weights_only=True, or .safetensors) loaded into the model",
+    )
+    s.add_argument(
+        "--inputs", help="image folder or .tar.gz (<class>/<image> or <split>/<class>/<image>) for feature statistics"
+    )
+    s.add_argument(
+        "--out",
+        help="folder that receives weights.zarr (+ features.zarr, gradients.zarr), layers.csv and the tidy CSVs, figures",
+    )
+    s.add_argument(
+        "--init",
+        default="torch_default",
+        help="init the weights are compared with (init_std, std_ratio_to_init; default torch_default)",
+    )
+    s.add_argument(
+        "--gain", type=_gain, default="torch", help="gain convention of --init: torch, relu or a number (default torch)"
+    )
     s.add_argument("--num-classes", type=_positive_int, help="classifier outputs of a model built without --weights")
     s.add_argument("--model-options", help='JSON registry model settings, e.g. \'{"depth": 6, "norm": "batch"}\'')
-    s.add_argument("--image-size", type=_positive_int, help="side of the centre crop of --inputs images (default 224 for torchvision models, else 32)")
-    s.add_argument("--resize", type=_positive_int, help="resize the shorter image side to this before the crop (default: --image-size)")
-    s.add_argument("--normalize", choices=["dataset", "imagenet", "none"], default="dataset",
-                   help="input normalisation: the images' own per-channel mean/std (default), ImageNet's, or none (x/255)")
+    s.add_argument(
+        "--image-size",
+        type=_positive_int,
+        help="side of the centre crop of --inputs images (default 224 for torchvision models, else 32)",
+    )
+    s.add_argument(
+        "--resize",
+        type=_positive_int,
+        help="resize the shorter image side to this before the crop (default: --image-size)",
+    )
+    s.add_argument(
+        "--normalize",
+        choices=["dataset", "imagenet", "none"],
+        default="dataset",
+        help="input normalisation: the images' own per-channel mean/std (default), ImageNet's, or none (x/255)",
+    )
     s.add_argument("--per-class", type=_positive_int, help="at most this many images per class (the first by name)")
-    s.add_argument("--max-inputs", type=_positive_int, help="at most this many inputs per split for the feature statistics")
+    s.add_argument(
+        "--max-inputs", type=_positive_int, help="at most this many inputs per split for the feature statistics"
+    )
     s.add_argument("--batch-size", type=_positive_int, default=256, help="inputs per forward pass (default 256)")
-    s.add_argument("--sample-size", type=_positive_int, default=16, help="inputs whose raw features features.zarr keeps (default 16)")
+    s.add_argument(
+        "--sample-size",
+        type=_positive_int,
+        default=16,
+        help="inputs whose raw features features.zarr keeps (default 16)",
+    )
     s.add_argument("--bins", type=_positive_int, default=100, help="bins of each feature histogram (default 100)")
-    s.add_argument("--emission", action=argparse.BooleanOptionalAction, default=True,
-                   help="emission/absorption of conv layers over the first --gradient-inputs inputs (default: on with --inputs)")
-    s.add_argument("--gradient-inputs", type=_positive_int, default=64, help="inputs of the emission/absorption pass (default 64)")
-    s.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
-                   help="with --out: weights.png, features.png and one ESD plot per layer (esd/<layer>.png)")
+    s.add_argument(
+        "--emission",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="emission/absorption of conv layers over the first --gradient-inputs inputs (default: on with --inputs)",
+    )
+    s.add_argument(
+        "--gradient-inputs", type=_positive_int, default=64, help="inputs of the emission/absorption pass (default 64)"
+    )
+    s.add_argument(
+        "--figures",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --out: weights.png, features.png and one ESD plot per layer (esd/<layer>.png)",
+    )
     s.add_argument("--device", help="cpu, cuda, mps or auto (default: cpu)")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.set_defaults(fn=cmd_analyze)
@@ -417,8 +532,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     for noisy in ("fontTools", "matplotlib", "PIL"):  # e.g. 110 lines of font subsetting per PDF
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
@@ -430,7 +548,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dnndist {args.command}: error: --settings is not valid JSON ({exc})", file=sys.stderr)
         return 2
     except OSError as exc:  # missing input, read-only or full disk: the path and the reason, no traceback
-        print(f"dnndist {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(
+            f"dnndist {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
         print(f"dnndist {args.command}: interrupted", file=sys.stderr)

@@ -72,7 +72,9 @@ def _key(path: Iterable[Any]) -> str:
     return ".".join(parts).replace(".[", "[") or "<root>"
 
 
-def validate(config: Mapping[str, Any], schema: dict[str, Any] | None = None, check_paths: bool = True) -> dict[str, Any]:
+def validate(
+    config: Mapping[str, Any], schema: dict[str, Any] | None = None, check_paths: bool = True
+) -> dict[str, Any]:
     """Validate ``config`` against the schema, fill defaults, run semantic checks.
 
     Returns the completed config; raises ConfigError naming the first offending key.
@@ -91,8 +93,9 @@ def validate(config: Mapping[str, Any], schema: dict[str, Any] | None = None, ch
             err = min(err.context, key=lambda e: len(e.absolute_path))
         raise ConfigError(f"config key '{_key(err.absolute_path)}': {err.message}")
     fill_defaults(cfg, schema)
-    cfg["variants"] = expand_variants(cfg, validator=jsonschema.Draft202012Validator(
-        {**schema["$defs"]["variant"], "$defs": schema["$defs"]}))
+    cfg["variants"] = expand_variants(
+        cfg, validator=jsonschema.Draft202012Validator({**schema["$defs"]["variant"], "$defs": schema["$defs"]})
+    )
     _semantic_checks(cfg, check_paths)
     return cfg
 
@@ -123,13 +126,17 @@ def check_results_dir(results: str | Path) -> None:
     the home folder, and an existing non-empty folder that dnndist did not create (no marker)."""
     path = Path(results).expanduser().resolve()
     if path == Path(path.anchor) or path == Path.home().resolve():
-        raise ConfigError(f"config key 'results': {results!r} is {'the file-system root' if path == Path(path.anchor) else 'your home folder'}; "
-                          "use a folder of its own, e.g. results/paper")
+        raise ConfigError(
+            f"config key 'results': {results!r} is {'the file-system root' if path == Path(path.anchor) else 'your home folder'}; "
+            "use a folder of its own, e.g. results/paper"
+        )
     if path.exists() and not path.is_dir():
         raise ConfigError(f"config key 'results': {results!r} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not (path / RESULTS_MARKER).is_file():
-        raise ConfigError(f"config key 'results': {results!r} is a non-empty folder that dnndist did not create (no {RESULTS_MARKER}); "
-                          f"use a new folder, or create {RESULTS_MARKER} in it if it holds an earlier dnndist experiment")
+        raise ConfigError(
+            f"config key 'results': {results!r} is a non-empty folder that dnndist did not create (no {RESULTS_MARKER}); "
+            f"use a new folder, or create {RESULTS_MARKER} in it if it holds an earlier dnndist experiment"
+        )
 
 
 def claim_results_dir(results: str | Path) -> None:
@@ -138,7 +145,9 @@ def claim_results_dir(results: str | Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     marker = path / RESULTS_MARKER
     if not marker.exists():
-        marker.write_text("This folder holds the outputs of a dnndist workflow; dnndist may overwrite and delete files here.\n")
+        marker.write_text(
+            "This folder holds the outputs of a dnndist workflow; dnndist may overwrite and delete files here.\n"
+        )
 
 
 def check_job_python(path: str | None = None) -> None:
@@ -150,22 +159,40 @@ def check_job_python(path: str | None = None) -> None:
 
     exe = shutil.which("python", path=path if path is not None else os.environ.get("PATH"))
     if exe is None:
-        raise ConfigError("no 'python' on PATH for the workflow's jobs: put the venv first "
-                          "(export PATH=$PWD/.venv/bin:$PATH, or source .venv/bin/activate), or run make demo")
-    proc = subprocess.run([exe, "-c", "import dnndist"], capture_output=True, text=True, env={**os.environ, "PATH": path or os.environ.get("PATH", "")})
+        raise ConfigError(
+            "no 'python' on PATH for the workflow's jobs: put the venv first "
+            "(export PATH=$PWD/.venv/bin:$PATH, or source .venv/bin/activate), or run make demo"
+        )
+    proc = subprocess.run(
+        [exe, "-c", "import dnndist"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": path or os.environ.get("PATH", "")},
+    )
     if proc.returncode != 0:
-        raise ConfigError(f"the jobs' python ({exe}) cannot import dnndist: put the venv first on PATH "
-                          "(export PATH=$PWD/.venv/bin:$PATH, or source .venv/bin/activate; make demo does it), "
-                          "or pip install dnndist into that python")
+        raise ConfigError(
+            f"the jobs' python ({exe}) cannot import dnndist: put the venv first on PATH "
+            "(export PATH=$PWD/.venv/bin:$PATH, or source .venv/bin/activate; make demo does it), "
+            "or pip install dnndist into that python"
+        )
 
 
 # short, readable labels of factor levels in variant names
 _LEVEL_LABELS: dict[tuple[str, Any], str] = {
-    ("model.norm", "batch"): "bn", ("model.activation", "leaky_relu"): "leaky",
-    ("input.transform", "binarize"): "binary", ("train.optimizer", "sgd"): "sgd",
+    ("model.norm", "batch"): "bn",
+    ("model.activation", "leaky_relu"): "leaky",
+    ("input.transform", "binarize"): "binary",
+    ("train.optimizer", "sgd"): "sgd",
 }
-_FACTOR_LABELS = {"train.weight_decay": "l2", "train.l1": "l1", "model.depth": "depth", "model.width": "width",
-                  "model.negative_slope": "slope", "train.lr": "lr", "model.name": ""}
+_FACTOR_LABELS = {
+    "train.weight_decay": "l2",
+    "train.l1": "l1",
+    "model.depth": "depth",
+    "model.width": "width",
+    "model.negative_slope": "slope",
+    "train.lr": "lr",
+    "model.name": "",
+}
 
 
 def level_label(factor: str, value: Any) -> str:
@@ -227,14 +254,20 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
         if check_paths and not Path(path).exists():
             raise ConfigError(f"config key 'data.imagefolder.path': {path!r} does not exist")
         if check_paths and Path(path).is_file() and not str(path).endswith((".tar.gz", ".tgz", ".tar")):
-            raise ConfigError(f"config key 'data.imagefolder.path': {path!r} is a file but not a .tar, .tar.gz or .tgz archive")
-    if data["source"] == "synthetic" and data["valid_split"] == "train" and data["valid_size"] >= data["synthetic"]["train_size"]:
+            raise ConfigError(
+                f"config key 'data.imagefolder.path': {path!r} is a file but not a .tar, .tar.gz or .tgz archive"
+            )
+    if (
+        data["source"] == "synthetic"
+        and data["valid_split"] == "train"
+        and data["valid_size"] >= data["synthetic"]["train_size"]
+    ):
         raise ConfigError(
             f"config key 'data.valid_size': {data['valid_size']} leaves no training images "
             f"(data.synthetic.train_size is {data['synthetic']['train_size']})"
         )
     all_inits = set(cfg["inits"])
-    for name, variant in cfg["variants"].items():
+    for variant in cfg["variants"].values():
         all_inits |= set(variant.get("inits", []))
     for init in cfg["overrides"]:
         if init not in all_inits:
@@ -250,15 +283,21 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
                 "(use model.name plain_cnn for other depths or widths)"
             )
         if cfg["stacked"] and model.get("weights"):
-            raise ConfigError("config key 'stacked': given weights (model.weights) are analysed, not trained; set stacked: false")
+            raise ConfigError(
+                "config key 'stacked': given weights (model.weights) are analysed, not trained; set stacked: false"
+            )
         if cfg["stacked"] and model["name"] not in ("paper_cnn", "plain_cnn"):
-            raise ConfigError(f"config key 'stacked': stacked training supports paper_cnn and plain_cnn, not {model['name']!r}")
+            raise ConfigError(
+                f"config key 'stacked': stacked training supports paper_cnn and plain_cnn, not {model['name']!r}"
+            )
         weights = model.get("weights")
         if weights and check_paths and not Path(weights).is_file():
             what = "is not a file" if Path(weights).exists() else "does not exist"
             raise ConfigError(f"config key '{where if where != 'model' else 'model'}.weights': {weights!r} {what}")
         if weights and not str(weights).endswith((".pth", ".pt", ".safetensors", ".bin")):
-            raise ConfigError(f"config key 'model.weights': {weights!r} must be a .pth, .pt, .bin or .safetensors state dict")
+            raise ConfigError(
+                f"config key 'model.weights': {weights!r} must be a .pth, .pt, .bin or .safetensors state dict"
+            )
         image = image_size(cfg)
         if model["name"] in ("paper_cnn", "plain_cnn") and image % 4:
             raise ConfigError(f"config key 'data': image size {image} must be divisible by 4 for {model['name']}")
@@ -277,17 +316,33 @@ def _require_defaults(node: Any, root: dict[str, Any]) -> Any:
     return out
 
 
-_RUN_KEYS = {"variant": {"type": "string"}, "init_name": {"$ref": "#/$defs/init_name"}, "seed": {"type": "integer", "minimum": 0}}
+_RUN_KEYS = {
+    "variant": {"type": "string"},
+    "init_name": {"$ref": "#/$defs/init_name"},
+    "seed": {"type": "integer", "minimum": 0},
+}
 _SETTINGS_PROPERTIES: dict[str, dict[str, Any]] = {
     "run": {"type": "object", "properties": _RUN_KEYS, "required": list(_RUN_KEYS), "additionalProperties": False},
     **{sec: {"$ref": f"#/$defs/{sec}"} for sec in RUN_SECTIONS},
-    "split": {"type": "object", "required": ["valid_size", "split_seed", "valid_split"], "properties": {
-        "valid_size": {"type": "integer", "minimum": 1}, "split_seed": {"type": "integer", "minimum": 0},
-        "valid_split": {"enum": ["train", "test"]}}},
+    "split": {
+        "type": "object",
+        "required": ["valid_size", "split_seed", "valid_split"],
+        "properties": {
+            "valid_size": {"type": "integer", "minimum": 1},
+            "split_seed": {"type": "integer", "minimum": 0},
+            "valid_split": {"enum": ["train", "test"]},
+        },
+    },
     "checkpoint_epochs": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
     "extract": {"$ref": "#/$defs/extract"},
-    "random": {"type": "object", "required": ["random_size", "random_seed"], "properties": {
-        "random_size": {"type": "integer", "minimum": 1}, "random_seed": {"type": "integer", "minimum": 0}}},
+    "random": {
+        "type": "object",
+        "required": ["random_size", "random_seed"],
+        "properties": {
+            "random_size": {"type": "integer", "minimum": 1},
+            "random_seed": {"type": "integer", "minimum": 0},
+        },
+    },
     "stats": {"$ref": "#/$defs/stats"},
 }
 SETTINGS_KEYS = {
@@ -307,7 +362,9 @@ def check_settings(settings: Any, kind: str, schema: dict[str, Any] | None = Non
     defs = _require_defaults(schema["$defs"], schema)
     if kind == "stacked":
         if not isinstance(settings, list) or not settings:
-            raise ConfigError("--settings: expected a non-empty JSON list of run settings (one per run of the stack group)")
+            raise ConfigError(
+                "--settings: expected a non-empty JSON list of run settings (one per run of the stack group)"
+            )
         for i, s in enumerate(settings):
             try:
                 check_settings(s, "run", schema)
@@ -325,7 +382,9 @@ def check_settings(settings: Any, kind: str, schema: dict[str, Any] | None = Non
         top = {"type": "object", "properties": {k: _SETTINGS_PROPERTIES[k] for k in keys}, "required": keys}
     check_finite(settings, what="--settings key")
     validator = jsonschema.Draft202012Validator({**top, "$defs": defs})
-    errors = sorted(validator.iter_errors(settings), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(settings), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
+    )
     if errors:
         err = min(errors[0].context, key=lambda e: len(e.absolute_path)) if errors[0].context else errors[0]
         raise ConfigError(f"--settings key '{_key(err.absolute_path)}': {err.message}")
@@ -412,7 +471,11 @@ def run_settings(cfg: Mapping[str, Any], run: Run) -> dict[str, Any]:
     return {
         "run": {"variant": run.variant, "init_name": run.init, "seed": run.seed},
         **sections,
-        "split": {"valid_size": data["valid_size"], "split_seed": data["split_seed"], "valid_split": data["valid_split"]},
+        "split": {
+            "valid_size": data["valid_size"],
+            "split_seed": data["split_seed"],
+            "valid_split": data["valid_split"],
+        },
         # given weights are analysed as they are: one checkpoint, "epoch 0"
         "checkpoint_epochs": [0] if sections["model"].get("weights") else checkpoint_epochs(sections["train"]),
     }
@@ -421,8 +484,11 @@ def run_settings(cfg: Mapping[str, Any], run: Run) -> dict[str, Any]:
 def extract_settings(cfg: Mapping[str, Any], run: Run) -> dict[str, Any]:
     """What a run's extraction jobs depend on: the run's settings plus the extract section."""
     data = cfg["data"]
-    return {**run_settings(cfg, run), "extract": dict(cfg["extract"]),
-            "random": {"random_size": data["random_size"], "random_seed": data["random_seed"]}}
+    return {
+        **run_settings(cfg, run),
+        "extract": dict(cfg["extract"]),
+        "random": {"random_size": data["random_size"], "random_seed": data["random_seed"]},
+    }
 
 
 def data_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -440,7 +506,9 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in keys:
-                raise ConfigError(f"config key '{key}': given twice in one mapping (line {key_node.start_mark.line + 1})")
+                raise ConfigError(
+                    f"config key '{key}': given twice in one mapping (line {key_node.start_mark.line + 1})"
+                )
             keys.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -467,4 +535,3 @@ def load(paths: Iterable[str | Path], overrides: Mapping[str, Any] | None = None
     if overrides:
         cfg = deep_merge(cfg, overrides)
     return validate(cfg)
-

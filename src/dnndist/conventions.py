@@ -13,7 +13,14 @@ from typing import Any
 
 GAIN_CONVENTIONS = ("torch", "relu")
 INIT_NAMES = (  # the init registry's names (dnndist.inits), here so that figures and tables need no torch
-    "orthogonal", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "ones", "zeros", "torch_default",
+    "orthogonal",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "xavier_normal",
+    "xavier_uniform",
+    "ones",
+    "zeros",
+    "torch_default",
 )
 
 

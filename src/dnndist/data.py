@@ -62,7 +62,9 @@ def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def iter_tar(path: str | Path, wanted: set[str] | Callable[[str], bool] | None = None) -> Iterator[tuple[str, bytes | None]]:
+def iter_tar(
+    path: str | Path, wanted: set[str] | Callable[[str], bool] | None = None
+) -> Iterator[tuple[str, bytes | None]]:
     """Yield (normalised member name, bytes) for the regular files of a tar archive.
 
     Every member passes ``tarfile.data_filter`` (no absolute paths, no ``..``, no links
@@ -127,7 +129,9 @@ def read_cifar10_archive(path: str | Path, md5: str | None) -> dict[str, tuple[n
                 raise DataError(f"{path}: member {name} missing; not a CIFAR-10 binary archive")
             raw = np.frombuffer(blobs[name], dtype=np.uint8)
             if raw.size == 0 or raw.size % CIFAR10_RECORD:
-                raise DataError(f"{path}: {name} has {raw.size} bytes, not a multiple of the {CIFAR10_RECORD}-byte record")
+                raise DataError(
+                    f"{path}: {name} has {raw.size} bytes, not a multiple of the {CIFAR10_RECORD}-byte record"
+                )
             parts.append(raw.reshape(-1, CIFAR10_RECORD))
         records = np.concatenate(parts)
         labels = records[:, 0].astype(np.int64)
@@ -177,7 +181,9 @@ def list_imagefolder(path: str | Path, subdirs: Mapping[str, str], limit_per_cla
     return _select_refs(path, names, subdirs, limit_per_class)
 
 
-def _select_refs(path: Path, names: Iterable[str], subdirs: Mapping[str, str], limit_per_class: int | None) -> list[ImageRef]:
+def _select_refs(
+    path: Path, names: Iterable[str], subdirs: Mapping[str, str], limit_per_class: int | None
+) -> list[ImageRef]:
     """The images of a listing in store order: by (split, class), then by name; the first ``limit_per_class`` of each."""
     refs: dict[tuple[str, str], list[ImageRef]] = {}
     for name in sorted(names):
@@ -189,7 +195,9 @@ def _select_refs(path: Path, names: Iterable[str], subdirs: Mapping[str, str], l
         out.extend(refs[key][:limit_per_class] if limit_per_class else refs[key])
     for split in subdirs:
         if not any(r.split == split for r in out):
-            raise DataError(f"{path}: no images found for split '{split}' (expected {subdirs[split] or '.'}/<class>/<image>)")
+            raise DataError(
+                f"{path}: no images found for split '{split}' (expected {subdirs[split] or '.'}/<class>/<image>)"
+            )
     return out
 
 
@@ -257,7 +265,9 @@ def _worker_init() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"  # one process per core: torch (if a resize imports it) runs single-threaded
 
 
-def _decode_batch(items: list[tuple[str, bytes | None]], root: str | None, image_size: int, resize: int) -> tuple[np.ndarray | None, str | None]:
+def _decode_batch(
+    items: list[tuple[str, bytes | None]], root: str | None, image_size: int, resize: int
+) -> tuple[np.ndarray | None, str | None]:
     """Decode a batch of (name, bytes) in order; bytes None: read ``root/name``. Returns
     (images (n, 3, image_size, image_size) uint8, None), or (None, the DataError message of
     the first image that failed). Runs in the worker processes."""
@@ -277,8 +287,9 @@ def _decode_batch(items: list[tuple[str, bytes | None]], root: str | None, image
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2)), None
 
 
-def _decode_batches(batches: Iterable[list[tuple[str, bytes | None]]], root: str | None, image_size: int, resize: int,
-                    workers: int) -> Iterator[tuple[np.ndarray | None, str | None]]:
+def _decode_batches(
+    batches: Iterable[list[tuple[str, bytes | None]]], root: str | None, image_size: int, resize: int, workers: int
+) -> Iterator[tuple[np.ndarray | None, str | None]]:
     """:func:`_decode_batch` over ``batches``, results in order. With ``workers`` > 1 (and
     more than one batch) the batches are decoded by that many worker processes, at most
     2 x ``workers`` batches in flight, so memory stays bounded whatever the input size."""
@@ -309,8 +320,9 @@ def _batch_limit(image_size: int) -> int:
     return max(1, min(DECODE_BATCH, DECODE_BYTES // (3 * image_size * image_size)))
 
 
-def iter_imagefolder(path: str | Path, refs: list[ImageRef], image_size: int, resize: int,
-                     workers: int | None = None) -> Iterator[tuple[ImageRef, np.ndarray]]:
+def iter_imagefolder(
+    path: str | Path, refs: list[ImageRef], image_size: int, resize: int, workers: int | None = None
+) -> Iterator[tuple[ImageRef, np.ndarray]]:
     """Decode the listed images in ``refs`` order (reading the archive once if it is one), with
     ``workers`` processes (default :func:`default_workers`); the images do not depend on it."""
     path = Path(path)
@@ -336,8 +348,9 @@ def iter_imagefolder(path: str | Path, refs: list[ImageRef], image_size: int, re
         yield ref, decoded.pop(ref.name)
 
 
-def _read_archive(path: Path, wanted: set[str] | Callable[[str], bool], image_size: int, resize: int,
-                  workers: int) -> tuple[list[str], dict[str, np.ndarray], str | None]:
+def _read_archive(
+    path: Path, wanted: set[str] | Callable[[str], bool], image_size: int, resize: int, workers: int
+) -> tuple[list[str], dict[str, np.ndarray], str | None]:
     """One pass over an archive: (the names of its regular files, {name: decoded image} of the
     ``wanted`` ones, the message of the first image in archive order that failed to decode or
     None). After a failure, the rest of the archive is only listed, not decoded."""
@@ -434,12 +447,22 @@ class StoreWriter:
     def create(self, split: str, n: int, shape: tuple[int, int, int]) -> Any:
         group = self.root.create_group(split)
         images = group.create_array(
-            "images", shape=(n, *shape), chunks=(min(CHUNK, n), *shape), dtype="uint8", **integrity.checksummed(),
+            "images",
+            shape=(n, *shape),
+            chunks=(min(CHUNK, n), *shape),
+            dtype="uint8",
+            **integrity.checksummed(),
             config={"write_empty_chunks": True},
-            dimension_names=list(dims.IMAGE_DIMS), attributes={"long_name": "pixel value", "units": "1/255"},
+            dimension_names=list(dims.IMAGE_DIMS),
+            attributes={"long_name": "pixel value", "units": "1/255"},
         )
         group.create_array(
-            "labels", shape=(n,), chunks=(n,), dtype="int64", dimension_names=[dims.SAMPLE], **integrity.checksummed(),
+            "labels",
+            shape=(n,),
+            chunks=(n,),
+            dtype="int64",
+            dimension_names=[dims.SAMPLE],
+            **integrity.checksummed(),
             config={"write_empty_chunks": True},
             attributes={"long_name": "class label", "units": "class index"},
         )
@@ -467,7 +490,9 @@ class StoreWriter:
             if max(labels) >= len(self.classes) or min(labels) < 0:
                 raise DataError(f"split '{split}' has label {max(labels)} but there are {len(self.classes)} classes")
             if len(labels) < 2:
-                raise DataError(f"split '{split}' holds a single class ({self.classes[min(labels)]!r}); a classifier needs at least 2")
+                raise DataError(
+                    f"split '{split}' holds a single class ({self.classes[min(labels)]!r}); a classifier needs at least 2"
+                )
         n, s, ss = self.stats["n"][0], self.stats["s"], self.stats["ss"]
         mean = s / n
         std = np.sqrt(np.maximum(ss / n - mean**2, 0.0))
@@ -483,7 +508,9 @@ def _write_arrays(writer: StoreWriter, split: str, images: np.ndarray, labels: n
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def build_store(settings: Mapping[str, Any], out: str | Path, archive: str | Path | None = None, workers: int | None = None) -> Path:
+def build_store(
+    settings: Mapping[str, Any], out: str | Path, archive: str | Path | None = None, workers: int | None = None
+) -> Path:
     """Convert the configured source into the canonical store at ``out`` (atomically).
 
     ``workers``: processes that decode an image folder's images (default: the CPUs this
@@ -522,11 +549,18 @@ def _log_store(path: str | Path) -> None:
 
     root = zarr.open_group(str(path), mode="r")
     sizes = ", ".join(f"{s}: {root[s]['images'].shape}" for s in ("train", "test") if s in root)
-    log.info("wrote %s (%s; mean %s, std %s)", path, sizes,
-             [round(v, 4) for v in root.attrs["mean"]], [round(v, 4) for v in root.attrs["std"]])
+    log.info(
+        "wrote %s (%s; mean %s, std %s)",
+        path,
+        sizes,
+        [round(v, 4) for v in root.attrs["mean"]],
+        [round(v, 4) for v in root.attrs["std"]],
+    )
 
 
-def _build_imagefolder(tmp: Path, opts: Mapping[str, Any], attrs: dict[str, Any], workers: int | None = None) -> StoreWriter:
+def _build_imagefolder(
+    tmp: Path, opts: Mapping[str, Any], attrs: dict[str, Any], workers: int | None = None
+) -> StoreWriter:
     subdirs = {"train": opts["train"]}
     if opts["test"] is not None:
         subdirs["test"] = opts["test"]
@@ -537,7 +571,9 @@ def _build_imagefolder(tmp: Path, opts: Mapping[str, Any], attrs: dict[str, Any]
     if path.is_file() and not limit:
         # an archive whose every image is wanted: list and decode in one pass; report what the
         # listing finds wrong before a decode failure, as when listing first
-        names, decoded, error = _read_archive(path, lambda name: _split_of(name, subdirs) is not None, size, resize, workers)
+        names, decoded, error = _read_archive(
+            path, lambda name: _split_of(name, subdirs) is not None, size, resize, workers
+        )
         refs = _select_refs(path, names, subdirs, limit)
         images: Iterable[tuple[ImageRef, np.ndarray]] = ((r, decoded.pop(r.name)) for r in refs)
     else:
@@ -597,7 +633,9 @@ class Dataset:
         return Dataset(
             {k: move(v) for k, v in self.images.items()},
             {k: move(v) for k, v in self.labels.items()},
-            self.classes, self.mean.to(device), self.std.to(device),
+            self.classes,
+            self.mean.to(device),
+            self.std.to(device),
         )
 
 
@@ -688,7 +726,9 @@ def random_inputs(n: int, shape: tuple[int, int, int], seed: int, start: int = 0
     return torch.cat(blocks)[offset : offset + n]
 
 
-def prepare(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, transform: str = "as_is", threshold: float = 0.2) -> torch.Tensor:
+def prepare(
+    batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, transform: str = "as_is", threshold: float = 0.2
+) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float32 model input, on the batch's device."""
     x = batch.float().div_(255.0)
     if transform == "binarize":

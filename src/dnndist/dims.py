@@ -32,8 +32,27 @@ PARAM = "param"  # weight | bias
 
 ALL = frozenset(
     {
-        VARIANT, INIT, SEED, EPOCH, LAYER, SPLIT, SAMPLE, CHANNEL, OUT_CHANNEL,
-        IN_CHANNEL, KERNEL_Y, KERNEL_X, OUT_FEATURE, IN_FEATURE, Y, X, UNIT, KIND, BIN, BATCH, PARAM,
+        VARIANT,
+        INIT,
+        SEED,
+        EPOCH,
+        LAYER,
+        SPLIT,
+        SAMPLE,
+        CHANNEL,
+        OUT_CHANNEL,
+        IN_CHANNEL,
+        KERNEL_Y,
+        KERNEL_X,
+        OUT_FEATURE,
+        IN_FEATURE,
+        Y,
+        X,
+        UNIT,
+        KIND,
+        BIN,
+        BATCH,
+        PARAM,
     }
 )
 

@@ -83,8 +83,10 @@ def _finish(ds: xr.Dataset, settings: Mapping[str, Any]) -> xr.Dataset:
 
 def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     """Run dims, epoch, split and batch chunked by 1; tensor dims whole."""
-    return {name: {"chunks": tuple(1 if d in RUN_CHUNKED else n for d, n in zip(var.dims, var.shape))}
-            for name, var in ds.data_vars.items()}
+    return {
+        name: {"chunks": tuple(1 if d in RUN_CHUNKED else n for d, n in zip(var.dims, var.shape))}
+        for name, var in ds.data_vars.items()
+    }
 
 
 def _to_zarr(ds: xr.Dataset, path: Path, encoding: dict[str, dict[str, Any]] | None = None, **kwargs: Any) -> Any:
@@ -108,10 +110,19 @@ def store_attrs(settings: Mapping[str, Any], kind: str, device: torch.device) ->
     run = settings["run"]
     extra = {"gain_convention": conventions.describe(settings["init"]["gain"])}
     if settings["model"].get("weights"):  # experiment 2: which weights were analysed
-        extra = {"weights": settings["model"]["weights"], "weights_sha256": integrity.sha256(settings["model"]["weights"])}
+        extra = {
+            "weights": settings["model"]["weights"],
+            "weights_sha256": integrity.sha256(settings["model"]["weights"]),
+        }
     return provenance_attrs(
-        config_hash(settings), kind=kind, device=str(device), variant=run["variant"], init=run["init_name"],
-        seed=run["seed"], created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra,
+        config_hash(settings),
+        kind=kind,
+        device=str(device),
+        variant=run["variant"],
+        init=run["init_name"],
+        seed=run["seed"],
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **extra,
     )
 
 
@@ -139,13 +150,23 @@ def extract_weights(settings: Mapping[str, Any], ckpt_dir: str | Path, store: st
         states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         diverged.append(meta.get("diverged") == "true")
     root, groups = weight_groups(settings, model.layer_specs, states, diverged)
-    log.info("weights: %d layers x %d checkpoints (epochs %s)%s -> %s", len(groups), len(epochs), epochs,
-             f", diverged at {[e for e, d in zip(epochs, diverged) if d]}" if any(diverged) else "", out)
+    log.info(
+        "weights: %d layers x %d checkpoints (epochs %s)%s -> %s",
+        len(groups),
+        len(epochs),
+        epochs,
+        f", diverged at {[e for e, d in zip(epochs, diverged) if d]}" if any(diverged) else "",
+        out,
+    )
     return write_store(out, root, groups, store_attrs(settings, "weights", torch.device("cpu")))
 
 
-def weight_groups(settings: Mapping[str, Any], specs: list[models.LayerSpec], states: list[Mapping[str, torch.Tensor]],
-                  diverged: list[bool]) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
+def weight_groups(
+    settings: Mapping[str, Any],
+    specs: list[models.LayerSpec],
+    states: list[Mapping[str, torch.Tensor]],
+    diverged: list[bool],
+) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
     """The content of a weights store, in memory: (root, {layer: group}) from one state dict per
     checkpoint epoch (``settings['checkpoint_epochs']``; CPU tensors keyed like ``model.state_dict()``).
 
@@ -155,7 +176,10 @@ def weight_groups(settings: Mapping[str, Any], specs: list[models.LayerSpec], st
     epochs = list(settings["checkpoint_epochs"])
     init, bias_mode = settings["run"]["init_name"], settings["init"]["bias"]
     gain = inits.gain_for(init, settings["init"]["gain"], settings["model"])
-    groups, table = {}, {k: [] for k in ("fan_in", "fan_out", "init_std", "init_bound", "bias_init_std", "bias_init_bound")}
+    groups, table = (
+        {},
+        {k: [] for k in ("fan_in", "fan_out", "init_std", "init_bound", "bias_init_std", "bias_init_bound")},
+    )
     for spec in specs:
         w = torch.stack([s[f"{spec.name}.weight"] for s in states]).numpy()
         has_bias = f"{spec.name}.bias" in states[0]  # ResNet convs have none
@@ -163,30 +187,65 @@ def weight_groups(settings: Mapping[str, Any], specs: list[models.LayerSpec], st
         shape = tuple(w.shape[1:])
         fan_in, fan_out = inits.fans(shape)
         th, bth = inits.theory(init, shape, gain), inits.bias_theory(init, bias_mode, fan_in)
-        layer_attrs = {"layer": spec.name, "depth": spec.depth, "layer_kind": spec.kind, "analysed": int(spec.analysed),
-                       "fan_in": fan_in, "fan_out": fan_out, "init": init, "gain": gain,
-                       "gain_convention": conventions.describe(settings["init"]["gain"]),
-                       "init_std": th["std"], "init_bound": th["bound"], "init_mean": th["mean"],
-                       "bias_init_std": bth["std"], "bias_init_bound": bth["bound"]}
+        layer_attrs = {
+            "layer": spec.name,
+            "depth": spec.depth,
+            "layer_kind": spec.kind,
+            "analysed": int(spec.analysed),
+            "fan_in": fan_in,
+            "fan_out": fan_out,
+            "init": init,
+            "gain": gain,
+            "gain_convention": conventions.describe(settings["init"]["gain"]),
+            "init_std": th["std"],
+            "init_bound": th["bound"],
+            "init_mean": th["mean"],
+            "bias_init_std": bth["std"],
+            "bias_init_bound": bth["bound"],
+        }
         for k in table:
             table[k].append(layer_attrs[k])
         out_dim = _out_dim(spec.kind)
         variables = {
-            "weight": ((dims.EPOCH, *_weight_dims(spec.kind)), w, {"long_name": f"{spec.name} weight", "units": "1", **layer_attrs}),
+            "weight": (
+                (dims.EPOCH, *_weight_dims(spec.kind)),
+                w,
+                {"long_name": f"{spec.name} weight", "units": "1", **layer_attrs},
+            ),
         }
         if has_bias:
-            variables["bias"] = ((dims.EPOCH, out_dim), b, {"long_name": f"{spec.name} bias", "units": "1", **layer_attrs})
+            variables["bias"] = (
+                (dims.EPOCH, out_dim),
+                b,
+                {"long_name": f"{spec.name} bias", "units": "1", **layer_attrs},
+            )
         norm = spec.pre  # the batch norm after the conv, where there is one
         if spec.kind == "conv" and norm != spec.name and f"{norm}.weight" in states[0]:
             for p in ("weight", "bias", "running_mean", "running_var"):
                 arr = torch.stack([s[f"{norm}.{p}"] for s in states]).numpy()
-                variables[f"norm_{p}"] = ((dims.EPOCH, out_dim), arr, {"long_name": f"{norm} {p.replace('_', ' ')}", "units": "1"})
+                variables[f"norm_{p}"] = (
+                    (dims.EPOCH, out_dim),
+                    arr,
+                    {"long_name": f"{norm} {p.replace('_', ' ')}", "units": "1"},
+                )
         ds = xr.Dataset(variables, coords={dims.EPOCH: epochs}, attrs=layer_attrs)
         groups[spec.name] = _finish(ds, settings)
     root = xr.Dataset(
-        {"diverged": ((dims.EPOCH,), np.array(diverged), {"long_name": "run diverged before this checkpoint", "units": "1"}),
-         **{k: ((dims.LAYER,), np.array(v, dtype=float if "init" in k else int), {"long_name": k.replace("_", " "), "units": "1"})
-            for k, v in table.items()}},
+        {
+            "diverged": (
+                (dims.EPOCH,),
+                np.array(diverged),
+                {"long_name": "run diverged before this checkpoint", "units": "1"},
+            ),
+            **{
+                k: (
+                    (dims.LAYER,),
+                    np.array(v, dtype=float if "init" in k else int),
+                    {"long_name": k.replace("_", " "), "units": "1"},
+                )
+                for k, v in table.items()
+            },
+        },
         coords={dims.EPOCH: epochs, **_layer_coords(specs)},
     )
     return _finish(root, settings), groups
@@ -196,7 +255,9 @@ def weight_groups(settings: Mapping[str, Any], specs: list[models.LayerSpec], st
 class Recorder:
     """Forward hooks that keep the outputs of named modules of the last forward pass."""
 
-    def __init__(self, model: torch.nn.Module, names: set[str], on_output: Callable[[str, torch.Tensor], None] | None = None):
+    def __init__(
+        self, model: torch.nn.Module, names: set[str], on_output: Callable[[str, torch.Tensor], None] | None = None
+    ):
         self.outputs: dict[str, torch.Tensor] = {}
         self.inputs: dict[str, torch.Tensor] = {}
         self.handles = []
@@ -262,7 +323,9 @@ def load_inputs(settings: Mapping[str, Any], store: str | Path, device: torch.de
     return Inputs(ds, settings)
 
 
-def _setup(settings: Mapping[str, Any], store: str | Path) -> tuple[dict, torch.device, Inputs, models.Net, list[models.LayerSpec]]:
+def _setup(
+    settings: Mapping[str, Any], store: str | Path
+) -> tuple[dict, torch.device, Inputs, models.Net, list[models.LayerSpec]]:
     """What both forward-pass extractors start from: inputs and model on the device, the analysed layers."""
     device = train.resolve_device(settings["train"]["device"])
     inputs = load_inputs(settings, store, device)
@@ -307,8 +370,13 @@ def feature_modules(specs: list[models.LayerSpec], kinds: list[str]) -> dict[tup
     return {(s.name, k): module_of[(s.name, k)] for s in specs for k in kinds if (s.name, k) in module_of}
 
 
-def feature_pass(model: torch.nn.Module, modules: Mapping[tuple[str, str], str], batches: Iterable[torch.Tensor], bins: int,
-                 n_sample: int) -> tuple[dict[tuple[str, str], streaming.FeatureStats], dict[tuple[str, str], np.ndarray]]:
+def feature_pass(
+    model: torch.nn.Module,
+    modules: Mapping[tuple[str, str], str],
+    batches: Iterable[torch.Tensor],
+    bins: int,
+    n_sample: int,
+) -> tuple[dict[tuple[str, str], streaming.FeatureStats], dict[tuple[str, str], np.ndarray]]:
     """One pass of ``batches`` (model inputs) through ``model`` (in eval mode): the exact streaming
     statistics (``streaming.FeatureStats``) of every feature in ``modules`` ((layer, kind) -> module
     name) over all inputs, and the raw features of the first ``n_sample`` inputs (float32, host).
@@ -322,7 +390,9 @@ def feature_pass(model: torch.nn.Module, modules: Mapping[tuple[str, str], str],
     for key, module in modules.items():
         keys_of.setdefault(module, []).append(key)
     seen = 0
-    sampled: set[tuple[str, str]] = set()  # features whose sample this batch has given (a module called twice gives one)
+    sampled: set[tuple[str, str]] = (
+        set()
+    )  # features whose sample this batch has given (a module called twice gives one)
 
     def read(name: str, output: torch.Tensor) -> None:
         for key in keys_of[name]:
@@ -351,17 +421,27 @@ class FeatureArrays:
     """The content of a features store, filled one (epoch, split) pass at a time: the streaming
     statistics and histograms of every (layer, kind) and the raw features of the sample."""
 
-    def __init__(self, specs: list[models.LayerSpec], kinds: list[str], splits: list[str], epochs: list[int], bins: int):
+    def __init__(
+        self, specs: list[models.LayerSpec], kinds: list[str], splits: list[str], epochs: list[int], bins: int
+    ):
         self.specs, self.kinds, self.splits, self.epochs = specs, kinds, splits, epochs
         self.modules = feature_modules(specs, kinds)
         shape = (len(epochs), len(specs), len(kinds), len(splits))
-        self.stats = {k: np.full(shape, np.nan) for k in (*FEATURE_STATS, "hist_lo", "hist_hi", "underflow", "overflow")}
+        self.stats = {
+            k: np.full(shape, np.nan) for k in (*FEATURE_STATS, "hist_lo", "hist_hi", "underflow", "overflow")
+        }
         self.hist = np.full((*shape, bins), np.nan)
         self.samples: dict[tuple[str, str], list[list[np.ndarray]]] = {
-            key: [[None] * len(splits) for _ in epochs] for key in self.modules}
+            key: [[None] * len(splits) for _ in epochs] for key in self.modules
+        }
 
-    def add(self, ei: int, si: int, feats: Mapping[tuple[str, str], streaming.FeatureStats],
-            sample: Mapping[tuple[str, str], np.ndarray]) -> None:
+    def add(
+        self,
+        ei: int,
+        si: int,
+        feats: Mapping[tuple[str, str], streaming.FeatureStats],
+        sample: Mapping[tuple[str, str], np.ndarray],
+    ) -> None:
         stats = self.stats
         for li, spec in enumerate(self.specs):
             for ki, kind in enumerate(self.kinds):
@@ -377,22 +457,50 @@ class FeatureArrays:
         for key, arr in sample.items():
             self.samples[key][ei][si] = arr
 
-    def datasets(self, settings: Mapping[str, Any], sample_index: np.ndarray, sample_label: np.ndarray) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
+    def datasets(
+        self, settings: Mapping[str, Any], sample_index: np.ndarray, sample_label: np.ndarray
+    ) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
         """(root, {layer: group}) of the features store; ``sample_index`` and ``sample_label`` are
         (split, sample) arrays: where the sampled inputs come from and their labels (-1: none)."""
         specs, kinds, splits, epochs = self.specs, self.kinds, self.splits, self.epochs
         sd = (dims.EPOCH, dims.LAYER, dims.KIND, dims.SPLIT)
-        long = {"n": ("number of finite values", "1"), "mean": ("mean activation", "1"), "m2": ("sum of squared deviations", "1"),
-                "m3": ("sum of cubed deviations", "1"), "m4": ("sum of 4th-power deviations", "1"), "min": ("minimum activation", "1"),
-                "max": ("maximum activation", "1"), "nonfinite": ("number of non-finite values", "1"),
-                "hist_lo": ("histogram lower edge", "1"), "hist_hi": ("histogram upper edge", "1"),
-                "underflow": ("values below the histogram range", "1"), "overflow": ("values above the histogram range", "1")}
-        variables = {("count" if k == "n" else k): (sd, v, {"long_name": long[k][0], "units": long[k][1]}) for k, v in self.stats.items()}
-        variables["hist"] = ((*sd, dims.BIN), self.hist, {"long_name": "histogram counts (equal bins from hist_lo to hist_hi)", "units": "1"})
+        long = {
+            "n": ("number of finite values", "1"),
+            "mean": ("mean activation", "1"),
+            "m2": ("sum of squared deviations", "1"),
+            "m3": ("sum of cubed deviations", "1"),
+            "m4": ("sum of 4th-power deviations", "1"),
+            "min": ("minimum activation", "1"),
+            "max": ("maximum activation", "1"),
+            "nonfinite": ("number of non-finite values", "1"),
+            "hist_lo": ("histogram lower edge", "1"),
+            "hist_hi": ("histogram upper edge", "1"),
+            "underflow": ("values below the histogram range", "1"),
+            "overflow": ("values above the histogram range", "1"),
+        }
+        variables = {
+            ("count" if k == "n" else k): (sd, v, {"long_name": long[k][0], "units": long[k][1]})
+            for k, v in self.stats.items()
+        }
+        variables["hist"] = (
+            (*sd, dims.BIN),
+            self.hist,
+            {"long_name": "histogram counts (equal bins from hist_lo to hist_hi)", "units": "1"},
+        )
         root = xr.Dataset(
-            {**variables,
-             "sample_index": ((dims.SPLIT, dims.SAMPLE), sample_index, {"long_name": "index of the input in its split", "units": "1"}),
-             "sample_label": ((dims.SPLIT, dims.SAMPLE), sample_label, {"long_name": "class label (-1 for random inputs)", "units": "1"})},
+            {
+                **variables,
+                "sample_index": (
+                    (dims.SPLIT, dims.SAMPLE),
+                    sample_index,
+                    {"long_name": "index of the input in its split", "units": "1"},
+                ),
+                "sample_label": (
+                    (dims.SPLIT, dims.SAMPLE),
+                    sample_label,
+                    {"long_name": "class label (-1 for random inputs)", "units": "1"},
+                ),
+            },
             coords={dims.EPOCH: epochs, **_layer_coords(specs), dims.KIND: kinds, dims.SPLIT: splits},
         )
         groups = {}
@@ -401,12 +509,23 @@ class FeatureArrays:
             for kind in kinds:
                 if (spec.name, kind) not in self.samples:
                     continue
-                arr = np.stack([np.stack(per_split) for per_split in self.samples[(spec.name, kind)]])  # (epoch, split, sample, ...)
+                arr = np.stack(
+                    [np.stack(per_split) for per_split in self.samples[(spec.name, kind)]]
+                )  # (epoch, split, sample, ...)
                 tensor_dims = (dims.CHANNEL, dims.Y, dims.X) if arr.ndim == 6 else (dims.UNIT,)
-                variables[kind] = ((dims.EPOCH, dims.SPLIT, dims.SAMPLE, *tensor_dims), arr,
-                                   {"long_name": f"{spec.name} {kind}-activation output", "units": "1"})
-            groups[spec.name] = _finish(xr.Dataset(variables, coords={dims.EPOCH: epochs, dims.SPLIT: splits},
-                                                   attrs={"layer": spec.name, "depth": spec.depth}), settings)
+                variables[kind] = (
+                    (dims.EPOCH, dims.SPLIT, dims.SAMPLE, *tensor_dims),
+                    arr,
+                    {"long_name": f"{spec.name} {kind}-activation output", "units": "1"},
+                )
+            groups[spec.name] = _finish(
+                xr.Dataset(
+                    variables,
+                    coords={dims.EPOCH: epochs, dims.SPLIT: splits},
+                    attrs={"layer": spec.name, "depth": spec.depth},
+                ),
+                settings,
+            )
         return _finish(root, settings), groups
 
 
@@ -428,7 +547,12 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
     if n < bs * nb:
         log.warning("gradients: the %s split has %d inputs, fewer than the %d x %d asked for", split, n, nb, bs)
     feat_kinds = [k for k in ex["features"]] if ex["feature_gradients"] else []
-    feat_modules = {(s.name, k): (s.pre if k == "pre" else s.post) for s in specs for k in feat_kinds if (s.pre if k == "pre" else s.post)}
+    feat_modules = {
+        (s.name, k): (s.pre if k == "pre" else s.post)
+        for s in specs
+        for k in feat_kinds
+        if (s.pre if k == "pre" else s.post)
+    }
     rec, grads = gradient_recorder(model, {s.name for s in convs} | set(feat_modules.values()))
     loss_out = np.zeros((len(epochs), n))
     fgrad: dict[tuple[str, str], np.ndarray] = {}
@@ -473,11 +597,24 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
             rec.close()
         labels = np.concatenate([inputs.batch(split, idx)[1].cpu().numpy() for idx in batches])  # the dataset's labels
         root = xr.Dataset(
-            {"loss": ((dims.EPOCH, dims.SAMPLE), loss_out, {"long_name": "per-sample cross-entropy", "units": "nat"}),
-             "param_grad_norm": ((dims.EPOCH, dims.LAYER, dims.PARAM, dims.BATCH), pnorm,
-                                 {"long_name": "L2 norm of the mean-loss parameter gradient", "units": "1"}),
-             "sample_index": ((dims.SAMPLE,), order.cpu().numpy(), {"long_name": f"index of the input in the {split} split", "units": "1"}),
-             "sample_label": ((dims.SAMPLE,), labels, {"long_name": "class label", "units": "1"})},
+            {
+                "loss": (
+                    (dims.EPOCH, dims.SAMPLE),
+                    loss_out,
+                    {"long_name": "per-sample cross-entropy", "units": "nat"},
+                ),
+                "param_grad_norm": (
+                    (dims.EPOCH, dims.LAYER, dims.PARAM, dims.BATCH),
+                    pnorm,
+                    {"long_name": "L2 norm of the mean-loss parameter gradient", "units": "1"},
+                ),
+                "sample_index": (
+                    (dims.SAMPLE,),
+                    order.cpu().numpy(),
+                    {"long_name": f"index of the input in the {split} split", "units": "1"},
+                ),
+                "sample_label": ((dims.SAMPLE,), labels, {"long_name": "class label", "units": "1"}),
+            },
             coords={dims.EPOCH: epochs, **_layer_coords(specs), dims.PARAM: ["weight", "bias"]},
             attrs={"gradient_split": split, "gradient_target": ex["gradient_target"]},
         )
@@ -487,17 +624,31 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
             kind = s.kind
             v = {}
             if ex["parameter_gradients"]:
-                v["weight_grad"] = ((dims.EPOCH, dims.BATCH, *_weight_dims(kind)), np.stack(pgrad[(s.name, "weight")]),
-                                    {"long_name": f"{s.name} weight gradient (mean loss of a batch)", "units": "1"})
+                v["weight_grad"] = (
+                    (dims.EPOCH, dims.BATCH, *_weight_dims(kind)),
+                    np.stack(pgrad[(s.name, "weight")]),
+                    {"long_name": f"{s.name} weight gradient (mean loss of a batch)", "units": "1"},
+                )
                 if pgrad[(s.name, "bias")]:
-                    v["bias_grad"] = ((dims.EPOCH, dims.BATCH, _out_dim(kind)), np.stack(pgrad[(s.name, "bias")]),
-                                      {"long_name": f"{s.name} bias gradient (mean loss of a batch)", "units": "1"})
+                    v["bias_grad"] = (
+                        (dims.EPOCH, dims.BATCH, _out_dim(kind)),
+                        np.stack(pgrad[(s.name, "bias")]),
+                        {"long_name": f"{s.name} bias gradient (mean loss of a batch)", "units": "1"},
+                    )
             for k in feat_kinds:
                 if (s.name, k) in fgrad:
                     tensor_dims = (dims.CHANNEL, dims.Y, dims.X) if kind == "conv" else (dims.UNIT,)
-                    v[f"grad_{k}"] = ((dims.EPOCH, dims.SAMPLE, *tensor_dims), fgrad[(s.name, k)],
-                                      {"long_name": f"gradient of the per-sample loss w.r.t. the {s.name} {k}-activation output", "units": "1"})
-            ds = _finish(xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), settings)
+                    v[f"grad_{k}"] = (
+                        (dims.EPOCH, dims.SAMPLE, *tensor_dims),
+                        fgrad[(s.name, k)],
+                        {
+                            "long_name": f"gradient of the per-sample loss w.r.t. the {s.name} {k}-activation output",
+                            "units": "1",
+                        },
+                    )
+            ds = _finish(
+                xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), settings
+            )
             mode = "a" if s.name in streams else "w"  # conv groups already hold the streamed em/ab
             _to_zarr(ds, tmp, group=s.name, mode=mode)
         integrity.consolidate(tmp)
@@ -516,8 +667,15 @@ def gradient_recorder(model: torch.nn.Module, names: set[str]) -> tuple[Recorder
     return Recorder(model, names, on_output=keep_grad), grads
 
 
-def gradient_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None, target: str, rec: Recorder,
-                   grads: dict[str, torch.Tensor], convs: list[models.LayerSpec]) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+def gradient_batch(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    target: str,
+    rec: Recorder,
+    grads: dict[str, torch.Tensor],
+    convs: list[models.LayerSpec],
+) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Forward and backward pass of one batch (``rec``, ``grads``: :func:`gradient_recorder` of the
     conv layers and any other watched modules): the per-sample cross-entropy against the labels
     ``y`` (``target`` 'label') or the model's own prediction ('predicted'; also when ``y`` is None),
@@ -531,20 +689,31 @@ def gradient_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | No
     if target == "predicted" or y is None:
         y = logits.detach().argmax(1)
     elif int(y.max()) >= logits.shape[1]:
-        raise DnndistError(f"the model has {logits.shape[1]} outputs but the inputs have labels up to {int(y.max())}; "
-                           "set extract.gradient_target: predicted to analyse given weights on other classes")
+        raise DnndistError(
+            f"the model has {logits.shape[1]} outputs but the inputs have labels up to {int(y.max())}; "
+            "set extract.gradient_target: predicted to analyse given weights on other classes"
+        )
     losses = F.cross_entropy(logits, y, reduction="none")
     losses.sum().backward()  # each sample's gradient is that of its own loss
     em_ab = {}
     for s in convs:
         conv = modules[s.name]
         size = tuple(rec.inputs[s.name].shape[-2:])
-        em_ab[s.name] = emission_absorption(grads[s.name], conv.weight.detach(), size, conv.stride, conv.padding, conv.dilation, conv.groups)
+        em_ab[s.name] = emission_absorption(
+            grads[s.name], conv.weight.detach(), size, conv.stride, conv.padding, conv.dilation, conv.groups
+        )
     return losses, em_ab
 
 
-def _em_ab_streams(tmp: Path, settings: Mapping[str, Any], convs: list[models.LayerSpec], modules: Mapping[str, torch.nn.Module],
-                   epochs: list[int], n: int, bs: int) -> dict[str, dict[str, Any]]:
+def _em_ab_streams(
+    tmp: Path,
+    settings: Mapping[str, Any],
+    convs: list[models.LayerSpec],
+    modules: Mapping[str, torch.nn.Module],
+    epochs: list[int],
+    n: int,
+    bs: int,
+) -> dict[str, dict[str, Any]]:
     """Create the em/ab arrays of every conv layer in the store (chunks of one gradient batch)
     and return them open for writing: zarr arrays indexed like the xarray variables."""
     import dask.array as da
@@ -553,10 +722,15 @@ def _em_ab_streams(tmp: Path, settings: Mapping[str, Any], convs: list[models.La
     for s in convs:
         conv = modules[s.name]
         v = {}
-        for name, dim, ch, what in (("em", dims.OUT_CHANNEL, conv.out_channels, "emission"),
-                                    ("ab", dims.IN_CHANNEL, conv.in_channels, "absorption")):
-            v[name] = ((dims.EPOCH, dims.SAMPLE, dim), da.zeros((len(epochs), n, ch), chunks=(1, bs, ch), dtype=np.float64),
-                       {"long_name": f"{s.name} {what}", "units": "1"})
+        for name, dim, ch, what in (
+            ("em", dims.OUT_CHANNEL, conv.out_channels, "emission"),
+            ("ab", dims.IN_CHANNEL, conv.in_channels, "absorption"),
+        ):
+            v[name] = (
+                (dims.EPOCH, dims.SAMPLE, dim),
+                da.zeros((len(epochs), n, ch), chunks=(1, bs, ch), dtype=np.float64),
+                {"long_name": f"{s.name} {what}", "units": "1"},
+            )
         ds = _finish(xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), settings)
         enc = {k: {"chunks": (1, 1, 1, 1, bs, var.shape[-1])} for k, var in ds.data_vars.items()}
         _to_zarr(ds, tmp, encoding=enc, group=s.name, mode="w", compute=False)

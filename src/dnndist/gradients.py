@@ -31,13 +31,21 @@ def _check(grad_output: torch.Tensor, weight: torch.Tensor, groups: int) -> None
     if groups != 1:
         raise ValueError(f"emission/absorption supports groups=1 convolutions only (got groups={groups})")
     if grad_output.dim() != 4 or weight.dim() != 4:
-        raise ValueError(f"expected grad_output (B, C_out, H, W) and weight (C_out, C_in, kh, kw), got {tuple(grad_output.shape)} and {tuple(weight.shape)}")
+        raise ValueError(
+            f"expected grad_output (B, C_out, H, W) and weight (C_out, C_in, kh, kw), got {tuple(grad_output.shape)} and {tuple(weight.shape)}"
+        )
     if grad_output.shape[1] != weight.shape[0]:
         raise ValueError(f"grad_output has {grad_output.shape[1]} channels but weight has C_out={weight.shape[0]}")
 
 
-def _offset_maps(grad_output: torch.Tensor, kernel: tuple[int, int], input_size: tuple[int, int],
-                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
+def _offset_maps(
+    grad_output: torch.Tensor,
+    kernel: tuple[int, int],
+    input_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> torch.Tensor:
     """P (B, C, kh*kw, H_in*W_in): P[b, c, k, (i, j)] = G[b, c, y, x] where the kernel tap k
     (flipped order) of output position (y, x) lands on input position (i, j), else 0."""
     b, c, ho, wo = grad_output.shape
@@ -54,9 +62,16 @@ def _offset_maps(grad_output: torch.Tensor, kernel: tuple[int, int], input_size:
     return cols.view(b, c, kh * kw, hi * wi)
 
 
-def local_gradient_sq_norms(grad_output: torch.Tensor, weight: torch.Tensor, input_size: tuple[int, int],
-                            stride: _Pair = 1, padding: _Pair = 0, dilation: _Pair = 1, groups: int = 1,
-                            max_bytes: int = 32 << 20) -> torch.Tensor:
+def local_gradient_sq_norms(
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    input_size: tuple[int, int],
+    stride: _Pair = 1,
+    padding: _Pair = 0,
+    dilation: _Pair = 1,
+    groups: int = 1,
+    max_bytes: int = 32 << 20,
+) -> torch.Tensor:
     """||LG^{c1->c2}||^2 for every sample and channel pair: (B, C_out, C_in), by quadratic forms.
 
     Works in chunks of output channels so that the offset maps stay under ``max_bytes``.
@@ -78,15 +93,29 @@ def local_gradient_sq_norms(grad_output: torch.Tensor, weight: torch.Tensor, inp
     return out.clamp_(min=0)
 
 
-def emission_absorption(grad_output: torch.Tensor, weight: torch.Tensor, input_size: tuple[int, int],
-                        stride: _Pair = 1, padding: _Pair = 0, dilation: _Pair = 1, groups: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def emission_absorption(
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    input_size: tuple[int, int],
+    stride: _Pair = 1,
+    padding: _Pair = 0,
+    dilation: _Pair = 1,
+    groups: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Emission (B, C_out) and absorption (B, C_in): sums of the L2 norms of the local-gradient maps."""
     norms = local_gradient_sq_norms(grad_output, weight, input_size, stride, padding, dilation, groups).sqrt_()
     return norms.sum(2), norms.sum(1)
 
 
-def explicit_maps(grad_output: torch.Tensor, weight: torch.Tensor, input_size: tuple[int, int],
-                  stride: _Pair = 1, padding: _Pair = 0, dilation: _Pair = 1, groups: int = 1) -> torch.Tensor:
+def explicit_maps(
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    input_size: tuple[int, int],
+    stride: _Pair = 1,
+    padding: _Pair = 0,
+    dilation: _Pair = 1,
+    groups: int = 1,
+) -> torch.Tensor:
     """Reference: every LG^{c1->c2} map, (B, C_out, C_in, H_in, W_in), by grouped conv_transpose2d."""
     _check(grad_output, weight, groups)
     b, co, ho, wo = grad_output.shape
@@ -94,12 +123,26 @@ def explicit_maps(grad_output: torch.Tensor, weight: torch.Tensor, input_size: t
     (sh, sw), (ph, pw), (dh, dw), (hi, wi) = _pair(stride), _pair(padding), _pair(dilation), _pair(input_size)
     base_h = (ho - 1) * sh - 2 * ph + dh * (kh - 1) + 1
     base_w = (wo - 1) * sw - 2 * pw + dw * (kw - 1) + 1
-    maps = F.conv_transpose2d(grad_output, weight.to(grad_output.dtype), stride=(sh, sw), padding=(ph, pw),
-                              output_padding=(hi - base_h, wi - base_w), groups=co, dilation=(dh, dw))
+    maps = F.conv_transpose2d(
+        grad_output,
+        weight.to(grad_output.dtype),
+        stride=(sh, sw),
+        padding=(ph, pw),
+        output_padding=(hi - base_h, wi - base_w),
+        groups=co,
+        dilation=(dh, dw),
+    )
     return maps.reshape(b, co, ci, hi, wi)
 
 
-def emission_absorption_explicit(grad_output: torch.Tensor, weight: torch.Tensor, input_size: tuple[int, int],
-                                 stride: _Pair = 1, padding: _Pair = 0, dilation: _Pair = 1, groups: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def emission_absorption_explicit(
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    input_size: tuple[int, int],
+    stride: _Pair = 1,
+    padding: _Pair = 0,
+    dilation: _Pair = 1,
+    groups: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
     norms = explicit_maps(grad_output, weight, input_size, stride, padding, dilation, groups).flatten(3).norm(dim=3)
     return norms.sum(2), norms.sum(1)

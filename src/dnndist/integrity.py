@@ -45,18 +45,24 @@ def verify_store(path: str | Path) -> None:
         root = zarr.open_group(str(path), mode="r", zarr_format=3)
         arrays = _all_arrays(root)
     except Exception as exc:  # noqa: BLE001 - unreadable metadata is damage too
-        raise IntegrityError(f"{path}: unreadable store metadata ({type(exc).__name__}: {exc}); rerun the stage that writes it") from None
+        raise IntegrityError(
+            f"{path}: unreadable store metadata ({type(exc).__name__}: {exc}); rerun the stage that writes it"
+        ) from None
     for name, arr in arrays:
         grid = [range(math.ceil(s / c)) for s, c in zip(arr.shape, arr.chunks)]
         for block in itertools.product(*grid):
             key = "/".join(["c", *map(str, block)]) if block else "c"
             if not (path / name / key).is_file():
-                raise IntegrityError(f"{path}: array {name!r} chunk {block} is missing; delete the store and rerun the stage that writes it")
+                raise IntegrityError(
+                    f"{path}: array {name!r} chunk {block} is missing; delete the store and rerun the stage that writes it"
+                )
             try:
                 arr.blocks[block] if block else arr[...]
             except Exception as exc:  # noqa: BLE001 - the codec's own error says how it failed
-                raise IntegrityError(f"{path}: array {name!r} chunk {block} is damaged ({exc}); "
-                                     "delete the store and rerun the stage that writes it") from None
+                raise IntegrityError(
+                    f"{path}: array {name!r} chunk {block} is damaged ({exc}); "
+                    "delete the store and rerun the stage that writes it"
+                ) from None
 
 
 def _all_arrays(group: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -86,8 +92,10 @@ def verify_checksums(directory: str | Path, names: list[str]) -> None:
     try:
         lines = sums_path.read_text().splitlines()
     except FileNotFoundError:
-        raise IntegrityError(f"{directory}: no {SUMS} (checkpoints written by an older dnndist or not by the training stage); "
-                             "rerun the training stage") from None
+        raise IntegrityError(
+            f"{directory}: no {SUMS} (checkpoints written by an older dnndist or not by the training stage); "
+            "rerun the training stage"
+        ) from None
     expected = {}
     for line in lines:
         digest, _, name = line.partition("  ")
@@ -96,8 +104,10 @@ def verify_checksums(directory: str | Path, names: list[str]) -> None:
         if name not in expected:
             raise IntegrityError(f"{directory / name}: not listed in {SUMS}; rerun the training stage")
         if sha256(directory / name) != expected[name]:
-            raise IntegrityError(f"{directory / name}: SHA-256 does not match {SUMS} (the file changed after training wrote it); "
-                                 "rerun the training stage")
+            raise IntegrityError(
+                f"{directory / name}: SHA-256 does not match {SUMS} (the file changed after training wrote it); "
+                "rerun the training stage"
+            )
 
 
 def consolidate(path: str | Path) -> None:

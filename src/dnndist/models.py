@@ -84,8 +84,6 @@ def paper_cnn(settings: Mapping[str, Any], in_channels: int = 3, num_classes: in
 MODELS: dict[str, Callable[..., Net]] = {"paper_cnn": paper_cnn, "plain_cnn": plain_cnn}
 
 
-
-
 # --------------------------------------------------------------------------- ResNets
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 
@@ -135,7 +133,9 @@ def resnet(settings: Mapping[str, Any], in_channels: int = 3, num_classes: int =
     return ResNet(net, layers, settings)
 
 
-MODELS.update({n: resnet for n in ("resnet18", "resnet34", "resnet50", "resnet18_cifar", "resnet34_cifar", "resnet50_cifar")})
+MODELS.update(
+    {n: resnet for n in ("resnet18", "resnet34", "resnet50", "resnet18_cifar", "resnet34_cifar", "resnet50_cifar")}
+)
 
 
 def read_weights(path: str | Path) -> dict[str, Any]:
@@ -159,10 +159,18 @@ def read_weights(path: str | Path) -> dict[str, Any]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DnndistError(f"{path}: expected a mapping of parameter names to tensors")
-    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()}
-    if bad:  # refused, not flagged: one NaN weight turns every statistic of its layer (and the features after it) into NaN
+    bad = {
+        k: int((~torch.isfinite(v)).sum())
+        for k, v in state.items()
+        if v.is_floating_point() and not torch.isfinite(v).all()
+    }
+    if (
+        bad
+    ):  # refused, not flagged: one NaN weight turns every statistic of its layer (and the features after it) into NaN
         name, n = next(iter(bad.items()))
-        raise DnndistError(f"{path}: {len(bad)} tensor(s) hold NaN/inf values (e.g. {name!r}: {n}); refusing to analyse non-finite weights")
+        raise DnndistError(
+            f"{path}: {len(bad)} tensor(s) hold NaN/inf values (e.g. {name!r}: {n}); refusing to analyse non-finite weights"
+        )
     return state
 
 
@@ -189,9 +197,11 @@ def load_pretrained(model: nn.Module, state: Mapping[str, Any], source: str, nam
     except RuntimeError as exc:  # shape mismatches
         raise DnndistError(f"{source} does not fit model {name}: {str(exc).splitlines()[-1].strip()}") from None
     if missing or unexpected:
-        raise DnndistError(f"{source} does not fit model {name}: "
-                           f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                           f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+        raise DnndistError(
+            f"{source} does not fit model {name}: "
+            f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
+        )
 
 
 def state_num_classes(state: Mapping[str, Any]) -> int | None:

@@ -159,8 +159,10 @@ def draw_training(summary: pd.DataFrame, variant: str | None = None) -> plt.Figu
     only test is drawn and the panel says so."""
     df, variant, n_variants = _one_variant(summary, variant)
     if df["epoch"].nunique() < 2:  # given weights (model.weights): evaluated, not trained
-        return note_figure(f"Nothing was trained (variant {variant}: epoch {df['epoch'].min()} only), so there are no "
-                           "training curves; the loss and accuracy of the weights are in the training table.")
+        return note_figure(
+            f"Nothing was trained (variant {variant}: epoch {df['epoch'].min()} only), so there are no "
+            "training curves; the loss and accuracy of the weights are in the training table."
+        )
     diverged = {init: n for (_, init), n in diverged_runs(df).items()}
     valid_is_test = _same_split(df, "valid", "test")
     fig, axes = plt.subplots(len(TRAINING_PANELS), 1, figsize=(3.3, 5.6), sharex=True)  # single-column width
@@ -173,14 +175,23 @@ def draw_training(summary: pd.DataFrame, variant: str | None = None) -> plt.Figu
                 d = sub[(sub["init"] == init) & (sub["split"] == split)].sort_values("epoch")
                 if d.empty or d["mean"].isna().all():
                     continue
-                ax.plot(d["epoch"], d["mean"], SPLIT_STYLES[split], color=INIT_COLORS[init], linewidth=0.9,
-                        gid=f"{init}|{split}|{stat}", marker="x" if init in diverged else None,
-                        markevery=[-1] if init in diverged else None)
+                ax.plot(
+                    d["epoch"],
+                    d["mean"],
+                    SPLIT_STYLES[split],
+                    color=INIT_COLORS[init],
+                    linewidth=0.9,
+                    gid=f"{init}|{split}|{stat}",
+                    marker="x" if init in diverged else None,
+                    markevery=[-1] if init in diverged else None,
+                )
                 _band(ax, d, "epoch", INIT_COLORS[init], alpha=0.15)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel(STAT_LABELS[stat].replace(" (", ", log axis (") if scale == "log" else STAT_LABELS[stat])
         names = ", ".join(f"{s} {_style_name(s)}" for s in splits)
-        ax.set_title(f"{title}: {names}" + (" (valid = test: same images)" if valid_is_test and stat == "accuracy" else ""))
+        ax.set_title(
+            f"{title}: {names}" + (" (valid = test: same images)" if valid_is_test and stat == "accuracy" else "")
+        )
         if scale == "log":
             ax.set_yscale("log")
             _plain_log_labels(ax)
@@ -189,11 +200,24 @@ def draw_training(summary: pd.DataFrame, variant: str | None = None) -> plt.Figu
     axes[-1].set_xlabel("epoch")
     if n_variants > 1:
         fig.suptitle(f"variant {variant} (of {n_variants})")
-    handles = [plt.Line2D([], [], color=INIT_COLORS[i], marker="x" if i in diverged else None,
-                          label=INIT_LABELS[i] + (f" (diverged: {diverged[i]} seed{'s' * (diverged[i] != 1)})" if i in diverged else ""))
-               for i in _inits(df)]
-    fig.legend(handles=handles, loc="lower center", ncol=2 if len(handles) > 3 else 1, bbox_to_anchor=(0.5, 0.0),
-               title=band_label(df[df["statistic"].isin(("loss", "accuracy"))]))
+    handles = [
+        plt.Line2D(
+            [],
+            [],
+            color=INIT_COLORS[i],
+            marker="x" if i in diverged else None,
+            label=INIT_LABELS[i]
+            + (f" (diverged: {diverged[i]} seed{'s' * (diverged[i] != 1)})" if i in diverged else ""),
+        )
+        for i in _inits(df)
+    ]
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=2 if len(handles) > 3 else 1,
+        bbox_to_anchor=(0.5, 0.0),
+        title=band_label(df[df["statistic"].isin(("loss", "accuracy"))]),
+    )
     rows = math.ceil(len(handles) / 2) if len(handles) > 3 else len(handles)
     fig.tight_layout(rect=(0, min(0.35, (0.3 + 0.13 * rows) / 5.6), 1, 1))
     return fig
@@ -202,6 +226,7 @@ def draw_training(summary: pd.DataFrame, variant: str | None = None) -> plt.Figu
 def _plain_log_labels(ax: plt.Axes, axis: str = "y") -> None:
     """Label a log y (or x) axis with plain numbers (0.01, 0.6, 1, 2); when it spans less than two
     decades, label 2, 3 and 5 times each power of ten too, so that a short range still reads."""
+
     def label(v: float, _pos: int, minor: bool = False) -> str:
         if v <= 0:
             return ""
@@ -320,7 +345,9 @@ def _draw_checkpoint_weights(df: pd.DataFrame, params: Sequence[str]) -> plt.Fig
         if k + GRID_COLUMNS >= len(shown):
             ax.set_xlabel("value")
     note = subset_note(len(shown), len(tensors), "tensors")
-    _weights_legend(fig, df, f"epoch {df['epoch'].iloc[0]}, the only checkpoint" + (f"; {note}" if note else ""), height)
+    _weights_legend(
+        fig, df, f"epoch {df['epoch'].iloc[0]}, the only checkpoint" + (f"; {note}" if note else ""), height
+    )
     return fig
 
 
@@ -351,7 +378,9 @@ def _draw_tensor_panel(ax: plt.Axes, sub: pd.DataFrame) -> None:
             highs.append(value)
             continue
         dens = d["density"].fillna(0).to_numpy()
-        ax.stairs(np.maximum(dens, floor), _hist_edges(d), baseline=floor, color=color, linewidth=0.7, gid=f"{init}|hist")
+        ax.stairs(
+            np.maximum(dens, floor), _hist_edges(d), baseline=floor, color=color, linewidth=0.7, gid=f"{init}|hist"
+        )
         ax.plot([lo, hi], [0.015, 0.015], "^", color=color, markersize=2.5, transform=foot, clip_on=False)
         lows.append(lo)
         highs.append(hi)
@@ -365,7 +394,9 @@ def _draw_tensor_panel(ax: plt.Axes, sub: pd.DataFrame) -> None:
         if lo - pad <= v <= hi + pad:
             ax.axvline(v, color="0.45", linestyle=":", linewidth=0.6)
     if points:
-        note = "; ".join(f"all = {v:.3g}: " + ", ".join(INIT_LABELS[i] for i in inits) for v, inits in sorted(points.items()))
+        note = "; ".join(
+            f"all = {v:.3g}: " + ", ".join(INIT_LABELS[i] for i in inits) for v, inits in sorted(points.items())
+        )
         ax.set_title(f"{ax.get_title()}\n{textwrap.shorten(note, 60, placeholder=' ...')}", fontsize=5.5)
 
 
@@ -383,7 +414,9 @@ def draw_features(hist: pd.DataFrame) -> plt.Figure:
     df = _first_run(hist)
     every = layer_order(df)
     layers = evenly(every, MAX_ROWS)
-    splits = [s for s in SPLIT_ORDER if s in set(df["split"])] + sorted(set(df["split"]) - set(SPLIT_ORDER))  # + dnndist analyze's
+    splits = [s for s in SPLIT_ORDER if s in set(df["split"])] + sorted(
+        set(df["split"]) - set(SPLIT_ORDER)
+    )  # + dnndist analyze's
     epochs = sorted({df["epoch"].min(), df["epoch"].max()})
     styles = dict(zip(epochs, ("--", "-"))) if len(epochs) == 2 else {epochs[0]: "-"}
     height = 1.5 * len(layers) + 0.5
@@ -392,15 +425,21 @@ def draw_features(hist: pd.DataFrame) -> plt.Figure:
         for c, split in enumerate(splits):
             ax = axes[r, c]
             _feature_panel(ax, df[(df["layer"] == layer) & (df["split"] == split)], styles)
-            ax.set_title(f"{layer}, {split}" + ("" if split == "inputs" else " inputs"), fontsize=6)  # analyze: "inputs"
+            ax.set_title(
+                f"{layer}, {split}" + ("" if split == "inputs" else " inputs"), fontsize=6
+            )  # analyze: "inputs"
             if c == 0:
                 ax.set_ylabel("density (log)")
             if r == len(layers) - 1:
                 ax.set_xlabel("pre-activation value")
-    handles = [plt.Line2D([], [], color=INIT_COLORS[i], label=INIT_LABELS[i]) for i in _inits(df) if i not in CONSTANT_INITS]
+    handles = [
+        plt.Line2D([], [], color=INIT_COLORS[i], label=INIT_LABELS[i]) for i in _inits(df) if i not in CONSTANT_INITS
+    ]
     handles += [plt.Line2D([], [], color="0.3", linestyle=style, label=f"epoch {e}") for e, style in styles.items()]
     note = subset_note(len(layers), len(every))
-    fig.legend(handles=handles, loc="upper center", ncol=min(7, len(handles)), bbox_to_anchor=(0.5, 1.0), title=note or None)
+    fig.legend(
+        handles=handles, loc="upper center", ncol=min(7, len(handles)), bbox_to_anchor=(0.5, 1.0), title=note or None
+    )
     fig.tight_layout(rect=(0, 0, 1, 1 - (0.55 if note else 0.4) / height))
     return fig
 
@@ -420,8 +459,14 @@ def _feature_panel(ax: plt.Axes, sub: pd.DataFrame, styles: dict[int, str]) -> N
         notes.append((std_text, INIT_COLORS[init]))
         for epoch, style in styles.items():
             d = sub[(sub["init"] == init) & (sub["epoch"] == epoch)]
-            ax.plot(d["x"], d["density"], style, color=INIT_COLORS[init], linewidth=0.8 if style == "-" else 0.6,
-                    gid=f"{init}|{epoch}")
+            ax.plot(
+                d["x"],
+                d["density"],
+                style,
+                color=INIT_COLORS[init],
+                linewidth=0.8 if style == "-" else 0.6,
+                gid=f"{init}|{epoch}",
+            )
     ax.set_yscale("log")
     step = 0.068
     header = "std, epoch " + " \u2192 ".join(str(e) for e in styles) + ":"
@@ -430,8 +475,17 @@ def _feature_panel(ax: plt.Axes, sub: pd.DataFrame, styles: dict[int, str]) -> N
             continue
         ax.text(x, 0.98, head, transform=ax.transAxes, ha=ha, va="top", fontsize=4.3, color="0.2", gid="std-header")
         for k, (text, color) in enumerate(lines):
-            ax.text(x, 0.98 - step * (k + 1), text, transform=ax.transAxes, ha=ha, va="top", fontsize=4.3,
-                    color=color, gid="std")
+            ax.text(
+                x,
+                0.98 - step * (k + 1),
+                text,
+                transform=ax.transAxes,
+                ha=ha,
+                va="top",
+                fontsize=4.3,
+                color=color,
+                gid="std",
+            )
     _headroom(ax, step * (max(len(notes), len(hidden)) + 1) + 0.03)
 
 
@@ -473,20 +527,35 @@ def draw_emission(table: pd.DataFrame, init: str | None = None, layers: Sequence
         for c, measure in enumerate(("emission", "absorption")):
             ax = axes[r, c]
             d = df[(df["layer"] == layer) & (df["measure"] == measure)]
-            sns.boxplot(data=d, x="channel", y="value", ax=ax, color=INIT_COLORS[init], fliersize=0.8, linewidth=0.5, whis=WHISKERS)
+            sns.boxplot(
+                data=d,
+                x="channel",
+                y="value",
+                ax=ax,
+                color=INIT_COLORS[init],
+                fliersize=0.8,
+                linewidth=0.5,
+                whis=WHISKERS,
+            )
             ax.set_title(f"{layer} {measure} ({'output' if measure == 'emission' else 'input'} channels)", fontsize=6)
             ax.set_xlabel("channel" if r == len(layers) - 1 else "")
             ax.set_ylabel("sum of local-gradient norms" if c == 0 else "")
-    n_inputs = int(df.groupby(["layer", "measure", "channel"])["sample"].nunique().max()) if "sample" in df and len(df) else 0
-    fig.suptitle(f"{INIT_LABELS[init]}, epoch {int(df['epoch'].max())}: box = quartiles and median over {n_inputs} inputs, "
-                 f"whiskers = {WHISKERS[0]}th-{WHISKERS[1]}th percentile, dots = beyond; each panel its own y axis{note}",
-                 y=1.0, fontsize=6)
+    n_inputs = (
+        int(df.groupby(["layer", "measure", "channel"])["sample"].nunique().max()) if "sample" in df and len(df) else 0
+    )
+    fig.suptitle(
+        f"{INIT_LABELS[init]}, epoch {int(df['epoch'].max())}: box = quartiles and median over {n_inputs} inputs, "
+        f"whiskers = {WHISKERS[0]}th-{WHISKERS[1]}th percentile, dots = beyond; each panel its own y axis{note}",
+        y=1.0,
+        fontsize=6,
+    )
     fig.tight_layout()
     return fig
 
 
-def fig_emission(table: pd.DataFrame, pdf: str | Path, png: str | Path, init: str | None = None,
-                 layers: Sequence[str] = ()) -> None:
+def fig_emission(
+    table: pd.DataFrame, pdf: str | Path, png: str | Path, init: str | None = None, layers: Sequence[str] = ()
+) -> None:
     save(draw_emission(table, init, layers), pdf, png)
 
 
@@ -550,7 +619,9 @@ def _draw_depth_profile(df: pd.DataFrame, title: str) -> plt.Figure:
                 ax.tick_params(labelleft=False)
             ax.set_xscale("log" if stat == "std" and _spans_decade(sub) else "linear")
         else:
-            ax.set_xticks(ticks, layers, rotation=0 if len(layers) <= 6 else 45, ha="center" if len(layers) <= 6 else "right")
+            ax.set_xticks(
+                ticks, layers, rotation=0 if len(layers) <= 6 else 45, ha="center" if len(layers) <= 6 else "right"
+            )
             ax.set_yscale("log" if stat == "std" and _spans_decade(sub) else "linear")
     if down:
         axes[0, 0].invert_yaxis()  # shared: the first layer on top in every panel
@@ -576,7 +647,9 @@ def _stat_lines(ax: plt.Axes, sub: pd.DataFrame, x: str, across: bool = True) ->
             ax.plot(d["mean"], d[x], "-o", markersize=1.5, color=color, label=INIT_LABELS[init])
             ok = d["ci_low"].notna() & d["ci_high"].notna() & (d["n_seeds"] > 1 if "n_seeds" in d else True)
             if ok.any():
-                ax.fill_betweenx(d[x], d["ci_low"].where(ok), d["ci_high"].where(ok), color=color, alpha=0.2, linewidth=0)
+                ax.fill_betweenx(
+                    d[x], d["ci_low"].where(ok), d["ci_high"].where(ok), color=color, alpha=0.2, linewidth=0
+                )
 
 
 def _spans_decade(sub: pd.DataFrame) -> bool:
@@ -585,9 +658,17 @@ def _spans_decade(sub: pd.DataFrame) -> bool:
 
 
 def _stat_legend(fig: plt.Figure, df: pd.DataFrame, title: str, top: float) -> None:
-    handles = [plt.Line2D([], [], color=INIT_COLORS[i], marker="o", markersize=1.5, label=INIT_LABELS[i]) for i in _inits(df)]
-    fig.legend(handles=handles, loc="upper center", ncol=min(7, len(handles)), bbox_to_anchor=(0.5, 1.0),
-               title=title, title_fontsize=6)
+    handles = [
+        plt.Line2D([], [], color=INIT_COLORS[i], marker="o", markersize=1.5, label=INIT_LABELS[i]) for i in _inits(df)
+    ]
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=min(7, len(handles)),
+        bbox_to_anchor=(0.5, 1.0),
+        title=title,
+        title_fontsize=6,
+    )
     fig.tight_layout(rect=(0, 0, 1, top))
 
 
@@ -596,8 +677,12 @@ def fig_trajectories(summary: pd.DataFrame, pdf: str | Path, png: str | Path, x:
 
 
 # --------------------------------------------------------------------------- Fig 7
-VARIANT_STATS = {"near_zero_rel_0.1": "near-zero mass (|w| < 0.1 std)", "kurtosis": "excess kurtosis",
-                 "tail_index": "Hill tail index", "max": "largest weight"}
+VARIANT_STATS = {
+    "near_zero_rel_0.1": "near-zero mass (|w| < 0.1 std)",
+    "kurtosis": "excess kurtosis",
+    "tail_index": "Hill tail index",
+    "max": "largest weight",
+}
 MAX_VARIANT_LINES = 6  # above this many variants, Fig 7 highlights one factor (or group) per row
 
 
@@ -612,10 +697,14 @@ def _variant_groups(variants: list[str]) -> list[tuple[str, list[str]]]:
     when names do not split into a few factors, consecutive groups of MAX_VARIANT_LINES variants."""
     by_size = sorted(variants, key=lambda v: len(variant_factors(v)))  # single-factor variants name the order
     factors = list(dict.fromkeys(t for v in by_size for t in variant_factors(v)))
-    if 1 < len(factors) <= 8 and all(len([v for v in variants if f in variant_factors(v)]) < len(variants) for f in factors):
+    if 1 < len(factors) <= 8 and all(
+        len([v for v in variants if f in variant_factors(v)]) < len(variants) for f in factors
+    ):
         return [(f, [v for v in variants if f in variant_factors(v)]) for f in factors]
-    return [(f"variants {k + 1}-{min(k + MAX_VARIANT_LINES, len(variants))}", variants[k:k + MAX_VARIANT_LINES])
-            for k in range(0, len(variants), MAX_VARIANT_LINES)]
+    return [
+        (f"variants {k + 1}-{min(k + MAX_VARIANT_LINES, len(variants))}", variants[k : k + MAX_VARIANT_LINES])
+        for k in range(0, len(variants), MAX_VARIANT_LINES)
+    ]
 
 
 def draw_variants(summary: pd.DataFrame) -> plt.Figure:
@@ -659,8 +748,15 @@ def _draw_variant_lines(df: pd.DataFrame, variants: list[str], title: str) -> pl
             _band(ax, d, "depth", colors(i), alpha=0.15)
         _variant_panel_style(ax, stat_title, True)
     handles = [plt.Line2D([], [], color=colors(i), marker="o", markersize=2, label=v) for i, v in enumerate(variants)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=5,
-               title=f"variant ({title}; {band_label(df)})", title_fontsize=5, bbox_to_anchor=(0.5, 0.0))
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=min(6, len(handles)),
+        fontsize=5,
+        title=f"variant ({title}; {band_label(df)})",
+        title_fontsize=5,
+        bbox_to_anchor=(0.5, 0.0),
+    )
     fig.tight_layout(rect=(0, 0.2, 1, 1))
     return fig
 
@@ -682,22 +778,29 @@ def _draw_variant_groups(df: pd.DataFrame, variants: list[str], title: str) -> p
             for k, v in enumerate(members):
                 d = sub[sub["variant"] == v].sort_values("depth")
                 color = colors(r % 10) if by_factor else colors(k)
-                ax.plot(d["depth"], d["mean"], "-", color=color, linewidth=0.6, alpha=0.7 if by_factor else 1.0, zorder=2)
+                ax.plot(
+                    d["depth"], d["mean"], "-", color=color, linewidth=0.6, alpha=0.7 if by_factor else 1.0, zorder=2
+                )
             if by_factor:
                 for group, color in ((members, colors(r % 10)), (others, "0.35")):
                     avg = sub[sub["variant"].isin(group)].groupby("depth")["mean"].mean()
                     ax.plot(avg.index, avg.to_numpy(), "-o", color=color, markersize=2, linewidth=1.6, zorder=3)
             _variant_panel_style(ax, stat_title if r == 0 else None, r == len(groups) - 1)
         if by_factor:
-            handles = [plt.Line2D([], [], color=colors(r % 10), linewidth=1.6, label=f"with {label} ({len(members)})"),
-                       plt.Line2D([], [], color="0.35", linewidth=1.6, label=f"without ({len(others)})")]
+            handles = [
+                plt.Line2D([], [], color=colors(r % 10), linewidth=1.6, label=f"with {label} ({len(members)})"),
+                plt.Line2D([], [], color="0.35", linewidth=1.6, label=f"without ({len(others)})"),
+            ]
         else:
             handles = [plt.Line2D([], [], color=colors(k), label=v) for k, v in enumerate(members)]
             handles.append(plt.Line2D([], [], color="0.75", label="other variants"))
         axes[r, -1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=5)
         axes[r, 0].set_ylabel(label, fontsize=6)
-    how = ("thin: each variant; thick: average over the variants with / without the factor" if by_factor
-           else "one colour per variant of the row; grey: the other variants")
+    how = (
+        "thin: each variant; thick: average over the variants with / without the factor"
+        if by_factor
+        else "one colour per variant of the row; grey: the other variants"
+    )
     fig.suptitle(f"{len(variants)} variants ({title}; means over seeds): {how}", fontsize=6, y=1.0)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.1 / height))
     return fig
@@ -711,8 +814,15 @@ def fig_variants(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> Non
 ESD_FLOOR = 1e-5  # WeightWatcher's EVALS_THRESH (dnndist.spectral): smaller eigenvalues are not fitted
 
 
-def draw_esd(evals: np.ndarray, alpha: float = math.nan, xmin: float = math.nan, title: str = "",
-             ax: plt.Axes | None = None, bins: int = 60, floor: float = ESD_FLOOR) -> plt.Figure:
+def draw_esd(
+    evals: np.ndarray,
+    alpha: float = math.nan,
+    xmin: float = math.nan,
+    title: str = "",
+    ax: plt.Axes | None = None,
+    bins: int = 60,
+    floor: float = ESD_FLOOR,
+) -> plt.Figure:
     """Empirical spectral density of one weight matrix, WeightWatcher style: the eigenvalues of
     W^T W (``evals``, numpy; a conv weight's kh*kw matrices pooled, ``dnndist.spectral.esd``) as a
     density histogram over log-spaced bins on log-log axes, the fitted power law
@@ -730,15 +840,23 @@ def draw_esd(evals: np.ndarray, alpha: float = math.nan, xmin: float = math.nan,
     below = int(np.sum(x <= floor))
     x = np.sort(x[x > floor])
     if x.size == 0:
-        ax.text(0.5, 0.5, f"no eigenvalues above {floor:g}", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        ax.text(
+            0.5, 0.5, f"no eigenvalues above {floor:g}", transform=ax.transAxes, ha="center", va="center", color="0.4"
+        )
         ax.set_title(title, fontsize=7)
         return fig
     lo, hi = float(x[0]), float(x[-1])
     edges = np.geomspace(lo, hi, bins + 1) if hi > lo else np.array([lo / 1.1, hi * 1.1])
     counts, edges = np.histogram(x, bins=edges)
     dens = counts / (x.size * np.diff(edges))
-    ax.stairs(np.where(dens > 0, dens, np.nan), edges, color="#0072B2", linewidth=0.8, gid="esd",
-              label=f"ESD, {x.size} eigenvalues" + (f" (+{below} <= {floor:g})" if below else ""))
+    ax.stairs(
+        np.where(dens > 0, dens, np.nan),
+        edges,
+        color="#0072B2",
+        linewidth=0.8,
+        gid="esd",
+        label=f"ESD, {x.size} eigenvalues" + (f" (+{below} <= {floor:g})" if below else ""),
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     _plain_log_labels(ax, "x")
@@ -746,8 +864,14 @@ def draw_esd(evals: np.ndarray, alpha: float = math.nan, xmin: float = math.nan,
     if fitted:
         share = float(np.sum(x >= xmin)) / x.size
         grid = np.geomspace(xmin, hi, 50)
-        ax.plot(grid, share * (alpha - 1) / xmin * (grid / xmin) ** -alpha, color="#D55E00", linewidth=1.2,
-                label=f"power law, alpha = {alpha:.2f}", gid="fit")
+        ax.plot(
+            grid,
+            share * (alpha - 1) / xmin * (grid / xmin) ** -alpha,
+            color="#D55E00",
+            linewidth=1.2,
+            label=f"power law, alpha = {alpha:.2f}",
+            gid="fit",
+        )
         ax.axvline(xmin, color="#D55E00", linestyle="--", linewidth=0.8, label=f"xmin = {xmin:.3g}", gid="xmin")
     ax.legend(fontsize=5.5, loc="lower left")
     ax.set_xlabel("eigenvalue of W$^T$W")

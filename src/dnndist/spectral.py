@@ -185,8 +185,8 @@ def _linear_kde(samples: np.ndarray, grid: np.ndarray, bandwidth: float) -> np.n
     out = np.empty(grid.size)
     step = max(1, 2_000_000 // max(samples.size, 1))
     for lo in range(0, grid.size, step):
-        u = np.abs(grid[lo:lo + step, None] - samples[None, :]) / bandwidth
-        out[lo:lo + step] = np.clip(1.0 - u, 0.0, None).sum(axis=1)
+        u = np.abs(grid[lo : lo + step, None] - samples[None, :]) / bandwidth
+        out[lo : lo + step] = np.clip(1.0 - u, 0.0, None).sum(axis=1)
     return out / (samples.size * bandwidth)
 
 
@@ -246,8 +246,10 @@ def flat_metrics(w: np.ndarray) -> dict[str, float]:
     """``flat_spectral_norm`` and ``flat_stable_rank`` of the C_out x (C_in*kh*kw) reshape."""
     flat = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1)
     top = float(esd(flat[None])[-1]) if flat.size else 0.0
-    return {"flat_spectral_norm": math.sqrt(top),
-            "flat_stable_rank": float(np.sum(flat**2)) / top if top > 0 else math.nan}
+    return {
+        "flat_spectral_norm": math.sqrt(top),
+        "flat_stable_rank": float(np.sum(flat**2)) / top if top > 0 else math.nan,
+    }
 
 
 def spectral_stats(w: np.ndarray) -> dict[str, float]:
@@ -257,9 +259,27 @@ def spectral_stats(w: np.ndarray) -> dict[str, float]:
     mats, n, m = weight_matrices(w)
     num_evals = m * mats.shape[0]
     out: dict[str, float] = dict.fromkeys(
-        ("alpha", "alpha_fitted", "alpha_xmin", "alpha_ks_distance", "alpha_sigma", "num_pl_spikes", "alpha_weighted",
-         "log_alpha_norm", "lambda_max", "log_spectral_norm", "log_norm", "stable_rank", "mp_softrank", "num_evals",
-         "matrix_rank", "flat_spectral_norm", "flat_stable_rank"), math.nan)
+        (
+            "alpha",
+            "alpha_fitted",
+            "alpha_xmin",
+            "alpha_ks_distance",
+            "alpha_sigma",
+            "num_pl_spikes",
+            "alpha_weighted",
+            "log_alpha_norm",
+            "lambda_max",
+            "log_spectral_norm",
+            "log_norm",
+            "stable_rank",
+            "mp_softrank",
+            "num_evals",
+            "matrix_rank",
+            "flat_spectral_norm",
+            "flat_stable_rank",
+        ),
+        math.nan,
+    )
     out.update(alpha_fitted=0.0, num_evals=float(num_evals))
     if not np.isfinite(mats).all():
         return out
@@ -270,17 +290,27 @@ def spectral_stats(w: np.ndarray) -> dict[str, float]:
         out.update(flat_metrics(w))
     if lambda_max <= 0:
         return out
-    out.update(lambda_max=lambda_max, log_spectral_norm=math.log10(lambda_max), log_norm=math.log10(norm),
-               stable_rank=norm / lambda_max)
+    out.update(
+        lambda_max=lambda_max,
+        log_spectral_norm=math.log10(lambda_max),
+        log_norm=math.log10(norm),
+        stable_rank=norm / lambda_max,
+    )
     if w.ndim == 2:  # the flat reshape is the matrix itself
         out.update(flat_spectral_norm=math.sqrt(lambda_max), flat_stable_rank=norm / lambda_max)
     if ww_skips(num_evals, n):
         return out
     fit = fit_power_law(fit_evals(evals, m))
     if fit.fitted:
-        out.update(alpha=fit.alpha, alpha_fitted=1.0, alpha_xmin=fit.xmin, alpha_ks_distance=fit.ks_distance,
-                   alpha_sigma=fit.sigma, num_pl_spikes=float(np.sum(evals >= fit.xmin)),
-                   alpha_weighted=fit.alpha * math.log10(lambda_max),
-                   log_alpha_norm=math.log10(float(np.sum(evals**fit.alpha))))
+        out.update(
+            alpha=fit.alpha,
+            alpha_fitted=1.0,
+            alpha_xmin=fit.xmin,
+            alpha_ks_distance=fit.ks_distance,
+            alpha_sigma=fit.sigma,
+            num_pl_spikes=float(np.sum(evals >= fit.xmin)),
+            alpha_weighted=fit.alpha * math.log10(lambda_max),
+            log_alpha_norm=math.log10(float(np.sum(evals**fit.alpha))),
+        )
     out["mp_softrank"] = mp_softrank(evals, n, m)
     return out

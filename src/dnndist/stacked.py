@@ -40,7 +40,9 @@ class Single(nn.Module):
         out = self.net(x[0].contiguous(memory_format=fmt))
         return F.cross_entropy(out, y[0]).unsqueeze(0), (out.argmax(1) == y[0]).sum().unsqueeze(0)
 
-    def eval_sums(self, x: torch.Tensor, y: torch.Tensor, fmt: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+    def eval_sums(
+        self, x: torch.Tensor, y: torch.Tensor, fmt: torch.memory_format
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed cross-entropy (float64) and correct count (K,) of one shared batch (B, C, H, W)."""
         out = self.net(x.contiguous(memory_format=fmt))
         return F.cross_entropy(out, y, reduction="sum").double().unsqueeze(0), (out.argmax(1) == y).sum().unsqueeze(0)
@@ -65,20 +67,34 @@ class StackedCNN(nn.Module):
             raise DnndistError(f"stacked training supports {STACKABLE}, not {ref.settings['name']!r}")
         self.names = [name for name, _ in ref.named_children()]
         self.linears = {name for name, mod in ref.named_children() if isinstance(mod, nn.Linear)}
-        self.stack = nn.ModuleDict({name: self._stacked(mod, [dict(n.named_children())[name] for n in nets])
-                                    for name, mod in ref.named_children()})
+        self.stack = nn.ModuleDict(
+            {
+                name: self._stacked(mod, [dict(n.named_children())[name] for n in nets])
+                for name, mod in ref.named_children()
+            }
+        )
 
     def _stacked(self, mod: nn.Module, mods: list[nn.Module]) -> nn.Module:
         k = self.k
         if isinstance(mod, nn.Conv2d):  # every conv grouped per run: conv1 over the K input blocks
-            conv = nn.Conv2d(mod.in_channels * k, mod.out_channels * k, mod.kernel_size, mod.stride, mod.padding,
-                             groups=k, dtype=mod.weight.dtype, device=mod.weight.device)
+            conv = nn.Conv2d(
+                mod.in_channels * k,
+                mod.out_channels * k,
+                mod.kernel_size,
+                mod.stride,
+                mod.padding,
+                groups=k,
+                dtype=mod.weight.dtype,
+                device=mod.weight.device,
+            )
             with torch.no_grad():
                 conv.weight.copy_(torch.cat([m.weight for m in mods]))
                 conv.bias.copy_(torch.cat([m.bias for m in mods]))
             return conv
         if isinstance(mod, nn.BatchNorm2d):
-            bn = nn.BatchNorm2d(mod.num_features * k, mod.eps, mod.momentum, dtype=mod.weight.dtype, device=mod.weight.device)
+            bn = nn.BatchNorm2d(
+                mod.num_features * k, mod.eps, mod.momentum, dtype=mod.weight.dtype, device=mod.weight.device
+            )
             with torch.no_grad():
                 for attr in ("weight", "bias", "running_mean", "running_var"):
                     getattr(bn, attr).copy_(torch.cat([getattr(m, attr) for m in mods]))
@@ -113,7 +129,9 @@ class StackedCNN(nn.Module):
         losses = F.cross_entropy(out.reshape(k * b, -1), y.reshape(-1), reduction="none").view(k, b).mean(1)
         return losses, (out.argmax(2) == y).sum(1)
 
-    def eval_sums(self, x: torch.Tensor, y: torch.Tensor, fmt: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+    def eval_sums(
+        self, x: torch.Tensor, y: torch.Tensor, fmt: torch.memory_format
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         out = self(x.unsqueeze(0).expand(self.k, *x.shape), fmt)
         k, b = out.shape[:2]
         loss = F.cross_entropy(out.reshape(k * b, -1), y.repeat(k), reduction="none").view(k, b).double().sum(1)

@@ -71,14 +71,23 @@ def _hill_rows(x: np.ndarray, k: int) -> np.ndarray:
     n = x.shape[-1]
     if n <= k:
         return np.full(x.shape[:-1], np.nan)
-    top = -np.sort(-np.partition(np.abs(x), n - k - 1, axis=-1)[..., n - k - 1:], axis=-1)  # the k+1 largest, descending
-    ref = top[..., k:k + 1]
+    top = -np.sort(
+        -np.partition(np.abs(x), n - k - 1, axis=-1)[..., n - k - 1 :], axis=-1
+    )  # the k+1 largest, descending
+    ref = top[..., k : k + 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.log(top[..., :k] / ref).mean(-1)
     return np.where((ref[..., 0] > 0) & (logs > 0), 1.0 / logs, np.nan)
 
 
-REFERENCE_STATS = ("ks_normal_null95", "kurtosis_null_lo", "kurtosis_null_hi", "tail_index_gaussian", "tail_index_uniform", "tail_k")
+REFERENCE_STATS = (
+    "ks_normal_null95",
+    "kurtosis_null_lo",
+    "kurtosis_null_hi",
+    "tail_index_gaussian",
+    "tail_index_uniform",
+    "tail_k",
+)
 
 
 @functools.lru_cache(maxsize=256)
@@ -125,8 +134,15 @@ def gaussian_reference(n: int) -> dict[str, float]:
     return out
 
 
-def distribution_stats(x: np.ndarray, *, thresholds: Sequence[float] = (1e-3, 1e-2), rel_thresholds: Sequence[float] = (0.1,),
-                       fan_in: int | None = None, init_std: float | None = None, reference: bool = True) -> dict[str, float]:
+def distribution_stats(
+    x: np.ndarray,
+    *,
+    thresholds: Sequence[float] = (1e-3, 1e-2),
+    rel_thresholds: Sequence[float] = (0.1,),
+    fan_in: int | None = None,
+    init_std: float | None = None,
+    reference: bool = True,
+) -> dict[str, float]:
     """Moments, quantiles, near-zero mass, range fractions, KS distance to the fitted normal, tail
     index, and (``reference``) the size-calibrated reference of the shape statistics
     (``gaussian_reference``: the KS and kurtosis null band, the Hill index of a Gaussian and of a
@@ -210,21 +226,39 @@ def weight_table(weights: Mapping[str, Any], settings: Mapping[str, Any] | None 
         for key in ("variant", "init", "seed"):
             if ds.sizes[key] != 1:
                 raise ValueError(f"weight_table expects one run per store, got {ds.sizes[key]} {key}s")
-        run = {k: ds[k].values[0].item() if hasattr(ds[k].values[0], "item") else ds[k].values[0] for k in ("variant", "init", "seed")}
+        run = {
+            k: ds[k].values[0].item() if hasattr(ds[k].values[0], "item") else ds[k].values[0]
+            for k in ("variant", "init", "seed")
+        }
         for epoch in ds[dims.EPOCH].values:
             for param in ("weight", "bias"):
                 if param not in ds:  # convs without bias (ResNets)
                     continue
                 x = ds[param].sel(epoch=epoch).values.squeeze(axis=(0, 1, 2))
                 init_std = w_attrs["init_std"] if param == "weight" else w_attrs["bias_init_std"]
-                values = distribution_stats(x, thresholds=thresholds, rel_thresholds=rel, fan_in=int(w_attrs["fan_in"]), init_std=init_std)
+                values = distribution_stats(
+                    x, thresholds=thresholds, rel_thresholds=rel, fan_in=int(w_attrs["fan_in"]), init_std=init_std
+                )
                 if param == "weight":
                     values.update(spectral_stats(x))
-                    values.update(fan_in=float(w_attrs["fan_in"]), fan_out=float(w_attrs["fan_out"]),
-                                  init_std=float(w_attrs["init_std"]), init_bound=float(w_attrs["init_bound"]), gain=float(w_attrs["gain"]))
+                    values.update(
+                        fan_in=float(w_attrs["fan_in"]),
+                        fan_out=float(w_attrs["fan_out"]),
+                        init_std=float(w_attrs["init_std"]),
+                        init_bound=float(w_attrs["init_bound"]),
+                        gain=float(w_attrs["gain"]),
+                    )
                 else:
-                    values.update(init_std=float(w_attrs["bias_init_std"]), init_bound=float(w_attrs["bias_init_bound"]))
-                base = {**run, dims.EPOCH: int(epoch), dims.LAYER: layer, "depth": int(w_attrs["depth"]), dims.PARAM: param}
+                    values.update(
+                        init_std=float(w_attrs["bias_init_std"]), init_bound=float(w_attrs["bias_init_bound"])
+                    )
+                base = {
+                    **run,
+                    dims.EPOCH: int(epoch),
+                    dims.LAYER: layer,
+                    "depth": int(w_attrs["depth"]),
+                    dims.PARAM: param,
+                }
                 rows.extend({**base, "statistic": k, "value": v} for k, v in values.items())
     return pd.DataFrame(rows)
 
@@ -249,8 +283,14 @@ def feature_table(features: Any) -> pd.DataFrame:
     n, m2, m3, m4 = ds["count"], ds["m2"], ds["m3"], ds["m4"]
     var = m2 / n
     derived = {
-        "count": n, "mean": ds["mean"], "std": np.sqrt(var), "skewness": (m3 / n) / var**1.5,
-        "kurtosis": (m4 / n) / var**2 - 3.0, "min": ds["min"], "max": ds["max"], "nonfinite": ds["nonfinite"],
+        "count": n,
+        "mean": ds["mean"],
+        "std": np.sqrt(var),
+        "skewness": (m3 / n) / var**1.5,
+        "kurtosis": (m4 / n) / var**2 - 3.0,
+        "min": ds["min"],
+        "max": ds["max"],
+        "nonfinite": ds["nonfinite"],
     }
     frames = []
     for name, arr in derived.items():
@@ -307,8 +347,17 @@ def weight_histograms(weights: dict, epochs: Sequence[int], max_bins: int = 100)
                 if x.size == 0:
                     continue
                 lo, hi = float(x.min()), float(x.max())
-                base = {**run, "epoch": epoch, "layer": layer, "param": param, "count": int(x.size),
-                        "mean": float(x.mean()), "std": float(x.std()), "min": lo, "max": hi}
+                base = {
+                    **run,
+                    "epoch": epoch,
+                    "layer": layer,
+                    "param": param,
+                    "count": int(x.size),
+                    "mean": float(x.mean()),
+                    "std": float(x.std()),
+                    "min": lo,
+                    "max": hi,
+                }
                 if hi <= lo:
                     rows.append({**base, "x": lo, "density": np.nan})
                     continue
@@ -338,12 +387,26 @@ def feature_histograms(features: Any, epochs: Sequence[int], kind: str = "pre") 
                 centres = lo + width * (np.arange(bins) + 0.5)
                 run = {k: d[k].item() for k in ("variant", "init", "seed")}
                 outside = sum(float(d[k]) for k in ("underflow", "overflow") if k in d and np.isfinite(float(d[k])))
-                extra = {"mean": float(d["mean"]), "std": float(np.sqrt(d["m2"] / total)),
-                         "min": float(d["min"]) if "min" in d else np.nan, "max": float(d["max"]) if "max" in d else np.nan,
-                         "outside": outside / total}
-                rows.extend({**run, "epoch": int(epoch), "layer": str(layer), "kind": kind, "split": str(split), "x": float(c),
-                             "density": float(n / total / width), **extra}
-                            for c, n in zip(centres, counts))
+                extra = {
+                    "mean": float(d["mean"]),
+                    "std": float(np.sqrt(d["m2"] / total)),
+                    "min": float(d["min"]) if "min" in d else np.nan,
+                    "max": float(d["max"]) if "max" in d else np.nan,
+                    "outside": outside / total,
+                }
+                rows.extend(
+                    {
+                        **run,
+                        "epoch": int(epoch),
+                        "layer": str(layer),
+                        "kind": kind,
+                        "split": str(split),
+                        "x": float(c),
+                        "density": float(n / total / width),
+                        **extra,
+                    }
+                    for c, n in zip(centres, counts)
+                )
     return pd.DataFrame(rows)
 
 
@@ -372,6 +435,8 @@ def spectrum_table(weights: Mapping[str, Any]) -> pd.DataFrame:
             if not np.isfinite(mat).all():
                 continue
             s = np.linalg.svd(mat, compute_uv=False)
-            rows.extend({**run, dims.EPOCH: int(epoch), dims.LAYER: layer, "index": i, "singular_value": float(v)}
-                        for i, v in enumerate(s))
+            rows.extend(
+                {**run, dims.EPOCH: int(epoch), dims.LAYER: layer, "index": i, "singular_value": float(v)}
+                for i, v in enumerate(s)
+            )
     return pd.DataFrame(rows)

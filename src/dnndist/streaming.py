@@ -279,8 +279,13 @@ def _compile(target: Path) -> None:
         src.write_text(C_SOURCE)
         errors = []
         for arch in (["-march=native"], []):  # the native ISA where the compiler knows it
-            proc = subprocess.run([cc, *C_FLAGS, *arch, "-o", str(out), str(src)], check=False, capture_output=True, text=True,
-                                  timeout=120)
+            proc = subprocess.run(
+                [cc, *C_FLAGS, *arch, "-o", str(out), str(src)],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             if proc.returncode == 0:
                 os.replace(out, target)  # atomic: concurrent jobs each install a complete file
                 return
@@ -298,7 +303,9 @@ def native_library() -> ctypes.CDLL | None:
         if _lib_tried:
             return _lib
         _lib_tried = True
-        key = hashlib.sha256("\0".join([C_SOURCE, *C_FLAGS, os.environ.get("CC", "cc"), _cpu_id()]).encode()).hexdigest()[:20]
+        key = hashlib.sha256(
+            "\0".join([C_SOURCE, *C_FLAGS, os.environ.get("CC", "cc"), _cpu_id()]).encode()
+        ).hexdigest()[:20]
         lib, errors = None, []
         for folder in cache_dirs():
             target = folder / f"streaming-{key}.so"
@@ -310,16 +317,38 @@ def native_library() -> ctypes.CDLL | None:
                 _check_private(target)  # a library someone else could have planted is never loaded
                 lib = ctypes.CDLL(str(target))
                 break
-            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:  # no compiler, read-only or noexec folder
+            except (
+                OSError,
+                RuntimeError,
+                subprocess.SubprocessError,
+            ) as exc:  # no compiler, read-only or noexec folder
                 errors.append(f"{folder}: {exc}")
         if lib is None:
-            log.warning("streaming statistics: no native kernel (%s); using torch operations (slower on a CPU)", "; ".join(errors))
+            log.warning(
+                "streaming statistics: no native kernel (%s); using torch operations (slower on a CPU)",
+                "; ".join(errors),
+            )
             return None
         fn = lib.dnndist_stats
         fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
-                       ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_double,
-                       ctypes.c_double, ctypes.c_double, ctypes.c_int32, ctypes.c_void_p]
+        fn.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_int64,
+            ctypes.c_int64,
+            ctypes.c_int64,
+            ctypes.c_int64,
+            ctypes.c_double,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_int64,
+            ctypes.c_void_p,
+            ctypes.c_float,
+            ctypes.c_double,
+            ctypes.c_double,
+            ctypes.c_double,
+            ctypes.c_int32,
+            ctypes.c_void_p,
+        ]
         _lib = lib
         return _lib
 
@@ -385,7 +414,10 @@ class Binning:
             raise ValueError(f"histogram bins must be in [1, 2^30), got {self.bins}")
         edges = np.linspace(self.lo, self.hi, self.bins + 1)  # what np.histogram(v, bins=edges) compares with
         width = self.hi - self.lo
-        put = lambda k, v: object.__setattr__(self, k, v)  # frozen dataclass
+
+        def put(k: str, v: object) -> None:  # frozen dataclass
+            object.__setattr__(self, k, v)
+
         put("edges", edges)
         put("thr", np.append(ceil32(edges[:-1]), np.float32(np.inf)).astype(np.float32))
         put("hi32", np.float32(floor32(edges[-1])))
@@ -441,8 +473,9 @@ def flat_values(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1)
 
 
-def batch_sums(x: torch.Tensor, shift: float, binning: Binning | None = None, backend: str = "auto",
-               threads: int | None = None) -> BatchSums:
+def batch_sums(
+    x: torch.Tensor, shift: float, binning: Binning | None = None, backend: str = "auto", threads: int | None = None
+) -> BatchSums:
     """Power sums around ``shift``, min, max and (if ``binning``) the histogram of the finite values of ``x``.
 
     ``backend``: "native" (the C kernel; CPU), "torch", or "auto" (native for CPU tensors where
@@ -451,7 +484,11 @@ def batch_sums(x: torch.Tensor, shift: float, binning: Binning | None = None, ba
     x = flat_values(x.detach())
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
-    lib = native_library() if backend in ("auto", "native") and x.device.type == "cpu" and x.dtype == torch.float32 else None
+    lib = (
+        native_library()
+        if backend in ("auto", "native") and x.device.type == "cpu" and x.dtype == torch.float32
+        else None
+    )
     if backend == "native" and lib is None:
         raise RuntimeError("the native streaming kernel is not available (CPU float32 tensors, a C compiler)")
     compute = (lambda v, s, b: _native(lib, v, s, b, threads)) if lib is not None else _torch
@@ -501,8 +538,20 @@ def _native(lib: ctypes.CDLL, x: torch.Tensor, shift: float, binning: Binning | 
         counts = np.zeros(bins + 2, dtype=np.int64)
         while (i := next(taken)) < len(blocks):
             c0, c1 = blocks[i]
-            if lib.dnndist_stats(x.data_ptr(), n, CHUNK, c0, c1, float(shift), part[c0:].ctypes.data, mnmx.ctypes.data,
-                                 bins, thr.ctypes.data, *args, counts.ctypes.data):
+            if lib.dnndist_stats(
+                x.data_ptr(),
+                n,
+                CHUNK,
+                c0,
+                c1,
+                float(shift),
+                part[c0:].ctypes.data,
+                mnmx.ctypes.data,
+                bins,
+                thr.ctypes.data,
+                *args,
+                counts.ctypes.data,
+            ):
                 raise MemoryError("streaming statistics kernel: out of memory")
         return mnmx, counts
 
@@ -629,8 +678,13 @@ class FeatureStats:
         na = float(self.n)
         n = na + nb
         delta = mb - self.mean
-        self.m4 = (self.m4 + m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
-                   + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2 + 4 * delta * (na * m3b - nb * self.m3) / n)
+        self.m4 = (
+            self.m4
+            + m4b
+            + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
+            + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2
+            + 4 * delta * (na * m3b - nb * self.m3) / n
+        )
         self.m3 = self.m3 + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
         self.m2 = self.m2 + m2b + delta**2 * na * nb / n
         self.mean = self.mean + delta * nb / n

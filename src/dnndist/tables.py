@@ -14,8 +14,8 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,10 @@ def write_table(df: pd.DataFrame, stem: str | Path, caption: str) -> None:
     write_text(stem + ".csv", df.to_csv(index=False))
     write_text(stem + ".md", f"{caption}\n\n" + fmt.to_markdown(index=False) + "\n")
     latex = fmt.to_latex(index=False, escape=True)
-    write_text(stem + ".tex", "\\begin{table}\n\\centering\n\\caption{" + caption.replace("%", "\\%") + "}\n" + latex + "\\end{table}\n")
+    write_text(
+        stem + ".tex",
+        "\\begin{table}\n\\centering\n\\caption{" + caption.replace("%", "\\%") + "}\n" + latex + "\\end{table}\n",
+    )
     write_text(stem + ".html", to_html(fmt, caption, numeric=list(df.select_dtypes("number").columns)))
 
 
@@ -63,6 +66,7 @@ def to_html(fmt: pd.DataFrame, caption: str, numeric: list[str] = ()) -> str:
     if "verdict" in cols and "statement" in cols:
         cols.remove("verdict")
         cols.insert(cols.index("statement") + 1, "verdict")
+
     def slug(text: str) -> str:
         return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
@@ -73,12 +77,15 @@ def to_html(fmt: pd.DataFrame, caption: str, numeric: list[str] = ()) -> str:
         kind = f" verdict v-{slug(text)}" if col == "verdict" else " num" if col in numeric else ""
         return f'<td class="col-{slug(col)}{kind}">{html.escape(text)}</td>'
 
-    rows = "\n".join("<tr>" + "".join(cell(c, v) for c, v in zip(cols, rec)) + "</tr>"
-                      for rec in fmt[cols].itertuples(index=False))
+    rows = "\n".join(
+        "<tr>" + "".join(cell(c, v) for c, v in zip(cols, rec)) + "</tr>" for rec in fmt[cols].itertuples(index=False)
+    )
     body = rows or f'<tr><td colspan="{max(len(cols), 1)}">no rows</td></tr>'
-    return (f'<!DOCTYPE html>\n<meta charset="utf-8">\n<style>\n{HTML_STYLE}\n</style>\n<div class="dnndist-table">\n'
-            f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
-            f'<p class="caption">{html.escape(caption)}</p>\n</div>\n')
+    return (
+        f'<!DOCTYPE html>\n<meta charset="utf-8">\n<style>\n{HTML_STYLE}\n</style>\n<div class="dnndist-table">\n'
+        f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
+        f'<p class="caption">{html.escape(caption)}</p>\n</div>\n'
+    )
 
 
 def _first_variant(df: pd.DataFrame) -> pd.DataFrame:
@@ -92,10 +99,23 @@ def init_check(weights: pd.DataFrame) -> pd.DataFrame:
     # unstack, not pivot_table: keep the all-NaN theory_bound of normal inits, add no index combinations
     piv = w.set_index(["init", "layer", "depth", "statistic"])["mean"].unstack("statistic").reset_index()
     piv["max_abs"] = np.maximum(piv["max"].abs(), piv["min"].abs())
-    out = piv[["init", "layer", "depth", "fan_in", "fan_out", "gain", "init_std", "std", "init_bound", "max_abs"]].copy()
+    out = piv[
+        ["init", "layer", "depth", "fan_in", "fan_out", "gain", "init_std", "std", "init_bound", "max_abs"]
+    ].copy()
     out["std_ratio"] = out["std"] / out["init_std"]
-    return out.rename(columns={"init_std": "theory_std", "std": "empirical_std", "init_bound": "theory_bound", "max_abs": "empirical_max_abs"}) \
-        .sort_values(["init", "depth"]).drop(columns="depth").reset_index(drop=True)
+    return (
+        out.rename(
+            columns={
+                "init_std": "theory_std",
+                "std": "empirical_std",
+                "init_bound": "theory_bound",
+                "max_abs": "empirical_max_abs",
+            }
+        )
+        .sort_values(["init", "depth"])
+        .drop(columns="depth")
+        .reset_index(drop=True)
+    )
 
 
 RANGE_STATS = ["count", "min", "max", "within_unit", "within_default_bound"]
@@ -109,10 +129,17 @@ def range_table(weights: pd.DataFrame) -> pd.DataFrame:
     default-init bound [-k, k], k = 1/sqrt(fan_in). From the per-seed weights table."""
     w = _first_variant(weights)
     w = w[w["statistic"].isin(RANGE_STATS)]
-    w = w.assign(when=np.where(w["epoch"] == w["epoch"].min(), "before",
-                               np.where(w["epoch"] == w.groupby(["init", "seed"])["epoch"].transform("max"), "after", "")))
+    w = w.assign(
+        when=np.where(
+            w["epoch"] == w["epoch"].min(),
+            "before",
+            np.where(w["epoch"] == w.groupby(["init", "seed"])["epoch"].transform("max"), "after", ""),
+        )
+    )
     w = w[w["when"] != ""]
-    wide = w.pivot_table(index=["init", "layer", "depth", "param", "when", "seed"], columns="statistic", values="value").reset_index()
+    wide = w.pivot_table(
+        index=["init", "layer", "depth", "param", "when", "seed"], columns="statistic", values="value"
+    ).reset_index()
     wide["max_abs"] = np.maximum(wide["max"].abs(), wide["min"].abs())
     wide["n_outside"] = np.rint(wide["count"] * (1.0 - wide["within_unit"]))
     rows = []
@@ -124,10 +151,16 @@ def range_table(weights: pd.DataFrame) -> pd.DataFrame:
             row[f"max_abs_per_seed_{tag}"] = ", ".join(f"{v:.3g}" for v in s["max_abs"])
             row[f"seeds_outside_unit_{tag}"] = f"{int((s['n_outside'] > 0).sum())}/{len(s)}"
             row[f"n_outside_unit_{tag}"] = int(s["n_outside"].sum()) if len(s) else 0
-            row[f"within_default_bound_{tag}"] = float(s["within_default_bound"].mean()) if "within_default_bound" in s else math.nan
+            row[f"within_default_bound_{tag}"] = (
+                float(s["within_default_bound"].mean()) if "within_default_bound" in s else math.nan
+            )
         rows.append(row)
     out = pd.DataFrame(rows).assign(weight_first=lambda t: t["param"] != "weight")
-    return out.sort_values(["init", "weight_first", "depth"]).drop(columns=["weight_first", "depth"]).reset_index(drop=True)
+    return (
+        out.sort_values(["init", "weight_first", "depth"])
+        .drop(columns=["weight_first", "depth"])
+        .reset_index(drop=True)
+    )
 
 
 DEPTH_STATS = ("near_zero_rel_0.1", "kurtosis", "tail_index")
@@ -137,10 +170,15 @@ def _layer_kind(w: pd.DataFrame) -> pd.Series:
     """'conv' or 'linear' per row: from the weight tensor's rank (the ``ndim`` statistic: 4 = conv,
     2 = linear) where the table has it, else from the layer name (fc*, linear*, classifier*, head*)."""
     names = w["layer"].astype(str)
-    kind = pd.Series(np.where(names.str.contains(r"(?:^|\.)(?:fc|linear|classifier|head)", regex=True), "linear", "conv"), index=w.index)
+    kind = pd.Series(
+        np.where(names.str.contains(r"(?:^|\.)(?:fc|linear|classifier|head)", regex=True), "linear", "conv"),
+        index=w.index,
+    )
     if "statistic" in w and (w["statistic"] == "ndim").any():
         nd = w[(w["statistic"] == "ndim") & (w["param"] == "weight")].groupby("layer")["value"].max()
-        by_rank = names.map(lambda n: "conv" if nd.get(n, np.nan) >= 3 else "linear" if nd.get(n, np.nan) == 2 else None)
+        by_rank = names.map(
+            lambda n: "conv" if nd.get(n, np.nan) >= 3 else "linear" if nd.get(n, np.nan) == 2 else None
+        )
         kind = by_rank.where(by_rank.notna(), kind)
     return kind
 
@@ -168,14 +206,44 @@ def depth_trend(weights_tidy: pd.DataFrame, stats: tuple[str, ...] = DEPTH_STATS
         seeds = sorted(d["seed"].unique())
         rho = np.full((len(names), len(seeds)), np.nan)
         for i, stat in enumerate(names):
-            piv = d[d["statistic"] == stat].pivot_table(index="seed", columns="layer", values="value").reindex(index=seeds, columns=order)
+            piv = (
+                d[d["statistic"] == stat]
+                .pivot_table(index="seed", columns="layer", values="value")
+                .reindex(index=seeds, columns=order)
+            )
             rho[i] = verdicts.spearman_per_seed(piv.to_numpy(dtype=float), depth)
         dec = verdicts.effects(rho, test="sign")
         for i, stat in enumerate(names):
-            rows.append({"variant": variant, "init": init, "layer_kind": kind, "statistic": stat,
-                         "spearman_rho": dec.mean[i], "ci_low": dec.low[i], "ci_high": dec.high[i], "n_seeds": int(dec.n[i]),
-                         "layers": len(order), "p_value": dec.p[i], "p_holm": dec.p_adj[i], "verdict": dec.outcome[i]})
-    cols = ["variant", "init", "layer_kind", "statistic", "spearman_rho", "ci_low", "ci_high", "n_seeds", "layers", "p_value", "p_holm", "verdict"]
+            rows.append(
+                {
+                    "variant": variant,
+                    "init": init,
+                    "layer_kind": kind,
+                    "statistic": stat,
+                    "spearman_rho": dec.mean[i],
+                    "ci_low": dec.low[i],
+                    "ci_high": dec.high[i],
+                    "n_seeds": int(dec.n[i]),
+                    "layers": len(order),
+                    "p_value": dec.p[i],
+                    "p_holm": dec.p_adj[i],
+                    "verdict": dec.outcome[i],
+                }
+            )
+    cols = [
+        "variant",
+        "init",
+        "layer_kind",
+        "statistic",
+        "spearman_rho",
+        "ci_low",
+        "ci_high",
+        "n_seeds",
+        "layers",
+        "p_value",
+        "p_holm",
+        "verdict",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -189,7 +257,9 @@ def _em_ab_per_run(em_ab: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         per["cv"] = np.where(per["mean"] > 0, per["std"] / per["mean"], np.nan)
     layer = per.groupby(run)[["median", "var", "cv"]].mean()
-    layer["channel_cv"] = per.groupby(run)["median"].agg(lambda v: float(v.std(ddof=0) / v.mean()) if v.mean() > 0 else math.nan)
+    layer["channel_cv"] = per.groupby(run)["median"].agg(
+        lambda v: float(v.std(ddof=0) / v.mean()) if v.mean() > 0 else math.nan
+    )
     wide = layer.unstack("measure")
     wide.columns = [f"{a}_{b}" for a, b in wide.columns]
     return wide.reset_index()
@@ -205,8 +275,22 @@ def emission_summary(em_ab: pd.DataFrame) -> pd.DataFrame:
     wide = _em_ab_per_run(em_ab)
     wide["emission_cv_larger"] = wide["cv_emission"] > wide["cv_absorption"]
     wide["emission_spread_larger"] = wide["channel_cv_emission"] > wide["channel_cv_absorption"]
-    cols = ["variant", "init", "seed", "layer", "median_emission", "median_absorption", "var_emission", "var_absorption",
-            "cv_emission", "cv_absorption", "emission_cv_larger", "channel_cv_emission", "channel_cv_absorption", "emission_spread_larger"]
+    cols = [
+        "variant",
+        "init",
+        "seed",
+        "layer",
+        "median_emission",
+        "median_absorption",
+        "var_emission",
+        "var_absorption",
+        "cv_emission",
+        "cv_absorption",
+        "emission_cv_larger",
+        "channel_cv_emission",
+        "channel_cv_absorption",
+        "emission_spread_larger",
+    ]
     return wide[[c for c in cols if c in wide]]
 
 
@@ -215,17 +299,35 @@ RANDOM_EXCLUDED = ("ones", "zeros")
 C1B_MARGIN = 0.01  # "does not move": the relative change of the loss stays within +-1 %
 C4_RANGE = (1.0, 1.5)  # "grows slightly": the std ratio last/first lies in (1, 1.5)
 C4_MEAN_MARGIN = 0.1  # "the mean stays near 0": |mean| < 0.1 std
-CLAIM_COLUMNS = ["claim", "statement", "statistic", "value", "n_seeds", "comparisons", "effect", "ci_low", "ci_high", "p_value",
-                 "verdict", "rule"]
-RULE_DIRECTIONAL = ("paired by seed; holds if the 95 % t-interval of every comparison lies on the claimed side; "
-                    "does not hold if some comparison lies on the other side (t-test, Holm over the {m} comparisons); "
-                    "descriptive only with < 5 seeds")
-RULE_TREND = ("Spearman rho per seed; holds if every comparison's mean rho is on the claimed side by the sign-flip test over seeds "
-              "(2.5 % one-sided); does not hold if some comparison is significantly on the other side (Holm over the {m} comparisons); "
-              "descriptive only with < 6 seeds")
-RULE_INTERVAL = ("holds if the 90 % t-interval over seeds of every comparison lies inside {band} (TOST, 5 % each side); "
-                 "does not hold if some comparison lies outside it (one-sided t-test, Holm over the {m} comparisons); "
-                 "descriptive only with < 5 seeds")
+CLAIM_COLUMNS = [
+    "claim",
+    "statement",
+    "statistic",
+    "value",
+    "n_seeds",
+    "comparisons",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "verdict",
+    "rule",
+]
+RULE_DIRECTIONAL = (
+    "paired by seed; holds if the 95 % t-interval of every comparison lies on the claimed side; "
+    "does not hold if some comparison lies on the other side (t-test, Holm over the {m} comparisons); "
+    "descriptive only with < 5 seeds"
+)
+RULE_TREND = (
+    "Spearman rho per seed; holds if every comparison's mean rho is on the claimed side by the sign-flip test over seeds "
+    "(2.5 % one-sided); does not hold if some comparison is significantly on the other side (Holm over the {m} comparisons); "
+    "descriptive only with < 6 seeds"
+)
+RULE_INTERVAL = (
+    "holds if the 90 % t-interval over seeds of every comparison lies inside {band} (TOST, 5 % each side); "
+    "does not hold if some comparison lies outside it (one-sided t-test, Holm over the {m} comparisons); "
+    "descriptive only with < 5 seeds"
+)
 
 
 def _claims_variant(df: pd.DataFrame) -> str | None:
@@ -264,13 +366,33 @@ def _fmt(v: float, ratio: bool = False) -> str:
     return "nan" if not np.isfinite(v) else f"{math.exp(v) if ratio else v:.4g}"
 
 
-def _claim_row(claim: str, statement: str, statistic: str, dec: verdicts.Decision | None, labels: list[str], rule: str,
-               ratio: bool = False, detail: str = "") -> tuple:
+def _claim_row(
+    claim: str,
+    statement: str,
+    statistic: str,
+    dec: verdicts.Decision | None,
+    labels: list[str],
+    rule: str,
+    ratio: bool = False,
+    detail: str = "",
+) -> tuple:
     """One claims-table row from a decision over len(labels) comparisons: the deciding comparison's
     effect and interval (as a ratio where ``ratio``), its p-value (Holm-adjusted when it refutes)."""
     if dec is None or not labels:
-        return (claim, statement, statistic, detail or "no runs to compare", 0, 0, math.nan, math.nan, math.nan, math.nan,
-                verdicts.UNSURE, rule)
+        return (
+            claim,
+            statement,
+            statistic,
+            detail or "no runs to compare",
+            0,
+            0,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            verdicts.UNSURE,
+            rule,
+        )
     outcome = str(dec.outcome)
     i = int(dec.worst)
     mean, lo, hi = (float(dec.mean[i]), float(dec.low[i]), float(dec.high[i]))
@@ -286,8 +408,16 @@ def _claim_row(claim: str, statement: str, statistic: str, dec: verdicts.Decisio
     return (claim, statement, statistic, value, n_seeds, len(labels), conv(mean), conv(lo), conv(hi), p, outcome, rule)
 
 
-def _directional_row(claim: str, statement: str, statistic: str, comps: dict[str, list[float]], direction: int, ratio: bool = False,
-                     detail: str = "", test: str = "t") -> tuple:
+def _directional_row(
+    claim: str,
+    statement: str,
+    statistic: str,
+    comps: dict[str, list[float]],
+    direction: int,
+    ratio: bool = False,
+    detail: str = "",
+    test: str = "t",
+) -> tuple:
     labels = list(comps)
     dec = verdicts.directional(verdicts.pad(list(comps.values())), direction, test=test) if labels else None
     side = ("> 1" if direction > 0 else "< 1") if ratio else ("> 0" if direction > 0 else "< 0")
@@ -295,19 +425,46 @@ def _directional_row(claim: str, statement: str, statistic: str, comps: dict[str
     return _claim_row(claim, statement, statistic, _squeeze(dec), labels, rule, ratio, detail)
 
 
-def _interval_row(claim: str, statement: str, statistic: str, comps: dict[str, list[float]], low: Any, high: Any, band: str,
-                  ratio: bool = False, detail: str = "") -> tuple:
+def _interval_row(
+    claim: str,
+    statement: str,
+    statistic: str,
+    comps: dict[str, list[float]],
+    low: Any,
+    high: Any,
+    band: str,
+    ratio: bool = False,
+    detail: str = "",
+) -> tuple:
     labels = list(comps)
     dec = verdicts.interval(verdicts.pad(list(comps.values())), low, high) if labels else None
-    return _claim_row(claim, statement, statistic, _squeeze(dec), labels, RULE_INTERVAL.format(band=band, m=len(labels)), ratio, detail)
+    return _claim_row(
+        claim,
+        statement,
+        statistic,
+        _squeeze(dec),
+        labels,
+        RULE_INTERVAL.format(band=band, m=len(labels)),
+        ratio,
+        detail,
+    )
 
 
 def _squeeze(dec: verdicts.Decision | None) -> verdicts.Decision | None:
     """A decision over one claim (leading shape ()) with plain arrays over its comparisons."""
     if dec is None:
         return None
-    return verdicts.Decision(dec.outcome[()] if np.ndim(dec.outcome) else dec.outcome, dec.mean, dec.low, dec.high, dec.p, dec.p_adj,
-                             dec.n, int(np.asarray(dec.worst).reshape(-1)[0]), dec.confidence)
+    return verdicts.Decision(
+        dec.outcome[()] if np.ndim(dec.outcome) else dec.outcome,
+        dec.mean,
+        dec.low,
+        dec.high,
+        dec.p,
+        dec.p_adj,
+        dec.n,
+        int(np.asarray(dec.worst).reshape(-1)[0]),
+        dec.confidence,
+    )
 
 
 def _last_epoch(df: pd.DataFrame) -> int:
@@ -327,8 +484,16 @@ def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
     tr = training[training["statistic"] == "loss"]
     present = set(tr["init"])
     last = _last_epoch(tr) if len(tr) else 0
-    pairs = [(a, b) for a, b in (("orthogonal", "kaiming_normal"), ("orthogonal", "kaiming_uniform"),
-                                 ("kaiming_normal", "xavier_normal"), ("kaiming_uniform", "xavier_uniform")) if a in present and b in present]
+    pairs = [
+        (a, b)
+        for a, b in (
+            ("orthogonal", "kaiming_normal"),
+            ("orthogonal", "kaiming_uniform"),
+            ("kaiming_normal", "xavier_normal"),
+            ("kaiming_uniform", "xavier_uniform"),
+        )
+        if a in present and b in present
+    ]
     train = tr[tr["split"] == "train"]
     epochs = sorted(train["epoch"].unique())
 
@@ -342,25 +507,59 @@ def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
 
     test_split = "test" if (tr["split"] == "test").any() else "valid"
     statement = "loss ordering orthogonal < kaiming < xavier"
-    for claim, stat, fn in (("C1a", f"final training loss (epoch {last})", final),
-                            ("C1a auc", f"training loss averaged over epochs {epochs[0] if epochs else '?'}-{last} (area under the curve)", auc),
-                            ("C1a test", f"final {test_split} loss (epoch {last})", lambda i: final(i, test_split))):
+    for claim, stat, fn in (
+        ("C1a", f"final training loss (epoch {last})", final),
+        (
+            "C1a auc",
+            f"training loss averaged over epochs {epochs[0] if epochs else '?'}-{last} (area under the curve)",
+            auc,
+        ),
+        ("C1a test", f"final {test_split} loss (epoch {last})", lambda i: final(i, test_split)),
+    ):
         comps = {f"{a} - {b}": _paired(fn(a), fn(b)) for a, b in pairs}
-        rows.append(_directional_row(claim, statement, f"{stat}; paired differences orthogonal - kaiming_x, kaiming_x - xavier_x",
-                                     comps, -1, detail="" if pairs else "missing inits"))
+        rows.append(
+            _directional_row(
+                claim,
+                statement,
+                f"{stat}; paired differences orthogonal - kaiming_x, kaiming_x - xavier_x",
+                comps,
+                -1,
+                detail="" if pairs else "missing inits",
+            )
+        )
     if "zeros" in present:
         split = "valid" if ((tr["split"] == "valid") & (tr["epoch"] == tr["epoch"].min())).any() else "train"
         first_epoch = int(tr[tr["split"] == split]["epoch"].min())
-        a, b = _by_seed(tr, init="zeros", split=split, epoch=first_epoch), _by_seed(tr, init="zeros", split=split, epoch=last)
+        a, b = (
+            _by_seed(tr, init="zeros", split=split, epoch=first_epoch),
+            _by_seed(tr, init="zeros", split=split, epoch=last),
+        )
         seeds = a.index.intersection(b.index)
         change = ((b.loc[seeds] - a.loc[seeds]) / a.loc[seeds].abs().clip(lower=1e-12)).tolist()
-        rows.append(_interval_row("C1b", "zeros does not train", f"relative change of the {split} loss, epoch {first_epoch} -> {last}",
-                                  {"zeros": change}, -C1B_MARGIN, C1B_MARGIN, f"(-{C1B_MARGIN:g}, {C1B_MARGIN:g}) (margin: 1 % of the loss)"))
+        rows.append(
+            _interval_row(
+                "C1b",
+                "zeros does not train",
+                f"relative change of the {split} loss, epoch {first_epoch} -> {last}",
+                {"zeros": change},
+                -C1B_MARGIN,
+                C1B_MARGIN,
+                f"(-{C1B_MARGIN:g}, {C1B_MARGIN:g}) (margin: 1 % of the loss)",
+            )
+        )
     if "ones" in present:
         others = [i for i in random_inits if i != "ones"]
         comps = {f"ones / {i}": _paired(final("ones"), final(i), "logratio") for i in others}
-        rows.append(_directional_row("C1c", "ones stays at a high loss", f"final training loss ratio ones / each random init (epoch {last})",
-                                     comps, +1, ratio=True))
+        rows.append(
+            _directional_row(
+                "C1c",
+                "ones stays at a high loss",
+                f"final training loss ratio ones / each random init (epoch {last})",
+                comps,
+                +1,
+                ratio=True,
+            )
+        )
     return rows
 
 
@@ -378,8 +577,14 @@ def _c2(weights: pd.DataFrame, random_inits: list[str]) -> tuple | None:
             for other in random_inits:
                 if other != "orthogonal":
                     comps[f"{layer} {param} vs {other}"] = _paired(orth, _by_seed(d, init=other), "logratio")
-    return _directional_row("C2", "orthogonal has the largest weight and bias variance in every layer",
-                            "std ratio orthogonal / each other random init at the last epoch, per layer and param", comps, +1, ratio=True)
+    return _directional_row(
+        "C2",
+        "orthogonal has the largest weight and bias variance in every layer",
+        "std ratio orthogonal / each other random init at the last epoch, per layer and param",
+        comps,
+        +1,
+        ratio=True,
+    )
 
 
 def _reference(d: pd.DataFrame, stat: str) -> pd.Series:
@@ -409,12 +614,21 @@ def _c3(weights: pd.DataFrame) -> list[tuple]:
             lows.append(-np.inf), highs.append(band)
             comps[f"{layer} kurtosis"] = kurt.tolist()
             lows.append(lo), highs.append(hi)
-            detail.append(f"{layer} KS {ks.mean():.3g} (Gaussian < {band:.2g}), kurtosis {kurt.mean():.2g} (Gaussian [{lo:.2g}, {hi:.2g}])")
-        rows.append(_interval_row(f"C3 {init}", "uniform inits end Gaussian-shaped",
-                                  f"KS distance to the fitted normal and excess kurtosis per layer at the last epoch (epoch {last})",
-                                  comps, np.array(lows), np.array(highs),
-                                  "the range a Gaussian sample of the layer's size gives (KS below its 95th percentile, kurtosis in its 2.5-97.5 % band)",
-                                  detail="; ".join(detail)))
+            detail.append(
+                f"{layer} KS {ks.mean():.3g} (Gaussian < {band:.2g}), kurtosis {kurt.mean():.2g} (Gaussian [{lo:.2g}, {hi:.2g}])"
+            )
+        rows.append(
+            _interval_row(
+                f"C3 {init}",
+                "uniform inits end Gaussian-shaped",
+                f"KS distance to the fitted normal and excess kurtosis per layer at the last epoch (epoch {last})",
+                comps,
+                np.array(lows),
+                np.array(highs),
+                "the range a Gaussian sample of the layer's size gives (KS below its 95th percentile, kurtosis in its 2.5-97.5 % band)",
+                detail="; ".join(detail),
+            )
+        )
     return rows
 
 
@@ -437,11 +651,30 @@ def _c4(weights: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
                 seeds = m1.index.intersection(s1.index)
                 means[f"{init} {layer} {param}"] = [float(v) for v in (m1.loc[seeds] / s1.loc[seeds]) if np.isfinite(v)]
     lo, hi = C4_RANGE
-    rows = [_interval_row("C4a", "weight and bias std grow slightly with training", f"std(epoch {last}) / std(epoch {first}) per init, layer and param",
-                          ratios, math.log(lo), math.log(hi), f"({lo:g}, {hi:g}) (\"slightly\": by less than 50 %)", ratio=True,
-                          detail=f"{skipped} tensors without a ratio (constant at epoch {first})" if skipped else "")]
-    rows.append(_interval_row("C4b", "the mean of weights and biases stays near 0", f"mean / std at epoch {last} per init, layer and param",
-                              means, -C4_MEAN_MARGIN, C4_MEAN_MARGIN, f"(-{C4_MEAN_MARGIN:g}, {C4_MEAN_MARGIN:g}) (|mean| < 0.1 std)"))
+    rows = [
+        _interval_row(
+            "C4a",
+            "weight and bias std grow slightly with training",
+            f"std(epoch {last}) / std(epoch {first}) per init, layer and param",
+            ratios,
+            math.log(lo),
+            math.log(hi),
+            f'({lo:g}, {hi:g}) ("slightly": by less than 50 %)',
+            ratio=True,
+            detail=f"{skipped} tensors without a ratio (constant at epoch {first})" if skipped else "",
+        )
+    ]
+    rows.append(
+        _interval_row(
+            "C4b",
+            "the mean of weights and biases stays near 0",
+            f"mean / std at epoch {last} per init, layer and param",
+            means,
+            -C4_MEAN_MARGIN,
+            C4_MEAN_MARGIN,
+            f"(-{C4_MEAN_MARGIN:g}, {C4_MEAN_MARGIN:g}) (|mean| < 0.1 std)",
+        )
+    )
     return rows
 
 
@@ -470,17 +703,37 @@ def _c5(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
                     logs[layer] = np.log(s1.loc[seeds] / s0.loc[seeds])
                 growth[f"{init} {layer}"] = [float(v) for v in logs[layer] if np.isfinite(v)]
             table = pd.DataFrame(logs).reindex(columns=order)
-            depth = (fk.drop_duplicates("layer").set_index("layer")["depth"].reindex(order).to_numpy(dtype=float)
-                     if "depth" in fk else np.arange(len(order), dtype=float))
+            depth = (
+                fk.drop_duplicates("layer").set_index("layer")["depth"].reindex(order).to_numpy(dtype=float)
+                if "depth" in fk
+                else np.arange(len(order), dtype=float)
+            )
             if len(order) >= 3 and len(table):
-                trends[init] = [float(r) for r in verdicts.spearman_per_seed(table.to_numpy(dtype=float), depth) if np.isfinite(r)]
-        rows.append(_directional_row(f"C5a {kind}", "feature std grows after training",
-                                     f"{kind}-activation std on {split} inputs, ratio epoch {last} / epoch {first}, per init and layer",
-                                     growth, +1, ratio=True))
-        rows.append(_directional_row(f"C5b {kind}", "feature std grows more in deeper layers",
-                                     f"Spearman rho (per seed) between depth and log std ratio epoch {last} / {first} of {kind}-activations "
-                                     f"over {len(order)} layers ({', '.join(order)}), per init",
-                                     trends, +1, detail="" if len(order) >= 3 else "fewer than 3 layers", test="sign"))
+                trends[init] = [
+                    float(r) for r in verdicts.spearman_per_seed(table.to_numpy(dtype=float), depth) if np.isfinite(r)
+                ]
+        rows.append(
+            _directional_row(
+                f"C5a {kind}",
+                "feature std grows after training",
+                f"{kind}-activation std on {split} inputs, ratio epoch {last} / epoch {first}, per init and layer",
+                growth,
+                +1,
+                ratio=True,
+            )
+        )
+        rows.append(
+            _directional_row(
+                f"C5b {kind}",
+                "feature std grows more in deeper layers",
+                f"Spearman rho (per seed) between depth and log std ratio epoch {last} / {first} of {kind}-activations "
+                f"over {len(order)} layers ({', '.join(order)}), per init",
+                trends,
+                +1,
+                detail="" if len(order) >= 3 else "fewer than 3 layers",
+                test="sign",
+            )
+        )
     return rows
 
 
@@ -491,10 +744,19 @@ def _c6(em_ab: pd.DataFrame | None, random_inits: list[str]) -> list[tuple]:
     per = per[per["init"].isin(random_inits)] if random_inits else per
     rows = []
     for claim, statement, col, stat in (
-            ("C6", "emission varies more over inputs than absorption", "cv",
-             "coefficient of variation over inputs per channel (mean over the channels), emission / absorption, per init and conv layer"),
-            ("C6b", "emission differs more between channels than absorption", "channel_cv",
-             "spread (CV) of the per-channel medians across channels, emission / absorption, per init and conv layer")):
+        (
+            "C6",
+            "emission varies more over inputs than absorption",
+            "cv",
+            "coefficient of variation over inputs per channel (mean over the channels), emission / absorption, per init and conv layer",
+        ),
+        (
+            "C6b",
+            "emission differs more between channels than absorption",
+            "channel_cv",
+            "spread (CV) of the per-channel medians across channels, emission / absorption, per init and conv layer",
+        ),
+    ):
         comps = {}
         for (init, layer), d in per.groupby(["init", "layer"], sort=True):
             em, ab = d.set_index("seed")[f"{col}_emission"], d.set_index("seed")[f"{col}_absorption"]
@@ -503,8 +765,13 @@ def _c6(em_ab: pd.DataFrame | None, random_inits: list[str]) -> list[tuple]:
     return rows
 
 
-def claims(training: pd.DataFrame, weights: pd.DataFrame, features: pd.DataFrame, em_ab: pd.DataFrame | None,
-           variant: str | None = None) -> pd.DataFrame:
+def claims(
+    training: pd.DataFrame,
+    weights: pd.DataFrame,
+    features: pd.DataFrame,
+    em_ab: pd.DataFrame | None,
+    variant: str | None = None,
+) -> pd.DataFrame:
     """One row per paper claim, decided from the per-seed tables (training, weights, features, em_ab
     or its per-run emission summary) of one variant (``variant``, default 'base' or the first by
     name): the statistic, the deciding comparison's effect and interval, n, the verdict and its rule
@@ -534,21 +801,42 @@ def claims(training: pd.DataFrame, weights: pd.DataFrame, features: pd.DataFrame
     rows += _c6(em, random_inits)
     div = diverged_runs(training) if training is not None and len(training) else {}
     if div:  # flagged, so that no verdict above is read without knowing which runs stopped early
-        value = "; ".join((f"{init}" if v == variant else f"{v}/{init}") + f" ({n} seed{'s' * (n != 1)})" for (v, init), n in sorted(div.items()))
-        rows.append(("D", "runs that diverged", "seeds whose training loss became NaN/inf (they stop there)", value,
-                     sum(div.values()), 0, math.nan, math.nan, math.nan, math.nan, FLAGGED,
-                     "listed whenever a run diverged; the claims above leave these seeds out (they stopped early)"))
+        value = "; ".join(
+            (f"{init}" if v == variant else f"{v}/{init}") + f" ({n} seed{'s' * (n != 1)})"
+            for (v, init), n in sorted(div.items())
+        )
+        rows.append(
+            (
+                "D",
+                "runs that diverged",
+                "seeds whose training loss became NaN/inf (they stop there)",
+                value,
+                sum(div.values()),
+                0,
+                math.nan,
+                math.nan,
+                math.nan,
+                math.nan,
+                FLAGGED,
+                "listed whenever a run diverged; the claims above leave these seeds out (they stopped early)",
+            )
+        )
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
-FACTOR_STATS = {"near_zero_rel_0.1": "near-zero mass (|w| < 0.1 std)", "kurtosis": "excess kurtosis",
-                "tail_index": "Hill tail index (smaller = heavier)", "std": "std of the weights"}
+FACTOR_STATS = {
+    "near_zero_rel_0.1": "near-zero mass (|w| < 0.1 std)",
+    "kurtosis": "excess kurtosis",
+    "tail_index": "Hill tail index (smaller = heavier)",
+    "std": "std of the weights",
+}
 
 
 def variant_factors(variants: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each variant as {factor path: value}, over every path any variant sets (the resolved
     value, the base's where a variant does not set it). Input: {variant: resolved settings of
     its first run} restricted to the swept sections."""
+
     def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in d.items():
@@ -564,7 +852,9 @@ def variant_factors(variants: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
     return {name: {k: f.get(k) for k in varying} for name, f in flats.items()}
 
 
-def factor_effects(weights: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]], base: str | None = None) -> pd.DataFrame:
+def factor_effects(
+    weights: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]], base: str | None = None
+) -> pd.DataFrame:
     """Which factor makes the weights' near-zero peak heavier: for every pair of variants that
     differ in exactly one factor, the change of each statistic (level minus base level) per
     (init, seed) -- paired: same init, same seed --, averaged over the weight layers at each run's
@@ -610,18 +900,48 @@ def factor_effects(weights: pd.DataFrame, variants: Mapping[str, Mapping[str, An
             base_means.append(float(np.mean(base_vals)) if base_vals else math.nan)
         dec = verdicts.effects(verdicts.pad(per_stat))
         for i, (stat, label) in enumerate(FACTOR_STATS.items()):
-            out.append({"factor": k, "level": json.loads(level_json), "base_level": pairs[0][2], "statistic": stat,
-                        "description": label, "base_mean": base_means[i], "effect": dec.mean[i], "ci_low": dec.low[i],
-                        "ci_high": dec.high[i], "n_pairs": len(pairs), "n_seeds": int(dec.n[i]), "p_value": dec.p[i],
-                        "p_holm": dec.p_adj[i], "verdict": dec.outcome[i]})
-    cols = ["factor", "level", "base_level", "statistic", "description", "base_mean", "effect", "ci_low", "ci_high",
-            "n_pairs", "n_seeds", "p_value", "p_holm", "verdict"]
+            out.append(
+                {
+                    "factor": k,
+                    "level": json.loads(level_json),
+                    "base_level": pairs[0][2],
+                    "statistic": stat,
+                    "description": label,
+                    "base_mean": base_means[i],
+                    "effect": dec.mean[i],
+                    "ci_low": dec.low[i],
+                    "ci_high": dec.high[i],
+                    "n_pairs": len(pairs),
+                    "n_seeds": int(dec.n[i]),
+                    "p_value": dec.p[i],
+                    "p_holm": dec.p_adj[i],
+                    "verdict": dec.outcome[i],
+                }
+            )
+    cols = [
+        "factor",
+        "level",
+        "base_level",
+        "statistic",
+        "description",
+        "base_mean",
+        "effect",
+        "ci_low",
+        "ci_high",
+        "n_pairs",
+        "n_seeds",
+        "p_value",
+        "p_holm",
+        "verdict",
+    ]
     return pd.DataFrame(out, columns=cols)
 
 
 def _runs_of(per_run: pd.Series, variant: str, stat: str) -> pd.Series:
     """One variant's values of one statistic, indexed by (init, seed)."""
-    sub = per_run[(per_run.index.get_level_values("variant") == variant) & (per_run.index.get_level_values("statistic") == stat)]
+    sub = per_run[
+        (per_run.index.get_level_values("variant") == variant) & (per_run.index.get_level_values("statistic") == stat)
+    ]
     return sub.droplevel(["variant", "statistic"])
 
 

@@ -55,8 +55,21 @@ METRIC_COLUMNS = ["variant", "init", "seed", "epoch", "step", "split", "metric",
 ROW_COLUMNS = ["epoch", "step", "split", "metric", "value"]
 GRAPH_WARMUP = 3  # eager steps on a side stream before capture (lazy state, kernel selection)
 
-__all__ = ["METRIC_COLUMNS", "Progress", "Trainer", "build_model", "build_optimizer", "eval_rows", "evaluate", "load_checkpoint",
-           "resolve_device", "set_determinism", "state_dict_cpu", "train_run", "train_stack"]
+__all__ = [
+    "METRIC_COLUMNS",
+    "Progress",
+    "Trainer",
+    "build_model",
+    "build_optimizer",
+    "eval_rows",
+    "evaluate",
+    "load_checkpoint",
+    "resolve_device",
+    "set_determinism",
+    "state_dict_cpu",
+    "train_run",
+    "train_stack",
+]
 
 
 def set_determinism(enabled: bool, device: torch.device) -> None:
@@ -87,21 +100,37 @@ def memory_format(train: Mapping[str, Any]) -> torch.memory_format:
     return torch.channels_last if train["channels_last"] else torch.contiguous_format
 
 
-def build_optimizer(model: nn.Module, train: Mapping[str, Any], device: torch.device, capturable: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, train: Mapping[str, Any], device: torch.device, capturable: bool = False
+) -> torch.optim.Optimizer:
     fused = device.type in ("cpu", "cuda")
     extra = {"capturable": True} if capturable else {}
     if train["optimizer"] == "adam":
-        return torch.optim.Adam(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"], fused=fused, **extra)
-    return torch.optim.SGD(model.parameters(), lr=train["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"],
-                           fused=fused, **extra)
+        return torch.optim.Adam(
+            model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"], fused=fused, **extra
+        )
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=train["lr"],
+        momentum=train["momentum"],
+        weight_decay=train["weight_decay"],
+        fused=fused,
+        **extra,
+    )
 
 
 class Progress:
     """tqdm bar on a terminal; otherwise (e.g. in Snakemake logs) a log line every
     ``every_s`` seconds with the step, the rate and the time left."""
 
-    def __init__(self, total_steps: int, done_steps: int = 0, enabled: bool | None = None,
-                 images_per_step: int = 1, every_s: float = 30.0):
+    def __init__(
+        self,
+        total_steps: int,
+        done_steps: int = 0,
+        enabled: bool | None = None,
+        images_per_step: int = 1,
+        every_s: float = 30.0,
+    ):
         self.bar, self.total, self.done = None, total_steps, done_steps
         self.images_per_step, self.every_s = images_per_step, every_s
         self.t0 = self.t_last = time.perf_counter()
@@ -121,8 +150,14 @@ class Progress:
             self.t_last = now
             rate = (self.done - self.done0) / max(now - self.t0, 1e-9)
             left = (self.total - self.done) / rate if rate else math.inf
-            log.info("step %d/%d (%.0f %%), %.0f images/s, about %s left", self.done, self.total,
-                     100 * self.done / max(self.total, 1), rate * self.images_per_step, _duration(left))
+            log.info(
+                "step %d/%d (%.0f %%), %.0f images/s, about %s left",
+                self.done,
+                self.total,
+                100 * self.done / max(self.total, 1),
+                rate * self.images_per_step,
+                _duration(left),
+            )
 
     def epoch(self, line: str) -> None:
         if self.bar is not None:
@@ -146,8 +181,15 @@ def _row(epoch: int, step: float, split: str, metric: str, value: float) -> dict
 
 
 @torch.no_grad()
-def evaluate(stack: stacked.Stack, images: torch.Tensor, labels: torch.Tensor, ds: data.Dataset,
-             inp: Mapping[str, Any], batch_size: int, fmt: torch.memory_format) -> tuple[list[float], list[float]]:
+def evaluate(
+    stack: stacked.Stack,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    ds: data.Dataset,
+    inp: Mapping[str, Any],
+    batch_size: int,
+    fmt: torch.memory_format,
+) -> tuple[list[float], list[float]]:
     """Per-run mean cross-entropy and accuracy over a split; one host sync at the end."""
     stack.eval()
     k = stack.k
@@ -164,8 +206,9 @@ def evaluate(stack: stacked.Stack, images: torch.Tensor, labels: torch.Tensor, d
     return (loss / n).tolist(), (correct.double() / n).tolist()
 
 
-def eval_rows(stack: stacked.Stack, ds: data.Dataset, train: Mapping[str, Any], inp: Mapping[str, Any],
-              epoch: int) -> list[list[dict[str, Any]]]:
+def eval_rows(
+    stack: stacked.Stack, ds: data.Dataset, train: Mapping[str, Any], inp: Mapping[str, Any], epoch: int
+) -> list[list[dict[str, Any]]]:
     """Per run: epoch rows of loss and accuracy on the valid and test splits; a split that is
     the same images as the one before it (data.valid_split test) is evaluated once."""
     rows: list[list[dict[str, Any]]] = [[] for _ in range(stack.k)]
@@ -174,7 +217,9 @@ def eval_rows(stack: stacked.Stack, ds: data.Dataset, train: Mapping[str, Any], 
         if split in ds.labels:
             key = id(ds.images[split])
             if key not in done:
-                done[key] = evaluate(stack, ds.images[split], ds.labels[split], ds, inp, train["eval_batch_size"], memory_format(train))
+                done[key] = evaluate(
+                    stack, ds.images[split], ds.labels[split], ds, inp, train["eval_batch_size"], memory_format(train)
+                )
             for i, (loss, acc) in enumerate(zip(*done[key])):
                 rows[i] += [_row(epoch, math.nan, split, "loss", loss), _row(epoch, math.nan, split, "accuracy", acc)]
     return rows
@@ -205,7 +250,9 @@ class Trainer:
         self.runs = [s["run"] for s in settings_list]
         self.graphs = device.type == "cuda" and bool(self.tr["cuda_graphs"])
         self.opt = build_optimizer(self.stack, self.tr, device, capturable=self.graphs)
-        self.shuffles = [torch.Generator(device=device).manual_seed(10_000_019 * (s["run"]["seed"] + 1)) for s in settings_list]
+        self.shuffles = [
+            torch.Generator(device=device).manual_seed(10_000_019 * (s["run"]["seed"] + 1)) for s in settings_list
+        ]
         self.n_train, self.bs = len(ds.labels["train"]), self.tr["batch_size"]
         self.steps = math.ceil(self.n_train / self.bs)
         self.alive = torch.ones(self.k, dtype=torch.bool, device=device)
@@ -230,8 +277,14 @@ class Trainer:
         x = data.prepare(images, self.ds.mean, self.ds.std, self.inp["transform"], self.inp["threshold"])
         return x.view(*idx.shape, *x.shape[1:]), self.ds.labels["train"][idx]
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, step_no: int | torch.Tensor, pos: int | torch.Tensor,
-                   look: Callable[[torch.Tensor, int | torch.Tensor], None] | None = None) -> None:
+    def train_step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        step_no: int | torch.Tensor,
+        pos: int | torch.Tensor,
+        look: Callable[[torch.Tensor, int | torch.Tensor], None] | None = None,
+    ) -> None:
         """Forward, finiteness bookkeeping, backward and update of every run; ``look`` (eager
         only) sees the finiteness before the update."""
         losses, correct = self.stack.losses(x, y, self.fmt)
@@ -311,7 +364,9 @@ class Trainer:
     def epoch(self, step0: int, on_step: Callable[[int], None]) -> EpochOut:
         """One pass over the train split, each run in its own seeded order."""
         with torch.no_grad():
-            self.perms.copy_(torch.stack([torch.randperm(self.n_train, generator=g, device=self.device) for g in self.shuffles]))
+            self.perms.copy_(
+                torch.stack([torch.randperm(self.n_train, generator=g, device=self.device) for g in self.shuffles])
+            )
             self.loss_buf.zero_()
             self.corr_buf.zero_()
         self.stack.train()
@@ -349,10 +404,16 @@ class Trainer:
     # ---------------------------------------------------------------- resume state
     def state(self, epoch: int) -> bytes:
         buf = BytesIO()
-        torch.save({"epoch": epoch, "div_step": torch.tensor(self.div_step),
-                    "model": {n: v.detach().cpu() for n, v in self.stack.state_dict().items()},
-                    "optimizer": self.opt.state_dict(),
-                    "shuffles": torch.stack([g.get_state().cpu() for g in self.shuffles])}, buf)
+        torch.save(
+            {
+                "epoch": epoch,
+                "div_step": torch.tensor(self.div_step),
+                "model": {n: v.detach().cpu() for n, v in self.stack.state_dict().items()},
+                "optimizer": self.opt.state_dict(),
+                "shuffles": torch.stack([g.get_state().cpu() for g in self.shuffles]),
+            },
+            buf,
+        )
         return buf.getvalue()
 
     def load_state(self, state: Mapping[str, Any]) -> int:
@@ -376,19 +437,31 @@ class Member:
     state_dir: Path  # .resume/<config hash>
 
 
-def train_run(settings: Mapping[str, Any], store: str | Path, run_dir: str | Path, threads: int | None = None,
-              progress: bool | None = None) -> dict[str, Any]:
+def train_run(
+    settings: Mapping[str, Any],
+    store: str | Path,
+    run_dir: str | Path,
+    threads: int | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """Train one run to completion (resuming if a previous attempt was killed): a stack of one."""
     return train_stack([settings], store, [run_dir], threads=threads, progress=progress)[0]
 
 
-def train_stack(settings_list: Sequence[Mapping[str, Any]], store: str | Path, run_dirs: Sequence[str | Path],
-                threads: int | None = None, progress: bool | None = None) -> list[dict[str, Any]]:
+def train_stack(
+    settings_list: Sequence[Mapping[str, Any]],
+    store: str | Path,
+    run_dirs: Sequence[str | Path],
+    threads: int | None = None,
+    progress: bool | None = None,
+) -> list[dict[str, Any]]:
     """Train the runs of one stack group together; write each run's outputs."""
     if len(settings_list) != len(run_dirs) or not settings_list:
         raise DnndistError("training needs one output directory per run")
     if len({stack_key(s) for s in settings_list}) != 1:
-        raise DnndistError("stacked runs must share every setting but the init and the seed (same variant, model, training)")
+        raise DnndistError(
+            "stacked runs must share every setting but the init and the seed (same variant, model, training)"
+        )
     ref = settings_list[0]
     if threads:
         torch.set_num_threads(threads)
@@ -402,10 +475,19 @@ def train_stack(settings_list: Sequence[Mapping[str, Any]], store: str | Path, r
     group_state.mkdir(parents=True, exist_ok=True)
     epochs = 0 if ref["model"].get("weights") else ref["train"]["epochs"]  # given weights are analysed, not trained
     start_epoch = _resume(group_state, trainer, members)
-    bar = Progress(epochs * trainer.steps, start_epoch * trainer.steps, progress, images_per_step=trainer.bs * trainer.k)
-    log.info("stack of %d run(s) (%s) on %s: %d train / %d valid images, %d epochs, resuming at epoch %d", trainer.k,
-             ", ".join(f"{s['run']['init_name']}/seed{s['run']['seed']}" for s in settings_list), device,
-             trainer.n_train, len(ds.labels["valid"]), epochs, start_epoch)
+    bar = Progress(
+        epochs * trainer.steps, start_epoch * trainer.steps, progress, images_per_step=trainer.bs * trainer.k
+    )
+    log.info(
+        "stack of %d run(s) (%s) on %s: %d train / %d valid images, %d epochs, resuming at epoch %d",
+        trainer.k,
+        ", ".join(f"{s['run']['init_name']}/seed{s['run']['seed']}" for s in settings_list),
+        device,
+        trainer.n_train,
+        len(ds.labels["valid"]),
+        epochs,
+        start_epoch,
+    )
     if start_epoch == 0 and not (group_state / "state_0000.pt").exists():
         _end_epoch(trainer, members, group_state, 0, [[] for _ in members], {}, bar)
     with _log_beside(bar):
@@ -423,8 +505,9 @@ def _log_beside(bar: Progress) -> Any:
     return logging_redirect_tqdm()
 
 
-def _train_epochs(trainer: Trainer, members: Sequence[Member], group_state: Path, start_epoch: int, epochs: int,
-                  bar: Progress) -> int:
+def _train_epochs(
+    trainer: Trainer, members: Sequence[Member], group_state: Path, start_epoch: int, epochs: int, bar: Progress
+) -> int:
     epoch = start_epoch
     while any(d < 0 for d in trainer.div_step) and epoch < epochs:
         epoch += 1
@@ -432,9 +515,13 @@ def _train_epochs(trainer: Trainer, members: Sequence[Member], group_state: Path
         step0 = (epoch - 1) * trainer.steps
         alive_before = [d < 0 for d in trainer.div_step]
         out = trainer.epoch(step0, bar.advance)
-        rows = [_train_rows(epoch, step0, out, i, trainer.div_step[i]) if alive_before[i] else [] for i in range(trainer.k)]
+        rows = [
+            _train_rows(epoch, step0, out, i, trainer.div_step[i]) if alive_before[i] else [] for i in range(trainer.k)
+        ]
         _end_epoch(trainer, members, group_state, epoch, rows, out.diverged, bar)
-        log.info("epoch %d: %.0f images x runs/s", epoch, out.sizes.sum() * sum(alive_before) / (time.perf_counter() - t0))
+        log.info(
+            "epoch %d: %.0f images x runs/s", epoch, out.sizes.sum() * sum(alive_before) / (time.perf_counter() - t0)
+        )
     return epoch
 
 
@@ -466,8 +553,15 @@ def _train_rows(epoch: int, step0: int, out: EpochOut, i: int, div_step: int) ->
     return rows
 
 
-def _end_epoch(trainer: Trainer, members: Sequence[Member], group_state: Path, epoch: int, rows: list[list[dict[str, Any]]],
-               diverged: Mapping[int, dict[str, torch.Tensor]], bar: Progress) -> None:
+def _end_epoch(
+    trainer: Trainer,
+    members: Sequence[Member],
+    group_state: Path,
+    epoch: int,
+    rows: list[list[dict[str, Any]]],
+    diverged: Mapping[int, dict[str, torch.Tensor]],
+    bar: Progress,
+) -> None:
     """Evaluate, write each run's metrics and checkpoints of the epoch, then the resume state."""
     evals = eval_rows(trainer.stack, trainer.ds, trainer.tr, trainer.inp, epoch)
     for i, m in enumerate(members):
@@ -484,15 +578,21 @@ def _end_epoch(trainer: Trainer, members: Sequence[Member], group_state: Path, e
         write_text(m.state_dir / "metrics" / f"epoch_{epoch:04d}.csv", frame.to_csv(index=False))
         if epoch in m.settings["checkpoint_epochs"] or i in diverged:
             step = trainer.div_step[i] if i in diverged else epoch * trainer.steps
-            write_bytes(m.state_dir / "checkpoints" / f"epoch_{epoch:04d}.safetensors",
-                        checkpoint_bytes(trainer.nets[i], m.settings, epoch, i in diverged, step))
+            write_bytes(
+                m.state_dir / "checkpoints" / f"epoch_{epoch:04d}.safetensors",
+                checkpoint_bytes(trainer.nets[i], m.settings, epoch, i in diverged, step),
+            )
     write_bytes(group_state / f"state_{epoch:04d}.pt", trainer.state(epoch))
     for old in group_state.glob("state_*.pt"):
         if old.name != f"state_{epoch:04d}.pt":
             old.unlink()
     alive = sum(d < 0 for d in trainer.div_step)
     if trainer.k == 1:
-        vals = {f"{r['split']} {r['metric']}": r["value"] for r in rows[0] if math.isnan(r["step"]) or r["metric"] == "diverged"}
+        vals = {
+            f"{r['split']} {r['metric']}": r["value"]
+            for r in rows[0]
+            if math.isnan(r["step"]) or r["metric"] == "diverged"
+        }
         bar.epoch(f"epoch {epoch} " + " ".join(f"{k} {v:.4g}" for k, v in vals.items()))
     else:
         bar.epoch(f"epoch {epoch}: {alive} of {trainer.k} runs training")
@@ -533,13 +633,18 @@ def _finish(m: Member, diverged: bool) -> dict[str, Any]:
     _move_checkpoints(settings, state_dir, run_dir)
     write_text(run_dir / "metrics.csv", metrics.to_csv(index=False))
     epoch_rows = metrics[metrics["step"].isna()]
-    final = {f"{r.split}_{r.metric}": float(r.value) for r in epoch_rows[epoch_rows["epoch"] == last_epoch].itertuples()}
+    final = {
+        f"{r.split}_{r.metric}": float(r.value) for r in epoch_rows[epoch_rows["epoch"] == last_epoch].itertuples()
+    }
     given = settings["model"].get("weights")
     summary = {
-        "run": run, "status": "diverged" if diverged else "completed", "epochs_trained": last_epoch,
+        "run": run,
+        "status": "diverged" if diverged else "completed",
+        "epochs_trained": last_epoch,
         "epochs": last_epoch if given else settings["train"]["epochs"],
         "checkpoint_epochs": settings["checkpoint_epochs"],
-        "config_hash": config_hash(settings), "final": final,
+        "config_hash": config_hash(settings),
+        "final": final,
     }
     if given:
         summary["weights"] = given
@@ -564,4 +669,3 @@ def _move_checkpoints(settings: Mapping[str, Any], state_dir: Path, run_dir: Pat
                 meta.update({"epoch": str(epoch), "diverged": "true", "trained_epochs": str(last)})
                 (tmp / f"epoch_{epoch:04d}.safetensors").write_bytes(st_bytes(tensors, meta))
         (tmp / integrity.SUMS).write_text(integrity.checksums_text(list(tmp.glob("epoch_*.safetensors"))))
-

@@ -115,10 +115,10 @@ def sign_flip_p(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     le = np.empty(flat.shape[0])
     step = max(1, 2_000_000 // len(signs))
     for i in range(0, flat.shape[0], step):
-        perm = flat[i:i + step] @ signs.T
-        o, t = obs.reshape(-1)[i:i + step, None], tol.reshape(-1)[i:i + step, None]
-        ge[i:i + step] = (perm >= o - t).mean(-1)
-        le[i:i + step] = (perm <= o + t).mean(-1)
+        perm = flat[i : i + step] @ signs.T
+        o, t = obs.reshape(-1)[i : i + step, None], tol.reshape(-1)[i : i + step, None]
+        ge[i : i + step] = (perm >= o - t).mean(-1)
+        le[i : i + step] = (perm <= o + t).mean(-1)
     few = finite.sum(-1) < 2
     return np.where(few, np.nan, ge.reshape(lead)), np.where(few, np.nan, le.reshape(lead))
 
@@ -183,13 +183,17 @@ def _as_comparisons(x: np.ndarray) -> np.ndarray:
 
 def _finish(hold: np.ndarray, fail: np.ndarray, n: np.ndarray, min_seeds: int) -> np.ndarray:
     out = np.where(fail, FAILS, np.where(hold, HOLDS, UNSURE)).astype(object)
-    few = (n.min(axis=-1) if n.shape[-1] else np.zeros(n.shape[:-1], int)) < min_seeds  # the thinnest comparison decides
+    few = (
+        n.min(axis=-1) if n.shape[-1] else np.zeros(n.shape[:-1], int)
+    ) < min_seeds  # the thinnest comparison decides
     out = np.where(few, DESCRIPTIVE, out).astype(object)
     none = np.asarray(n.shape[-1] == 0) | (n.max(axis=-1, initial=0) == 0)
     return np.where(none, UNSURE, out).astype(object)
 
 
-def _one_sided(x: np.ndarray, mean: np.ndarray, se: np.ndarray, n: np.ndarray, test: str) -> tuple[np.ndarray, np.ndarray]:
+def _one_sided(
+    x: np.ndarray, mean: np.ndarray, se: np.ndarray, n: np.ndarray, test: str
+) -> tuple[np.ndarray, np.ndarray]:
     """(p for mean > 0, p for mean < 0): the t-test, or the sign-flip test (``test="sign"``)."""
     if test == "sign":
         return sign_flip_p(x)
@@ -198,7 +202,9 @@ def _one_sided(x: np.ndarray, mean: np.ndarray, se: np.ndarray, n: np.ndarray, t
     return p_greater(mean, se, n), p_less(mean, se, n)
 
 
-def directional(x: np.ndarray, direction: int = 1, alpha: float = ALPHA, min_seeds: int | None = None, test: str = "t") -> Decision:
+def directional(
+    x: np.ndarray, direction: int = 1, alpha: float = ALPHA, min_seeds: int | None = None, test: str = "t"
+) -> Decision:
     """Claim: the mean of ``x`` (per-seed effects, e.g. paired differences) is > 0 (direction +1)
     or < 0 (-1) in every comparison. x: (..., m, seeds) or (seeds,). ``test``: "t" (t-test), or
     "sign" (sign-flip test, for per-seed trends)."""
@@ -208,7 +214,10 @@ def directional(x: np.ndarray, direction: int = 1, alpha: float = ALPHA, min_see
     s = float(direction)
     p_gt, p_lt = _one_sided(x, mean, se, n, test)
     p_for, p_against = (p_gt, p_lt) if s > 0 else (p_lt, p_gt)  # evidence for / against the claim (one-sided)
-    p_two_for, p_two_against = np.minimum(1, 2 * p_for), np.minimum(1, 2 * p_against)  # the two-sided test, split by side
+    p_two_for, p_two_against = (
+        np.minimum(1, 2 * p_for),
+        np.minimum(1, 2 * p_against),
+    )  # the two-sided test, split by side
     p_adj = holm(p_two_against)
     hold = np.all(p_two_for < alpha, axis=-1)
     fail = np.any(p_adj < alpha, axis=-1)
@@ -216,24 +225,32 @@ def directional(x: np.ndarray, direction: int = 1, alpha: float = ALPHA, min_see
     t = s * _t_of(mean, se, 0.0)
     t = np.where(np.isnan(t), s * mean, t)  # one seed: no t, rank by the effect itself
     t = np.nan_to_num(t, nan=np.inf)
-    worst = np.where(fail, np.nanargmin(np.where(np.isnan(p_adj), np.inf, p_adj), axis=-1) if x.shape[-2] else 0,
-                     np.argmin(t, axis=-1) if x.shape[-2] else 0)
+    worst = np.where(
+        fail,
+        np.nanargmin(np.where(np.isnan(p_adj), np.inf, p_adj), axis=-1) if x.shape[-2] else 0,
+        np.argmin(t, axis=-1) if x.shape[-2] else 0,
+    )
     return Decision(_finish(hold, fail, n, min_seeds), mean, mean - h, mean + h, p_two_for, p_adj, n, worst, 1 - alpha)
 
 
-def interval(x: np.ndarray, low: np.ndarray | float, high: np.ndarray | float, alpha: float = ALPHA,
-             min_seeds: int = MIN_SEEDS) -> Decision:
+def interval(
+    x: np.ndarray, low: np.ndarray | float, high: np.ndarray | float, alpha: float = ALPHA, min_seeds: int = MIN_SEEDS
+) -> Decision:
     """Claim: the mean of ``x`` lies in (low, high) in every comparison (TOST; a bound may be
     infinite for a one-sided claim). low/high broadcast against x's comparisons."""
     x = _as_comparisons(x)
     mean, se, n = t_moments(x)
     low = np.broadcast_to(np.asarray(low, dtype=np.float64), mean.shape)
     high = np.broadcast_to(np.asarray(high, dtype=np.float64), mean.shape)
-    p_in = np.fmax(np.where(np.isfinite(low), p_greater(mean, se, n, low), 0.0),
-                   np.where(np.isfinite(high), p_less(mean, se, n, high), 0.0))
+    p_in = np.fmax(
+        np.where(np.isfinite(low), p_greater(mean, se, n, low), 0.0),
+        np.where(np.isfinite(high), p_less(mean, se, n, high), 0.0),
+    )
     p_in = np.where(n >= 2, p_in, np.nan)
-    p_out = np.fmin(np.where(np.isfinite(low), p_less(mean, se, n, low), 1.0),
-                    np.where(np.isfinite(high), p_greater(mean, se, n, high), 1.0))
+    p_out = np.fmin(
+        np.where(np.isfinite(low), p_less(mean, se, n, low), 1.0),
+        np.where(np.isfinite(high), p_greater(mean, se, n, high), 1.0),
+    )
     p_out = np.where(n >= 2, p_out, np.nan)
     p_adj = holm(p_out)
     hold = np.all(p_in < alpha, axis=-1)
@@ -243,8 +260,11 @@ def interval(x: np.ndarray, low: np.ndarray | float, high: np.ndarray | float, a
         outside = np.fmax(low - mean, mean - high)  # one seed: no p, rank by the distance beyond the band
     # a comparison without a p-value (one seed) is weaker than any with one: key in (1.5, 2.5) vs p in [0, 1]
     key = np.where(np.isnan(p_in), 2.0 + np.arctan(np.nan_to_num(outside, nan=-np.inf)) / np.pi, p_in)
-    worst = np.where(fail, np.argmin(np.where(np.isnan(p_adj), np.inf, p_adj), axis=-1) if x.shape[-2] else 0,
-                     np.argmax(key, axis=-1) if x.shape[-2] else 0)
+    worst = np.where(
+        fail,
+        np.argmin(np.where(np.isnan(p_adj), np.inf, p_adj), axis=-1) if x.shape[-2] else 0,
+        np.argmax(key, axis=-1) if x.shape[-2] else 0,
+    )
     return Decision(_finish(hold, fail, n, min_seeds), mean, mean - h, mean + h, p_in, p_adj, n, worst, 1 - 2 * alpha)
 
 

@@ -150,8 +150,10 @@ def variant_settings_json():
     first = {}
     for r in RUNS:
         first.setdefault(r.variant, r)
-    return json.dumps({v: {sec: dcfg.run_settings(config, r)[sec] for sec in ("model", "train", "input")}
-                       for v, r in first.items()}, sort_keys=True)
+    return json.dumps(
+        {v: {sec: dcfg.run_settings(config, r)[sec] for sec in ("model", "train", "input")} for v, r in first.items()},
+        sort_keys=True,
+    )
 
 
 def gain_conventions_json():

@@ -4,16 +4,16 @@
 rule download_cifar10:
     output:
         archive=f"{RESOURCES}/downloads/cifar-10-binary.tar.gz",
-    params:
-        url=config["data"]["cifar10"]["url"],
-        md5=config["data"]["cifar10"]["md5"] or "",
-    conda:
-        ENVIRONMENT
     log:
         f"{LOGS}/download_cifar10.log",
+    conda:
+        ENVIRONMENT
     resources:
         mem_mb=1000,
         runtime=60,
+    params:
+        url=config["data"]["cifar10"]["url"],
+        md5=config["data"]["cifar10"]["md5"] or "",
     shell:
         "python -m dnndist download-cifar10 --url {params.url:q} --md5 {params.md5:q} "
         "--out {output.archive:q} > {log:q} 2>&1"
@@ -24,13 +24,10 @@ rule dataset:
         unpack(dataset_inputs),
     output:
         store=directory(DATASET_STORE),
-    params:
-        settings=data_settings_json,
-        archive=archive_arg,
-    conda:
-        ENVIRONMENT
     log:
         f"{LOGS}/dataset.log",
+    conda:
+        ENVIRONMENT
     # an image folder's images are decoded by one process per thread; the store's bytes do not
     # depend on the number. 2 by default, like every job (a cluster node must offer what a job
     # asks for); on a bigger machine: --set-threads dataset=16
@@ -38,6 +35,9 @@ rule dataset:
     resources:
         mem_mb=4000,
         runtime=120,
+    params:
+        settings=data_settings_json,
+        archive=archive_arg,
     shell:
         "python -m dnndist data --settings {params.settings:q} {params.archive} "
         "--out {output.store:q} --workers {threads} > {log:q} 2>&1"

@@ -10,14 +10,14 @@ rule docs:
         code=code("docs"),
     output:
         f"{RESULTS}/docs/reproduction.md",
-    params:
-        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),  # <results>/docs/..
-        configfiles=" ".join(f"'{c}'" for c in workflow.overwrite_configfiles),
-    conda:
-        ENVIRONMENT
     log:
         f"{LOGS}/docs.log",
     localrule: True
+    conda:
+        ENVIRONMENT
+    params:
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),  # <results>/docs/..
+        configfiles=" ".join(f"'{c}'" for c in workflow.overwrite_configfiles),
     shell:
         "python -m dnndist docs --results {params.results:q} --tables {input.tables:q} --figures {input.figures:q} "
         "--configfiles {params.configfiles} --out {output:q} > {log:q} 2>&1"

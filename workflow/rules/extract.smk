@@ -10,19 +10,19 @@ rule extract:
         weights=directory(f"{RUN_DIR}/weights.zarr"),
         features=directory(f"{RUN_DIR}/features.zarr"),
         gradients=directory(f"{RUN_DIR}/gradients.zarr"),
-    params:
-        settings=extract_settings_json,
-        run_dir=run_dir,
-        env=MALLOC_ENV,
-    conda:
-        ENVIRONMENT
     log:
         f"{LOGS}/extract/{{variant}}/{{init}}/seed{{seed}}.log",
+    conda:
+        ENVIRONMENT
     threads: 2
     resources:
         mem_mb=6000,
         runtime=240,
         torch_threads=2,
+    params:
+        settings=extract_settings_json,
+        run_dir=run_dir,
+        env=MALLOC_ENV,
     shell:
         "{params.env} python -m dnndist extract all --settings {params.settings:q} "
         "--checkpoints {input.checkpoints:q} --data {input.store:q} --out {params.run_dir:q} "

@@ -9,14 +9,18 @@ rule figure:
         code=code("plots"),
     output:
         pdf=f"{RESULTS}/figures/{{figure}}.pdf",
-        png=report(f"{RESULTS}/figures/{{figure}}.png", caption="../report/figures.rst", category="Figures",
-                   labels=figure_labels),
+        png=report(
+            f"{RESULTS}/figures/{{figure}}.png",
+            caption="../report/figures.rst",
+            category="Figures",
+            labels=figure_labels,
+        ),
+    log:
+        f"{LOGS}/figures/{{figure}}.log",
     wildcard_constraints:
         figure="|".join(f for f in FIGURES if f != "fig4_emission"),
     conda:
         ENVIRONMENT
-    log:
-        f"{LOGS}/figures/{{figure}}.log",
     resources:
         mem_mb=2000,
         runtime=10,
@@ -33,19 +37,23 @@ rule figure_emission:
         code=code("plots"),
     output:
         pdf=f"{RESULTS}/figures/{{figure}}.pdf",
-        png=report(f"{RESULTS}/figures/{{figure}}.png", caption="../report/figures.rst", category="Figures",
-                   labels=figure_labels),
-    wildcard_constraints:
-        figure="fig4_emission",
-    params:
-        options=emission_options(),
-    conda:
-        ENVIRONMENT
+        png=report(
+            f"{RESULTS}/figures/{{figure}}.png",
+            caption="../report/figures.rst",
+            category="Figures",
+            labels=figure_labels,
+        ),
     log:
         f"{LOGS}/figures/{{figure}}.log",
+    wildcard_constraints:
+        figure="fig4_emission",
+    conda:
+        ENVIRONMENT
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        options=emission_options(),
     shell:
         "python -m dnndist plot {wildcards.figure} --table {input.table:q} --style {input.style:q} "
         "{params.options} --pdf {output.pdf:q} --png {output.png:q} > {log:q} 2>&1"

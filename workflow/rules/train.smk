@@ -14,14 +14,10 @@ if not config["stacked"]:
             checkpoints=directory(f"{RUN_DIR}/checkpoints"),
             metrics=f"{RUN_DIR}/metrics.csv",
             summary=f"{RUN_DIR}/summary.json",
-        params:
-            settings=run_settings_json,
-            run_dir=run_dir,
-            env=MALLOC_ENV,
-        conda:
-            ENVIRONMENT
         log:
             f"{LOGS}/train/{{variant}}/{{init}}/seed{{seed}}.log",
+        conda:
+            ENVIRONMENT
         threads: 2
         resources:
             mem_mb=4000,
@@ -29,6 +25,10 @@ if not config["stacked"]:
             # intra-op threads of torch, fixed so that weights are bitwise identical whatever
             # --cores is (CPU kernels reduce in a thread-count-dependent order)
             torch_threads=2,
+        params:
+            settings=run_settings_json,
+            run_dir=run_dir,
+            env=MALLOC_ENV,
         shell:
             "{params.env} python -m dnndist train --settings {params.settings:q} "
             "--data {input.store:q} --out {params.run_dir:q} --threads {resources.torch_threads} --no-progress "
@@ -47,19 +47,19 @@ else:
                 checkpoints=[directory(p) for p in group_paths(group, f"{RUN_DIR}/checkpoints")],
                 metrics=group_paths(group, f"{RUN_DIR}/metrics.csv"),
                 summary=group_paths(group, f"{RUN_DIR}/summary.json"),
-            params:
-                settings=group_settings_json(group),
-                run_dirs=" ".join(f"'{p}'" for p in group_paths(group, RUN_DIR)),
-                env=MALLOC_ENV,
-            conda:
-                ENVIRONMENT
             log:
                 f"{LOGS}/train/stacked/{group.name}.log",
+            conda:
+                ENVIRONMENT
             threads: 2
             resources:
                 mem_mb=4000 + 500 * len(group.runs),
                 runtime=240 * len(group.runs),
                 torch_threads=2,
+            params:
+                settings=group_settings_json(group),
+                run_dirs=" ".join(f"'{p}'" for p in group_paths(group, RUN_DIR)),
+                env=MALLOC_ENV,
             shell:
                 "{params.env} python -m dnndist train-stacked --settings {params.settings:q} "
                 "--data {input.store:q} --out {params.run_dirs} --threads {resources.torch_threads} --no-progress "
