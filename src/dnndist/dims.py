@@ -1,4 +1,5 @@
-"""Canonical dimension names, defined once and checked at stage boundaries."""
+"""Canonical dimension names, defined once; the stores' writers (extraction, `dnndist analyze`)
+check their datasets against them (`check`)."""
 
 from __future__ import annotations
 

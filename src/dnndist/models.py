@@ -1,5 +1,6 @@
-"""Model registry. Every model is an ``nn.Sequential`` with named children, plus a list of
-``LayerSpec`` naming the analysed layers (their weight module, and the modules whose
+"""Model registry. The plain CNNs are an ``nn.Sequential`` of named children (``Net``), the
+ResNets wrap torchvision's modules with torchvision's state-dict keys (``ResNet``); both carry a
+list of ``LayerSpec`` naming the analysed layers (their weight module, and the modules whose
 outputs are the layer's pre- and post-activation features)."""
 
 from __future__ import annotations
@@ -85,7 +86,6 @@ MODELS: dict[str, Callable[..., Net]] = {"paper_cnn": paper_cnn, "plain_cnn": pl
 
 
 # --------------------------------------------------------------------------- ResNets
-RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 
 
 class ResNet(nn.Module):

@@ -1,5 +1,6 @@
-# Figures: one rule per figure, drawn from one tidy table with the shared style file. The report
-# shows the PNG (a PDF would be blank where a browser cannot render it); the PDF lies beside it.
+# Figures: one rule for all figures (the {figure} wildcard), each drawn from one tidy table with
+# the shared style file. The report shows the PNG (a PDF would be blank where a browser cannot
+# render it); the PDF lies beside it.
 
 
 rule figure:
