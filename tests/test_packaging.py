@@ -93,7 +93,8 @@ def wheel(tmp_path_factory) -> Path:
     assert build.returncode == 0, build.stderr
     sdist = out / build.stdout.strip().splitlines()[-1]
     with tarfile.open(sdist) as tar:
-        tar.extractall(out / "src", filter="data")
+        # the "data" filter where this Python has it (3.11.4+): no links out, no absolute paths
+        tar.extractall(out / "src", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     (unpacked,) = (out / "src").iterdir()
     built = _run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), "."],
@@ -119,7 +120,8 @@ def venv(tmp_path_factory, wheel) -> Path:
             os.environ.copy(),
         ).stdout.strip()
     )
-    (site / "dnndist-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    deps = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))  # lib64 on some systems
+    (site / "dnndist-deps.pth").write_text("".join(f"{p}\n" for p in deps))
     installed = _run(
         [str(root / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
         root,
