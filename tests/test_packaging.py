@@ -202,6 +202,8 @@ def test_init_refuses_to_overwrite_unless_forced(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert cli.main(["workflow", "--init", str(tmp_path / "file")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+    assert cli.main(["workflow", "--init", str(REPO), "--force"]) == 2  # never onto its own source
+    assert "the folder the workflow is copied from" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -56,10 +56,13 @@ def module_path(name: str) -> Path:
 
 def init_deployment(dest: str | Path, force: bool = False) -> list[Path]:
     """Copy a runnable deployment (Snakefile, config.yaml, environment.yml, workflow/, presets/,
-    profiles/) into ``dest``; refuse to overwrite any existing file unless ``force``. Returns the top-level paths."""
+    profiles/) into ``dest``; refuse to overwrite any existing file unless ``force``. Returns the
+    top-level paths written."""
     root, dest = workflow_root(), Path(dest)
     if dest.exists() and not dest.is_dir():
         raise DnndistError(f"{dest} exists and is not a folder")
+    if dest.resolve() == root.resolve():
+        raise DnndistError(f"{dest} is the folder the workflow is copied from; choose another")
     sources = [root / name for name in DEPLOYMENT]
     if not force:
         targets = [dest / f.relative_to(root) for src in sources for f in _files(src)]
@@ -69,18 +72,23 @@ def init_deployment(dest: str | Path, force: bool = False) -> list[Path]:
             raise DnndistError(f"{clashes[0]} already exists{more}; use --force to overwrite")
     dest.mkdir(parents=True, exist_ok=True)
     for src in sources:
-        target = dest / src.name
-        if src.is_symlink():  # profiles -> workflow/profiles: keep the link (relative, inside dest)
-            if target.is_symlink() or target.is_file():
-                target.unlink()
-            elif target.is_dir():
-                shutil.rmtree(target)
-            target.symlink_to(src.readlink(), target_is_directory=True)
-        elif src.is_dir():
-            shutil.copytree(src, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copyfile(src, target)
+        _copy(src, dest / src.name)
     return [dest / name for name in DEPLOYMENT]
+
+
+def _copy(src: Path, target: Path) -> None:
+    """One top-level entry: a file, a folder (merged into an existing one), or a link kept as a link
+    (profiles -> workflow/profiles in a checkout: relative, so it points inside the deployment)."""
+    if src.is_symlink():
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        target.symlink_to(src.readlink(), target_is_directory=True)
+    elif src.is_dir():
+        shutil.copytree(src, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        shutil.copyfile(src, target)
 
 
 def _files(path: Path) -> list[Path]:
