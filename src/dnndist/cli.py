@@ -313,9 +313,10 @@ def cmd_workflow(args: argparse.Namespace) -> int:
     if args.path:
         print(resources.workflow_root())
         return 0
-    written = resources.init_deployment(args.init, force=args.force)
-    print(f"wrote {args.init}/: {', '.join(p.name for p in written)}")
-    print(f"run it: cd {args.init} && snakemake --cores all --configfile presets/demo.yaml")
+    dest = Path(args.init)
+    written = resources.init_deployment(dest, force=args.force)
+    print(f"wrote {dest}/: {', '.join(p.name for p in written)}")
+    print(f"run it: cd {dest} && snakemake --cores all --configfile presets/demo.yaml")
     return 0
 
 
@@ -544,7 +545,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "workflow",
         help="deploy the Snakemake workflow this dnndist carries, or print where it is",
-        description="The workflow (Snakefile, config.yaml, workflow/, presets/, profiles/) of this installed dnndist: "
+        description="The workflow (Snakefile, config.yaml, environment.yml, workflow/, presets/, profiles/) of this dnndist: "
         "--init DIR copies a runnable deployment into DIR; --path prints its folder, e.g. "
         "snakemake --snakefile $(dnndist workflow --path)/Snakefile --cores all --configfile my.yaml",
     )
