@@ -34,7 +34,7 @@ test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # ruff (lint + format check) for Python, snakefmt for the workflow, snakemake --lint for rules
-LINT_PY := src tests benchmarks dev
+LINT_PY := src tests benchmarks dev setup.py
 LINT_SMK := Snakefile workflow/rules/*.smk
 lint: setup
 	$(BIN)/ruff check $(LINT_PY)

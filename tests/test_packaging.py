@@ -1,10 +1,20 @@
-"""pyproject.toml and environment.yml list the same packages at the same versions."""
+"""Packaging: pyproject.toml and environment.yml list the same packages at the same versions; the
+wheel carries the workflow, and an installed wheel analyzes models and deploys the workflow."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import sysconfig
+import tarfile
 import tomllib
+import zipfile
+from pathlib import Path
 
+import pandas as pd
+import pytest
 import yaml
 
 from .conftest import REPO
@@ -63,3 +73,192 @@ def test_rules_conda_env_resolves_to_this_repository():
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     assert env["channels"][:2] == ["conda-forge", "bioconda"] and "nodefaults" in env["channels"]
     assert any(isinstance(d, dict) and "-e ." in d["pip"] for d in env["dependencies"])
+
+
+# --------------------------------------------------------------------------- the wheel and an installed workflow
+def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The sdist of this repository, then a wheel built from the unpacked sdist (so the sdist
+    must hold everything the wheel's build copies into dnndist/_workflow)."""
+    out = tmp_path_factory.mktemp("dist")
+    build = _run(
+        [sys.executable, "-c", f"from setuptools import build_meta as b; print(b.build_sdist({str(out)!r}))"],
+        REPO,
+        os.environ.copy(),
+    )
+    assert build.returncode == 0, build.stderr
+    sdist = out / build.stdout.strip().splitlines()[-1]
+    with tarfile.open(sdist) as tar:
+        # the "data" filter where this Python has it (3.11.4+): no links out, no absolute paths
+        tar.extractall(out / "src", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    (unpacked,) = (out / "src").iterdir()
+    built = _run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), "."],
+        unpacked,
+        os.environ.copy(),
+    )
+    assert built.returncode == 0, built.stderr
+    (whl,) = out.glob("dnndist-*.whl")
+    return whl
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory, wheel) -> Path:
+    """A fresh venv with the wheel installed (--no-deps): the dependencies come from this
+    interpreter's site-packages through a plain path line in a .pth file, which does not run that
+    folder's own .pth files, so an editable dnndist installed there stays invisible."""
+    root = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
+    site = Path(
+        _run(
+            [str(root / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            root,
+            os.environ.copy(),
+        ).stdout.strip()
+    )
+    deps = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))  # lib64 on some systems
+    (site / "dnndist-deps.pth").write_text("".join(f"{p}\n" for p in deps))
+    installed = _run(
+        [str(root / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        root,
+        venv_env(root),
+    )
+    assert installed.returncode == 0, installed.stderr
+    return root
+
+
+def venv_env(root: Path) -> dict[str, str]:
+    """The venv's bin first on PATH (the workflow's jobs run `python -m dnndist`), no PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    return {**env, "PATH": f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+
+
+def test_wheel_carries_the_workflow(wheel):
+    """Snakefile, config, schema, rules, report captions, style, profiles and presets, byte for byte."""
+    from dnndist import resources
+
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        packaged = {
+            n.removeprefix("dnndist/_workflow/"): z.read(n) for n in names if n.startswith("dnndist/_workflow/")
+        }
+    assert "dnndist/resources.py" in names and "dnndist/cli.py" in names
+    expected = [Path(name) for name in ("Snakefile", "config.yaml", "environment.yml")]
+    for folder in ("workflow", "presets"):
+        expected += [p.relative_to(REPO) for p in sorted((REPO / folder).rglob("*")) if p.is_file()]
+    assert {str(p) for p in expected} >= {
+        "workflow/schemas/config.schema.yaml",
+        "workflow/rules/common.smk",
+        "workflow/report/figures.rst",
+        "workflow/report/tables.rst",
+        "workflow/style/dnndist.mplstyle",
+        "workflow/profiles/slurm/config.yaml",
+        "presets/demo.yaml",
+        "presets/paper-full.yaml",
+    }
+    for rel in expected:
+        assert packaged.get(str(rel)) == (REPO / rel).read_bytes(), rel
+    # the default profile where Snakemake looks for it, beside the Snakefile (a link in the repository)
+    assert packaged["profiles/default/config.yaml"] == (REPO / "workflow/profiles/default/config.yaml").read_bytes()
+    assert {n.split("/")[0] for n in packaged} == set(resources.DEPLOYMENT)
+
+
+def test_source_tree_finds_its_own_workflow():
+    """Imported from the checkout (or an editable install), the workflow root is the repository
+    and the config schema is read from it; the rules' code inputs are the package's own files."""
+    from dnndist import DnndistError, resources
+    from dnndist import config as dcfg
+
+    if resources.PACKAGED_ROOT.exists():
+        pytest.skip("dnndist is installed from a wheel here")
+    assert resources.workflow_root() == REPO
+    assert resources.schema_path() == REPO / "workflow" / "schemas" / "config.schema.yaml"
+    assert dcfg.load_schema() == yaml.safe_load(resources.schema_path().read_text())
+    assert resources.module_path("plots") == Path(dcfg.__file__).parent / "plots.py"
+    with pytest.raises(DnndistError, match="no module 'nosuch'"):
+        resources.module_path("nosuch")
+
+
+def test_init_refuses_to_overwrite_unless_forced(tmp_path, capsys):
+    from dnndist import cli
+
+    dest = tmp_path / "deploy"
+    assert cli.main(["workflow", "--init", str(dest)]) == 0
+    assert (dest / "Snakefile").read_bytes() == (REPO / "Snakefile").read_bytes()
+    assert (dest / "profiles" / "default" / "config.yaml").is_file()
+    assert (dest / "workflow" / "schemas" / "config.schema.yaml").is_file()
+    capsys.readouterr()
+    (dest / "presets" / "demo.yaml").write_text("edited\n")
+    assert cli.main(["workflow", "--init", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dnndist workflow: error: {dest}/") and "--force" in err and len(err.splitlines()) == 1
+    assert (dest / "presets" / "demo.yaml").read_text() == "edited\n"  # nothing written
+    assert cli.main(["workflow", "--init", str(dest), "--force"]) == 0
+    assert (dest / "presets" / "demo.yaml").read_bytes() == (REPO / "presets" / "demo.yaml").read_bytes()
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["workflow", "--init", str(tmp_path / "file")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert cli.main(["workflow", "--init", str(REPO), "--force"]) == 2  # never onto its own source
+    assert "the folder the workflow is copied from" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_installed_wheel_analyzes_and_deploys_the_workflow(venv, tmp_path):
+    """From the installed wheel, outside the repository: dnndist resolves to site-packages,
+    `dnndist analyze` measures a saved state dict, `dnndist workflow --init` deploys the workflow,
+    and Snakemake plans the demo (rules depending on the installed modules) and runs its first job."""
+    import torch
+
+    from dnndist import analysis, models
+
+    env, py = venv_env(venv), str(venv / "bin" / "python")
+    where = _run(
+        [py, "-c", "import dnndist, dnndist.resources as r; print(dnndist.__file__); print(r.workflow_root())"],
+        tmp_path,
+        env,
+    )
+    assert where.returncode == 0, where.stderr
+    module, root = (Path(line) for line in where.stdout.split())
+    site = module.parent.parent
+    assert site.is_relative_to(venv) and root == site / "dnndist" / "_workflow", where.stdout
+    path = _run(["dnndist", "workflow", "--path"], tmp_path, env)
+    assert path.returncode == 0 and Path(path.stdout.strip()) == root, path.stderr
+
+    torch.manual_seed(0)
+    net = models.paper_cnn(analysis.MODEL_DEFAULTS)
+    torch.save(net.state_dict(), tmp_path / "w.pth")
+    analyzed = _run(
+        ["dnndist", "analyze", "--model", "paper_cnn", "--weights", "w.pth", "--out", "a", "--no-figures"],
+        tmp_path,
+        env,
+    )
+    assert analyzed.returncode == 0, analyzed.stderr
+    assert analyzed.stdout.startswith("paper_cnn: 5 Conv2d/Linear layers, 535,018 weights and biases")
+    layers = pd.read_csv(tmp_path / "a" / "layers.csv")
+    std = dict(zip(layers["layer"], layers["std"]))
+    assert abs(std["conv1"] - net.conv1.weight.detach().std(correction=0).item()) < 1e-5
+
+    init = _run(["dnndist", "workflow", "--init", "d"], tmp_path, env)
+    assert init.returncode == 0, init.stderr
+    d = tmp_path / "d"
+    assert (d / "Snakefile").read_bytes() == (REPO / "Snakefile").read_bytes()
+    assert (d / "profiles" / "default" / "config.yaml").is_file() and (d / "presets" / "demo.yaml").is_file()
+    again = _run(["dnndist", "workflow", "--init", "d"], tmp_path, env)
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
+    assert "already exists" in again.stderr and "--force" in again.stderr and "Traceback" not in again.stderr
+    assert _run(["dnndist", "workflow", "--init", "d", "--force"], tmp_path, env).returncode == 0
+
+    snakemake = [py, "-m", "snakemake"]
+    dry = _run([*snakemake, "-n", "--cores", "1", "--configfile", "presets/demo.yaml"], d, env)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert re.search(r"^train\s+7$", dry.stdout, re.M) and re.search(r"^total\s+\d+$", dry.stdout, re.M), dry.stdout
+    assert str(site / "dnndist" / "plots.py") in dry.stdout and "src/dnndist" not in dry.stdout
+    first = _run(
+        [*snakemake, "results/demo/data/dataset.zarr", "--cores", "1", "--configfile", "presets/demo.yaml"], d, env
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (d / "results" / "demo" / "data" / "dataset.zarr" / "zarr.json").is_file()

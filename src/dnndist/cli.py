@@ -11,6 +11,7 @@
     python -m dnndist plot {fig1_training,...,fig7_variants} --table CSV --style FILE --pdf PDF --png PNG
     python -m dnndist table {init_check,range,depth_trend,emission,claims,factors} --weights-summary CSV ... --out-stem PATH
     python -m dnndist analyze --model torchvision:resnet18 [--weights FILE.pth] [--inputs IMAGES] [--out DIR]
+    python -m dnndist workflow (--path | --init DIR [--force])
 
 Errors in user input (config, files) are reported in one line with exit status 2.
 """
@@ -306,6 +307,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workflow(args: argparse.Namespace) -> int:
+    from dnndist import resources
+
+    if args.path:
+        print(resources.workflow_root())
+        return 0
+    dest = Path(args.init)
+    written = resources.init_deployment(dest, force=args.force)
+    print(f"wrote {dest}/: {', '.join(p.name for p in written)}")
+    print(f"run it: cd {dest} && snakemake --cores all --configfile presets/demo.yaml")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dnndist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -527,6 +541,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu, cuda, mps or auto (default: cpu)")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.set_defaults(fn=cmd_analyze)
+
+    s = sub.add_parser(
+        "workflow",
+        help="deploy the Snakemake workflow this dnndist carries, or print where it is",
+        description="The workflow (Snakefile, config.yaml, environment.yml, workflow/, presets/, profiles/) of this dnndist: "
+        "--init DIR copies a runnable deployment into DIR; --path prints its folder, e.g. "
+        "snakemake --snakefile $(dnndist workflow --path)/Snakefile --cores all --configfile my.yaml",
+    )
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument(
+        "--init",
+        metavar="DIR",
+        help="copy Snakefile, config.yaml, environment.yml, workflow/, presets/ and profiles/ into DIR (created if needed)",
+    )
+    g.add_argument("--path", action="store_true", help="print the folder holding the packaged Snakefile")
+    s.add_argument("--force", action="store_true", help="with --init: overwrite files that already exist in DIR")
+    s.set_defaults(fn=cmd_workflow)
     return p
 
 

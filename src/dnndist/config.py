@@ -17,9 +17,8 @@ from typing import Any
 
 import yaml
 
-from dnndist import DnndistError
+from dnndist import DnndistError, resources
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 RUN_SECTIONS = ("model", "init", "train", "input")
 
 
@@ -28,7 +27,8 @@ class ConfigError(DnndistError):
 
 
 def load_schema(path: str | Path | None = None) -> dict[str, Any]:
-    with open(path or SCHEMA_PATH) as fh:
+    """The config schema: ``path``, else the workflow's own (packaged or in the source tree)."""
+    with open(path or resources.schema_path()) as fh:
         return yaml.safe_load(fh)
 
 

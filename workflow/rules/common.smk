@@ -70,8 +70,12 @@ MALLOC_ENV = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=429496729
 
 def code(*modules):
     """dnndist source files as inputs: editing plots.py reruns only the figures, editing stats.py
-    the statistics and what is drawn from them (training and extraction do not depend on them)."""
-    return [workflow.source_path(f"../../src/dnndist/{m}.py") for m in modules]
+    the statistics and what is drawn from them (training and extraction do not depend on them).
+    The files of the dnndist the workflow imports: src/dnndist in a checkout, site-packages when installed;
+    through source_path, so that a newer file reruns (a plain path reruns only when its checksum changed)."""
+    from dnndist import resources
+
+    return [workflow.source_path(str(resources.module_path(m))) for m in modules]
 
 
 def expand_runs(pattern, kinds=(None,)):

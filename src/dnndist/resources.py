@@ -1,0 +1,98 @@
+"""Where the workflow lives: the Snakefile, config.yaml, workflow/ and presets/ (no torch here).
+
+A wheel carries a copy of them as package data (``dnndist/_workflow``, copied at build time by
+setup.py); a source tree or an editable install has them at the repository root, two levels above
+this package. ``workflow_root()`` finds whichever applies, so the config schema, the rules and the
+presets are found the same way from an installed package and from a checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from dnndist import DnndistError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGED_ROOT = PACKAGE_DIR / "_workflow"  # the wheel's copy (setup.py: WORKFLOW_FILES)
+# what a runnable deployment holds (setup.py copies the same into the wheel). profiles/ is where
+# Snakemake looks for the default profile (beside the Snakefile): a link to workflow/profiles in the
+# repository, a copy in the wheel. environment.yml is every rule's conda: file; Snakemake records it
+# with each finished job even without --sdm conda, so a deployment without it fails its first job.
+DEPLOYMENT = ("Snakefile", "config.yaml", "environment.yml", "workflow", "presets", "profiles")
+
+
+def _is_root(path: Path) -> bool:
+    return (path / "Snakefile").is_file() and (path / "workflow" / "schemas").is_dir()
+
+
+def workflow_root() -> Path:
+    """The folder holding the Snakefile: the packaged copy when installed from a wheel, else the
+    repository root of the source tree this package was imported from."""
+    if _is_root(PACKAGED_ROOT):
+        return PACKAGED_ROOT
+    repo = PACKAGE_DIR.parents[1]  # src/dnndist -> the repository root
+    if _is_root(repo):
+        return repo
+    raise DnndistError(
+        f"the dnndist workflow is neither packaged ({PACKAGED_ROOT}) nor in a source tree ({repo}); "
+        "reinstall dnndist from a wheel or a checkout"
+    )
+
+
+def schema_path() -> Path:
+    """The config schema (types, ranges, enums, defaults of every key)."""
+    return workflow_root() / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def module_path(name: str) -> Path:
+    """The source file of the dnndist module ``name`` (workflow rules depend on it as an input)."""
+    path = PACKAGE_DIR / f"{name}.py"
+    if not path.is_file():
+        raise DnndistError(f"dnndist has no module {name!r} ({path})")
+    return path
+
+
+def init_deployment(dest: str | Path, force: bool = False) -> list[Path]:
+    """Copy a runnable deployment (Snakefile, config.yaml, environment.yml, workflow/, presets/,
+    profiles/) into ``dest``; refuse to overwrite any existing file unless ``force``. Returns the
+    top-level paths written."""
+    root, dest = workflow_root(), Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise DnndistError(f"{dest} exists and is not a folder")
+    if dest.resolve() == root.resolve():
+        raise DnndistError(f"{dest} is the folder the workflow is copied from; choose another")
+    sources = [root / name for name in DEPLOYMENT]
+    if not force:
+        targets = [dest / f.relative_to(root) for src in sources for f in _files(src)]
+        clashes = [t for t in targets if os.path.lexists(t)]
+        if clashes:
+            more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+            raise DnndistError(f"{clashes[0]} already exists{more}; use --force to overwrite")
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in sources:
+        _copy(src, dest / src.name)
+    return [dest / name for name in DEPLOYMENT]
+
+
+def _copy(src: Path, target: Path) -> None:
+    """One top-level entry: a file, a folder (merged into an existing one), or a link kept as a link
+    (profiles -> workflow/profiles in a checkout: relative, so it points inside the deployment)."""
+    if src.is_symlink():
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        target.symlink_to(src.readlink(), target_is_directory=True)
+    elif src.is_dir():
+        shutil.copytree(src, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        shutil.copyfile(src, target)
+
+
+def _files(path: Path) -> list[Path]:
+    """``path`` itself (a file or a link) or every file below a folder."""
+    if path.is_symlink() or path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if not p.is_dir() and "__pycache__" not in p.parts)
