@@ -248,6 +248,30 @@ each group; no bands are drawn there.{% if config["variants"]|length > 1 or conf
 ``factors`` table gives each factor's effect with its interval.{% endif %}
 """,
     ),
+    Figure(
+        "fig8_esd",
+        "Fig 8",
+        "empirical spectral density per weight matrix, power-law fit",
+        "Figure 8: empirical spectral densities of the weight matrices",
+        table="spectrum",
+        draw="fig_esd",
+        caption="""
+Empirical spectral density (ESD) of each weight matrix, WeightWatcher style, for the first
+initialisation that is neither constant nor orthogonal (whose spectrum before training is a single
+point; seed 0 of the first variant): rows are the layers in depth order (at
+most 6, evenly spaced in depth when there are more, as the title then says){% if given %}, for the
+given weights (one checkpoint, epoch 0){% else %}, columns the first and the last checkpoint{% endif %}.
+The eigenvalues of W^T W (the squared singular values of the ``spectrum`` table; a conv weight as
+its C_out x C_in*kh*kw reshape) are drawn as a density over log-spaced bins on log-log axes; the
+orange line is the power law p(x) = (alpha - 1) / xmin (x / xmin)^-alpha fitted the way
+WeightWatcher fits it (continuous maximum likelihood from the xmin, dashed, that minimises the
+Kolmogorov-Smirnov distance, over the eigenvalues above 1e-5), scaled by the tail's share of the
+eigenvalues; each panel's title gives alpha. WeightWatcher reads alpha in [2, 6] as heavy-tailed
+(well trained) and above 6 as random-like; matrices with fewer than 8 eigenvalues get no fit. For
+conv layers the reshape is not WeightWatcher's per-kernel-position matrices, so their alpha differs
+from the ``alpha`` of the weights table.
+""",
+    ),
 )
 
 TABLES: tuple[Table, ...] = (  # in the reproduction document's order
