@@ -55,7 +55,7 @@ def test_caption_files_render_the_registry_captions():
         job = SimpleNamespace(
             config=cfg, wildcards=SimpleNamespace(**wildcards), output=SimpleNamespace(pdf="f.pdf", csv="t.csv")
         )
-        html = publish_parts(env.from_string(source).render(snakemake=job), writer_name="html")["body"]
+        html = publish_parts(env.from_string(source).render(snakemake=job), writer="html")["body"]
         return " ".join(re.sub(r"<[^>]+>", " ", html).split())
 
     fig1 = rendered("figures", figure="fig1_training")
