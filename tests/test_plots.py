@@ -562,3 +562,58 @@ def test_emission_without_chosen_layers_keeps_to_a_page_in_depth_order():
     chosen = plots.draw_emission(table, layers=["layer4.1.conv2", "conv1"])  # as configured, in that order
     assert [t.split()[0] for t in titles(chosen)[::2]] == ["layer4.1.conv2", "conv1"]
     assert "2 of 20 conv layers (plots.emission_layers)" in chosen._suptitle.get_text()
+
+
+# --------------------------------------------------------------------------- Fig 8 (ESD)
+def spectrum_rows(weights: dict[str, np.ndarray], init: str, epoch: int) -> list[dict]:
+    """Rows of the spectrum table (stats.spectrum_table's columns) for one run's weights."""
+    rows = []
+    for layer, w in weights.items():
+        s = np.linalg.svd(w.reshape(w.shape[0], -1), compute_uv=False)
+        rows += [
+            {
+                "variant": "base",
+                "init": init,
+                "seed": 0,
+                "epoch": epoch,
+                "layer": layer,
+                "index": i,
+                "singular_value": v,
+            }
+            for i, v in enumerate(s)
+        ]
+    return rows
+
+
+def test_esd_figure_fits_each_layer_like_weightwatcher():
+    """Fig 8: one row per layer in depth order, the first and last checkpoint, for the first init
+    that is neither constant nor orthogonal; a linear layer's alpha and xmin are WeightWatcher's
+    (spectral.spectral_stats, the weights table's alpha)."""
+    from dnndist import spectral
+
+    rng = np.random.default_rng(1)
+    trained = {"conv1": rng.normal(size=(16, 3, 3, 3)), "fc1": rng.standard_t(2.5, (200, 300)) * 0.05}
+    fresh = {"conv1": rng.normal(size=(16, 3, 3, 3)), "fc1": rng.normal(size=(200, 300)) * 0.05}
+    rows = []
+    for init in ("orthogonal", "ones", "kaiming_normal"):
+        rows += spectrum_rows(fresh, init, 0) + spectrum_rows(trained, init, 3)
+    fig = plots.draw_esd_layers(pd.DataFrame(rows))
+    axes = data_axes(fig)
+    assert [ax.get_title().split(":")[0] for ax in axes] == [
+        "conv1, epoch 0",
+        "conv1, epoch 3",
+        "fc1, epoch 0",
+        "fc1, epoch 3",
+    ]
+    assert "kaiming normal init" in fig._suptitle.get_text()
+    assert all(ax.get_xscale() == "log" and "esd" in {a.get_gid() for a in ax.get_children()} for ax in axes)
+    st = spectral.spectral_stats(trained["fc1"])
+    assert st["alpha_fitted"] == 1 and f"alpha = {st['alpha']:.2f}" in axes[3].get_title()
+    xmin = next(line for line in axes[3].lines if line.get_gid() == "xmin")
+    assert xmin.get_xdata()[0] == pytest.approx(st["alpha_xmin"])
+
+
+def test_esd_figure_of_one_checkpoint_and_of_nothing():
+    rows = spectrum_rows({"fc1": np.random.default_rng(2).normal(size=(50, 40))}, "xavier_uniform", 0)
+    assert len(data_axes(plots.draw_esd_layers(pd.DataFrame(rows)))) == 1  # given weights: one checkpoint
+    assert "no spectrum" in plots.draw_esd_layers(pd.DataFrame()).texts[0].get_text()

@@ -31,3 +31,36 @@ def test_inline_figure_embeds_the_png_at_half_its_pixel_size(tmp_path):
     assert 'alt="fig.png"' in body and f"width: {width // 2}px" in body and "The caption." in body
     (tmp_path / "table.html").write_text("<table></table>")
     assert reporting.png_size(tmp_path / "table.html") is None
+
+
+def test_caption_files_render_the_registry_captions():
+    """figures.rst and tables.rst, rendered the way Snakemake renders a caption file (Jinja, then
+    rst): the dnndist-caption directive puts the output's caption from dnndist.outputs in place,
+    filled in from the config, beside the file's own text."""
+    from types import SimpleNamespace
+
+    import jinja2
+
+    from dnndist import config as dcfg
+    from dnndist import outputs
+
+    from .conftest import REPO
+
+    reporting.register()
+    cfg = dcfg.load([REPO / "config.yaml", REPO / "presets" / "demo.yaml"])
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+
+    def rendered(kind: str, **wildcards: str) -> str:
+        source = (REPO / "workflow" / "report" / f"{kind}.rst").read_text()
+        job = SimpleNamespace(
+            config=cfg, wildcards=SimpleNamespace(**wildcards), output=SimpleNamespace(pdf="f.pdf", csv="t.csv")
+        )
+        html = publish_parts(env.from_string(source).render(snakemake=job), writer="html")["body"]
+        return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+    fig1 = rendered("figures", figure="fig1_training")
+    assert f"Optimiser {cfg['train']['optimizer']}, learning rate {cfg['train']['lr']}" in fig1
+    assert "f.pdf" in fig1 and "System Message" not in fig1
+    first_words = " ".join(outputs.TABLE["claims"].report.split()[:6])
+    claims = rendered("tables", name="claims")
+    assert claims.startswith(first_words) and "t.csv" in claims and "System Message" not in claims

@@ -8,8 +8,9 @@
         --checkpoints RUN_DIR/checkpoints --data STORE --out RUN_DIR/features.zarr
     python -m dnndist stats-run --settings JSON --weights W --features F --gradients G --out-dir RUN_DIR/stats
     python -m dnndist stats-combine {training,weights,features,...} --inputs CSV... --out CSV [--summary CSV]
-    python -m dnndist plot {fig1_training,...,fig7_variants} --table CSV --style FILE --pdf PDF --png PNG
-    python -m dnndist table {init_check,range,depth_trend,emission,claims,factors} --weights-summary CSV ... --out-stem PATH
+    python -m dnndist plot {fig1_training,...} --table CSV --style FILE --pdf PDF --png PNG
+    python -m dnndist table {claims,range,...} --weights-summary CSV ... --out-stem PATH
+    python -m dnndist outputs     # the statistics, figures and tables (declared in dnndist.outputs)
     python -m dnndist analyze --model torchvision:resnet18 [--weights FILE.pth] [--inputs IMAGES] [--out DIR]
     python -m dnndist workflow (--path | --init DIR [--force])
 
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dnndist import DnndistError, conventions, integrity
+from dnndist import DnndistError, conventions, integrity, outputs
 from dnndist import config as cfgmod
 
 
@@ -161,6 +162,24 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_table_functions(
+    groups: dict[str, Any], features: Any, grad_groups: dict[str, Any], epochs: list[int], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """How each per-run table of ``dnndist.outputs`` (``run_tables()``) is computed from a run's
+    opened stores: name -> a function of no arguments returning the table."""
+    from dnndist import stats
+
+    first_last = [epochs[0], epochs[-1]]
+    return {
+        "weights": lambda: stats.weight_table(groups, settings),
+        "features": lambda: stats.feature_table(features),
+        "weight_hist": lambda: stats.weight_histograms(groups, first_last),
+        "feature_hist": lambda: stats.feature_histograms(features, first_last),
+        "em_ab": lambda: stats.em_ab_table(grad_groups, epochs[-1]),
+        "spectrum": lambda: stats.spectrum_table(groups),
+    }
+
+
 def cmd_stats_run(args: argparse.Namespace) -> int:
     import xarray as xr
 
@@ -179,16 +198,9 @@ def cmd_stats_run(args: argparse.Namespace) -> int:
         str(layer): xr.open_zarr(args.gradients, group=str(layer), consolidated=False)
         for layer in grads["layer"].values
     }
-    tables = {
-        "weights": stats.weight_table(groups, settings),
-        "features": stats.feature_table(features),
-        "weight_hist": stats.weight_histograms(groups, [epochs[0], epochs[-1]]),
-        "feature_hist": stats.feature_histograms(features, [epochs[0], epochs[-1]]),
-        "em_ab": stats.em_ab_table(grad_groups, epochs[-1]),
-        "spectrum": stats.spectrum_table(groups),
-    }
-    for name, df in tables.items():
-        write_text(out / f"{name}.csv", df.to_csv(index=False))
+    compute = run_table_functions(groups, features, grad_groups, epochs, settings)
+    for name in outputs.run_tables():  # what the workflow expects of every run
+        write_text(out / f"{name}.csv", compute[name]().to_csv(index=False))
     return 0
 
 
@@ -214,20 +226,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     from dnndist import plots
 
+    figure = outputs.FIGURE[args.figure]
     plots.use_style(args.style)
-    table = pd.read_csv(args.table)
-    draw = {
-        "fig1_training": lambda: plots.fig_training(table, args.pdf, args.png),
-        "fig2_weights": lambda: plots.fig_weight_distributions(table, args.pdf, args.png),
-        "fig3_features": lambda: plots.fig_features(table, args.pdf, args.png),
-        "fig4_emission": lambda: plots.fig_emission(
-            table, args.pdf, args.png, init=args.init, layers=args.layers or ()
-        ),
-        "fig5_trajectories": lambda: plots.fig_trajectories(table, args.pdf, args.png, x="epoch"),
-        "fig6_depth": lambda: plots.fig_trajectories(table, args.pdf, args.png, x="depth"),
-        "fig7_variants": lambda: plots.fig_variants(table, args.pdf, args.png),
-    }
-    draw[args.figure]()
+    options = {name: getattr(args, name) for name in figure.options}  # e.g. Fig 4's --init and --layers
+    figure.function()(pd.read_csv(args.table), args.pdf, args.png, **dict(figure.kwargs), **options)
+    return 0
+
+
+def cmd_outputs(args: argparse.Namespace) -> int:
+    print(outputs.markdown())
     return 0
 
 
@@ -236,22 +243,14 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     from dnndist import tables
 
+    table = outputs.TABLE[args.name]
     read = lambda name: pd.read_csv(getattr(args, name)) if getattr(args, name) else None  # noqa: E731
-    if args.name == "init_check":
-        df = tables.init_check(read("weights_summary"))
-    elif args.name == "range":
-        df = tables.range_table(read("weights"))
-    elif args.name == "depth_trend":
-        df = tables.depth_trend(read("weights"))
-    elif args.name == "emission":
-        df = tables.emission_summary(read("em_ab"))
-    elif args.name == "factors":
-        if not args.variants:
-            raise DnndistError("table factors needs --variants (JSON: variant -> its model/train/input settings)")
-        df = tables.factor_effects(read("weights"), json.loads(args.variants))
-    else:
-        df = tables.claims(read("training"), read("weights"), read("features"), read("em_ab"))
-    caption = f"{tables.CAPTIONS[args.name]} {conventions.note(json.loads(args.gain_conventions or '{}'))}".strip()
+    for name in table.extra:
+        if not getattr(args, name):
+            raise DnndistError(f"table {args.name} needs --{name} (JSON; see dnndist table --help)")
+    extra = {name: json.loads(getattr(args, name)) for name in table.extra}
+    df = table.function()(*(read(name) for name in table.inputs), **extra)
+    caption = f"{table.caption} {conventions.note(json.loads(args.gain_conventions or '{}'))}".strip()
     tables.write_table(df, args.out_stem, caption)
     return 0
 
@@ -402,41 +401,31 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--out-dir",
         required=True,
-        help="receives weights, features, weight_hist, feature_hist, em_ab and spectrum .csv",
+        help=f"receives {', '.join(outputs.run_tables())} (.csv)",
     )
     s.set_defaults(fn=cmd_stats_run)
 
     s = sub.add_parser(
         "stats-combine", help="combine per-run tables; aggregate over seeds (mean and 95 %% CI over seeds)"
     )
-    s.add_argument(
-        "kind", choices=["weights", "features", "training", "weight_hist", "feature_hist", "em_ab", "spectrum"]
-    )
+    s.add_argument("kind", choices=[t.name for t in outputs.STATS])
     s.add_argument("--inputs", nargs="+", required=True, help="per-run tables (CSV) to combine")
     s.add_argument("--out", required=True, help="combined table (CSV)")
     s.add_argument("--summary", help="also write the seed aggregate (mean and 95 %% CI over seeds)")
     s.set_defaults(fn=cmd_stats_combine)
 
     s = sub.add_parser("plot", help="draw one figure (PDF and PNG) from its tidy table")
-    s.add_argument(
-        "figure",
-        choices=[
-            "fig1_training",
-            "fig2_weights",
-            "fig3_features",
-            "fig4_emission",
-            "fig5_trajectories",
-            "fig6_depth",
-            "fig7_variants",
-        ],
-    )
+    s.add_argument("figure", choices=list(outputs.FIGURE))
     s.add_argument("--table", required=True, help="the tidy table the figure is drawn from (CSV)")
     s.add_argument("--style", help="matplotlib style file")
     s.add_argument("--init", help="init shown in Fig 4")
-    s.add_argument("--layers", nargs="*", help="conv layers shown in Fig 4 (default: all)")
+    s.add_argument("--layers", nargs="*", default=[], help="conv layers shown in Fig 4 (default: all)")
     s.add_argument("--pdf", required=True, help="PDF to write")
     s.add_argument("--png", required=True, help="PNG to write")
     s.set_defaults(fn=cmd_plot)
+
+    s = sub.add_parser("outputs", help="list every statistics table, figure and table (Markdown; dnndist.outputs)")
+    s.set_defaults(fn=cmd_outputs)
 
     s = sub.add_parser("docs", help="write the reproduction document (Markdown) from the tables and figures")
     s.add_argument("--results", required=True, help="the results folder (for the run's provenance and logs)")
@@ -449,12 +438,12 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_docs)
 
     s = sub.add_parser("table", help="write one table as CSV, Markdown and LaTeX")
-    s.add_argument("name", choices=["init_check", "range", "depth_trend", "emission", "claims", "factors"])
+    s.add_argument("name", choices=list(outputs.TABLE))
     s.add_argument("--variants", help="factors: JSON mapping each variant to its model/train/input settings")
     s.add_argument(
         "--gain-conventions", help="JSON mapping each variant to its init.gain convention (named in the caption)"
     )
-    for name in ("training_summary", "weights_summary", "features_summary", "training", "weights", "features", "em_ab"):
+    for name in [n for n in outputs.stats_files() if any(n in t.inputs for t in outputs.TABLES)]:
         s.add_argument(
             f"--{name.replace('_', '-')}",
             help=f"{name}.csv (the per-seed table)" if "summary" not in name else f"{name}.csv",

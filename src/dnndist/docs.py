@@ -11,25 +11,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dnndist import outputs
 from dnndist.provenance import git_commit
-
-FIGURE_TITLES = {
-    "fig1_training": "Figure 1: training and test loss and accuracy",
-    "fig2_weights": "Figure 2: weight and bias distributions before and after training",
-    "fig3_features": "Figure 3: feature distributions",
-    "fig4_emission": "Figure 4: emission and absorption per channel",
-    "fig5_trajectories": "Figure 5: weight statistics over epochs",
-    "fig6_depth": "Figure 6: weight statistics against depth",
-    "fig7_variants": "Figure 7: experiment variants",
-}
-TABLE_TITLES = {
-    "claims": "The paper's claims, decided",
-    "range": "Do weights stay inside [-1, 1]?",
-    "init_check": "Init formulas: theory vs measurement",
-    "depth_trend": "Depth trends",
-    "emission": "Emission and absorption",
-    "factors": "Experiment factors",
-}
 
 
 def run_facts(results: Path) -> dict[str, str]:
@@ -73,9 +56,11 @@ def render(
         "",
     ]
     for path in map(Path, tables):
-        lines += [f"### {TABLE_TITLES.get(path.stem, path.stem)}", "", path.read_text().rstrip(), ""]
+        title = outputs.TABLE[path.stem].title if path.stem in outputs.TABLE else path.stem
+        lines += [f"### {title}", "", path.read_text().rstrip(), ""]
     lines += ["## Figures", ""]
     for path in map(Path, figures):
         rel = os.path.relpath(path, out.parent)
-        lines += [f"### {FIGURE_TITLES.get(path.stem, path.stem)}", "", f"![{path.stem}]({rel})", ""]
+        title = outputs.FIGURE[path.stem].title if path.stem in outputs.FIGURE else path.stem
+        lines += [f"### {title}", "", f"![{path.stem}]({rel})", ""]
     return "\n".join(lines)

@@ -27,7 +27,7 @@ import matplotlib.transforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from dnndist import DnndistError  # noqa: E402
+from dnndist import DnndistError, spectral  # noqa: E402
 from dnndist.conventions import INIT_NAMES  # noqa: E402 - torch-free (figures need no torch)
 from dnndist.io import atomic_path  # noqa: E402
 from dnndist.stats import diverged_runs  # noqa: E402
@@ -880,3 +880,51 @@ def draw_esd(
     ax.set_title(f"{title}: {fit_note}" if title else fit_note, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+FLAT_SPECTRUM_INITS = ("orthogonal",)  # every singular value 1 before training: a point, not a density
+
+
+def esd_fit(evals: np.ndarray) -> spectral.PowerLawFit:
+    """WeightWatcher's power-law fit of one ESD (sorted eigenvalues of W^T W): the eigenvalues
+    above 1e-5 and round-off (``spectral.fit_evals``), none where WeightWatcher skips the matrix
+    (fewer than 8 or more than 15000 eigenvalues)."""
+    if spectral.ww_skips(evals.size, 0):
+        return spectral.NOT_FITTED
+    return spectral.fit_power_law(spectral.fit_evals(evals, evals.size))
+
+
+def draw_esd_layers(spectrum: pd.DataFrame) -> plt.Figure:
+    """Fig 8: the ESD of each weight matrix (rows: layers in depth order, at most MAX_ROWS evenly
+    spaced) at the first and the last checkpoint (columns; one with one checkpoint), for the
+    first init that is neither constant nor orthogonal (seed 0 of the first variant; the first
+    init when there is none), from the ``spectrum`` table: the
+    eigenvalues of W^T W are its squared singular values (a conv weight as its C_out x
+    C_in*kh*kw reshape). Each panel is ``draw_esd`` with the fit of ``esd_fit``."""
+    if spectrum.empty:
+        return note_figure("no spectrum: no weight matrix with finite weights")
+    df = _first_run(spectrum)
+    inits = [i for i in _inits(df) if i not in (*CONSTANT_INITS, *FLAT_SPECTRUM_INITS)] or _inits(df)
+    df = df[df["init"] == inits[0]]
+    every = sorted(set(df["epoch"]))
+    epochs = [every[0], every[-1]] if len(every) > 1 else every
+    layers = layer_order(df)
+    shown = evenly(layers, MAX_ROWS)
+    height = 2.3 * len(shown) + 0.3
+    fig, axes = plt.subplots(len(shown), len(epochs), figsize=(3.4 * len(epochs), height), squeeze=False)
+    for row, layer in zip(axes, shown):
+        for ax, epoch in zip(row, epochs):
+            sv = df.loc[(df["layer"] == layer) & (df["epoch"] == epoch), "singular_value"].to_numpy(dtype=np.float64)
+            evals = np.sort(sv**2)
+            fit = esd_fit(evals)
+            bins = int(np.clip(2 * np.sqrt(evals.size), 8, 40))  # 16 eigenvalues: 8 bins; 400 and more: 40
+            draw_esd(evals, fit.alpha, fit.xmin, title=f"{layer}, epoch {epoch}", ax=ax, bins=bins)
+    note = subset_note(len(shown), len(layers))
+    run = f"{INIT_LABELS[inits[0]]} init, seed {int(df['seed'].iloc[0])}, {df['variant'].iloc[0]}"
+    fig.suptitle(f"ESD of W$^T$W per layer ({run}; conv: C_out x C_in·kh·kw){'; ' + note if note else ''}", fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / height))
+    return fig
+
+
+def fig_esd(spectrum: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
+    save(draw_esd_layers(spectrum), pdf, png)

@@ -943,13 +943,3 @@ def _runs_of(per_run: pd.Series, variant: str, stat: str) -> pd.Series:
         (per_run.index.get_level_values("variant") == variant) & (per_run.index.get_level_values("statistic") == stat)
     ]
     return sub.droplevel(["variant", "statistic"])
-
-
-CAPTIONS: Mapping[str, str] = {
-    "init_check": "Theoretical vs empirical weight std and bound at epoch 0 with the gain g each init used (fan_in = C_in*kh*kw for conv layers); mean over seeds.",
-    "range": "Do weights stay inside [-1, 1]? Largest |w| over seeds and per seed, seeds with any weight outside [-1, 1], the number of such weights (all seeds), and the mean fraction within PyTorch's default-init bound [-k, k], k = 1/sqrt(fan_in), before (first checkpoint) and after training (last); weights and biases.",
-    "depth_trend": "Spearman rank correlation of near-zero mass, excess kurtosis and Hill tail index with layer depth at the last epoch, per variant, init and layer kind (conv and linear apart); computed per seed, mean and 95 % t-interval over seeds. Verdict increases/decreases if the sign-flip test over seeds rejects rho = 0 after Holm's correction over the statistics of the row's (variant, init, kind); descriptive only with fewer than 6 seeds.",
-    "emission": "Emission and absorption per conv layer at the last epoch, per run: per-channel median and variance over inputs (mean over channels), the coefficient of variation over inputs per channel (mean over channels; scale-free, unlike the variance, which follows C_out / C_in) and whether emission's is larger, and the spread of the per-channel medians across channels (CV) with whether emission's is larger.",
-    "factors": "Effect of each experiment factor on the trained weights (last epoch, weight layers averaged): level minus base level, paired by init and seed over variant pairs that differ only in that factor, averaged per seed; mean and 95 % t-interval over seeds. Verdict increases/decreases if the t-test rejects 0 after Holm's correction over the statistics of the factor level; descriptive only with fewer than 5 seeds.",
-    "claims": "The paper's claims tested on the per-seed tables: the statistic, the deciding comparison (the weakest for the claim, or the one that refutes it) with its effect, interval and p-value, the number of seeds and comparisons, and the verdict of the stated rule (docs/statistics.md). Fewer than 5 seeds: descriptive only.",
-}

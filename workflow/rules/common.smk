@@ -2,6 +2,7 @@
 import json
 
 from dnndist import config as dcfg
+from dnndist import outputs
 from dnndist import reporting
 
 reporting.register()  # the report's front page embeds its headline figures (../report/workflow.rst)
@@ -15,54 +16,19 @@ ENVIRONMENT = "../../environment.yml"  # the project environment, relative to th
 DATASET_STORE = f"{RESULTS}/data/dataset.zarr"
 RUN_DIR = f"{RESULTS}/runs/{{variant}}/{{init}}/seed{{seed}}"
 EXTRACT_KINDS = ["weights", "features", "gradients"]
-STATS_TABLES = ["training", "weights", "features"]  # combined and aggregated over seeds
-RUN_TABLES = ["weights", "features", "weight_hist", "feature_hist", "em_ab", "spectrum"]  # per run
-CONCAT_TABLES = ["weight_hist", "feature_hist", "em_ab", "spectrum"]  # combined without seed aggregation
+# the statistics, figures and tables are declared in dnndist.outputs (src/dnndist/outputs.py)
+STATS_TABLES = outputs.summary_tables()  # combined and aggregated over seeds
+RUN_TABLES = outputs.run_tables()  # per run
+CONCAT_TABLES = outputs.concat_tables()  # combined without seed aggregation
 STYLE = workflow.source_path("../style/dnndist.mplstyle")  # shared figure style, next to the workflow
 VARIANTS = list(dict.fromkeys(r.variant for r in RUNS))
 # given weights (model.weights) are analysed at one checkpoint ("epoch 0"), not trained
 TRAINED = any(not dcfg.run_settings(config, r)["model"].get("weights") for r in RUNS)
-# each figure and the one tidy table it is drawn from
-FIGURE_TABLES = {
-    "fig1_training": "training_summary",
-    "fig2_weights": "weight_hist",
-    "fig3_features": "feature_hist",
-    "fig4_emission": "em_ab",
-    "fig5_trajectories": "weights_summary",
-    "fig6_depth": "weights_summary",
-    "fig7_variants": "weights_summary",
-}
-OVER_EPOCHS = ["fig1_training", "fig5_trajectories"]  # curves over epochs: none when nothing was trained
-FIGURES = [f for f in FIGURE_TABLES if TRAINED or f not in OVER_EPOCHS]
-# how each figure and table is listed in the report (its columns: number or name, what it shows)
-FIGURE_LABELS = {
-    "fig1_training": ("Fig 1", "training: loss and accuracy over epochs"),
-    "fig2_weights": ("Fig 2", "weight and bias distributions per layer"),
-    "fig3_features": ("Fig 3", "pre-activation distributions per layer and input split"),
-    "fig4_emission": ("Fig 4", "emission and absorption per channel"),
-    "fig5_trajectories": ("Fig 5", "weight std, kurtosis, near-zero mass over epochs"),
-    "fig6_depth": ("Fig 6", "the same statistics against depth"),
-    "fig7_variants": ("Fig 7", "weight statistics against depth per variant"),
-}
-# each table and the tidy tables it is computed from
-TABLE_INPUTS = {
-    "init_check": ["weights_summary"],
-    "range": ["weights"],
-    "depth_trend": ["weights"],
-    "emission": ["em_ab"],
-    "claims": ["training", "weights", "features", "em_ab"],  # per seed: the claims pair runs by seed
-    "factors": ["weights"],
-}
-TABLES = [t for t in TABLE_INPUTS if t != "factors" or len(VARIANTS) > 1]  # factors: none without variants
-DOC_TABLES = sorted(TABLES, key=["claims", "range", "init_check", "depth_trend", "emission", "factors"].index)
-TABLE_LABELS = {
-    "claims": "the paper's claims C1-C6 and their verdicts",
-    "init_check": "theoretical vs empirical std of fresh weights",
-    "range": "do weights stay inside [-1, 1]?",
-    "depth_trend": "does a weight statistic rise or fall with depth?",
-    "emission": "emission vs absorption per conv layer",
-    "factors": "each experiment factor's effect",
-}
+# figures and tables made for this experiment: curves over epochs only when something is trained,
+# the factors table only with variants (each output's `when` in dnndist.outputs)
+FIGURES = [f.name for f in outputs.figures(TRAINED, len(VARIANTS))]
+TABLES = [t.name for t in outputs.tables(TRAINED, len(VARIANTS))]  # in the reproduction document's order
+OWN_OPTIONS = [f for f in FIGURES if outputs.FIGURE[f].options]  # figures with settings of their own (Fig 4)
 # glibc malloc gives memory back to the OS on every large free, which costs 35-60 %
 # of CPU training throughput (../shared/perf-notes.md); these settings keep it.
 MALLOC_ENV = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296"
@@ -133,20 +99,20 @@ def emission_options():
 
 
 def figure_table(wildcards):
-    return f"{RESULTS}/stats/{FIGURE_TABLES[wildcards.figure]}.csv"
+    return f"{RESULTS}/stats/{outputs.FIGURE[wildcards.figure].table}.csv"
 
 
 def figure_labels(wildcards):
-    number, shows = FIGURE_LABELS[wildcards.figure]
-    return {"figure": number, "shows": shows}
+    figure = outputs.FIGURE[wildcards.figure]
+    return {"figure": figure.number, "shows": figure.shows}
 
 
 def table_labels(wildcards):
-    return {"table": wildcards.name, "shows": TABLE_LABELS[wildcards.name]}
+    return {"table": wildcards.name, "shows": outputs.TABLE[wildcards.name].shows}
 
 
 def table_inputs(wildcards):
-    return {name: f"{RESULTS}/stats/{name}.csv" for name in TABLE_INPUTS[wildcards.name]}
+    return {name: f"{RESULTS}/stats/{name}.csv" for name in outputs.TABLE[wildcards.name].inputs}
 
 
 def variant_settings_json():
@@ -173,7 +139,7 @@ def table_args(wildcards, input):
 
     args = " ".join(f"--{name.replace('_', '-')} {path}" for name, path in input.items() if name != "code")
     args += f" --gain-conventions {shlex.quote(gain_conventions_json())}"
-    if wildcards.name == "factors":
+    if "variants" in outputs.TABLE[wildcards.name].extra:
         args += f" --variants {shlex.quote(variant_settings_json())}"
     return args
 

@@ -5,9 +5,9 @@
 
 rule docs:
     input:
-        tables=expand(f"{RESULTS}/tables/{{name}}.md", name=DOC_TABLES),
+        tables=expand(f"{RESULTS}/tables/{{name}}.md", name=TABLES),
         figures=expand(f"{RESULTS}/figures/{{figure}}.png", figure=FIGURES),
-        code=code("docs"),
+        code=code("docs", "outputs"),
     output:
         f"{RESULTS}/docs/reproduction.md",
     log:

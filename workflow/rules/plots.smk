@@ -7,7 +7,7 @@ rule figure:
     input:
         table=figure_table,
         style=STYLE,
-        code=code("plots"),
+        code=code("plots", "outputs"),
     output:
         pdf=f"{RESULTS}/figures/{{figure}}.pdf",
         png=report(
@@ -19,7 +19,7 @@ rule figure:
     log:
         f"{LOGS}/figures/{{figure}}.log",
     wildcard_constraints:
-        figure="|".join(f for f in FIGURES if f != "fig4_emission"),
+        figure="|".join(f for f in FIGURES if f not in OWN_OPTIONS),
     conda:
         ENVIRONMENT
     resources:
@@ -33,9 +33,9 @@ rule figure:
 # Fig 4 has settings of its own (plots.emission_*): editing them redraws only it
 rule figure_emission:
     input:
-        table=f"{RESULTS}/stats/em_ab.csv",
+        table=figure_table,
         style=STYLE,
-        code=code("plots"),
+        code=code("plots", "outputs"),
     output:
         pdf=f"{RESULTS}/figures/{{figure}}.pdf",
         png=report(
@@ -47,7 +47,7 @@ rule figure_emission:
     log:
         f"{LOGS}/figures/{{figure}}.log",
     wildcard_constraints:
-        figure="fig4_emission",
+        figure="|".join(OWN_OPTIONS),
     conda:
         ENVIRONMENT
     resources:

@@ -66,7 +66,7 @@ rule stats_concat:
 rule table:
     input:
         unpack(table_inputs),
-        code=code("tables", "verdicts"),
+        code=code("tables", "verdicts", "outputs"),
     output:
         csv=f"{RESULTS}/tables/{{name}}.csv",
         md=f"{RESULTS}/tables/{{name}}.md",
