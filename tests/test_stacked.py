@@ -6,6 +6,7 @@ periodic finiteness look (snapshot + replay) equal to looking at every step."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -222,6 +223,21 @@ def test_stacked_workflow_plans_one_job_per_group_and_trains(tmp_path):
     proc = snakemake(tmp_path, *targets, "-n", "--configfile", str(tmp_path / "tiny2.yaml"))
     out = proc.stdout + proc.stderr
     assert "train_stacked_base_1" in out and "train_stacked_base_2" in out
+
+
+def test_set_resources_for_train_reach_the_stack_groups_rules(tmp_path):
+    """Snakemake applies set-resources by rule name; the groups' rules are named per group, so
+    the SLURM profile's `train: gpu: 1` must be carried over to them (else no GPU is asked for)."""
+    cfg = tiny_config(tmp_path / "results", inits=["kaiming_normal", "xavier_uniform"], stacked=True)
+    write_yaml(tmp_path / "tiny.yaml", cfg)
+    args = ["-n", "--configfile", str(tmp_path / "tiny.yaml"), "--set-resources", "train:gpu=1", "train:mem_mb=9000"]
+    out = snakemake(tmp_path, *args).stdout
+    block = out.split("rule train_stacked_base_1:")[1].split("\n\n")[0]
+    resources = re.search(r"resources: (.*)", block)[1]
+    assert "gpu=1" in resources and "mem_mb=9000" in resources and "torch_threads=2" in resources
+    plain = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "tiny.yaml")).stdout
+    block = plain.split("rule train_stacked_base_1:")[1].split("\n\n")[0]
+    assert "gpu=" not in block and f"mem_mb={4000 + 500 * 2}" in block  # the group's own estimate
 
 
 def _poison_step(monkeypatch, init: str, at_step: int) -> None:

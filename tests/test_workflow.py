@@ -206,10 +206,9 @@ def test_given_weights_plan_no_training_figures(tmp_path):
 
 def test_nothing_to_do_after_a_run(done):
     work, _, _ = done
-    t0 = time.time()
     proc = snakemake(work, "-n", "--configfile", str(work / "tiny.yaml"))
     assert "Nothing to be done" in proc.stdout + proc.stderr
-    assert time.time() - t0 < 3  # the target; ~1.3 s measured
+    # its time (target < 3 s) is measured by benchmarks/workflow_overhead.py (B4), not here
 
 
 def test_changing_one_init_reruns_only_its_chain(done, tmp_path):

@@ -63,6 +63,15 @@ def group_settings_json(group):
     return json.dumps([dcfg.run_settings(config, r) for r in group.runs], sort_keys=True)
 
 
+def stacked_resources(group):
+    """A stack group's resources: its runs' memory and time, then what the profile or the
+    command line sets for `train` (`set-resources: train: gpu: 1`), since Snakemake applies
+    set-resources by rule name and the groups' rules are named per group."""
+    res = {"mem_mb": 4000 + 500 * len(group.runs), "runtime": 240 * len(group.runs), "torch_threads": 2}
+    train = workflow.resource_settings.overwrite_resources.get("train", {})
+    return {**res, **dict(train.unwrapped_items() if hasattr(train, "unwrapped_items") else train.items())}
+
+
 def run_weights(wildcards):
     """The local state dict a run analyses instead of training (model.weights), if any."""
     weights = dcfg.run_settings(config, run_of(wildcards))["model"].get("weights")

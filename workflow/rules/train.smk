@@ -53,9 +53,7 @@ else:
                 ENVIRONMENT
             threads: 2
             resources:
-                mem_mb=4000 + 500 * len(group.runs),
-                runtime=240 * len(group.runs),
-                torch_threads=2,
+                **stacked_resources(group),
             params:
                 settings=group_settings_json(group),
                 run_dirs=" ".join(f"'{p}'" for p in group_paths(group, RUN_DIR)),
