@@ -47,7 +47,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from dnndist import DnndistError, data, dims, extract, inits, models, spectral, stats, tables
+from dnndist import DnndistError, data, dims, extract, inits, models, spectral, stats, tables, units
 from dnndist.checkpoints import resolve_device
 from dnndist.io import atomic_path, write_text
 
@@ -769,12 +769,12 @@ def _gradients(
                 "em": (
                     (dims.EPOCH, dims.SAMPLE, dims.OUT_CHANNEL),
                     e,
-                    {"long_name": f"{s.name} emission", "units": "1"},
+                    {"long_name": f"{s.name} emission", "units": units.ACTIVATION_GRADIENT},
                 ),
                 "ab": (
                     (dims.EPOCH, dims.SAMPLE, dims.IN_CHANNEL),
                     a,
-                    {"long_name": f"{s.name} absorption", "units": "1"},
+                    {"long_name": f"{s.name} absorption", "units": units.ACTIVATION_GRADIENT},
                 ),
             },
             coords={dims.EPOCH: [0]},
