@@ -106,7 +106,7 @@ def test_resnet18_torch_default_weights_inside_their_bound(resnet18_default):
     assert t.at["fc", "bias_within_default_bound"] == 1.0
     assert set(r.eigenvalues) == set(t.index) and r.eigenvalues["fc"].size == 512
     ds = r.dataset
-    assert ds["std"].dims == (dims.LAYER, dims.PARAM) and ds.sizes["layer"] == 21
+    assert ds["stdev"].dims == (dims.LAYER, dims.PARAM) and ds.sizes["layer"] == 21
     assert ds["within_default_bound"].sel(param="weight").values.tolist() == [1.0] * 21
     assert ds["depth"].values.tolist() == list(range(1, 22))
     for name, var in ds.data_vars.items():
@@ -163,6 +163,10 @@ def test_two_layer_module_with_a_tensor():
     assert (r.features["sample_label"].values == -1).all()
     assert r.gradients is None  # no conv layer: no emission/absorption
     assert r.dataset["feature_std"].dims == ("layer", "kind", "split")
+    assert not [v for v in r.dataset.variables if hasattr(xr.Dataset, str(v))]  # r.dataset.stdev works
+    np.testing.assert_allclose(
+        r.dataset.stdev.sel(param="weight", layer="0"), net[0].weight.detach().double().std(unbiased=False)
+    )
 
 
 def test_two_layer_module_with_a_dataloader():

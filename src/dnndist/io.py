@@ -86,8 +86,11 @@ ATTR_UNITS = {  # units of the numeric store attributes that can differ between 
 }
 
 
-# the features store's statistics as named before they were renamed (those names are Dataset methods)
-LEGACY_FEATURE_NAMES = {"count": "n", "mean": "mu", "min": "vmin", "max": "vmax"}
+# statistics whose usual names are xarray Dataset methods (ds.mean is the method, not the variable):
+# their names as Dataset variables, so attribute access works in a notebook (ds.m2 / ds.n)
+DATASET_NAMES = {"count": "n", "mean": "mu", "min": "vmin", "max": "vmax", "std": "stdev", "var": "variance"}
+# the features store's statistics as named before they were renamed
+LEGACY_FEATURE_NAMES = {k: DATASET_NAMES[k] for k in ("count", "mean", "min", "max")}
 
 
 def open_store_lazily(path: str | os.PathLike[str], group: str | None = None) -> Any:
