@@ -1,5 +1,7 @@
 # TensorBoard export (config key tensorboard, default off): per run, the stores' histograms
 # as TensorBoard events, one step per checkpoint epoch (dnndist.tensorboard).
+from pathlib import Path
+
 TENSORBOARD_DIR = f"{RESULTS}/tensorboard"
 TENSORBOARD_RUN = f"{TENSORBOARD_DIR}/{{variant}}/{{init}}/seed{{seed}}"
 
@@ -22,6 +24,6 @@ rule tensorboard:
         runtime=30,
     params:
         run_dir=run_dir,
-        logdir=TENSORBOARD_DIR,
+        logdir=lambda wildcards, output: str(Path(output[0]).parents[2]),  # OUT of OUT/<variant>/<init>/seed<seed>
     shell:
         "python -m dnndist tensorboard --run {params.run_dir:q} --out {params.logdir:q} > {log:q} 2>&1"
