@@ -302,7 +302,7 @@ def test_tensorboard_switch_adds_only_the_export(done):
     proc = snakemake(work, "-n", *configs)
     assert planned_jobs(proc) == {"all": 1, "tensorboard": 3, "total": 4}
     target = f"{cfg['results']}/tensorboard/base/ones/seed0"
-    snakemake(work, "--cores", "1", *configs, target)
+    snakemake(work, target, "--cores", "1", *configs)  # the target first: --configfile takes several
     acc = EventAccumulator(target, size_guidance={"histograms": 0})
     acc.Reload()
     assert [e.step for e in acc.Histograms("weights/conv1")] == cfg["train"]["checkpoints"]
