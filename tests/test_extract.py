@@ -247,8 +247,7 @@ def test_store_variables_are_no_dataset_methods_and_carry_units(run):
             clash = [name for name in ds.variables if hasattr(xr.Dataset, str(name))]
             assert not clash, (kind, clash)
             for name, var in ds.variables.items():
-                if name not in ds.indexes:
-                    assert var.attrs.get("long_name") and var.attrs.get("units"), (kind, name)
+                assert var.attrs.get("long_name") and var.attrs.get("units"), (kind, name)
     f = open_results(root, "features")
     std = (f.m2 / f.n) ** 0.5
     np.testing.assert_allclose(std.values, f.stdev.values, rtol=1e-12)

@@ -92,6 +92,10 @@ def _finish(ds: xr.Dataset, settings: Mapping[str, Any]) -> xr.Dataset:
     ds = ds.expand_dims({dims.VARIANT: [run["variant"]], dims.INIT: [run["init_name"]], dims.SEED: [run["seed"]]})
     # strings as variable-length (object) arrays: zarr v3 has no stable fixed-width string type
     ds = ds.assign_coords({k: c.astype(object) for k, c in ds.coords.items() if c.dtype.kind == "U"})
+    named = [k for k in ds.indexes if k in dims.LONG_NAMES]
+    ds = ds.assign_coords(
+        {k: ds[k].assign_attrs(long_name=dims.LONG_NAMES[k], units=units.DIMENSIONLESS) for k in named}
+    )
     dims.check(ds.dims, "extracted dataset")
     return ds.transpose(*dims.RUN_DIMS, ...)
 
