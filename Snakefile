@@ -55,6 +55,7 @@ include: "workflow/rules/extract.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/docs.smk"
+include: "workflow/rules/tensorboard.smk"
 
 
 # on a cluster, these run where Snakemake runs (compute nodes often have no internet)
@@ -73,3 +74,4 @@ rule all:
         concatenated=expand(f"{RESULTS}/stats/{{plain}}.csv", plain=CONCAT_TABLES),
         figures=expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=["pdf", "png"]),
         tables=expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLES, ext=["csv", "md", "tex", "html"]),
+        tensorboard=expand_runs(TENSORBOARD_RUN) if config["tensorboard"] else [],

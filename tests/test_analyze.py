@@ -106,7 +106,7 @@ def test_resnet18_torch_default_weights_inside_their_bound(resnet18_default):
     assert t.at["fc", "bias_within_default_bound"] == 1.0
     assert set(r.eigenvalues) == set(t.index) and r.eigenvalues["fc"].size == 512
     ds = r.dataset
-    assert ds["std"].dims == (dims.LAYER, dims.PARAM) and ds.sizes["layer"] == 21
+    assert ds["stdev"].dims == (dims.LAYER, dims.PARAM) and ds.sizes["layer"] == 21
     assert ds["within_default_bound"].sel(param="weight").values.tolist() == [1.0] * 21
     assert ds["depth"].values.tolist() == list(range(1, 22))
     for name, var in ds.data_vars.items():
@@ -146,12 +146,12 @@ def test_two_layer_module_with_a_tensor():
     for layer, kind, ref in (("0", "pre", pre0), ("0", "post", post0), ("2", "pre", out)):
         f = r.features.sel(layer=layer, kind=kind, split="inputs").squeeze()
         n = ref.size
-        assert f["count"].item() == n
-        assert f["mean"].item() == pytest.approx(ref.mean(), rel=1e-6, abs=1e-9)
+        assert f["n"].item() == n
+        assert f["mu"].item() == pytest.approx(ref.mean(), rel=1e-6, abs=1e-9)
         assert f["m2"].item() / n == pytest.approx(ref.var(), rel=1e-6)
-        assert f["min"].item() == pytest.approx(ref.min()) and f["max"].item() == pytest.approx(ref.max())
+        assert f["vmin"].item() == pytest.approx(ref.min()) and f["vmax"].item() == pytest.approx(ref.max())
         assert f["hist"].sum().item() + f["underflow"].item() + f["overflow"].item() == n
-    assert np.isnan(r.features["count"].sel(layer="2", kind="post")).all()  # the classifier has no activation after it
+    assert np.isnan(r.features["n"].sel(layer="2", kind="post")).all()  # the classifier has no activation after it
     t = r.table.set_index("layer")
     assert t.at["0", "pre_std"] == pytest.approx(pre0.std(), rel=1e-6) and t.at["0", "post_std"] == pytest.approx(
         post0.std(), rel=1e-6
@@ -163,6 +163,10 @@ def test_two_layer_module_with_a_tensor():
     assert (r.features["sample_label"].values == -1).all()
     assert r.gradients is None  # no conv layer: no emission/absorption
     assert r.dataset["feature_std"].dims == ("layer", "kind", "split")
+    assert not [v for v in r.dataset.variables if hasattr(xr.Dataset, str(v))]  # r.dataset.stdev works
+    np.testing.assert_allclose(
+        r.dataset.stdev.sel(param="weight", layer="0"), net[0].weight.detach().double().std(unbiased=False)
+    )
 
 
 def test_two_layer_module_with_a_dataloader():
@@ -172,12 +176,12 @@ def test_two_layer_module_with_a_dataloader():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=25)
     r = dnndist.analyze(net, loader, sample_size=30)  # the sample spans two batches
     by_tensor = dnndist.analyze(net, x, batch_size=25, sample_size=30)
-    assert r.features["count"].equals(by_tensor.features["count"])
+    assert r.features["n"].equals(by_tensor.features["n"])
     np.testing.assert_allclose(r.features["m2"].values, by_tensor.features["m2"].values, rtol=1e-9)
     np.testing.assert_array_equal(r.features["sample_label"].values.ravel(), y[:30].numpy())
     np.testing.assert_array_equal(r.feature_groups["2"]["pre"].values.reshape(30, 3), net(x[:30]).detach().numpy())
     only_x = dnndist.analyze(net, torch.utils.data.DataLoader(x, batch_size=40), max_inputs=50)
-    assert only_x.features["count"].sel(layer="0", kind="pre").item() == 50 * 16
+    assert only_x.features["n"].sel(layer="0", kind="pre").item() == 50 * 16
 
 
 def test_conv_model_emission_absorption_as_the_gradients_stage():
@@ -299,18 +303,24 @@ def test_same_feature_statistics_as_the_workflow(workflow_run):
     )
     ours = r.features.sel(epoch=0, split="inputs").squeeze(drop=True).sel(layer=wf["layer"].values)
     for name in (
-        "count",
-        "mean",
+        "n",
+        "mu",
         "m2",
         "m3",
         "m4",
-        "min",
-        "max",
+        "vmin",
+        "vmax",
+        "variance",
+        "stdev",
+        "skewness",
+        "kurtosis",
         "hist_lo",
         "hist_hi",
         "underflow",
         "overflow",
         "hist",
+        "bin_lo",
+        "bin_hi",
     ):
         np.testing.assert_array_equal(ours[name].values, wf[name].values, err_msg=name)
     np.testing.assert_array_equal(r.features["sample_label"].values.ravel(), wf["sample_label"].values)
@@ -339,8 +349,8 @@ def test_inplace_activations_do_not_change_the_features():
         h.remove()
     for layer, module in (("conv1", "bn1"), ("layer1.0.conv2", "layer1.0.bn2")):
         f = r.features.sel(layer=layer, kind="pre").squeeze()
-        assert f["min"].item() < 0  # a batch norm's output, not the ReLU's
-        assert f["mean"].item() == pytest.approx(outs[module].double().mean().item(), rel=1e-5, abs=1e-7)
+        assert f["vmin"].item() < 0  # a batch norm's output, not the ReLU's
+        assert f["mu"].item() == pytest.approx(outs[module].double().mean().item(), rel=1e-5, abs=1e-7)
 
 
 # --------------------------------------------------------------------------- inputs from an image folder
@@ -364,7 +374,7 @@ def test_image_folder_and_archive_inputs(tmp_path):
     with torch.no_grad():
         ref = net.conv1(xin).double().numpy()
     f = r.features.sel(layer="conv1", kind="pre", split="inputs").squeeze()
-    assert f["count"].item() == ref.size and f["mean"].item() == pytest.approx(ref.mean(), rel=1e-4, abs=1e-6)
+    assert f["n"].item() == ref.size and f["mu"].item() == pytest.approx(ref.mean(), rel=1e-4, abs=1e-6)
     assert r.features["sample_label"].values.ravel().tolist() == [0, 0, 0, 1, 1, 1]
     import tarfile
 
@@ -375,7 +385,7 @@ def test_image_folder_and_archive_inputs(tmp_path):
             tar.add(root / "dog", arcname=f"{split}/dog")
     r2 = dnndist.analyze(net, archive, emission=False, workers=1, per_class=2)
     assert r2.features["split"].values.tolist() == ["test", "train"]
-    assert r2.features["count"].sel(layer="conv1", kind="pre").values.ravel().tolist() == [4 * 16 * 32 * 32] * 2
+    assert r2.features["n"].sel(layer="conv1", kind="pre").values.ravel().tolist() == [4 * 16 * 32 * 32] * 2
     assert {"test_pre_std", "train_pre_std"} <= set(r2.table)
 
 

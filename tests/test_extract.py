@@ -135,17 +135,29 @@ def test_streaming_statistics_equal_numpy(run, split, layer, kind, module):
     )
     x = features_by_numpy(s, store, run_dir, 1, split, module)
     n = x.size
-    assert ds["count"].item() == n
-    assert ds["mean"].item() == pytest.approx(x.mean(), rel=1e-6, abs=1e-12)
+    assert ds["n"].item() == n
+    assert ds["mu"].item() == pytest.approx(x.mean(), rel=1e-6, abs=1e-12)
     assert ds["m2"].item() / n == pytest.approx(x.var(), rel=1e-6)
     assert ds["m3"].item() / n / (ds["m2"].item() / n) ** 1.5 == pytest.approx(scipy.stats.skew(x), rel=1e-6)
     assert ds["m4"].item() / n / (ds["m2"].item() / n) ** 2 - 3 == pytest.approx(scipy.stats.kurtosis(x), rel=1e-6)
-    assert ds["min"].item() == x.min() and ds["max"].item() == x.max()
+    assert ds["vmin"].item() == x.min() and ds["vmax"].item() == x.max()
     assert ds["hist"].sum().item() + ds["underflow"].item() + ds["overflow"].item() == n
     lo, hi = ds["hist_lo"].item(), ds["hist_hi"].item()
     ref, _ = np.histogram(x, bins=np.linspace(lo, hi, EX["histogram_bins"] + 1))  # x: the float32 values, as float64
     assert np.array_equal(ds["hist"].values, ref)  # exact: the documented edges, compared exactly
     assert ds["underflow"].item() == (x < lo).sum() and ds["overflow"].item() == (x > hi).sum()
+    derived = {
+        "variance": np.var(x),
+        "stdev": np.std(x),
+        "skewness": scipy.stats.skew(x),
+        "kurtosis": scipy.stats.kurtosis(x),  # excess (Fisher), as the long_name says
+    }
+    for name, want in derived.items():
+        assert ds[name].item() == pytest.approx(want, rel=1e-6), name
+    assert "excess" in ds["kurtosis"].attrs["long_name"]
+    _, edges = np.histogram(x, bins=EX["histogram_bins"], range=(lo, hi))
+    assert np.array_equal(ds["bin_lo"].values, edges[:-1]) and np.array_equal(ds["bin_hi"].values, edges[1:])
+    assert ds["hist"].coords["bin_lo"].dims == ("bin",)  # the edges travel with the histogram
 
 
 def test_raw_feature_sample_matches_a_direct_forward(run):
@@ -222,7 +234,83 @@ def test_open_results_combines_runs_lazily(run):
     assert hasattr(w["weight"].data, "dask")
     f = open_results(root, "features")
     assert set(f["init"].values) == {"kaiming_normal", "xavier_uniform"}
-    assert f["mean"].dims == ("variant", "init", "seed", "epoch", "layer", "kind", "split")
+    assert f["mu"].dims == ("variant", "init", "seed", "epoch", "layer", "kind", "split")
+
+
+def test_store_variables_are_no_dataset_methods_and_carry_units(run):
+    """Attribute access works in a notebook (f.m2 / f.n), and units say what a value is in."""
+    root, _, runs = run
+    _, run_dir = runs["kaiming_normal"]
+    for kind in ("weights", "features", "gradients"):
+        top = xr.open_zarr(run_dir / f"{kind}.zarr")
+        for ds in [top, *(xr.open_zarr(run_dir / f"{kind}.zarr", group=str(g)) for g in top["layer"].values)]:
+            clash = [name for name in ds.variables if hasattr(xr.Dataset, str(name))]
+            assert not clash, (kind, clash)
+            for name, var in ds.variables.items():
+                assert var.attrs.get("long_name") and var.attrs.get("units"), (kind, name)
+    f = open_results(root, "features")
+    std = (f.m2 / f.n) ** 0.5
+    np.testing.assert_allclose(std.values, f.stdev.values, rtol=1e-12)
+    units = {k: f[k].attrs["units"] for k in ("n", "mu", "m2", "stdev", "skewness", "hist", "bin_lo")}
+    assert units == {
+        "n": "count",
+        "mu": "activation units",
+        "m2": "(activation units)^2",
+        "stdev": "activation units",
+        "skewness": "1",
+        "hist": "count",
+        "bin_lo": "activation units",
+    }
+    w = open_results(root, "weights", group="conv2")
+    assert (w.weight.attrs["units"], w.bias.attrs["units"]) == ("weight units", "activation units")
+
+
+def test_combined_stores_keep_per_run_attributes(run):
+    root, _, runs = run
+    w = open_results(root, "weights", group="conv2")
+    for init, (_, run_dir) in runs.items():
+        attrs = xr.open_zarr(run_dir / "weights.zarr", group="conv2").attrs
+        for key in ("init_std", "init_bound", "gain"):
+            np.testing.assert_equal(w[key].sel(variant="base", init=init, seed=0).item(), attrs[key], err_msg=key)
+        top = xr.open_zarr(run_dir / "weights.zarr").attrs  # provenance: on the root
+        assert open_results(root, "weights")["config_hash"].sel(init=init).item() == top["config_hash"]
+    assert w["init_std"].dims == ("variant", "init", "seed") and w["init_std"].attrs["units"] == "weight units"
+    assert w.attrs["layer"] == "conv2" and "init_std" not in w.attrs  # shared attrs stay attrs
+    stds = {
+        i: inits.theory(i, (16, 16, 3, 3), g)["std"]
+        for i, g in (("kaiming_normal", np.sqrt(2)), ("xavier_uniform", 1.0))
+    }
+    assert w["init_std"].squeeze().to_series().to_dict() == pytest.approx(stds)
+
+
+def test_notebook_snippet_std_of_conv2_per_init(run):
+    """docs/notebook.md's two lines: the std of conv2's weights per init over epochs."""
+    root, _, runs = run
+    df = (
+        open_results(root, "weights", group="conv2")["weight"]
+        .std(["out_channel", "in_channel", "kernel_y", "kernel_x"])
+        .sel(variant="base", seed=0)
+        .to_pandas()
+    )
+    assert df.index.tolist() == ["kaiming_normal", "xavier_uniform"] and df.columns.tolist() == [0, 1]
+    for init, (_, run_dir) in runs.items():
+        tensors, _ = train.load_checkpoint(run_dir / "checkpoints" / "epoch_0001.safetensors")
+        assert df.at[init, 1] == pytest.approx(tensors["conv2.weight"].double().std(unbiased=False).item(), rel=1e-5)
+
+
+def test_features_store_with_the_old_names_opens_with_the_new(run, tmp_path):
+    from dnndist.io import open_store_lazily
+
+    _, _, runs = run
+    _, run_dir = runs["kaiming_normal"]
+    new = xr.open_zarr(run_dir / "features.zarr").load()
+    old = new.rename({"n": "count", "mu": "mean", "vmin": "min", "vmax": "max"})
+    for v in old.variables.values():
+        v.encoding = {}
+    old.to_zarr(tmp_path / "old.zarr", zarr_format=3, consolidated=False)
+    got = open_store_lazily(tmp_path / "old.zarr")
+    assert {"n", "mu", "vmin", "vmax"} <= set(got.data_vars) and "count" not in got.variables
+    np.testing.assert_array_equal(got["mu"].values, new["mu"].values)
 
 
 def test_stores_open_in_a_notebook_without_warnings(run):
@@ -337,7 +425,7 @@ def test_feature_memory_does_not_grow_with_split_size(run, tmp_path):
         assert proc.returncode == 0, proc.stderr
         peaks[n] = int(proc.stdout.split()[-1])
     assert (
-        xr.open_zarr(tmp_path / "f10000.zarr", consolidated=False)["count"].sel(layer="conv1", kind="pre").max()
+        xr.open_zarr(tmp_path / "f10000.zarr", consolidated=False)["n"].sel(layer="conv1", kind="pre").max()
         == 10_000 * 16 * 32 * 32
     )
     assert peaks[10_000] < 1.15 * peaks[1_000], peaks

@@ -432,7 +432,7 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
         cases.append(Case(f"{kind}.zarr: flipped byte", break_it, f"array '{array}' chunk", fix, out_dir))
 
     store_case("weights", "conv2/weight")
-    store_case("features", "mean")
+    store_case("features", "mu")
     store_case("gradients", "conv1/em")
 
     def retrain() -> None:

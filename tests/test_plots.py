@@ -291,11 +291,11 @@ def test_feature_histograms_carry_std_range_and_off_range_share():
     var = {
         k: (dims_, np.full(shape, v))
         for k, v in dict(
-            count=100.0,
-            mean=0.1,
+            n=100.0,
+            mu=0.1,
             m2=100 * 0.25,
-            min=-3.0,
-            max=5.0,
+            vmin=-3.0,
+            vmax=5.0,
             hist_lo=-2.0,
             hist_hi=2.0,
             underflow=0.0,

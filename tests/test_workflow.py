@@ -265,6 +265,24 @@ def test_code_changes_rerun_only_what_depends_on_them(done, module, expected):
     assert planned_jobs(proc) == expected  # never train or extract
 
 
+def test_tensorboard_switch_adds_only_the_export(done):
+    """tensorboard: true plans one export per run and nothing else; an export reads back."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    work, cfg, _ = done
+    write_yaml(work / "tb.yaml", {"tensorboard": True})
+    configs = ("--configfile", str(work / "tiny.yaml"), str(work / "tb.yaml"))
+    proc = snakemake(work, "-n", *configs)
+    assert planned_jobs(proc) == {"all": 1, "tensorboard": 3, "total": 4}
+    target = f"{cfg['results']}/tensorboard/base/ones/seed0"
+    snakemake(work, target, "--cores", "1", *configs)  # the target first: --configfile takes several
+    acc = EventAccumulator(target, size_guidance={"histograms": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Histograms("weights/conv1")] == cfg["train"]["checkpoints"]
+    assert "features/valid/conv2/pre" in acc.Tags()["histograms"]
+
+
 def test_killed_workflow_reruns_incomplete_jobs(done, tmp_path):
     """Deleting a run's outputs (as a crash mid-job would leave them) plans only that run."""
     work, cfg, _ = done

@@ -47,9 +47,9 @@ import torch
 import xarray as xr
 from torch import nn
 
-from dnndist import DnndistError, data, dims, extract, inits, models, spectral, stats, tables
+from dnndist import DnndistError, data, dims, extract, inits, models, spectral, stats, tables, units
 from dnndist.checkpoints import resolve_device
-from dnndist.io import atomic_path, write_text
+from dnndist.io import DATASET_NAMES, atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -769,12 +769,12 @@ def _gradients(
                 "em": (
                     (dims.EPOCH, dims.SAMPLE, dims.OUT_CHANNEL),
                     e,
-                    {"long_name": f"{s.name} emission", "units": "1"},
+                    {"long_name": f"{s.name} emission", "units": units.ACTIVATION_GRADIENT},
                 ),
                 "ab": (
                     (dims.EPOCH, dims.SAMPLE, dims.IN_CHANNEL),
                     a,
-                    {"long_name": f"{s.name} absorption", "units": "1"},
+                    {"long_name": f"{s.name} absorption", "units": units.ACTIVATION_GRADIENT},
                 ),
             },
             coords={dims.EPOCH: [0]},
@@ -926,6 +926,7 @@ def per_layer_dataset(result: Analysis) -> xr.Dataset:
     ds = ds.reindex({dims.LAYER: layers, dims.PARAM: [p for p in ("weight", "bias") if p in ds[dims.PARAM].values]})
     for name in ds.data_vars:
         ds[name].attrs = {"long_name": _long_name(name), "units": "1"}
+    ds = ds.rename({k: v for k, v in DATASET_NAMES.items() if k in ds.data_vars})  # not Dataset methods
     if result.feature_stats is not None:
         fs = result.feature_stats.set_index([dims.LAYER, dims.KIND, dims.SPLIT, "statistic"])["value"].unstack(
             "statistic"

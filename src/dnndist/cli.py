@@ -13,6 +13,7 @@
     python -m dnndist outputs     # the statistics, figures and tables (declared in dnndist.outputs)
     python -m dnndist analyze --model torchvision:resnet18 [--weights FILE.pth] [--inputs IMAGES] [--out DIR]
     python -m dnndist workflow (--path | --init DIR [--force])
+    python -m dnndist tensorboard --run RUN_DIR --out LOGDIR [--kinds weights features gradients]
 
 Errors in user input (config, files) are reported in one line with exit status 2.
 """
@@ -319,6 +320,14 @@ def cmd_workflow(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    from dnndist import tensorboard
+
+    out = tensorboard.write_events(args.run, args.out, args.kinds, args.max_bins)
+    print(f"wrote {out}; browse with: tensorboard --logdir {args.out}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dnndist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -547,6 +556,29 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--path", action="store_true", help="print the folder holding the packaged Snakefile")
     s.add_argument("--force", action="store_true", help="with --init: overwrite files that already exist in DIR")
     s.set_defaults(fn=cmd_workflow)
+
+    s = sub.add_parser(
+        "tensorboard",
+        help="a run's weight, feature and gradient histograms as TensorBoard events (one step per checkpoint)",
+    )
+    s.add_argument("--run", required=True, help="run directory holding weights.zarr, features.zarr, gradients.zarr")
+    s.add_argument(
+        "--out", required=True, help="TensorBoard log directory; the run is written to OUT/<variant>/<init>/seed<seed>"
+    )
+    s.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=["weights", "features", "gradients"],
+        default=["weights", "features", "gradients"],
+        help="stores to export (default: all three; each must exist)",
+    )
+    s.add_argument(
+        "--max-bins",
+        type=_positive_int,
+        default=100,
+        help="most bins of a weight or gradient histogram (sqrt(n) bins, at least 10; default 100)",
+    )
+    s.set_defaults(fn=cmd_tensorboard)
     return p
 
 

@@ -57,6 +57,17 @@ ALL = frozenset(
     }
 )
 
+LONG_NAMES = {  # the long_name of each dimension's coordinate, where it has one
+    VARIANT: "experiment variant",
+    INIT: "weight initialisation",
+    SEED: "random seed of the run",
+    EPOCH: "training epoch of the checkpoint",
+    LAYER: "layer (module name)",
+    SPLIT: "input split",
+    KIND: "pre- or post-activation output",
+    PARAM: "layer parameter",
+}
+
 IMAGE_DIMS = (SAMPLE, CHANNEL, Y, X)
 RUN_DIMS = (VARIANT, INIT, SEED)  # every extracted dataset carries these (length 1 per store) and EPOCH
 CONV_WEIGHT_DIMS = (OUT_CHANNEL, IN_CHANNEL, KERNEL_Y, KERNEL_X)

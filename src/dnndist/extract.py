@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from dnndist import DnndistError, conventions, data, dims, inits, integrity, models, streaming, train
+from dnndist import DnndistError, conventions, data, dims, inits, integrity, models, stats, streaming, train, units
 from dnndist.gradients import emission_absorption
 from dnndist.io import atomic_path
 from dnndist.provenance import attrs as provenance_attrs
@@ -44,6 +44,21 @@ from dnndist.provenance import config_hash
 log = logging.getLogger(__name__)
 SPLIT_ORDER = ("train", "valid", "random", "test")  # a split's seed offset; fixed forever
 RUN_CHUNKED = set(dims.RUN_DIMS) | {dims.EPOCH, dims.SPLIT, dims.BATCH}
+TABLE_UNITS = {  # the weights store's per-layer table
+    "fan_in": units.COUNT,
+    "fan_out": units.COUNT,
+    "init_std": units.WEIGHT,
+    "init_bound": units.WEIGHT,
+    "bias_init_std": units.ACTIVATION,
+    "bias_init_bound": units.ACTIVATION,
+}
+NORM_UNITS = {  # a batch norm's parameters: its output is the layer's pre-activation
+    "weight": units.ACTIVATION,  # scales the normalised (unitless) value into the layer's output
+    "bias": units.ACTIVATION,
+    "running_mean": units.ACTIVATION,
+    "running_var": units.power(units.ACTIVATION, 2),
+}
+PARAM_GRADIENT_UNITS = f"{units.WEIGHT_GRADIENT} (weight) or {units.ACTIVATION_GRADIENT} (bias)"
 
 
 # --------------------------------------------------------------------------- common
@@ -77,15 +92,21 @@ def _finish(ds: xr.Dataset, settings: Mapping[str, Any]) -> xr.Dataset:
     ds = ds.expand_dims({dims.VARIANT: [run["variant"]], dims.INIT: [run["init_name"]], dims.SEED: [run["seed"]]})
     # strings as variable-length (object) arrays: zarr v3 has no stable fixed-width string type
     ds = ds.assign_coords({k: c.astype(object) for k, c in ds.coords.items() if c.dtype.kind == "U"})
+    named = [k for k in ds.indexes if k in dims.LONG_NAMES]
+    ds = ds.assign_coords(
+        {k: ds[k].assign_attrs(long_name=dims.LONG_NAMES[k], units=units.DIMENSIONLESS) for k in named}
+    )
     dims.check(ds.dims, "extracted dataset")
     return ds.transpose(*dims.RUN_DIMS, ...)
 
 
 def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    """Run dims, epoch, split and batch chunked by 1; tensor dims whole."""
+    """Run dims, epoch, split and batch chunked by 1; tensor dims whole (data variables and
+    coordinates over several dims, such as the histogram's bin edges)."""
+    arrays = {**ds.data_vars, **{k: c for k, c in ds.coords.items() if c.ndim > 1}}
     return {
         name: {"chunks": tuple(1 if d in RUN_CHUNKED else n for d, n in zip(var.dims, var.shape))}
-        for name, var in ds.data_vars.items()
+        for name, var in arrays.items()
     }
 
 
@@ -127,7 +148,8 @@ def store_attrs(settings: Mapping[str, Any], kind: str, device: torch.device) ->
 
 
 def _layer_coords(specs: list[models.LayerSpec]) -> dict[str, Any]:
-    return {dims.LAYER: [s.name for s in specs], "depth": (dims.LAYER, [s.depth for s in specs])}
+    depth = {"long_name": "position of the layer among the weight layers (1: first)", "units": units.DIMENSIONLESS}
+    return {dims.LAYER: [s.name for s in specs], "depth": (dims.LAYER, [s.depth for s in specs], depth)}
 
 
 def _weight_dims(kind: str) -> tuple[str, ...]:
@@ -210,14 +232,14 @@ def weight_groups(
             "weight": (
                 (dims.EPOCH, *_weight_dims(spec.kind)),
                 w,
-                {"long_name": f"{spec.name} weight", "units": "1", **layer_attrs},
+                {"long_name": f"{spec.name} weight", "units": units.WEIGHT, **layer_attrs},
             ),
         }
         if has_bias:
             variables["bias"] = (
                 (dims.EPOCH, out_dim),
                 b,
-                {"long_name": f"{spec.name} bias", "units": "1", **layer_attrs},
+                {"long_name": f"{spec.name} bias", "units": units.ACTIVATION, **layer_attrs},
             )
         norm = spec.pre  # the batch norm after the conv, where there is one
         if spec.kind == "conv" and norm != spec.name and f"{norm}.weight" in states[0]:
@@ -226,7 +248,7 @@ def weight_groups(
                 variables[f"norm_{p}"] = (
                     (dims.EPOCH, out_dim),
                     arr,
-                    {"long_name": f"{norm} {p.replace('_', ' ')}", "units": "1"},
+                    {"long_name": f"{norm} {p.replace('_', ' ')}", "units": NORM_UNITS[p]},
                 )
         ds = xr.Dataset(variables, coords={dims.EPOCH: epochs}, attrs=layer_attrs)
         groups[spec.name] = _finish(ds, settings)
@@ -235,13 +257,13 @@ def weight_groups(
             "diverged": (
                 (dims.EPOCH,),
                 np.array(diverged),
-                {"long_name": "run diverged before this checkpoint", "units": "1"},
+                {"long_name": "run diverged before this checkpoint", "units": units.DIMENSIONLESS},
             ),
             **{
                 k: (
                     (dims.LAYER,),
                     np.array(v, dtype=float if "init" in k else int),
-                    {"long_name": k.replace("_", " "), "units": "1"},
+                    {"long_name": k.replace("_", " "), "units": TABLE_UNITS[k]},
                 )
                 for k, v in table.items()
             },
@@ -334,7 +356,27 @@ def _setup(
 
 
 # --------------------------------------------------------------------------- features
-FEATURE_STATS = ("n", "mean", "m2", "m3", "m4", "min", "max", "nonfinite")
+FEATURE_STATS = ("n", "mean", "m2", "m3", "m4", "min", "max", "nonfinite")  # streaming.FeatureStats.values()
+# the features store's variables: (name, long_name, units) of each streamed statistic; the names
+# are no Dataset methods (f.count, f.mean, f.min, f.max are), so f.m2 / f.n works in a notebook
+FEATURE_VARIABLES = {
+    "n": ("n", "number of finite values", units.COUNT),
+    "mean": ("mu", "mean activation", units.ACTIVATION),
+    "m2": ("m2", "sum of squared deviations from the mean", units.power(units.ACTIVATION, 2)),
+    "m3": ("m3", "sum of cubed deviations from the mean", units.power(units.ACTIVATION, 3)),
+    "m4": ("m4", "sum of 4th-power deviations from the mean", units.power(units.ACTIVATION, 4)),
+    "min": ("vmin", "minimum activation", units.ACTIVATION),
+    "max": ("vmax", "maximum activation", units.ACTIVATION),
+    "nonfinite": ("nonfinite", "number of non-finite values", units.COUNT),
+    "hist_lo": ("hist_lo", "histogram lower edge", units.ACTIVATION),
+    "hist_hi": ("hist_hi", "histogram upper edge", units.ACTIVATION),
+    "underflow": ("underflow", "values below the histogram range", units.COUNT),
+    "overflow": ("overflow", "values above the histogram range", units.COUNT),
+}
+BIN_EDGES = {  # coordinates of `hist`: each bin's edges (np.linspace(hist_lo, hist_hi, bins + 1))
+    "bin_lo": (slice(None, -1), "lower edge of the histogram bin"),
+    "bin_hi": (slice(1, None), "upper edge of the histogram bin (the last bin includes it)"),
+}
 
 
 def extract_features(settings: Mapping[str, Any], ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
@@ -431,6 +473,7 @@ class FeatureArrays:
             k: np.full(shape, np.nan) for k in (*FEATURE_STATS, "hist_lo", "hist_hi", "underflow", "overflow")
         }
         self.hist = np.full((*shape, bins), np.nan)
+        self.edges = np.full((*shape, bins + 1), np.nan)
         self.samples: dict[tuple[str, str], list[list[np.ndarray]]] = {
             key: [[None] * len(splits) for _ in epochs] for key in self.modules
         }
@@ -442,7 +485,7 @@ class FeatureArrays:
         feats: Mapping[tuple[str, str], streaming.FeatureStats],
         sample: Mapping[tuple[str, str], np.ndarray],
     ) -> None:
-        stats = self.stats
+        st = self.stats
         for li, spec in enumerate(self.specs):
             for ki, kind in enumerate(self.kinds):
                 if (spec.name, kind) not in feats:
@@ -450,10 +493,12 @@ class FeatureArrays:
                 f = feats[(spec.name, kind)]
                 vals = f.values()
                 for k in FEATURE_STATS:
-                    stats[k][ei, li, ki, si] = vals[k]
-                stats["hist_lo"][ei, li, ki, si], stats["hist_hi"][ei, li, ki, si] = f.lo, f.hi
-                stats["underflow"][ei, li, ki, si], stats["overflow"][ei, li, ki, si] = float(f.under), float(f.over)
+                    st[k][ei, li, ki, si] = vals[k]
+                st["hist_lo"][ei, li, ki, si], st["hist_hi"][ei, li, ki, si] = f.lo, f.hi
+                st["underflow"][ei, li, ki, si], st["overflow"][ei, li, ki, si] = float(f.under), float(f.over)
                 self.hist[ei, li, ki, si] = f.counts
+                if f.binning is not None:
+                    self.edges[ei, li, ki, si] = f.binning.edges
         for key, arr in sample.items():
             self.samples[key][ei][si] = arr
 
@@ -462,71 +507,71 @@ class FeatureArrays:
     ) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
         """(root, {layer: group}) of the features store; ``sample_index`` and ``sample_label`` are
         (split, sample) arrays: where the sampled inputs come from and their labels (-1: none)."""
-        specs, kinds, splits, epochs = self.specs, self.kinds, self.splits, self.epochs
-        sd = (dims.EPOCH, dims.LAYER, dims.KIND, dims.SPLIT)
-        long = {
-            "n": ("number of finite values", "1"),
-            "mean": ("mean activation", "1"),
-            "m2": ("sum of squared deviations", "1"),
-            "m3": ("sum of cubed deviations", "1"),
-            "m4": ("sum of 4th-power deviations", "1"),
-            "min": ("minimum activation", "1"),
-            "max": ("maximum activation", "1"),
-            "nonfinite": ("number of non-finite values", "1"),
-            "hist_lo": ("histogram lower edge", "1"),
-            "hist_hi": ("histogram upper edge", "1"),
-            "underflow": ("values below the histogram range", "1"),
-            "overflow": ("values above the histogram range", "1"),
-        }
-        variables = {
-            ("count" if k == "n" else k): (sd, v, {"long_name": long[k][0], "units": long[k][1]})
-            for k, v in self.stats.items()
-        }
-        variables["hist"] = (
-            (*sd, dims.BIN),
-            self.hist,
-            {"long_name": "histogram counts (equal bins from hist_lo to hist_hi)", "units": "1"},
-        )
         root = xr.Dataset(
             {
-                **variables,
+                **self.statistics(),
                 "sample_index": (
                     (dims.SPLIT, dims.SAMPLE),
                     sample_index,
-                    {"long_name": "index of the input in its split", "units": "1"},
+                    {"long_name": "index of the input in its split", "units": units.DIMENSIONLESS},
                 ),
                 "sample_label": (
                     (dims.SPLIT, dims.SAMPLE),
                     sample_label,
-                    {"long_name": "class label (-1 for random inputs)", "units": "1"},
+                    {"long_name": "class label (-1 for random inputs)", "units": units.DIMENSIONLESS},
                 ),
             },
-            coords={dims.EPOCH: epochs, **_layer_coords(specs), dims.KIND: kinds, dims.SPLIT: splits},
+            coords={
+                dims.EPOCH: self.epochs,
+                **_layer_coords(self.specs),
+                dims.KIND: self.kinds,
+                dims.SPLIT: self.splits,
+            },
         )
-        groups = {}
-        for spec in specs:
-            variables = {}
-            for kind in kinds:
-                if (spec.name, kind) not in self.samples:
-                    continue
-                arr = np.stack(
-                    [np.stack(per_split) for per_split in self.samples[(spec.name, kind)]]
-                )  # (epoch, split, sample, ...)
-                tensor_dims = (dims.CHANNEL, dims.Y, dims.X) if arr.ndim == 6 else (dims.UNIT,)
-                variables[kind] = (
-                    (dims.EPOCH, dims.SPLIT, dims.SAMPLE, *tensor_dims),
-                    arr,
-                    {"long_name": f"{spec.name} {kind}-activation output", "units": "1"},
-                )
-            groups[spec.name] = _finish(
-                xr.Dataset(
-                    variables,
-                    coords={dims.EPOCH: epochs, dims.SPLIT: splits},
-                    attrs={"layer": spec.name, "depth": spec.depth},
-                ),
-                settings,
+        # the bin edges as coordinates of `hist` (with the run dims, so runs combine)
+        root = _finish(root, settings).set_coords(list(BIN_EDGES))
+        return root, {spec.name: self.sample_group(settings, spec) for spec in self.specs}
+
+    def statistics(self) -> dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, str]]]:
+        """The statistics variables of the root: stored moments, derived moments, histogram, edges."""
+        sd = (dims.EPOCH, dims.LAYER, dims.KIND, dims.SPLIT)
+        out = {
+            name: (sd, self.stats[k], {"long_name": long_name, "units": unit})
+            for k, (name, long_name, unit) in FEATURE_VARIABLES.items()
+        }
+        derived = stats.derived_moments(*(self.stats[k] for k in ("n", "m2", "m3", "m4")))
+        for name, (long_name, p) in stats.DERIVED_MOMENTS.items():
+            out[name] = (sd, derived[name], {"long_name": long_name, "units": units.power(units.ACTIVATION, p)})
+        out["hist"] = (
+            (*sd, dims.BIN),
+            self.hist,
+            {"long_name": "histogram counts (equal bins from hist_lo to hist_hi)", "units": units.COUNT},
+        )
+        for name, (sl, long_name) in BIN_EDGES.items():
+            out[name] = ((*sd, dims.BIN), self.edges[..., sl], {"long_name": long_name, "units": units.ACTIVATION})
+        return out
+
+    def sample_group(self, settings: Mapping[str, Any], spec: models.LayerSpec) -> xr.Dataset:
+        """The raw activations of the sampled inputs of one layer (pre and/or post)."""
+        variables = {}
+        for kind in self.kinds:
+            if (spec.name, kind) not in self.samples:
+                continue
+            arr = np.stack(
+                [np.stack(per_split) for per_split in self.samples[(spec.name, kind)]]
+            )  # (epoch, split, sample, ...)
+            tensor_dims = (dims.CHANNEL, dims.Y, dims.X) if arr.ndim == 6 else (dims.UNIT,)
+            variables[kind] = (
+                (dims.EPOCH, dims.SPLIT, dims.SAMPLE, *tensor_dims),
+                arr,
+                {"long_name": f"{spec.name} {kind}-activation output", "units": units.ACTIVATION},
             )
-        return _finish(root, settings), groups
+        ds = xr.Dataset(
+            variables,
+            coords={dims.EPOCH: self.epochs, dims.SPLIT: self.splits},
+            attrs={"layer": spec.name, "depth": spec.depth},
+        )
+        return _finish(ds, settings)
 
 
 # --------------------------------------------------------------------------- gradients
@@ -606,14 +651,14 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
                 "param_grad_norm": (
                     (dims.EPOCH, dims.LAYER, dims.PARAM, dims.BATCH),
                     pnorm,
-                    {"long_name": "L2 norm of the mean-loss parameter gradient", "units": "1"},
+                    {"long_name": "L2 norm of the mean-loss parameter gradient", "units": PARAM_GRADIENT_UNITS},
                 ),
                 "sample_index": (
                     (dims.SAMPLE,),
                     order.cpu().numpy(),
-                    {"long_name": f"index of the input in the {split} split", "units": "1"},
+                    {"long_name": f"index of the input in the {split} split", "units": units.DIMENSIONLESS},
                 ),
-                "sample_label": ((dims.SAMPLE,), labels, {"long_name": "class label", "units": "1"}),
+                "sample_label": ((dims.SAMPLE,), labels, {"long_name": "class label", "units": units.DIMENSIONLESS}),
             },
             coords={dims.EPOCH: epochs, **_layer_coords(specs), dims.PARAM: ["weight", "bias"]},
             attrs={"gradient_split": split, "gradient_target": ex["gradient_target"]},
@@ -627,13 +672,16 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
                 v["weight_grad"] = (
                     (dims.EPOCH, dims.BATCH, *_weight_dims(kind)),
                     np.stack(pgrad[(s.name, "weight")]),
-                    {"long_name": f"{s.name} weight gradient (mean loss of a batch)", "units": "1"},
+                    {"long_name": f"{s.name} weight gradient (mean loss of a batch)", "units": units.WEIGHT_GRADIENT},
                 )
                 if pgrad[(s.name, "bias")]:
                     v["bias_grad"] = (
                         (dims.EPOCH, dims.BATCH, _out_dim(kind)),
                         np.stack(pgrad[(s.name, "bias")]),
-                        {"long_name": f"{s.name} bias gradient (mean loss of a batch)", "units": "1"},
+                        {
+                            "long_name": f"{s.name} bias gradient (mean loss of a batch)",
+                            "units": units.ACTIVATION_GRADIENT,
+                        },
                     )
             for k in feat_kinds:
                 if (s.name, k) in fgrad:
@@ -643,7 +691,7 @@ def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: 
                         fgrad[(s.name, k)],
                         {
                             "long_name": f"gradient of the per-sample loss w.r.t. the {s.name} {k}-activation output",
-                            "units": "1",
+                            "units": units.ACTIVATION_GRADIENT,
                         },
                     )
             ds = _finish(
@@ -729,7 +777,7 @@ def _em_ab_streams(
             v[name] = (
                 (dims.EPOCH, dims.SAMPLE, dim),
                 da.zeros((len(epochs), n, ch), chunks=(1, bs, ch), dtype=np.float64),
-                {"long_name": f"{s.name} {what}", "units": "1"},
+                {"long_name": f"{s.name} {what}", "units": units.ACTIVATION_GRADIENT},
             )
         ds = _finish(xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), settings)
         enc = {k: {"chunks": (1, 1, 1, 1, bs, var.shape[-1])} for k, var in ds.data_vars.items()}

@@ -12,7 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dnndist import units
+
 KINDS = ("weights", "features", "gradients")
+# the layout of the extracted stores (their variables' names and meaning): the extract rule passes it as
+# a param, so raising it when a store's variables change makes Snakemake re-extract stores written before
+STORE_LAYOUT = 2  # 2: features n/mu/vmin/vmax (were count/mean/min/max), derived moments, bin edges, units
 
 
 def result_stores(results_dir: str | os.PathLike[str], kind: str) -> list[Path]:
@@ -25,29 +30,85 @@ def result_stores(results_dir: str | os.PathLike[str], kind: str) -> list[Path]:
 def open_results(results_dir: str | os.PathLike[str], kind: str, group: str | None = None) -> Any:
     """All runs' stores of one kind, combined lazily (dask-backed) along variant, init, seed, epoch.
 
-    ``group`` selects a layer group (e.g. "conv1"); None opens the root dataset.
+    ``group`` selects a layer group (e.g. "conv1"); None opens the root dataset. A store attribute
+    that differs between runs (a layer's ``init_std``, ``gain``; ``created``, ``config_hash``)
+    becomes a coordinate over (variant, init, seed); attributes all runs share stay attributes.
     """
     import xarray as xr
 
     stores = result_stores(results_dir, kind)
     if not stores:
         raise FileNotFoundError(f"no {kind}.zarr stores under {results_dir}/runs; run the extraction stage")
-    parts = [open_store_lazily(p, group) for p in stores]
+    parts = per_run_attrs([open_store_lazily(p, group) for p in stores])
     return xr.combine_by_coords(parts, combine_attrs="drop_conflicts", join="outer")
+
+
+def per_run_attrs(parts: list[Any]) -> list[Any]:
+    """The datasets of single runs (run dims of length 1) with each scalar attribute whose value
+    differs between them moved into a coordinate over the run dims (NaN or "" where a run lacks it),
+    so combining them keeps it instead of dropping the conflict."""
+    import numpy as np
+
+    from dnndist import dims
+
+    reserved = set(dims.ALL).union(*(set(p.variables) for p in parts))
+    keys = sorted({k for p in parts for k, v in p.attrs.items() if isinstance(v, str | int | float)} - reserved)
+    varying = [k for k in keys if len({repr(p.attrs.get(k)) for p in parts}) > 1]
+    if not varying or not all(set(dims.RUN_DIMS) <= set(p.dims) for p in parts):
+        return parts
+    numeric = {
+        k: all(isinstance(p.attrs[k], int | float) and not isinstance(p.attrs[k], bool) for p in parts if k in p.attrs)
+        for k in varying
+    }
+    out = []
+    for p in parts:
+        coords = {}
+        for k in varying:
+            value = p.attrs.get(k, np.nan if numeric[k] else "")
+            attrs = {"long_name": f"{k.replace('_', ' ')} (store attribute of the run)"}
+            if numeric[k]:
+                attrs["units"] = ATTR_UNITS.get(k, units.DIMENSIONLESS)
+            coords[k] = (dims.RUN_DIMS, np.full((1, 1, 1), value, dtype=float if numeric[k] else object), attrs)
+        run = p.assign_coords(coords)
+        run.attrs = {k: v for k, v in p.attrs.items() if k not in varying}
+        out.append(run)
+    return out
+
+
+ATTR_UNITS = {  # units of the numeric store attributes that can differ between runs (the rest: "1")
+    "init_std": units.WEIGHT,
+    "init_bound": units.WEIGHT,
+    "init_mean": units.WEIGHT,
+    "bias_init_std": units.ACTIVATION,
+    "bias_init_bound": units.ACTIVATION,
+    "fan_in": units.COUNT,
+    "fan_out": units.COUNT,
+}
+
+
+# statistics whose usual names are xarray Dataset methods (ds.mean is the method, not the variable):
+# their names as Dataset variables, so attribute access works in a notebook (ds.m2 / ds.n)
+DATASET_NAMES = {"count": "n", "mean": "mu", "min": "vmin", "max": "vmax", "std": "stdev", "var": "variance"}
+# the features store's statistics as named before they were renamed
+LEGACY_FEATURE_NAMES = {k: DATASET_NAMES[k] for k in ("count", "mean", "min", "max")}
 
 
 def open_store_lazily(path: str | os.PathLike[str], group: str | None = None) -> Any:
     """One zarr store as a lazy Dataset: by its consolidated metadata (one read), or, for a
     store written before dnndist consolidated them, by listing it (without the warnings that
-    Snakemake's marker file in a directory output would cause)."""
+    Snakemake's marker file in a directory output would cause). A features store written
+    before its statistics were renamed gets the current names (``LEGACY_FEATURE_NAMES``)."""
     import xarray as xr
 
     try:
-        return xr.open_zarr(path, group=group, consolidated=True)
+        ds = xr.open_zarr(path, group=group, consolidated=True)
     except (KeyError, ValueError, FileNotFoundError):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
-            return xr.open_zarr(path, group=group, consolidated=False)
+            ds = xr.open_zarr(path, group=group, consolidated=False)
+    if "m2" in ds.data_vars:
+        ds = ds.rename({k: v for k, v in LEGACY_FEATURE_NAMES.items() if k in ds.data_vars})
+    return ds
 
 
 def _tmp_sibling(path: Path) -> Path:

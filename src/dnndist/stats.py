@@ -275,21 +275,43 @@ def weight_stats_of_store(path: str | Path, settings: Mapping[str, Any] | None =
     return weight_table(open_layer_groups(path), settings)
 
 
+DERIVED_MOMENTS = {  # name -> (long_name, power of the values' units; 0: dimensionless)
+    "variance": ("variance (population: m2 / n)", 2),
+    "stdev": ("standard deviation (population: sqrt(m2 / n))", 1),
+    "skewness": ("skewness (m3 / n) / (m2 / n)^1.5, as scipy.stats.skew", 0),
+    "kurtosis": ("excess kurtosis (m4 / n) / (m2 / n)^2 - 3, as scipy.stats.kurtosis (Fisher)", 0),
+}
+
+
+def derived_moments(n: Any, m2: Any, m3: Any, m4: Any) -> dict[str, Any]:
+    """Variance, standard deviation, skewness and excess kurtosis (``DERIVED_MOMENTS``) from a count
+    and the central moment sums m2..m4 (numpy or xarray): the population (biased) estimators, what
+    ``scipy.stats.skew`` and ``scipy.stats.kurtosis`` give with their defaults; NaN where n is 0
+    or the values are constant."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = m2 / n
+        return {
+            "variance": var,
+            "stdev": np.sqrt(var),
+            "skewness": (m3 / n) / var**1.5,
+            "kurtosis": (m4 / n) / var**2 - 3.0,
+        }
+
+
 def feature_table(features: Any) -> pd.DataFrame:
     """Per (run, epoch, layer, kind, split): count, mean, std, skewness, excess kurtosis, min, max
     from the exact streaming moments of a features store's root dataset, with each layer's
     ``depth`` (its position among the weight layers, so tables order conv10 after conv2)."""
     ds = features.load()
-    n, m2, m3, m4 = ds["count"], ds["m2"], ds["m3"], ds["m4"]
-    var = m2 / n
+    moments = derived_moments(ds["n"], ds["m2"], ds["m3"], ds["m4"])
     derived = {
-        "count": n,
-        "mean": ds["mean"],
-        "std": np.sqrt(var),
-        "skewness": (m3 / n) / var**1.5,
-        "kurtosis": (m4 / n) / var**2 - 3.0,
-        "min": ds["min"],
-        "max": ds["max"],
+        "count": ds["n"],
+        "mean": ds["mu"],
+        "std": moments["stdev"],
+        "skewness": moments["skewness"],
+        "kurtosis": moments["kurtosis"],
+        "min": ds["vmin"],
+        "max": ds["vmax"],
         "nonfinite": ds["nonfinite"],
     }
     frames = []
@@ -381,17 +403,17 @@ def feature_histograms(features: Any, epochs: Sequence[int], kind: str = "pre") 
                 d = ds.sel(epoch=epoch, layer=layer, split=split).squeeze()
                 lo, hi, counts = float(d["hist_lo"]), float(d["hist_hi"]), d["hist"].values
                 width = (hi - lo) / bins
-                total = float(d["count"])
+                total = float(d["n"])
                 if not np.isfinite(width) or width <= 0 or total <= 0:
                     continue
                 centres = lo + width * (np.arange(bins) + 0.5)
                 run = {k: d[k].item() for k in ("variant", "init", "seed")}
                 outside = sum(float(d[k]) for k in ("underflow", "overflow") if k in d and np.isfinite(float(d[k])))
                 extra = {
-                    "mean": float(d["mean"]),
+                    "mean": float(d["mu"]),
                     "std": float(np.sqrt(d["m2"] / total)),
-                    "min": float(d["min"]) if "min" in d else np.nan,
-                    "max": float(d["max"]) if "max" in d else np.nan,
+                    "min": float(d["vmin"]) if "vmin" in d else np.nan,
+                    "max": float(d["vmax"]) if "vmax" in d else np.nan,
                     "outside": outside / total,
                 }
                 rows.extend(

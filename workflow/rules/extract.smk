@@ -1,5 +1,6 @@
 # Extraction stage: per run, one job (one process: the interpreter, torch and the data are
 # loaded once) writes the weights, features and gradients zarr stores.
+from dnndist.io import STORE_LAYOUT
 
 
 rule extract:
@@ -21,6 +22,7 @@ rule extract:
         torch_threads=2,
     params:
         settings=extract_settings_json,
+        layout=STORE_LAYOUT,  # a new store layout re-extracts (dnndist.io.STORE_LAYOUT)
         run_dir=run_dir,
         env=MALLOC_ENV,
     shell:
