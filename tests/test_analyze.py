@@ -236,7 +236,7 @@ def test_same_weight_statistics_as_the_workflow(workflow_run):
     s, _, run_dir = workflow_run
     groups = stats.open_layer_groups(run_dir / "weights.zarr")
     with analysis._one_blas_thread():  # analyze's BLAS threads: the eigenvalues' last bits depend on the thread count
-        wf = stats.weight_table(groups, s)
+        wf = stats.weight_table(groups, s.to_dict())
         sp_wf = stats.spectrum_table({k: g.sel(epoch=[1]) for k, g in groups.items()})
     wf = wf[wf["epoch"] == 1]
     r = dnndist.analyze("paper_cnn", weights=run_dir / "checkpoints" / "epoch_0001.safetensors", init="kaiming_normal")
