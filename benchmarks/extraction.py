@@ -24,17 +24,17 @@ CHILD = r"""
 import json, sys, time, torch
 from pathlib import Path
 from dnndist import data, extract, train, config as c
+from dnndist.settings import DataSettings, ExtractSettings, RunSettings
 n, work = int(sys.argv[1]), Path(sys.argv[2])
 torch.set_num_threads(2)
-store = data.build_store({"source": "synthetic", "synthetic": {"train_size": 600, "test_size": 100, "image_size": 32, "seed": 0}}, work / f"d{n}.zarr")
+store = data.build_store(DataSettings.from_dict({"source": "synthetic", "synthetic": {"train_size": 600, "test_size": 100, "image_size": 32, "seed": 0}}), work / f"d{n}.zarr")
 cfg = c.validate({"results": str(work / f"results{n}"), "data": {"source": "synthetic", "valid_size": 100, "random_size": n,
                   "synthetic": {"train_size": 600, "test_size": 100}},
                   "inits": ["kaiming_normal"], "train": {"epochs": 1, "checkpoints": [1]},
                   "extract": {"splits": ["random"], "batch_size": 500, "sample_size": 128}})
-s = c.extract_settings(cfg, c.Run("base", "kaiming_normal", 0))
-s["checkpoint_epochs"] = [1]
+s = ExtractSettings.from_dict({**c.extract_settings(cfg, c.Run("base", "kaiming_normal", 0)), "checkpoint_epochs": [1]})
 run = work / f"run{n}"
-train.train_run(c.run_settings(cfg, c.Run("base", "kaiming_normal", 0)), store, run, threads=2)
+train.train_run(RunSettings.from_dict(c.run_settings(cfg, c.Run("base", "kaiming_normal", 0))), store, run, threads=2)
 inputs = extract.load_inputs(s, store, torch.device("cpu"))
 model = extract.build_model(s, data.store_info(store)).eval()
 extract.load_weights(model, run / "checkpoints" / "epoch_0001.safetensors")

@@ -28,13 +28,20 @@ import torch.nn.functional as F
 from benchmarks import device_name
 from dnndist import data, train
 from dnndist.inits import INIT_NAMES
+from dnndist.settings import RunSettings
 
 FLOP_PER_IMAGE_STEP = 9.37e6
 CPU_PEAK_GFLOPS = 165.0
 INITS = [i for i in INIT_NAMES if i != "torch_default"]  # the paper's seven
 
 
-def run_settings(init: str, device: str, fast: bool, batch_size: int = 64, seed: int = 0, graphs: bool = True) -> dict:
+def run_settings(
+    init: str, device: str, fast: bool, batch_size: int = 64, seed: int = 0, graphs: bool = True
+) -> RunSettings:
+    return RunSettings.from_dict(settings_dict(init, device, fast, batch_size, seed, graphs))
+
+
+def settings_dict(init: str, device: str, fast: bool, batch_size: int, seed: int, graphs: bool) -> dict:
     return {
         "run": {"variant": "base", "init_name": init, "seed": seed},
         "model": {
@@ -56,6 +63,7 @@ def run_settings(init: str, device: str, fast: bool, batch_size: int = 64, seed:
             "epochs": 1,
             "weight_decay": 0.0,
             "l1": 0.0,
+            "checkpoints": [],
             "eval_batch_size": 1000,
             "device": device,
             "channels_last": fast,
@@ -64,15 +72,17 @@ def run_settings(init: str, device: str, fast: bool, batch_size: int = 64, seed:
             "cuda_graphs": graphs,
         },
         "input": {"transform": "as_is", "threshold": 0.2},
+        "split": {"valid_size": 5000, "split_seed": 0, "valid_split": "train"},
+        "checkpoint_epochs": [0],
     }
 
 
-def stack_settings(k: int, device: str, fast: bool = True, graphs: bool = True) -> list[dict]:
+def stack_settings(k: int, device: str, fast: bool = True, graphs: bool = True) -> list[RunSettings]:
     """K runs: the seven inits, then again with the next seed, and so on."""
     return [run_settings(INITS[i % len(INITS)], device, fast, seed=i // len(INITS), graphs=graphs) for i in range(k)]
 
 
-def trainer_epochs(settings: list[dict], ds: data.Dataset, device: torch.device, epochs: int = 1) -> float:
+def trainer_epochs(settings: list[RunSettings], ds: data.Dataset, device: torch.device, epochs: int = 1) -> float:
     """Images x runs per second of dnndist's training loop (train.Trainer) over ``epochs`` epochs
     of ``ds``, after one untimed warm-up epoch (kernel selection; the CUDA graph is captured there)."""
     t = train.Trainer(settings, ds, device)

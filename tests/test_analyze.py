@@ -17,6 +17,7 @@ import dnndist
 from dnndist import DnndistError, analysis, cli, data, dims, extract, integrity, plots, spectral, stats, train
 from dnndist import config as dcfg
 from dnndist.gradients import emission_absorption_explicit
+from dnndist.settings import DataSettings, ExtractSettings
 
 from .conftest import env, tiny_config
 
@@ -220,12 +221,14 @@ def workflow_run(tmp_path_factory):
     """A trained tiny paper-CNN run (as tests/test_extract.py makes one) and its weights and features stores."""
     root = tmp_path_factory.mktemp("an")
     store = data.build_store(
-        {"source": "synthetic", "synthetic": {"train_size": 400, "test_size": 100, "image_size": 32, "seed": 0}},
+        DataSettings.from_dict(
+            {"source": "synthetic", "synthetic": {"train_size": 400, "test_size": 100, "image_size": 32, "seed": 0}}
+        ),
         root / "data.zarr",
     )
     ex = {"sample_size": 16, "batch_size": 70, "histogram_bins": 20, "gradient_batches": 2, "gradient_batch_size": 8}
     cfg = dcfg.validate(tiny_config(root, extract=ex), check_paths=False)
-    s = dcfg.extract_settings(cfg, dcfg.Run("base", "kaiming_normal", 0))
+    s = ExtractSettings.from_dict(dcfg.extract_settings(cfg, dcfg.Run("base", "kaiming_normal", 0)))
     run_dir = root / "runs" / "base" / "kaiming_normal" / "seed0"
     train.train_run(s, store, run_dir, threads=1)
     extract.extract_weights(s, run_dir / "checkpoints", store, run_dir / "weights.zarr")
@@ -237,7 +240,7 @@ def test_same_weight_statistics_as_the_workflow(workflow_run):
     s, _, run_dir = workflow_run
     groups = stats.open_layer_groups(run_dir / "weights.zarr")
     with analysis._one_blas_thread():  # analyze's BLAS threads: the eigenvalues' last bits depend on the thread count
-        wf = stats.weight_table(groups, s)
+        wf = stats.weight_table(groups, s.to_dict())
         sp_wf = stats.spectrum_table({k: g.sel(epoch=[1]) for k, g in groups.items()})
     wf = wf[wf["epoch"] == 1]
     r = dnndist.analyze("paper_cnn", weights=run_dir / "checkpoints" / "epoch_0001.safetensors", init="kaiming_normal")
@@ -281,18 +284,18 @@ def test_same_weight_statistics_as_the_workflow(workflow_run):
 def test_same_feature_statistics_as_the_workflow(workflow_run):
     """The features of the valid split, fed to analyze in the workflow's batches, give the workflow's numbers exactly."""
     s, store, run_dir = workflow_run
-    ex = s["extract"]
+    ex = s.extract
     inputs = extract.load_inputs(s, store, torch.device("cpu"))
-    order = inputs.order("valid", ex["seed"])
-    chunks = [order[: ex["sample_size"]]] + list(order[ex["sample_size"] :].split(ex["batch_size"]))
+    order = inputs.order("valid", ex.seed)
+    chunks = [order[: ex.sample_size]] + list(order[ex.sample_size :].split(ex.batch_size))
     batches = [inputs.batch("valid", idx) for idx in chunks]
     r = dnndist.analyze(
         "paper_cnn",
         batches,
         weights=run_dir / "checkpoints" / "epoch_0001.safetensors",
         init="kaiming_normal",
-        histogram_bins=ex["histogram_bins"],
-        sample_size=ex["sample_size"],
+        histogram_bins=ex.histogram_bins,
+        sample_size=ex.sample_size,
         emission=False,
     )
     wf = (

@@ -14,6 +14,7 @@ import torch
 import zarr
 
 from dnndist import data
+from dnndist.settings import DataSettings
 
 from .conftest import cifar_binary_archive, env
 
@@ -35,7 +36,7 @@ def test_synthetic_is_deterministic_balanced_and_seed_dependent():
 
 def test_synthetic_store_has_canonical_layout(tmp_path):
     settings = {"source": "synthetic", "synthetic": {"train_size": 300, "test_size": 50, "image_size": 32, "seed": 0}}
-    out = data.build_store(settings, tmp_path / "d.zarr")
+    out = data.build_store(DataSettings.from_dict(settings), tmp_path / "d.zarr")
     root = zarr.open_group(str(out), mode="r")
     assert root["train"]["images"].shape == (300, 3, 32, 32)
     assert root["test"]["labels"].shape == (50,)
@@ -78,7 +79,7 @@ def test_cifar10_download_from_local_server_and_convert(tmp_path, http_root):
     assert proc.returncode == 0, proc.stderr
     assert archive.read_bytes() == (www / "cifar-10-binary.tar.gz").read_bytes()
     settings = {"source": "cifar10", "cifar10": {"url": url, "md5": md5(archive)}}
-    ds = data.open_store(data.build_store(settings, tmp_path / "c.zarr", archive=archive))
+    ds = data.open_store(data.build_store(DataSettings.from_dict(settings), tmp_path / "c.zarr", archive=archive))
     assert torch.equal(ds.images["train"], torch.from_numpy(images))
     assert torch.equal(ds.labels["train"], torch.from_numpy(labels))
     assert ds.images["test"].shape == (20, 3, 32, 32)
@@ -106,11 +107,15 @@ def test_corrupt_or_truncated_archive_gives_clear_error_and_no_store(tmp_path):
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     settings = {"source": "cifar10", "cifar10": {"url": "-", "md5": None}}
     with pytest.raises(data.DataError, match="corrupt or truncated"):
-        data.build_store(settings, tmp_path / "s.zarr", archive=truncated)
+        data.build_store(DataSettings.from_dict(settings), tmp_path / "s.zarr", archive=truncated)
     assert not (tmp_path / "s.zarr").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".s.zarr")] == []
     with pytest.raises(data.DataError, match="checksum mismatch"):
-        data.build_store({**settings, "cifar10": {"url": "-", "md5": "0" * 32}}, tmp_path / "s.zarr", archive=good)
+        data.build_store(
+            DataSettings.from_dict({**settings, "cifar10": {"url": "-", "md5": "0" * 32}}),
+            tmp_path / "s.zarr",
+            archive=good,
+        )
     # through the CLI: one line, exit status 2, no traceback
     proc = subprocess.run(
         [
@@ -185,7 +190,7 @@ def test_imagefolder_directory_resized_and_cropped(tmp_path):
             "limit_per_class": 2,
         },
     }
-    ds = data.open_store(data.build_store(settings, tmp_path / "f.zarr"))
+    ds = data.open_store(data.build_store(DataSettings.from_dict(settings), tmp_path / "f.zarr"))
     assert ds.images["train"].shape == (4, 3, 24, 24) and ds.images["test"].shape == (4, 3, 24, 24)
     assert ds.classes == ["cat", "dog"] and ds.labels["train"].tolist() == [0, 0, 1, 1]
 
@@ -205,7 +210,7 @@ def test_imagefolder_bad_image_is_a_clear_error(tmp_path):
         },
     }
     with pytest.raises(data.DataError, match="cannot decode image train/cat/0001.jpg"):
-        data.build_store(settings, tmp_path / "f.zarr")
+        data.build_store(DataSettings.from_dict(settings), tmp_path / "f.zarr")
     assert not (tmp_path / "f.zarr").exists()
 
 
@@ -271,7 +276,9 @@ def test_parallel_decode_equals_serial(tmp_path, monkeypatch):
                 "limit_per_class": limit,
             },
         }
-        out = data.build_store(settings, tmp_path / f"{source.name}-{workers}-{limit}.zarr", workers=workers)
+        out = data.build_store(
+            DataSettings.from_dict(settings), tmp_path / f"{source.name}-{workers}-{limit}.zarr", workers=workers
+        )
         root = zarr.open_group(str(out), mode="r")
         refs = data.list_imagefolder(tree, subdirs, limit)
         assert len(refs) == 4 * (limit or 7)
@@ -309,7 +316,7 @@ def test_parallel_decode_reports_the_first_bad_image(tmp_path, monkeypatch):
         }
         for workers in (1, 2):
             with pytest.raises(data.DataError, match=f"^cannot decode image {first}: "):
-                data.build_store(settings, tmp_path / "bad.zarr", workers=workers)
+                data.build_store(DataSettings.from_dict(settings), tmp_path / "bad.zarr", workers=workers)
             assert not (tmp_path / "bad.zarr").exists()
 
 
@@ -325,7 +332,7 @@ def test_imagefolder_from_shared_cifar_jpeg_slice(tmp_path, shared_jpeg):
             "limit_per_class": 5,
         },
     }
-    ds = data.open_store(data.build_store(settings, tmp_path / "j.zarr"))
+    ds = data.open_store(data.build_store(DataSettings.from_dict(settings), tmp_path / "j.zarr"))
     assert ds.images["train"].shape == (50, 3, 32, 32) and ds.images["test"].shape == (50, 3, 32, 32)
     assert ds.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     assert np.bincount(ds.labels["train"].numpy()).tolist() == [5] * 10

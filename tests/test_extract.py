@@ -18,6 +18,7 @@ from dnndist import config as dcfg
 from dnndist import data, extract, inits, train
 from dnndist.gradients import emission_absorption_explicit
 from dnndist.io import open_results
+from dnndist.settings import DataSettings, ExtractSettings
 
 from .conftest import env, tiny_config
 
@@ -28,7 +29,7 @@ def settings_for(root, init="kaiming_normal", **sections):
     cfg = dcfg.validate(
         tiny_config(root, inits=["kaiming_normal", "xavier_uniform"], extract=EX, **sections), check_paths=False
     )
-    return dcfg.extract_settings(cfg, dcfg.Run("base", init, 0))
+    return ExtractSettings.from_dict(dcfg.extract_settings(cfg, dcfg.Run("base", init, 0)))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,9 @@ def run(tmp_path_factory):
     """A trained tiny run (2 checkpoints) and its three extracted stores, for two inits."""
     root = tmp_path_factory.mktemp("ex")
     store = data.build_store(
-        {"source": "synthetic", "synthetic": {"train_size": 400, "test_size": 100, "image_size": 32, "seed": 0}},
+        DataSettings.from_dict(
+            {"source": "synthetic", "synthetic": {"train_size": 400, "test_size": 100, "image_size": 32, "seed": 0}}
+        ),
         root / "data.zarr",
     )
     out = {}
@@ -113,7 +116,7 @@ def features_by_numpy(s, store, run_dir, epoch, split, layer_module):
     model.get_submodule(layer_module).register_forward_hook(
         lambda m, a, o: outs.append(o.detach().double().numpy().ravel())
     )
-    order = inputs.order(split, s["extract"]["seed"])
+    order = inputs.order(split, s.extract.seed)
     with torch.no_grad():
         for idx in order.split(50):
             model(inputs.batch(split, idx)[0])
@@ -221,7 +224,7 @@ def test_gradients_dataset_against_autograd(run):
     import zarr
 
     arr = zarr.open_group(str(run_dir / "gradients.zarr"), mode="r")["conv2"]["em"]
-    n_epochs = len(s["checkpoint_epochs"])
+    n_epochs = len(s.checkpoint_epochs)
     assert arr.chunks == (1, 1, 1, 1, EX["gradient_batch_size"], 16)
     assert arr.nchunks_initialized == n_epochs * EX["gradient_batches"]
     assert root.attrs["gradient_target"] == "label" and "config_hash" in root.attrs
@@ -347,10 +350,11 @@ def json_differences(a, b, path=""):
 def test_killed_extraction_reruns_to_the_same_bytes(run, tmp_path):
     _, store, runs = run
     s, run_dir = runs["kaiming_normal"]
-    s = {
-        **s,
-        "random": {**s["random"], "random_size": 3000},  # long enough to be killed mid-way
-        "extract": {**s["extract"], "splits": ["valid", "random"]},
+    d = s.to_dict()
+    d = {
+        **d,
+        "random": {**d["random"], "random_size": 3000},  # long enough to be killed mid-way
+        "extract": {**d["extract"], "splits": ["valid", "random"]},
     }
     out = tmp_path / "features.zarr"
     cmd = [
@@ -360,7 +364,7 @@ def test_killed_extraction_reruns_to_the_same_bytes(run, tmp_path):
         "extract",
         "features",
         "--settings",
-        json.dumps(s),
+        json.dumps(d),
         "--checkpoints",
         str(run_dir / "checkpoints"),
         "--data",
@@ -380,7 +384,7 @@ def test_killed_extraction_reruns_to_the_same_bytes(run, tmp_path):
     assert not out.exists()  # nothing that looks complete
     assert subprocess.run(cmd, env=env(), capture_output=True).returncode == 0
     ref = tmp_path / "ref.zarr"
-    extract.extract_features(s, run_dir / "checkpoints", store, ref)
+    extract.extract_features(ExtractSettings.from_dict(d), run_dir / "checkpoints", store, ref)
     a, b = store_files(out), store_files(ref)
     assert a.keys() == b.keys()
     differing = [k for k in a if a[k] != b[k]]
@@ -396,17 +400,18 @@ def test_feature_memory_does_not_grow_with_split_size(run, tmp_path):
     _, store, runs = run
     s, run_dir = runs["kaiming_normal"]
     script = (
-        "import json, resource, sys; from dnndist import extract;"
-        "s = json.loads(sys.argv[1]); extract.extract_features(s, sys.argv[2], sys.argv[3], sys.argv[4]);"
+        "import resource, sys; from dnndist import extract; from dnndist.settings import ExtractSettings;"
+        "s = ExtractSettings.from_json(sys.argv[1]); extract.extract_features(s, sys.argv[2], sys.argv[3], sys.argv[4]);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     peaks = {}
     for n in (1_000, 10_000):
+        d = s.to_dict()
         sn = {
-            **s,
+            **d,
             "checkpoint_epochs": [1],
-            "random": {**s["random"], "random_size": n},
-            "extract": {**s["extract"], "splits": ["random"], "batch_size": 500},
+            "random": {**d["random"], "random_size": n},
+            "extract": {**d["extract"], "splits": ["random"], "batch_size": 500},
         }
         proc = subprocess.run(
             [

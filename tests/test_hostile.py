@@ -25,6 +25,7 @@ import yaml
 
 from dnndist import cli, models
 from dnndist import config as dcfg
+from dnndist.settings import ModelSettings
 
 from .conftest import cifar_binary_archive, tiny_config, write_yaml
 
@@ -485,13 +486,13 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
         def fix() -> list[str]:
             if path.is_dir():
                 path.rmdir()
-            torch.save(models.build({**run_settings["model"]}).state_dict(), path)
+            torch.save(models.build(ModelSettings.from_dict(run_settings["model"])).state_dict(), path)
             return argv
 
         cases.append(Case(f"weights: {name}", break_it, expect, fix, out_dir))
 
     def nan_weights(p: Path) -> None:
-        state = models.build({**run_settings["model"]}).state_dict()
+        state = models.build(ModelSettings.from_dict(run_settings["model"])).state_dict()
         state["fc1.weight"][0, 0] = float("nan")
         torch.save(state, p)
 
@@ -505,7 +506,9 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     weights_case("a directory", lambda p: p.mkdir(), "is not a file")
     weights_case(
         "head smaller than the classes",
-        lambda p: torch.save(models.build({**run_settings["model"]}, num_classes=5).state_dict(), p),
+        lambda p: torch.save(
+            models.build(ModelSettings.from_dict(run_settings["model"]), num_classes=5).state_dict(), p
+        ),
         "10 classes but the model's head has 5 outputs",
     )
 

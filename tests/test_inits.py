@@ -9,16 +9,11 @@ import torch
 from torch import nn
 
 from dnndist import inits, models
+from dnndist.settings import ModelSettings, RunSettings
 
-PAPER = {
-    "name": "paper_cnn",
-    "depth": 3,
-    "width": 16,
-    "hidden": 512,
-    "norm": "none",
-    "activation": "relu",
-    "negative_slope": 0.3,
-}
+PAPER = ModelSettings(
+    name="paper_cnn", depth=3, width=16, hidden=512, norm="none", activation="relu", negative_slope=0.3
+)
 GAIN = math.sqrt(2.0)
 DRAWS = 20  # pool draws so that sampling error is small for conv1 (432 weights)
 
@@ -109,11 +104,11 @@ def test_same_seed_same_weights_and_different_seed_differs():
     assert not torch.equal(a.conv1.weight, c.conv1.weight)
 
 
-LEAKY = {"activation": "leaky_relu", "negative_slope": 0.3}
+LEAKY = ModelSettings(activation="leaky_relu", negative_slope=0.3)
 
 
 def test_gain_conventions():
-    relu = {"activation": "relu"}
+    relu = ModelSettings(activation="relu")
     # torch: what torch.nn.init's defaults give (xavier_*/orthogonal gain 1; kaiming the nonlinearity's gain)
     for init in ("xavier_normal", "xavier_uniform", "orthogonal"):
         assert inits.gain_for(init, "torch", relu) == 1.0
@@ -143,11 +138,11 @@ def test_default_convention_equals_torch_nn_init_defaults(init, fn):
 
     cfg = dcfg.validate({"data": {"source": "synthetic", "valid_size": 100}, "inits": [init]}, check_paths=False)
     assert cfg["init"]["gain"] == "torch"
-    settings = dcfg.run_settings(cfg, dcfg.runs(cfg)[0])
-    model = models.build(settings["model"])
-    gain = inits.gain_for(init, settings["init"]["gain"], settings["model"])
+    settings = RunSettings.from_dict(dcfg.run_settings(cfg, dcfg.runs(cfg)[0]))
+    model = models.build(settings.model)
+    gain = inits.gain_for(init, settings.init_scheme.gain, settings.model)
     inits.apply(model, init, gain, "auto", 7)
-    ref = models.build(settings["model"])
+    ref = models.build(settings.model)
     g = torch.Generator().manual_seed(7)
     for (name, m), (_, r) in zip(inits.weight_modules(model), inits.weight_modules(ref)):
         with torch.no_grad():
@@ -169,7 +164,7 @@ def test_default_convention_equals_torch_nn_init_defaults(init, fn):
 def test_xavier_and_kaiming_differ_under_torch_convention_but_not_relu():
     """conv2/conv3 of the paper CNN have fan_in = fan_out: with the ReLU gain on every init,
     xavier_normal and kaiming_normal are the same distribution (the defect of the old default)."""
-    relu = {"activation": "relu"}
+    relu = ModelSettings(activation="relu")
     for shape in ((16, 16, 3, 3),):
         tx = inits.theory("xavier_normal", shape, inits.gain_for("xavier_normal", "relu", relu))["std"]
         tk = inits.theory("kaiming_normal", shape, inits.gain_for("kaiming_normal", "relu", relu))["std"]

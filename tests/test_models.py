@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
 from dnndist import models
+from dnndist.settings import ModelSettings
 
-BASE = {
-    "name": "paper_cnn",
-    "depth": 3,
-    "width": 16,
-    "hidden": 512,
-    "norm": "none",
-    "activation": "relu",
-    "negative_slope": 0.3,
-}
+BASE = ModelSettings(
+    name="paper_cnn",
+    depth=3,
+    width=16,
+    hidden=512,
+    norm="none",
+    activation="relu",
+    negative_slope=0.3,
+)
 
 
 def test_paper_cnn_matches_the_paper():
@@ -55,14 +58,14 @@ def test_paper_cnn_matches_the_paper():
 
 @pytest.mark.parametrize("depth", [3, 6, 9, 12])
 def test_plain_cnn_depths(depth):
-    m = models.build({**BASE, "name": "plain_cnn", "depth": depth})
+    m = models.build(dataclasses.replace(BASE, name="plain_cnn", depth=depth))
     assert sum(isinstance(x, nn.Conv2d) for x in m) == depth
     assert sum(isinstance(x, nn.MaxPool2d) for x in m) == 2
     assert m(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
 def test_batchnorm_and_leaky_relu_variants():
-    m = models.build({**BASE, "norm": "batch", "activation": "leaky_relu", "negative_slope": 0.3})
+    m = models.build(dataclasses.replace(BASE, norm="batch", activation="leaky_relu", negative_slope=0.3))
     assert sum(isinstance(x, nn.BatchNorm2d) for x in m) == 3
     leaky = [x for x in m if isinstance(x, nn.LeakyReLU)]
     assert len(leaky) == 4 and leaky[0].negative_slope == 0.3
@@ -74,4 +77,4 @@ def test_unknown_model_is_a_clear_error():
     from dnndist import DnndistError
 
     with pytest.raises(DnndistError, match="unknown model"):
-        models.build({**BASE, "name": "vgg"})
+        models.build(dataclasses.replace(BASE, name="vgg"))

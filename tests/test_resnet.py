@@ -15,6 +15,7 @@ import xarray as xr
 
 from dnndist import DnndistError, models, train
 from dnndist.gradients import emission_absorption_explicit
+from dnndist.settings import ModelSettings
 
 from .conftest import snakemake, write_yaml
 
@@ -23,7 +24,7 @@ from .conftest import snakemake, write_yaml
     "name,size,convs", [("resnet18", 64, 20), ("resnet34", 64, 36), ("resnet50", 64, 53), ("resnet18_cifar", 32, 20)]
 )
 def test_registry_builds_every_conv_as_an_analysed_layer(name, size, convs):
-    net = models.build({"name": name}, 3, 10, size)
+    net = models.build(ModelSettings(name=name), 3, 10, size)
     specs = [s for s in net.layer_specs if s.kind == "conv"]
     assert len(specs) == convs and all(s.analysed for s in specs)
     modules = dict(net.named_modules())
@@ -39,7 +40,7 @@ def test_torchvision_weights_load_unchanged_and_bad_files_are_refused(tmp_path):
     ref = torchvision.models.resnet18(num_classes=7).eval()
     path = tmp_path / "r18.pth"
     torch.save(ref.state_dict(), path)
-    net = models.build({"name": "resnet18", "weights": str(path)}, 3, 10, 64).eval()  # 7 classes, from the file
+    net = models.build(ModelSettings(name="resnet18", weights=str(path)), 3, 10, 64).eval()  # 7 classes, from the file
     models.load_pretrained(net, models.read_weights(path), str(path))
     x = torch.randn(2, 3, 64, 64)
     assert torch.equal(net(x), ref(x))
@@ -56,7 +57,7 @@ def test_emission_absorption_of_resnet_convs_match_explicit_maps():
     per-sample maps (float64)."""
     from dnndist.gradients import emission_absorption
 
-    net = models.build({"name": "resnet18"}, 3, 10, 64).double()
+    net = models.build(ModelSettings(name="resnet18"), 3, 10, 64).double()
     for name in ("layer2.0.conv1", "layer2.0.downsample.0"):
         conv = dict(net.named_modules())[name]
         g = torch.randn(3, conv.out_channels, 4, 4, dtype=torch.float64)
@@ -114,7 +115,7 @@ def test_experiment2_on_local_resnet18_weights_and_a_jpeg_slice(tmp_path, shared
     assert all(torch.equal(tensors[k], given[k]) for k in given)  # analysed as given, not trained
     grads = xr.open_zarr(run / "gradients.zarr", consolidated=False)
     assert grads.attrs["weights_sha256"] == digest
-    net = models.build({"name": "resnet18"}, 3, 1000, 64)
+    net = models.build(ModelSettings(name="resnet18"), 3, 1000, 64)
     convs = [s.name for s in net.layer_specs if s.kind == "conv"]
     for name in convs:
         g = xr.open_zarr(run / "gradients.zarr", group=name, consolidated=False)

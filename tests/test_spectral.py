@@ -16,16 +16,11 @@ import torch
 from torch import nn
 
 from dnndist import models, spectral
+from dnndist.settings import ModelSettings
 
-PAPER = {
-    "name": "paper_cnn",
-    "depth": 3,
-    "width": 16,
-    "hidden": 512,
-    "norm": "none",
-    "activation": "relu",
-    "negative_slope": 0.3,
-}
+PAPER = ModelSettings(
+    name="paper_cnn", depth=3, width=16, hidden=512, norm="none", activation="relu", negative_slope=0.3
+)
 # dnndist key -> WeightWatcher column, compared to 1e-6 relative on every layer WeightWatcher fits
 WW_COLUMNS = {
     "alpha": "alpha",

@@ -5,6 +5,7 @@ periodic finiteness look (snapshot + replay) equal to looking at every step."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from dnndist import config as dcfg
 from dnndist import inits, models, stacked, train
 from dnndist.checkpoints import load_checkpoint
+from dnndist.settings import ModelSettings, RunSettings
 
 from .conftest import env, snakemake, tiny_config, write_yaml
 
@@ -32,7 +34,7 @@ MODEL = {
 }
 
 
-def _nets(settings: dict, names: list[str], image: int = 32) -> list[models.Net]:
+def _nets(settings: ModelSettings, names: list[str], image: int = 32) -> list[models.Net]:
     nets = []
     for seed, name in enumerate(names):
         net = models.build(settings, 3, 10, image).double()
@@ -61,6 +63,7 @@ def test_wide_model_equals_separate_models_in_float64(settings):
     """Each run reads its own batch (its seed's data order). Logits, losses and every parameter
     gradient of the stacked model equal those of the separate models (autograd on each) to
     1e-12 in float64; BN buffers follow too."""
+    settings = ModelSettings.from_dict(settings)
     names = ["kaiming_normal", "xavier_uniform", "orthogonal"]
     nets = _nets(settings, names)
     wide = stacked.StackedCNN(nets).double()
@@ -119,7 +122,7 @@ def _group(tmp_path, seeds=(0, 1), **train_over):
         check_paths=False,
     )
     runs = dcfg.runs(cfg)
-    return runs, [dcfg.run_settings(cfg, r) for r in runs]
+    return runs, [RunSettings.from_dict(dcfg.run_settings(cfg, r)) for r in runs]
 
 
 def test_stacked_group_matches_per_run_training(tmp_path, store):
@@ -144,8 +147,8 @@ def test_stacked_group_matches_per_run_training(tmp_path, store):
             assert ma == mb
             for k in ta:  # a tenth of one Adam step (lr 1e-3) at most, and far less typically
                 diff = (ta[k] - tb[k]).abs()
-                assert float(diff.max()) <= 0.1 * s["train"]["lr"], (r.init, r.seed, ck.name, k)
-                assert float(diff.mean()) <= 1e-3 * s["train"]["lr"], (r.init, r.seed, ck.name, k)
+                assert float(diff.max()) <= 0.1 * s.train.lr, (r.init, r.seed, ck.name, k)
+                assert float(diff.mean()) <= 1e-3 * s.train.lr, (r.init, r.seed, ck.name, k)
         pa, pb = pd.read_csv(a / "metrics.csv"), pd.read_csv(b / "metrics.csv")
         assert pa.drop(columns="value").equals(pb.drop(columns="value"))
         assert (pa["value"] - pb["value"]).abs().max() <= 1e-5
@@ -245,7 +248,7 @@ def _poison_step(monkeypatch, init: str, at_step: int) -> None:
     original = train.Trainer.train_step
 
     def poisoned(self, x, y, step_no, pos, look=None):
-        names = [r["init_name"] for r in self.runs]
+        names = [r.init_name for r in self.runs]
         if int(step_no) == at_step and init in names:
             x = x.clone()
             x[names.index(init)] = float("nan")
@@ -318,7 +321,7 @@ def _tensors(d):
 def test_cuda_graph_step_matches_eager(tmp_path, store):
     """On CUDA: the captured step trains like the eager one (float tolerance), divergence included."""
     runs, settings = _group(tmp_path, seeds=(0, 1), device="cuda")
-    eager = [{**s, "train": {**s["train"], "cuda_graphs": False}} for s in settings]
+    eager = [dataclasses.replace(s, train=dataclasses.replace(s.train, cuda_graphs=False)) for s in settings]
     train.train_stack(settings, store, [tmp_path / "graph" / r.init / str(r.seed) for r in runs], progress=False)
     train.train_stack(eager, store, [tmp_path / "eager" / r.init / str(r.seed) for r in runs], progress=False)
     for r in runs:

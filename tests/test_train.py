@@ -15,6 +15,7 @@ import torch
 
 from dnndist import config as dcfg
 from dnndist import data, models, train
+from dnndist.settings import DataSettings, RunSettings
 
 from .conftest import env, tiny_config
 
@@ -23,12 +24,12 @@ from .conftest import env, tiny_config
 def store(tmp_path_factory):
     out = tmp_path_factory.mktemp("store") / "dataset.zarr"
     settings = {"source": "synthetic", "synthetic": {"train_size": 1200, "test_size": 200, "image_size": 32, "seed": 0}}
-    return data.build_store(settings, out)
+    return data.build_store(DataSettings.from_dict(settings), out)
 
 
 def settings_for(tmp_path, init="kaiming_normal", seed=0, **sections):
     cfg = dcfg.validate(tiny_config(tmp_path, **sections), check_paths=False)
-    return dcfg.run_settings(cfg, dcfg.Run("base", init, seed))
+    return RunSettings.from_dict(dcfg.run_settings(cfg, dcfg.Run("base", init, seed)))
 
 
 def ckpt_bytes(run_dir):
@@ -87,7 +88,7 @@ def test_kill_and_resume_gives_identical_bytes(tmp_path, store):
         "dnndist",
         "train",
         "--settings",
-        json.dumps(s),
+        json.dumps(s.to_dict()),
         "--data",
         str(store),
         "--out",

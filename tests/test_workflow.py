@@ -187,9 +187,10 @@ def test_given_weights_plan_no_training_figures(tmp_path):
     import torch
 
     from dnndist import models
+    from dnndist.settings import ModelSettings
 
     weights = tmp_path / "cnn.pth"
-    paper = {"name": "paper_cnn", "depth": 3, "width": 16, "hidden": 512, "norm": "none", "activation": "relu"}
+    paper = ModelSettings(name="paper_cnn", depth=3, width=16, hidden=512, norm="none", activation="relu")
     torch.save(models.build(paper).state_dict(), weights)
     write_yaml(
         tmp_path / "given.yaml", tiny_config(tmp_path / "results", model={"name": "paper_cnn", "weights": str(weights)})

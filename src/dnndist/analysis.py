@@ -50,6 +50,8 @@ from torch import nn
 from dnndist import DnndistError, data, dims, extract, inits, models, spectral, stats, tables, units
 from dnndist.checkpoints import resolve_device
 from dnndist.io import DATASET_NAMES, atomic_path, write_text
+from dnndist.provenance import config_hash
+from dnndist.settings import InitScheme, ModelSettings, Origin, RunId
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def load_model(
         if model.startswith(TORCHVISION):
             module = _torchvision(model[len(TORCHVISION) :], head or num_classes)
         elif model in models.MODELS:
-            settings = {**MODEL_DEFAULTS, **(options or {}), "name": model, "weights": None}
+            settings = ModelSettings.from_dict({**MODEL_DEFAULTS, **(options or {}), "name": model, "weights": None})
             module = models.build(settings, in_channels, head or num_classes or 10, image_size)
         else:
             raise DnndistError(
@@ -498,19 +500,23 @@ def analyze(
         model, weights, num_classes=num_classes, in_channels=in_channels, image_size=image_size, options=model_options
     )
     specs = layer_specs(module)
+    model_settings = {
+        **MODEL_DEFAULTS,
+        **(model_options or {}),
+        "name": name,
+        "activation": activation,
+        "weights": str(weights) if weights is not None else None,
+    }
     settings = {
         "run": {"variant": name, "init_name": init, "seed": 0},
-        "model": {
-            **MODEL_DEFAULTS,
-            **(model_options or {}),
-            "name": name,
-            "activation": activation,
-            "weights": str(weights) if weights is not None else None,
-        },
+        "model": model_settings,
         "init": {"gain": gain, "bias": bias},
         "checkpoint_epochs": [0],
         "stats": {"near_zero": list(near_zero), "near_zero_rel": list(near_zero_rel)},
     }
+    origin = Origin(
+        RunId(name, init, 0), ModelSettings.from_dict(model_settings), InitScheme(gain, bias), config_hash(settings)
+    )
     params = list(module.parameters())
     if device is None:
         dev = params[0].device if params else torch.device("cpu")
@@ -520,9 +526,9 @@ def analyze(
         dev = resolve_device(str(device))
 
     # weights: the extraction stage's store and the statistics stage's tables
-    root, groups = extract.weight_groups(settings, specs, [_state(module, specs)], [False])
+    root, groups = extract.weight_groups(origin, [0], specs, [_state(module, specs)], [False])
     root = root.assign_attrs(
-        **extract.store_attrs(settings, "weights", torch.device("cpu")), analysed_with="dnndist analyze"
+        **extract.store_attrs(origin, "weights", torch.device("cpu")), analysed_with="dnndist analyze"
     )
     with _one_blas_thread():
         weight_stats = stats.weight_table(groups, settings)
@@ -561,7 +567,7 @@ def analyze(
             result,
             module,
             splits,
-            settings,
+            origin,
             dev,
             list(kinds),
             histogram_bins,
@@ -627,7 +633,7 @@ def _features(
     result: Analysis,
     module: nn.Module,
     splits: list[_Split],
-    settings: dict[str, Any],
+    origin: Origin,
     dev: torch.device,
     kinds: list[str],
     bins: int,
@@ -670,9 +676,9 @@ def _features(
     label_of = {s: torch.cat(v).numpy() for s, v in labels.items()}
     idx = np.stack([np.arange(n_sample) for _ in splits])
     lab = np.stack([label_of[s.name][:n_sample] for s in splits])
-    root, groups = arrays.datasets(settings, idx, lab)
+    root, groups = arrays.datasets(origin.run, idx, lab)
     result.features = root.assign_attrs(
-        **extract.store_attrs(settings, "features", dev),
+        **extract.store_attrs(origin, "features", dev),
         analysed_with="dnndist analyze",
         inputs_per_split=", ".join(f"{s}: {len(v)}" for s, v in label_of.items()),
     )
@@ -684,7 +690,7 @@ def _features(
     )
     convs = [s for s in specs if s.kind == "conv"]
     if gradient_inputs and convs and keep:
-        _gradients(result, module, convs, keep, splits[0].name, settings, dev, gradient_batch_size, gradient_target)
+        _gradients(result, module, convs, keep, splits[0].name, origin, dev, gradient_batch_size, gradient_target)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -697,7 +703,7 @@ def _gradients(
     convs: list[models.LayerSpec],
     keep: list[tuple[torch.Tensor, torch.Tensor | None]],
     split: str,
-    settings: dict[str, Any],
+    origin: Origin,
     dev: torch.device,
     batch_size: int,
     target: str,
@@ -780,9 +786,9 @@ def _gradients(
             coords={dims.EPOCH: [0]},
             attrs={"layer": s.name, "depth": s.depth},
         )
-        groups[s.name] = extract._finish(ds, settings)
-    result.gradients = extract._finish(root, settings).assign_attrs(
-        **extract.store_attrs(settings, "gradients", dev), analysed_with="dnndist analyze"
+        groups[s.name] = extract._finish(ds, origin.run)
+    result.gradients = extract._finish(root, origin.run).assign_attrs(
+        **extract.store_attrs(origin, "gradients", dev), analysed_with="dnndist analyze"
     )
     result.gradient_groups = groups
     result.em_ab = stats.em_ab_table(groups, 0)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import save as st_save
 
 from dnndist import DnndistError, integrity
-from dnndist.provenance import config_hash
+from dnndist.settings import RunSettings
 
 FORMAT = "dnndist-checkpoint-1"
 
@@ -35,23 +34,21 @@ def state_dict_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 
-def checkpoint_bytes(
-    model: torch.nn.Module, settings: Mapping[str, Any], epoch: int, diverged: bool, step: int
-) -> bytes:
-    run = settings["run"]
+def checkpoint_bytes(model: torch.nn.Module, settings: RunSettings, epoch: int, diverged: bool, step: int) -> bytes:
+    run = settings.run
     meta = {
         "format": FORMAT,
-        "variant": run["variant"],
-        "init": run["init_name"],
-        "seed": str(run["seed"]),
+        "variant": run.variant,
+        "init": run.init_name,
+        "seed": str(run.seed),
         "epoch": str(epoch),
         "step": str(step),
         "diverged": str(diverged).lower(),
-        "config_hash": config_hash(settings),
-        "model": json.dumps(settings["model"], sort_keys=True),
+        "config_hash": settings.config_hash,
+        "model": json.dumps(settings.model.to_dict(), sort_keys=True),
     }
-    if settings["model"].get("weights"):
-        meta["weights_sha256"] = integrity.sha256(settings["model"]["weights"])
+    if settings.given_weights:
+        meta["weights_sha256"] = integrity.sha256(settings.given_weights)
     return st_bytes(state_dict_cpu(model), meta)
 
 

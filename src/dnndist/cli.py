@@ -30,6 +30,7 @@ from typing import Any
 
 from dnndist import DnndistError, conventions, integrity, outputs
 from dnndist import config as cfgmod
+from dnndist.settings import DataSettings, ExtractSettings, RunSettings
 
 
 def _settings_arg(p: argparse.ArgumentParser, with_run: bool) -> None:
@@ -60,22 +61,22 @@ def _settings(args: argparse.Namespace, kind: str) -> Any:
     return cfgmod.check_settings(json.loads(args.settings), kind)
 
 
-def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
+def _run_settings(args: argparse.Namespace) -> RunSettings:
     if args.settings:
-        return _settings(args, "run")
-    return cfgmod.run_settings(*_config_and_run(args))
+        return RunSettings.from_dict(_settings(args, "run"))
+    return RunSettings.from_dict(cfgmod.run_settings(*_config_and_run(args)))
 
 
-def _data_settings(args: argparse.Namespace) -> dict[str, Any]:
+def _data_settings(args: argparse.Namespace) -> DataSettings:
     if args.settings:
-        return _settings(args, "data")
-    return cfgmod.data_settings(_load_config(args))
+        return DataSettings.from_dict(_settings(args, "data"))
+    return DataSettings.from_dict(cfgmod.data_settings(_load_config(args)))
 
 
-def _extract_settings(args: argparse.Namespace) -> dict[str, Any]:
+def _extract_settings(args: argparse.Namespace) -> ExtractSettings:
     if args.settings:
-        return _settings(args, "extract")
-    return cfgmod.extract_settings(*_config_and_run(args))
+        return ExtractSettings.from_dict(_settings(args, "extract"))
+    return ExtractSettings.from_dict(cfgmod.extract_settings(*_config_and_run(args)))
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -125,13 +126,13 @@ def cmd_train_stacked(args: argparse.Namespace) -> int:
     from dnndist.train import train_stack
 
     if args.settings:
-        settings = _settings(args, "stacked")
+        settings = [RunSettings.from_dict(s) for s in _settings(args, "stacked")]
     else:
         cfg = _load_config(args)
         groups = {g.name: g for g in cfgmod.stack_groups(cfg)}
         if args.group not in groups:
             raise DnndistError(f"--group must be one of {sorted(groups)}")
-        settings = [cfgmod.run_settings(cfg, r) for r in groups[args.group].runs]
+        settings = [RunSettings.from_dict(cfgmod.run_settings(cfg, r)) for r in groups[args.group].runs]
     if len(args.out) != len(settings):
         raise DnndistError(f"--out needs one run directory per run ({len(settings)}), got {len(args.out)}")
     for summary in train_stack(settings, args.data, args.out, threads=args.threads, progress=args.progress):

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from dnndist import DnndistError, resources
+from dnndist.settings import ModelSettings, RunSettings
 
 RUN_SECTIONS = ("model", "init", "train", "input")
 
@@ -274,23 +275,22 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
             raise ConfigError(f"config key 'overrides.{init}': init '{init}' is not among the inits that are run")
     # every resolved run must itself be consistent
     for run in runs(cfg):
-        settings = run_settings(cfg, run)
+        model = ModelSettings.from_dict(run_settings(cfg, run)["model"])
         where = f"variants.{run.variant}" if cfg["variants"][run.variant] else "model"
-        model = settings["model"]
-        if model["name"] == "paper_cnn" and (model["depth"] != 3 or model["width"] != 16):
+        if model.name == "paper_cnn" and (model.depth != 3 or model.width != 16):
             raise ConfigError(
                 f"config key '{where}.depth': paper_cnn has exactly 3 conv layers of width 16 "
                 "(use model.name plain_cnn for other depths or widths)"
             )
-        if cfg["stacked"] and model.get("weights"):
+        if cfg["stacked"] and model.weights:
             raise ConfigError(
                 "config key 'stacked': given weights (model.weights) are analysed, not trained; set stacked: false"
             )
-        if cfg["stacked"] and model["name"] not in ("paper_cnn", "plain_cnn"):
+        if cfg["stacked"] and model.name not in ("paper_cnn", "plain_cnn"):
             raise ConfigError(
-                f"config key 'stacked': stacked training supports paper_cnn and plain_cnn, not {model['name']!r}"
+                f"config key 'stacked': stacked training supports paper_cnn and plain_cnn, not {model.name!r}"
             )
-        weights = model.get("weights")
+        weights = model.weights
         if weights and check_paths and not Path(weights).is_file():
             what = "is not a file" if Path(weights).exists() else "does not exist"
             raise ConfigError(f"config key '{where if where != 'model' else 'model'}.weights': {weights!r} {what}")
@@ -299,8 +299,8 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
                 f"config key 'model.weights': {weights!r} must be a .pth, .pt, .bin or .safetensors state dict"
             )
         image = image_size(cfg)
-        if model["name"] in ("paper_cnn", "plain_cnn") and image % 4:
-            raise ConfigError(f"config key 'data': image size {image} must be divisible by 4 for {model['name']}")
+        if model.name in ("paper_cnn", "plain_cnn") and image % 4:
+            raise ConfigError(f"config key 'data': image size {image} must be divisible by 4 for {model.name}")
 
 
 def _require_defaults(node: Any, root: dict[str, Any]) -> Any:
@@ -429,21 +429,13 @@ class StackGroup:
     runs: tuple[Run, ...]
 
 
-def stack_key(settings: Mapping[str, Any]) -> str:
-    """Runs with the same key can be stacked: same variant, every setting but the init and seed."""
-    import json
-
-    keep = {k: v for k, v in settings.items() if k not in ("run", "init")}
-    keep["run"] = {"variant": settings["run"]["variant"]}
-    return json.dumps(keep, sort_keys=True)
-
-
 def stack_groups(cfg: Mapping[str, Any]) -> list[StackGroup]:
     """The runs of the experiment grouped for stacked training (in run order), at most
     ``stack_max`` runs per group."""
     by_key: dict[str, dict[str, list[Run]]] = {}
     for run in runs(cfg):
-        by_key.setdefault(run.variant, {}).setdefault(stack_key(run_settings(cfg, run)), []).append(run)
+        key = RunSettings.from_dict(run_settings(cfg, run)).stack_key
+        by_key.setdefault(run.variant, {}).setdefault(key, []).append(run)
     out = []
     size = int(cfg["stack_max"])
     for variant, groups in by_key.items():

@@ -34,7 +34,7 @@ import numpy as np
 from dnndist import DnndistError, dims, integrity
 from dnndist.io import atomic_path
 from dnndist.provenance import attrs as provenance_attrs
-from dnndist.provenance import config_hash
+from dnndist.settings import DataSettings
 
 if TYPE_CHECKING:  # torch is imported where it is used: image-decoding worker processes start without it
     import torch
@@ -509,15 +509,14 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def build_store(
-    settings: Mapping[str, Any], out: str | Path, archive: str | Path | None = None, workers: int | None = None
+    settings: DataSettings, out: str | Path, archive: str | Path | None = None, workers: int | None = None
 ) -> Path:
     """Convert the configured source into the canonical store at ``out`` (atomically).
 
     ``workers``: processes that decode an image folder's images (default: the CPUs this
     process may use, :func:`default_workers`); the store's bytes do not depend on it."""
-    source = settings["source"]
-    opts = settings[source]
-    attrs = provenance_attrs(config_hash(settings), source=source)
+    source, opts = settings.source, settings.options
+    attrs = provenance_attrs(settings.config_hash, source=source)
     with atomic_path(out) as tmp:
         if source == "synthetic":
             writer = StoreWriter(tmp, [f"class{i}" for i in range(10)], attrs)

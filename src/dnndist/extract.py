@@ -39,7 +39,7 @@ from dnndist import DnndistError, conventions, data, dims, inits, integrity, mod
 from dnndist.gradients import emission_absorption
 from dnndist.io import atomic_path
 from dnndist.provenance import attrs as provenance_attrs
-from dnndist.provenance import config_hash
+from dnndist.settings import ExtractSection, ExtractSettings, InputSettings, Origin, RandomInputs, RunId, RunSettings
 
 log = logging.getLogger(__name__)
 SPLIT_ORDER = ("train", "valid", "random", "test")  # a split's seed offset; fixed forever
@@ -72,9 +72,9 @@ def checkpoint_files(ckpt_dir: str | Path, epochs: list[int]) -> dict[int, Path]
     return files
 
 
-def build_model(settings: Mapping[str, Any], info: data.StoreInfo) -> models.Net:
-    model = models.build(settings["model"], info.channels, len(info.classes), info.image_size)
-    models.check_head(model, len(info.classes), settings["model"].get("weights") or "model")
+def build_model(settings: RunSettings, info: data.StoreInfo) -> models.Net:
+    model = models.build(settings.model, info.channels, len(info.classes), info.image_size)
+    models.check_head(model, len(info.classes), settings.given_weights or "model")
     return model
 
 
@@ -87,9 +87,8 @@ def load_weights(model: torch.nn.Module, path: Path) -> dict[str, str]:
     return meta
 
 
-def _finish(ds: xr.Dataset, settings: Mapping[str, Any]) -> xr.Dataset:
-    run = settings["run"]
-    ds = ds.expand_dims({dims.VARIANT: [run["variant"]], dims.INIT: [run["init_name"]], dims.SEED: [run["seed"]]})
+def _finish(ds: xr.Dataset, run: RunId) -> xr.Dataset:
+    ds = ds.expand_dims({dims.VARIANT: [run.variant], dims.INIT: [run.init_name], dims.SEED: [run.seed]})
     # strings as variable-length (object) arrays: zarr v3 has no stable fixed-width string type
     ds = ds.assign_coords({k: c.astype(object) for k, c in ds.coords.items() if c.dtype.kind == "U"})
     named = [k for k in ds.indexes if k in dims.LONG_NAMES]
@@ -127,21 +126,18 @@ def write_store(path: str | Path, root: xr.Dataset, groups: Mapping[str, xr.Data
     return Path(path)
 
 
-def store_attrs(settings: Mapping[str, Any], kind: str, device: torch.device) -> dict[str, str]:
-    run = settings["run"]
-    extra = {"gain_convention": conventions.describe(settings["init"]["gain"])}
-    if settings["model"].get("weights"):  # experiment 2: which weights were analysed
-        extra = {
-            "weights": settings["model"]["weights"],
-            "weights_sha256": integrity.sha256(settings["model"]["weights"]),
-        }
+def store_attrs(origin: Origin, kind: str, device: torch.device) -> dict[str, str]:
+    run, given = origin.run, origin.model.weights
+    extra = {"gain_convention": conventions.describe(origin.init_scheme.gain)}
+    if given:  # experiment 2: which weights were analysed
+        extra = {"weights": given, "weights_sha256": integrity.sha256(given)}
     return provenance_attrs(
-        config_hash(settings),
+        origin.config_hash,
         kind=kind,
         device=str(device),
-        variant=run["variant"],
-        init=run["init_name"],
-        seed=run["seed"],
+        variant=run.variant,
+        init=run.init_name,
+        seed=run.seed,
         created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **extra,
     )
@@ -161,17 +157,20 @@ def _out_dim(kind: str) -> str:
 
 
 # --------------------------------------------------------------------------- weights
-def extract_weights(settings: Mapping[str, Any], ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
+WEIGHT_TABLE = ("fan_in", "fan_out", "init_std", "init_bound", "bias_init_std", "bias_init_bound")
+
+
+def extract_weights(settings: RunSettings, ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
     info = data.store_info(store)
     model = build_model(settings, info)
-    epochs = list(settings["checkpoint_epochs"])
+    epochs = list(settings.checkpoint_epochs)
     files = checkpoint_files(ckpt_dir, epochs)
     states, diverged = [], []
     for e in epochs:
         meta = load_weights(model, files[e])
         states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         diverged.append(meta.get("diverged") == "true")
-    root, groups = weight_groups(settings, model.layer_specs, states, diverged)
+    root, groups = weight_groups(settings.origin, epochs, model.layer_specs, states, diverged)
     log.info(
         "weights: %d layers x %d checkpoints (epochs %s)%s -> %s",
         len(groups),
@@ -180,79 +179,93 @@ def extract_weights(settings: Mapping[str, Any], ckpt_dir: str | Path, store: st
         f", diverged at {[e for e, d in zip(epochs, diverged) if d]}" if any(diverged) else "",
         out,
     )
-    return write_store(out, root, groups, store_attrs(settings, "weights", torch.device("cpu")))
+    return write_store(out, root, groups, store_attrs(settings.origin, "weights", torch.device("cpu")))
 
 
 def weight_groups(
-    settings: Mapping[str, Any],
+    origin: Origin,
+    epochs: list[int],
     specs: list[models.LayerSpec],
     states: list[Mapping[str, torch.Tensor]],
     diverged: list[bool],
 ) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
     """The content of a weights store, in memory: (root, {layer: group}) from one state dict per
-    checkpoint epoch (``settings['checkpoint_epochs']``; CPU tensors keyed like ``model.state_dict()``).
+    checkpoint epoch (``epochs``; CPU tensors keyed like ``model.state_dict()``).
 
-    ``settings`` supplies the run coordinates (``run``), the init whose theoretical std and bound
-    are recorded (``run.init_name``, ``init.gain``, ``init.bias``) and the model's activation (for
-    kaiming gains). Used by the extraction stage and by ``dnndist.analyze``."""
-    epochs = list(settings["checkpoint_epochs"])
-    init, bias_mode = settings["run"]["init_name"], settings["init"]["bias"]
-    gain = inits.gain_for(init, settings["init"]["gain"], settings["model"])
-    groups, table = (
-        {},
-        {k: [] for k in ("fan_in", "fan_out", "init_std", "init_bound", "bias_init_std", "bias_init_bound")},
-    )
+    ``origin`` supplies the run coordinates, the init whose theoretical std and bound are recorded
+    (``run.init_name`` and the init scheme's gain and bias) and the model's activation (for kaiming
+    gains). Used by the extraction stage and by ``dnndist.analyze``."""
+    gain = inits.gain_for(origin.run.init_name, origin.init_scheme.gain, origin.model)
+    groups, table = {}, {k: [] for k in WEIGHT_TABLE}
     for spec in specs:
-        w = torch.stack([s[f"{spec.name}.weight"] for s in states]).numpy()
-        has_bias = f"{spec.name}.bias" in states[0]  # ResNet convs have none
-        b = torch.stack([s[f"{spec.name}.bias"] for s in states]).numpy() if has_bias else None
-        shape = tuple(w.shape[1:])
-        fan_in, fan_out = inits.fans(shape)
-        th, bth = inits.theory(init, shape, gain), inits.bias_theory(init, bias_mode, fan_in)
-        layer_attrs = {
-            "layer": spec.name,
-            "depth": spec.depth,
-            "layer_kind": spec.kind,
-            "analysed": int(spec.analysed),
-            "fan_in": fan_in,
-            "fan_out": fan_out,
-            "init": init,
-            "gain": gain,
-            "gain_convention": conventions.describe(settings["init"]["gain"]),
-            "init_std": th["std"],
-            "init_bound": th["bound"],
-            "init_mean": th["mean"],
-            "bias_init_std": bth["std"],
-            "bias_init_bound": bth["bound"],
-        }
+        layer_attrs = _layer_attrs(origin, spec, tuple(states[0][f"{spec.name}.weight"].shape), gain)
         for k in table:
             table[k].append(layer_attrs[k])
-        out_dim = _out_dim(spec.kind)
-        variables = {
-            "weight": (
-                (dims.EPOCH, *_weight_dims(spec.kind)),
-                w,
-                {"long_name": f"{spec.name} weight", "units": units.WEIGHT, **layer_attrs},
-            ),
-        }
-        if has_bias:
-            variables["bias"] = (
+        ds = xr.Dataset(_weight_variables(spec, states, layer_attrs), coords={dims.EPOCH: epochs}, attrs=layer_attrs)
+        groups[spec.name] = _finish(ds, origin.run)
+    return _finish(_weight_root(epochs, specs, diverged, table), origin.run), groups
+
+
+def _layer_attrs(origin: Origin, spec: models.LayerSpec, shape: tuple[int, ...], gain: float) -> dict[str, Any]:
+    """A weight layer's attributes: where it is, its fans and its init's theoretical moments."""
+    init = origin.run.init_name
+    fan_in, fan_out = inits.fans(shape)
+    th, bth = inits.theory(init, shape, gain), inits.bias_theory(init, origin.init_scheme.bias, fan_in)
+    return {
+        "layer": spec.name,
+        "depth": spec.depth,
+        "layer_kind": spec.kind,
+        "analysed": int(spec.analysed),
+        "fan_in": fan_in,
+        "fan_out": fan_out,
+        "init": init,
+        "gain": gain,
+        "gain_convention": conventions.describe(origin.init_scheme.gain),
+        "init_std": th["std"],
+        "init_bound": th["bound"],
+        "init_mean": th["mean"],
+        "bias_init_std": bth["std"],
+        "bias_init_bound": bth["bound"],
+    }
+
+
+def _weight_variables(
+    spec: models.LayerSpec, states: list[Mapping[str, torch.Tensor]], layer_attrs: Mapping[str, Any]
+) -> dict[str, tuple]:
+    """A layer group's variables: weight, bias (where it has one; ResNet convs have none) and the
+    parameters of the batch norm after a conv (where there is one), at every checkpoint epoch."""
+    w = torch.stack([s[f"{spec.name}.weight"] for s in states]).numpy()
+    out_dim = _out_dim(spec.kind)
+    variables = {
+        "weight": (
+            (dims.EPOCH, *_weight_dims(spec.kind)),
+            w,
+            {"long_name": f"{spec.name} weight", "units": units.WEIGHT, **layer_attrs},
+        ),
+    }
+    if f"{spec.name}.bias" in states[0]:
+        variables["bias"] = (
+            (dims.EPOCH, out_dim),
+            torch.stack([s[f"{spec.name}.bias"] for s in states]).numpy(),
+            {"long_name": f"{spec.name} bias", "units": units.ACTIVATION, **layer_attrs},
+        )
+    norm = spec.pre  # the batch norm after the conv, where there is one
+    if spec.kind == "conv" and norm != spec.name and f"{norm}.weight" in states[0]:
+        for p in ("weight", "bias", "running_mean", "running_var"):
+            arr = torch.stack([s[f"{norm}.{p}"] for s in states]).numpy()
+            variables[f"norm_{p}"] = (
                 (dims.EPOCH, out_dim),
-                b,
-                {"long_name": f"{spec.name} bias", "units": units.ACTIVATION, **layer_attrs},
+                arr,
+                {"long_name": f"{norm} {p.replace('_', ' ')}", "units": NORM_UNITS[p]},
             )
-        norm = spec.pre  # the batch norm after the conv, where there is one
-        if spec.kind == "conv" and norm != spec.name and f"{norm}.weight" in states[0]:
-            for p in ("weight", "bias", "running_mean", "running_var"):
-                arr = torch.stack([s[f"{norm}.{p}"] for s in states]).numpy()
-                variables[f"norm_{p}"] = (
-                    (dims.EPOCH, out_dim),
-                    arr,
-                    {"long_name": f"{norm} {p.replace('_', ' ')}", "units": NORM_UNITS[p]},
-                )
-        ds = xr.Dataset(variables, coords={dims.EPOCH: epochs}, attrs=layer_attrs)
-        groups[spec.name] = _finish(ds, settings)
-    root = xr.Dataset(
+    return variables
+
+
+def _weight_root(
+    epochs: list[int], specs: list[models.LayerSpec], diverged: list[bool], table: Mapping[str, list]
+) -> xr.Dataset:
+    """The weights store's root: the diverged flag per epoch and the per-layer table."""
+    return xr.Dataset(
         {
             "diverged": (
                 (dims.EPOCH,),
@@ -270,7 +283,6 @@ def weight_groups(
         },
         coords={dims.EPOCH: epochs, **_layer_coords(specs)},
     )
-    return _finish(root, settings), groups
 
 
 # --------------------------------------------------------------------------- recording
@@ -308,7 +320,8 @@ class Inputs:
     or the 'random' split (Gaussian, already in input space), generated batch by batch."""
 
     ds: data.Dataset
-    settings: Mapping[str, Any]
+    input: InputSettings
+    random: RandomInputs
 
     @property
     def device(self) -> torch.device:
@@ -316,7 +329,7 @@ class Inputs:
 
     def size(self, split: str) -> int:
         if split == "random":
-            return int(self.settings["random"]["random_size"])
+            return int(self.random.random_size)
         if split not in self.ds.labels:
             raise DnndistError(f"split {split!r} is not available (have {sorted(self.ds.labels)} and 'random')")
         return len(self.ds.labels[split])
@@ -325,10 +338,10 @@ class Inputs:
         if split == "random":  # the order is the identity, so idx is a contiguous range
             start, n = int(idx[0]), len(idx)
             shape = tuple(self.ds.images["train"].shape[1:])
-            x = data.random_inputs(n, shape, self.settings["random"]["random_seed"], start=start).to(self.device)
+            x = data.random_inputs(n, shape, self.random.random_seed, start=start).to(self.device)
             return x, torch.full((n,), -1, dtype=torch.int64, device=self.device)
-        inp = self.settings["input"]
-        x = data.prepare(self.ds.images[split][idx], self.ds.mean, self.ds.std, inp["transform"], inp["threshold"])
+        inp = self.input
+        x = data.prepare(self.ds.images[split][idx], self.ds.mean, self.ds.std, inp.transform, inp.threshold)
         return x, self.ds.labels[split][idx]
 
     def order(self, split: str, seed: int) -> torch.Tensor:
@@ -340,19 +353,19 @@ class Inputs:
         return torch.randperm(self.size(split), generator=g).to(self.device)
 
 
-def load_inputs(settings: Mapping[str, Any], store: str | Path, device: torch.device) -> Inputs:
-    ds = data.make_splits(data.open_store(store), **settings["split"]).to(device)
-    return Inputs(ds, settings)
+def load_inputs(settings: ExtractSettings, store: str | Path, device: torch.device) -> Inputs:
+    ds = data.make_splits(data.open_store(store), **settings.split.kwargs()).to(device)
+    return Inputs(ds, settings.input, settings.random)
 
 
 def _setup(
-    settings: Mapping[str, Any], store: str | Path
-) -> tuple[dict, torch.device, Inputs, models.Net, list[models.LayerSpec]]:
+    settings: ExtractSettings, store: str | Path
+) -> tuple[ExtractSection, torch.device, Inputs, models.Net, list[models.LayerSpec]]:
     """What both forward-pass extractors start from: inputs and model on the device, the analysed layers."""
-    device = train.resolve_device(settings["train"]["device"])
+    device = train.resolve_device(settings.train.device)
     inputs = load_inputs(settings, store, device)
     model = build_model(settings, data.store_info(store)).to(device).eval()
-    return dict(settings["extract"]), device, inputs, model, [s for s in model.layer_specs if s.analysed]
+    return settings.extract, device, inputs, model, [s for s in model.layer_specs if s.analysed]
 
 
 # --------------------------------------------------------------------------- features
@@ -379,30 +392,30 @@ BIN_EDGES = {  # coordinates of `hist`: each bin's edges (np.linspace(hist_lo, h
 }
 
 
-def extract_features(settings: Mapping[str, Any], ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
+def extract_features(settings: ExtractSettings, ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
     ex, device, inputs, model, specs = _setup(settings, store)
-    kinds = list(ex["features"])
-    splits = list(ex["splits"])
-    epochs = list(settings["checkpoint_epochs"])
+    kinds = list(ex.features)
+    splits = list(ex.splits)
+    epochs = list(settings.checkpoint_epochs)
     files = checkpoint_files(ckpt_dir, epochs)
     plans = {}
     for split in splits:
-        order = inputs.order(split, ex["seed"])[: ex["max_inputs"] or None]
+        order = inputs.order(split, ex.seed)[: ex.max_inputs or None]
         plans[split] = order
-    n_sample = min(ex["sample_size"], *(len(o) for o in plans.values()))
-    arrays = FeatureArrays(specs, kinds, splits, epochs, ex["histogram_bins"])
+    n_sample = min(ex.sample_size, *(len(o) for o in plans.values()))
+    arrays = FeatureArrays(specs, kinds, splits, epochs, ex.histogram_bins)
     for ei, epoch in enumerate(epochs):
         load_weights(model, files[epoch])
         for si, split in enumerate(splits):
             order = plans[split]
-            chunks = [order[:n_sample]] + list(order[n_sample:].split(ex["batch_size"]))
+            chunks = [order[:n_sample]] + list(order[n_sample:].split(ex.batch_size))
             batches = (inputs.batch(split, idx)[0] for idx in chunks if len(idx))
-            arrays.add(ei, si, *feature_pass(model, arrays.modules, batches, ex["histogram_bins"], n_sample))
+            arrays.add(ei, si, *feature_pass(model, arrays.modules, batches, ex.histogram_bins, n_sample))
         log.info("features: epoch %d done", epoch)
     idx = np.stack([plans[s][:n_sample].cpu().numpy() for s in splits])
     labels = np.stack([inputs.batch(s, plans[s][:n_sample])[1].cpu().numpy() for s in splits])
-    root, groups = arrays.datasets(settings, idx, labels)
-    return write_store(out, root, groups, store_attrs(settings, "features", device))
+    root, groups = arrays.datasets(settings.run, idx, labels)
+    return write_store(out, root, groups, store_attrs(settings.origin, "features", device))
 
 
 def feature_modules(specs: list[models.LayerSpec], kinds: list[str]) -> dict[tuple[str, str], str]:
@@ -503,7 +516,7 @@ class FeatureArrays:
             self.samples[key][ei][si] = arr
 
     def datasets(
-        self, settings: Mapping[str, Any], sample_index: np.ndarray, sample_label: np.ndarray
+        self, run: RunId, sample_index: np.ndarray, sample_label: np.ndarray
     ) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
         """(root, {layer: group}) of the features store; ``sample_index`` and ``sample_label`` are
         (split, sample) arrays: where the sampled inputs come from and their labels (-1: none)."""
@@ -529,8 +542,8 @@ class FeatureArrays:
             },
         )
         # the bin edges as coordinates of `hist` (with the run dims, so runs combine)
-        root = _finish(root, settings).set_coords(list(BIN_EDGES))
-        return root, {spec.name: self.sample_group(settings, spec) for spec in self.specs}
+        root = _finish(root, run).set_coords(list(BIN_EDGES))
+        return root, {spec.name: _finish(self._sample_group(spec), run) for spec in self.specs}
 
     def statistics(self) -> dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, str]]]:
         """The statistics variables of the root: stored moments, derived moments, histogram, edges."""
@@ -551,8 +564,8 @@ class FeatureArrays:
             out[name] = ((*sd, dims.BIN), self.edges[..., sl], {"long_name": long_name, "units": units.ACTIVATION})
         return out
 
-    def sample_group(self, settings: Mapping[str, Any], spec: models.LayerSpec) -> xr.Dataset:
-        """The raw activations of the sampled inputs of one layer (pre and/or post)."""
+    def _sample_group(self, spec: models.LayerSpec) -> xr.Dataset:
+        """A layer's group of the features store: the raw features of the sample, per kind."""
         variables = {}
         for kind in self.kinds:
             if (spec.name, kind) not in self.samples:
@@ -566,141 +579,230 @@ class FeatureArrays:
                 arr,
                 {"long_name": f"{spec.name} {kind}-activation output", "units": units.ACTIVATION},
             )
-        ds = xr.Dataset(
+        return xr.Dataset(
             variables,
             coords={dims.EPOCH: self.epochs, dims.SPLIT: self.splits},
             attrs={"layer": spec.name, "depth": spec.depth},
         )
-        return _finish(ds, settings)
 
 
 # --------------------------------------------------------------------------- gradients
-def extract_gradients(settings: Mapping[str, Any], ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
-    """Per-sample losses, parameter and feature-map gradients, and emission/absorption of every
-    conv layer over ``gradient_batches x gradient_batch_size`` inputs. Emission and absorption
-    are streamed into the store batch by batch (chunks of one batch), so memory does not grow
-    with the number of inputs; parameter and feature gradients (switches) are kept in memory."""
-    ex, device, inputs, model, specs = _setup(settings, store)
-    convs = [s for s in specs if s.kind == "conv"]
-    modules = dict(model.named_modules())
-    split, bs, nb = ex["gradient_split"], ex["gradient_batch_size"], ex["gradient_batches"]
-    order = inputs.order(split, ex["seed"] + 1)[: bs * nb]
-    batches = list(order.split(bs))
-    epochs = list(settings["checkpoint_epochs"])
-    files = checkpoint_files(ckpt_dir, epochs)
-    n = len(order)
-    if n < bs * nb:
-        log.warning("gradients: the %s split has %d inputs, fewer than the %d x %d asked for", split, n, nb, bs)
-    feat_kinds = [k for k in ex["features"]] if ex["feature_gradients"] else []
+PARAMS = ("weight", "bias")
+
+
+@dataclass
+class GradientPlan:
+    """What the gradients stage measures: the inputs of a split (in seeded order, cut into
+    batches), the checkpoint epochs, the layers and the feature maps ((layer, kind) -> module)."""
+
+    split: str
+    order: torch.Tensor
+    batches: list[torch.Tensor]
+    epochs: list[int]
+    specs: list[models.LayerSpec]
+    feat_kinds: list[str]
+    feat_modules: dict[tuple[str, str], str]
+
+    @property
+    def convs(self) -> list[models.LayerSpec]:
+        return [s for s in self.specs if s.kind == "conv"]
+
+    @property
+    def n(self) -> int:
+        return len(self.order)
+
+
+def gradient_plan(ex: ExtractSection, inputs: Inputs, specs: list[models.LayerSpec], epochs: list[int]) -> GradientPlan:
+    split, bs, nb = ex.gradient_split, ex.gradient_batch_size, ex.gradient_batches
+    order = inputs.order(split, ex.seed + 1)[: bs * nb]
+    feat_kinds = list(ex.features) if ex.feature_gradients else []
     feat_modules = {
         (s.name, k): (s.pre if k == "pre" else s.post)
         for s in specs
         for k in feat_kinds
         if (s.pre if k == "pre" else s.post)
     }
-    rec, grads = gradient_recorder(model, {s.name for s in convs} | set(feat_modules.values()))
-    loss_out = np.zeros((len(epochs), n))
-    fgrad: dict[tuple[str, str], np.ndarray] = {}
-    pgrad = {(s.name, p): [] for s in specs for p in ("weight", "bias")}
-    pnorm = np.zeros((len(epochs), len(specs), 2, len(batches)))
+    return GradientPlan(split, order, list(order.split(bs)), epochs, specs, feat_kinds, feat_modules)
+
+
+@dataclass
+class GradientArrays:
+    """What the gradients stage keeps in memory, filled batch by batch: per-sample losses
+    (epoch, sample), parameter gradient norms (epoch, layer, param, batch), the parameter
+    gradients (per (layer, param): one (batch, ...) array per epoch) and the feature-map
+    gradients (per (layer, kind): (epoch, sample, ...)); ``em_ab``: the streamed conv arrays."""
+
+    loss: np.ndarray
+    pnorm: np.ndarray
+    pgrad: dict[tuple[str, str], list[np.ndarray]]
+    fgrad: dict[tuple[str, str], np.ndarray]
+    em_ab: dict[str, dict[str, Any]]
+
+    @classmethod
+    def empty(cls, plan: GradientPlan, em_ab: dict[str, dict[str, Any]]) -> GradientArrays:
+        e = len(plan.epochs)
+        return cls(
+            np.zeros((e, plan.n)),
+            np.zeros((e, len(plan.specs), len(PARAMS), len(plan.batches))),
+            {(s.name, p): [] for s in plan.specs for p in PARAMS},
+            {},
+            em_ab,
+        )
+
+
+def extract_gradients(settings: ExtractSettings, ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
+    """Per-sample losses, parameter and feature-map gradients, and emission/absorption of every
+    conv layer over ``gradient_batches x gradient_batch_size`` inputs. Emission and absorption
+    are streamed into the store batch by batch (chunks of one batch), so memory does not grow
+    with the number of inputs; parameter and feature gradients (switches) are kept in memory."""
+    ex, device, inputs, model, specs = _setup(settings, store)
+    modules = dict(model.named_modules())
+    plan = gradient_plan(ex, inputs, specs, list(settings.checkpoint_epochs))
+    files = checkpoint_files(ckpt_dir, plan.epochs)
+    bs, nb = ex.gradient_batch_size, ex.gradient_batches
+    if plan.n < bs * nb:
+        log.warning(
+            "gradients: the %s split has %d inputs, fewer than the %d x %d asked for", plan.split, plan.n, nb, bs
+        )
+    rec, grads = gradient_recorder(model, {s.name for s in plan.convs} | set(plan.feat_modules.values()))
     with atomic_path(out) as tmp:
-        streams = _em_ab_streams(tmp, settings, convs, modules, epochs, n, bs)
+        streams = _em_ab_streams(tmp, settings.run, plan.convs, modules, plan.epochs, plan.n, bs)
+        arrays, gp = GradientArrays.empty(plan, streams), GradientPass(model, inputs, plan, ex, rec, grads)
         try:
-            for ei, epoch in enumerate(epochs):
+            for ei, epoch in enumerate(plan.epochs):
                 load_weights(model, files[epoch])
-                for p in model.parameters():
-                    p.requires_grad_(True)
-                per_batch = {key: [] for key in pgrad}
-                pos = 0
-                for bi, idx in enumerate(batches):
-                    x, y = inputs.batch(split, idx)
-                    losses, em_ab = gradient_batch(model, x, y, ex["gradient_target"], rec, grads, convs)
-                    sl = slice(pos, pos + len(idx))
-                    loss_out[ei, sl] = losses.detach().double().cpu().numpy()
-                    for s in convs:
-                        e, a = em_ab[s.name]
-                        streams[s.name]["em"][0, 0, 0, ei, sl] = e.double().cpu().numpy()
-                        streams[s.name]["ab"][0, 0, 0, ei, sl] = a.double().cpu().numpy()
-                    for key, mod in feat_modules.items():
-                        g = grads[mod].detach().float().cpu().numpy()
-                        fgrad.setdefault(key, np.zeros((len(epochs), n, *g.shape[1:]), dtype=np.float32))[ei, sl] = g
-                    for li, s in enumerate(specs):
-                        for pi, p in enumerate(("weight", "bias")):
-                            if getattr(modules[s.name], p) is None:  # no bias (ResNet convs)
-                                pnorm[ei, li, pi, bi] = np.nan
-                                continue
-                            g = getattr(modules[s.name], p).grad.detach() / len(idx)
-                            pnorm[ei, li, pi, bi] = float(g.double().norm())
-                            if ex["parameter_gradients"]:
-                                per_batch[(s.name, p)].append(g.float().cpu().numpy())
-                    pos += len(idx)
-                for key in pgrad:
-                    if per_batch[key]:
-                        pgrad[key].append(np.stack(per_batch[key]))
+                _gradient_epoch(gp, arrays, ei)
                 log.info("gradients: epoch %d done", epoch)
         finally:
             rec.close()
-        labels = np.concatenate([inputs.batch(split, idx)[1].cpu().numpy() for idx in batches])  # the dataset's labels
-        root = xr.Dataset(
-            {
-                "loss": (
-                    (dims.EPOCH, dims.SAMPLE),
-                    loss_out,
-                    {"long_name": "per-sample cross-entropy", "units": "nat"},
-                ),
-                "param_grad_norm": (
-                    (dims.EPOCH, dims.LAYER, dims.PARAM, dims.BATCH),
-                    pnorm,
-                    {"long_name": "L2 norm of the mean-loss parameter gradient", "units": PARAM_GRADIENT_UNITS},
-                ),
-                "sample_index": (
-                    (dims.SAMPLE,),
-                    order.cpu().numpy(),
-                    {"long_name": f"index of the input in the {split} split", "units": units.DIMENSIONLESS},
-                ),
-                "sample_label": ((dims.SAMPLE,), labels, {"long_name": "class label", "units": units.DIMENSIONLESS}),
-            },
-            coords={dims.EPOCH: epochs, **_layer_coords(specs), dims.PARAM: ["weight", "bias"]},
-            attrs={"gradient_split": split, "gradient_target": ex["gradient_target"]},
-        )
-        root = _finish(root, settings).assign_attrs(**store_attrs(settings, "gradients", device))
+        labels = np.concatenate([inputs.batch(plan.split, idx)[1].cpu().numpy() for idx in plan.batches])
+        root = _gradient_root(plan, arrays, labels, ex.gradient_target)
+        root = _finish(root, settings.run).assign_attrs(**store_attrs(settings.origin, "gradients", device))
         _to_zarr(root, tmp, mode="a")
         for s in specs:
-            kind = s.kind
-            v = {}
-            if ex["parameter_gradients"]:
-                v["weight_grad"] = (
-                    (dims.EPOCH, dims.BATCH, *_weight_dims(kind)),
-                    np.stack(pgrad[(s.name, "weight")]),
-                    {"long_name": f"{s.name} weight gradient (mean loss of a batch)", "units": units.WEIGHT_GRADIENT},
-                )
-                if pgrad[(s.name, "bias")]:
-                    v["bias_grad"] = (
-                        (dims.EPOCH, dims.BATCH, _out_dim(kind)),
-                        np.stack(pgrad[(s.name, "bias")]),
-                        {
-                            "long_name": f"{s.name} bias gradient (mean loss of a batch)",
-                            "units": units.ACTIVATION_GRADIENT,
-                        },
-                    )
-            for k in feat_kinds:
-                if (s.name, k) in fgrad:
-                    tensor_dims = (dims.CHANNEL, dims.Y, dims.X) if kind == "conv" else (dims.UNIT,)
-                    v[f"grad_{k}"] = (
-                        (dims.EPOCH, dims.SAMPLE, *tensor_dims),
-                        fgrad[(s.name, k)],
-                        {
-                            "long_name": f"gradient of the per-sample loss w.r.t. the {s.name} {k}-activation output",
-                            "units": units.ACTIVATION_GRADIENT,
-                        },
-                    )
-            ds = _finish(
-                xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), settings
-            )
+            ds = _finish(_gradient_group(s, plan, arrays, ex.parameter_gradients), settings.run)
             mode = "a" if s.name in streams else "w"  # conv groups already hold the streamed em/ab
             _to_zarr(ds, tmp, group=s.name, mode=mode)
         integrity.consolidate(tmp)
     return Path(out)
+
+
+@dataclass
+class GradientPass:
+    """One checkpoint's model with its recorder (:func:`gradient_recorder`), and what it is run on."""
+
+    model: torch.nn.Module
+    inputs: Inputs
+    plan: GradientPlan
+    ex: ExtractSection
+    rec: Recorder
+    grads: dict[str, torch.Tensor]
+
+
+def _gradient_epoch(gp: GradientPass, arrays: GradientArrays, ei: int) -> None:
+    """The gradients of checkpoint ``ei`` (its weights loaded) over every batch, into ``arrays``."""
+    plan, modules = gp.plan, dict(gp.model.named_modules())
+    for p in gp.model.parameters():
+        p.requires_grad_(True)
+    per_batch: dict[tuple[str, str], list[np.ndarray]] = {key: [] for key in arrays.pgrad}
+    pos = 0
+    for bi, idx in enumerate(plan.batches):
+        x, y = gp.inputs.batch(plan.split, idx)
+        losses, em_ab = gradient_batch(gp.model, x, y, gp.ex.gradient_target, gp.rec, gp.grads, plan.convs)
+        sl = slice(pos, pos + len(idx))
+        arrays.loss[ei, sl] = losses.detach().double().cpu().numpy()
+        for s in plan.convs:
+            e, a = em_ab[s.name]
+            arrays.em_ab[s.name]["em"][0, 0, 0, ei, sl] = e.double().cpu().numpy()
+            arrays.em_ab[s.name]["ab"][0, 0, 0, ei, sl] = a.double().cpu().numpy()
+        for key, mod in plan.feat_modules.items():
+            g = gp.grads[mod].detach().float().cpu().numpy()
+            shape = (len(plan.epochs), plan.n, *g.shape[1:])
+            arrays.fgrad.setdefault(key, np.zeros(shape, dtype=np.float32))[ei, sl] = g
+        keep = per_batch if gp.ex.parameter_gradients else None
+        _param_grads(modules, plan.specs, len(idx), arrays.pnorm[ei, :, :, bi], keep)
+        pos += len(idx)
+    for key in arrays.pgrad:
+        if per_batch[key]:
+            arrays.pgrad[key].append(np.stack(per_batch[key]))
+
+
+def _param_grads(
+    modules: Mapping[str, torch.nn.Module],
+    specs: list[models.LayerSpec],
+    batch_size: int,
+    norms: np.ndarray,
+    keep: dict[tuple[str, str], list[np.ndarray]] | None,
+) -> None:
+    """The L2 norms (layer, param) of one batch's mean-loss parameter gradients into ``norms``
+    (NaN for a parameter the layer lacks: ResNet convs have no bias); the gradients into ``keep``."""
+    for li, s in enumerate(specs):
+        for pi, p in enumerate(PARAMS):
+            param = getattr(modules[s.name], p)
+            if param is None:
+                norms[li, pi] = np.nan
+                continue
+            g = param.grad.detach() / batch_size
+            norms[li, pi] = float(g.double().norm())
+            if keep is not None:
+                keep[(s.name, p)].append(g.float().cpu().numpy())
+
+
+def _gradient_root(plan: GradientPlan, arrays: GradientArrays, labels: np.ndarray, target: str) -> xr.Dataset:
+    """The gradients store's root: per-sample losses, parameter gradient norms and the inputs."""
+    return xr.Dataset(
+        {
+            "loss": (
+                (dims.EPOCH, dims.SAMPLE),
+                arrays.loss,
+                {"long_name": "per-sample cross-entropy", "units": "nat"},
+            ),
+            "param_grad_norm": (
+                (dims.EPOCH, dims.LAYER, dims.PARAM, dims.BATCH),
+                arrays.pnorm,
+                {"long_name": "L2 norm of the mean-loss parameter gradient", "units": PARAM_GRADIENT_UNITS},
+            ),
+            "sample_index": (
+                (dims.SAMPLE,),
+                plan.order.cpu().numpy(),
+                {"long_name": f"index of the input in the {plan.split} split", "units": units.DIMENSIONLESS},
+            ),
+            "sample_label": ((dims.SAMPLE,), labels, {"long_name": "class label", "units": units.DIMENSIONLESS}),
+        },
+        coords={dims.EPOCH: plan.epochs, **_layer_coords(plan.specs), dims.PARAM: list(PARAMS)},
+        attrs={"gradient_split": plan.split, "gradient_target": target},
+    )
+
+
+def _gradient_group(
+    s: models.LayerSpec, plan: GradientPlan, arrays: GradientArrays, parameter_gradients: bool
+) -> xr.Dataset:
+    """A layer's group of the gradients store: its parameter and feature-map gradients."""
+    v = {}
+    if parameter_gradients:
+        v["weight_grad"] = (
+            (dims.EPOCH, dims.BATCH, *_weight_dims(s.kind)),
+            np.stack(arrays.pgrad[(s.name, "weight")]),
+            {"long_name": f"{s.name} weight gradient (mean loss of a batch)", "units": units.WEIGHT_GRADIENT},
+        )
+        if arrays.pgrad[(s.name, "bias")]:
+            v["bias_grad"] = (
+                (dims.EPOCH, dims.BATCH, _out_dim(s.kind)),
+                np.stack(arrays.pgrad[(s.name, "bias")]),
+                {"long_name": f"{s.name} bias gradient (mean loss of a batch)", "units": units.ACTIVATION_GRADIENT},
+            )
+    for k in plan.feat_kinds:
+        if (s.name, k) in arrays.fgrad:
+            tensor_dims = (dims.CHANNEL, dims.Y, dims.X) if s.kind == "conv" else (dims.UNIT,)
+            v[f"grad_{k}"] = (
+                (dims.EPOCH, dims.SAMPLE, *tensor_dims),
+                arrays.fgrad[(s.name, k)],
+                {
+                    "long_name": f"gradient of the per-sample loss w.r.t. the {s.name} {k}-activation output",
+                    "units": units.ACTIVATION_GRADIENT,
+                },
+            )
+    return xr.Dataset(v, coords={dims.EPOCH: plan.epochs}, attrs={"layer": s.name, "depth": s.depth})
 
 
 def gradient_recorder(model: torch.nn.Module, names: set[str]) -> tuple[Recorder, dict[str, torch.Tensor]]:
@@ -755,7 +857,7 @@ def gradient_batch(
 
 def _em_ab_streams(
     tmp: Path,
-    settings: Mapping[str, Any],
+    run: RunId,
     convs: list[models.LayerSpec],
     modules: Mapping[str, torch.nn.Module],
     epochs: list[int],
@@ -779,7 +881,7 @@ def _em_ab_streams(
                 da.zeros((len(epochs), n, ch), chunks=(1, bs, ch), dtype=np.float64),
                 {"long_name": f"{s.name} {what}", "units": units.ACTIVATION_GRADIENT},
             )
-        ds = _finish(xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), settings)
+        ds = _finish(xr.Dataset(v, coords={dims.EPOCH: epochs}, attrs={"layer": s.name, "depth": s.depth}), run)
         enc = {k: {"chunks": (1, 1, 1, 1, bs, var.shape[-1])} for k, var in ds.data_vars.items()}
         _to_zarr(ds, tmp, encoding=enc, group=s.name, mode="w", compute=False)
     root = zarr.open_group(str(tmp), mode="r+", zarr_format=3)

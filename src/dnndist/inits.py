@@ -25,13 +25,13 @@ layer (out, in), fan_in = in and fan_out = out. g is the gain, set by ``init.gai
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from dnndist.conventions import GAIN_CONVENTIONS, INIT_NAMES
+from dnndist.settings import ModelSettings
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -42,22 +42,22 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def activation_gain(model_settings: Mapping[str, Any]) -> float:
+def activation_gain(model: ModelSettings) -> float:
     """``torch.nn.init.calculate_gain`` of the model's nonlinearity."""
-    if model_settings["activation"] == "leaky_relu":
-        return nn.init.calculate_gain("leaky_relu", model_settings["negative_slope"])
+    if model.activation == "leaky_relu":
+        return nn.init.calculate_gain("leaky_relu", model.negative_slope)
     return nn.init.calculate_gain("relu")
 
 
-def gain_for(init: str, convention: str | float, model_settings: Mapping[str, Any]) -> float:
+def gain_for(init: str, convention: str | float, model: ModelSettings) -> float:
     """The gain g of ``init`` under a gain convention (``torch``, ``relu`` or a number)."""
     if not isinstance(convention, str):
         return float(convention)
     if convention == "relu":
-        return activation_gain(model_settings)
+        return activation_gain(model)
     if convention != "torch":
         raise ValueError(f"unknown gain convention {convention!r}; known: {GAIN_CONVENTIONS} or a number")
-    return activation_gain(model_settings) if init.startswith("kaiming") else 1.0
+    return activation_gain(model) if init.startswith("kaiming") else 1.0
 
 
 def theory(init: str, shape: tuple[int, ...], gain: float) -> dict[str, float]:

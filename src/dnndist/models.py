@@ -5,6 +5,7 @@ outputs are the layer's pre- and post-activation features)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from dnndist import DnndistError
+from dnndist.settings import ModelSettings
 
 
 @dataclass(frozen=True)
@@ -28,18 +30,18 @@ class LayerSpec:
 class Net(nn.Sequential):
     """A sequential model that knows its analysed layers."""
 
-    def __init__(self, modules: dict[str, nn.Module], layers: list[LayerSpec], settings: Mapping[str, Any]):
+    def __init__(self, modules: dict[str, nn.Module], layers: list[LayerSpec], settings: ModelSettings):
         super().__init__()
         for name, module in modules.items():
             self.add_module(name, module)
         self.layer_specs = layers
-        self.settings = dict(settings)
+        self.settings = settings
 
 
-def activation(settings: Mapping[str, Any]) -> nn.Module:
-    if settings["activation"] == "relu":
+def activation(settings: ModelSettings) -> nn.Module:
+    if settings.activation == "relu":
         return nn.ReLU()
-    return nn.LeakyReLU(settings["negative_slope"])
+    return nn.LeakyReLU(settings.negative_slope)
 
 
 def _pool_positions(depth: int) -> set[int]:
@@ -47,10 +49,10 @@ def _pool_positions(depth: int) -> set[int]:
     return {p for p in (round(depth / 3), round(2 * depth / 3)) if 1 <= p <= depth}
 
 
-def plain_cnn(settings: Mapping[str, Any], in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> Net:
+def plain_cnn(settings: ModelSettings, in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> Net:
     """Conv(3x3, pad 1) [+BN] + act blocks, max-pool after 1/3 and 2/3 of the depth,
     then Linear(hidden) + act and the classifier. depth=3, width=16 is the paper CNN."""
-    depth, width, hidden = settings["depth"], settings["width"], settings["hidden"]
+    depth, width, hidden = settings.depth, settings.width, settings.hidden
     modules: dict[str, nn.Module] = {}
     layers: list[LayerSpec] = []
     pools = _pool_positions(depth)
@@ -58,7 +60,7 @@ def plain_cnn(settings: Mapping[str, Any], in_channels: int = 3, num_classes: in
     for i in range(1, depth + 1):
         modules[f"conv{i}"] = nn.Conv2d(cin, width, 3, 1, 1)
         pre = f"conv{i}"
-        if settings["norm"] == "batch":
+        if settings.norm == "batch":
             modules[f"norm{i}"] = nn.BatchNorm2d(width)
             pre = f"norm{i}"
         modules[f"act{i}"] = activation(settings)
@@ -76,10 +78,10 @@ def plain_cnn(settings: Mapping[str, Any], in_channels: int = 3, num_classes: in
     return Net(modules, layers, settings)
 
 
-def paper_cnn(settings: Mapping[str, Any], in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> Net:
+def paper_cnn(settings: ModelSettings, in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> Net:
     """The CNN of the paper: Conv(3,16) ReLU Pool Conv(16,16) ReLU Pool Conv(16,16) ReLU
     Flatten Linear(1024,512) ReLU Linear(512,10) (at 32x32 inputs)."""
-    return plain_cnn({**settings, "depth": 3, "width": 16}, in_channels, num_classes, image_size)
+    return plain_cnn(dataclasses.replace(settings, depth=3, width=16), in_channels, num_classes, image_size)
 
 
 MODELS: dict[str, Callable[..., Net]] = {"paper_cnn": paper_cnn, "plain_cnn": plain_cnn}
@@ -92,12 +94,12 @@ class ResNet(nn.Module):
     """A torchvision ResNet whose state-dict keys are torchvision's (``conv1.weight``,
     ``layer1.0.conv1.weight``, ``fc.weight``), so torchvision-format weights load as they are."""
 
-    def __init__(self, net: nn.Module, layers: list[LayerSpec], settings: Mapping[str, Any]):
+    def __init__(self, net: nn.Module, layers: list[LayerSpec], settings: ModelSettings):
         super().__init__()
         for name, module in net.named_children():
             self.add_module(name, module)
         self.layer_specs = layers
-        self.settings = dict(settings)
+        self.settings = settings
 
     def forward(self, x):  # torchvision's ResNet._forward_impl
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -105,13 +107,13 @@ class ResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def resnet(settings: Mapping[str, Any], in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> ResNet:
+def resnet(settings: ModelSettings, in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> ResNet:
     """torchvision ResNet-18/34/50; the ``_cifar`` variants use a 3x3 stride-1 stem and no
     max-pool (for 32x32 inputs). Every convolution is an analysed layer (stride-2 and 1x1
     downsample convs included); pre-activation features are each conv's batch-norm output."""
     import torchvision
 
-    name = settings["name"]
+    name = settings.name
     base = name.removesuffix("_cifar")
     net = getattr(torchvision.models, base)(weights=None, num_classes=num_classes)
     if in_channels != 3 or name.endswith("_cifar"):
@@ -189,7 +191,7 @@ def check_head(model: nn.Module, num_classes: int, source: str) -> None:
 def load_pretrained(model: nn.Module, state: Mapping[str, Any], source: str, name: str | None = None) -> None:
     """Load a state dict that must fit ``model`` exactly, else a one-line DnndistError naming the
     mismatch. ``name``: the model's name in the message (default: the registry name, else the class)."""
-    name = name or getattr(model, "settings", {}).get("name", type(model).__name__)
+    name = name or getattr(getattr(model, "settings", None), "name", type(model).__name__)
     missing, unexpected = [], []
     try:
         result = model.load_state_dict(state, strict=False)
@@ -210,13 +212,13 @@ def state_num_classes(state: Mapping[str, Any]) -> int | None:
     return int(state[head[-1]].shape[0]) if head else None
 
 
-def build(settings: Mapping[str, Any], in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> nn.Module:
+def build(settings: ModelSettings, in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> nn.Module:
     """The configured model (randomly initialised; see ``read_weights`` for given weights).
-    With ``settings['weights']`` the number of classes is that of the weights' classifier."""
+    With ``settings.weights`` the number of classes is that of the weights' classifier."""
     try:
-        factory = MODELS[settings["name"]]
+        factory = MODELS[settings.name]
     except KeyError:
-        raise DnndistError(f"unknown model {settings['name']!r}; known: {sorted(MODELS)}") from None
-    if settings.get("weights"):
-        num_classes = state_num_classes(read_weights(settings["weights"])) or num_classes
+        raise DnndistError(f"unknown model {settings.name!r}; known: {sorted(MODELS)}") from None
+    if settings.weights:
+        num_classes = state_num_classes(read_weights(settings.weights)) or num_classes
     return factory(settings, in_channels=in_channels, num_classes=num_classes, image_size=image_size)

@@ -63,8 +63,8 @@ class StackedCNN(nn.Module):
         super().__init__()
         self.k = len(nets)
         ref = nets[0]
-        if ref.settings["name"] not in STACKABLE:
-            raise DnndistError(f"stacked training supports {STACKABLE}, not {ref.settings['name']!r}")
+        if ref.settings.name not in STACKABLE:
+            raise DnndistError(f"stacked training supports {STACKABLE}, not {ref.settings.name!r}")
         self.names = [name for name, _ in ref.named_children()]
         self.linears = {name for name, mod in ref.named_children() if isinstance(mod, nn.Linear)}
         self.stack = nn.ModuleDict(

@@ -27,6 +27,7 @@ CUDA graph; elsewhere the same step runs eagerly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -46,9 +47,9 @@ from torch import nn
 
 from dnndist import DnndistError, data, inits, integrity, models, stacked
 from dnndist.checkpoints import checkpoint_bytes, load_checkpoint, resolve_device, st_bytes, state_dict_cpu
-from dnndist.config import stack_key
 from dnndist.io import atomic_path, write_bytes, write_json, write_text
 from dnndist.provenance import config_hash
+from dnndist.settings import InputSettings, RunSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 METRIC_COLUMNS = ["variant", "init", "seed", "epoch", "step", "split", "metric", "value"]
@@ -82,38 +83,37 @@ def set_determinism(enabled: bool, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def build_model(settings: Mapping[str, Any], ds: data.Dataset, device: torch.device) -> nn.Module:
-    run = settings["run"]
+def build_model(settings: RunSettings, ds: data.Dataset, device: torch.device) -> nn.Module:
+    run, given = settings.run, settings.given_weights
     in_channels, image_size = ds.images["train"].shape[1], ds.images["train"].shape[-1]
-    torch.manual_seed(run["seed"])  # for anything that draws from the global RNG
-    model = models.build(settings["model"], in_channels, len(ds.classes), image_size)
-    models.check_head(model, len(ds.classes), settings["model"].get("weights") or "model")
-    if settings["model"].get("weights"):  # given weights replace the init (experiment 2)
-        models.load_pretrained(model, models.read_weights(settings["model"]["weights"]), settings["model"]["weights"])
+    torch.manual_seed(run.seed)  # for anything that draws from the global RNG
+    model = models.build(settings.model, in_channels, len(ds.classes), image_size)
+    models.check_head(model, len(ds.classes), given or "model")
+    if given:  # given weights replace the init (experiment 2)
+        models.load_pretrained(model, models.read_weights(given), given)
     else:
-        gain = inits.gain_for(run["init_name"], settings["init"]["gain"], settings["model"])
-        inits.apply(model, run["init_name"], gain, settings["init"]["bias"], run["seed"])
-    return model.to(device=device, memory_format=memory_format(settings["train"]))
+        scheme = settings.init_scheme
+        gain = inits.gain_for(run.init_name, scheme.gain, settings.model)
+        inits.apply(model, run.init_name, gain, scheme.bias, run.seed)
+    return model.to(device=device, memory_format=memory_format(settings.train))
 
 
-def memory_format(train: Mapping[str, Any]) -> torch.memory_format:
-    return torch.channels_last if train["channels_last"] else torch.contiguous_format
+def memory_format(train: TrainSettings) -> torch.memory_format:
+    return torch.channels_last if train.channels_last else torch.contiguous_format
 
 
 def build_optimizer(
-    model: nn.Module, train: Mapping[str, Any], device: torch.device, capturable: bool = False
+    model: nn.Module, train: TrainSettings, device: torch.device, capturable: bool = False
 ) -> torch.optim.Optimizer:
     fused = device.type in ("cpu", "cuda")
     extra = {"capturable": True} if capturable else {}
-    if train["optimizer"] == "adam":
-        return torch.optim.Adam(
-            model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"], fused=fused, **extra
-        )
+    if train.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=fused, **extra)
     return torch.optim.SGD(
         model.parameters(),
-        lr=train["lr"],
-        momentum=train["momentum"],
-        weight_decay=train["weight_decay"],
+        lr=train.lr,
+        momentum=train.momentum,
+        weight_decay=train.weight_decay,
         fused=fused,
         **extra,
     )
@@ -186,7 +186,7 @@ def evaluate(
     images: torch.Tensor,
     labels: torch.Tensor,
     ds: data.Dataset,
-    inp: Mapping[str, Any],
+    inp: InputSettings,
     batch_size: int,
     fmt: torch.memory_format,
 ) -> tuple[list[float], list[float]]:
@@ -197,7 +197,7 @@ def evaluate(
     loss = torch.zeros(k, device=images.device, dtype=torch.float64)
     correct = torch.zeros(k, device=images.device, dtype=torch.int64)
     for start in range(0, len(labels), bs):
-        x = data.prepare(images[start : start + bs], ds.mean, ds.std, inp["transform"], inp["threshold"])
+        x = data.prepare(images[start : start + bs], ds.mean, ds.std, inp.transform, inp.threshold)
         part_loss, part_correct = stack.eval_sums(x, labels[start : start + bs], fmt)
         loss += part_loss
         correct += part_correct
@@ -207,7 +207,7 @@ def evaluate(
 
 
 def eval_rows(
-    stack: stacked.Stack, ds: data.Dataset, train: Mapping[str, Any], inp: Mapping[str, Any], epoch: int
+    stack: stacked.Stack, ds: data.Dataset, train: TrainSettings, inp: InputSettings, epoch: int
 ) -> list[list[dict[str, Any]]]:
     """Per run: epoch rows of loss and accuracy on the valid and test splits; a split that is
     the same images as the one before it (data.valid_split test) is evaluated once."""
@@ -218,7 +218,7 @@ def eval_rows(
             key = id(ds.images[split])
             if key not in done:
                 done[key] = evaluate(
-                    stack, ds.images[split], ds.labels[split], ds, inp, train["eval_batch_size"], memory_format(train)
+                    stack, ds.images[split], ds.labels[split], ds, inp, train.eval_batch_size, memory_format(train)
                 )
             for i, (loss, acc) in enumerate(zip(*done[key])):
                 rows[i] += [_row(epoch, math.nan, split, "loss", loss), _row(epoch, math.nan, split, "accuracy", acc)]
@@ -240,20 +240,20 @@ class Trainer:
     """The device side of the loop: K runs of one stack, their optimiser, data orders and
     divergence bookkeeping (``alive`` and ``first_bad`` stay on the device)."""
 
-    def __init__(self, settings_list: Sequence[Mapping[str, Any]], ds: data.Dataset, device: torch.device):
+    def __init__(self, settings_list: Sequence[RunSettings], ds: data.Dataset, device: torch.device):
         ref = settings_list[0]
-        self.tr, self.inp, self.ds, self.device = ref["train"], ref["input"], ds, device
+        self.tr, self.inp, self.ds, self.device = ref.train, ref.input, ds, device
         self.fmt = memory_format(self.tr)
         self.nets = [build_model(s, ds, device) for s in settings_list]  # each initialised as it would be alone
         self.stack = stacked.make_stack(self.nets).to(device=device, memory_format=self.fmt)
         self.k = len(self.nets)
-        self.runs = [s["run"] for s in settings_list]
-        self.graphs = device.type == "cuda" and bool(self.tr["cuda_graphs"])
+        self.runs = [s.run for s in settings_list]
+        self.graphs = device.type == "cuda" and bool(self.tr.cuda_graphs)
         self.opt = build_optimizer(self.stack, self.tr, device, capturable=self.graphs)
         self.shuffles = [
-            torch.Generator(device=device).manual_seed(10_000_019 * (s["run"]["seed"] + 1)) for s in settings_list
+            torch.Generator(device=device).manual_seed(10_000_019 * (s.run.seed + 1)) for s in settings_list
         ]
-        self.n_train, self.bs = len(ds.labels["train"]), self.tr["batch_size"]
+        self.n_train, self.bs = len(ds.labels["train"]), self.tr.batch_size
         self.steps = math.ceil(self.n_train / self.bs)
         self.alive = torch.ones(self.k, dtype=torch.bool, device=device)
         self.first_bad = torch.full((self.k,), -1, dtype=torch.int64, device=device)
@@ -274,7 +274,7 @@ class Trainer:
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run-specific batches: indices (K, B) -> inputs (K, B, C, H, W), labels (K, B)."""
         images = self.ds.images["train"][idx.reshape(-1)]
-        x = data.prepare(images, self.ds.mean, self.ds.std, self.inp["transform"], self.inp["threshold"])
+        x = data.prepare(images, self.ds.mean, self.ds.std, self.inp.transform, self.inp.threshold)
         return x.view(*idx.shape, *x.shape[1:]), self.ds.labels["train"][idx]
 
     def train_step(
@@ -288,7 +288,7 @@ class Trainer:
         """Forward, finiteness bookkeeping, backward and update of every run; ``look`` (eager
         only) sees the finiteness before the update."""
         losses, correct = self.stack.losses(x, y, self.fmt)
-        total = losses + self.tr["l1"] * self.stack.l1_penalty() if self.tr["l1"] else losses
+        total = losses + self.tr.l1 * self.stack.l1_penalty() if self.tr.l1 else losses
         finite = torch.isfinite(total)
         if look is not None:
             look(finite, step_no)
@@ -373,7 +373,7 @@ class Trainer:
         diverged: dict[int, dict[str, torch.Tensor]] = {}
         start = 0
         while start < self.steps:
-            end = min(start + self.tr["check_every"], self.steps)
+            end = min(start + self.tr.check_every, self.steps)
             self.save_snapshot()
             for j in range(start, end):
                 self.step(j, step0)
@@ -432,13 +432,13 @@ class Trainer:
 class Member:
     """One run of the stack: its settings and directories."""
 
-    settings: Mapping[str, Any]
+    settings: RunSettings
     run_dir: Path
     state_dir: Path  # .resume/<config hash>
 
 
 def train_run(
-    settings: Mapping[str, Any],
+    settings: RunSettings,
     store: str | Path,
     run_dir: str | Path,
     threads: int | None = None,
@@ -449,7 +449,7 @@ def train_run(
 
 
 def train_stack(
-    settings_list: Sequence[Mapping[str, Any]],
+    settings_list: Sequence[RunSettings],
     store: str | Path,
     run_dirs: Sequence[str | Path],
     threads: int | None = None,
@@ -458,22 +458,22 @@ def train_stack(
     """Train the runs of one stack group together; write each run's outputs."""
     if len(settings_list) != len(run_dirs) or not settings_list:
         raise DnndistError("training needs one output directory per run")
-    if len({stack_key(s) for s in settings_list}) != 1:
+    if len({s.stack_key for s in settings_list}) != 1:
         raise DnndistError(
             "stacked runs must share every setting but the init and the seed (same variant, model, training)"
         )
     ref = settings_list[0]
     if threads:
         torch.set_num_threads(threads)
-    device = resolve_device(ref["train"]["device"])
-    set_determinism(ref["train"]["deterministic"], device)
+    device = resolve_device(ref.train.device)
+    set_determinism(ref.train.deterministic, device)
     # inputs first: a bad store or bad weights fail before anything is written
-    ds = data.make_splits(data.open_store(store), **ref["split"]).to(device)
+    ds = data.make_splits(data.open_store(store), **ref.split.kwargs()).to(device)
     trainer = Trainer(settings_list, ds, device)
     members = _members(settings_list, run_dirs)
     group_state = members[0].state_dir / ("stack-" + config_hash({"runs": [m.state_dir.name for m in members]}))
     group_state.mkdir(parents=True, exist_ok=True)
-    epochs = 0 if ref["model"].get("weights") else ref["train"]["epochs"]  # given weights are analysed, not trained
+    epochs = 0 if ref.given_weights else ref.train.epochs  # given weights are analysed, not trained
     start_epoch = _resume(group_state, trainer, members)
     bar = Progress(
         epochs * trainer.steps, start_epoch * trainer.steps, progress, images_per_step=trainer.bs * trainer.k
@@ -481,7 +481,7 @@ def train_stack(
     log.info(
         "stack of %d run(s) (%s) on %s: %d train / %d valid images, %d epochs, resuming at epoch %d",
         trainer.k,
-        ", ".join(f"{s['run']['init_name']}/seed{s['run']['seed']}" for s in settings_list),
+        ", ".join(f"{s.run.init_name}/seed{s.run.seed}" for s in settings_list),
         device,
         trainer.n_train,
         len(ds.labels["valid"]),
@@ -525,11 +525,11 @@ def _train_epochs(
     return epoch
 
 
-def _members(settings_list: Sequence[Mapping[str, Any]], run_dirs: Sequence[str | Path]) -> list[Member]:
+def _members(settings_list: Sequence[RunSettings], run_dirs: Sequence[str | Path]) -> list[Member]:
     members = []
     for s, d in zip(settings_list, run_dirs):
         d = Path(d)
-        m = Member(s, d, d / ".resume" / config_hash(s))
+        m = Member(s, d, d / ".resume" / s.config_hash)
         (m.state_dir / "metrics").mkdir(parents=True, exist_ok=True)
         (m.state_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         for stale in (d / ".resume").iterdir():
@@ -576,7 +576,7 @@ def _end_epoch(
             rows[i] = rows[i] + evals[i]
         frame = pd.DataFrame(rows[i], columns=ROW_COLUMNS)
         write_text(m.state_dir / "metrics" / f"epoch_{epoch:04d}.csv", frame.to_csv(index=False))
-        if epoch in m.settings["checkpoint_epochs"] or i in diverged:
+        if epoch in m.settings.checkpoint_epochs or i in diverged:
             step = trainer.div_step[i] if i in diverged else epoch * trainer.steps
             write_bytes(
                 m.state_dir / "checkpoints" / f"epoch_{epoch:04d}.safetensors",
@@ -622,28 +622,28 @@ def _resume(group_state: Path, trainer: Trainer, members: Sequence[Member]) -> i
 def _finish(m: Member, diverged: bool) -> dict[str, Any]:
     """Move a run's outputs into place from its resume directory and write its summary."""
     settings, state_dir, run_dir = m.settings, m.state_dir, m.run_dir
-    run = settings["run"]
+    run = settings.run
     frames = [pd.read_csv(f) for f in sorted((state_dir / "metrics").glob("epoch_*.csv"))]
     metrics = pd.concat(frames, ignore_index=True)
-    metrics.insert(0, "seed", run["seed"])
-    metrics.insert(0, "init", run["init_name"])
-    metrics.insert(0, "variant", run["variant"])
+    metrics.insert(0, "seed", run.seed)
+    metrics.insert(0, "init", run.init_name)
+    metrics.insert(0, "variant", run.variant)
     metrics = metrics[METRIC_COLUMNS]
     last_epoch = int(metrics["epoch"].max())
-    _move_checkpoints(settings, state_dir, run_dir)
+    _move_checkpoints(settings.checkpoint_epochs, state_dir, run_dir)
     write_text(run_dir / "metrics.csv", metrics.to_csv(index=False))
     epoch_rows = metrics[metrics["step"].isna()]
     final = {
         f"{r.split}_{r.metric}": float(r.value) for r in epoch_rows[epoch_rows["epoch"] == last_epoch].itertuples()
     }
-    given = settings["model"].get("weights")
+    given = settings.given_weights
     summary = {
-        "run": run,
+        "run": dataclasses.asdict(run),
         "status": "diverged" if diverged else "completed",
         "epochs_trained": last_epoch,
-        "epochs": last_epoch if given else settings["train"]["epochs"],
-        "checkpoint_epochs": settings["checkpoint_epochs"],
-        "config_hash": config_hash(settings),
+        "epochs": last_epoch if given else settings.train.epochs,
+        "checkpoint_epochs": list(settings.checkpoint_epochs),
+        "config_hash": settings.config_hash,
         "final": final,
     }
     if given:
@@ -656,12 +656,12 @@ def _finish(m: Member, diverged: bool) -> dict[str, Any]:
     return summary
 
 
-def _move_checkpoints(settings: Mapping[str, Any], state_dir: Path, run_dir: Path) -> None:
+def _move_checkpoints(checkpoint_epochs: Sequence[int], state_dir: Path, run_dir: Path) -> None:
     ckpts = {int(f.stem.split("_")[1]): f for f in (state_dir / "checkpoints").glob("epoch_*.safetensors")}
     with atomic_path(run_dir / "checkpoints") as tmp:
         tmp.mkdir()
         last = max(ckpts)
-        for epoch in settings["checkpoint_epochs"]:
+        for epoch in checkpoint_epochs:
             if epoch in ckpts:
                 shutil.copyfile(ckpts[epoch], tmp / f"epoch_{epoch:04d}.safetensors")
             else:  # a diverged run has no later checkpoints: its last state stands in, flagged diverged
