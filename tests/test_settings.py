@@ -31,9 +31,6 @@ MAX_LINES = 60
 LONG_FUNCTIONS = {
     "analysis.py": {"analyze", "_features", "_gradients", "per_layer_table"},
     "cli.py": {"parser"},
-    "plots.py": {"draw_training", "draw_esd"},
-    "spectral.py": {"spectral_stats"},
-    "tables.py": {"depth_trend", "_c1", "factor_effects"},
 }
 
 

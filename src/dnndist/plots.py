@@ -166,40 +166,56 @@ def draw_training(summary: pd.DataFrame, variant: str | None = None) -> plt.Figu
     diverged = {init: n for (_, init), n in diverged_runs(df).items()}
     valid_is_test = _same_split(df, "valid", "test")
     fig, axes = plt.subplots(len(TRAINING_PANELS), 1, figsize=(3.3, 5.6), sharex=True)  # single-column width
-    for ax, (splits, stat, title, scale) in zip(axes, TRAINING_PANELS):
-        if valid_is_test:
-            splits = tuple(s for s in splits if s != "valid")
-        sub = df[df["split"].isin(splits) & (df["statistic"] == stat)]
-        for init in _inits(sub):
-            for split in splits:
-                d = sub[(sub["init"] == init) & (sub["split"] == split)].sort_values("epoch")
-                if d.empty or d["mean"].isna().all():
-                    continue
-                ax.plot(
-                    d["epoch"],
-                    d["mean"],
-                    SPLIT_STYLES[split],
-                    color=INIT_COLORS[init],
-                    linewidth=0.9,
-                    gid=f"{init}|{split}|{stat}",
-                    marker="x" if init in diverged else None,
-                    markevery=[-1] if init in diverged else None,
-                )
-                _band(ax, d, "epoch", INIT_COLORS[init], alpha=0.15)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.set_ylabel(STAT_LABELS[stat].replace(" (", ", log axis (") if scale == "log" else STAT_LABELS[stat])
-        names = ", ".join(f"{s} {_style_name(s)}" for s in splits)
-        ax.set_title(
-            f"{title}: {names}" + (" (valid = test: same images)" if valid_is_test and stat == "accuracy" else "")
-        )
-        if scale == "log":
-            ax.set_yscale("log")
-            _plain_log_labels(ax)
-        if stat == "loss":
-            _clip_off_scale(ax, sub, log=scale == "log")
+    for ax, panel in zip(axes, TRAINING_PANELS):
+        _training_panel(ax, df, panel, diverged, valid_is_test)
     axes[-1].set_xlabel("epoch")
     if n_variants > 1:
         fig.suptitle(f"variant {variant} (of {n_variants})")
+    _training_legend(fig, df, diverged)
+    return fig
+
+
+def _training_panel(
+    ax: plt.Axes,
+    df: pd.DataFrame,
+    panel: tuple[tuple[str, ...], str, str, str],
+    diverged: dict[str, int],
+    valid_is_test: bool,
+) -> None:
+    """One panel of Fig 1 (a ``TRAINING_PANELS`` entry): the mean curve and band per init and split."""
+    splits, stat, title, scale = panel
+    if valid_is_test:
+        splits = tuple(s for s in splits if s != "valid")
+    sub = df[df["split"].isin(splits) & (df["statistic"] == stat)]
+    for init in _inits(sub):
+        for split in splits:
+            d = sub[(sub["init"] == init) & (sub["split"] == split)].sort_values("epoch")
+            if d.empty or d["mean"].isna().all():
+                continue
+            ax.plot(
+                d["epoch"],
+                d["mean"],
+                SPLIT_STYLES[split],
+                color=INIT_COLORS[init],
+                linewidth=0.9,
+                gid=f"{init}|{split}|{stat}",
+                marker="x" if init in diverged else None,
+                markevery=[-1] if init in diverged else None,
+            )
+            _band(ax, d, "epoch", INIT_COLORS[init], alpha=0.15)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel(STAT_LABELS[stat].replace(" (", ", log axis (") if scale == "log" else STAT_LABELS[stat])
+    names = ", ".join(f"{s} {_style_name(s)}" for s in splits)
+    ax.set_title(f"{title}: {names}" + (" (valid = test: same images)" if valid_is_test and stat == "accuracy" else ""))
+    if scale == "log":
+        ax.set_yscale("log")
+        _plain_log_labels(ax)
+    if stat == "loss":
+        _clip_off_scale(ax, sub, log=scale == "log")
+
+
+def _training_legend(fig: plt.Figure, df: pd.DataFrame, diverged: dict[str, int]) -> None:
+    """Fig 1's legend of inits (diverged ones marked and counted) under the panels, and the layout."""
     handles = [
         plt.Line2D(
             [],
@@ -220,7 +236,6 @@ def draw_training(summary: pd.DataFrame, variant: str | None = None) -> plt.Figu
     )
     rows = math.ceil(len(handles) / 2) if len(handles) > 3 else len(handles)
     fig.tight_layout(rect=(0, min(0.35, (0.3 + 0.13 * rows) / 5.6), 1, 1))
-    return fig
 
 
 def _plain_log_labels(ax: plt.Axes, axis: str = "y") -> None:
@@ -845,34 +860,10 @@ def draw_esd(
         )
         ax.set_title(title, fontsize=7)
         return fig
-    lo, hi = float(x[0]), float(x[-1])
-    edges = np.geomspace(lo, hi, bins + 1) if hi > lo else np.array([lo / 1.1, hi * 1.1])
-    counts, edges = np.histogram(x, bins=edges)
-    dens = counts / (x.size * np.diff(edges))
-    ax.stairs(
-        np.where(dens > 0, dens, np.nan),
-        edges,
-        color="#0072B2",
-        linewidth=0.8,
-        gid="esd",
-        label=f"ESD, {x.size} eigenvalues" + (f" (+{below} <= {floor:g})" if below else ""),
-    )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    _plain_log_labels(ax, "x")
+    _esd_histogram(ax, x, bins, f"ESD, {x.size} eigenvalues" + (f" (+{below} <= {floor:g})" if below else ""))
     fitted = math.isfinite(alpha) and math.isfinite(xmin) and xmin > 0
     if fitted:
-        share = float(np.sum(x >= xmin)) / x.size
-        grid = np.geomspace(xmin, hi, 50)
-        ax.plot(
-            grid,
-            share * (alpha - 1) / xmin * (grid / xmin) ** -alpha,
-            color="#D55E00",
-            linewidth=1.2,
-            label=f"power law, alpha = {alpha:.2f}",
-            gid="fit",
-        )
-        ax.axvline(xmin, color="#D55E00", linestyle="--", linewidth=0.8, label=f"xmin = {xmin:.3g}", gid="xmin")
+        _esd_power_law(ax, x, alpha, xmin)
     ax.legend(fontsize=5.5, loc="lower left")
     ax.set_xlabel("eigenvalue of W$^T$W")
     ax.set_ylabel("density")
@@ -880,6 +871,34 @@ def draw_esd(
     ax.set_title(f"{title}: {fit_note}" if title else fit_note, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _esd_histogram(ax: plt.Axes, x: np.ndarray, bins: int, label: str) -> None:
+    """The density histogram of the sorted eigenvalues ``x`` over log-spaced bins, on log-log axes."""
+    lo, hi = float(x[0]), float(x[-1])
+    edges = np.geomspace(lo, hi, bins + 1) if hi > lo else np.array([lo / 1.1, hi * 1.1])
+    counts, edges = np.histogram(x, bins=edges)
+    dens = counts / (x.size * np.diff(edges))
+    ax.stairs(np.where(dens > 0, dens, np.nan), edges, color="#0072B2", linewidth=0.8, gid="esd", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log_labels(ax, "x")
+
+
+def _esd_power_law(ax: plt.Axes, x: np.ndarray, alpha: float, xmin: float) -> None:
+    """The fitted power law from ``xmin`` to the largest of the sorted eigenvalues ``x``, scaled by
+    the tail's share of them, and ``xmin`` as a vertical line."""
+    share = float(np.sum(x >= xmin)) / x.size
+    grid = np.geomspace(xmin, float(x[-1]), 50)
+    ax.plot(
+        grid,
+        share * (alpha - 1) / xmin * (grid / xmin) ** -alpha,
+        color="#D55E00",
+        linewidth=1.2,
+        label=f"power law, alpha = {alpha:.2f}",
+        gid="fit",
+    )
+    ax.axvline(xmin, color="#D55E00", linestyle="--", linewidth=0.8, label=f"xmin = {xmin:.3g}", gid="xmin")
 
 
 FLAT_SPECTRUM_INITS = ("orthogonal",)  # every singular value 1 before training: a point, not a density

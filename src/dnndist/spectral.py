@@ -252,34 +252,34 @@ def flat_metrics(w: np.ndarray) -> dict[str, float]:
     }
 
 
+SPECTRAL_KEYS = (  # spectral_stats' keys, in its order
+    "alpha",
+    "alpha_fitted",
+    "alpha_xmin",
+    "alpha_ks_distance",
+    "alpha_sigma",
+    "num_pl_spikes",
+    "alpha_weighted",
+    "log_alpha_norm",
+    "lambda_max",
+    "log_spectral_norm",
+    "log_norm",
+    "stable_rank",
+    "mp_softrank",
+    "num_evals",
+    "matrix_rank",
+    "flat_spectral_norm",
+    "flat_stable_rank",
+)
+
+
 def spectral_stats(w: np.ndarray) -> dict[str, float]:
     """WeightWatcher's spectral metrics of one layer weight (Linear or Conv2d) plus the flat
     reshape's spectral norm and stable rank; the keys are listed in the module docstring."""
     w = np.asarray(w)
     mats, n, m = weight_matrices(w)
     num_evals = m * mats.shape[0]
-    out: dict[str, float] = dict.fromkeys(
-        (
-            "alpha",
-            "alpha_fitted",
-            "alpha_xmin",
-            "alpha_ks_distance",
-            "alpha_sigma",
-            "num_pl_spikes",
-            "alpha_weighted",
-            "log_alpha_norm",
-            "lambda_max",
-            "log_spectral_norm",
-            "log_norm",
-            "stable_rank",
-            "mp_softrank",
-            "num_evals",
-            "matrix_rank",
-            "flat_spectral_norm",
-            "flat_stable_rank",
-        ),
-        math.nan,
-    )
+    out: dict[str, float] = dict.fromkeys(SPECTRAL_KEYS, math.nan)
     out.update(alpha_fitted=0.0, num_evals=float(num_evals))
     if not np.isfinite(mats).all():
         return out
@@ -300,17 +300,24 @@ def spectral_stats(w: np.ndarray) -> dict[str, float]:
         out.update(flat_spectral_norm=math.sqrt(lambda_max), flat_stable_rank=norm / lambda_max)
     if ww_skips(num_evals, n):
         return out
-    fit = fit_power_law(fit_evals(evals, m))
-    if fit.fitted:
-        out.update(
-            alpha=fit.alpha,
-            alpha_fitted=1.0,
-            alpha_xmin=fit.xmin,
-            alpha_ks_distance=fit.ks_distance,
-            alpha_sigma=fit.sigma,
-            num_pl_spikes=float(np.sum(evals >= fit.xmin)),
-            alpha_weighted=fit.alpha * math.log10(lambda_max),
-            log_alpha_norm=math.log10(float(np.sum(evals**fit.alpha))),
-        )
+    out.update(_power_law_metrics(evals, m, lambda_max))
     out["mp_softrank"] = mp_softrank(evals, n, m)
     return out
+
+
+def _power_law_metrics(evals: np.ndarray, m: int, lambda_max: float) -> dict[str, float]:
+    """The power-law tail's metrics (alpha and those derived from it) of the sorted eigenvalues
+    ``evals`` of m x m matrices; none when the tail is not fitted."""
+    fit = fit_power_law(fit_evals(evals, m))
+    if not fit.fitted:
+        return {}
+    return dict(
+        alpha=fit.alpha,
+        alpha_fitted=1.0,
+        alpha_xmin=fit.xmin,
+        alpha_ks_distance=fit.ks_distance,
+        alpha_sigma=fit.sigma,
+        num_pl_spikes=float(np.sum(evals >= fit.xmin)),
+        alpha_weighted=fit.alpha * math.log10(lambda_max),
+        log_alpha_norm=math.log10(float(np.sum(evals**fit.alpha))),
+    )

@@ -183,6 +183,22 @@ def _layer_kind(w: pd.DataFrame) -> pd.Series:
     return kind
 
 
+DEPTH_TREND_COLUMNS = (
+    "variant",
+    "init",
+    "layer_kind",
+    "statistic",
+    "spearman_rho",
+    "ci_low",
+    "ci_high",
+    "n_seeds",
+    "layers",
+    "p_value",
+    "p_holm",
+    "verdict",
+)
+
+
 def depth_trend(weights_tidy: pd.DataFrame, stats: tuple[str, ...] = DEPTH_STATS) -> pd.DataFrame:
     """Does a weight statistic rise or fall with depth? Per variant, init and layer kind (conv and
     linear layers apart: fan_in, and with it the scale of everything, changes at the boundary), at
@@ -230,21 +246,7 @@ def depth_trend(weights_tidy: pd.DataFrame, stats: tuple[str, ...] = DEPTH_STATS
                     "verdict": dec.outcome[i],
                 }
             )
-    cols = [
-        "variant",
-        "init",
-        "layer_kind",
-        "statistic",
-        "spearman_rho",
-        "ci_low",
-        "ci_high",
-        "n_seeds",
-        "layers",
-        "p_value",
-        "p_holm",
-        "verdict",
-    ]
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(rows, columns=DEPTH_TREND_COLUMNS)
 
 
 def _em_ab_per_run(em_ab: pd.DataFrame) -> pd.DataFrame:
@@ -528,39 +530,49 @@ def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
             )
         )
     if "zeros" in present:
-        split = "valid" if ((tr["split"] == "valid") & (tr["epoch"] == tr["epoch"].min())).any() else "train"
-        first_epoch = int(tr[tr["split"] == split]["epoch"].min())
-        a, b = (
-            _by_seed(tr, init="zeros", split=split, epoch=first_epoch),
-            _by_seed(tr, init="zeros", split=split, epoch=last),
-        )
-        seeds = a.index.intersection(b.index)
-        change = ((b.loc[seeds] - a.loc[seeds]) / a.loc[seeds].abs().clip(lower=1e-12)).tolist()
-        rows.append(
-            _interval_row(
-                "C1b",
-                "zeros does not train",
-                f"relative change of the {split} loss, epoch {first_epoch} -> {last}",
-                {"zeros": change},
-                -C1B_MARGIN,
-                C1B_MARGIN,
-                f"(-{C1B_MARGIN:g}, {C1B_MARGIN:g}) (margin: 1 % of the loss)",
-            )
-        )
+        rows.append(_c1b(tr, last))
     if "ones" in present:
-        others = [i for i in random_inits if i != "ones"]
-        comps = {f"ones / {i}": _paired(final("ones"), final(i), "logratio") for i in others}
-        rows.append(
-            _directional_row(
-                "C1c",
-                "ones stays at a high loss",
-                f"final training loss ratio ones / each random init (epoch {last})",
-                comps,
-                +1,
-                ratio=True,
-            )
-        )
+        rows.append(_c1c(tr, last, random_inits))
     return rows
+
+
+def _c1b(tr: pd.DataFrame, last: int) -> tuple:
+    """C1b: zeros does not train (the relative change of its loss from the first to the last epoch)."""
+    split = "valid" if ((tr["split"] == "valid") & (tr["epoch"] == tr["epoch"].min())).any() else "train"
+    first_epoch = int(tr[tr["split"] == split]["epoch"].min())
+    a, b = (
+        _by_seed(tr, init="zeros", split=split, epoch=first_epoch),
+        _by_seed(tr, init="zeros", split=split, epoch=last),
+    )
+    seeds = a.index.intersection(b.index)
+    change = ((b.loc[seeds] - a.loc[seeds]) / a.loc[seeds].abs().clip(lower=1e-12)).tolist()
+    return _interval_row(
+        "C1b",
+        "zeros does not train",
+        f"relative change of the {split} loss, epoch {first_epoch} -> {last}",
+        {"zeros": change},
+        -C1B_MARGIN,
+        C1B_MARGIN,
+        f"(-{C1B_MARGIN:g}, {C1B_MARGIN:g}) (margin: 1 % of the loss)",
+    )
+
+
+def _c1c(tr: pd.DataFrame, last: int, random_inits: list[str]) -> tuple:
+    """C1c: ones stays at a high loss (its final training loss against each other random init's)."""
+
+    def final(init: str) -> pd.Series:
+        return _by_seed(tr, init=init, split="train", epoch=last)
+
+    others = [i for i in random_inits if i != "ones"]
+    comps = {f"ones / {i}": _paired(final("ones"), final(i), "logratio") for i in others}
+    return _directional_row(
+        "C1c",
+        "ones stays at a high loss",
+        f"final training loss ratio ones / each random init (epoch {last})",
+        comps,
+        +1,
+        ratio=True,
+    )
 
 
 def _c2(weights: pd.DataFrame, random_inits: list[str]) -> tuple | None:
@@ -852,6 +864,24 @@ def variant_factors(variants: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
     return {name: {k: f.get(k) for k in varying} for name, f in flats.items()}
 
 
+FACTOR_COLUMNS = (
+    "factor",
+    "level",
+    "base_level",
+    "statistic",
+    "description",
+    "base_mean",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "n_pairs",
+    "n_seeds",
+    "p_value",
+    "p_holm",
+    "verdict",
+)
+
+
 def factor_effects(
     weights: pd.DataFrame, variants: Mapping[str, Mapping[str, Any]], base: str | None = None
 ) -> pd.DataFrame:
@@ -867,37 +897,13 @@ def factor_effects(
     last = w.groupby(["variant", "init", "seed"])["epoch"].transform("max")
     w = w[w["epoch"] == last]
     per_run = w.groupby(["variant", "init", "seed", "statistic"])["value"].mean()  # mean over layers
-    rows = []
-    names = list(factors)
-    for a in names:
-        for b in names:
-            diff = [k for k in factors[a] if factors[a][k] != factors[b][k]]
-            if a == b or len(diff) != 1:
-                continue
-            k = diff[0]
-            base_level = factors[base][k] if base else None
-            if factors[a][k] != base_level or factors[b][k] == base_level:
-                continue  # a holds the factor at its base level, b at another level
-            rows.append((k, factors[b][k], factors[a][k], a, b))
     out = []
-    by_contrast: dict[tuple[str, str], list[tuple[str, str, Any]]] = {}
-    for k, level, base_level, a, b in rows:
-        by_contrast.setdefault((k, json.dumps(level)), []).append((a, b, base_level))
-    for (k, level_json), pairs in by_contrast.items():
+    for (k, level_json), pairs in _contrasts(factors, base).items():
         per_stat, base_means = [], []
         for stat in FACTOR_STATS:
-            per_seed: dict[int, list[float]] = {}
-            base_vals = []
-            for a, b, _ in pairs:
-                runs_a, runs_b = _runs_of(per_run, a, stat), _runs_of(per_run, b, stat)
-                both = runs_a.index.intersection(runs_b.index)  # (init, seed) present in both variants
-                for init, seed in both:
-                    d = float(runs_b[(init, seed)]) - float(runs_a[(init, seed)])
-                    if np.isfinite(d):
-                        per_seed.setdefault(int(seed), []).append(d)
-                        base_vals.append(float(runs_a[(init, seed)]))
-            per_stat.append([float(np.mean(per_seed[s_])) for s_ in sorted(per_seed)])
-            base_means.append(float(np.mean(base_vals)) if base_vals else math.nan)
+            seed_effects, base_mean = _paired_effects(per_run, pairs, stat)
+            per_stat.append(seed_effects)
+            base_means.append(base_mean)
         dec = verdicts.effects(verdicts.pad(per_stat))
         for i, (stat, label) in enumerate(FACTOR_STATS.items()):
             out.append(
@@ -918,23 +924,48 @@ def factor_effects(
                     "verdict": dec.outcome[i],
                 }
             )
-    cols = [
-        "factor",
-        "level",
-        "base_level",
-        "statistic",
-        "description",
-        "base_mean",
-        "effect",
-        "ci_low",
-        "ci_high",
-        "n_pairs",
-        "n_seeds",
-        "p_value",
-        "p_holm",
-        "verdict",
-    ]
-    return pd.DataFrame(out, columns=cols)
+    return pd.DataFrame(out, columns=FACTOR_COLUMNS)
+
+
+def _contrasts(
+    factors: dict[str, dict[str, Any]], base: str | None
+) -> dict[tuple[str, str], list[tuple[str, str, Any]]]:
+    """Per (factor, level as JSON), the variant pairs (a, b, base level) that differ only in that
+    factor, a at its base level (the base variant's) and b at the level."""
+    rows = []
+    names = list(factors)
+    for a in names:
+        for b in names:
+            diff = [k for k in factors[a] if factors[a][k] != factors[b][k]]
+            if a == b or len(diff) != 1:
+                continue
+            k = diff[0]
+            base_level = factors[base][k] if base else None
+            if factors[a][k] != base_level or factors[b][k] == base_level:
+                continue  # a holds the factor at its base level, b at another level
+            rows.append((k, factors[b][k], factors[a][k], a, b))
+    by_contrast: dict[tuple[str, str], list[tuple[str, str, Any]]] = {}
+    for k, level, base_level, a, b in rows:
+        by_contrast.setdefault((k, json.dumps(level)), []).append((a, b, base_level))
+    return by_contrast
+
+
+def _paired_effects(per_run: pd.Series, pairs: list[tuple[str, str, Any]], stat: str) -> tuple[list[float], float]:
+    """One statistic's change b - a over the variant pairs, paired by (init, seed): the mean change
+    per seed (seed order) and the mean of the base variants' values."""
+    per_seed: dict[int, list[float]] = {}
+    base_vals = []
+    for a, b, _ in pairs:
+        runs_a, runs_b = _runs_of(per_run, a, stat), _runs_of(per_run, b, stat)
+        both = runs_a.index.intersection(runs_b.index)  # (init, seed) present in both variants
+        for init, seed in both:
+            d = float(runs_b[(init, seed)]) - float(runs_a[(init, seed)])
+            if np.isfinite(d):
+                per_seed.setdefault(int(seed), []).append(d)
+                base_vals.append(float(runs_a[(init, seed)]))
+    return [float(np.mean(per_seed[s_])) for s_ in sorted(per_seed)], float(
+        np.mean(base_vals)
+    ) if base_vals else math.nan
 
 
 def _runs_of(per_run: pd.Series, variant: str, stat: str) -> pd.Series:
