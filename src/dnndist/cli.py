@@ -335,17 +335,43 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
+    _runs_command(sub)
+    _download_cifar10_command(sub)
+    _data_command(sub)
+    _train_command(sub)
+    _train_stacked_command(sub)
+    _extract_command(sub)
+    _stats_run_command(sub)
+    _stats_combine_command(sub)
+    _plot_command(sub)
+    _outputs_command(sub)
+    _docs_command(sub)
+    _table_command(sub)
+    _analyze_command(sub)
+    _workflow_command(sub)
+    _tensorboard_command(sub)
+    return p
+
+
+def _runs_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``runs`` sub-command (list the runs of a config)."""
 
     s = sub.add_parser("runs", help="list the runs of a config")
     s.add_argument("--config", action="append", required=True, help="config file(s), later ones overlay earlier ones")
     s.set_defaults(fn=cmd_runs)
 
+
+def _download_cifar10_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``download-cifar10`` sub-command (download the CIFAR-10 archive)."""
     s = sub.add_parser("download-cifar10", help="download and checksum the CIFAR-10 binary archive")
     s.add_argument("--url", required=True, help="URL of cifar-10-binary.tar.gz")
     s.add_argument("--md5", default=None, help="expected MD5 of the archive (checked after download)")
     s.add_argument("--out", required=True, help="where the archive is written")
     s.set_defaults(fn=cmd_download)
 
+
+def _data_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``data`` sub-command (build the dataset store)."""
     s = sub.add_parser("data", help="convert the configured source into the canonical zarr store")
     _settings_arg(s, with_run=False)
     s.add_argument("--archive", help="downloaded archive (cifar10 source)")
@@ -358,6 +384,9 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(fn=cmd_data)
 
+
+def _train_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``train`` sub-command (train one run)."""
     s = sub.add_parser("train", help="train one run (resumes a killed one)")
     _settings_arg(s, with_run=True)
     s.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
@@ -371,6 +400,9 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(fn=cmd_train)
 
+
+def _train_stacked_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``train-stacked`` sub-command (train one stack group)."""
     s = sub.add_parser("train-stacked", help="train the runs of one stack group together (stacked: true)")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--settings", help="JSON list of the runs' resolved settings (what the Snakemake rules pass)")
@@ -387,6 +419,9 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(fn=cmd_train_stacked)
 
+
+def _extract_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``extract`` sub-command (extract a run's stores)."""
     s = sub.add_parser(
         "extract", help="extract weights, features or gradients (or all three) of a run's checkpoints into zarr"
     )
@@ -403,6 +438,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.set_defaults(fn=cmd_extract)
 
+
+def _stats_run_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``stats-run`` sub-command (one run's statistics tables)."""
     s = sub.add_parser("stats-run", help="tidy statistics tables of one run's extracted stores")
     s.add_argument("--settings", required=True, help="settings JSON (the stats section is used)")
     s.add_argument("--weights", required=True, help="the run's weights store (weights.zarr)")
@@ -415,6 +453,9 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(fn=cmd_stats_run)
 
+
+def _stats_combine_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``stats-combine`` sub-command (combine per-run tables)."""
     s = sub.add_parser(
         "stats-combine", help="combine per-run tables; aggregate over seeds (mean and 95 %% CI over seeds)"
     )
@@ -424,6 +465,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--summary", help="also write the seed aggregate (mean and 95 %% CI over seeds)")
     s.set_defaults(fn=cmd_stats_combine)
 
+
+def _plot_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``plot`` sub-command (draw one figure)."""
     s = sub.add_parser("plot", help="draw one figure (PDF and PNG) from its tidy table")
     s.add_argument("figure", choices=list(outputs.FIGURE))
     s.add_argument("--table", required=True, help="the tidy table the figure is drawn from (CSV)")
@@ -434,9 +478,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--png", required=True, help="PNG to write")
     s.set_defaults(fn=cmd_plot)
 
+
+def _outputs_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``outputs`` sub-command (list the outputs)."""
     s = sub.add_parser("outputs", help="list every statistics table, figure and table (Markdown; dnndist.outputs)")
     s.set_defaults(fn=cmd_outputs)
 
+
+def _docs_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``docs`` sub-command (write the reproduction document)."""
     s = sub.add_parser("docs", help="write the reproduction document (Markdown) from the tables and figures")
     s.add_argument("--results", required=True, help="the results folder (for the run's provenance and logs)")
     s.add_argument("--tables", nargs="*", default=[], help="the tables stage's Markdown files, in document order")
@@ -447,6 +497,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="Markdown file to write")
     s.set_defaults(fn=cmd_docs)
 
+
+def _table_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``table`` sub-command (write one table)."""
     s = sub.add_parser("table", help="write one table as CSV, Markdown and LaTeX")
     s.add_argument("name", choices=list(outputs.TABLE))
     s.add_argument("--variants", help="factors: JSON mapping each variant to its model/train/input settings")
@@ -461,6 +514,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out-stem", required=True, help="path without extension")
     s.set_defaults(fn=cmd_table)
 
+
+def _analyze_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``analyze`` sub-command (the statistics of one model)."""
     s = sub.add_parser(
         "analyze",
         help="the workflow's statistics of one model (a registry or torchvision model, given weights)",
@@ -494,6 +550,12 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--num-classes", type=_positive_int, help="classifier outputs of a model built without --weights")
     s.add_argument("--model-options", help='JSON registry model settings, e.g. \'{"depth": 6, "norm": "batch"}\'')
+    _analyze_input_args(s)
+    s.set_defaults(fn=cmd_analyze)
+
+
+def _analyze_input_args(s: argparse.ArgumentParser) -> None:
+    """``analyze``'s options for the inputs, the feature and gradient passes, the figures and the device."""
     s.add_argument(
         "--image-size",
         type=_positive_int,
@@ -539,8 +601,10 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--device", help="cpu, cuda, mps or auto (default: cpu)")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    s.set_defaults(fn=cmd_analyze)
 
+
+def _workflow_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``workflow`` sub-command (deploy the workflow)."""
     s = sub.add_parser(
         "workflow",
         help="deploy the Snakemake workflow this dnndist carries, or print where it is",
@@ -558,6 +622,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="with --init: overwrite files that already exist in DIR")
     s.set_defaults(fn=cmd_workflow)
 
+
+def _tensorboard_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``tensorboard`` sub-command (TensorBoard events of a run)."""
     s = sub.add_parser(
         "tensorboard",
         help="a run's weight, feature and gradient histograms as TensorBoard events (one step per checkpoint)",
@@ -580,7 +647,6 @@ def parser() -> argparse.ArgumentParser:
         help="most bins of a weight or gradient histogram (sqrt(n) bins, at least 10; default 100)",
     )
     s.set_defaults(fn=cmd_tensorboard)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
