@@ -476,56 +476,130 @@ def analyze(
     else its own prediction). ``init``, ``gain``, ``bias``, ``activation``: the init the weights
     are compared with (``init_std``, ``std_ratio_to_init``). The model is used in eval mode on
     ``device`` (default: where its parameters are) and left as it was."""
-    if init not in inits.INIT_NAMES:
-        raise DnndistError(f"unknown init {init!r}; known: {', '.join(inits.INIT_NAMES)}")
-    if not (gain in ("torch", "relu") or (isinstance(gain, (int, float)) and not isinstance(gain, bool) and gain > 0)):
-        raise DnndistError(f"gain must be torch, relu or a positive number, got {gain!r}")
-    if bias not in ("auto", "zeros", "torch_default"):
-        raise DnndistError(f"bias must be auto, zeros or torch_default, got {bias!r}")
-    if activation not in ("relu", "leaky_relu"):
-        raise DnndistError(f"activation must be relu or leaky_relu, got {activation!r}")
-    if gradient_target not in ("auto", "label", "predicted"):
-        raise DnndistError(f"gradient_target must be auto, label or predicted, got {gradient_target!r}")
-    for key, value in (
-        ("batch_size", batch_size),
-        ("sample_size", sample_size),
-        ("histogram_bins", histogram_bins),
-        ("gradient_batch_size", gradient_batch_size),
-    ):
-        if int(value) < 1:
-            raise DnndistError(f"{key} must be a positive integer, got {value}")
-    if image_size is None:
-        image_size = 224 if isinstance(model, str) and model.startswith(TORCHVISION) else 32
-    module, name = load_model(
-        model, weights, num_classes=num_classes, in_channels=in_channels, image_size=image_size, options=model_options
-    )
+    opts = _Options.of(locals())
+    opts.check()
+    module, name = _load(model, num_classes, in_channels, opts)
     specs = layer_specs(module)
+    settings, origin = _settings(opts, name)
+    dev = _device(module, device)
+    result = _weight_analysis(module, specs, name, settings, origin)
+    if inputs is not None:
+        _features(result, module, inputs, origin, dev, opts)
+    result.table = per_layer_table(result)
+    result.dataset = per_layer_dataset(result)
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """``analyze``'s options: its parameters but the model, its shape, the inputs and the device
+    (``image_size`` defaulted for the model)."""
+
+    weights: str | Path | None
+    init: str
+    gain: str | float
+    bias: str
+    activation: str
+    image_size: int
+    resize: int | None
+    normalize: str
+    per_class: int | None
+    max_inputs: int | None
+    batch_size: int
+    sample_size: int
+    histogram_bins: int
+    kinds: Sequence[str]
+    emission: bool
+    gradient_inputs: int
+    gradient_batch_size: int
+    gradient_target: str
+    near_zero: Sequence[float]
+    near_zero_rel: Sequence[float]
+    model_options: Mapping[str, Any] | None
+    workers: int | None
+
+    @classmethod
+    def of(cls, args: Mapping[str, Any]) -> _Options:
+        """The options among ``analyze``'s arguments (its ``locals()``); image_size 224 for
+        torchvision models and 32 otherwise when not given."""
+        model, image_size = args["model"], args["image_size"]
+        if image_size is None:
+            image_size = 224 if isinstance(model, str) and model.startswith(TORCHVISION) else 32
+        return cls(**{**{f.name: args[f.name] for f in dataclasses.fields(cls)}, "image_size": image_size})
+
+    def check(self) -> None:
+        """DnndistError for an unknown init, gain, bias, activation or gradient target, or a size below 1."""
+        init, gain = self.init, self.gain
+        if init not in inits.INIT_NAMES:
+            raise DnndistError(f"unknown init {init!r}; known: {', '.join(inits.INIT_NAMES)}")
+        if not (
+            gain in ("torch", "relu") or (isinstance(gain, (int, float)) and not isinstance(gain, bool) and gain > 0)
+        ):
+            raise DnndistError(f"gain must be torch, relu or a positive number, got {gain!r}")
+        if self.bias not in ("auto", "zeros", "torch_default"):
+            raise DnndistError(f"bias must be auto, zeros or torch_default, got {self.bias!r}")
+        if self.activation not in ("relu", "leaky_relu"):
+            raise DnndistError(f"activation must be relu or leaky_relu, got {self.activation!r}")
+        if self.gradient_target not in ("auto", "label", "predicted"):
+            raise DnndistError(f"gradient_target must be auto, label or predicted, got {self.gradient_target!r}")
+        for key in ("batch_size", "sample_size", "histogram_bins", "gradient_batch_size"):
+            value = getattr(self, key)
+            if int(value) < 1:
+                raise DnndistError(f"{key} must be a positive integer, got {value}")
+
+
+def _load(model: Any, num_classes: int | None, in_channels: int, opts: _Options) -> tuple[nn.Module, str]:
+    """``load_model`` with the options' weights, image size and model options."""
+    return load_model(
+        model,
+        opts.weights,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=opts.image_size,
+        options=opts.model_options,
+    )
+
+
+def _settings(opts: _Options, name: str) -> tuple[dict[str, Any], Origin]:
+    """The run settings the statistics read (model ``name``, the reference init) and the stores' origin."""
     model_settings = {
         **MODEL_DEFAULTS,
-        **(model_options or {}),
+        **(opts.model_options or {}),
         "name": name,
-        "activation": activation,
-        "weights": str(weights) if weights is not None else None,
+        "activation": opts.activation,
+        "weights": str(opts.weights) if opts.weights is not None else None,
     }
     settings = {
-        "run": {"variant": name, "init_name": init, "seed": 0},
+        "run": {"variant": name, "init_name": opts.init, "seed": 0},
         "model": model_settings,
-        "init": {"gain": gain, "bias": bias},
+        "init": {"gain": opts.gain, "bias": opts.bias},
         "checkpoint_epochs": [0],
-        "stats": {"near_zero": list(near_zero), "near_zero_rel": list(near_zero_rel)},
+        "stats": {"near_zero": list(opts.near_zero), "near_zero_rel": list(opts.near_zero_rel)},
     }
     origin = Origin(
-        RunId(name, init, 0), ModelSettings.from_dict(model_settings), InitScheme(gain, bias), config_hash(settings)
+        RunId(name, opts.init, 0),
+        ModelSettings.from_dict(model_settings),
+        InitScheme(opts.gain, opts.bias),
+        config_hash(settings),
     )
+    return settings, origin
+
+
+def _device(module: nn.Module, device: str | torch.device | None) -> torch.device:
+    """The device to analyse on: ``device``, or where the module's parameters are (cpu without any)."""
     params = list(module.parameters())
     if device is None:
-        dev = params[0].device if params else torch.device("cpu")
-    elif str(device).startswith("cuda") and not torch.cuda.is_available():
+        return params[0].device if params else torch.device("cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise DnndistError(f"device {str(device)!r}: CUDA is not available on this machine")
-    else:
-        dev = resolve_device(str(device))
+    return resolve_device(str(device))
 
-    # weights: the extraction stage's store and the statistics stage's tables
+
+def _weight_analysis(
+    module: nn.Module, specs: list[models.LayerSpec], name: str, settings: dict[str, Any], origin: Origin
+) -> Analysis:
+    """The analysis of the module's weights: the weights store, its statistics, spectrum,
+    eigenvalues and histograms (no features yet, no per-layer views)."""
     root, groups = extract.weight_groups(origin, [0], specs, [_state(module, specs)], [False])
     root = root.assign_attrs(
         **extract.store_attrs(origin, "weights", torch.device("cpu")), analysed_with="dnndist analyze"
@@ -540,7 +614,7 @@ def analyze(
         }
         spectrum = stats.spectrum_table(groups)
     hist = stats.weight_histograms(groups, [0])
-    result = Analysis(
+    return Analysis(
         name,
         specs,
         settings,
@@ -553,33 +627,6 @@ def analyze(
         spectrum,
         eigenvalues,
     )
-    if inputs is not None:
-        splits = input_splits(
-            inputs,
-            batch_size=batch_size,
-            image_size=image_size,
-            resize=resize,
-            normalize=normalize,
-            per_class=per_class,
-            workers=workers,
-        )
-        _features(
-            result,
-            module,
-            splits,
-            origin,
-            dev,
-            list(kinds),
-            histogram_bins,
-            sample_size,
-            max_inputs,
-            gradient_inputs if emission else 0,
-            gradient_batch_size,
-            gradient_target,
-        )
-    result.table = per_layer_table(result)
-    result.dataset = per_layer_dataset(result)
-    return result
 
 
 @contextlib.contextmanager
@@ -630,19 +677,21 @@ def _limited(
 
 
 def _features(
-    result: Analysis,
-    module: nn.Module,
-    splits: list[_Split],
-    origin: Origin,
-    dev: torch.device,
-    kinds: list[str],
-    bins: int,
-    sample_size: int,
-    max_inputs: int | None,
-    gradient_inputs: int,
-    gradient_batch_size: int,
-    gradient_target: str,
+    result: Analysis, module: nn.Module, inputs: Any, origin: Origin, dev: torch.device, opts: _Options
 ) -> None:
+    """Feature statistics and histograms of the inputs (``input_splits``) per split and, with
+    ``opts.emission``, emission / absorption of the conv layers, into ``result``."""
+    splits = input_splits(
+        inputs,
+        batch_size=opts.batch_size,
+        image_size=opts.image_size,
+        resize=opts.resize,
+        normalize=opts.normalize,
+        per_class=opts.per_class,
+        workers=opts.workers,
+    )
+    kinds = list(opts.kinds)
+    gradient_inputs = opts.gradient_inputs if opts.emission else 0
     bad = sorted(set(kinds) - {"pre", "post"})
     if bad:
         raise DnndistError(f"kinds must be pre and/or post, got {bad}")
@@ -652,24 +701,60 @@ def _features(
     dtype = params[0].dtype if params and params[0].is_floating_point() else torch.float32
     if params and params[0].device != dev:
         module = copy.deepcopy(module).to(dev)  # the caller's module stays where it is
-    arrays = extract.FeatureArrays(specs, kinds, [s.name for s in splits], [0], bins)
-    passes, labels, keep = [], {}, []
+    arrays = extract.FeatureArrays(specs, kinds, [s.name for s in splits], [0], opts.histogram_bins)
     module.eval()
     try:
-        for si, split in enumerate(splits):
-            labels[split.name] = []
-            batches = _limited(
-                split, max_inputs, dev, dtype, labels[split.name], keep, gradient_inputs if si == 0 else 0
-            )
-            try:
-                passes.append(extract.feature_pass(module, arrays.modules, batches, bins, sample_size))
-            except DnndistError:
-                raise
-            except (RuntimeError, ValueError, TypeError) as exc:
-                raise DnndistError(f"the model cannot run on the inputs ({_first_line(exc)})") from None
-            log.info("features: %s done (%d inputs)", split.name, sum(len(v) for v in labels[split.name]))
+        passes, labels, keep = _feature_passes(module, splits, arrays, dev, dtype, opts, gradient_inputs)
     finally:
         module.train(was_training)
+    _store_features(result, arrays, passes, labels, splits, origin, dev, kinds)
+    convs = [s for s in specs if s.kind == "conv"]
+    if gradient_inputs and convs and keep:
+        _gradients(
+            result, module, convs, keep, splits[0].name, origin, dev, opts.gradient_batch_size, opts.gradient_target
+        )
+
+
+_Kept = list[tuple[torch.Tensor, torch.Tensor | None]]  # the inputs (and labels) kept for the gradient pass
+_Pass = tuple[dict[tuple[str, str], Any], dict[tuple[str, str], np.ndarray]]  # extract.feature_pass's result
+
+
+def _feature_passes(
+    module: nn.Module,
+    splits: list[_Split],
+    arrays: extract.FeatureArrays,
+    dev: torch.device,
+    dtype: torch.dtype,
+    opts: _Options,
+    keep_n: int,
+) -> tuple[list[_Pass], dict[str, list[torch.Tensor]], _Kept]:
+    """One feature pass per split (``extract.feature_pass``): the passes, the labels per split and
+    the first ``keep_n`` inputs of the first split."""
+    passes, labels, keep = [], {}, []
+    for si, split in enumerate(splits):
+        labels[split.name] = []
+        batches = _limited(split, opts.max_inputs, dev, dtype, labels[split.name], keep, keep_n if si == 0 else 0)
+        try:
+            passes.append(extract.feature_pass(module, arrays.modules, batches, opts.histogram_bins, opts.sample_size))
+        except DnndistError:
+            raise
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise DnndistError(f"the model cannot run on the inputs ({_first_line(exc)})") from None
+        log.info("features: %s done (%d inputs)", split.name, sum(len(v) for v in labels[split.name]))
+    return passes, labels, keep
+
+
+def _store_features(
+    result: Analysis,
+    arrays: extract.FeatureArrays,
+    passes: list[_Pass],
+    labels: dict[str, list[torch.Tensor]],
+    splits: list[_Split],
+    origin: Origin,
+    dev: torch.device,
+    kinds: list[str],
+) -> None:
+    """The features store (a common sample of the splits), its statistics and histograms, into ``result``."""
     n_sample = min(len(next(iter(s.values()))) for _, s in passes) if arrays.modules else 0
     for si, (feats, sample) in enumerate(passes):
         arrays.add(0, si, feats, {k: v[:n_sample] for k, v in sample.items()})
@@ -686,11 +771,8 @@ def _features(
     result.feature_stats = stats.feature_table(result.features)
     hist = stats.feature_histograms(result.features, [0], kind="pre" if "pre" in kinds else kinds[0])
     result.feature_hist = (
-        hist.assign(depth=hist[dims.LAYER].map({s.name: s.depth for s in specs})) if not hist.empty else hist
+        hist.assign(depth=hist[dims.LAYER].map({s.name: s.depth for s in result.layers})) if not hist.empty else hist
     )
-    convs = [s for s in specs if s.kind == "conv"]
-    if gradient_inputs and convs and keep:
-        _gradients(result, module, convs, keep, splits[0].name, origin, dev, gradient_batch_size, gradient_target)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -701,7 +783,7 @@ def _gradients(
     result: Analysis,
     module: nn.Module,
     convs: list[models.LayerSpec],
-    keep: list[tuple[torch.Tensor, torch.Tensor | None]],
+    keep: _Kept,
     split: str,
     origin: Origin,
     dev: torch.device,
@@ -716,6 +798,25 @@ def _gradients(
     gmodel = copy.deepcopy(module).eval()
     for p in gmodel.parameters():
         p.requires_grad_(True)
+    target = _gradient_target(gmodel, y, target)
+    losses, em = _gradient_passes(gmodel, x, y, batch_size, target, convs)
+    n = len(x)
+    labels = y.cpu().numpy() if y is not None else np.full(n, -1, dtype=np.int64)
+    root = _gradient_root(np.concatenate(losses)[None], labels, split, target, convs)
+    groups = {}
+    for s in convs:
+        e, a = (np.concatenate(v)[None] for v in em[s.name])
+        groups[s.name] = extract._finish(_em_ab_dataset(s, e, a), origin.run)
+    result.gradients = extract._finish(root, origin.run).assign_attrs(
+        **extract.store_attrs(origin, "gradients", dev), analysed_with="dnndist analyze"
+    )
+    result.gradient_groups = groups
+    result.em_ab = stats.em_ab_table(groups, 0)
+
+
+def _gradient_target(gmodel: nn.Module, y: torch.Tensor | None, target: str) -> str:
+    """The gradient target, auto resolved: label when there are labels the model's last linear
+    layer can output, else predicted; DnndistError for label without labels."""
     if target == "auto":
         heads = [m for m in gmodel.modules() if isinstance(m, nn.Linear)]
         target = (
@@ -727,6 +828,18 @@ def _gradients(
         raise DnndistError(
             "gradient_target 'label' needs inputs with labels (an image folder or a DataLoader of (x, y))"
         )
+    return target
+
+
+def _gradient_passes(
+    gmodel: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    batch_size: int,
+    target: str,
+    convs: list[models.LayerSpec],
+) -> tuple[list[np.ndarray], dict[str, tuple[list[np.ndarray], list[np.ndarray]]]]:
+    """Per batch, the per-sample losses and each conv layer's emission and absorption (float64, host)."""
     rec, grads = extract.gradient_recorder(gmodel, {s.name for s in convs})
     losses, em = [], {s.name: ([], []) for s in convs}
     try:
@@ -748,13 +861,19 @@ def _gradients(
                 em[name][1].append(a.double().cpu().numpy())
     finally:
         rec.close()
-    n = len(x)
-    labels = y.cpu().numpy() if y is not None else np.full(n, -1, dtype=np.int64)
-    root = xr.Dataset(
+    return losses, em
+
+
+def _gradient_root(
+    loss: np.ndarray, labels: np.ndarray, split: str, target: str, convs: list[models.LayerSpec]
+) -> xr.Dataset:
+    """The gradients store's root: the per-sample loss (epoch x sample), the inputs' indices and labels."""
+    n = len(labels)
+    return xr.Dataset(
         {
             "loss": (
                 (dims.EPOCH, dims.SAMPLE),
-                np.concatenate(losses)[None],
+                loss,
                 {"long_name": "per-sample cross-entropy", "units": "nat"},
             ),
             "sample_index": (
@@ -767,31 +886,26 @@ def _gradients(
         coords={dims.EPOCH: [0], **extract._layer_coords(convs)},
         attrs={"gradient_split": split, "gradient_target": target},
     )
-    groups = {}
-    for s in convs:
-        e, a = (np.concatenate(v)[None] for v in em[s.name])
-        ds = xr.Dataset(
-            {
-                "em": (
-                    (dims.EPOCH, dims.SAMPLE, dims.OUT_CHANNEL),
-                    e,
-                    {"long_name": f"{s.name} emission", "units": units.ACTIVATION_GRADIENT},
-                ),
-                "ab": (
-                    (dims.EPOCH, dims.SAMPLE, dims.IN_CHANNEL),
-                    a,
-                    {"long_name": f"{s.name} absorption", "units": units.ACTIVATION_GRADIENT},
-                ),
-            },
-            coords={dims.EPOCH: [0]},
-            attrs={"layer": s.name, "depth": s.depth},
-        )
-        groups[s.name] = extract._finish(ds, origin.run)
-    result.gradients = extract._finish(root, origin.run).assign_attrs(
-        **extract.store_attrs(origin, "gradients", dev), analysed_with="dnndist analyze"
+
+
+def _em_ab_dataset(s: models.LayerSpec, e: np.ndarray, a: np.ndarray) -> xr.Dataset:
+    """One conv layer's group of the gradients store: emission ``e`` and absorption ``a`` (epoch x sample x channel)."""
+    return xr.Dataset(
+        {
+            "em": (
+                (dims.EPOCH, dims.SAMPLE, dims.OUT_CHANNEL),
+                e,
+                {"long_name": f"{s.name} emission", "units": units.ACTIVATION_GRADIENT},
+            ),
+            "ab": (
+                (dims.EPOCH, dims.SAMPLE, dims.IN_CHANNEL),
+                a,
+                {"long_name": f"{s.name} absorption", "units": units.ACTIVATION_GRADIENT},
+            ),
+        },
+        coords={dims.EPOCH: [0]},
+        attrs={"layer": s.name, "depth": s.depth},
     )
-    result.gradient_groups = groups
-    result.em_ab = stats.em_ab_table(groups, 0)
 
 
 # --------------------------------------------------------------------------- per-layer views
@@ -900,25 +1014,30 @@ def per_layer_table(result: Analysis) -> pd.DataFrame:
     ]
     table = table[[c for c in front if c in table] + [c for c in table if c not in front]]
     if result.feature_stats is not None:
-        fs = result.feature_stats
-        multi = fs[dims.SPLIT].nunique() > 1
-        fs = fs.assign(
-            column=[
-                (f"{sp}_" if multi else "") + f"{k}_{st}"
-                for sp, k, st in zip(fs[dims.SPLIT], fs[dims.KIND], fs["statistic"])
-            ]
-        )
-        feat = fs.pivot_table(index=dims.LAYER, columns="column", values="value", sort=False)
-        rank = {k: [*dict.fromkeys(fs[k])] for k in (dims.SPLIT, dims.KIND, "statistic")}
-        cols = sorted(
-            dict.fromkeys(zip(fs[dims.SPLIT], fs[dims.KIND], fs["statistic"], fs["column"])),  # split, kind, statistic
-            key=lambda c: (rank[dims.SPLIT].index(c[0]), rank[dims.KIND].index(c[1]), rank["statistic"].index(c[2])),
-        )
-        table = table.merge(feat[[c[3] for c in cols if c[3] in feat]], left_on="layer", right_index=True, how="left")
+        table = table.merge(_feature_columns(result.feature_stats), left_on="layer", right_index=True, how="left")
     if result.em_ab is not None and not result.em_ab.empty:
         em = tables.emission_summary(result.em_ab).drop(columns=["variant", "init", "seed"]).set_index("layer")
         table = table.merge(em, left_on="layer", right_index=True, how="left")
     return table
+
+
+def _feature_columns(fs: pd.DataFrame) -> pd.DataFrame:
+    """The feature statistics one column per (split, kind, statistic) -- ``pre_std``, or
+    ``<split>_pre_std`` for several splits --, one row per layer, in the table's order."""
+    multi = fs[dims.SPLIT].nunique() > 1
+    fs = fs.assign(
+        column=[
+            (f"{sp}_" if multi else "") + f"{k}_{st}"
+            for sp, k, st in zip(fs[dims.SPLIT], fs[dims.KIND], fs["statistic"])
+        ]
+    )
+    feat = fs.pivot_table(index=dims.LAYER, columns="column", values="value", sort=False)
+    rank = {k: [*dict.fromkeys(fs[k])] for k in (dims.SPLIT, dims.KIND, "statistic")}
+    cols = sorted(
+        dict.fromkeys(zip(fs[dims.SPLIT], fs[dims.KIND], fs["statistic"], fs["column"])),  # split, kind, statistic
+        key=lambda c: (rank[dims.SPLIT].index(c[0]), rank[dims.KIND].index(c[1]), rank["statistic"].index(c[2])),
+    )
+    return feat[[c[3] for c in cols if c[3] in feat]]
 
 
 def per_layer_dataset(result: Analysis) -> xr.Dataset:
