@@ -248,7 +248,7 @@ def _image_splits(
         raise DnndistError(
             f"inputs {path}: no images in image-folder layout (<class>/<image> or <split>/<class>/<image>)"
         )
-    refs = data._select_refs(path, names, subdirs, per_class)
+    refs = data.sources._select_refs(path, names, subdirs, per_class)
     classes = sorted({r.cls for r in refs})
     index = {c: i for i, c in enumerate(classes)}
     decoded: dict[str, list[np.ndarray]] = {s: [] for s in subdirs}

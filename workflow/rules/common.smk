@@ -38,10 +38,11 @@ def code(*modules):
     """dnndist source files as inputs: editing plots.py reruns only the figures, editing stats.py
     the statistics and what is drawn from them (training and extraction do not depend on them).
     The files of the dnndist the workflow imports: src/dnndist in a checkout, site-packages when installed;
-    through source_path, so that a newer file reruns (a plain path reruns only when its checksum changed)."""
+    a subpackage (data) by all of its files; through source_path, so that a newer file reruns (a plain
+    path reruns only when its checksum changed)."""
     from dnndist import resources
 
-    return [workflow.source_path(str(resources.module_path(m))) for m in modules]
+    return [workflow.source_path(str(path)) for m in modules for path in resources.module_files(m)]
 
 
 def expand_runs(pattern, kinds=(None,)):
