@@ -21,6 +21,7 @@ from dnndist.settings import (
     ModelSettings,
     RunSettings,
     SettingsError,
+    StatsSettings,
 )
 
 from .conftest import tiny_config
@@ -109,6 +110,31 @@ def test_model_defaults_are_the_schema_defaults():
     props = dcfg.load_schema()["$defs"]["model"]["properties"]
     fields = {f.name: f.default for f in dataclasses.fields(ModelSettings)}
     assert fields == {k: v["default"] for k, v in props.items()}
+
+
+def test_stats_settings_round_trip_and_defaults(cfg):
+    """The stats rules' JSON ({"stats": config["stats"]}) comes back exactly; the defaults are the schema's."""
+    d = {"stats": cfg["stats"]}
+    s = StatsSettings.from_dict(d)
+    assert json.dumps(s.to_dict(), sort_keys=True) == json.dumps(d, sort_keys=True)
+    assert StatsSettings.from_json(json.dumps(d)) == s and isinstance(s.near_zero, tuple)
+    props = dcfg.load_schema()["$defs"]["stats"]["properties"]
+    assert StatsSettings().to_dict() == {"stats": {k: v["default"] for k, v in props.items()}}
+    assert StatsSettings.from_dict({"stats": {}}) == StatsSettings()
+
+
+@pytest.mark.parametrize(
+    "d,message",
+    [
+        ({}, "settings key 'stats': missing"),
+        ({"stats": {}, "model": {}}, "settings key 'model': unknown"),
+        ({"stats": {"near_zeros": [0.1]}}, "settings key 'stats.near_zeros': unknown"),
+        ({"stats": [0.1]}, "settings key 'stats': expected a mapping, got list"),
+    ],
+)
+def test_bad_stats_settings_name_the_key(d, message):
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        StatsSettings.from_dict(d)
 
 
 def test_no_settings_subscripting_outside_the_settings_module():

@@ -25,6 +25,7 @@ import scipy.special
 import scipy.stats
 
 from dnndist import dims, spectral
+from dnndist.settings import StatsSettings
 from dnndist.verdicts import t_interval
 
 log = logging.getLogger(__name__)
@@ -239,14 +240,13 @@ def tensor_at(da: Any, epoch: Any) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- per-run tables
-def weight_table(weights: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def weight_table(weights: Mapping[str, Any], settings: StatsSettings | None = None) -> pd.DataFrame:
     """Tidy statistics of every weight and bias of one run's weights store (root + layer groups).
 
     ``weights`` maps layer name -> xarray Dataset of that layer group (dims run + epoch + tensor).
     """
-    stats_cfg = (settings or {}).get("stats", {})
-    thresholds = stats_cfg.get("near_zero", (1e-3, 1e-2))
-    rel = stats_cfg.get("near_zero_rel", (0.1,))
+    settings = settings if settings is not None else StatsSettings()
+    thresholds, rel = settings.near_zero, settings.near_zero_rel
     rows = []
     for layer, ds in weights.items():
         w_attrs = ds["weight"].attrs
@@ -293,7 +293,7 @@ def open_layer_groups(path: str | Path) -> dict[str, Any]:
     return {str(v): xr.open_zarr(path, group=str(v), consolidated=False) for v in root[dims.LAYER].values}
 
 
-def weight_stats_of_store(path: str | Path, settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def weight_stats_of_store(path: str | Path, settings: StatsSettings | None = None) -> pd.DataFrame:
     return weight_table(open_layer_groups(path), settings)
 
 
