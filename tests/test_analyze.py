@@ -17,7 +17,7 @@ import dnndist
 from dnndist import DnndistError, analysis, cli, data, dims, extract, integrity, plots, spectral, stats, train
 from dnndist import config as dcfg
 from dnndist.gradients import emission_absorption_explicit
-from dnndist.settings import DataSettings, ExtractSettings
+from dnndist.settings import DataSettings, ExtractSettings, StatsSettings
 
 from .conftest import env, tiny_config
 
@@ -237,10 +237,10 @@ def workflow_run(tmp_path_factory):
 
 
 def test_same_weight_statistics_as_the_workflow(workflow_run):
-    s, _, run_dir = workflow_run
+    _, _, run_dir = workflow_run
     groups = stats.open_layer_groups(run_dir / "weights.zarr")
     with analysis._one_blas_thread():  # analyze's BLAS threads: the eigenvalues' last bits depend on the thread count
-        wf = stats.weight_table(groups, s.to_dict())
+        wf = stats.weight_table(groups)  # the default stats settings, as analyze's
         sp_wf = stats.spectrum_table({k: g.sel(epoch=[1]) for k, g in groups.items()})
     wf = wf[wf["epoch"] == 1]
     r = dnndist.analyze("paper_cnn", weights=run_dir / "checkpoints" / "epoch_0001.safetensors", init="kaiming_normal")
@@ -419,7 +419,7 @@ def test_write_stores_tables_and_figures(tmp_path):
     for store in ("weights.zarr", "features.zarr", "gradients.zarr"):
         integrity.verify_store(out / store)
     # the statistics stage reads analyze's store as it reads the workflow's
-    again = stats.weight_stats_of_store(out / "weights.zarr", r.settings)
+    again = stats.weight_stats_of_store(out / "weights.zarr", StatsSettings.from_dict({"stats": r.settings["stats"]}))
     pd.testing.assert_frame_equal(again.reset_index(drop=True), r.weight_stats.reset_index(drop=True))
     assert pd.read_csv(out / "layers.csv")["layer"].astype(str).tolist() == ["0", "2", "5"]
 

@@ -260,7 +260,7 @@ def test_parallel_decode_equals_serial(tmp_path, monkeypatch):
             super().__init__(max_workers, **kwargs)
 
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountingPool)
-    monkeypatch.setattr(data, "DECODE_BATCH", 2)
+    monkeypatch.setattr(data.sources, "DECODE_BATCH", 2)
     subdirs = {"train": "train", "test": "test"}
     first_attrs = {}
     # limit 3: the fitting 0000..0002.jpg only, so that only one pool pays for importing torch to resize
@@ -300,7 +300,7 @@ def test_parallel_decode_reports_the_first_bad_image(tmp_path, monkeypatch):
     _jpeg_tree(tree, n=6, size=(32, 32))
     (tree / "train" / "cat" / "0001.jpg").write_bytes(b"\xff\xd8\xff garbage")
     (tree / "train" / "dog" / "0002.jpg").write_bytes(b"")
-    monkeypatch.setattr(data, "DECODE_BATCH", 2)
+    monkeypatch.setattr(data.sources, "DECODE_BATCH", 2)
     archive = _tar_gz(tree, tmp_path / "tree.tar.gz")  # reverse order: the dog's bad image comes first
     for source, first in ((tree, "train/cat/0001.jpg"), (archive, "train/dog/0002.jpg")):
         settings = {

@@ -18,7 +18,7 @@ from dnndist import config as dcfg
 from dnndist import data, extract, inits, train
 from dnndist.gradients import emission_absorption_explicit
 from dnndist.io import open_results
-from dnndist.settings import DataSettings, ExtractSettings
+from dnndist.settings import DataSettings, ExtractSettings, StatsSettings
 
 from .conftest import env, tiny_config
 
@@ -441,7 +441,9 @@ def test_weight_and_feature_tables_from_the_stores(run):
 
     _, store, runs = run
     s, run_dir = runs["kaiming_normal"]
-    w = stats.weight_stats_of_store(run_dir / "weights.zarr", {"stats": {"near_zero": [0.01], "near_zero_rel": [0.1]}})
+    w = stats.weight_stats_of_store(
+        run_dir / "weights.zarr", StatsSettings.from_dict({"stats": {"near_zero": [0.01], "near_zero_rel": [0.1]}})
+    )
     row = w.set_index(["epoch", "layer", "param", "statistic"])["value"]
     tensors, _ = train.load_checkpoint(run_dir / "checkpoints" / "epoch_0001.safetensors")
     x = tensors["conv2.weight"].double().numpy().ravel()

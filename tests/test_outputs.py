@@ -11,6 +11,7 @@ import pytest
 
 from dnndist import cli, outputs, reporting
 from dnndist import config as dcfg
+from dnndist.settings import StatsSettings
 
 from .conftest import REPO
 
@@ -88,7 +89,7 @@ def test_cli_offers_exactly_the_registry():
         assert set(table.inputs) | set(table.extra) <= table_options, table.name
     for figure in outputs.FIGURES:
         assert set(figure.options) <= {a.dest for a in subparser("plot")._actions}, figure.name
-    run = cli.run_table_functions({}, None, {}, [0, 1], {})
+    run = cli.run_table_functions({}, None, {}, [0, 1], StatsSettings())
     assert set(run) == set(outputs.run_tables())  # stats-run computes every per-run table, nothing else
 
 

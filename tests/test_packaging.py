@@ -181,6 +181,11 @@ def test_source_tree_finds_its_own_workflow():
     assert resources.module_path("plots") == Path(dcfg.__file__).parent / "plots.py"
     with pytest.raises(DnndistError, match="no module 'nosuch'"):
         resources.module_path("nosuch")
+    assert resources.module_files("plots") == [resources.module_path("plots")]
+    package = Path(dcfg.__file__).parent / "data"  # a subpackage: every file of it
+    assert resources.module_files("data") == [package / f for f in ("__init__.py", "read.py", "sources.py", "store.py")]
+    with pytest.raises(DnndistError, match="no module 'nosuch'"):
+        resources.module_files("nosuch")
 
 
 def test_init_refuses_to_overwrite_unless_forced(tmp_path, capsys):

@@ -51,7 +51,7 @@ from dnndist import DnndistError, data, dims, extract, inits, models, spectral, 
 from dnndist.checkpoints import resolve_device
 from dnndist.io import DATASET_NAMES, atomic_path, write_text
 from dnndist.provenance import config_hash
-from dnndist.settings import InitScheme, ModelSettings, Origin, RunId
+from dnndist.settings import InitScheme, ModelSettings, Origin, RunId, StatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def _image_splits(
         raise DnndistError(
             f"inputs {path}: no images in image-folder layout (<class>/<image> or <split>/<class>/<image>)"
         )
-    refs = data._select_refs(path, names, subdirs, per_class)
+    refs = data.sources._select_refs(path, names, subdirs, per_class)
     classes = sorted({r.cls for r in refs})
     index = {c: i for i, c in enumerate(classes)}
     decoded: dict[str, list[np.ndarray]] = {s: [] for s in subdirs}
@@ -605,7 +605,7 @@ def _weight_analysis(
         **extract.store_attrs(origin, "weights", torch.device("cpu")), analysed_with="dnndist analyze"
     )
     with _one_blas_thread():
-        weight_stats = stats.weight_table(groups, settings)
+        weight_stats = stats.weight_table(groups, StatsSettings(tuple(near_zero), tuple(near_zero_rel)))
         eigenvalues = {
             s.name: spectral.esd(
                 spectral.weight_matrices(groups[s.name]["weight"].values.reshape(groups[s.name]["weight"].shape[4:]))[0]

@@ -30,7 +30,7 @@ from typing import Any
 
 from dnndist import DnndistError, conventions, integrity, outputs
 from dnndist import config as cfgmod
-from dnndist.settings import DataSettings, ExtractSettings, RunSettings
+from dnndist.settings import DataSettings, ExtractSettings, RunSettings, StatsSettings
 
 
 def _settings_arg(p: argparse.ArgumentParser, with_run: bool) -> None:
@@ -165,7 +165,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def run_table_functions(
-    groups: dict[str, Any], features: Any, grad_groups: dict[str, Any], epochs: list[int], settings: dict[str, Any]
+    groups: dict[str, Any], features: Any, grad_groups: dict[str, Any], epochs: list[int], settings: StatsSettings
 ) -> dict[str, Any]:
     """How each per-run table of ``dnndist.outputs`` (``run_tables()``) is computed from a run's
     opened stores: name -> a function of no arguments returning the table."""
@@ -188,7 +188,7 @@ def cmd_stats_run(args: argparse.Namespace) -> int:
     from dnndist import stats
     from dnndist.io import write_text
 
-    settings = _settings(args, "stats")
+    settings = StatsSettings.from_dict(_settings(args, "stats"))
     out = Path(args.out_dir)
     for store in (args.weights, args.features, args.gradients):
         integrity.verify_store(store)

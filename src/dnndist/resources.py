@@ -54,6 +54,16 @@ def module_path(name: str) -> Path:
     return path
 
 
+def module_files(name: str) -> list[Path]:
+    """The source files of the dnndist module or subpackage ``name``: the module's file, or every
+    .py file of the package (``data``: data/__init__.py, read.py, sources.py, store.py), so that a
+    rule depending on ``name`` reruns when any of them is edited."""
+    package = PACKAGE_DIR / name
+    if (package / "__init__.py").is_file():
+        return sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+    return [module_path(name)]
+
+
 def init_deployment(dest: str | Path, force: bool = False) -> list[Path]:
     """Copy a runnable deployment (Snakefile, config.yaml, environment.yml, workflow/, presets/,
     profiles/) into ``dest``; refuse to overwrite any existing file unless ``force``. Returns the

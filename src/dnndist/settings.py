@@ -1,6 +1,7 @@
 """Typed settings: frozen dataclasses built once, at the command-line edge, from the resolved
 settings JSON that the Snakemake rules pass (``config.run_settings`` / ``extract_settings`` /
-``data_settings`` produce those dicts; they stay the rule params, unchanged).
+``data_settings`` produce those dicts, the stats rules ``{"stats": config["stats"]}``; they stay the
+rule params, unchanged).
 
 Every stage function receives the part it needs (``RunSettings.train``, ``.model``, ...);
 ``to_dict`` gives back the JSON-shaped dict exactly (lists for tuples), so the config hashes
@@ -260,6 +261,34 @@ class DataSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, self.source: _plain(self.options)}
+
+
+@dataclass(frozen=True)
+class StatsSettings:
+    """What a run's statistics depend on (the config section ``stats``; the rules pass it as
+    ``{"stats": {...}}``). Defaults: the config schema's (tests/test_settings.py checks them)."""
+
+    near_zero: tuple[float, ...] = (0.001, 0.01)  # absolute thresholds t: the fraction of |w| < t
+    near_zero_rel: tuple[float, ...] = (0.1,)  # relative thresholds r: the fraction of |w| < r * std
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StatsSettings:
+        """From the stats settings JSON, ``{"stats": {"near_zero": [...], "near_zero_rel": [...]}}``."""
+        if not isinstance(d, Mapping):
+            raise SettingsError(f"settings key '.': expected a mapping, got {type(d).__name__}")
+        unknown = sorted(set(d) - {"stats"})
+        if unknown:
+            raise SettingsError(f"settings key '{unknown[0]}': unknown (known: stats)")
+        if "stats" not in d:
+            raise SettingsError("settings key 'stats': missing")
+        return _build(cls, d["stats"], "stats")
+
+    @classmethod
+    def from_json(cls, text: str) -> StatsSettings:
+        return cls.from_dict(json.loads(text))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stats": _plain(self)}
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,13 @@ import scipy.special
 import scipy.stats
 
 from dnndist import dims, spectral
+from dnndist.settings import StatsSettings
 from dnndist.verdicts import t_interval
 
 log = logging.getLogger(__name__)
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 RUN_KEYS = [dims.VARIANT, dims.INIT, dims.SEED, dims.EPOCH]
+RUN_DIMS = list(dims.RUN_DIMS)  # variant, init, seed: length 1 in a run's store
 HILL_FRAC, HILL_MIN_K = 0.05, 10
 NULL_MAX_N = 10_000  # reference bands are simulated up to this size, and scaled by 1/sqrt(n) beyond
 NULL_VALUES = 1_000_000  # values simulated per size: 200 (large n) to 2000 (small n) samples
@@ -212,29 +214,49 @@ def aggregate_seeds(df: pd.DataFrame, keys: Iterable[str] | None = None, confide
     return agg[[*keys, "mean", "ci_low", "ci_high", "n_seeds"]]
 
 
-def weight_table(weights: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
+# --------------------------------------------------------------------------- dimension-named access
+# The statistics are numpy kernels (above: distribution_stats, spectral_stats, the row kernels);
+# the table builders below reach their inputs by dimension name (dnndist.dims) through these.
+def check_one_run(ds: Any, where: str) -> None:
+    """Raise unless ``ds`` holds one run (length 1 along each run dimension)."""
+    for dim in dims.RUN_DIMS:
+        if ds.sizes[dim] != 1:
+            raise ValueError(f"{where} expects one run per store, got {ds.sizes[dim]} {dim}s")
+
+
+def run_of(ds: Any) -> dict[str, Any]:
+    """The run (variant, init, seed) of a one-run dataset, by dimension name, as Python scalars."""
+    return {dim: _scalar(ds[dim].values[0]) for dim in dims.RUN_DIMS}
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value  # numpy scalars; a StringDType element is a str
+
+
+def tensor_at(da: Any, epoch: Any) -> np.ndarray:
+    """One run's tensor at ``epoch`` as the numpy array a kernel takes: the epoch selected and the
+    run dimensions squeezed by name, the tensor's own dimensions left in their order."""
+    return da.sel({dims.EPOCH: epoch}).squeeze(dim=RUN_DIMS).values
+
+
+# --------------------------------------------------------------------------- per-run tables
+def weight_table(weights: Mapping[str, Any], settings: StatsSettings | None = None) -> pd.DataFrame:
     """Tidy statistics of every weight and bias of one run's weights store (root + layer groups).
 
     ``weights`` maps layer name -> xarray Dataset of that layer group (dims run + epoch + tensor).
     """
-    stats_cfg = (settings or {}).get("stats", {})
-    thresholds = stats_cfg.get("near_zero", (1e-3, 1e-2))
-    rel = stats_cfg.get("near_zero_rel", (0.1,))
+    settings = settings if settings is not None else StatsSettings()
+    thresholds, rel = settings.near_zero, settings.near_zero_rel
     rows = []
     for layer, ds in weights.items():
         w_attrs = ds["weight"].attrs
-        for key in ("variant", "init", "seed"):
-            if ds.sizes[key] != 1:
-                raise ValueError(f"weight_table expects one run per store, got {ds.sizes[key]} {key}s")
-        run = {
-            k: ds[k].values[0].item() if hasattr(ds[k].values[0], "item") else ds[k].values[0]
-            for k in ("variant", "init", "seed")
-        }
+        check_one_run(ds, "weight_table")
+        run = run_of(ds)
         for epoch in ds[dims.EPOCH].values:
             for param in ("weight", "bias"):
                 if param not in ds:  # convs without bias (ResNets)
                     continue
-                x = ds[param].sel(epoch=epoch).values.squeeze(axis=(0, 1, 2))
+                x = tensor_at(ds[param], epoch)
                 init_std = w_attrs["init_std"] if param == "weight" else w_attrs["bias_init_std"]
                 values = distribution_stats(
                     x, thresholds=thresholds, rel_thresholds=rel, fan_in=int(w_attrs["fan_in"]), init_std=init_std
@@ -271,7 +293,7 @@ def open_layer_groups(path: str | Path) -> dict[str, Any]:
     return {str(v): xr.open_zarr(path, group=str(v), consolidated=False) for v in root[dims.LAYER].values}
 
 
-def weight_stats_of_store(path: str | Path, settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def weight_stats_of_store(path: str | Path, settings: StatsSettings | None = None) -> pd.DataFrame:
     return weight_table(open_layer_groups(path), settings)
 
 
@@ -338,9 +360,9 @@ def diverged_runs(training: pd.DataFrame) -> dict[tuple[str, str], int]:
         return {}
     col = "n_seeds" if "n_seeds" in rows else None
     if col:
-        counts = rows.groupby(["variant", "init"])[col].max()
+        counts = rows.groupby([dims.VARIANT, dims.INIT])[col].max()
     else:
-        counts = rows.groupby(["variant", "init"])["seed"].nunique()
+        counts = rows.groupby([dims.VARIANT, dims.INIT])[dims.SEED].nunique()
     return {k: int(v) for k, v in counts.items()}
 
 
@@ -359,21 +381,21 @@ def weight_histograms(weights: dict, epochs: Sequence[int], max_bins: int = 100)
     constant tensor (min == max) gets one row at its value with NaN density."""
     rows = []
     for layer, ds in weights.items():
-        run = {k: ds[k].values[0] for k in ("variant", "init", "seed")}
+        run = run_of(ds)
         for epoch in epochs:
             for param in ("weight", "bias"):
                 if param not in ds:
                     continue
-                x = ds[param].sel(epoch=epoch).values.ravel().astype(np.float64)
+                x = tensor_at(ds[param], epoch).ravel().astype(np.float64)
                 x = x[np.isfinite(x)]
                 if x.size == 0:
                     continue
                 lo, hi = float(x.min()), float(x.max())
                 base = {
                     **run,
-                    "epoch": epoch,
-                    "layer": layer,
-                    "param": param,
+                    dims.EPOCH: epoch,
+                    dims.LAYER: layer,
+                    dims.PARAM: param,
                     "count": int(x.size),
                     "mean": float(x.mean()),
                     "std": float(x.std()),
@@ -394,20 +416,20 @@ def feature_histograms(features: Any, epochs: Sequence[int], kind: str = "pre") 
     """Tidy densities of the streaming feature histograms (all inputs of each split) of one run.
     Rows also carry the exact mean, std, min and max of the split and ``outside``, the fraction of
     values beyond the fixed histogram range (counted, but not in any bin)."""
-    ds = features.sel(kind=kind).load()
+    ds = features.sel({dims.KIND: kind}).load()
     rows = []
-    bins = ds.sizes["bin"]
+    bins = ds.sizes[dims.BIN]
     for epoch in epochs:
-        for layer in ds["layer"].values:
-            for split in ds["split"].values:
-                d = ds.sel(epoch=epoch, layer=layer, split=split).squeeze()
+        for layer in ds[dims.LAYER].values:
+            for split in ds[dims.SPLIT].values:
+                d = ds.sel({dims.EPOCH: epoch, dims.LAYER: layer, dims.SPLIT: split}).squeeze(dim=RUN_DIMS)
                 lo, hi, counts = float(d["hist_lo"]), float(d["hist_hi"]), d["hist"].values
                 width = (hi - lo) / bins
                 total = float(d["n"])
                 if not np.isfinite(width) or width <= 0 or total <= 0:
                     continue
                 centres = lo + width * (np.arange(bins) + 0.5)
-                run = {k: d[k].item() for k in ("variant", "init", "seed")}
+                run = {dim: d[dim].item() for dim in dims.RUN_DIMS}
                 outside = sum(float(d[k]) for k in ("underflow", "overflow") if k in d and np.isfinite(float(d[k])))
                 extra = {
                     "mean": float(d["mu"]),
@@ -419,10 +441,10 @@ def feature_histograms(features: Any, epochs: Sequence[int], kind: str = "pre") 
                 rows.extend(
                     {
                         **run,
-                        "epoch": int(epoch),
-                        "layer": str(layer),
-                        "kind": kind,
-                        "split": str(split),
+                        dims.EPOCH: int(epoch),
+                        dims.LAYER: str(layer),
+                        dims.KIND: kind,
+                        dims.SPLIT: str(split),
                         "x": float(c),
                         "density": float(n / total / width),
                         **extra,
@@ -438,11 +460,11 @@ def em_ab_table(groups: dict, epoch: int, channels: int = 15) -> pd.DataFrame:
     for layer, ds in groups.items():
         if "em" not in ds:
             continue
-        for measure, dim in (("emission", "out_channel"), ("absorption", "in_channel")):
-            da = ds["em" if measure == "emission" else "ab"].sel(epoch=epoch).isel({dim: slice(0, channels)}).load()
-            df = da.rename("value").to_dataframe().reset_index().rename(columns={dim: "channel"})
-            df["layer"], df["measure"] = layer, measure
-            frames.append(df[["variant", "init", "seed", "epoch", "layer", "measure", "channel", "sample", "value"]])
+        for measure, dim in (("emission", dims.OUT_CHANNEL), ("absorption", dims.IN_CHANNEL)):
+            da = ds["em" if measure == "emission" else "ab"].sel({dims.EPOCH: epoch}).isel({dim: slice(0, channels)})
+            df = da.load().rename("value").to_dataframe().reset_index().rename(columns={dim: dims.CHANNEL})
+            df[dims.LAYER], df["measure"] = layer, measure
+            frames.append(df[[*RUN_KEYS, dims.LAYER, "measure", dims.CHANNEL, dims.SAMPLE, "value"]])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -450,9 +472,9 @@ def spectrum_table(weights: Mapping[str, Any]) -> pd.DataFrame:
     """Singular values of every weight matrix (conv reshaped to C_out x C_in*kh*kw), per epoch, largest first."""
     rows = []
     for layer, ds in weights.items():
-        run = {k: ds[k].values[0] for k in ("variant", "init", "seed")}
+        run = run_of(ds)
         for epoch in ds[dims.EPOCH].values:
-            w = ds["weight"].sel(epoch=epoch).values.squeeze(axis=(0, 1, 2)).astype(np.float64)
+            w = tensor_at(ds["weight"], epoch).astype(np.float64)
             mat = w.reshape(w.shape[0], -1)
             if not np.isfinite(mat).all():
                 continue

@@ -4,6 +4,7 @@ import json
 from dnndist import config as dcfg
 from dnndist import outputs
 from dnndist import reporting
+from dnndist.settings import RunSettings
 
 reporting.register()  # the report's front page embeds its headline figures (../report/workflow.rst)
 
@@ -22,8 +23,15 @@ RUN_TABLES = outputs.run_tables()  # per run
 CONCAT_TABLES = outputs.concat_tables()  # combined without seed aggregation
 STYLE = workflow.source_path("../style/dnndist.mplstyle")  # shared figure style, next to the workflow
 VARIANTS = list(dict.fromkeys(r.variant for r in RUNS))
+
+
+def typed_run_settings(run):
+    """A run's resolved settings, typed (dnndist.settings); the params JSON stays the dict."""
+    return RunSettings.from_dict(dcfg.run_settings(config, run))
+
+
 # given weights (model.weights) are analysed at one checkpoint ("epoch 0"), not trained
-TRAINED = any(not dcfg.run_settings(config, r)["model"].get("weights") for r in RUNS)
+TRAINED = any(typed_run_settings(r).given_weights is None for r in RUNS)
 # figures and tables made for this experiment: curves over epochs only when something is trained,
 # the factors table only with variants (each output's `when` in dnndist.outputs)
 FIGURES = [f.name for f in outputs.figures(TRAINED, len(VARIANTS))]
@@ -38,10 +46,11 @@ def code(*modules):
     """dnndist source files as inputs: editing plots.py reruns only the figures, editing stats.py
     the statistics and what is drawn from them (training and extraction do not depend on them).
     The files of the dnndist the workflow imports: src/dnndist in a checkout, site-packages when installed;
-    through source_path, so that a newer file reruns (a plain path reruns only when its checksum changed)."""
+    a subpackage (data) by all of its files; through source_path, so that a newer file reruns (a plain
+    path reruns only when its checksum changed)."""
     from dnndist import resources
 
-    return [workflow.source_path(str(resources.module_path(m))) for m in modules]
+    return [workflow.source_path(str(path)) for m in modules for path in resources.module_files(m)]
 
 
 def expand_runs(pattern, kinds=(None,)):
@@ -74,7 +83,7 @@ def stacked_resources(group):
 
 def run_weights(wildcards):
     """The local state dict a run analyses instead of training (model.weights), if any."""
-    weights = dcfg.run_settings(config, run_of(wildcards))["model"].get("weights")
+    weights = typed_run_settings(run_of(wildcards)).given_weights
     return [weights] if weights else []
 
 
@@ -140,7 +149,7 @@ def gain_conventions_json():
     first = {}
     for r in RUNS:
         first.setdefault(r.variant, r)
-    return json.dumps({v: dcfg.run_settings(config, r)["init"]["gain"] for v, r in first.items()})
+    return json.dumps({v: typed_run_settings(r).init_scheme.gain for v, r in first.items()})
 
 
 def table_args(wildcards, input):

@@ -1,16 +1,12 @@
-"""Data stage: sources -> one canonical uint8 zarr store; splits; batches on the device.
+"""Data sources: what the data stage reads, as (images, labels) uint8/int64 arrays or decoded images.
 
-Sources
 - ``cifar10``: the CIFAR-10 binary-version archive, downloaded with torchvision's
   ``download_url`` and MD5-checked; records are raw bytes (no pickle is ever loaded).
 - ``imagefolder``: a torchvision ImageFolder tree (``<split>/<class>/<image>``) as a
-  directory or a .tar/.tar.gz, resized and centre-cropped once.
+  directory or a .tar/.tar.gz, resized and centre-cropped once (by worker processes).
 - ``synthetic``: deterministic demo data, 10 classes of coloured shapes with noise.
 
-The store (``dataset.zarr``) has one group per split (``train``, ``test``) holding
-``images`` (sample, channel, y, x) uint8 and ``labels`` (sample,) int64, plus the class
-names and the per-channel mean/std of the train split as attributes. It is written to
-a temporary path and renamed, so a failed conversion leaves nothing behind.
+Every archive member passes ``tarfile.data_filter``; nothing is extracted to disk.
 """
 
 from __future__ import annotations
@@ -18,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import logging
 import os
 import tarfile
 import zlib
@@ -27,30 +22,25 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dnndist import DnndistError, dims, integrity
+from dnndist import DnndistError
 from dnndist.io import atomic_path
-from dnndist.provenance import attrs as provenance_attrs
-from dnndist.settings import DataSettings
 
 if TYPE_CHECKING:  # torch is imported where it is used: image-decoding worker processes start without it
     import torch
-
-log = logging.getLogger(__name__)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR10_TEST_FILES = ("test_batch.bin",)
 CIFAR10_RECORD = 1 + 3 * 32 * 32
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-CHUNK = 2048  # images per zarr chunk (6 MB at 32x32x3)
 
 
 class DataError(DnndistError):
-    """A missing, corrupt or unsafe dataset file."""
+    """A missing, corrupt or unsafe dataset file (or a store that is not one)."""
 
 
 # --------------------------------------------------------------------------- archives
@@ -302,7 +292,7 @@ def _decode_batches(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # spawn: no inherited threads (zarr's event loop, torch's pools) or locks; data.py imports no torch
+    # spawn: no inherited threads (zarr's event loop, torch's pools) or locks; dnndist.data imports no torch
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
     pending: deque = deque()
     try:
@@ -429,307 +419,3 @@ def synthetic(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.nda
     img = img + 0.08 * torch.randn(n, 3, size, size, generator=g)
     images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
     return images.numpy(), labels.numpy().astype(np.int64)
-
-
-# --------------------------------------------------------------------------- store
-class StoreWriter:
-    """Writes splits into a zarr v3 group, chunk by chunk, with streaming channel stats."""
-
-    def __init__(self, path: Path, classes: list[str], attrs: dict[str, Any]):
-        import zarr
-
-        self.root = zarr.open_group(str(path), mode="w", zarr_format=3)
-        self.root.attrs.update({**attrs, "classes": list(classes)})
-        self.classes = list(classes)
-        self.stats: dict[str, np.ndarray] = {}
-        self.seen: dict[str, set[int]] = {}  # split -> labels written
-
-    def create(self, split: str, n: int, shape: tuple[int, int, int]) -> Any:
-        group = self.root.create_group(split)
-        images = group.create_array(
-            "images",
-            shape=(n, *shape),
-            chunks=(min(CHUNK, n), *shape),
-            dtype="uint8",
-            **integrity.checksummed(),
-            config={"write_empty_chunks": True},
-            dimension_names=list(dims.IMAGE_DIMS),
-            attributes={"long_name": "pixel value", "units": "1/255"},
-        )
-        group.create_array(
-            "labels",
-            shape=(n,),
-            chunks=(n,),
-            dtype="int64",
-            dimension_names=[dims.SAMPLE],
-            **integrity.checksummed(),
-            config={"write_empty_chunks": True},
-            attributes={"long_name": "class label", "units": "class index"},
-        )
-        if split == "train":
-            self.stats = {"n": np.zeros(1), "s": np.zeros(shape[0]), "ss": np.zeros(shape[0])}
-        return images
-
-    def write(self, split: str, start: int, images: np.ndarray, labels: np.ndarray) -> None:
-        group = self.root[split]
-        group["images"][start : start + len(images)] = images
-        group["labels"][start : start + len(labels)] = labels
-        self.seen.setdefault(split, set()).update(int(v) for v in np.unique(labels))
-        if split == "train":
-            x = images.astype(np.float64) / 255.0
-            self.stats["n"] += x.shape[0] * x.shape[2] * x.shape[3]
-            self.stats["s"] += x.sum(axis=(0, 2, 3))
-            self.stats["ss"] += (x**2).sum(axis=(0, 2, 3))
-
-    def close(self) -> None:
-        """Check the splits (non-empty, at least 2 classes, labels in range), then write the train statistics."""
-        for split in self.root.group_keys():
-            labels = self.seen.get(split, set())
-            if not labels:
-                raise DataError(f"split '{split}' has no images")
-            if max(labels) >= len(self.classes) or min(labels) < 0:
-                raise DataError(f"split '{split}' has label {max(labels)} but there are {len(self.classes)} classes")
-            if len(labels) < 2:
-                raise DataError(
-                    f"split '{split}' holds a single class ({self.classes[min(labels)]!r}); a classifier needs at least 2"
-                )
-        n, s, ss = self.stats["n"][0], self.stats["s"], self.stats["ss"]
-        mean = s / n
-        std = np.sqrt(np.maximum(ss / n - mean**2, 0.0))
-        self.root.attrs.update({"mean": [float(v) for v in mean], "std": [float(v) for v in std]})
-
-
-def _write_arrays(writer: StoreWriter, split: str, images: np.ndarray, labels: np.ndarray) -> None:
-    writer.create(split, len(images), images.shape[1:])
-    for start in range(0, len(images), CHUNK):
-        writer.write(split, start, images[start : start + CHUNK], labels[start : start + CHUNK])
-
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def build_store(
-    settings: DataSettings, out: str | Path, archive: str | Path | None = None, workers: int | None = None
-) -> Path:
-    """Convert the configured source into the canonical store at ``out`` (atomically).
-
-    ``workers``: processes that decode an image folder's images (default: the CPUs this
-    process may use, :func:`default_workers`); the store's bytes do not depend on it."""
-    source, opts = settings.source, settings.options
-    attrs = provenance_attrs(settings.config_hash, source=source)
-    with atomic_path(out) as tmp:
-        if source == "synthetic":
-            writer = StoreWriter(tmp, [f"class{i}" for i in range(10)], attrs)
-            for split, n, offset in (("train", opts["train_size"], 0), ("test", opts["test_size"], 1_000_003)):
-                images, labels = synthetic(n, opts["image_size"], opts["seed"] + offset)
-                _write_arrays(writer, split, images, labels)
-        elif source == "cifar10":
-            if archive is None:
-                raise DataError("cifar10 source needs the downloaded archive")
-            splits = read_cifar10_archive(archive, opts["md5"])
-            writer = StoreWriter(tmp, list(CIFAR10_CLASSES), attrs)
-            for split, (images, labels) in splits.items():
-                _write_arrays(writer, split, images, labels)
-        elif source == "imagefolder":
-            writer = _build_imagefolder(tmp, opts, attrs, workers)
-        else:
-            raise DataError(f"unknown data source {source!r}")
-        writer.close()
-        if opts.get("normalize") == "imagenet":  # the statistics torchvision's pretrained weights expect
-            import zarr
-
-            zarr.open_group(str(tmp), mode="r+").attrs.update({"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)})
-    _log_store(out)
-    return Path(out)
-
-
-def _log_store(path: str | Path) -> None:
-    import zarr
-
-    root = zarr.open_group(str(path), mode="r")
-    sizes = ", ".join(f"{s}: {root[s]['images'].shape}" for s in ("train", "test") if s in root)
-    log.info(
-        "wrote %s (%s; mean %s, std %s)",
-        path,
-        sizes,
-        [round(v, 4) for v in root.attrs["mean"]],
-        [round(v, 4) for v in root.attrs["std"]],
-    )
-
-
-def _build_imagefolder(
-    tmp: Path, opts: Mapping[str, Any], attrs: dict[str, Any], workers: int | None = None
-) -> StoreWriter:
-    subdirs = {"train": opts["train"]}
-    if opts["test"] is not None:
-        subdirs["test"] = opts["test"]
-    size = opts["image_size"]
-    resize = opts["resize"] or size
-    path, limit = Path(opts["path"]), opts["limit_per_class"]
-    workers = default_workers() if workers is None else workers
-    if path.is_file() and not limit:
-        # an archive whose every image is wanted: list and decode in one pass; report what the
-        # listing finds wrong before a decode failure, as when listing first
-        names, decoded, error = _read_archive(
-            path, lambda name: _split_of(name, subdirs) is not None, size, resize, workers
-        )
-        refs = _select_refs(path, names, subdirs, limit)
-        images: Iterable[tuple[ImageRef, np.ndarray]] = ((r, decoded.pop(r.name)) for r in refs)
-    else:
-        refs, error = list_imagefolder(path, subdirs, limit), None
-        images = iter_imagefolder(path, refs, size, resize, workers)
-    classes = sorted({r.cls for r in refs if r.split == "train"})
-    class_index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted({r.cls for r in refs} - set(classes))
-    if unknown:
-        raise DataError(f"{opts['path']}: test classes {unknown} do not occur in the train split")
-    if error is not None:
-        raise DataError(error)
-    writer = StoreWriter(tmp, classes, attrs)
-    counts = {s: sum(r.split == s for r in refs) for s in subdirs}
-    for split in subdirs:
-        writer.create(split, counts[split], (3, size, size))
-    buf: dict[str, list] = {s: [] for s in subdirs}
-    pos = {s: 0 for s in subdirs}
-
-    def flush(split: str) -> None:
-        if buf[split]:
-            stacked = np.stack([img for _, img in buf[split]])
-            labels = np.array([class_index[ref.cls] for ref, _ in buf[split]], dtype=np.int64)
-            writer.write(split, pos[split], stacked, labels)
-            pos[split] += len(stacked)
-            buf[split].clear()
-
-    for ref, img in images:
-        buf[ref.split].append((ref, img))
-        if len(buf[ref.split]) == CHUNK:
-            flush(ref.split)
-    for split in subdirs:
-        flush(split)
-    return writer
-
-
-# --------------------------------------------------------------------------- reading
-@dataclass
-class Dataset:
-    """A store loaded into tensors: uint8 images stay uint8 until a batch is prepared."""
-
-    images: dict[str, torch.Tensor]  # split -> (N, C, H, W) uint8
-    labels: dict[str, torch.Tensor]  # split -> (N,) int64
-    classes: list[str]
-    mean: torch.Tensor  # (C,) in [0, 1] units
-    std: torch.Tensor
-
-    def to(self, device: torch.device) -> Dataset:
-        pin = device.type == "cuda"
-        moved: dict[int, torch.Tensor] = {}  # splits that share a tensor (valid = test) stay shared
-
-        def move(t: torch.Tensor) -> torch.Tensor:
-            if id(t) not in moved:
-                moved[id(t)] = t.pin_memory().to(device, non_blocking=True) if pin else t.to(device)
-            return moved[id(t)]
-
-        return Dataset(
-            {k: move(v) for k, v in self.images.items()},
-            {k: move(v) for k, v in self.labels.items()},
-            self.classes,
-            self.mean.to(device),
-            self.std.to(device),
-        )
-
-
-def open_store(path: str | Path) -> Dataset:
-    """Load the store's splits as tensors (decode once)."""
-    import torch
-    import zarr
-
-    path = Path(path)
-    if not (path / "zarr.json").is_file():
-        raise DataError(f"{path} is not a dataset store (no zarr.json); rerun the data stage")
-    integrity.verify_store(path)
-    try:
-        root = zarr.open_group(str(path), mode="r", zarr_format=3)
-        images = {s: torch.from_numpy(np.asarray(root[s]["images"][:])) for s in ("train", "test") if s in root}
-        labels = {s: torch.from_numpy(np.asarray(root[s]["labels"][:])) for s in images}
-        attrs = dict(root.attrs)
-        return Dataset(images, labels, list(attrs["classes"]), torch.tensor(attrs["mean"]), torch.tensor(attrs["std"]))
-    except (KeyError, ValueError, OSError) as exc:
-        raise DataError(f"{path}: unreadable dataset store ({type(exc).__name__}: {exc})") from None
-
-
-@dataclass(frozen=True)
-class StoreInfo:
-    classes: list[str]
-    channels: int
-    image_size: int
-
-
-def store_info(path: str | Path) -> StoreInfo:
-    """Classes and image shape of a store, without loading its images."""
-    import zarr
-
-    path = Path(path)
-    if not (path / "zarr.json").is_file():
-        raise DataError(f"{path} is not a dataset store (no zarr.json); rerun the data stage")
-    root = zarr.open_group(str(path), mode="r", zarr_format=3)
-    shape = root["train"]["images"].shape
-    return StoreInfo(list(root.attrs["classes"]), int(shape[1]), int(shape[-1]))
-
-
-def split_indices(n: int, valid_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded train/validation split of ``n`` train-store images: (train_idx, valid_idx), sorted."""
-    import torch
-
-    if valid_size >= n:
-        raise DataError(f"data.valid_size={valid_size} leaves no training images (train split has {n})")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[valid_size:].sort().values, perm[:valid_size].sort().values
-
-
-def make_splits(ds: Dataset, valid_size: int, split_seed: int, valid_split: str = "train") -> Dataset:
-    """train/valid(/test) splits from the store's train/test groups.
-
-    ``valid_split`` train: ``valid_size`` images held out of the train group (seeded);
-    test (the paper's split): every train image trains and the test group is the valid
-    split too (the same tensors, so ``valid`` and ``test`` are one set of images)."""
-    if valid_split == "test":
-        if "test" not in ds.images:
-            raise DataError("data.valid_split is 'test' but the dataset store has no test split")
-        images = {"train": ds.images["train"], "valid": ds.images["test"], "test": ds.images["test"]}
-        labels = {"train": ds.labels["train"], "valid": ds.labels["test"], "test": ds.labels["test"]}
-        return Dataset(images, labels, ds.classes, ds.mean, ds.std)
-    train_idx, valid_idx = split_indices(len(ds.labels["train"]), valid_size, split_seed)
-    images = {"train": ds.images["train"][train_idx], "valid": ds.images["train"][valid_idx]}
-    labels = {"train": ds.labels["train"][train_idx], "valid": ds.labels["train"][valid_idx]}
-    if "test" in ds.images:
-        images["test"], labels["test"] = ds.images["test"], ds.labels["test"]
-    return Dataset(images, labels, ds.classes, ds.mean, ds.std)
-
-
-RANDOM_BLOCK = 256
-
-
-def random_inputs(n: int, shape: tuple[int, int, int], seed: int, start: int = 0) -> torch.Tensor:
-    """Inputs ``start .. start+n`` of the 'random' split: standard Gaussian images in the model's
-    (normalised) input space. Generated in seeded blocks, so any range can be made on demand
-    and the split never has to be held in memory whole."""
-    import torch
-
-    blocks = []
-    for b in range(start // RANDOM_BLOCK, (start + n - 1) // RANDOM_BLOCK + 1 if n else 0):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + b)
-        blocks.append(torch.randn((RANDOM_BLOCK, *shape), generator=g))
-    if not blocks:
-        return torch.empty((0, *shape))
-    offset = start - (start // RANDOM_BLOCK) * RANDOM_BLOCK
-    return torch.cat(blocks)[offset : offset + n]
-
-
-def prepare(
-    batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, transform: str = "as_is", threshold: float = 0.2
-) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float32 model input, on the batch's device."""
-    x = batch.float().div_(255.0)
-    if transform == "binarize":
-        return (x > threshold).float()
-    return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
