@@ -219,6 +219,7 @@ def test_installed_wheel_analyzes_and_deploys_the_workflow(venv, tmp_path):
     import torch
 
     from dnndist import analysis, models
+    from dnndist.settings import ModelSettings
 
     env, py = venv_env(venv), str(venv / "bin" / "python")
     where = _run(
@@ -234,7 +235,7 @@ def test_installed_wheel_analyzes_and_deploys_the_workflow(venv, tmp_path):
     assert path.returncode == 0 and Path(path.stdout.strip()) == root, path.stderr
 
     torch.manual_seed(0)
-    net = models.paper_cnn(analysis.MODEL_DEFAULTS)
+    net = models.paper_cnn(ModelSettings.from_dict({**analysis.MODEL_DEFAULTS, "name": "paper_cnn"}))
     torch.save(net.state_dict(), tmp_path / "w.pth")
     analyzed = _run(
         ["dnndist", "analyze", "--model", "paper_cnn", "--weights", "w.pth", "--out", "a", "--no-figures"],

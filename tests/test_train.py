@@ -167,7 +167,7 @@ def test_bn_and_leaky_relu_train(tmp_path, store):
     assert summary["status"] == "completed"
     t, _ = train.load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0001.safetensors")
     assert "norm1.running_mean" in t
-    model = models.build(s["model"])
+    model = models.build(s.model)
     model.load_state_dict(t)
     acts = [m for m in model.modules() if isinstance(m, torch.nn.LeakyReLU)]
     assert acts and not any(isinstance(m, torch.nn.ReLU) for m in model.modules())
@@ -175,7 +175,7 @@ def test_bn_and_leaky_relu_train(tmp_path, store):
     acts[0].register_forward_hook(lambda m, i, o: seen.append((i[0], o)))
     model.eval()(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
     pre, post = seen[0]
-    slope = s["model"]["negative_slope"]
+    slope = s.model.negative_slope
     assert slope > 0 and (post < 0).any()  # leaky: negative inputs pass, scaled by the slope
     torch.testing.assert_close(post, torch.where(pre > 0, pre, slope * pre))
 

@@ -605,7 +605,7 @@ def _weight_analysis(
         **extract.store_attrs(origin, "weights", torch.device("cpu")), analysed_with="dnndist analyze"
     )
     with _one_blas_thread():
-        weight_stats = stats.weight_table(groups, StatsSettings(tuple(near_zero), tuple(near_zero_rel)))
+        weight_stats = stats.weight_table(groups, StatsSettings.from_dict({"stats": settings.get("stats", {})}))
         eigenvalues = {
             s.name: spectral.esd(
                 spectral.weight_matrices(groups[s.name]["weight"].values.reshape(groups[s.name]["weight"].shape[4:]))[0]
