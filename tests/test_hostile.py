@@ -570,3 +570,40 @@ def test_hostile_corpus(exp, tmp_path, capsys):
     with capsys.disabled():
         print(f"\nhostile corpus: {len(cases)} tried, {len(cases) - len(problems)} clean")
     assert problems == [], "\n".join(problems)
+
+
+def test_snakemakes_marker_in_a_store_raises_no_warning(tmp_path):
+    """Snakemake's `.snakemake_timestamp` in a directory output is not damage: with dnndist's
+    filter (installed on import), verifying and reading such a store warns about nothing."""
+    import subprocess
+    import sys
+    import warnings
+
+    import numpy as np
+    import xarray as xr
+
+    import dnndist
+    from dnndist import integrity
+
+    store = tmp_path / "s.zarr"
+    xr.Dataset({"a": ("x", np.arange(3.0))}).to_zarr(store, zarr_format=3, consolidated=False)
+    (store / ".snakemake_timestamp").touch()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # without the filter: zarr warns
+        integrity.verify_store(store)
+    assert any(".snakemake_timestamp" in str(w.message) for w in seen)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        dnndist.ignore_snakemake_marker()
+        integrity.verify_store(store)
+        assert xr.open_zarr(store, consolidated=False)["a"].values.tolist() == [0.0, 1.0, 2.0]
+    assert [str(w.message) for w in seen] == []
+    # a job's process: importing dnndist is enough, even where user warnings are errors
+    code = (
+        "import sys, xarray as xr; from dnndist import integrity; integrity.verify_store(sys.argv[1]); "
+        "xr.open_zarr(sys.argv[1], consolidated=False).load()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", code, str(store)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr

@@ -4,9 +4,24 @@
 (see ``dnndist.analysis``); it is imported on first use, so ``import dnndist`` stays light (no torch).
 """
 
+import warnings
+
 __version__ = "0.1.0"
 __all__ = ["Analysis", "DnndistError", "__version__", "analyze"]
 _LAZY = {"analyze": "dnndist.analysis", "Analysis": "dnndist.analysis"}
+
+
+# Snakemake marks a finished directory output with a `.snakemake_timestamp` file; in a zarr store
+# zarr warns about it on every listing (a ZarrUserWarning per store and run). It is not damage.
+SNAKEMAKE_MARKER_WARNING = r"Object at \.snakemake_timestamp is not recognized as a component of a Zarr hierarchy"
+
+
+def ignore_snakemake_marker() -> None:
+    """Silence zarr's warning about Snakemake's marker file (and nothing else); done on import."""
+    warnings.filterwarnings("ignore", message=SNAKEMAKE_MARKER_WARNING, category=UserWarning)
+
+
+ignore_snakemake_marker()
 
 
 class DnndistError(Exception):
