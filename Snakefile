@@ -43,7 +43,7 @@ wildcard_constraints:
     variant=r"[a-z0-9][a-z0-9_.+-]*",
     init=r"[a-z_]+",
     seed=r"\d+",
-    table=r"training|weights|features",
+    table="|".join(STATS_TABLES),
     plain="|".join(CONCAT_TABLES),
     figure="|".join(FIGURES),
     name="|".join(TABLES),

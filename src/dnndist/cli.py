@@ -183,10 +183,8 @@ def run_table_functions(
 
 
 def cmd_stats_run(args: argparse.Namespace) -> int:
-    import xarray as xr
-
     from dnndist import stats
-    from dnndist.io import write_text
+    from dnndist.io import open_store_lazily, write_text
 
     settings = StatsSettings.from_dict(_settings(args, "stats"))
     out = Path(args.out_dir)
@@ -194,12 +192,10 @@ def cmd_stats_run(args: argparse.Namespace) -> int:
         integrity.verify_store(store)
     groups = stats.open_layer_groups(args.weights)
     epochs = [int(e) for e in next(iter(groups.values()))["epoch"].values]
-    features = xr.open_zarr(args.features, consolidated=False)
-    grads = xr.open_zarr(args.gradients, consolidated=False)
-    grad_groups = {
-        str(layer): xr.open_zarr(args.gradients, group=str(layer), consolidated=False)
-        for layer in grads["layer"].values
-    }
+    # old-layout stores (features named count/mean/min/max) open under the current names
+    features = open_store_lazily(args.features)
+    grads = open_store_lazily(args.gradients)
+    grad_groups = {str(layer): open_store_lazily(args.gradients, group=str(layer)) for layer in grads["layer"].values}
     compute = run_table_functions(groups, features, grad_groups, epochs, settings)
     for name in outputs.run_tables():  # what the workflow expects of every run
         write_text(out / f"{name}.csv", compute[name]().to_csv(index=False))

@@ -8,8 +8,10 @@ that looks complete.
 - ``weights.zarr``: per layer group (conv1, ..., fc2) the ``weight`` and ``bias`` at every
   checkpoint epoch with named tensor dims, plus fan_in/fan_out and the init's theoretical
   std and bound; the root holds per-layer tables and the ``diverged`` flag.
-- ``features.zarr``: root: exact streaming statistics (count, mean, central moment sums
-  m2..m4, min, max, a fixed-bin histogram with under/overflow; ``dnndist.streaming``) of every
+- ``features.zarr``: root: exact streaming statistics (``n``, ``mu``, central moment sums
+  m2..m4, ``vmin``, ``vmax``, the derived ``variance``, ``stdev``, ``skewness``, ``kurtosis``
+  (excess), a fixed-bin histogram ``hist`` with its edges ``bin_lo``/``bin_hi`` and
+  under/overflow; ``dnndist.streaming``) of every
   analysed layer's pre- and post-activation output over all inputs of each split (train, valid, random);
   per layer group: raw activations of a seeded sample of inputs (the same for all runs).
 - ``gradients.zarr``: over seeded labelled batches, per-sample loss, parameter gradients

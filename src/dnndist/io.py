@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,17 +94,15 @@ LEGACY_FEATURE_NAMES = {k: DATASET_NAMES[k] for k in ("count", "mean", "min", "m
 
 def open_store_lazily(path: str | os.PathLike[str], group: str | None = None) -> Any:
     """One zarr store as a lazy Dataset: by its consolidated metadata (one read), or, for a
-    store written before dnndist consolidated them, by listing it (without the warnings that
-    Snakemake's marker file in a directory output would cause). A features store written
+    store written before dnndist consolidated them, by listing it (``import dnndist`` silences
+    zarr's warning about Snakemake's marker file in a directory output). A features store written
     before its statistics were renamed gets the current names (``LEGACY_FEATURE_NAMES``)."""
     import xarray as xr
 
     try:
         ds = xr.open_zarr(path, group=group, consolidated=True)
     except (KeyError, ValueError, FileNotFoundError):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
-            ds = xr.open_zarr(path, group=group, consolidated=False)
+        ds = xr.open_zarr(path, group=group, consolidated=False)
     if "m2" in ds.data_vars:
         ds = ds.rename({k: v for k, v in LEGACY_FEATURE_NAMES.items() if k in ds.data_vars})
     return ds

@@ -826,7 +826,7 @@ def fig_variants(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> Non
 
 
 # --------------------------------------------------------------------------- ESD (dnndist analyze)
-ESD_FLOOR = 1e-5  # WeightWatcher's EVALS_THRESH (dnndist.spectral): smaller eigenvalues are not fitted
+ESD_FLOOR = spectral.EVALS_THRESH  # WeightWatcher's: smaller eigenvalues are not fitted
 
 
 def draw_esd(
