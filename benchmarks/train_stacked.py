@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from benchmarks import device_name
 from dnndist import data, train
 from dnndist.inits import INIT_NAMES
-from dnndist.settings import RunSettings
+from dnndist.settings import ModelSettings, RunSettings
 
 FLOP_PER_IMAGE_STEP = 9.37e6
 CPU_PEAK_GFLOPS = 165.0
@@ -44,16 +44,7 @@ def run_settings(
 def settings_dict(init: str, device: str, fast: bool, batch_size: int, seed: int, graphs: bool) -> dict:
     return {
         "run": {"variant": "base", "init_name": init, "seed": seed},
-        "model": {
-            "name": "paper_cnn",
-            "depth": 3,
-            "width": 16,
-            "hidden": 512,
-            "norm": "none",
-            "activation": "relu",
-            "negative_slope": 0.3,
-            "weights": None,
-        },
+        "model": ModelSettings.from_dict({"name": "paper_cnn"}).to_dict(),  # the paper CNN, defaults
         "init": {"gain": "torch", "bias": "auto"},
         "train": {
             "optimizer": "adam",

@@ -163,6 +163,21 @@ def test_c2_orthogonal_variance_rule(orth, expected):
     assert row["verdict"] == expected and row["comparisons"] == 3 * 2 * 4
 
 
+def tidy_row(init: str, seed: int, epoch: int, layer: str, depth: int, param: str, stat: str, value) -> dict:
+    """One row of the per-run weights table (variant base)."""
+    return {
+        "variant": "base",
+        "init": init,
+        "seed": seed,
+        "epoch": epoch,
+        "layer": layer,
+        "depth": depth,
+        "param": param,
+        "statistic": stat,
+        "value": value,
+    }
+
+
 def shape_rows(
     init: str, sampler, n: int, seeds: int, epoch: int, layer: str = "conv1", depth: int = 1, seed: int = 0
 ) -> list[dict]:
@@ -170,20 +185,7 @@ def shape_rows(
     rows = []
     for s in range(seeds):
         st = distribution_stats(sampler(rng, n))
-        rows += [
-            {
-                "variant": "base",
-                "init": init,
-                "seed": s,
-                "epoch": epoch,
-                "layer": layer,
-                "depth": depth,
-                "param": "weight",
-                "statistic": k,
-                "value": v,
-            }
-            for k, v in st.items()
-        ]
+        rows += [tidy_row(init, s, epoch, layer, depth, "weight", k, v) for k, v in st.items()]
     return rows
 
 
@@ -213,20 +215,7 @@ def growth_rows(ratio: dict[str, float], seeds: int = 10, sd: float = 0.02) -> p
             (0, 0.1, 0.0),
             (5, 0.1 * ratio[param] * np.exp(rng.normal(0, sd)), rng.normal(0, 0.002)),
         ):
-            rows += [
-                {
-                    "variant": "base",
-                    "init": init,
-                    "seed": s,
-                    "epoch": epoch,
-                    "layer": layer,
-                    "depth": depth,
-                    "param": param,
-                    "statistic": k,
-                    "value": v,
-                }
-                for k, v in (("std", std), ("mean", mean))
-            ]
+            rows += [tidy_row(init, s, epoch, layer, depth, param, k, v) for k, v in (("std", std), ("mean", mean))]
     return pd.DataFrame(rows)
 
 
