@@ -458,3 +458,31 @@ def test_weight_and_feature_tables_from_the_stores(run):
     act = features_by_numpy(s, store, run_dir, 1, "valid", "conv2")
     assert fr[(1, "conv2", "pre", "valid", "std")] == pytest.approx(act.std(), rel=1e-6)
     assert fr[(1, "conv2", "pre", "valid", "kurtosis")] == pytest.approx(scipy.stats.kurtosis(act), rel=1e-6)
+
+
+def test_best_validation_epoch_is_extracted_beside_the_scheduled_ones(run, tmp_path):
+    """train.checkpoints: [..., best] with a best epoch that is not scheduled: the three stores
+    hold it as one more epoch, with the attribute best_epoch; em_ab tables it for stats.claims_at."""
+    from dnndist import stats
+
+    root, store, _ = run
+    tr = {"epochs": 3, "lr": 3e-2, "checkpoints": [0, "best"], "eval_batch_size": 500}
+    s = settings_for(tmp_path, train=tr, stats={"claims_at": ["best"]})
+    run_dir = tmp_path / "run"
+    summary = train.train_run(s, store, run_dir, threads=1)
+    best = summary["best_epoch"]
+    if best in (0, 3):
+        pytest.skip(f"the best epoch ({best}) is a scheduled one with these settings; pick others")
+    for kind, fn in extract.EXTRACTORS.items():
+        fn(s, run_dir / "checkpoints", store, run_dir / f"{kind}.zarr")
+        ds = xr.open_zarr(run_dir / f"{kind}.zarr", consolidated=False)
+        assert ds.attrs["best_epoch"] == best and list(ds["epoch"].values) == sorted({0, best, 3}), kind
+    grads = {
+        str(layer): xr.open_zarr(run_dir / "gradients.zarr", group=str(layer), consolidated=False)
+        for layer in xr.open_zarr(run_dir / "gradients.zarr", consolidated=False)["layer"].values
+    }
+    table = stats.em_ab_table(grads, stats.stage_epochs([0, best, 3], ("best",), best))
+    assert sorted(set(table["epoch"])) == [best, 3]
+    (run_dir / "checkpoints" / train.BEST_FILE).unlink()
+    with pytest.raises(Exception, match="best.json is missing"):
+        extract.extract_weights(s, run_dir / "checkpoints", store, tmp_path / "again.zarr")

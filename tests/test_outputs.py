@@ -69,8 +69,12 @@ def test_conditions_select_outputs():
     assert everything == list(outputs.FIGURES)
     given = outputs.figures(trained=False)
     assert given and all(f.when != "trained" for f in given) and len(given) < len(everything)
-    assert [t.name for t in outputs.tables(variants=1)] == [t.name for t in outputs.TABLES if t.when != "variants"]
-    assert outputs.tables(variants=2) == list(outputs.TABLES)
+    assert [t.name for t in outputs.tables(variants=1)] == [
+        t.name for t in outputs.TABLES if t.when not in ("variants", "stages")
+    ]
+    assert outputs.tables(variants=2, stages=True) == list(outputs.TABLES)
+    assert "claims_stages" in [t.name for t in outputs.tables(stages=True)]
+    assert "claims_stages" not in [t.name for t in outputs.tables(trained=False, stages=True)]  # nothing trained
 
 
 def test_stats_tables_partition():

@@ -136,3 +136,23 @@ def test_diverged_runs_are_counted_from_tables_and_summaries():
     assert diverged_runs(df) == {("base", "ones"): 2, ("bn", "zeros"): 1}
     assert diverged_runs(aggregate_seeds(df)) == {("base", "ones"): 2, ("bn", "zeros"): 1}
     assert diverged_runs(df[df["statistic"] == "loss"]) == {}
+
+
+def test_seed_summary_leaves_out_an_epoch_that_only_some_seeds_have():
+    """A run's best-validation checkpoint is its own: the mean over seeds is taken only at epochs
+    every seed of the init has (stats.shared_epochs), the per-seed rows stay in the combined table."""
+    import pandas as pd
+
+    from dnndist import stats
+
+    rows = [
+        {"variant": "base", "init": i, "seed": s, "epoch": e, "statistic": "std", "value": 1.0 + s + e}
+        for i in ("a", "b")
+        for s in (0, 1)
+        for e in (0, 5, *((3,) if (i, s) == ("a", 1) else ()))
+    ]
+    df = pd.DataFrame(rows)
+    shared = stats.shared_epochs(df)
+    assert len(shared) == len(df) - 1 and not ((shared["init"] == "a") & (shared["epoch"] == 3)).any()
+    summary = stats.aggregate_seeds(shared)
+    assert sorted(set(summary["epoch"])) == [0, 5] and set(summary["n_seeds"]) == {2}

@@ -527,3 +527,58 @@ def test_depth_trend_orders_twelve_layers_by_depth_not_by_name():
     out = depth_trend(rows).set_index("layer_kind")
     assert out.loc["conv", "layers"] == 12 and out.loc["conv", "spearman_rho"] > 0.95
     assert out.loc["conv", "verdict"] == "increases"
+
+
+def test_claims_stages_read_each_run_at_its_own_best_validation_epoch():
+    """claims_stages cuts every run at its stage epoch: at 'best', each run's epoch of lowest
+    validation loss (different per run here), so C1a's effect is the mean over seeds of the paired
+    training-loss differences at those epochs, computed here by hand."""
+    rows, best = [], {}
+    for init, base in (("orthogonal", 0.5), ("kaiming_normal", 0.8)):
+        for s in range(6):
+            b = 2 + (s + (init == "orthogonal")) % 3  # best epochs 2..4, differing between runs
+            best[(init, s)] = b
+            for e in range(7):
+                valid = 1.0 + 0.1 * (e - b) ** 2 + 0.01 * s
+                rows.append(("base", init, s, e, "valid", "loss", valid))
+                if e:
+                    rows.append(
+                        ("base", init, s, e, "train", "loss", base + 1.0 / e + 0.013 * s * (init == "orthogonal"))
+                    )
+    training = pd.DataFrame(rows, columns=["variant", "init", "seed", "epoch", "split", "statistic", "value"])
+    out = tables.claims_stages(training, None, None, None, [3, "best"])
+    c1a = out[out["claim"] == "C1a"].set_index("stage")
+    assert list(c1a.index) == ["epoch 3", "best validation", "last epoch"]
+    assert list(c1a["ends"]) == ["3", "2-4", "6"]
+
+    def train_loss(init, s, e):
+        return float(
+            training.query("init == @init and seed == @s and epoch == @e and split == 'train'")["value"].iloc[0]
+        )
+
+    by_hand = np.mean(
+        [
+            train_loss("orthogonal", s, best[("orthogonal", s)])
+            - train_loss("kaiming_normal", s, best[("kaiming_normal", s)])
+            for s in range(6)
+        ]
+    )
+    assert c1a.loc["best validation", "effect"] == pytest.approx(by_hand, rel=1e-12)
+    at3 = np.mean([train_loss("orthogonal", s, 3) - train_loss("kaiming_normal", s, 3) for s in range(6)])
+    assert c1a.loc["epoch 3", "effect"] == pytest.approx(at3, rel=1e-12)
+    assert out.groupby("claim")["changes"].nunique().eq(1).all()  # one flag per claim
+    assert c1a["changes"].iloc[0] == (c1a["verdict"].nunique() > 1)
+
+
+def test_claims_stages_refuse_a_stage_that_is_not_a_checkpoint():
+    w = pd.DataFrame(
+        [
+            tidy_row(i, s, e, "conv1", 1, "weight", "std", 1.0)
+            for i in ("orthogonal", "kaiming_normal")
+            for s in range(2)
+            for e in (0, 4)
+        ]
+    )
+    t = training_table(ORDERED, seeds=2)
+    with pytest.raises(Exception, match="has no epoch 2 for base/"):
+        tables.claims_stages(t, w, None, None, [2])

@@ -78,8 +78,31 @@ def test_same_settings_same_bytes_and_seed_matters(tmp_path, store):
     assert ckpt_bytes(tmp_path / "a") != ckpt_bytes(tmp_path / "c")
 
 
+def test_best_checkpoint_keeps_the_epoch_of_lowest_validation_loss(tmp_path, store):
+    """train.checkpoints: [..., best] keeps the best-validation epoch (dnndist.best's rule, applied
+    to metrics.csv independently here) with the weights a scheduled checkpoint of it has."""
+    tr = {"epochs": 4, "lr": 1e-2, "eval_batch_size": 500}  # a high lr: the valid loss stops falling early
+    summary = train.train_run(settings_for(tmp_path, train={**tr, "checkpoints": [2, "best"]}), store, tmp_path / "a")
+    m = pd.read_csv(tmp_path / "a" / "metrics.csv")
+    valid = m[(m["split"] == "valid") & (m["metric"] == "loss") & m["step"].isna()]
+    expected = int(valid.loc[valid["value"].idxmin(), "epoch"])  # the first of the lowest
+    assert expected not in (0, 2, 4), "pick settings whose best epoch is not scheduled"
+    ckpts = tmp_path / "a" / "checkpoints"
+    assert summary["best_epoch"] == expected == json.loads((ckpts / train.BEST_FILE).read_text())["epoch"]
+    names = sorted(p.name for p in ckpts.iterdir())
+    assert names == sorted(["SHA256SUMS", "best.json", *(f"epoch_{e:04d}.safetensors" for e in {0, 2, 4, expected})])
+    assert train.BEST_FILE in (ckpts / "SHA256SUMS").read_text()
+    assert not list((tmp_path / "a").glob(".resume"))  # the best_NNNN files lived only there
+    train.train_run(settings_for(tmp_path, train={**tr, "checkpoints": [expected, 2]}), store, tmp_path / "b")
+    got, meta = train.load_checkpoint(ckpts / f"epoch_{expected:04d}.safetensors")
+    ref, _ = train.load_checkpoint(tmp_path / "b" / "checkpoints" / f"epoch_{expected:04d}.safetensors")
+    assert meta["epoch"] == str(expected) and got.keys() == ref.keys()
+    assert all(torch.equal(got[k], ref[k]) for k in ref)
+    assert not (tmp_path / "b" / "checkpoints" / train.BEST_FILE).exists()  # not kept unless asked
+
+
 def test_kill_and_resume_gives_identical_bytes(tmp_path, store):
-    s = settings_for(tmp_path, train={"epochs": 6, "checkpoints": [2, 4], "lr": 1e-3, "eval_batch_size": 500})
+    s = settings_for(tmp_path, train={"epochs": 6, "checkpoints": [2, 4, "best"], "lr": 1e-3, "eval_batch_size": 500})
     train.train_run(s, store, tmp_path / "ref", threads=1)
     run_dir = tmp_path / "killed"
     cmd = [
@@ -110,6 +133,8 @@ def test_kill_and_resume_gives_identical_bytes(tmp_path, store):
     assert "resuming from" in done.stderr  # it resumed rather than starting over
     assert ckpt_bytes(run_dir) == ckpt_bytes(tmp_path / "ref")
     assert (run_dir / "metrics.csv").read_bytes() == (tmp_path / "ref" / "metrics.csv").read_bytes()
+    best_json = [(d / "checkpoints" / train.BEST_FILE).read_bytes() for d in (run_dir, tmp_path / "ref")]
+    assert best_json[0] == best_json[1]
 
 
 def test_changed_settings_do_not_resume_stale_state(tmp_path, store):

@@ -18,20 +18,22 @@ pytestmark = pytest.mark.slow
 
 
 FIGURES = [f.name for f in outputs.figures()]  # one variant, trained: every figure
-TABLES = [t.name for t in outputs.tables()]  # one variant: no (empty) factors table
+# one variant: no (empty) factors table; the claims through training (the tiny run and the demo set stats.claims_at)
+TABLES = [t.name for t in outputs.tables(stages=True)]
 
 
-def plan(skip_training: bool = False, **jobs: int) -> dict[str, int]:
+def plan(skip_training: bool = False, stages: bool = True, **jobs: int) -> dict[str, int]:
     """A dry run's job counts: ``jobs`` plus every combined table, table and figure of one trained
     variant (Fig 4 has a rule of its own), from the registry; ``skip_training`` leaves out what
-    is computed from the training metrics only (nothing there changes when extraction does)."""
+    is computed from the training metrics only (nothing there changes when extraction does);
+    ``stages``: stats.claims_at is set (the claims_stages table)."""
     figures = [f for f in outputs.figures() if not (skip_training and f.table.startswith("training"))]
     counts = {
         "all": 1,
         **jobs,
         "stats_combine": sum(s.summary and (s.per_run or not skip_training) for s in outputs.STATS),
         "stats_concat": len(outputs.concat_tables()),
-        "table": len(TABLES),
+        "table": len(outputs.tables(stages=stages)),
         "figure": sum(not f.options for f in figures),
         "figure_emission": sum(bool(f.options) for f in figures),
     }
@@ -65,6 +67,8 @@ def done(tmp_path_factory):
         work / "results",
         inits=["kaiming_normal", "xavier_uniform", "ones"],
         overrides={"kaiming_normal": {"train": {"optimizer": "sgd", "lr": 1.0e4}}},
+        train={"epochs": 2, "lr": 1.0e-3, "checkpoints": [0, 1, "best"], "eval_batch_size": 500},
+        stats={"claims_at": [1, "best"]},
     )
     write_yaml(work / "tiny.yaml", cfg)
     t0 = time.time()
@@ -85,6 +89,10 @@ def test_docs_target_renders_the_reproduction_document_from_the_tables(done, tmp
     assert {t.stem for t in tables} == set(TABLES)
     for t in tables:
         assert t.read_text().rstrip() in doc, t.name  # verbatim: numbers come from the tables stage only
+    stages = pd.read_csv(res / "tables" / "claims_stages.csv")
+    assert "Where the answer depends on when training stops" in doc
+    for r in stages[stages["changes"]].itertuples():  # the prose quotes the table's own verdicts and values
+        assert f"{r.stage} (epoch {r.ends}): **{r.verdict}**, {r.value}" in doc
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc)
     assert len(links) == len(list((res / "figures").glob("*.png"))) > 0
     assert all((res / "docs" / link).resolve().is_file() for link in links)
@@ -106,7 +114,9 @@ def test_end_to_end_outputs(done):
         assert sorted(p.name for p in (run / "checkpoints").glob("epoch_*")) == [
             "epoch_0000.safetensors",
             "epoch_0001.safetensors",
+            "epoch_0002.safetensors",
         ]
+        assert (run / "checkpoints" / "best.json").is_file()  # train.checkpoints keeps 'best'
         m = pd.read_csv(run / "metrics.csv")
         assert set(m["init"]) == {init}
         assert (results / "logs" / "train" / "base" / init / "seed0.log").is_file()
@@ -127,6 +137,9 @@ def test_end_to_end_outputs(done):
     assert {p.name for p in (results / "tables").iterdir()} == {
         f"{t}.{e}" for t in TABLES for e in ("csv", "md", "tex", "html")
     }
+    stages = pd.read_csv(results / "tables" / "claims_stages.csv")
+    assert list(dict.fromkeys(stages["stage"])) == ["epoch 1", "best validation", "last epoch"]
+    assert set(stages["claim"]) == set(pd.read_csv(results / "tables" / "claims.csv")["claim"]) - {"D"}
     claims = pd.read_csv(results / "tables" / "claims.csv")
     assert (
         set(claims["verdict"]) <= {"holds", "does not hold", "inconclusive", "descriptive only", "flagged"}
@@ -280,7 +293,7 @@ def test_tensorboard_switch_adds_only_the_export(done):
     snakemake(work, target, "--cores", "1", *configs)  # the target first: --configfile takes several
     acc = EventAccumulator(target, size_guidance={"histograms": 0})
     acc.Reload()
-    assert [e.step for e in acc.Histograms("weights/conv1")] == cfg["train"]["checkpoints"]
+    assert [e.step for e in acc.Histograms("weights/conv1")] == [0, 1, 2]  # 'best' is one of them
     assert "features/valid/conv2/pre" in acc.Tags()["histograms"]
 
 
@@ -303,7 +316,7 @@ def test_default_config_plans_seven_trainings_and_the_data():
 
     with tempfile.TemporaryDirectory() as d:
         proc = snakemake(Path(d), "-n")
-    assert planned_jobs(proc) == plan(dataset=1, download_cifar10=1, train=7, extract=7, stats_run=7)
+    assert planned_jobs(proc) == plan(dataset=1, download_cifar10=1, train=7, extract=7, stats_run=7, stages=False)
 
 
 def test_demo_preset_plans(tmp_path):

@@ -177,7 +177,9 @@ def run_table_functions(
         "features": lambda: stats.feature_table(features),
         "weight_hist": lambda: stats.weight_histograms(groups, first_last),
         "feature_hist": lambda: stats.feature_histograms(features, first_last),
-        "em_ab": lambda: stats.em_ab_table(grad_groups, epochs[-1]),
+        "em_ab": lambda: stats.em_ab_table(
+            grad_groups, stats.stage_epochs(epochs, settings.claims_at, features.attrs.get("best_epoch"))
+        ),
         "spectrum": lambda: stats.spectrum_table(groups),
     }
 
@@ -215,7 +217,8 @@ def cmd_stats_combine(args: argparse.Namespace) -> int:
         df = stats.combine(args.inputs)
     write_text(args.out, df.to_csv(index=False))
     if args.summary:
-        write_text(args.summary, stats.aggregate_seeds(df).to_csv(index=False))
+        shared = df if args.kind == "training" else stats.shared_epochs(df)  # a diverged run's metrics stop early
+        write_text(args.summary, stats.aggregate_seeds(shared).to_csv(index=False))
     return 0
 
 
@@ -499,6 +502,7 @@ def _table_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     s = sub.add_parser("table", help="write one table as CSV, Markdown and LaTeX")
     s.add_argument("name", choices=list(outputs.TABLE))
     s.add_argument("--variants", help="factors: JSON mapping each variant to its model/train/input settings")
+    s.add_argument("--stages", help='claims_stages: JSON list of the stages (stats.claims_at), e.g. [10, "best"]')
     s.add_argument(
         "--gain-conventions", help="JSON mapping each variant to its init.gain convention (named in the caption)"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from dnndist import DnndistError, resources
+from dnndist.best import BEST
 from dnndist.settings import ModelSettings, RunSettings
 
 RUN_SECTIONS = ("model", "init", "train", "input")
@@ -267,6 +268,7 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
             f"config key 'data.valid_size': {data['valid_size']} leaves no training images "
             f"(data.synthetic.train_size is {data['synthetic']['train_size']})"
         )
+    _check_claims_at(cfg["stats"]["claims_at"], cfg["train"])
     all_inits = set(cfg["inits"])
     for variant in cfg["variants"].values():
         all_inits |= set(variant.get("inits", []))
@@ -445,8 +447,22 @@ def stack_groups(cfg: Mapping[str, Any]) -> list[StackGroup]:
 
 
 def checkpoint_epochs(train: Mapping[str, Any]) -> list[int]:
+    """The scheduled checkpoint epochs (0 and the last always; 'best' is kept beside them)."""
     epochs = int(train["epochs"])
-    return sorted({0, epochs} | {int(e) for e in train["checkpoints"] if e <= epochs})
+    return sorted({0, epochs} | {int(e) for e in train["checkpoints"] if e != BEST and e <= epochs})
+
+
+def _check_claims_at(stages: Sequence[int | str], train: Mapping[str, Any]) -> None:
+    """stats.claims_at names checkpoints that the training keeps: epochs among train.checkpoints,
+    'best' only with 'best' in train.checkpoints."""
+    kept = checkpoint_epochs(train)
+    for stage in stages:
+        if stage == BEST and BEST not in train["checkpoints"]:
+            raise ConfigError("config key 'stats.claims_at': 'best' needs 'best' in train.checkpoints")
+        if stage != BEST and stage not in kept:
+            raise ConfigError(
+                f"config key 'stats.claims_at': epoch {stage} is not a checkpoint (train.checkpoints keeps {kept})"
+            )
 
 
 def run_settings(cfg: Mapping[str, Any], run: Run) -> dict[str, Any]:

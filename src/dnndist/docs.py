@@ -58,9 +58,29 @@ def render(
     for path in map(Path, tables):
         title = outputs.TABLE[path.stem].title if path.stem in outputs.TABLE else path.stem
         lines += [f"### {title}", "", path.read_text().rstrip(), ""]
+        if path.stem == "claims_stages" and path.with_suffix(".csv").is_file():
+            lines += stage_reading(path.with_suffix(".csv"))
     lines += ["## Figures", ""]
     for path in map(Path, figures):
         rel = os.path.relpath(path, out.parent)
         title = outputs.FIGURE[path.stem].title if path.stem in outputs.FIGURE else path.stem
         lines += [f"### {title}", "", f"![{path.stem}]({rel})", ""]
     return "\n".join(lines)
+
+
+def stage_reading(csv: Path) -> list[str]:
+    """Where the verdict depends on when training stops, in words, from the claims_stages table
+    (its rows, verbatim: generated, so it cannot disagree with the table above it)."""
+    import pandas as pd
+
+    df = pd.read_csv(csv, keep_default_na=False)
+    changed = df[df["changes"].astype(str) == "True"]
+    lines = ["Where the answer depends on when training stops (generated from the table above):", ""]
+    if changed.empty:
+        return [*lines, "- No verdict changes between the stages.", ""]
+    for claim, rows in changed.groupby("claim", sort=False):
+        stages = "; ".join(
+            f"{r.stage} (epoch {r.ends}): **{r.verdict}**, {r.value}" for r in rows.itertuples(index=False)
+        )
+        lines.append(f"- **{claim}** ({rows['statement'].iloc[0]}): {stages}.")
+    return [*lines, ""]

@@ -26,6 +26,7 @@ mean loss that training uses.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -72,6 +73,32 @@ def checkpoint_files(ckpt_dir: str | Path, epochs: list[int]) -> dict[int, Path]
         raise DnndistError(f"missing checkpoint(s) {missing}; rerun the training stage")
     integrity.verify_checksums(ckpt_dir, [p.name for p in files.values()])
     return files
+
+
+def best_epoch_of(settings: RunSettings, ckpt_dir: str | Path) -> int | None:
+    """The run's best-validation epoch (``best.json`` of its checkpoints), where it keeps one."""
+    if not settings.train.keeps_best or settings.given_weights:
+        return None
+    path = Path(ckpt_dir) / train.BEST_FILE
+    if not path.is_file():
+        raise DnndistError(f"{path} is missing (train.checkpoints keeps 'best'); rerun the training stage")
+    integrity.verify_checksums(Path(ckpt_dir), [path.name])
+    try:
+        return int(json.loads(path.read_text())["epoch"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DnndistError(f"{path}: not a best-epoch record ({type(exc).__name__}: {exc})") from None
+
+
+def extract_epochs(settings: RunSettings, ckpt_dir: str | Path) -> list[int]:
+    """The epochs extracted: the scheduled checkpoints and the best-validation epoch, where kept."""
+    best = best_epoch_of(settings, ckpt_dir)
+    return sorted(set(settings.checkpoint_epochs) | ({best} if best is not None else set()))
+
+
+def best_attrs(settings: RunSettings, ckpt_dir: str | Path) -> dict[str, int]:
+    """The store attribute ``best_epoch`` (where the run keeps its best-validation checkpoint)."""
+    best = best_epoch_of(settings, ckpt_dir)
+    return {} if best is None else {"best_epoch": best}
 
 
 def build_model(settings: RunSettings, info: data.StoreInfo) -> models.Net:
@@ -165,7 +192,7 @@ WEIGHT_TABLE = ("fan_in", "fan_out", "init_std", "init_bound", "bias_init_std", 
 def extract_weights(settings: RunSettings, ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
     info = data.store_info(store)
     model = build_model(settings, info)
-    epochs = list(settings.checkpoint_epochs)
+    epochs = extract_epochs(settings, ckpt_dir)
     files = checkpoint_files(ckpt_dir, epochs)
     states, diverged = [], []
     for e in epochs:
@@ -181,7 +208,8 @@ def extract_weights(settings: RunSettings, ckpt_dir: str | Path, store: str | Pa
         f", diverged at {[e for e, d in zip(epochs, diverged) if d]}" if any(diverged) else "",
         out,
     )
-    return write_store(out, root, groups, store_attrs(settings.origin, "weights", torch.device("cpu")))
+    attrs = {**store_attrs(settings.origin, "weights", torch.device("cpu")), **best_attrs(settings, ckpt_dir)}
+    return write_store(out, root, groups, attrs)
 
 
 def weight_groups(
@@ -398,7 +426,7 @@ def extract_features(settings: ExtractSettings, ckpt_dir: str | Path, store: str
     ex, device, inputs, model, specs = _setup(settings, store)
     kinds = list(ex.features)
     splits = list(ex.splits)
-    epochs = list(settings.checkpoint_epochs)
+    epochs = extract_epochs(settings, ckpt_dir)
     files = checkpoint_files(ckpt_dir, epochs)
     plans = {}
     for split in splits:
@@ -417,7 +445,8 @@ def extract_features(settings: ExtractSettings, ckpt_dir: str | Path, store: str
     idx = np.stack([plans[s][:n_sample].cpu().numpy() for s in splits])
     labels = np.stack([inputs.batch(s, plans[s][:n_sample])[1].cpu().numpy() for s in splits])
     root, groups = arrays.datasets(settings.run, idx, labels)
-    return write_store(out, root, groups, store_attrs(settings.origin, "features", device))
+    attrs = {**store_attrs(settings.origin, "features", device), **best_attrs(settings, ckpt_dir)}
+    return write_store(out, root, groups, attrs)
 
 
 def feature_modules(specs: list[models.LayerSpec], kinds: list[str]) -> dict[tuple[str, str], str]:
@@ -659,7 +688,7 @@ def extract_gradients(settings: ExtractSettings, ckpt_dir: str | Path, store: st
     with the number of inputs; parameter and feature gradients (switches) are kept in memory."""
     ex, device, inputs, model, specs = _setup(settings, store)
     modules = dict(model.named_modules())
-    plan = gradient_plan(ex, inputs, specs, list(settings.checkpoint_epochs))
+    plan = gradient_plan(ex, inputs, specs, extract_epochs(settings, ckpt_dir))
     files = checkpoint_files(ckpt_dir, plan.epochs)
     bs, nb = ex.gradient_batch_size, ex.gradient_batches
     if plan.n < bs * nb:
@@ -679,7 +708,8 @@ def extract_gradients(settings: ExtractSettings, ckpt_dir: str | Path, store: st
             rec.close()
         labels = np.concatenate([inputs.batch(plan.split, idx)[1].cpu().numpy() for idx in plan.batches])
         root = _gradient_root(plan, arrays, labels, ex.gradient_target)
-        root = _finish(root, settings.run).assign_attrs(**store_attrs(settings.origin, "gradients", device))
+        attrs = {**store_attrs(settings.origin, "gradients", device), **best_attrs(settings, ckpt_dir)}
+        root = _finish(root, settings.run).assign_attrs(**attrs)
         _to_zarr(root, tmp, mode="a")
         for s in specs:
             ds = _finish(_gradient_group(s, plan, arrays, ex.parameter_gradients), settings.run)

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Condition = Literal["always", "trained", "variants"]
+Condition = Literal["always", "trained", "variants", "stages"]
 CONDITIONS: dict[str, str] = {
     "always": "always",
     "trained": "only when some run is trained (curves over epochs; none for given weights)",
     "variants": "only with more than one variant",
+    "stages": "only with stages to decide the claims at (stats.claims_at)",
 }
 
 
@@ -290,6 +291,21 @@ does not hold (red), inconclusive (amber), descriptive only (grey: fewer than 5 
 """,
     ),
     Table(
+        "claims_stages",
+        "the claims decided at each training stage (stats.claims_at) and at the last epoch",
+        "The paper's claims through training",
+        inputs=("training", "weights", "features", "em_ab"),
+        compute="claims_stages",
+        caption="The paper's claims decided with the same rules at each stage of training: at the checkpoint epochs of stats.claims_at, at each run's best-validation epoch (the epoch of lowest validation loss, the first of ties; 'ends' gives the range over runs), and at the last epoch. 'changes' marks a claim whose verdict is not the same at every stage, e.g. where overfitting turns it.",
+        report="""
+The claims C1-C6 decided at several stages of training with the rules of the claims table: at
+fixed epochs, at each run's best-validation epoch and at the end. A claim marked in ``changes``
+has a verdict that depends on when training is stopped.
+""",
+        extra=("stages",),
+        when="stages",
+    ),
+    Table(
         "range",
         "do weights stay inside [-1, 1]?",
         "Do weights stay inside [-1, 1]?",
@@ -356,18 +372,24 @@ TABLE: dict[str, Table] = {t.name: t for t in TABLES}
 STAT: dict[str, StatsTable] = {s.name: s for s in STATS}
 
 
-def wanted(when: Condition, trained: bool, variants: int) -> bool:
+def wanted(when: Condition, trained: bool, variants: int, stages: bool = False) -> bool:
     """Whether an output with this condition is made for an experiment (``trained``: some run
-    is trained rather than given weights; ``variants``: how many variants it has)."""
-    return when == "always" or (when == "trained" and trained) or (when == "variants" and variants > 1)
+    is trained rather than given weights; ``variants``: how many variants it has; ``stages``:
+    whether stats.claims_at names stages)."""
+    return (
+        when == "always"
+        or (when == "trained" and trained)
+        or (when == "variants" and variants > 1)
+        or (when == "stages" and stages and trained)
+    )
 
 
-def figures(trained: bool = True, variants: int = 1) -> list[Figure]:
-    return [f for f in FIGURES if wanted(f.when, trained, variants)]
+def figures(trained: bool = True, variants: int = 1, stages: bool = False) -> list[Figure]:
+    return [f for f in FIGURES if wanted(f.when, trained, variants, stages)]
 
 
-def tables(trained: bool = True, variants: int = 1) -> list[Table]:
-    return [t for t in TABLES if wanted(t.when, trained, variants)]
+def tables(trained: bool = True, variants: int = 1, stages: bool = False) -> list[Table]:
+    return [t for t in TABLES if wanted(t.when, trained, variants, stages)]
 
 
 def run_tables() -> list[str]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dnndist import DnndistError
+from dnndist.best import BEST
 from dnndist.provenance import config_hash
 
 T = TypeVar("T")
@@ -124,13 +125,18 @@ class TrainSettings:
     epochs: int
     weight_decay: float
     l1: float
-    checkpoints: tuple[int, ...]
+    checkpoints: tuple[int | str, ...]  # epochs, and 'best' (dnndist.best)
     eval_batch_size: int
     device: str
     channels_last: bool
     deterministic: bool
     check_every: int
     cuda_graphs: bool
+
+    @property
+    def keeps_best(self) -> bool:
+        """Whether the best-validation epoch is kept as a checkpoint too (``best`` in checkpoints)."""
+        return BEST in self.checkpoints
 
 
 @dataclass(frozen=True)
@@ -270,6 +276,7 @@ class StatsSettings:
 
     near_zero: tuple[float, ...] = (0.001, 0.01)  # absolute thresholds t: the fraction of |w| < t
     near_zero_rel: tuple[float, ...] = (0.1,)  # relative thresholds r: the fraction of |w| < r * std
+    claims_at: tuple[int | str, ...] = ()  # stages at which the claims are also decided: epochs, 'best'
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StatsSettings:

@@ -366,6 +366,18 @@ def diverged_runs(training: pd.DataFrame) -> dict[tuple[str, str], int]:
     return {k: int(v) for k, v in counts.items()}
 
 
+def shared_epochs(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows at epochs that every seed of their (variant, init) has: a run's best-validation
+    epoch (train.checkpoints: best) is a checkpoint of that run alone, and a mean over seeds there
+    would be a mean over some of them."""
+    if dims.EPOCH not in df or not len(df):
+        return df
+    group = [dims.VARIANT, dims.INIT]
+    seeds = df.groupby(group)[dims.SEED].transform("nunique")
+    have = df.groupby([*group, dims.EPOCH])[dims.SEED].transform("nunique")
+    return df[have == seeds]
+
+
 def combine(tables: Iterable[str | Path]) -> pd.DataFrame:
     """Concatenate per-run tidy tables (sorted, so the result does not depend on input order)."""
     frames = [pd.read_csv(p) for p in tables]
@@ -454,8 +466,20 @@ def feature_histograms(features: Any, epochs: Sequence[int], kind: str = "pre") 
     return pd.DataFrame(rows)
 
 
-def em_ab_table(groups: dict, epoch: int, channels: int = 15) -> pd.DataFrame:
-    """Tidy per-input emission and absorption of the first ``channels`` channels of every conv layer."""
+def stage_epochs(epochs: Sequence[int], claims_at: Sequence[int | str], best_epoch: int | None) -> list[int]:
+    """The epochs whose per-input emission/absorption is tabled: the last, and those of the stages
+    the claims are also decided at (``stats.claims_at``: checkpoint epochs; 'best', the store's
+    ``best_epoch``), where the store has them."""
+    wanted = {epochs[-1]} | {e for e in claims_at if not isinstance(e, str)}
+    if "best" in claims_at and best_epoch is not None:
+        wanted.add(int(best_epoch))
+    return sorted(e for e in wanted if e in epochs)
+
+
+def em_ab_table(groups: dict, epoch: int | Sequence[int], channels: int = 15) -> pd.DataFrame:
+    """Tidy per-input emission and absorption of the first ``channels`` channels of every conv layer,
+    at one checkpoint epoch or several."""
+    epoch = [epoch] if isinstance(epoch, (int, np.integer)) else list(epoch)
     frames = []
     for layer, ds in groups.items():
         if "em" not in ds:

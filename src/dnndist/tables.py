@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dnndist import verdicts
+from dnndist import DnndistError, verdicts
 from dnndist.io import write_text
 from dnndist.stats import diverged_runs, gaussian_reference
 from dnndist.verdicts import DESCRIPTIVE, FAILS, HOLDS, UNSURE  # noqa: F401  (the verdict vocabulary, re-exported)
@@ -253,7 +253,7 @@ def _em_ab_per_run(em_ab: pd.DataFrame) -> pd.DataFrame:
     """Per (variant, init, seed, layer) at the last epoch, for emission and absorption: the mean over
     channels of each channel's median, variance and coefficient of variation (std / mean) over
     inputs, and the spread of the per-channel medians across channels (their CV)."""
-    d = em_ab[em_ab["epoch"] == em_ab["epoch"].max()]
+    d = _at_end(em_ab)
     run = ["variant", "init", "seed", "layer", "measure"]
     per = d.groupby([*run, "channel"])["value"].agg(["median", "var", "mean", "std"]).reset_index()
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -469,8 +469,27 @@ def _squeeze(dec: verdicts.Decision | None) -> verdicts.Decision | None:
     )
 
 
-def _last_epoch(df: pd.DataFrame) -> int:
-    return int(df["epoch"].max())
+RUN = ["variant", "init", "seed"]
+
+
+def _at_end(df: pd.DataFrame) -> pd.DataFrame:
+    """Each run's rows at its own last epoch: the end of training, or of the stage that the tables
+    were cut at (``claims_stages``; at the best-validation epoch the runs end at different epochs)."""
+    return df[df["epoch"] == df.groupby(RUN)["epoch"].transform("max")] if len(df) else df
+
+
+def _end_text(df: pd.DataFrame) -> str:
+    """The runs' last epoch, in words: 'epoch 50', or the range where the runs end apart."""
+    if not len(df):
+        return "epoch ?"
+    ends = df.groupby(RUN)["epoch"].max()
+    lo, hi = int(ends.min()), int(ends.max())
+    return f"epoch {lo}" if lo == hi else f"each run's last epoch ({lo}-{hi})"
+
+
+def _span(first: Any, last: str) -> str:
+    """'epochs 1-50', or 'epochs 1 to each run's last epoch (7-23)'."""
+    return f"epochs {first}-{last.removeprefix('epoch ')}" if last.startswith("epoch ") else f"epochs {first} to {last}"
 
 
 def _depth_sorted(layers: pd.DataFrame) -> list[str]:
@@ -485,7 +504,7 @@ def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
     rows = []
     tr = training[training["statistic"] == "loss"]
     present = set(tr["init"])
-    last = _last_epoch(tr) if len(tr) else 0
+    end, last = _at_end(tr), _end_text(tr)
     pairs = [
         (a, b)
         for a, b in (
@@ -500,23 +519,25 @@ def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
     epochs = sorted(train["epoch"].unique())
 
     def final(init: str, split: str = "train") -> pd.Series:
-        return _by_seed(tr, init=init, split=split, epoch=last)
+        return _by_seed(end, init=init, split=split)
 
-    def auc(init: str) -> pd.Series:  # mean training loss over all epochs; runs that stopped early have none
+    def auc(init: str) -> pd.Series:  # mean training loss over all its epochs; a run with a gap has none
         d = train[train["init"] == init]
-        per = d.groupby("seed")["value"].agg(["mean", "count"])
-        return _finite(per["mean"][per["count"] == len(epochs)])
+        per = d.groupby("seed").agg(
+            mean=("value", "mean"), count=("value", "count"), lo=("epoch", "min"), hi=("epoch", "max")
+        )
+        return _finite(per["mean"][per["count"] == per["hi"] - per["lo"] + 1])
 
     test_split = "test" if (tr["split"] == "test").any() else "valid"
     statement = "loss ordering orthogonal < kaiming < xavier"
     for claim, stat, fn in (
-        ("C1a", f"final training loss (epoch {last})", final),
+        ("C1a", f"final training loss ({last})", final),
         (
             "C1a auc",
-            f"training loss averaged over epochs {epochs[0] if epochs else '?'}-{last} (area under the curve)",
+            f"training loss averaged over {_span(epochs[0] if epochs else '?', last)} (area under the curve)",
             auc,
         ),
-        ("C1a test", f"final {test_split} loss (epoch {last})", lambda i: final(i, test_split)),
+        ("C1a test", f"final {test_split} loss ({last})", lambda i: final(i, test_split)),
     ):
         comps = {f"{a} - {b}": _paired(fn(a), fn(b)) for a, b in pairs}
         rows.append(
@@ -530,26 +551,26 @@ def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
             )
         )
     if "zeros" in present:
-        rows.append(_c1b(tr, last))
+        rows.append(_c1b(tr, end, last))
     if "ones" in present:
-        rows.append(_c1c(tr, last, random_inits))
+        rows.append(_c1c(end, last, random_inits))
     return rows
 
 
-def _c1b(tr: pd.DataFrame, last: int) -> tuple:
+def _c1b(tr: pd.DataFrame, end: pd.DataFrame, last: str) -> tuple:
     """C1b: zeros does not train (the relative change of its loss from the first to the last epoch)."""
     split = "valid" if ((tr["split"] == "valid") & (tr["epoch"] == tr["epoch"].min())).any() else "train"
     first_epoch = int(tr[tr["split"] == split]["epoch"].min())
     a, b = (
         _by_seed(tr, init="zeros", split=split, epoch=first_epoch),
-        _by_seed(tr, init="zeros", split=split, epoch=last),
+        _by_seed(end, init="zeros", split=split),
     )
     seeds = a.index.intersection(b.index)
     change = ((b.loc[seeds] - a.loc[seeds]) / a.loc[seeds].abs().clip(lower=1e-12)).tolist()
     return _interval_row(
         "C1b",
         "zeros does not train",
-        f"relative change of the {split} loss, epoch {first_epoch} -> {last}",
+        f"relative change of the {split} loss, epoch {first_epoch} -> {last.removeprefix('epoch ')}",
         {"zeros": change},
         -C1B_MARGIN,
         C1B_MARGIN,
@@ -557,18 +578,18 @@ def _c1b(tr: pd.DataFrame, last: int) -> tuple:
     )
 
 
-def _c1c(tr: pd.DataFrame, last: int, random_inits: list[str]) -> tuple:
+def _c1c(end: pd.DataFrame, last: str, random_inits: list[str]) -> tuple:
     """C1c: ones stays at a high loss (its final training loss against each other random init's)."""
 
     def final(init: str) -> pd.Series:
-        return _by_seed(tr, init=init, split="train", epoch=last)
+        return _by_seed(end, init=init, split="train")
 
     others = [i for i in random_inits if i != "ones"]
     comps = {f"ones / {i}": _paired(final("ones"), final(i), "logratio") for i in others}
     return _directional_row(
         "C1c",
         "ones stays at a high loss",
-        f"final training loss ratio ones / each random init (epoch {last})",
+        f"final training loss ratio ones / each random init ({last})",
         comps,
         +1,
         ratio=True,
@@ -578,7 +599,8 @@ def _c1c(tr: pd.DataFrame, last: int, random_inits: list[str]) -> tuple:
 def _c2(weights: pd.DataFrame, random_inits: list[str]) -> tuple | None:
     if "orthogonal" not in random_inits or len(random_inits) < 2:
         return None
-    w = weights[(weights["epoch"] == _last_epoch(weights)) & (weights["statistic"] == "std")]
+    w = _at_end(weights)
+    w = w[w["statistic"] == "std"]
     comps = {}
     for layer in _depth_sorted(w):
         for param in ("weight", "bias"):
@@ -611,9 +633,9 @@ def _reference(d: pd.DataFrame, stat: str) -> pd.Series:
 
 def _c3(weights: pd.DataFrame) -> list[tuple]:
     rows = []
-    last = _last_epoch(weights)
+    end, last = _at_end(weights), _end_text(weights)
     for init in ("kaiming_uniform", "xavier_uniform"):
-        w = weights[(weights["init"] == init) & (weights["param"] == "weight") & (weights["epoch"] == last)]
+        w = end[(end["init"] == init) & (end["param"] == "weight")]
         if w.empty:
             continue
         comps, lows, highs, detail = {}, [], [], []
@@ -633,7 +655,7 @@ def _c3(weights: pd.DataFrame) -> list[tuple]:
             _interval_row(
                 f"C3 {init}",
                 "uniform inits end Gaussian-shaped",
-                f"KS distance to the fitted normal and excess kurtosis per layer at the last epoch (epoch {last})",
+                f"KS distance to the fitted normal and excess kurtosis per layer at the last epoch ({last})",
                 comps,
                 np.array(lows),
                 np.array(highs),
@@ -645,7 +667,8 @@ def _c3(weights: pd.DataFrame) -> list[tuple]:
 
 
 def _c4(weights: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
-    first, last = int(weights["epoch"].min()), _last_epoch(weights)
+    first, last = int(weights["epoch"].min()), _end_text(weights)
+    weights = weights.assign(at_end=weights["epoch"] == weights.groupby(RUN)["epoch"].transform("max"))
     ratios, means, skipped = {}, {}, 0
     for init in random_inits:
         w = weights[weights["init"] == init]
@@ -654,12 +677,12 @@ def _c4(weights: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
                 d = w[(w["layer"] == layer) & (w["param"] == param)]
                 if d.empty:
                     continue
-                s0, s1 = _by_seed(d, statistic="std", epoch=first), _by_seed(d, statistic="std", epoch=last)
+                s0, s1 = _by_seed(d, statistic="std", epoch=first), _by_seed(d, statistic="std", at_end=True)
                 if len(s0) and (s0 > 0).all():
                     ratios[f"{init} {layer} {param}"] = _paired(s1, s0, "logratio")
                 else:
                     skipped += 1  # a constant start (zero bias): no ratio
-                m1 = _by_seed(d, statistic="mean", epoch=last)
+                m1 = _by_seed(d, statistic="mean", at_end=True)
                 seeds = m1.index.intersection(s1.index)
                 means[f"{init} {layer} {param}"] = [float(v) for v in (m1.loc[seeds] / s1.loc[seeds]) if np.isfinite(v)]
     lo, hi = C4_RANGE
@@ -667,7 +690,7 @@ def _c4(weights: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
         _interval_row(
             "C4a",
             "weight and bias std grow slightly with training",
-            f"std(epoch {last}) / std(epoch {first}) per init, layer and param",
+            f"std({last}) / std(epoch {first}) per init, layer and param",
             ratios,
             math.log(lo),
             math.log(hi),
@@ -680,7 +703,7 @@ def _c4(weights: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
         _interval_row(
             "C4b",
             "the mean of weights and biases stays near 0",
-            f"mean / std at epoch {last} per init, layer and param",
+            f"mean / std at {last} per init, layer and param",
             means,
             -C4_MEAN_MARGIN,
             C4_MEAN_MARGIN,
@@ -697,7 +720,8 @@ def _c5(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
         return rows
     split = "train" if (f["split"] == "train").any() else str(f["split"].iloc[0])
     f = f[f["split"] == split]
-    first, last = int(f["epoch"].min()), _last_epoch(f)
+    first, last = int(f["epoch"].min()), _end_text(f)
+    f = f.assign(at_end=f["epoch"] == f.groupby(RUN)["epoch"].transform("max"))
     for kind in ("pre", "post"):
         fk = f[f["kind"] == kind]
         if fk.empty:
@@ -709,7 +733,7 @@ def _c5(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
             logs = {}
             for layer in order:
                 dl = d[d["layer"] == layer]
-                s0, s1 = _by_seed(dl, epoch=first), _by_seed(dl, epoch=last)
+                s0, s1 = _by_seed(dl, epoch=first), _by_seed(dl, at_end=True)
                 seeds = s0.index.intersection(s1.index)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     logs[layer] = np.log(s1.loc[seeds] / s0.loc[seeds])
@@ -728,7 +752,7 @@ def _c5(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
             _directional_row(
                 f"C5a {kind}",
                 "feature std grows after training",
-                f"{kind}-activation std on {split} inputs, ratio epoch {last} / epoch {first}, per init and layer",
+                f"{kind}-activation std on {split} inputs, ratio {last} / epoch {first}, per init and layer",
                 growth,
                 +1,
                 ratio=True,
@@ -738,7 +762,7 @@ def _c5(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
             _directional_row(
                 f"C5b {kind}",
                 "feature std grows more in deeper layers",
-                f"Spearman rho (per seed) between depth and log std ratio epoch {last} / {first} of {kind}-activations "
+                f"Spearman rho (per seed) between depth and log std ratio {last} / {first} of {kind}-activations "
                 f"over {len(order)} layers ({', '.join(order)}), per init",
                 trends,
                 +1,
@@ -834,6 +858,100 @@ def claims(
             )
         )
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+STAGE_COLUMNS = [
+    "claim",
+    "statement",
+    "stage",
+    "ends",
+    "value",
+    "n_seeds",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "verdict",
+    "changes",
+]
+
+
+def claims_stages(
+    training: pd.DataFrame,
+    weights: pd.DataFrame,
+    features: pd.DataFrame,
+    em_ab: pd.DataFrame | None,
+    stages: list[int | str],
+) -> pd.DataFrame:
+    """The claims decided at each training stage (``stats.claims_at``: checkpoint epochs and
+    ``best``, the best-validation epoch of each run, dnndist.best) and at the last epoch: every
+    table cut at the stage's epoch per run, then ``claims`` as at the end of training. ``changes``
+    marks the claims whose verdict is not the same at every stage (e.g. where overfitting turns it)."""
+    frames = []
+    for stage in [*stages, "last"]:
+        ends = _stage_ends(training, stage)
+        cut = [_cut(df, ends, name, stage) for df, name in _stage_inputs(training, weights, features, em_ab)]
+        table = claims(*cut)
+        if not len(table):
+            continue
+        frames.append(table.assign(stage=_stage_label(stage), ends=_ends_text(ends)))
+    long = pd.concat(frames, ignore_index=True)
+    long = long[long["claim"] != "D"]
+    long["changes"] = long.groupby("claim")["verdict"].transform("nunique") > 1
+    order = {c: i for i, c in enumerate(dict.fromkeys(long["claim"]))}
+    long = long.sort_values("claim", key=lambda c: c.map(order), kind="stable")
+    return long[STAGE_COLUMNS].reset_index(drop=True)
+
+
+def _stage_label(stage: int | str) -> str:
+    if stage == "last":
+        return "last epoch"
+    return "best validation" if stage == "best" else f"epoch {stage}"
+
+
+def _ends_text(ends: Mapping[Any, int]) -> str:
+    """The epochs at which the runs are read at a stage: '10', or '7-23' (min-max over runs)."""
+    if not ends:
+        return ""
+    lo, hi = min(ends.values()), max(ends.values())
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def _stage_inputs(*tables: pd.DataFrame | None) -> list[tuple[pd.DataFrame | None, str]]:
+    return list(zip(tables, ("training", "weights", "features", "em_ab")))
+
+
+def _stage_ends(training: pd.DataFrame, stage: int | str) -> dict[tuple[str, str, int], int]:
+    """(variant, init, seed) -> the run's epoch at the stage: a fixed epoch, the run's best-validation
+    epoch, or its last. Runs without one (no finite validation loss for 'best') are left out."""
+    from dnndist import best
+
+    runs = training.groupby(RUN)["epoch"].max()
+    if stage == "best":
+        return best.best_epochs(training)
+    if stage == "last":
+        return {(str(v), str(i), int(s)): int(e) for (v, i, s), e in runs.items()}
+    return {(str(v), str(i), int(s)): min(int(stage), int(e)) for (v, i, s), e in runs.items()}
+
+
+def _cut(
+    df: pd.DataFrame | None, ends: Mapping[tuple[str, str, int], int], name: str, stage: Any
+) -> pd.DataFrame | None:
+    """Each run's rows up to its epoch at the stage; a checkpoint table must have that epoch."""
+    if df is None or not len(df):
+        return df
+    keys = list(zip(df["variant"].astype(str), df["init"].astype(str), df["seed"].astype(int)))
+    end = np.array([ends.get(k, -1) for k in keys])
+    out = df[df["epoch"].to_numpy() <= end]
+    if name != "training" and len(out):
+        have = out.groupby(RUN)["epoch"].max()
+        missing = [(k, ends[k]) for k in ends if k in have.index and int(have[k]) != ends[k]]
+        if missing:
+            (v, i, s), e = missing[0]
+            raise DnndistError(
+                f"claims at stage {stage!r}: the {name} table has no epoch {e} for {v}/{i}/seed{s} "
+                "(it is not a checkpoint: add it, or 'best', to train.checkpoints and stats.claims_at)"
+            )
+    return out
 
 
 FACTOR_STATS = {

@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dnndist import DnndistError, data, inits, integrity, models, stacked
+from dnndist import DnndistError, best, data, inits, integrity, models, stacked
 from dnndist.checkpoints import checkpoint_bytes, load_checkpoint, resolve_device, st_bytes, state_dict_cpu
 from dnndist.io import atomic_path, write_bytes, write_json, write_text
 from dnndist.provenance import config_hash
@@ -435,6 +435,7 @@ class Member:
     settings: RunSettings
     run_dir: Path
     state_dir: Path  # .resume/<config hash>
+    best_loss: float | None = None  # the lowest finite validation loss so far (train.checkpoints: best)
 
 
 def train_run(
@@ -576,15 +577,14 @@ def _end_epoch(
             rows[i] = rows[i] + evals[i]
         frame = pd.DataFrame(rows[i], columns=ROW_COLUMNS)
         write_text(m.state_dir / "metrics" / f"epoch_{epoch:04d}.csv", frame.to_csv(index=False))
-        if epoch in m.settings.checkpoint_epochs or i in diverged:
-            step = trainer.div_step[i] if i in diverged else epoch * trainer.steps
-            write_bytes(
-                m.state_dir / "checkpoints" / f"epoch_{epoch:04d}.safetensors",
-                checkpoint_bytes(trainer.nets[i], m.settings, epoch, i in diverged, step),
-            )
+        step = trainer.div_step[i] if i in diverged else epoch * trainer.steps
+        _save_checkpoints(m, trainer.nets[i], epoch, frame, i in diverged, step)
     write_bytes(group_state / f"state_{epoch:04d}.pt", trainer.state(epoch))
     for old in group_state.glob("state_*.pt"):
         if old.name != f"state_{epoch:04d}.pt":
+            old.unlink()
+    for m in members:  # the best checkpoint before this epoch's is not needed once the epoch is resumable
+        for old in sorted((m.state_dir / "checkpoints").glob("best_*.safetensors"))[:-1]:
             old.unlink()
     alive = sum(d < 0 for d in trainer.div_step)
     if trainer.k == 1:
@@ -596,6 +596,28 @@ def _end_epoch(
         bar.epoch(f"epoch {epoch} " + " ".join(f"{k} {v:.4g}" for k, v in vals.items()))
     else:
         bar.epoch(f"epoch {epoch}: {alive} of {trainer.k} runs training")
+
+
+def _valid_loss(frame: pd.DataFrame) -> float | None:
+    """The epoch's validation loss in a run's metric rows of one epoch (None if not evaluated)."""
+    v = frame.loc[(frame["split"] == best.SPLIT) & (frame["metric"] == "loss") & frame["step"].isna(), "value"]
+    return float(v.iloc[0]) if len(v) else None
+
+
+def _save_checkpoints(m: Member, net: nn.Module, epoch: int, frame: pd.DataFrame, diverged: bool, step: int) -> None:
+    """The epoch's checkpoint where it is scheduled (or the run diverged), and ``best_NNNN`` where
+    its validation loss is a new best (``train.checkpoints: [..., best]``; dnndist.best)."""
+    scheduled = epoch in m.settings.checkpoint_epochs or diverged
+    loss = _valid_loss(frame)
+    new_best = m.settings.train.keeps_best and loss is not None and best.improves(m.best_loss, loss)
+    if not (scheduled or new_best):
+        return
+    blob = checkpoint_bytes(net, m.settings, epoch, diverged, step)
+    if scheduled:
+        write_bytes(m.state_dir / "checkpoints" / f"epoch_{epoch:04d}.safetensors", blob)
+    if new_best:
+        write_bytes(m.state_dir / "checkpoints" / f"best_{epoch:04d}.safetensors", blob)
+        m.best_loss = loss
 
 
 def _resume(group_state: Path, trainer: Trainer, members: Sequence[Member]) -> int:
@@ -612,9 +634,12 @@ def _resume(group_state: Path, trainer: Trainer, members: Sequence[Member]) -> i
     epoch = trainer.load_state(state)
     for m in members:  # work of an epoch that did not complete
         for sub in ("metrics", "checkpoints"):
-            for f in (m.state_dir / sub).glob("epoch_*"):
+            for f in (m.state_dir / sub).glob("*_[0-9]*.*"):
                 if int(f.stem.split("_")[1]) > epoch:
                     f.unlink()
+        frames = [pd.read_csv(f) for f in sorted((m.state_dir / "metrics").glob("epoch_*.csv"))]
+        found = best.best_epoch((int(f["epoch"].iloc[0]), _valid_loss(f)) for f in frames if _valid_loss(f) is not None)
+        m.best_loss = found[1] if found else None
     log.info("resuming from %s (epoch %d)", found[-1], epoch)
     return epoch
 
@@ -630,7 +655,7 @@ def _finish(m: Member, diverged: bool) -> dict[str, Any]:
     metrics.insert(0, "variant", run.variant)
     metrics = metrics[METRIC_COLUMNS]
     last_epoch = int(metrics["epoch"].max())
-    _move_checkpoints(settings.checkpoint_epochs, state_dir, run_dir)
+    best_epoch = _move_checkpoints(settings, state_dir, run_dir)
     write_text(run_dir / "metrics.csv", metrics.to_csv(index=False))
     epoch_rows = metrics[metrics["step"].isna()]
     final = {
@@ -646,6 +671,8 @@ def _finish(m: Member, diverged: bool) -> dict[str, Any]:
         "config_hash": settings.config_hash,
         "final": final,
     }
+    if best_epoch is not None:
+        summary["best_epoch"] = best_epoch
     if given:
         summary["weights"] = given
         summary["weights_sha256"] = integrity.sha256(given)
@@ -656,16 +683,36 @@ def _finish(m: Member, diverged: bool) -> dict[str, Any]:
     return summary
 
 
-def _move_checkpoints(checkpoint_epochs: Sequence[int], state_dir: Path, run_dir: Path) -> None:
+def _move_checkpoints(settings: RunSettings, state_dir: Path, run_dir: Path) -> int | None:
+    """The run's checkpoints into place; with ``best`` kept, also the best epoch's (as
+    ``epoch_NNNN``, unless it is a scheduled one already) and ``best.json``. Returns the best epoch."""
     ckpts = {int(f.stem.split("_")[1]): f for f in (state_dir / "checkpoints").glob("epoch_*.safetensors")}
+    bests = sorted((state_dir / "checkpoints").glob("best_*.safetensors"))
     with atomic_path(run_dir / "checkpoints") as tmp:
         tmp.mkdir()
         last = max(ckpts)
-        for epoch in checkpoint_epochs:
+        for epoch in settings.checkpoint_epochs:
             if epoch in ckpts:
                 shutil.copyfile(ckpts[epoch], tmp / f"epoch_{epoch:04d}.safetensors")
             else:  # a diverged run has no later checkpoints: its last state stands in, flagged diverged
                 tensors, meta = load_checkpoint(ckpts[last])
                 meta.update({"epoch": str(epoch), "diverged": "true", "trained_epochs": str(last)})
                 (tmp / f"epoch_{epoch:04d}.safetensors").write_bytes(st_bytes(tensors, meta))
-        (tmp / integrity.SUMS).write_text(integrity.checksums_text(list(tmp.glob("epoch_*.safetensors"))))
+        best_epoch = _place_best(bests[-1], tmp) if settings.train.keeps_best and bests else None
+        named = [*tmp.glob("epoch_*.safetensors"), *tmp.glob(BEST_FILE)]
+        (tmp / integrity.SUMS).write_text(integrity.checksums_text(named))
+    return best_epoch
+
+
+BEST_FILE = "best.json"
+
+
+def _place_best(path: Path, tmp: Path) -> int:
+    """The best checkpoint as ``epoch_NNNN`` (the same bytes a scheduled one of that epoch has)
+    and ``best.json``: its epoch, its validation loss, the rule."""
+    epoch = int(path.stem.split("_")[1])
+    target = tmp / f"epoch_{epoch:04d}.safetensors"
+    if not target.exists():
+        shutil.copyfile(path, target)
+    write_json(tmp / BEST_FILE, {"epoch": epoch, "rule": best.RULE, "split": best.SPLIT})
+    return epoch

@@ -34,8 +34,9 @@ def typed_run_settings(run):
 TRAINED = any(typed_run_settings(r).given_weights is None for r in RUNS)
 # figures and tables made for this experiment: curves over epochs only when something is trained,
 # the factors table only with variants (each output's `when` in dnndist.outputs)
-FIGURES = [f.name for f in outputs.figures(TRAINED, len(VARIANTS))]
-TABLES = [t.name for t in outputs.tables(TRAINED, len(VARIANTS))]  # in the reproduction document's order
+STAGES = bool(config["stats"]["claims_at"])  # claims also decided at stages of training (claims_stages)
+FIGURES = [f.name for f in outputs.figures(TRAINED, len(VARIANTS), STAGES)]
+TABLES = [t.name for t in outputs.tables(TRAINED, len(VARIANTS), STAGES)]  # in the reproduction document's order
 OWN_OPTIONS = [f for f in FIGURES if outputs.FIGURE[f].options]  # figures with settings of their own (Fig 4)
 # glibc malloc gives memory back to the OS on every large free, which costs 35-60 %
 # of CPU training throughput (../shared/perf-notes.md); these settings keep it.
@@ -159,6 +160,8 @@ def table_args(wildcards, input):
     args += f" --gain-conventions {shlex.quote(gain_conventions_json())}"
     if "variants" in outputs.TABLE[wildcards.name].extra:
         args += f" --variants {shlex.quote(variant_settings_json())}"
+    if "stages" in outputs.TABLE[wildcards.name].extra:
+        args += f" --stages {shlex.quote(json.dumps(config['stats']['claims_at']))}"
     return args
 
 
