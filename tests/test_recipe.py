@@ -227,3 +227,13 @@ def test_label_smoothing_is_the_training_loss_only(monkeypatch):
         torch.testing.assert_close(wide[i], smooth)
         plain, _ = stacked.Single(net).eval_sums(x[i], y[i], fmt)
         torch.testing.assert_close(plain[0], F.cross_entropy(out, y[i], reduction="sum"))
+
+
+def test_sgd_builds_for_cuda_graphs(tmp_path):
+    """SGD takes no ``capturable`` flag (Adam does): asking for a capturable optimiser builds
+    Nesterov SGD all the same, at a tensor lr when a schedule drives it."""
+    (s,) = _settings(tmp_path, [("kaiming_normal", 0)])
+    net = torch.nn.Linear(3, 2)
+    lr = torch.tensor(0.1)
+    opt = train.build_optimizer(net, s.train, torch.device("cpu"), capturable=True, lr=lr)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["nesterov"] and opt.param_groups[0]["lr"] is lr
