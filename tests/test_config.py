@@ -267,3 +267,32 @@ def test_gain_convention_is_an_experiment_factor():
     assert sorted(cfg["variants"]) == ["base", "gain_relu"]
     gains = {r.variant: dcfg.run_settings(cfg, r)["init"]["gain"] for r in dcfg.runs(cfg)}
     assert gains == {"base": "torch", "gain_relu": "relu"}
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "presets").glob("*.yaml")))
+def test_every_preset_is_a_valid_overlay(preset):
+    """Each preset over config.yaml (the way --configfile applies it) passes validation."""
+    cfg = dcfg.deep_merge(base_config(), yaml.safe_load((REPO / "presets" / preset).read_text()))
+    dcfg.validate(cfg, check_paths=False)
+
+
+def test_resnet_full_preset_is_the_documented_recipe():
+    """The GPU recipe's numbers: >= 10,000 inputs for emission/absorption and the statistics,
+    checkpoints 0 and the last, several seeds, the recipe's training options."""
+    cfg = dcfg.validate(
+        dcfg.deep_merge(base_config(), yaml.safe_load((REPO / "presets" / "resnet-cifar-full.yaml").read_text())),
+        check_paths=False,
+    )
+    tr, ex = cfg["train"], cfg["extract"]
+    assert cfg["model"]["name"] == "resnet18_cifar" and cfg["data"]["valid_split"] == "test"
+    assert (tr["optimizer"], tr["nesterov"], tr["schedule"], tr["augment"]) == ("sgd", True, "onecycle", "flip_crop")
+    assert tr["label_smoothing"] > 0 and tr["weight_decay"] == 5e-4 and tr["batch_size"] == 512
+    assert {0, tr["epochs"]} <= set(dcfg.checkpoint_epochs(tr)) and len(cfg["seeds"]) >= 3
+    assert ex["gradient_batches"] * ex["gradient_batch_size"] >= 10_000 and ex["gradient_split"] == "train"
+    assert ex["max_inputs"] >= 10_000 and cfg["data"]["random_size"] >= 10_000
+    for name in ("ablations-full", "depth-full"):
+        full = dcfg.validate(
+            dcfg.deep_merge(base_config(), yaml.safe_load((REPO / "presets" / f"{name}.yaml").read_text())),
+            check_paths=False,
+        )
+        assert len(full["seeds"]) >= 5 and full["train"]["epochs"] >= 20 and full["data"]["valid_split"] == "test"

@@ -1,7 +1,9 @@
 """Stacked training (dnndist.stacked, the one loop in dnndist.train): exact equivalence of
-the wide model in float64 with per-run inputs, per-run outputs of a stack of mixed inits and
-seeds equal to per-run training to float tolerance, divergence of one run isolated, and the
-periodic finiteness look (snapshot + replay) equal to looking at every step."""
+the wide model in float64 with per-run inputs, and of whole training epochs in float64 with
+the ResNet recipe (augmentation, one-cycle lr, label smoothing, Nesterov SGD), per-run
+outputs of a stack of mixed inits and seeds equal to per-run training to float tolerance,
+divergence of one run isolated, and the periodic finiteness look (snapshot + replay) equal
+to looking at every step."""
 
 from __future__ import annotations
 
@@ -17,12 +19,26 @@ import torch
 import torch.nn.functional as F
 
 from dnndist import config as dcfg
-from dnndist import inits, models, stacked, train
+from dnndist import data, inits, models, stacked, train
 from dnndist.checkpoints import load_checkpoint
 from dnndist.settings import ModelSettings, RunSettings
 
 from .conftest import env, snakemake, tiny_config, write_yaml
 
+# the ResNet recipe (tests/test_recipe.py): Nesterov SGD, one-cycle lr, flip_crop, label smoothing
+RECIPE = {
+    "optimizer": "sgd",
+    "nesterov": True,
+    "lr": 0.05,
+    "weight_decay": 5e-4,
+    "schedule": "onecycle",
+    "warmup": 0.25,
+    "warmup_div": 10.0,
+    "augment": "flip_crop",
+    "label_smoothing": 0.1,
+    "batch_size": 64,
+    "epochs": 2,
+}
 MODEL = {
     "name": "paper_cnn",
     "depth": 3,
@@ -91,6 +107,46 @@ def test_wide_model_equals_separate_models_in_float64(settings):
         for name, buf in net.named_buffers():
             other = dict(probe.named_buffers())[name]
             assert torch.allclose(buf, other, rtol=1e-12), name
+
+
+def _double(monkeypatch):
+    """Train in float64: models and prepared inputs (the same code path otherwise)."""
+    build, prepare = train.build_model, data.prepare
+    monkeypatch.setattr(train, "build_model", lambda *a, **k: build(*a, **k).double())
+    monkeypatch.setattr(data, "prepare", lambda *a, **k: prepare(*a, **k).double())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_stack_of_mixed_inits_and_seeds_equals_per_run_in_float64(tmp_path, store, monkeypatch, optimizer):
+    """Augmentation, label smoothing, the one-cycle lr and (SGD) Nesterov momentum: every run
+    of a stack of mixed inits and seeds ends its two epochs (10 steps, a partial last batch in
+    each epoch) with the weights and step losses of its training alone, to 1e-9 in float64."""
+    _double(monkeypatch)
+    runs = [("kaiming_normal", 0), ("xavier_uniform", 1), ("kaiming_normal", 1), ("orthogonal", 2)]
+    over = {"nesterov": False} if optimizer == "adam" else {}
+    cfg = dcfg.validate(
+        tiny_config(
+            tmp_path / "results", inits=sorted({i for i, _ in runs}), train={**RECIPE, "optimizer": optimizer, **over}
+        ),
+        check_paths=False,
+    )
+    settings = [RunSettings.from_dict(dcfg.run_settings(cfg, dcfg.Run("base", i, s))) for i, s in runs]
+    ds = data.make_splits(data.open_store(store), **settings[0].split.kwargs())
+    cpu = torch.device("cpu")
+    stack = train.Trainer(settings, ds, cpu)
+    alone = [train.Trainer([s], ds, cpu) for s in settings]
+    assert stack.steps == 5 and stack.n_train % stack.bs  # 300 images in batches of 64
+    for epoch in range(2):
+        out = stack.epoch(epoch * stack.steps, lambda n: None)
+        for i, t in enumerate(alone):
+            own = t.epoch(epoch * t.steps, lambda n: None)
+            torch.testing.assert_close(torch.from_numpy(out.losses[:, i]), torch.from_numpy(own.losses[:, 0]))
+    for i, t in enumerate(alone):
+        probe = train.build_model(settings[i], ds, cpu)
+        stack.stack.unstack_into(i, probe)
+        for (name, p), q in zip(probe.named_parameters(), t.stack.net.parameters()):
+            assert p.dtype == torch.float64
+            assert torch.allclose(p, q, rtol=1e-9, atol=1e-12), (runs[i], name)
 
 
 @pytest.fixture(scope="module")

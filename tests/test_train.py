@@ -101,8 +101,23 @@ def test_best_checkpoint_keeps_the_epoch_of_lowest_validation_loss(tmp_path, sto
     assert not (tmp_path / "b" / "checkpoints" / train.BEST_FILE).exists()  # not kept unless asked
 
 
-def test_kill_and_resume_gives_identical_bytes(tmp_path, store):
-    s = settings_for(tmp_path, train={"epochs": 6, "checkpoints": [2, 4, "best"], "lr": 1e-3, "eval_batch_size": 500})
+RECIPE = {
+    "optimizer": "sgd",
+    "nesterov": True,
+    "lr": 0.02,
+    "weight_decay": 5e-4,
+    "schedule": "onecycle",
+    "augment": "flip_crop",
+    "label_smoothing": 0.1,
+}
+
+
+@pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["paper", "recipe"])
+def test_kill_and_resume_gives_identical_bytes(tmp_path, store, recipe):
+    """Also with the ResNet recipe: the lr and the augmentation are functions of (seed, step),
+    so the resumed epochs see the batches and rates of the uninterrupted run."""
+    tr = {"epochs": 6, "checkpoints": [2, 4, "best"], "lr": 1e-3, "eval_batch_size": 500, **recipe}
+    s = settings_for(tmp_path, train=tr)
     train.train_run(s, store, tmp_path / "ref", threads=1)
     run_dir = tmp_path / "killed"
     cmd = [

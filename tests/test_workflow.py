@@ -437,3 +437,28 @@ def test_kill_9_of_training_extraction_and_stats_then_rerun_gives_the_same_bytes
         assert files == _files(a), sub
         differ = [f for f in files if (a / f).read_bytes() != (b / f).read_bytes()]
         assert not differ, (sub, differ)
+
+
+@pytest.mark.parametrize(
+    "preset,jobs",
+    [
+        ("resnet-cifar-full", {"train": 10}),  # 2 inits x 5 seeds, one job each
+        ("ablations-full", {"train_stacked": 17}),  # one stacked job per variant
+        ("depth-full", {"train_stacked": 4}),
+    ],
+)
+def test_full_presets_plan(tmp_path, shared_jpeg, preset, jobs):
+    """The GPU presets plan from a checkout (their data path made absolute for the temporary directory)."""
+    text = (REPO / "presets" / f"{preset}.yaml").read_text()
+    assert "../shared/data/cifar10-jpeg.tar.gz" in text
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / f"{preset}.yaml").write_text(
+        text.replace("../shared/data/cifar10-jpeg.tar.gz", str(shared_jpeg))
+    )
+    counts = planned_jobs(snakemake(tmp_path, "-n", "--configfile", f"presets/{preset}.yaml"))
+    trains = {k: v for k, v in counts.items() if k.startswith("train")}
+    if "train_stacked" in jobs:
+        assert len(trains) == jobs["train_stacked"] and set(trains.values()) == {1}
+    else:
+        assert trains == jobs
+    assert counts["dataset"] == 1 and counts["extract"] == counts["stats_run"]

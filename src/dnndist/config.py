@@ -185,6 +185,9 @@ _LEVEL_LABELS: dict[tuple[str, Any], str] = {
     ("model.activation", "leaky_relu"): "leaky",
     ("input.transform", "binarize"): "binary",
     ("train.optimizer", "sgd"): "sgd",
+    ("train.nesterov", True): "nesterov",
+    ("train.schedule", "onecycle"): "onecycle",
+    ("train.augment", "flip_crop"): "flipcrop",
 }
 _FACTOR_LABELS = {
     "train.weight_decay": "l2",
@@ -193,6 +196,7 @@ _FACTOR_LABELS = {
     "model.width": "width",
     "model.negative_slope": "slope",
     "train.lr": "lr",
+    "train.label_smoothing": "ls",
     "model.name": "",
 }
 
@@ -277,7 +281,9 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
             raise ConfigError(f"config key 'overrides.{init}': init '{init}' is not among the inits that are run")
     # every resolved run must itself be consistent
     for run in runs(cfg):
-        model = ModelSettings.from_dict(run_settings(cfg, run)["model"])
+        resolved = run_settings(cfg, run)
+        _check_train(resolved["train"], f"variants.{run.variant}.train" if cfg["variants"][run.variant] else "train")
+        model = ModelSettings.from_dict(resolved["model"])
         where = f"variants.{run.variant}" if cfg["variants"][run.variant] else "model"
         if model.name == "paper_cnn" and (model.depth != 3 or model.width != 16):
             raise ConfigError(
@@ -303,6 +309,12 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
         image = image_size(cfg)
         if model.name in ("paper_cnn", "plain_cnn") and image % 4:
             raise ConfigError(f"config key 'data': image size {image} must be divisible by 4 for {model.name}")
+
+
+def _check_train(train: Mapping[str, Any], where: str) -> None:
+    """Training options that only make sense together."""
+    if train["nesterov"] and (train["optimizer"] != "sgd" or not train["momentum"]):
+        raise ConfigError(f"config key '{where}.nesterov': Nesterov momentum needs optimizer sgd with momentum > 0")
 
 
 def _require_defaults(node: Any, root: dict[str, Any]) -> Any:

@@ -116,6 +116,13 @@ are named with their final value ("off scale") instead of stretching the axis. A
 last epoch of a run that diverged, and the legend counts its seeds. Optimiser
 {{ config["train"]["optimizer"] }}, learning rate {{ config["train"]["lr"] }},
 batch {{ config["train"]["batch_size"] }}.
+{%- if config["train"].get("schedule") == "onecycle" %} The learning rate is the peak of a one-cycle
+schedule (train.schedule).{% endif %}
+{%- if config["train"].get("augment", "none") != "none" %} Training batches are augmented
+({{ config["train"]["augment"] }}); evaluation never is.{% endif %}
+{%- if config["train"].get("label_smoothing") %} The train loss is the training objective, cross-entropy
+with label smoothing {{ config["train"]["label_smoothing"] }}; validation and test losses are the plain
+cross-entropy.{% endif %}
 """,
     ),
     Figure(

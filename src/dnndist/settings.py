@@ -132,6 +132,12 @@ class TrainSettings:
     deterministic: bool
     check_every: int
     cuda_graphs: bool
+    nesterov: bool
+    schedule: str  # constant | onecycle (dnndist.recipe)
+    warmup: float
+    warmup_div: float
+    augment: str  # none | flip_crop (dnndist.recipe)
+    label_smoothing: float
 
     @property
     def keeps_best(self) -> bool:

@@ -11,7 +11,8 @@ NaNs stay within their run; each run keeps its own data order. ``Single`` is a s
 one for any model (ResNets, given weights), computing exactly what the plain model does.
 
 Both take inputs of shape (K, B, C, H, W) and labels (K, B), and give per-run mean losses
-and correct counts of shape (K,).
+(the training objective: cross-entropy with ``train.label_smoothing``) and correct counts of
+shape (K,); ``eval_sums`` is always the plain cross-entropy.
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ class Single(nn.Module):
         super().__init__()
         self.net = net
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, fmt: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(
+        self, x: torch.Tensor, y: torch.Tensor, fmt: torch.memory_format, label_smoothing: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.net(x[0].contiguous(memory_format=fmt))
-        return F.cross_entropy(out, y[0]).unsqueeze(0), (out.argmax(1) == y[0]).sum().unsqueeze(0)
+        loss = F.cross_entropy(out, y[0], label_smoothing=label_smoothing)
+        return loss.unsqueeze(0), (out.argmax(1) == y[0]).sum().unsqueeze(0)
 
     def eval_sums(
         self, x: torch.Tensor, y: torch.Tensor, fmt: torch.memory_format
@@ -123,10 +127,13 @@ class StackedCNN(nn.Module):
                 x = mod(x)
         return x
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, fmt: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(
+        self, x: torch.Tensor, y: torch.Tensor, fmt: torch.memory_format, label_smoothing: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         out = self(x, fmt)  # (K, B, classes)
         k, b = out.shape[:2]
-        losses = F.cross_entropy(out.reshape(k * b, -1), y.reshape(-1), reduction="none").view(k, b).mean(1)
+        flat = F.cross_entropy(out.reshape(k * b, -1), y.reshape(-1), reduction="none", label_smoothing=label_smoothing)
+        losses = flat.view(k, b).mean(1)
         return losses, (out.argmax(2) == y).sum(1)
 
     def eval_sums(

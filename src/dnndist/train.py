@@ -22,6 +22,14 @@ step with its last finite weights (the state before that step's update, recovere
 replaying the window from a snapshot taken at its start) and drops out alone; the others
 train on unchanged. On CUDA (``train.cuda_graphs``) every full-batch step is one captured
 CUDA graph; elsewhere the same step runs eagerly.
+
+The recipe options (``dnndist.recipe``) live inside that step and carry no state: the
+augmentation of each run's batch (``train.augment``) is drawn from a hash of (run seed, global
+step, position in the batch), and the one-cycle learning rate (``train.schedule``) is computed
+from the step number into a device tensor the optimiser reads, so stacked, resumed, replayed
+and captured steps all see the same batches and rates. ``train.label_smoothing`` enters the
+training objective only: the recorded train loss is that objective, valid and test losses are
+the plain cross-entropy. With the defaults (none, constant, 0) the step is the one it always was.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dnndist import DnndistError, best, data, inits, integrity, models, stacked
+from dnndist import DnndistError, best, data, inits, integrity, models, recipe, stacked
 from dnndist.checkpoints import checkpoint_bytes, load_checkpoint, resolve_device, st_bytes, state_dict_cpu
 from dnndist.io import atomic_path, write_bytes, write_json, write_text
 from dnndist.provenance import config_hash
@@ -103,19 +111,27 @@ def memory_format(train: TrainSettings) -> torch.memory_format:
 
 
 def build_optimizer(
-    model: nn.Module, train: TrainSettings, device: torch.device, capturable: bool = False
+    model: nn.Module,
+    train: TrainSettings,
+    device: torch.device,
+    capturable: bool = False,
+    lr: torch.Tensor | None = None,
 ) -> torch.optim.Optimizer:
+    """Fused Adam or SGD at ``train.lr``, or at the device tensor ``lr`` (a schedule writes it in
+    place every step). SGD has no ``capturable`` flag: its fused step is graph-safe once its
+    momentum buffers exist, which the eager warm-up steps before capture create."""
     fused = device.type in ("cpu", "cuda")
-    extra = {"capturable": True} if capturable else {}
+    rate = train.lr if lr is None else lr
     if train.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=fused, **extra)
+        extra = {"capturable": True} if capturable else {}
+        return torch.optim.Adam(model.parameters(), lr=rate, weight_decay=train.weight_decay, fused=fused, **extra)
     return torch.optim.SGD(
         model.parameters(),
-        lr=train.lr,
+        lr=rate,
         momentum=train.momentum,
         weight_decay=train.weight_decay,
+        nesterov=train.nesterov,
         fused=fused,
-        **extra,
     )
 
 
@@ -249,12 +265,17 @@ class Trainer:
         self.k = len(self.nets)
         self.runs = [s.run for s in settings_list]
         self.graphs = device.type == "cuda" and bool(self.tr.cuda_graphs)
-        self.opt = build_optimizer(self.stack, self.tr, device, capturable=self.graphs)
+        # a schedule's lr is a device tensor the step writes (constant: the plain float, as always)
+        onecycle = self.tr.schedule == "onecycle"
+        self.lr = torch.full((), self.tr.lr, dtype=torch.float32, device=device) if onecycle else None
+        self.opt = build_optimizer(self.stack, self.tr, device, capturable=self.graphs, lr=self.lr)
+        self.seeds = torch.tensor([s.run.seed for s in settings_list], dtype=torch.int64, device=device)
         self.shuffles = [
             torch.Generator(device=device).manual_seed(10_000_019 * (s.run.seed + 1)) for s in settings_list
         ]
         self.n_train, self.bs = len(ds.labels["train"]), self.tr.batch_size
         self.steps = math.ceil(self.n_train / self.bs)
+        self.total_steps = self.tr.epochs * self.steps
         self.alive = torch.ones(self.k, dtype=torch.bool, device=device)
         self.first_bad = torch.full((self.k,), -1, dtype=torch.int64, device=device)
         self.div_step = [-1] * self.k  # host copy, for the runs already recorded as diverged
@@ -271,9 +292,13 @@ class Trainer:
         self._snap_had_state = False
 
     # ---------------------------------------------------------------- one step
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run-specific batches: indices (K, B) -> inputs (K, B, C, H, W), labels (K, B)."""
+    def batch(self, idx: torch.Tensor, step_no: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run-specific batches: indices (K, B) -> inputs (K, B, C, H, W), labels (K, B); augmented
+        (``train.augment``) by each run's draws for (its seed, ``step_no``, position in the batch)."""
         images = self.ds.images["train"][idx.reshape(-1)]
+        if self.tr.augment != "none":
+            words = recipe.draws(self.seeds, step_no, idx.shape[1]).reshape(-1)
+            images = recipe.augment(images, words, self.tr.augment)
         x = data.prepare(images, self.ds.mean, self.ds.std, self.inp.transform, self.inp.threshold)
         return x.view(*idx.shape, *x.shape[1:]), self.ds.labels["train"][idx]
 
@@ -287,7 +312,7 @@ class Trainer:
     ) -> None:
         """Forward, finiteness bookkeeping, backward and update of every run; ``look`` (eager
         only) sees the finiteness before the update."""
-        losses, correct = self.stack.losses(x, y, self.fmt)
+        losses, correct = self.stack.losses(x, y, self.fmt, self.tr.label_smoothing)
         total = losses + self.tr.l1 * self.stack.l1_penalty() if self.tr.l1 else losses
         finite = torch.isfinite(total)
         if look is not None:
@@ -296,6 +321,9 @@ class Trainer:
         self.alive.logical_and_(finite)
         self.opt.zero_grad(set_to_none=True)
         torch.where(self.alive, total, torch.zeros_like(total)).sum().backward()
+        if self.lr is not None:  # onecycle: this step's lr, computed on the device from the step number
+            lr = recipe.onecycle_lr(step_no, self.tr.lr, self.total_steps, self.tr.warmup, self.tr.warmup_div)
+            self.lr.copy_(lr)
         self.opt.step()
         if isinstance(pos, int):
             self.loss_buf[pos], self.corr_buf[pos] = losses.detach(), correct
@@ -308,12 +336,12 @@ class Trainer:
         if self.graphs and look is None and (j + 1) * self.bs <= self.n_train:
             self._cuda_step(j, step0)
             return
-        x, y = self.batch(self.perms[:, j * self.bs : (j + 1) * self.bs])
+        x, y = self.batch(self.perms[:, j * self.bs : (j + 1) * self.bs], step0 + j)
         self.train_step(x, y, step0 + j, j, look)
 
     def _static_step(self) -> None:
         idx = self.perms.index_select(1, self.arange + self.pos * self.bs)
-        x, y = self.batch(idx)
+        x, y = self.batch(idx, self.step_no)
         self.train_step(x, y, self.step_no, self.pos)
 
     def _cuda_step(self, j: int, step0: int) -> None:
@@ -419,6 +447,9 @@ class Trainer:
     def load_state(self, state: Mapping[str, Any]) -> int:
         self.stack.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
+        if self.lr is not None:  # the loaded groups hold a copy of the saved lr tensor: point them back at ours
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr
         for g, s in zip(self.shuffles, state["shuffles"]):
             g.set_state(s)
         self.div_step = [int(s) for s in state["div_step"].tolist()]
