@@ -582,3 +582,38 @@ def test_claims_stages_refuse_a_stage_that_is_not_a_checkpoint():
     t = training_table(ORDERED, seeds=2)
     with pytest.raises(Exception, match="has no epoch 2 for base/"):
         tables.claims_stages(t, w, None, None, [2])
+
+
+def test_range_and_depth_trend_at_the_last_stage_are_the_plain_tables():
+    """The stage versions cut the tables and call the plain functions: at the last epoch they give
+    the range table's 'after' columns and the depth-trend table unchanged; at an earlier stage
+    they read that epoch."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for init, s, e in itertools.product(("kaiming_normal", "xavier_uniform"), range(6), (0, 2, 5)):
+        for depth, layer in enumerate(("conv1", "conv2", "conv3"), start=1):
+            w = rng.normal(0, 0.3 + 0.1 * depth + 0.05 * e, 400)
+            for stat, value in distribution_stats(w).items():
+                rows.append(tidy_row(init, s, e, layer, depth, "weight", stat, value))
+    weights = pd.DataFrame(rows)
+    training = training_table(ORDERED, seeds=6, epochs=5)
+    training = training[training["init"].isin(["kaiming_normal", "xavier_uniform"])]
+    rng_last = tables.range_stages(training, weights, [2])
+    plain = tables.range_table(weights)
+    last = rng_last[rng_last["stage"] == "last epoch"].reset_index(drop=True)
+    for col in ("max_abs_after", "seeds_outside_unit_after", "n_outside_unit_after"):
+        assert list(last[col]) == list(plain[col])
+    at2 = rng_last[rng_last["stage"] == "epoch 2"].reset_index(drop=True)
+    w2 = weights[(weights["epoch"] == 2) & (weights["statistic"] == "max")]
+    assert (
+        at2.loc[0, "max_abs_after"]
+        >= w2[(w2["init"] == at2.loc[0, "init"]) & (w2["layer"] == at2.loc[0, "layer"])]["value"].max()
+    )
+    trend = tables.depth_trend_stages(training, weights, [2])
+    pd.testing.assert_frame_equal(
+        trend[trend["stage"] == "last epoch"].drop(columns=["stage", "ends"]).reset_index(drop=True),
+        tables.depth_trend(weights)
+        .sort_values(["variant", "init", "layer_kind", "statistic"], kind="stable")
+        .reset_index(drop=True),
+        check_like=True,
+    )

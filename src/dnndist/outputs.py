@@ -313,6 +313,34 @@ has a verdict that depends on when training is stopped.
         when="stages",
     ),
     Table(
+        "range_stages",
+        "do weights stay inside [-1, 1]? at each training stage (stats.claims_at) and at the last epoch",
+        "Do weights stay inside [-1, 1]? Through training",
+        inputs=("training", "weights"),
+        compute="range_stages",
+        caption="The range table with 'after' read at each stage of training: at the checkpoint epochs of stats.claims_at, at each run's best-validation epoch ('ends': the range over runs) and at the last epoch. Largest |w| over seeds and per seed, seeds with any weight outside [-1, 1], the number of such weights, and the mean fraction within PyTorch's default-init bound.",
+        report="""
+Whether weights stay inside [-1, 1] at several stages of training (fixed epochs, each run's
+best-validation epoch, the end), per initialisation, layer and parameter.
+""",
+        extra=("stages",),
+        when="stages",
+    ),
+    Table(
+        "depth_trend_stages",
+        "are deeper layers sparser or heavier-tailed? at each training stage and at the last epoch",
+        "Are deeper layers sparser or heavier-tailed? Through training",
+        inputs=("training", "weights"),
+        compute="depth_trend_stages",
+        caption="The depth-trend table at each stage of training (stats.claims_at: checkpoint epochs and each run's best-validation epoch, 'ends' the range over runs; and the last epoch): Spearman's rho between depth and the weight statistic per seed, its mean and 95 % t-interval, the sign-flip test with Holm's correction, and the verdict.",
+        report="""
+Whether near-zero mass, kurtosis and tail index rise or fall with depth, at several stages of
+training (fixed epochs, each run's best-validation epoch, the end).
+""",
+        extra=("stages",),
+        when="stages",
+    ),
+    Table(
         "range",
         "do weights stay inside [-1, 1]?",
         "Do weights stay inside [-1, 1]?",

@@ -202,7 +202,7 @@ DEPTH_TREND_COLUMNS = (
 def depth_trend(weights_tidy: pd.DataFrame, stats: tuple[str, ...] = DEPTH_STATS) -> pd.DataFrame:
     """Does a weight statistic rise or fall with depth? Per variant, init and layer kind (conv and
     linear layers apart: fan_in, and with it the scale of everything, changes at the boundary), at
-    each variant's last epoch: Spearman's rho between depth and the statistic over that kind's
+    each run's last epoch: Spearman's rho between depth and the statistic over that kind's
     layers, computed per seed; its mean and 95 % t-interval over seeds; the sign-flip test of mean
     rho = 0 over seeds with Holm's correction over the statistics of the same (variant, init, kind).
     Verdict increases / decreases / inconclusive, or descriptive only with fewer than 6 seeds.
@@ -210,7 +210,7 @@ def depth_trend(weights_tidy: pd.DataFrame, stats: tuple[str, ...] = DEPTH_STATS
     w = weights_tidy[weights_tidy["param"] == "weight"]
     w = w.assign(layer_kind=_layer_kind(w))
     w = w[w["statistic"].isin(stats)]
-    w = w[w["epoch"] == w.groupby("variant")["epoch"].transform("max")]
+    w = _at_end(w)
     rows = []
     for (variant, init, kind), d in w.groupby(["variant", "init", "layer_kind"], sort=False):
         layers = d.drop_duplicates("layer").sort_values("depth")
@@ -887,13 +887,11 @@ def claims_stages(
     table cut at the stage's epoch per run, then ``claims`` as at the end of training. ``changes``
     marks the claims whose verdict is not the same at every stage (e.g. where overfitting turns it)."""
     frames = []
-    for stage in [*stages, "last"]:
-        ends = _stage_ends(training, stage)
-        cut = [_cut(df, ends, name, stage) for df, name in _stage_inputs(training, weights, features, em_ab)]
-        table = claims(*cut)
-        if not len(table):
-            continue
-        frames.append(table.assign(stage=_stage_label(stage), ends=_ends_text(ends)))
+    named = {"training": training, "weights": weights, "features": features, "em_ab": em_ab}
+    for label, ends, cut in _stage_cuts(training, named, stages):
+        table = claims(*cut.values())
+        if len(table):
+            frames.append(table.assign(stage=label, ends=ends))
     long = pd.concat(frames, ignore_index=True)
     long = long[long["claim"] != "D"]
     long["changes"] = long.groupby("claim")["verdict"].transform("nunique") > 1
@@ -916,8 +914,42 @@ def _ends_text(ends: Mapping[Any, int]) -> str:
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
-def _stage_inputs(*tables: pd.DataFrame | None) -> list[tuple[pd.DataFrame | None, str]]:
-    return list(zip(tables, ("training", "weights", "features", "em_ab")))
+def _stage_cuts(
+    training: pd.DataFrame, named: Mapping[str, pd.DataFrame | None], stages: list[int | str]
+) -> list[tuple[str, str, dict[str, pd.DataFrame | None]]]:
+    """Per stage (those given, then the last epoch): its label, the runs' epochs at it, and the
+    tables cut at it (each run's rows up to its stage epoch)."""
+    out = []
+    for stage in [*stages, "last"]:
+        ends = _stage_ends(training, stage)
+        cut = {name: _cut(df, ends, name, stage) for name, df in named.items()}
+        out.append((_stage_label(stage), _ends_text(ends), cut))
+    return out
+
+
+def range_stages(training: pd.DataFrame, weights: pd.DataFrame, stages: list[int | str]) -> pd.DataFrame:
+    """The range table ("do weights stay inside [-1, 1]?") with 'after' read at each stage of
+    ``stats.claims_at`` and at the last epoch (column ``stage``; ``ends``: the runs' epochs)."""
+    frames = [
+        range_table(cut["weights"]).assign(stage=label, ends=ends)
+        for label, ends, cut in _stage_cuts(training, {"weights": weights}, stages)
+    ]
+    long = pd.concat(frames, ignore_index=True)
+    first = ["init", "layer", "param", "stage", "ends"]
+    return long[first + [c for c in long.columns if c not in first and not c.endswith("_before")]]
+
+
+def depth_trend_stages(training: pd.DataFrame, weights: pd.DataFrame, stages: list[int | str]) -> pd.DataFrame:
+    """The depth-trend table ("are deeper layers sparser or heavier-tailed?") at each stage of
+    ``stats.claims_at`` and at the last epoch (column ``stage``; ``ends``: the runs' epochs)."""
+    frames = [
+        depth_trend(cut["weights"]).assign(stage=label, ends=ends)
+        for label, ends, cut in _stage_cuts(training, {"weights": weights}, stages)
+    ]
+    long = pd.concat(frames, ignore_index=True)
+    keys = ["variant", "init", "layer_kind", "statistic"]
+    long = long.sort_values(keys, kind="stable")
+    return long[[*keys, "stage", "ends", *[c for c in DEPTH_TREND_COLUMNS if c not in keys]]].reset_index(drop=True)
 
 
 def _stage_ends(training: pd.DataFrame, stage: int | str) -> dict[tuple[str, str, int], int]:
