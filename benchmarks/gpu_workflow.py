@@ -27,7 +27,7 @@ STAGES = [  # (stage, rules it runs until; None = everything)
     ("data", ["dataset"]),
     ("train", None),  # filled in: the stack groups' rule names
     ("extract", ["extract"]),
-    ("statistics + tables", ["stats_run", "stats_combine", "stats_concat", "table"]),
+    ("statistics + tables", ["stats_combine", "stats_concat", "table"]),  # with the stats_runs_<variant> jobs
     ("figures + rest", []),
 ]
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.stats
 import torch
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 import xarray as xr
 
 from dnndist import config as dcfg
-from dnndist import data, extract, inits, train
+from dnndist import data, extract, inits, outputs, train
 from dnndist.gradients import emission_absorption_explicit
 from dnndist.io import open_results
 from dnndist.settings import DataSettings, ExtractSettings, StatsSettings
@@ -486,3 +487,70 @@ def test_best_validation_epoch_is_extracted_beside_the_scheduled_ones(run, tmp_p
     (run_dir / "checkpoints" / train.BEST_FILE).unlink()
     with pytest.raises(Exception, match="best.json is missing"):
         extract.extract_weights(s, run_dir / "checkpoints", store, tmp_path / "again.zarr")
+
+
+def _weight_table_tensor_by_tensor(weights, settings):
+    """The weights table as weight_table computed it before it was vectorised over tensors (the
+    reference): distribution_stats and spectral_stats of one tensor at a time, read epoch by epoch."""
+    from dnndist import stats
+
+    rows = []
+    for layer, ds in weights.items():
+        a = ds["weight"].attrs
+        for epoch in ds["epoch"].values:
+            for param in [p for p in ("weight", "bias") if p in ds]:
+                x = stats.tensor_at(ds[param], epoch)
+                std = a["init_std"] if param == "weight" else a["bias_init_std"]
+                v = stats.distribution_stats(
+                    x,
+                    thresholds=settings.near_zero,
+                    rel_thresholds=settings.near_zero_rel,
+                    fan_in=int(a["fan_in"]),
+                    init_std=std,
+                )
+                if param == "weight":
+                    v.update(stats.spectral_stats(x))
+                    v.update(fan_in=float(a["fan_in"]), fan_out=float(a["fan_out"]), init_std=float(a["init_std"]))
+                    v.update(init_bound=float(a["init_bound"]), gain=float(a["gain"]))
+                else:
+                    v.update(init_std=float(a["bias_init_std"]), init_bound=float(a["bias_init_bound"]))
+                base = {
+                    **stats.run_of(ds),
+                    "epoch": int(epoch),
+                    "layer": layer,
+                    "depth": int(a["depth"]),
+                    "param": param,
+                }
+                rows.extend({**base, "statistic": k, "value": val} for k, val in v.items())
+    return pd.DataFrame(rows)
+
+
+def test_stats_of_a_variants_runs_in_one_process_equal_run_by_run(run, tmp_path):
+    """`stats-runs` (the workflow's one job per variant: the runs' weight statistics vectorised over
+    their tensors) writes each run's tables byte for byte as `stats-run` writes them for the run
+    alone, and the weights table is the one computed tensor by tensor."""
+    import shutil
+
+    from dnndist import cli, stats
+
+    _, _, runs = run
+    settings = StatsSettings.from_dict({"stats": {"near_zero": [0.001, 0.01], "near_zero_rel": [0.1]}})
+    settings_json = json.dumps({"stats": {"near_zero": [0.001, 0.01], "near_zero_rel": [0.1], "claims_at": []}})
+    together = []
+    for init, (_, run_dir) in runs.items():
+        together.append(tmp_path / "together" / init)
+        for kind in ("weights", "features", "gradients"):
+            shutil.copytree(run_dir / f"{kind}.zarr", together[-1] / f"{kind}.zarr")
+    assert cli.main(["stats-runs", "--settings", settings_json, "--run-dirs", *map(str, together)]) == 0
+    for init, (_, run_dir) in runs.items():
+        alone = tmp_path / "alone" / init
+        stores = [
+            a for kind in ("weights", "features", "gradients") for a in (f"--{kind}", str(run_dir / f"{kind}.zarr"))
+        ]
+        assert cli.main(["stats-run", "--settings", settings_json, *stores, "--out-dir", str(alone)]) == 0
+        tables = sorted(p.name for p in alone.iterdir())
+        assert tables == sorted(f"{name}.csv" for name in outputs.run_tables())
+        for name in tables:
+            assert (tmp_path / "together" / init / "stats" / name).read_bytes() == (alone / name).read_bytes(), name
+        reference = _weight_table_tensor_by_tensor(stats.open_layer_groups(run_dir / "weights.zarr"), settings)
+        assert (alone / "weights.csv").read_text() == reference.to_csv(index=False)

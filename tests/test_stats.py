@@ -29,6 +29,42 @@ def test_distribution_stats_match_numpy_scipy():
     assert s["std_ratio_to_init"] == pytest.approx(x.std() / 0.05)
 
 
+def test_ks_distance_is_scipys_statistic_exactly():
+    x = np.random.default_rng(4).standard_t(4, 5000).astype(np.float32)
+    z = (x.astype(np.float64) - x.mean(dtype=np.float64)) / x.astype(np.float64).std()
+    assert stats.distribution_stats(x)["ks_normal"] == scipy.stats.kstest(z, "norm").statistic
+
+
+def test_distribution_stats_many_is_tensor_by_tensor_exactly():
+    """The vectorised statistics of same-shape tensors are distribution_stats' of each, bit for bit
+    and key for key, including constant and non-finite tensors (computed one by one) and signed zeros."""
+    rng = np.random.default_rng(5)
+    shape = (8, 3, 3, 3)
+    signed_zeros = rng.normal(size=shape)
+    signed_zeros.flat[:40] = 0.0
+    signed_zeros.flat[40:80] = -0.0
+    with_nan = rng.normal(size=shape)
+    with_nan.flat[3] = np.nan
+    tensors = [
+        rng.normal(0, 0.1, shape).astype(np.float32),
+        rng.standard_t(3, shape),
+        rng.uniform(-1, 1, shape) + 5.0,
+        signed_zeros,
+        np.zeros(shape),
+        np.ones(shape),
+        with_nan,
+        np.full(shape, np.inf),
+    ]
+    fan_in = [27, 27, 0, 27, 27, None, 27, 27]
+    init_std = [0.1, None, 0.0, float("nan"), 0.2, 0.2, 0.1, 0.1]
+    opts = {"thresholds": (1e-3, 1e-2), "rel_thresholds": (0.1, 0.5)}
+    many = stats.distribution_stats_many(tensors, fan_in=fan_in, init_std=init_std, **opts)
+    for x, f, s, got in zip(tensors, fan_in, init_std, many):
+        want = stats.distribution_stats(x, fan_in=f, init_std=s, **opts)
+        assert list(got) == list(want)  # the same statistics in the same order (the table's row order)
+        assert [repr(float(v)) for v in got.values()] == [repr(float(v)) for v in want.values()]
+
+
 def test_ks_distance_separates_uniform_from_normal():
     rng = np.random.default_rng(1)
     assert stats.distribution_stats(rng.normal(size=50_000))["ks_normal"] < 0.01

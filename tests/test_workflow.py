@@ -40,8 +40,9 @@ def plan(skip_training: bool = False, stages: bool = True, **jobs: int) -> dict[
     return {**counts, "total": sum(counts.values())}
 
 
-# what one run's change replans besides its training/extraction: its stats, every combined table, table and figure
-DOWNSTREAM = plan(train=1, extract=1, stats_run=1)
+# what one run's change replans besides its training/extraction: its variant's stats (one job for the
+# variant's runs), every combined table, table and figure
+DOWNSTREAM = plan(train=1, extract=1, stats_runs_base=1)
 
 
 def planned_jobs(proc) -> dict[str, int]:
@@ -194,6 +195,22 @@ def test_report_is_shareable(done):
     assert all(src.startswith("data:image/png;base64,") for _, src in images)  # in the page, not a path on this machine
 
 
+def test_statistics_are_one_job_per_variant_with_the_profiles_resources(tmp_path):
+    """One stats_runs_<variant> job per variant, over all its runs; `set-resources: stats_runs:`
+    (the SLURM profile's entry) reaches every one, since Snakemake matches set-resources by rule name."""
+    cfg = tiny_config(tmp_path / "results", seeds=[0, 1], variants={"base": {}, "slow": {"train": {"lr": 5.0e-4}}})
+    write_yaml(tmp_path / "tiny.yaml", cfg)
+    args = ["-n", "--configfile", str(tmp_path / "tiny.yaml")]
+    out = snakemake(tmp_path, *args, "--set-resources", "stats_runs:mem_mb=9000").stdout
+    jobs = planned_jobs(snakemake(tmp_path, *args))
+    assert jobs["stats_runs_base"] == jobs["stats_runs_slow"] == 1 and jobs["extract"] == 8, jobs
+    for variant in ("base", "slow"):
+        block = out.split(f"rule stats_runs_{variant}:")[1].split("\n\n")[0]
+        assert "mem_mb=9000" in re.search(r"resources: (.*)", block)[1] and f"logs/stats/runs_{variant}.log" in block
+        outputs_ = re.search(r"output: (.*)", block)[1].split(", ")
+        assert len(outputs_) == 4 * len(outputs.run_tables()) and all(f"runs/{variant}/" in o for o in outputs_)
+
+
 def test_given_weights_plan_no_training_figures(tmp_path):
     """model.weights (experiment 2: analysed at one checkpoint, nothing trained): no training
     curves (Figs 1 and 5) are planned, and with one variant no factors table."""
@@ -245,13 +262,13 @@ def test_changing_one_init_reruns_only_its_chain(done, tmp_path):
     data = {**cfg, "data": {**cfg["data"], "synthetic": {**cfg["data"]["synthetic"], "seed": 7}}}
     write_yaml(tmp_path / "data.yaml", data)
     assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "data.yaml"))) == plan(
-        dataset=1, train=3, extract=3, stats_run=3
+        dataset=1, train=3, extract=3, stats_runs_base=1
     )
     # an extraction setting reruns extraction only
     ex = {**cfg, "extract": {**cfg.get("extract", {}), "histogram_bins": 17}}
     write_yaml(tmp_path / "ex.yaml", ex)
     assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "ex.yaml"))) == plan(
-        skip_training=True, extract=3, stats_run=3
+        skip_training=True, extract=3, stats_runs_base=1
     )
 
 
@@ -261,7 +278,7 @@ def test_changing_one_init_reruns_only_its_chain(done, tmp_path):
         ("plots", {k: v for k, v in plan().items() if k in ("all", "figure", "figure_emission")}),
         ("tables", {"all": 1, "table": len(TABLES)}),
         ("outputs", {k: v for k, v in plan().items() if k in ("all", "table", "figure", "figure_emission")}),
-        ("stats", plan(stats_run=3)),
+        ("stats", plan(stats_runs_base=1)),
     ],
 )
 def test_code_changes_rerun_only_what_depends_on_them(done, module, expected):
@@ -316,7 +333,9 @@ def test_default_config_plans_seven_trainings_and_the_data():
 
     with tempfile.TemporaryDirectory() as d:
         proc = snakemake(Path(d), "-n")
-    assert planned_jobs(proc) == plan(dataset=1, download_cifar10=1, train=7, extract=7, stats_run=7, stages=False)
+    assert planned_jobs(proc) == plan(
+        dataset=1, download_cifar10=1, train=7, extract=7, stats_runs_base=1, stages=False
+    )
 
 
 def test_demo_preset_plans(tmp_path):
@@ -325,7 +344,7 @@ def test_demo_preset_plans(tmp_path):
     proc = snakemake(tmp_path, "-n", "--configfile", "presets/demo.yaml")
     # the default profile (rerun-incomplete, keep-going) is found through the top-level profiles link
     assert f"Using workflow specific profile {REPO}/profiles/default" in proc.stdout + proc.stderr
-    assert planned_jobs(proc) == plan(dataset=1, train=7, extract=7, stats_run=7)
+    assert planned_jobs(proc) == plan(dataset=1, train=7, extract=7, stats_runs_base=1)
 
 
 @pytest.mark.parametrize("stacked", [False, True], ids=["per_run", "stacked"])
@@ -410,7 +429,7 @@ def test_kill_9_of_training_extraction_and_stats_then_rerun_gives_the_same_bytes
     for log in (
         "train/base/xavier_uniform/seed0.log",
         "extract/base/xavier_uniform/seed0.log",
-        "stats/base/xavier_uniform/seed0.log",
+        "stats/runs_base.log",  # the variant's statistics job
     ):
         proc = subprocess.Popen(
             cmd, cwd=copy, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -461,4 +480,6 @@ def test_full_presets_plan(tmp_path, shared_jpeg, preset, jobs):
         assert len(trains) == jobs["train_stacked"] and set(trains.values()) == {1}
     else:
         assert trains == jobs
-    assert counts["dataset"] == 1 and counts["extract"] == counts["stats_run"]
+    stats_jobs = {k: v for k, v in counts.items() if k.startswith("stats_runs_")}
+    assert counts["dataset"] == 1 and set(stats_jobs.values()) == {1}  # one statistics job per variant
+    assert len(stats_jobs) == (len(trains) if "train_stacked" in jobs else 1)

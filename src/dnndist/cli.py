@@ -7,6 +7,7 @@
     python -m dnndist extract {weights,features,gradients} (--settings JSON | --config ... --run ...) \
         --checkpoints RUN_DIR/checkpoints --data STORE --out RUN_DIR/features.zarr
     python -m dnndist stats-run --settings JSON --weights W --features F --gradients G --out-dir RUN_DIR/stats
+    python -m dnndist stats-runs --settings JSON --run-dirs RUN_DIR...   # several runs in one process
     python -m dnndist stats-combine {training,weights,features,...} --inputs CSV... --out CSV [--summary CSV]
     python -m dnndist plot {fig1_training,...} --table CSV --style FILE --pdf PDF --png PNG
     python -m dnndist table {claims,range,...} --weights-summary CSV ... --out-stem PATH
@@ -165,15 +166,21 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def run_table_functions(
-    groups: dict[str, Any], features: Any, grad_groups: dict[str, Any], epochs: list[int], settings: StatsSettings
+    groups: dict[str, Any],
+    features: Any,
+    grad_groups: dict[str, Any],
+    epochs: list[int],
+    settings: StatsSettings,
+    weights: Any = None,
 ) -> dict[str, Any]:
     """How each per-run table of ``dnndist.outputs`` (``run_tables()``) is computed from a run's
-    opened stores: name -> a function of no arguments returning the table."""
+    opened stores: name -> a function of no arguments returning the table. ``weights``: the run's
+    weights table when already computed (with its variant's, ``stats.weight_tables``)."""
     from dnndist import stats
 
     first_last = [epochs[0], epochs[-1]]
     return {
-        "weights": lambda: stats.weight_table(groups, settings),
+        "weights": lambda: weights if weights is not None else stats.weight_table(groups, settings),
         "features": lambda: stats.feature_table(features),
         "weight_hist": lambda: stats.weight_histograms(groups, first_last),
         "feature_hist": lambda: stats.feature_histograms(features, first_last),
@@ -184,23 +191,49 @@ def run_table_functions(
     }
 
 
-def cmd_stats_run(args: argparse.Namespace) -> int:
+def open_run_stores(weights: Path, features: Path, gradients: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """A run's three stores, verified (every chunk read once) and opened lazily: the weights'
+    layer groups, the features' root, the gradients' layer groups."""
     from dnndist import stats
-    from dnndist.io import open_store_lazily, write_text
+    from dnndist.io import open_store_lazily
 
-    settings = StatsSettings.from_dict(_settings(args, "stats"))
-    out = Path(args.out_dir)
-    for store in (args.weights, args.features, args.gradients):
+    for store in (weights, features, gradients):
         integrity.verify_store(store)
-    groups = stats.open_layer_groups(args.weights)
-    epochs = [int(e) for e in next(iter(groups.values()))["epoch"].values]
     # old-layout stores (features named count/mean/min/max) open under the current names
-    features = open_store_lazily(args.features)
-    grads = open_store_lazily(args.gradients)
-    grad_groups = {str(layer): open_store_lazily(args.gradients, group=str(layer)) for layer in grads["layer"].values}
-    compute = run_table_functions(groups, features, grad_groups, epochs, settings)
-    for name in outputs.run_tables():  # what the workflow expects of every run
-        write_text(out / f"{name}.csv", compute[name]().to_csv(index=False))
+    grads = open_store_lazily(gradients)
+    grad_groups = {str(layer): open_store_lazily(gradients, group=str(layer)) for layer in grads["layer"].values}
+    return stats.open_layer_groups(weights), open_store_lazily(features), grad_groups
+
+
+def write_run_tables(stores: list[tuple[Path, Path, Path]], out_dirs: list[Path], settings: StatsSettings) -> None:
+    """Every per-run table of several runs (weights, features, gradients stores each) into each
+    run's ``out_dir``/<table>.csv, in one process: the imports, the reference bands of
+    ``stats.gaussian_reference`` (cached per size) and the weight statistics (vectorised over the
+    runs' tensors) are shared; each table is what ``stats-run`` writes for the run alone."""
+    from dnndist import stats
+    from dnndist.io import write_text
+
+    opened = [open_run_stores(*paths) for paths in stores]
+    weight_tables = stats.weight_tables([groups for groups, _, _ in opened], settings)
+    for (lazy, features, grad_groups), weights, out in zip(opened, weight_tables, out_dirs):
+        groups = {layer: ds.compute() for layer, ds in lazy.items()}  # read once (a run's, then freed), not per epoch
+        epochs = [int(e) for e in next(iter(groups.values()))["epoch"].values]
+        compute = run_table_functions(groups, features, grad_groups, epochs, settings, weights)
+        for name in outputs.run_tables():  # what the workflow expects of every run
+            write_text(Path(out) / f"{name}.csv", compute[name]().to_csv(index=False))
+
+
+def cmd_stats_run(args: argparse.Namespace) -> int:
+    settings = StatsSettings.from_dict(_settings(args, "stats"))
+    write_run_tables([(args.weights, args.features, args.gradients)], [args.out_dir], settings)
+    return 0
+
+
+def cmd_stats_runs(args: argparse.Namespace) -> int:
+    settings = StatsSettings.from_dict(_settings(args, "stats"))
+    dirs = [Path(d) for d in args.run_dirs]
+    stores = [(d / "weights.zarr", d / "features.zarr", d / "gradients.zarr") for d in dirs]
+    write_run_tables(stores, [d / "stats" for d in dirs], settings)
     return 0
 
 
@@ -341,6 +374,7 @@ def parser() -> argparse.ArgumentParser:
     _train_stacked_command(sub)
     _extract_command(sub)
     _stats_run_command(sub)
+    _stats_runs_command(sub)
     _stats_combine_command(sub)
     _plot_command(sub)
     _outputs_command(sub)
@@ -451,6 +485,23 @@ def _stats_run_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         help=f"receives {', '.join(outputs.run_tables())} (.csv)",
     )
     s.set_defaults(fn=cmd_stats_run)
+
+
+def _stats_runs_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``stats-runs`` sub-command (several runs' statistics tables in one process)."""
+    s = sub.add_parser(
+        "stats-runs",
+        help="tidy statistics tables of several runs in one process (the workflow's job per variant)",
+    )
+    s.add_argument("--settings", required=True, help="settings JSON (the stats section is used)")
+    s.add_argument(
+        "--run-dirs",
+        nargs="+",
+        required=True,
+        help="run directories, each with weights.zarr, features.zarr and gradients.zarr; each receives "
+        f"stats/{{{','.join(outputs.run_tables())}}}.csv, the tables stats-run writes for it",
+    )
+    s.set_defaults(fn=cmd_stats_runs)
 
 
 def _stats_combine_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

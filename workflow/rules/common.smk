@@ -68,6 +68,24 @@ def group_paths(group, pattern):
     return [pattern.format(variant=r.variant, init=r.init, seed=r.seed) for r in group.runs]
 
 
+def variant_paths(variant, pattern):
+    """One path per run of a variant."""
+    return [pattern.format(variant=r.variant, init=r.init, seed=r.seed) for r in RUNS if r.variant == variant]
+
+
+def rule_name(prefix, name):
+    """The name of the rule made for a stack group or a variant (letters, digits and underscores)."""
+    return f"{prefix}_{name}".replace("-", "_").replace(".", "_").replace("+", "_")
+
+
+def profile_resources(rule, res):
+    """A rule's resources ``res``, then what the profile or the command line sets for ``rule``
+    (`set-resources: train: gpu: 1`): Snakemake applies set-resources by rule name, and the
+    rules made per stack group or variant are named after their group or variant."""
+    over = workflow.resource_settings.overwrite_resources.get(rule, {})
+    return {**res, **dict(over.unwrapped_items() if hasattr(over, "unwrapped_items") else over.items())}
+
+
 def group_settings_json(group):
     """The settings of every run of a stack group: editing one reruns the group."""
     return json.dumps([dcfg.run_settings(config, r) for r in group.runs], sort_keys=True)
@@ -75,11 +93,17 @@ def group_settings_json(group):
 
 def stacked_resources(group):
     """A stack group's resources: its runs' memory and time, then what the profile or the
-    command line sets for `train` (`set-resources: train: gpu: 1`), since Snakemake applies
-    set-resources by rule name and the groups' rules are named per group."""
+    command line sets for `train` (profile_resources)."""
     res = {"mem_mb": 4000 + 500 * len(group.runs), "runtime": 240 * len(group.runs), "torch_threads": 2}
-    train = workflow.resource_settings.overwrite_resources.get("train", {})
-    return {**res, **dict(train.unwrapped_items() if hasattr(train, "unwrapped_items") else train.items())}
+    return profile_resources("train", res)
+
+
+def stats_resources(variant):
+    """A variant's statistics job: the memory of one run (runs are computed one after another,
+    weight statistics in bounded batches) and 5 minutes a run (about 30 s for 51 checkpoints of
+    the paper CNN on a CPU core), then what the profile or the command line sets for `stats_runs`."""
+    runs = sum(r.variant == variant for r in RUNS)
+    return profile_resources("stats_runs", {"mem_mb": 4000, "runtime": 30 + 5 * runs})
 
 
 def run_weights(wildcards):

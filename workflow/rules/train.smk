@@ -40,7 +40,7 @@ else:
 
         rule:
             name:
-                f"train_stacked_{group.name.replace('-', '_').replace('.', '_').replace('+', '_')}"
+                rule_name("train_stacked", group.name)
             input:
                 store=DATASET_STORE,
             output:
