@@ -55,17 +55,12 @@ from dnndist.settings import InitScheme, ModelSettings, Origin, RunId, StatsSett
 
 log = logging.getLogger(__name__)
 
-# the config schema's defaults (workflow/schemas/config.schema.yaml, $defs model/stats); tests/test_analyze.py checks them
-MODEL_DEFAULTS: dict[str, Any] = {
-    "weights": None,
-    "depth": 3,
-    "width": 16,
-    "hidden": 512,
-    "norm": "none",
-    "activation": "relu",
-    "negative_slope": 0.3,
+# the config schema's defaults ($defs model/stats), from the settings' own (tests/test_settings.py and
+# tests/test_analyze.py check them against the schema)
+MODEL_DEFAULTS: dict[str, Any] = {k: v for k, v in ModelSettings().to_dict().items() if k != "name"}
+STATS_DEFAULTS: dict[str, Any] = {
+    f.name: list(getattr(StatsSettings(), f.name)) for f in dataclasses.fields(StatsSettings)
 }
-STATS_DEFAULTS: dict[str, Any] = {"near_zero": [0.001, 0.01], "near_zero_rel": [0.1]}
 TORCHVISION = "torchvision:"
 INPUT_SPLIT = "inputs"  # the split name of inputs that are not an image folder with split sub-folders
 NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)

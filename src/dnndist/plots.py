@@ -846,6 +846,7 @@ def draw_esd(
     at or below ``floor`` (those WeightWatcher does not fit) are not drawn; the legend counts them.
     Without a fit (alpha NaN) only the histogram. Numpy in, no torch: ``dnndist analyze`` draws
     one per layer (esd/<layer>.png)."""
+    alone = ax is None  # a figure of its own is laid out here; a panel by the caller, once for all panels
     if ax is None:
         fig, ax = plt.subplots(figsize=(3.4, 2.6))
     else:
@@ -869,7 +870,8 @@ def draw_esd(
     ax.set_ylabel("density")
     fit_note = f"alpha = {alpha:.2f}" if fitted else "no power-law fit"
     ax.set_title(f"{title}: {fit_note}" if title else fit_note, fontsize=7)
-    fig.tight_layout()
+    if alone:
+        fig.tight_layout()
     return fig
 
 
