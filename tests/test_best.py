@@ -57,3 +57,19 @@ def test_valid_stages_pass_and_best_stays_out_of_the_scheduled_epochs(tmp_path):
         check_paths=False,
     )
     assert dcfg.checkpoint_epochs(cfg["train"]) == [0, 2, 4]
+
+
+def test_every_run_must_keep_the_stages_overrides_included(tmp_path):
+    """A per-init override that drops a stage's checkpoint is refused at validation, naming the run,
+    not at the tables step after all the training."""
+    cfg = tiny_config(
+        tmp_path,
+        train={"epochs": 4, "checkpoints": [2, "best"]},
+        stats={"claims_at": [2, "best"]},
+        overrides={"xavier_uniform": {"train": {"checkpoints": [3, "best"]}}},
+    )
+    with pytest.raises(dcfg.ConfigError, match="epoch 2 is not a checkpoint .*xavier_uniform/seed0"):
+        dcfg.validate(cfg, check_paths=False)
+    cfg["stats"]["claims_at"] = [0]
+    with pytest.raises(dcfg.ConfigError, match="claims_at"):  # epoch 0 (nothing trained) is no stage
+        dcfg.validate(cfg, check_paths=False)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dnndist import tables
+from dnndist import DnndistError, tables
 from dnndist.stats import distribution_stats
 
 INITS = ["orthogonal", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "ones", "zeros"]
@@ -580,7 +580,7 @@ def test_claims_stages_refuse_a_stage_that_is_not_a_checkpoint():
         ]
     )
     t = training_table(ORDERED, seeds=2)
-    with pytest.raises(Exception, match="has no epoch 2 for base/"):
+    with pytest.raises(DnndistError, match="has no epoch 2 for base/"):
         tables.claims_stages(t, w, None, None, [2])
 
 
@@ -604,11 +604,12 @@ def test_range_and_depth_trend_at_the_last_stage_are_the_plain_tables():
     for col in ("max_abs_after", "seeds_outside_unit_after", "n_outside_unit_after"):
         assert list(last[col]) == list(plain[col])
     at2 = rng_last[rng_last["stage"] == "epoch 2"].reset_index(drop=True)
-    w2 = weights[(weights["epoch"] == 2) & (weights["statistic"] == "max")]
-    assert (
-        at2.loc[0, "max_abs_after"]
-        >= w2[(w2["init"] == at2.loc[0, "init"]) & (w2["layer"] == at2.loc[0, "layer"])]["value"].max()
+    w2 = weights[weights["epoch"] == 2].pivot_table(
+        index=["init", "layer", "seed"], columns="statistic", values="value"
     )
+    extreme = np.maximum(w2["max"].abs(), w2["min"].abs()).groupby(level=["init", "layer"]).max()
+    for r in at2.itertuples():  # the largest |w| over seeds at epoch 2, not at 5
+        assert r.max_abs_after == extreme[(r.init, r.layer)]
     trend = tables.depth_trend_stages(training, weights, [2])
     pd.testing.assert_frame_equal(
         trend[trend["stage"] == "last epoch"].drop(columns=["stage", "ends"]).reset_index(drop=True),
@@ -617,3 +618,27 @@ def test_range_and_depth_trend_at_the_last_stage_are_the_plain_tables():
         .reset_index(drop=True),
         check_like=True,
     )
+
+
+def test_a_run_that_diverged_between_checkpoints_is_left_out_at_every_stage():
+    """A run whose metrics stop at epoch 3 (diverged) while its weights have stand-ins at the
+    checkpoints 0, 2 and 4: the stage tables do not stop on the missing epoch 3, the last stage's
+    claims are the claims table's, and the run is left out of every stage (the same seeds)."""
+    t = training_table(ORDERED, seeds=6, epochs=4)
+    run0 = (t["init"] == "orthogonal") & (t["seed"] == 0)
+    flag = {"variant": "base", "init": "orthogonal", "seed": 0, "epoch": 3, "split": "train", "statistic": "diverged"}
+    t = pd.concat([t[~(run0 & (t["epoch"] > 3))], pd.DataFrame([{**flag, "value": 1.0}])], ignore_index=True)
+    rows = []
+    for init, s, e in itertools.product(ORDERED, range(6), (0, 2, 4)):
+        for depth, layer in enumerate(("conv1", "conv2", "conv3"), start=1):
+            rows.append(tidy_row(init, s, e, layer, depth, "weight", "std", 0.1 * depth * (1 + 0.01 * e + 0.001 * s)))
+            rows.append(tidy_row(init, s, e, layer, depth, "weight", "mean", 0.0))
+    w = pd.DataFrame(rows)
+    assert (t["statistic"] == "diverged").any() and t[(t["init"] == "orthogonal") & (t["seed"] == 0)]["epoch"].max() < 4
+    out = tables.claims_stages(t, w, None, None, [2])
+    plain = tables.claims(t, w, None, None)
+    last = out[out["stage"] == "last epoch"].set_index("claim")
+    for r in plain[plain["claim"] != "D"].itertuples():
+        assert (last.loc[r.claim, "verdict"], last.loc[r.claim, "value"]) == (r.verdict, r.value), r.claim
+    c2 = out[out["claim"] == "C2"].set_index("stage")
+    assert c2.loc["epoch 2", "n_seeds"] == c2.loc["last epoch", "n_seeds"] == 5  # seed 0 of orthogonal left out

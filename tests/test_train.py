@@ -116,7 +116,9 @@ RECIPE = {
 def test_kill_and_resume_gives_identical_bytes(tmp_path, store, recipe):
     """Also with the ResNet recipe: the lr and the augmentation are functions of (seed, step),
     so the resumed epochs see the batches and rates of the uninterrupted run."""
-    tr = {"epochs": 6, "checkpoints": [2, 4, "best"], "lr": 1e-3, "eval_batch_size": 500, **recipe}
+    # the paper case at a high lr: its best epoch (1) is not scheduled, so its best_0001 must survive
+    # the kill and the pruning of the resumed epochs
+    tr = {"epochs": 6, "checkpoints": [2, 4, "best"], "lr": 1e-2, "eval_batch_size": 500, **recipe}
     s = settings_for(tmp_path, train=tr)
     train.train_run(s, store, tmp_path / "ref", threads=1)
     run_dir = tmp_path / "killed"
@@ -150,6 +152,8 @@ def test_kill_and_resume_gives_identical_bytes(tmp_path, store, recipe):
     assert (run_dir / "metrics.csv").read_bytes() == (tmp_path / "ref" / "metrics.csv").read_bytes()
     best_json = [(d / "checkpoints" / train.BEST_FILE).read_bytes() for d in (run_dir, tmp_path / "ref")]
     assert best_json[0] == best_json[1]
+    if not recipe:
+        assert json.loads(best_json[0])["epoch"] not in (0, 2, 4, 6)
 
 
 def test_changed_settings_do_not_resume_stale_state(tmp_path, store):
@@ -248,3 +252,23 @@ def test_progress_logs_steps_rate_and_time_left_without_a_terminal(caplog):
         bar.advance(10)
     line = caplog.messages[-1]
     assert line.startswith("step 30/100 (30 %)") and "images/s" in line and "left" in line
+
+
+def test_resume_cleanup_skips_the_temporary_files_of_a_killed_write(tmp_path):
+    """A kill during an atomic write leaves '.epoch_0003.safetensors.tmp-...'; the resume's cleanup
+    deletes the files of the epochs after the resumed one and is not stopped by such a name."""
+    m = train.Member(settings=None, run_dir=tmp_path, state_dir=tmp_path / "state")  # type: ignore[arg-type]
+    names = {
+        "metrics": ["epoch_0001.csv", "epoch_0003.csv"],
+        "checkpoints": ["epoch_0002.safetensors", "best_0001.safetensors", "best_0003.safetensors"],
+    }
+    for sub, files in names.items():
+        (m.state_dir / sub).mkdir(parents=True)
+        for f in [*files, ".epoch_0003.safetensors.tmp-ab12cd34"]:
+            (m.state_dir / sub / f).write_text("x")
+    train._drop_epochs_after(m, 2)
+    left = {sub: sorted(p.name for p in (m.state_dir / sub).iterdir()) for sub in names}
+    assert left == {
+        "metrics": [".epoch_0003.safetensors.tmp-ab12cd34", "epoch_0001.csv"],
+        "checkpoints": [".epoch_0003.safetensors.tmp-ab12cd34", "best_0001.safetensors", "epoch_0002.safetensors"],
+    }

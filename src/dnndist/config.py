@@ -272,7 +272,6 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
             f"config key 'data.valid_size': {data['valid_size']} leaves no training images "
             f"(data.synthetic.train_size is {data['synthetic']['train_size']})"
         )
-    _check_claims_at(cfg["stats"]["claims_at"], cfg["train"])
     all_inits = set(cfg["inits"])
     for variant in cfg["variants"].values():
         all_inits |= set(variant.get("inits", []))
@@ -283,6 +282,7 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
     for run in runs(cfg):
         resolved = run_settings(cfg, run)
         _check_train(resolved["train"], f"variants.{run.variant}.train" if cfg["variants"][run.variant] else "train")
+        _check_claims_at(cfg["stats"]["claims_at"], resolved["train"], run)
         model = ModelSettings.from_dict(resolved["model"])
         where = f"variants.{run.variant}" if cfg["variants"][run.variant] else "model"
         if model.name == "paper_cnn" and (model.depth != 3 or model.width != 16):
@@ -464,16 +464,18 @@ def checkpoint_epochs(train: Mapping[str, Any]) -> list[int]:
     return sorted({0, epochs} | {int(e) for e in train["checkpoints"] if e != BEST and e <= epochs})
 
 
-def _check_claims_at(stages: Sequence[int | str], train: Mapping[str, Any]) -> None:
-    """stats.claims_at names checkpoints that the training keeps: epochs among train.checkpoints,
-    'best' only with 'best' in train.checkpoints."""
+def _check_claims_at(stages: Sequence[int | str], train: Mapping[str, Any], run: Run) -> None:
+    """stats.claims_at names checkpoints that every run's training keeps (its train settings after
+    variants and per-init overrides): epochs among train.checkpoints, 'best' only with 'best' there."""
     kept = checkpoint_epochs(train)
+    whose = f" (run {run.variant}/{run.init}/seed{run.seed})"
     for stage in stages:
         if stage == BEST and BEST not in train["checkpoints"]:
-            raise ConfigError("config key 'stats.claims_at': 'best' needs 'best' in train.checkpoints")
+            raise ConfigError(f"config key 'stats.claims_at': 'best' needs 'best' in train.checkpoints{whose}")
         if stage != BEST and stage not in kept:
             raise ConfigError(
-                f"config key 'stats.claims_at': epoch {stage} is not a checkpoint (train.checkpoints keeps {kept})"
+                f"config key 'stats.claims_at': epoch {stage} is not a checkpoint "
+                f"(train.checkpoints keeps {kept}{whose})"
             )
 
 

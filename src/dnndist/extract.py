@@ -84,21 +84,18 @@ def best_epoch_of(settings: RunSettings, ckpt_dir: str | Path) -> int | None:
         raise DnndistError(f"{path} is missing (train.checkpoints keeps 'best'); rerun the training stage")
     integrity.verify_checksums(Path(ckpt_dir), [path.name])
     try:
-        return int(json.loads(path.read_text())["epoch"])
+        epoch = json.loads(path.read_text())["epoch"]
+        return None if epoch is None else int(epoch)  # None: no validation loss was ever finite
     except (ValueError, KeyError, TypeError) as exc:
         raise DnndistError(f"{path}: not a best-epoch record ({type(exc).__name__}: {exc})") from None
 
 
-def extract_epochs(settings: RunSettings, ckpt_dir: str | Path) -> list[int]:
-    """The epochs extracted: the scheduled checkpoints and the best-validation epoch, where kept."""
+def extract_epochs(settings: RunSettings, ckpt_dir: str | Path) -> tuple[list[int], dict[str, int]]:
+    """The epochs extracted (the scheduled checkpoints and the best-validation epoch, where kept)
+    and the stores' attribute ``best_epoch`` (where there is one)."""
     best = best_epoch_of(settings, ckpt_dir)
-    return sorted(set(settings.checkpoint_epochs) | ({best} if best is not None else set()))
-
-
-def best_attrs(settings: RunSettings, ckpt_dir: str | Path) -> dict[str, int]:
-    """The store attribute ``best_epoch`` (where the run keeps its best-validation checkpoint)."""
-    best = best_epoch_of(settings, ckpt_dir)
-    return {} if best is None else {"best_epoch": best}
+    epochs = sorted(set(settings.checkpoint_epochs) | ({best} if best is not None else set()))
+    return epochs, ({} if best is None else {"best_epoch": best})
 
 
 def build_model(settings: RunSettings, info: data.StoreInfo) -> models.Net:
@@ -192,7 +189,7 @@ WEIGHT_TABLE = ("fan_in", "fan_out", "init_std", "init_bound", "bias_init_std", 
 def extract_weights(settings: RunSettings, ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
     info = data.store_info(store)
     model = build_model(settings, info)
-    epochs = extract_epochs(settings, ckpt_dir)
+    epochs, best = extract_epochs(settings, ckpt_dir)
     files = checkpoint_files(ckpt_dir, epochs)
     states, diverged = [], []
     for e in epochs:
@@ -208,7 +205,7 @@ def extract_weights(settings: RunSettings, ckpt_dir: str | Path, store: str | Pa
         f", diverged at {[e for e, d in zip(epochs, diverged) if d]}" if any(diverged) else "",
         out,
     )
-    attrs = {**store_attrs(settings.origin, "weights", torch.device("cpu")), **best_attrs(settings, ckpt_dir)}
+    attrs = {**store_attrs(settings.origin, "weights", torch.device("cpu")), **best}
     return write_store(out, root, groups, attrs)
 
 
@@ -426,7 +423,7 @@ def extract_features(settings: ExtractSettings, ckpt_dir: str | Path, store: str
     ex, device, inputs, model, specs = _setup(settings, store)
     kinds = list(ex.features)
     splits = list(ex.splits)
-    epochs = extract_epochs(settings, ckpt_dir)
+    epochs, best = extract_epochs(settings, ckpt_dir)
     files = checkpoint_files(ckpt_dir, epochs)
     plans = {}
     for split in splits:
@@ -445,7 +442,7 @@ def extract_features(settings: ExtractSettings, ckpt_dir: str | Path, store: str
     idx = np.stack([plans[s][:n_sample].cpu().numpy() for s in splits])
     labels = np.stack([inputs.batch(s, plans[s][:n_sample])[1].cpu().numpy() for s in splits])
     root, groups = arrays.datasets(settings.run, idx, labels)
-    attrs = {**store_attrs(settings.origin, "features", device), **best_attrs(settings, ckpt_dir)}
+    attrs = {**store_attrs(settings.origin, "features", device), **best}
     return write_store(out, root, groups, attrs)
 
 
@@ -688,7 +685,8 @@ def extract_gradients(settings: ExtractSettings, ckpt_dir: str | Path, store: st
     with the number of inputs; parameter and feature gradients (switches) are kept in memory."""
     ex, device, inputs, model, specs = _setup(settings, store)
     modules = dict(model.named_modules())
-    plan = gradient_plan(ex, inputs, specs, extract_epochs(settings, ckpt_dir))
+    epochs, best = extract_epochs(settings, ckpt_dir)
+    plan = gradient_plan(ex, inputs, specs, epochs)
     files = checkpoint_files(ckpt_dir, plan.epochs)
     bs, nb = ex.gradient_batch_size, ex.gradient_batches
     if plan.n < bs * nb:
@@ -708,7 +706,7 @@ def extract_gradients(settings: ExtractSettings, ckpt_dir: str | Path, store: st
             rec.close()
         labels = np.concatenate([inputs.batch(plan.split, idx)[1].cpu().numpy() for idx in plan.batches])
         root = _gradient_root(plan, arrays, labels, ex.gradient_target)
-        attrs = {**store_attrs(settings.origin, "gradients", device), **best_attrs(settings, ckpt_dir)}
+        attrs = {**store_attrs(settings.origin, "gradients", device), **best}
         root = _finish(root, settings.run).assign_attrs(**attrs)
         _to_zarr(root, tmp, mode="a")
         for s in specs:

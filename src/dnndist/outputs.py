@@ -303,7 +303,7 @@ does not hold (red), inconclusive (amber), descriptive only (grey: fewer than 5 
         "The paper's claims through training",
         inputs=("training", "weights", "features", "em_ab"),
         compute="claims_stages",
-        caption="The paper's claims decided with the same rules at each stage of training: at the checkpoint epochs of stats.claims_at, at each run's best-validation epoch (the epoch of lowest validation loss, the first of ties; 'ends' gives the range over runs), and at the last epoch. 'changes' marks a claim whose verdict is not the same at every stage, e.g. where overfitting turns it.",
+        caption="The paper's claims decided with the same rules at each stage of training: at the checkpoint epochs of stats.claims_at, at each run's best-validation epoch where it names 'best' (the epoch of lowest validation loss, the first of ties; 'ends' gives the range over runs), and at the last epoch. Runs that diverged are left out at every stage. 'changes' marks a claim whose verdict is not the same at every stage, e.g. where overfitting turns it.",
         report="""
 The claims C1-C6 decided at several stages of training with the rules of the claims table: at
 fixed epochs, at each run's best-validation epoch and at the end. A claim marked in ``changes``
@@ -318,7 +318,7 @@ has a verdict that depends on when training is stopped.
         "Do weights stay inside [-1, 1]? Through training",
         inputs=("training", "weights"),
         compute="range_stages",
-        caption="The range table with 'after' read at each stage of training: at the checkpoint epochs of stats.claims_at, at each run's best-validation epoch ('ends': the range over runs) and at the last epoch. Largest |w| over seeds and per seed, seeds with any weight outside [-1, 1], the number of such weights, and the mean fraction within PyTorch's default-init bound.",
+        caption="The range table with 'after' read at each stage of training: at the checkpoint epochs of stats.claims_at, at each run's best-validation epoch where it names 'best' ('ends': the range over runs) and at the last epoch. Largest |w| over seeds and per seed, seeds with any weight outside [-1, 1], the number of such weights, and the mean fraction within PyTorch's default-init bound.",
         report="""
 Whether weights stay inside [-1, 1] at several stages of training (fixed epochs, each run's
 best-validation epoch, the end), per initialisation, layer and parameter.
@@ -332,7 +332,7 @@ best-validation epoch, the end), per initialisation, layer and parameter.
         "Are deeper layers sparser or heavier-tailed? Through training",
         inputs=("training", "weights"),
         compute="depth_trend_stages",
-        caption="The depth-trend table at each stage of training (stats.claims_at: checkpoint epochs and each run's best-validation epoch, 'ends' the range over runs; and the last epoch): Spearman's rho between depth and the weight statistic per seed, its mean and 95 % t-interval, the sign-flip test with Holm's correction, and the verdict.",
+        caption="The depth-trend table at each stage of training (stats.claims_at: checkpoint epochs and, where it names 'best', each run's best-validation epoch, 'ends' the range over runs; and the last epoch): Spearman's rho between depth and the weight statistic per seed, its mean and 95 % t-interval, the sign-flip test with Holm's correction, and the verdict.",
         report="""
 Whether near-zero mass, kurtosis and tail index rise or fall with depth, at several stages of
 training (fixed epochs, each run's best-validation epoch, the end).

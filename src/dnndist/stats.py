@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.special
 import scipy.stats
 
-from dnndist import dims, spectral
+from dnndist import best, dims, spectral
 from dnndist.settings import StatsSettings
 from dnndist.verdicts import t_interval
 
@@ -599,7 +599,7 @@ def stage_epochs(epochs: Sequence[int], claims_at: Sequence[int | str], best_epo
     the claims are also decided at (``stats.claims_at``: checkpoint epochs; 'best', the store's
     ``best_epoch``), where the store has them."""
     wanted = {epochs[-1]} | {e for e in claims_at if not isinstance(e, str)}
-    if "best" in claims_at and best_epoch is not None:
+    if best.BEST in claims_at and best_epoch is not None:
         wanted.add(int(best_epoch))
     return sorted(e for e in wanted if e in epochs)
 

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dnndist import DnndistError, verdicts
+from dnndist import DnndistError, best, verdicts
 from dnndist.io import write_text
-from dnndist.stats import diverged_runs, gaussian_reference
+from dnndist.stats import RUN_DIMS, diverged_runs, gaussian_reference
 from dnndist.verdicts import DESCRIPTIVE, FAILS, HOLDS, UNSURE  # noqa: F401  (the verdict vocabulary, re-exported)
 
 FLAGGED = "flagged"  # a row that reports a fault (divergence), not a claim
@@ -469,7 +469,7 @@ def _squeeze(dec: verdicts.Decision | None) -> verdicts.Decision | None:
     )
 
 
-RUN = ["variant", "init", "seed"]
+RUN = RUN_DIMS  # variant, init, seed: one run
 
 
 def _at_end(df: pd.DataFrame) -> pd.DataFrame:
@@ -668,7 +668,7 @@ def _c3(weights: pd.DataFrame) -> list[tuple]:
 
 def _c4(weights: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
     first, last = int(weights["epoch"].min()), _end_text(weights)
-    weights = weights.assign(at_end=weights["epoch"] == weights.groupby(RUN)["epoch"].transform("max"))
+    weights = weights.assign(at_end=weights.index.isin(_at_end(weights).index))
     ratios, means, skipped = {}, {}, 0
     for init in random_inits:
         w = weights[weights["init"] == init]
@@ -721,7 +721,7 @@ def _c5(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
     split = "train" if (f["split"] == "train").any() else str(f["split"].iloc[0])
     f = f[f["split"] == split]
     first, last = int(f["epoch"].min()), _end_text(f)
-    f = f.assign(at_end=f["epoch"] == f.groupby(RUN)["epoch"].transform("max"))
+    f = f.assign(at_end=f.index.isin(_at_end(f).index))
     for kind in ("pre", "post"):
         fk = f[f["kind"] == kind]
         if fk.empty:
@@ -900,10 +900,13 @@ def claims_stages(
     return long[STAGE_COLUMNS].reset_index(drop=True)
 
 
+LAST = "last"  # the stage after every stats.claims_at stage: the end of training
+
+
 def _stage_label(stage: int | str) -> str:
-    if stage == "last":
+    if stage == LAST:
         return "last epoch"
-    return "best validation" if stage == "best" else f"epoch {stage}"
+    return "best validation" if stage == best.BEST else f"epoch {stage}"
 
 
 def _ends_text(ends: Mapping[Any, int]) -> str:
@@ -918,11 +921,13 @@ def _stage_cuts(
     training: pd.DataFrame, named: Mapping[str, pd.DataFrame | None], stages: list[int | str]
 ) -> list[tuple[str, str, dict[str, pd.DataFrame | None]]]:
     """Per stage (those given, then the last epoch): its label, the runs' epochs at it, and the
-    tables cut at it (each run's rows up to its stage epoch)."""
+    tables cut at it (each run's rows up to its stage epoch; at the last epoch the tables as they
+    are, so those rows are the plain tables'). A run that diverged keeps its flag at every stage:
+    the claims leave it out of each (row D), so the stages compare the same seeds."""
     out = []
-    for stage in [*stages, "last"]:
+    for stage in [*stages, LAST]:
         ends = _stage_ends(training, stage)
-        cut = {name: _cut(df, ends, name, stage) for name, df in named.items()}
+        cut = dict(named) if stage == LAST else {name: _cut(df, ends, name, stage) for name, df in named.items()}
         out.append((_stage_label(stage), _ends_text(ends), cut))
     return out
 
@@ -954,15 +959,15 @@ def depth_trend_stages(training: pd.DataFrame, weights: pd.DataFrame, stages: li
 
 def _stage_ends(training: pd.DataFrame, stage: int | str) -> dict[tuple[str, str, int], int]:
     """(variant, init, seed) -> the run's epoch at the stage: a fixed epoch, the run's best-validation
-    epoch, or its last. Runs without one (no finite validation loss for 'best') are left out."""
-    from dnndist import best
-
-    runs = training.groupby(RUN)["epoch"].max()
-    if stage == "best":
+    epoch, or its last (runs that diverged, whose metrics stop early, not counted there). Runs
+    without one (no finite validation loss for 'best') are left out."""
+    if stage == best.BEST:
         return best.best_epochs(training)
-    if stage == "last":
-        return {(str(v), str(i), int(s)): int(e) for (v, i, s), e in runs.items()}
-    return {(str(v), str(i), int(s)): min(int(stage), int(e)) for (v, i, s), e in runs.items()}
+    runs = training.groupby(RUN)["epoch"].max()
+    if stage == LAST:
+        stopped = set(map(tuple, training.loc[training["statistic"] == "diverged", RUN].astype(str).to_numpy()))
+        runs = runs[[tuple(map(str, k)) not in stopped for k in runs.index]]
+    return {(str(v), str(i), int(s)): int(e) if stage == LAST else int(stage) for (v, i, s), e in runs.items()}
 
 
 def _cut(
@@ -973,7 +978,10 @@ def _cut(
         return df
     keys = list(zip(df["variant"].astype(str), df["init"].astype(str), df["seed"].astype(int)))
     end = np.array([ends.get(k, -1) for k in keys])
-    out = df[df["epoch"].to_numpy() <= end]
+    keep = df["epoch"].to_numpy() <= end
+    if name == "training":  # a divergence flag stays at every stage: the run is left out of each
+        keep |= (df["statistic"] == "diverged").to_numpy()
+    out = df[keep]
     if name != "training" and len(out):
         have = out.groupby(RUN)["epoch"].max()
         missing = [(k, ends[k]) for k in ends if k in have.index and int(have[k]) != ends[k]]

@@ -39,6 +39,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -322,7 +323,8 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         torch.where(self.alive, total, torch.zeros_like(total)).sum().backward()
         if self.lr is not None:  # onecycle: this step's lr, computed on the device from the step number
-            lr = recipe.onecycle_lr(step_no, self.tr.lr, self.total_steps, self.tr.warmup, self.tr.warmup_div)
+            t = torch.as_tensor(step_no, device=self.lr.device)  # one path, eager or captured: the same bits
+            lr = recipe.onecycle_lr(t, self.tr.lr, self.total_steps, self.tr.warmup, self.tr.warmup_div)
             self.lr.copy_(lr)
         self.opt.step()
         if isinstance(pos, int):
@@ -661,18 +663,31 @@ def _resume(group_state: Path, trainer: Trainer, members: Sequence[Member]) -> i
         log.warning("ignoring unreadable resume state %s (%s); starting from scratch", found[-1], exc)
         for f in group_state.glob("state_*.pt"):
             f.unlink()
+        for m in members:  # the epochs of the attempt it belonged to are not resumable either
+            _drop_epochs_after(m, -1)
+            m.best_loss = None
         return 0
     epoch = trainer.load_state(state)
     for m in members:  # work of an epoch that did not complete
-        for sub in ("metrics", "checkpoints"):
-            for f in (m.state_dir / sub).glob("*_[0-9]*.*"):
-                if int(f.stem.split("_")[1]) > epoch:
-                    f.unlink()
+        _drop_epochs_after(m, epoch)
         frames = [pd.read_csv(f) for f in sorted((m.state_dir / "metrics").glob("epoch_*.csv"))]
-        found = best.best_epoch((int(f["epoch"].iloc[0]), _valid_loss(f)) for f in frames if _valid_loss(f) is not None)
-        m.best_loss = found[1] if found else None
+        kept = best.best_epoch((int(f["epoch"].iloc[0]), _valid_loss(f)) for f in frames if _valid_loss(f) is not None)
+        m.best_loss = kept[1] if kept else None
     log.info("resuming from %s (epoch %d)", found[-1], epoch)
     return epoch
+
+
+EPOCH_FILE = re.compile(r"^(?:epoch|best)_(\d+)\.")  # epoch_0003.csv, epoch_0003.safetensors, best_0003.safetensors
+
+
+def _drop_epochs_after(m: Member, epoch: int) -> None:
+    """Delete a run's metrics and checkpoints of the epochs after ``epoch`` (-1: all). Temporary
+    files of an interrupted atomic write (``.epoch_0003...tmp-...``) do not match; nothing reads them."""
+    for sub in ("metrics", "checkpoints"):
+        for f in (m.state_dir / sub).iterdir():
+            found = EPOCH_FILE.match(f.name)
+            if found and int(found[1]) > epoch:
+                f.unlink()
 
 
 def _finish(m: Member, diverged: bool) -> dict[str, Any]:
@@ -729,7 +744,7 @@ def _move_checkpoints(settings: RunSettings, state_dir: Path, run_dir: Path) -> 
                 tensors, meta = load_checkpoint(ckpts[last])
                 meta.update({"epoch": str(epoch), "diverged": "true", "trained_epochs": str(last)})
                 (tmp / f"epoch_{epoch:04d}.safetensors").write_bytes(st_bytes(tensors, meta))
-        best_epoch = _place_best(bests[-1], tmp) if settings.train.keeps_best and bests else None
+        best_epoch = _place_best(bests[-1] if bests else None, tmp) if settings.train.keeps_best else None
         named = [*tmp.glob("epoch_*.safetensors"), *tmp.glob(BEST_FILE)]
         (tmp / integrity.SUMS).write_text(integrity.checksums_text(named))
     return best_epoch
@@ -738,12 +753,12 @@ def _move_checkpoints(settings: RunSettings, state_dir: Path, run_dir: Path) -> 
 BEST_FILE = "best.json"
 
 
-def _place_best(path: Path, tmp: Path) -> int:
+def _place_best(path: Path | None, tmp: Path) -> int | None:
     """The best checkpoint as ``epoch_NNNN`` (the same bytes a scheduled one of that epoch has)
-    and ``best.json``: its epoch, its validation loss, the rule."""
-    epoch = int(path.stem.split("_")[1])
-    target = tmp / f"epoch_{epoch:04d}.safetensors"
-    if not target.exists():
-        shutil.copyfile(path, target)
+    and ``best.json``: its epoch (null where no validation loss was ever finite), the split and
+    the rule."""
+    epoch = int(path.stem.split("_")[1]) if path is not None else None
+    if path is not None and not (tmp / f"epoch_{epoch:04d}.safetensors").exists():
+        shutil.copyfile(path, tmp / f"epoch_{epoch:04d}.safetensors")
     write_json(tmp / BEST_FILE, {"epoch": epoch, "rule": best.RULE, "split": best.SPLIT})
     return epoch
