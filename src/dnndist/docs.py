@@ -79,8 +79,13 @@ def stage_reading(csv: Path) -> list[str]:
     if changed.empty:
         return [*lines, "- No verdict changes between the stages.", ""]
     for claim, rows in changed.groupby("claim", sort=False):
-        stages = "; ".join(
-            f"{r.stage} (epoch {r.ends}): **{r.verdict}**, {r.value}" for r in rows.itertuples(index=False)
-        )
+        stages = "; ".join(f"{_stage_words(r.stage, r.ends)}: **{r.verdict}**, {r.value}" for r in rows.itertuples())
         lines.append(f"- **{claim}** ({rows['statement'].iloc[0]}): {stages}.")
     return [*lines, ""]
+
+
+def _stage_words(stage: str, ends: str) -> str:
+    """'epoch 10', 'last epoch (20)', 'best validation (epochs 9-18)'."""
+    if stage.startswith("epoch "):
+        return stage
+    return f"{stage} (epoch{'s' if '-' in str(ends) else ''} {ends})"
