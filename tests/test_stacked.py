@@ -24,21 +24,11 @@ from dnndist.checkpoints import load_checkpoint
 from dnndist.settings import ModelSettings, RunSettings
 
 from .conftest import env, snakemake, tiny_config, write_yaml
+from .test_recipe import RECIPE as RECIPE_RUN
 
-# the ResNet recipe (tests/test_recipe.py): Nesterov SGD, one-cycle lr, flip_crop, label smoothing
-RECIPE = {
-    "optimizer": "sgd",
-    "nesterov": True,
-    "lr": 0.05,
-    "weight_decay": 5e-4,
-    "schedule": "onecycle",
-    "warmup": 0.25,
-    "warmup_div": 10.0,
-    "augment": "flip_crop",
-    "label_smoothing": 0.1,
-    "batch_size": 64,
-    "epochs": 2,
-}
+# the ResNet recipe of tests/test_recipe.py (Nesterov SGD, one-cycle lr, flip_crop, label smoothing), its
+# checkpoints and evaluation batch left to each test here
+RECIPE = {k: v for k, v in RECIPE_RUN.items() if k not in ("checkpoints", "eval_batch_size")}
 MODEL = {
     "name": "paper_cnn",
     "depth": 3,

@@ -478,20 +478,7 @@ def _range_rows(
     init, seed, epoch, layer, depth, lo, hi, count=432, within_unit=1.0, within_default=1.0, param="weight"
 ):
     stats = {"count": count, "min": lo, "max": hi, "within_unit": within_unit, "within_default_bound": within_default}
-    return [
-        {
-            "variant": "base",
-            "init": init,
-            "seed": seed,
-            "epoch": epoch,
-            "layer": layer,
-            "depth": depth,
-            "param": param,
-            "statistic": k,
-            "value": v,
-        }
-        for k, v in stats.items()
-    ]
+    return [tidy_row(init, seed, epoch, layer, depth, param, k, v) for k, v in stats.items()]
 
 
 def test_range_table_reports_the_extreme_seed_not_the_mean():

@@ -932,14 +932,21 @@ def _stage_cuts(
     return out
 
 
+def _weights_at_stages(
+    table: Any, training: pd.DataFrame, weights: pd.DataFrame, stages: list[int | str]
+) -> pd.DataFrame:
+    """``table(weights)`` at each stage (``_stage_cuts``), stacked, with the columns ``stage`` and ``ends``."""
+    frames = [
+        table(cut["weights"]).assign(stage=label, ends=ends)
+        for label, ends, cut in _stage_cuts(training, {"weights": weights}, stages)
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
 def range_stages(training: pd.DataFrame, weights: pd.DataFrame, stages: list[int | str]) -> pd.DataFrame:
     """The range table ("do weights stay inside [-1, 1]?") with 'after' read at each stage of
     ``stats.claims_at`` and at the last epoch (column ``stage``; ``ends``: the runs' epochs)."""
-    frames = [
-        range_table(cut["weights"]).assign(stage=label, ends=ends)
-        for label, ends, cut in _stage_cuts(training, {"weights": weights}, stages)
-    ]
-    long = pd.concat(frames, ignore_index=True)
+    long = _weights_at_stages(range_table, training, weights, stages)
     first = ["init", "layer", "param", "stage", "ends"]
     return long[first + [c for c in long.columns if c not in first and not c.endswith("_before")]]
 
@@ -947,13 +954,8 @@ def range_stages(training: pd.DataFrame, weights: pd.DataFrame, stages: list[int
 def depth_trend_stages(training: pd.DataFrame, weights: pd.DataFrame, stages: list[int | str]) -> pd.DataFrame:
     """The depth-trend table ("are deeper layers sparser or heavier-tailed?") at each stage of
     ``stats.claims_at`` and at the last epoch (column ``stage``; ``ends``: the runs' epochs)."""
-    frames = [
-        depth_trend(cut["weights"]).assign(stage=label, ends=ends)
-        for label, ends, cut in _stage_cuts(training, {"weights": weights}, stages)
-    ]
-    long = pd.concat(frames, ignore_index=True)
     keys = ["variant", "init", "layer_kind", "statistic"]
-    long = long.sort_values(keys, kind="stable")
+    long = _weights_at_stages(depth_trend, training, weights, stages).sort_values(keys, kind="stable")
     return long[[*keys, "stage", "ends", *[c for c in DEPTH_TREND_COLUMNS if c not in keys]]].reset_index(drop=True)
 
 
