@@ -607,3 +607,25 @@ def test_snakemakes_marker_in_a_store_raises_no_warning(tmp_path):
         [sys.executable, "-W", "error::UserWarning", "-c", code, str(store)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("slab_bytes", [64 << 20, 3 * 8 * 10])
+def test_verify_store_names_a_damaged_later_chunk(tmp_path, monkeypatch, slab_bytes):
+    """verify_store reads many chunks at once (slabs of about VERIFY_BYTES); a damaged chunk in
+    the middle of a slab is still named alone, whether the array is read in one slab or in several."""
+    import numpy as np
+    import zarr
+
+    from dnndist import integrity
+
+    monkeypatch.setattr(integrity, "VERIFY_BYTES", slab_bytes)
+    store = tmp_path / "s.zarr"
+    root = zarr.open_group(str(store), mode="w", zarr_format=3)
+    arr = root.create_array("g/a", shape=(12, 10), chunks=(2, 5), dtype="float64", **integrity.checksummed())
+    arr[...] = np.arange(120.0).reshape(12, 10)
+    root.create_array("s", shape=(), dtype="int64", **integrity.checksummed())[...] = 7
+    integrity.verify_store(store)  # intact
+    assert len(integrity._slabs(arr)) == (1 if slab_bytes > 960 else 6)
+    _flip_byte(store / "g" / "a" / "c" / "3" / "1")
+    with pytest.raises(integrity.IntegrityError, match=r"array 'g/a' chunk \(3, 1\) is damaged"):
+        integrity.verify_store(store)

@@ -71,7 +71,8 @@ def test_demo_on_slurm_survives_a_preempted_training_job(cluster, tmp_path):
     work = tmp_path / "demo"
     (work / "presets").mkdir(parents=True)
     (work / "presets" / "demo.yaml").write_text((REPO / "presets" / "demo.yaml").read_text())
-    write_yaml(work / "three.yaml", {"inits": ["kaiming_normal", "xavier_uniform", "ones"]})
+    # one job per run (the demo stacks its runs): a preempted run is resubmitted alone
+    write_yaml(work / "three.yaml", {"inits": ["kaiming_normal", "xavier_uniform", "ones"], "stacked": False})
     stop, cancelled = threading.Event(), []
     watcher = threading.Thread(target=preempt_first, args=("train", "kaiming_normal", stop, cancelled), daemon=True)
     watcher.start()

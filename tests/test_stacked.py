@@ -12,18 +12,19 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
+from dnndist import DnndistError, data, inits, models, stacked, train
 from dnndist import config as dcfg
-from dnndist import data, inits, models, stacked, train
 from dnndist.checkpoints import load_checkpoint
 from dnndist.settings import ModelSettings, RunSettings
 
-from .conftest import env, snakemake, tiny_config, write_yaml
+from .conftest import REPO, env, snakemake, tiny_config, write_yaml
 from .test_recipe import RECIPE as RECIPE_RUN
 
 # the ResNet recipe of tests/test_recipe.py (Nesterov SGD, one-cycle lr, flip_crop, label smoothing), its
@@ -254,6 +255,23 @@ def test_stack_groups_and_cli_errors(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and "JSON list" in proc.stderr and "Traceback" not in proc.stderr
+    for argv, message in [
+        (["--settings", "{}", "--checkpoints", "c", "--out", "o"], "JSON list of extract settings"),
+        (["--settings", '[{"run": 1}]', "--checkpoints", "c", "--out", "o"], "run [0]:"),
+        (
+            ["--config", str(REPO / "config.yaml"), "--group", "nope", "--checkpoints", "c", "--out", "o"],
+            "--group must be one of",
+        ),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dnndist", "extract-group", *argv, "--data", "x"],
+            env=env(), capture_output=True, text=True, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    from dnndist.extract import extract_runs
+
+    with pytest.raises(DnndistError, match="one checkpoints folder and one run folder per run: 1 runs, 2 check"):
+        extract_runs([object()], ["a", "b"], "s", ["o"])
 
 
 @pytest.mark.slow
@@ -261,11 +279,35 @@ def test_stacked_workflow_plans_one_job_per_group_and_trains(tmp_path):
     cfg = tiny_config(tmp_path / "results", inits=["kaiming_normal", "xavier_uniform", "ones"], stacked=True)
     write_yaml(tmp_path / "tiny.yaml", cfg)
     targets = [str(tmp_path / "results" / "runs" / "base" / i / "seed0" / "summary.json") for i in cfg["inits"]]
-    snakemake(tmp_path, *targets, "--cores", "2", "--configfile", str(tmp_path / "tiny.yaml"))
+    stores = [str(tmp_path / "results" / "runs" / "base" / i / "seed0" / "gradients.zarr") for i in cfg["inits"]]
+    snakemake(tmp_path, *targets, *stores, "--cores", "2", "--configfile", str(tmp_path / "tiny.yaml"))
     log = (tmp_path / "results" / "logs" / "train" / "stacked" / "base-1.log").read_text()
     assert "stack of 3 run(s)" in log
     for t in targets:
         assert json.loads(open(t).read())["status"] == "completed"
+    # one extraction job for the group; each run's stores are what extracting it alone writes
+    log = (tmp_path / "results" / "logs" / "extract" / "stacked" / "base-1.log").read_text()
+    assert "run 3 of 3: base/ones/seed0" in log
+    run_dir = tmp_path / "results" / "runs" / "base" / "xavier_uniform" / "seed0"
+    alone = tmp_path / "alone"
+    subprocess.run(
+        [
+            sys.executable, "-m", "dnndist", "extract", "all", "--config", str(REPO / "config.yaml"),
+            "--config", str(tmp_path / "tiny.yaml"), "--run", "base/xavier_uniform/seed0",
+            "--checkpoints", str(run_dir / "checkpoints"),
+            "--data", str(tmp_path / "results" / "data" / "dataset.zarr"), "--out", str(alone), "--threads", "2",
+        ],
+        env=env(), check=True, capture_output=True,
+    )  # fmt: skip
+    for kind in ("weights", "features", "gradients"):
+        files = sorted(p.relative_to(alone) for p in (alone / f"{kind}.zarr").rglob("*") if p.is_file())
+        grouped = sorted(p.relative_to(run_dir) for p in (run_dir / f"{kind}.zarr").rglob("*") if p.is_file())
+        assert [f for f in grouped if ".snakemake" not in f.name] == files
+        differ = [f for f in files if (alone / f).read_bytes() != (run_dir / f).read_bytes()]
+        assert differ == [Path(f"{kind}.zarr/zarr.json")]  # the root's metadata, by its `created` time only
+        roots = [json.loads((d / differ[0]).read_text()) for d in (alone, run_dir)]
+        assert [r["attributes"].pop("created") for r in roots][0] != ""
+        assert roots[0] == roots[1]
     # editing one init's training settings splits it off: its group and the rest rerun
     cfg2 = {**cfg, "overrides": {"ones": {"train": {"lr": 5.0e-4}}}}
     write_yaml(tmp_path / "tiny2.yaml", cfg2)
@@ -280,10 +322,14 @@ def test_set_resources_for_train_reach_the_stack_groups_rules(tmp_path):
     cfg = tiny_config(tmp_path / "results", inits=["kaiming_normal", "xavier_uniform"], stacked=True)
     write_yaml(tmp_path / "tiny.yaml", cfg)
     args = ["-n", "--configfile", str(tmp_path / "tiny.yaml"), "--set-resources", "train:gpu=1", "train:mem_mb=9000"]
+    args += ["extract:gpu=1", "extract:runtime=77"]
     out = snakemake(tmp_path, *args).stdout
     block = out.split("rule train_stacked_base_1:")[1].split("\n\n")[0]
     resources = re.search(r"resources: (.*)", block)[1]
     assert "gpu=1" in resources and "mem_mb=9000" in resources and "torch_threads=2" in resources
+    block = out.split("rule extract_stacked_base_1:")[1].split("\n\n")[0]
+    resources = re.search(r"resources: (.*)", block)[1]
+    assert "gpu=1" in resources and "runtime=77" in resources and "mem_mb=6000" in resources
     plain = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "tiny.yaml")).stdout
     block = plain.split("rule train_stacked_base_1:")[1].split("\n\n")[0]
     assert "gpu=" not in block and f"mem_mb={4000 + 500 * 2}" in block  # the group's own estimate

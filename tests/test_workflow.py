@@ -481,6 +481,11 @@ def test_full_presets_plan(tmp_path, shared_jpeg, preset, jobs):
         assert len(trains) == jobs["train_stacked"] and set(trains.values()) == {1}
     else:
         assert trains == jobs
+    extracts = {k: v for k, v in counts.items() if k.startswith("extract")}
+    if "train_stacked" in jobs:  # one extraction job per stack group, named after it
+        assert set(extracts) == {k.replace("train", "extract", 1) for k in trains} and set(extracts.values()) == {1}
+    else:
+        assert extracts == {"extract": jobs["train"]}
     stats_jobs = {k: v for k, v in counts.items() if k.startswith("stats_runs_")}
     assert counts["dataset"] == 1 and set(stats_jobs.values()) == {1}  # one statistics job per variant
     assert len(stats_jobs) == (len(trains) if "train_stacked" in jobs else 1)

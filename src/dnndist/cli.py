@@ -26,6 +26,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,17 +124,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _group_settings(args: argparse.Namespace, kind: str, of_run: Callable[[Any, cfgmod.Run], Any]) -> list[Any]:
+    """A stack group's settings, one per run: the --settings JSON list (checked as ``kind``), or
+    ``of_run(config, run)`` for each run of --group of the --config files."""
+    if args.settings:
+        return list(_settings(args, kind))
+    cfg = _load_config(args)
+    groups = {g.name: g for g in cfgmod.stack_groups(cfg)}
+    if args.group not in groups:
+        raise DnndistError(f"--group must be one of {sorted(groups)}")
+    return [of_run(cfg, r) for r in groups[args.group].runs]
+
+
 def cmd_train_stacked(args: argparse.Namespace) -> int:
     from dnndist.train import train_stack
 
-    if args.settings:
-        settings = [RunSettings.from_dict(s) for s in _settings(args, "stacked")]
-    else:
-        cfg = _load_config(args)
-        groups = {g.name: g for g in cfgmod.stack_groups(cfg)}
-        if args.group not in groups:
-            raise DnndistError(f"--group must be one of {sorted(groups)}")
-        settings = [RunSettings.from_dict(cfgmod.run_settings(cfg, r)) for r in groups[args.group].runs]
+    settings = [RunSettings.from_dict(s) for s in _group_settings(args, "stacked", cfgmod.run_settings)]
     if len(args.out) != len(settings):
         raise DnndistError(f"--out needs one run directory per run ({len(settings)}), got {len(args.out)}")
     for summary in train_stack(settings, args.data, args.out, threads=args.threads, progress=args.progress):
@@ -150,7 +156,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from dnndist.extract import EXTRACTORS
+    from dnndist.extract import EXTRACTORS, extract_run
 
     if args.threads:
         import torch
@@ -160,8 +166,19 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if args.kind != "all":
         EXTRACTORS[args.kind](settings, args.checkpoints, args.data, args.out)
         return 0
-    for kind, extractor in EXTRACTORS.items():  # one process: the interpreter, torch and the data once
-        extractor(settings, args.checkpoints, args.data, Path(args.out) / f"{kind}.zarr")
+    extract_run(settings, args.checkpoints, args.data, args.out)  # one process: the interpreter and torch once
+    return 0
+
+
+def cmd_extract_group(args: argparse.Namespace) -> int:
+    from dnndist.extract import extract_runs
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    settings = [ExtractSettings.from_dict(s) for s in _group_settings(args, "extract_group", cfgmod.extract_settings)]
+    extract_runs(settings, args.checkpoints, args.data, args.out)
     return 0
 
 
@@ -470,6 +487,19 @@ def _extract_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.set_defaults(fn=cmd_extract)
+    g = sub.add_parser(
+        "extract-group",
+        help="extract the runs of one stack group (stacked: true) one after another in one process",
+    )
+    sel = g.add_mutually_exclusive_group(required=True)
+    sel.add_argument("--settings", help="JSON list of the runs' extract settings (what the Snakemake rules pass)")
+    sel.add_argument("--config", action="append", help="config file(s), later ones overlay earlier ones")
+    g.add_argument("--group", help="stack group name, e.g. base-1 (with --config; see 'dnndist runs')")
+    g.add_argument("--checkpoints", required=True, nargs="+", help="one checkpoints directory per run, in order")
+    g.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
+    g.add_argument("--out", required=True, nargs="+", help="one run directory per run (receives the three stores)")
+    g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    g.set_defaults(fn=cmd_extract_group)
 
 
 def _stats_run_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

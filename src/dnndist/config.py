@@ -366,22 +366,26 @@ SETTINGS_KEYS = {
 }
 
 
+LIST_KINDS = {"stacked": "run", "extract_group": "extract"}  # --settings kinds that are a list of one kind
+
+
 def check_settings(settings: Any, kind: str, schema: dict[str, Any] | None = None) -> Any:
     """Validate the resolved settings a stage CLI is given as --settings JSON (kind: run,
-    extract, stats, data, or stacked = a list of run settings) against the config schema.
+    extract, stats, data; stacked = a list of run settings, extract_group = a list of extract
+    settings) against the config schema.
     Raises ConfigError naming the first missing or bad key."""
     import jsonschema
 
     schema = schema or load_schema()
     defs = _require_defaults(schema["$defs"], schema)
-    if kind == "stacked":
+    if kind in LIST_KINDS:
         if not isinstance(settings, list) or not settings:
             raise ConfigError(
-                "--settings: expected a non-empty JSON list of run settings (one per run of the stack group)"
+                f"--settings: expected a non-empty JSON list of {LIST_KINDS[kind]} settings (one per run of the stack group)"
             )
         for i, s in enumerate(settings):
             try:
-                check_settings(s, "run", schema)
+                check_settings(s, LIST_KINDS[kind], schema)
             except ConfigError as exc:
                 raise ConfigError(f"run [{i}]: {exc}") from None
         return settings

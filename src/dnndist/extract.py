@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from dnndist import DnndistError, conventions, data, dims, inits, integrity, models, stats, streaming, train, units
+from dnndist import DnndistError, conventions, data, dims, inits, integrity, models, moments, streaming, train, units
 from dnndist.gradients import emission_absorption
 from dnndist.io import atomic_path
 from dnndist.provenance import attrs as provenance_attrs
@@ -580,8 +580,8 @@ class FeatureArrays:
             name: (sd, self.stats[k], {"long_name": long_name, "units": unit})
             for k, (name, long_name, unit) in FEATURE_VARIABLES.items()
         }
-        derived = stats.derived_moments(*(self.stats[k] for k in ("n", "m2", "m3", "m4")))
-        for name, (long_name, p) in stats.DERIVED_MOMENTS.items():
+        derived = moments.derived_moments(*(self.stats[k] for k in ("n", "m2", "m3", "m4")))
+        for name, (long_name, p) in moments.DERIVED_MOMENTS.items():
             out[name] = (sd, derived[name], {"long_name": long_name, "units": units.power(units.ACTIVATION, p)})
         out["hist"] = (
             (*sd, dims.BIN),
@@ -919,3 +919,28 @@ def _em_ab_streams(
 
 
 EXTRACTORS = {"weights": extract_weights, "features": extract_features, "gradients": extract_gradients}
+
+
+def extract_run(settings: ExtractSettings, ckpt_dir: str | Path, store: str | Path, out_dir: str | Path) -> None:
+    """The three stores of one run (``out_dir``/weights.zarr, features.zarr, gradients.zarr)."""
+    for kind, extractor in EXTRACTORS.items():
+        extractor(settings, ckpt_dir, store, Path(out_dir) / f"{kind}.zarr")
+
+
+def extract_runs(
+    settings: Sequence[ExtractSettings],
+    ckpt_dirs: Sequence[str | Path],
+    store: str | Path,
+    out_dirs: Sequence[str | Path],
+) -> None:
+    """:func:`extract_run` for several runs (a stack group) one after another in this process: the
+    interpreter, torch and the imports are paid once. Each run's stores are exactly what
+    extracting it alone writes (every draw is seeded from its own settings)."""
+    if not len(settings) == len(ckpt_dirs) == len(out_dirs):
+        raise DnndistError(
+            f"one checkpoints folder and one run folder per run: {len(settings)} runs, "
+            f"{len(ckpt_dirs)} checkpoints folders, {len(out_dirs)} run folders"
+        )
+    for i, (run, ckpt_dir, out_dir) in enumerate(zip(settings, ckpt_dirs, out_dirs, strict=True), start=1):
+        log.info("run %d of %d: %s/%s/seed%d", i, len(settings), run.run.variant, run.run.init_name, run.run.seed)
+        extract_run(run, ckpt_dir, store, out_dir)

@@ -25,6 +25,7 @@ import scipy.special
 import scipy.stats
 
 from dnndist import best, dims, spectral
+from dnndist.moments import DERIVED_MOMENTS, derived_moments  # noqa: F401  (re-exported)
 from dnndist.settings import StatsSettings
 from dnndist.verdicts import t_interval
 
@@ -423,29 +424,6 @@ def open_layer_groups(path: str | Path) -> dict[str, Any]:
 
 def weight_stats_of_store(path: str | Path, settings: StatsSettings | None = None) -> pd.DataFrame:
     return weight_table(open_layer_groups(path), settings)
-
-
-DERIVED_MOMENTS = {  # name -> (long_name, power of the values' units; 0: dimensionless)
-    "variance": ("variance (population: m2 / n)", 2),
-    "stdev": ("standard deviation (population: sqrt(m2 / n))", 1),
-    "skewness": ("skewness (m3 / n) / (m2 / n)^1.5, as scipy.stats.skew", 0),
-    "kurtosis": ("excess kurtosis (m4 / n) / (m2 / n)^2 - 3, as scipy.stats.kurtosis (Fisher)", 0),
-}
-
-
-def derived_moments(n: Any, m2: Any, m3: Any, m4: Any) -> dict[str, Any]:
-    """Variance, standard deviation, skewness and excess kurtosis (``DERIVED_MOMENTS``) from a count
-    and the central moment sums m2..m4 (numpy or xarray): the population (biased) estimators, what
-    ``scipy.stats.skew`` and ``scipy.stats.kurtosis`` give with their defaults; NaN where n is 0
-    or the values are constant."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        var = m2 / n
-        return {
-            "variance": var,
-            "stdev": np.sqrt(var),
-            "skewness": (m3 / n) / var**1.5,
-            "kurtosis": (m4 / n) / var**2 - 3.0,
-        }
 
 
 def feature_table(features: Any) -> pd.DataFrame:

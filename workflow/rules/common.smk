@@ -98,6 +98,17 @@ def stacked_resources(group):
     return profile_resources("train", res)
 
 
+def extract_group_resources(group):
+    """A stack group's extraction job: the memory of one run (its runs are extracted one after
+    another) and 4 hours a run, then what the profile or the command line sets for `extract`."""
+    return profile_resources("extract", {"mem_mb": 6000, "runtime": 240 * len(group.runs), "torch_threads": 2})
+
+
+def extract_group_settings_json(group):
+    """The extract settings of every run of a stack group: editing one re-extracts the group."""
+    return json.dumps([dcfg.extract_settings(config, r) for r in group.runs], sort_keys=True)
+
+
 def stats_resources(variant):
     """A variant's statistics job: the memory of one run (runs are computed one after another,
     weight statistics in bounded batches) and 5 minutes a run (about 30 s for 51 checkpoints of
