@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -553,3 +554,18 @@ def test_stats_of_a_variants_runs_in_one_process_equal_run_by_run(run, tmp_path)
             assert (tmp_path / "together" / init / "stats" / name).read_bytes() == (alone / name).read_bytes(), name
         reference = _weight_table_tensor_by_tensor(stats.open_layer_groups(run_dir / "weights.zarr"), settings)
         assert (alone / "weights.csv").read_text() == reference.to_csv(index=False)
+    # the runs shared by processes (the workflow's job threads; one BLAS thread each, as the rule
+    # sets): the same bytes as one process
+    one_blas = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    written = {}
+    for workers in ("1", "2"):
+        dirs = []
+        for init, (_, run_dir) in runs.items():
+            dirs.append(tmp_path / f"workers{workers}" / init)
+            for kind in ("weights", "features", "gradients"):
+                shutil.copytree(run_dir / f"{kind}.zarr", dirs[-1] / f"{kind}.zarr")
+        argv = ["stats-runs", "--settings", settings_json, "--run-dirs", *map(str, dirs), "--workers", workers]
+        proc = subprocess.run([sys.executable, "-m", "dnndist", *argv], env=one_blas, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        written[workers] = {(d.name, p.name): p.read_bytes() for d in dirs for p in sorted((d / "stats").iterdir())}
+    assert len(written["2"]) == len(runs) * len(outputs.run_tables()) and written["2"] == written["1"]

@@ -345,7 +345,8 @@ def test_demo_preset_plans(tmp_path):
     proc = snakemake(tmp_path, "-n", "--configfile", "presets/demo.yaml")
     # the default profile (rerun-incomplete, keep-going) is found through the top-level profiles link
     assert f"Using workflow specific profile {REPO}/profiles/default" in proc.stdout + proc.stderr
-    assert planned_jobs(proc) == plan(dataset=1, train=7, extract=7, stats_runs_base=1)
+    # the demo is stacked: one training job and one extraction job for its 7 runs
+    assert planned_jobs(proc) == plan(dataset=1, train_stacked_base_1=1, extract_stacked_base_1=1, stats_runs_base=1)
 
 
 @pytest.mark.parametrize("stacked", [False, True], ids=["per_run", "stacked"])

@@ -217,9 +217,9 @@ def open_run_stores(weights: Path, features: Path, gradients: Path) -> tuple[dic
     for store in (weights, features, gradients):
         integrity.verify_store(store)
     # old-layout stores (features named count/mean/min/max) open under the current names
-    grads = open_store_lazily(gradients)
-    grad_groups = {str(layer): open_store_lazily(gradients, group=str(layer)) for layer in grads["layer"].values}
-    return stats.open_layer_groups(weights), open_store_lazily(features), grad_groups
+    grads = open_store_lazily(gradients, dask=False)
+    grad_groups = {str(layer): open_store_lazily(gradients, str(layer), dask=False) for layer in grads["layer"].values}
+    return stats.open_layer_groups(weights), open_store_lazily(features, dask=False), grad_groups
 
 
 def write_run_tables(stores: list[tuple[Path, Path, Path]], out_dirs: list[Path], settings: StatsSettings) -> None:
@@ -250,8 +250,29 @@ def cmd_stats_runs(args: argparse.Namespace) -> int:
     settings = StatsSettings.from_dict(_settings(args, "stats"))
     dirs = [Path(d) for d in args.run_dirs]
     stores = [(d / "weights.zarr", d / "features.zarr", d / "gradients.zarr") for d in dirs]
-    write_run_tables(stores, [d / "stats" for d in dirs], settings)
+    parts = _balanced(list(range(len(dirs))), max(1, min(args.workers, len(dirs))))
+    jobs = [([stores[i] for i in part], [dirs[i] / "stats" for i in part]) for part in parts]
+    if len(jobs) == 1:
+        write_run_tables(*jobs[0], settings)
+        return 0
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # the other parts in fresh processes (spawn: nothing of this one's threads or state), the first
+    # here; each run's tables do not depend on which process computes them (one BLAS thread each)
+    with ProcessPoolExecutor(len(jobs) - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(write_run_tables, *job, settings) for job in jobs[1:]]
+        write_run_tables(*jobs[0], settings)
+        for future in futures:
+            future.result()
     return 0
+
+
+def _balanced(items: list[int], parts: int) -> list[list[int]]:
+    """``items`` in ``parts`` contiguous pieces whose sizes differ by at most one."""
+    size, extra = divmod(len(items), parts)
+    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def cmd_stats_combine(args: argparse.Namespace) -> int:
@@ -530,6 +551,13 @@ def _stats_runs_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         required=True,
         help="run directories, each with weights.zarr, features.zarr and gradients.zarr; each receives "
         f"stats/{{{','.join(outputs.run_tables())}}}.csv, the tables stats-run writes for it",
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes that share the runs (default 1); the tables do not depend on it where each "
+        "process has one BLAS thread (OMP_NUM_THREADS=1, as the workflow sets)",
     )
     s.set_defaults(fn=cmd_stats_runs)
 

@@ -136,9 +136,23 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
 
 
 def _to_zarr(ds: xr.Dataset, path: Path, encoding: dict[str, dict[str, Any]] | None = None, **kwargs: Any) -> Any:
-    """Write (part of) a store: zarr v3, every array checksummed and every chunk written (integrity)."""
-    enc = {name: {**e, **integrity.checksummed()} for name, e in (encoding or _encoding(ds)).items()}
+    """Write (part of) a store: zarr v3, every array checksummed (coordinates too) and every chunk
+    written (integrity). Arrays already in the group (mode "a") keep what they were written with."""
+    base = encoding or _encoding(ds)
+    existing = _array_names(path, kwargs.get("group")) if kwargs.get("mode") == "a" else set()
+    names = [name for name in (*ds.data_vars, *ds.coords) if name not in existing]
+    enc = {name: {**base.get(name, {}), **integrity.checksummed()} for name in names}
     return ds.to_zarr(path, zarr_format=3, consolidated=False, write_empty_chunks=True, encoding=enc, **kwargs)
+
+
+def _array_names(path: Path, group: str | None) -> set[str]:
+    """The arrays already in a group of a store being written (none if it does not exist yet)."""
+    import zarr
+
+    try:
+        return {name for name, _ in zarr.open_group(str(path), path=group or "", mode="r").arrays()}
+    except (FileNotFoundError, KeyError):  # zarr's GroupNotFoundError is a FileNotFoundError
+        return set()
 
 
 def write_store(path: str | Path, root: xr.Dataset, groups: Mapping[str, xr.Dataset], attrs: Mapping[str, str]) -> Path:

@@ -92,17 +92,20 @@ DATASET_NAMES = {"count": "n", "mean": "mu", "min": "vmin", "max": "vmax", "std"
 LEGACY_FEATURE_NAMES = {k: DATASET_NAMES[k] for k in ("count", "mean", "min", "max")}
 
 
-def open_store_lazily(path: str | os.PathLike[str], group: str | None = None) -> Any:
-    """One zarr store as a lazy Dataset: by its consolidated metadata (one read), or, for a
+def open_store_lazily(path: str | os.PathLike[str], group: str | None = None, dask: bool = True) -> Any:
+    """One zarr store as a lazy Dataset (dask-backed; ``dask=False``: lazily indexed, a variable
+    read with all its chunks at once when it is used, which for one run's small arrays costs less
+    than dask's task per chunk): by its consolidated metadata (one read), or, for a
     store written before dnndist consolidated them, by listing it (``import dnndist`` silences
     zarr's warning about Snakemake's marker file in a directory output). A features store written
     before its statistics were renamed gets the current names (``LEGACY_FEATURE_NAMES``)."""
     import xarray as xr
 
+    chunks = {} if dask else {"chunks": None}
     try:
-        ds = xr.open_zarr(path, group=group, consolidated=True)
+        ds = xr.open_zarr(path, group=group, consolidated=True, **chunks)
     except (KeyError, ValueError, FileNotFoundError):
-        ds = xr.open_zarr(path, group=group, consolidated=False)
+        ds = xr.open_zarr(path, group=group, consolidated=False, **chunks)
     if "m2" in ds.data_vars:
         ds = ds.rename({k: v for k, v in LEGACY_FEATURE_NAMES.items() if k in ds.data_vars})
     return ds

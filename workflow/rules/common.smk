@@ -109,12 +109,20 @@ def extract_group_settings_json(group):
     return json.dumps([dcfg.extract_settings(config, r) for r in group.runs], sort_keys=True)
 
 
+def stats_threads(variant):
+    """A variant's statistics job: a process per run, at most 8 (Snakemake scales it down to the
+    cores it has)."""
+    return min(8, sum(r.variant == variant for r in RUNS))
+
+
 def stats_resources(variant):
-    """A variant's statistics job: the memory of one run (runs are computed one after another,
-    weight statistics in bounded batches) and 5 minutes a run (about 30 s for 51 checkpoints of
-    the paper CNN on a CPU core), then what the profile or the command line sets for `stats_runs`."""
+    """A variant's statistics job: the memory of one run per process (each computes its runs one
+    after another, weight statistics in bounded batches) and 5 minutes a run (about 30 s for 51
+    checkpoints of the paper CNN on a CPU core), then what the profile or the command line sets
+    for `stats_runs`."""
     runs = sum(r.variant == variant for r in RUNS)
-    return profile_resources("stats_runs", {"mem_mb": 4000, "runtime": 30 + 5 * runs})
+    mem = 4000 + 1000 * (stats_threads(variant) - 1)
+    return profile_resources("stats_runs", {"mem_mb": mem, "runtime": 30 + 5 * runs})
 
 
 def run_weights(wildcards):
