@@ -73,3 +73,10 @@ def test_preflight_stops_before_any_job_when_python_cannot_import_dnndist(tmp_pa
     assert "cannot import dnndist" in out and "export PATH=$PWD/.venv/bin:$PATH" in out
     assert not (tmp_path / "results" / "data").exists()  # no job ran
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("workers", ["0", "-2"])
+def test_stats_runs_refuses_fewer_than_one_worker(workers, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["stats-runs", "--settings", "{}", "--run-dirs", "r", "--workers", workers])
+    assert exc.value.code == 2 and "--workers: must be at least 1" in capsys.readouterr().err

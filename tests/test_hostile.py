@@ -629,3 +629,32 @@ def test_verify_store_names_a_damaged_later_chunk(tmp_path, monkeypatch, slab_by
     _flip_byte(store / "g" / "a" / "c" / "3" / "1")
     with pytest.raises(integrity.IntegrityError, match=r"array 'g/a' chunk \(3, 1\) is damaged"):
         integrity.verify_store(store)
+
+
+def test_verify_store_reads_other_codecs_through_zarr_and_checks_strings(tmp_path, monkeypatch):
+    """Arrays dnndist did not write (gzip here, whose CRC catches a flipped byte) are read through
+    zarr in slabs, and a damaged chunk is still named; a damaged chunk of strings (vlen-utf8 +
+    checksummed zstd, as the stores' coordinates) is named by the direct check."""
+    import numpy as np
+    import zarr
+    from zarr.codecs import GzipCodec
+
+    from dnndist import integrity
+
+    monkeypatch.setattr(integrity, "VERIFY_BYTES", 2 * 8 * 10)  # 2 rows of chunks a slab: several slabs
+    store = tmp_path / "g.zarr"
+    root = zarr.open_group(str(store), mode="w", zarr_format=3)
+    arr = root.create_array("a", shape=(8, 10), chunks=(2, 10), dtype="float64", compressors=[GzipCodec()])
+    arr[...] = np.arange(80.0).reshape(8, 10)
+    names = root.create_array("names", shape=(4,), chunks=(2,), dtype=str, **integrity.checksummed())
+    names[...] = np.array(["conv1", "conv2", "conv3", "fc1"])
+    assert integrity._zstd_chunk_check(arr) is None and integrity._zstd_chunk_check(names) is not None
+    integrity.verify_store(store)  # intact
+    _flip_byte(store / "a" / "c" / "2" / "0")
+    with pytest.raises(integrity.IntegrityError, match=r"array 'a' chunk \(2, 0\) is damaged"):
+        integrity.verify_store(store)
+    arr[...] = np.arange(80.0).reshape(8, 10)  # mended
+    integrity.verify_store(store)
+    _flip_byte(store / "names" / "c" / "1")
+    with pytest.raises(integrity.IntegrityError, match=r"array 'names' chunk \(1,\) is damaged"):
+        integrity.verify_store(store)

@@ -19,6 +19,8 @@ pytestmark = pytest.mark.slow
 # The CI node has no GPU and no accounting database (so no sacct): status by squeue,
 # short status-check intervals, no account. Everything else comes from the profile.
 SLURM_ARGS = [
+    "--max-threads",  # the test cluster's node has this machine's cores; the statistics job asks for a CPU per run
+    "2",
     "--profile",
     str(REPO / "workflow" / "profiles" / "slurm"),
     "--set-resources",

@@ -250,7 +250,7 @@ def cmd_stats_runs(args: argparse.Namespace) -> int:
     settings = StatsSettings.from_dict(_settings(args, "stats"))
     dirs = [Path(d) for d in args.run_dirs]
     stores = [(d / "weights.zarr", d / "features.zarr", d / "gradients.zarr") for d in dirs]
-    parts = _balanced(list(range(len(dirs))), max(1, min(args.workers, len(dirs))))
+    parts = _balanced(list(range(len(dirs))), min(args.workers, len(dirs)))
     jobs = [([stores[i] for i in part], [dirs[i] / "stats" for i in part]) for part in parts]
     if len(jobs) == 1:
         write_run_tables(*jobs[0], settings)
@@ -260,12 +260,26 @@ def cmd_stats_runs(args: argparse.Namespace) -> int:
 
     # the other parts in fresh processes (spawn: nothing of this one's threads or state), the first
     # here; each run's tables do not depend on which process computes them (one BLAS thread each)
-    with ProcessPoolExecutor(len(jobs) - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(len(jobs) - 1, mp_context=multiprocessing.get_context("spawn"))
+    try:
         futures = [pool.submit(write_run_tables, *job, settings) for job in jobs[1:]]
         write_run_tables(*jobs[0], settings)
         for future in futures:
             future.result()
+    except BrokenProcessPool:
+        raise DnndistError("a statistics worker process died (out of memory?); rerun with --workers 1") from None
+    finally:
+        pool.shutdown(cancel_futures=True)  # on an error here, without waiting for the other parts
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _balanced(items: list[int], parts: int) -> list[list[int]]:
@@ -554,7 +568,7 @@ def _stats_runs_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     s.add_argument(
         "--workers",
-        type=int,
+        type=_positive_int,
         default=1,
         help="processes that share the runs (default 1); the tables do not depend on it where each "
         "process has one BLAS thread (OMP_NUM_THREADS=1, as the workflow sets)",

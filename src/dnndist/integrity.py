@@ -138,9 +138,9 @@ def _verify_chunks(path: Path, name: str, arr: Any, rows: slice) -> None:
                 f"{path}: array {name!r} chunk {block} is damaged ({exc}); "
                 "delete the store and rerun the stage that writes it"
             ) from None
+    where = f"rows {rows.start}:{rows.stop}" if arr.ndim else "its value"
     raise IntegrityError(  # the slab failed but no chunk alone does: report the slab
-        f"{path}: array {name!r} rows {rows.start}:{rows.stop} cannot be read; "
-        "delete the store and rerun the stage that writes it"
+        f"{path}: array {name!r} {where} cannot be read; delete the store and rerun the stage that writes it"
     )
 
 

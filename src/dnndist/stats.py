@@ -416,10 +416,10 @@ def _weight_rows(
 
 def open_layer_groups(path: str | Path) -> dict[str, Any]:
     """The layer groups of a weights store, in depth order."""
-    import xarray as xr
+    from dnndist.io import open_store_lazily
 
-    root = xr.open_zarr(path, consolidated=False, chunks=None)  # lazily indexed, without dask (open_store_lazily)
-    return {str(v): xr.open_zarr(path, group=str(v), consolidated=False, chunks=None) for v in root[dims.LAYER].values}
+    root = open_store_lazily(path, dask=False)  # lazily indexed, without dask
+    return {str(v): open_store_lazily(path, str(v), dask=False) for v in root[dims.LAYER].values}
 
 
 def weight_stats_of_store(path: str | Path, settings: StatsSettings | None = None) -> pd.DataFrame:

@@ -100,8 +100,9 @@ def stacked_resources(group):
 
 def extract_group_resources(group):
     """A stack group's extraction job: the memory of one run (its runs are extracted one after
-    another) and 4 hours a run, then what the profile or the command line sets for `extract`."""
-    return profile_resources("extract", {"mem_mb": 6000, "runtime": 240 * len(group.runs), "torch_threads": 2})
+    another) and an hour plus 20 minutes a run, then what the profile or the command line sets for
+    `extract` (a runtime set there is for the whole job)."""
+    return profile_resources("extract", {"mem_mb": 6000, "runtime": 60 + 20 * len(group.runs), "torch_threads": 2})
 
 
 def extract_group_settings_json(group):

@@ -57,10 +57,9 @@ else:
             params:
                 settings=extract_group_settings_json(group),
                 layout=STORE_LAYOUT,
-                checkpoints=" ".join(f"'{p}'" for p in group_paths(group, f"{RUN_DIR}/checkpoints")),
-                run_dirs=" ".join(f"'{p}'" for p in group_paths(group, RUN_DIR)),
+                run_dirs=group_paths(group, RUN_DIR),
                 env=MALLOC_ENV,
             shell:
                 "{params.env} python -m dnndist extract-group --settings {params.settings:q} "
-                "--checkpoints {params.checkpoints} --data {input.store:q} --out {params.run_dirs} "
+                "--checkpoints {input.checkpoints:q} --data {input.store:q} --out {params.run_dirs:q} "
                 "--threads {resources.torch_threads} > {log:q} 2>&1"

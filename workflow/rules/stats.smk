@@ -2,7 +2,7 @@
 # then all runs combined (and aggregated over seeds).
 #
 # One job per variant (a rule per variant, as stacked training makes one per stack group)
-# computes the tables of each of its runs, in one process: the interpreter and imports, the
+# computes the tables of each of its runs, in up to 8 processes that share them: the interpreter and imports, the
 # reference bands (stats.gaussian_reference, per tensor size) and the stores once, and the weight
 # statistics vectorised over the runs' tensors; each run's tables are those `dnndist stats-run`
 # writes for it alone, byte for byte. The trade-off: a run that changes (its extraction, its

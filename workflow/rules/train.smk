@@ -56,9 +56,9 @@ else:
                 **stacked_resources(group),
             params:
                 settings=group_settings_json(group),
-                run_dirs=" ".join(f"'{p}'" for p in group_paths(group, RUN_DIR)),
+                run_dirs=group_paths(group, RUN_DIR),
                 env=MALLOC_ENV,
             shell:
                 "{params.env} python -m dnndist train-stacked --settings {params.settings:q} "
-                "--data {input.store:q} --out {params.run_dirs} --threads {resources.torch_threads} --no-progress "
+                "--data {input.store:q} --out {params.run_dirs:q} --threads {resources.torch_threads} --no-progress "
                 "> {log:q} 2>&1"
