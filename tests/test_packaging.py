@@ -261,7 +261,10 @@ def test_installed_wheel_analyzes_and_deploys_the_workflow(venv, tmp_path):
     snakemake = [py, "-m", "snakemake"]
     dry = _run([*snakemake, "-n", "--cores", "1", "--configfile", "presets/demo.yaml"], d, env)
     assert dry.returncode == 0, dry.stdout + dry.stderr
-    assert re.search(r"^train\s+7$", dry.stdout, re.M) and re.search(r"^total\s+\d+$", dry.stdout, re.M), dry.stdout
+    # the demo is stacked: its 7 runs train in one job and are extracted in another
+    assert re.search(r"^train_stacked_base_1\s+1$", dry.stdout, re.M), dry.stdout
+    assert re.search(r"^extract_stacked_base_1\s+1$", dry.stdout, re.M), dry.stdout
+    assert re.search(r"^total\s+\d+$", dry.stdout, re.M), dry.stdout
     assert str(site / "dnndist" / "plots.py") in dry.stdout and "src/dnndist" not in dry.stdout
     first = _run(
         [*snakemake, "results/demo/data/dataset.zarr", "--cores", "1", "--configfile", "presets/demo.yaml"], d, env
