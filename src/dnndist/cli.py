@@ -124,6 +124,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _torch_threads(threads: int | None) -> None:
+    """torch's intra-op threads, where the command was given --threads."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _group_settings(args: argparse.Namespace, kind: str, of_run: Callable[[Any, cfgmod.Run], Any]) -> list[Any]:
     """A stack group's settings, one per run: the --settings JSON list (checked as ``kind``), or
     ``of_run(config, run)`` for each run of --group of the --config files."""
@@ -158,10 +166,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> int:
     from dnndist.extract import EXTRACTORS, extract_run
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _torch_threads(args.threads)
     settings = _extract_settings(args)
     if args.kind != "all":
         EXTRACTORS[args.kind](settings, args.checkpoints, args.data, args.out)
@@ -173,10 +178,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_extract_group(args: argparse.Namespace) -> int:
     from dnndist.extract import extract_runs
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _torch_threads(args.threads)
     settings = [ExtractSettings.from_dict(s) for s in _group_settings(args, "extract_group", cfgmod.extract_settings)]
     extract_runs(settings, args.checkpoints, args.data, args.out)
     return 0
@@ -257,11 +259,10 @@ def cmd_stats_runs(args: argparse.Namespace) -> int:
         return 0
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     # the other parts in fresh processes (spawn: nothing of this one's threads or state), the first
     # here; each run's tables do not depend on which process computes them (one BLAS thread each)
-    from concurrent.futures.process import BrokenProcessPool
-
     pool = ProcessPoolExecutor(len(jobs) - 1, mp_context=multiprocessing.get_context("spawn"))
     try:
         futures = [pool.submit(write_run_tables, *job, settings) for job in jobs[1:]]
@@ -356,10 +357,7 @@ def _gain(text: str) -> str | float:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from dnndist.analysis import analyze
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _torch_threads(args.threads)
     result = analyze(
         args.model,
         args.inputs,

@@ -38,6 +38,7 @@ def checksummed() -> dict[str, Any]:
 def verify_store(path: str | Path) -> None:
     """Read every chunk of every array of a zarr v3 store; IntegrityError names the first damaged one."""
     import zarr
+    from numcodecs import Zstd
 
     path = Path(path)
     if not (path / "zarr.json").is_file():
@@ -49,20 +50,25 @@ def verify_store(path: str | Path) -> None:
         raise IntegrityError(
             f"{path}: unreadable store metadata ({type(exc).__name__}: {exc}); rerun the stage that writes it"
         ) from None
+    zstd = Zstd()
     for name, arr in arrays:
-        grid = [range(math.ceil(s / c)) for s, c in zip(arr.shape, arr.chunks)]
         check = _zstd_chunk_check(arr)
-        for block in itertools.product(*grid):
+        for block in itertools.product(*_chunk_grid(arr)):
             key = "/".join(["c", *map(str, block)]) if block else "c"
             if not (path / name / key).is_file():
                 raise IntegrityError(
                     f"{path}: array {name!r} chunk {block} is missing; delete the store and rerun the stage that writes it"
                 )
             if check is not None:
-                _verify_zstd_chunk(path, name, block, (path / name / key).read_bytes(), check)
+                try:
+                    wrong = check(zstd.decode((path / name / key).read_bytes()))  # zstd checks its content checksum
+                except Exception as exc:  # noqa: BLE001 - the codec's own error says how it failed
+                    raise _damaged(path, name, block, str(exc)) from None
+                if wrong is not None:
+                    raise _damaged(path, name, block, f"it decodes to other than {wrong} bytes or values")
         if check is not None:
             continue
-        for rows in _slabs(arr):  # many chunks per read (zarr decodes them concurrently), bounded memory
+        for rows in _slabs(arr):  # other codecs through zarr, many chunks per read, bounded memory
             try:
                 arr[rows] if arr.ndim else arr[...]
             except Exception:  # noqa: BLE001 - find the chunk and report the codec's own error below
@@ -87,28 +93,20 @@ def _zstd_chunk_check(arr: Any) -> Callable[[bytes], int | None] | None:
     if isinstance(codecs[0], VLenUTF8Codec):
         from numcodecs import VLenUTF8
 
-        return lambda raw: None if len(VLenUTF8().decode(raw)) == items else items
+        strings = VLenUTF8()
+        return lambda raw: None if len(strings.decode(raw)) == items else items
     return None
 
 
-def _verify_zstd_chunk(
-    path: Path, name: str, block: tuple[int, ...], blob: bytes, check: Callable[[bytes], int | None]
-) -> None:
-    """Decompress one chunk file as zarr would (zstd checks the frame's content checksum) and
-    check what it decodes to: about 0.3 ms less per chunk than a read through zarr."""
-    from numcodecs import Zstd
+def _chunk_grid(arr: Any) -> list[range]:
+    """The chunk indices of the array along each dimension."""
+    return [range(math.ceil(s / c)) for s, c in zip(arr.shape, arr.chunks)]
 
-    try:
-        wrong = check(Zstd().decode(blob))
-    except Exception as exc:  # noqa: BLE001 - the codec's own error says how it failed
-        raise IntegrityError(
-            f"{path}: array {name!r} chunk {block} is damaged ({exc}); delete the store and rerun the stage that writes it"
-        ) from None
-    if wrong is not None:
-        raise IntegrityError(
-            f"{path}: array {name!r} chunk {block} is damaged (it decodes to other than {wrong} bytes or values); "
-            "delete the store and rerun the stage that writes it"
-        )
+
+def _damaged(path: Path, name: str, block: tuple[int, ...], why: str) -> IntegrityError:
+    return IntegrityError(
+        f"{path}: array {name!r} chunk {block} is damaged ({why}); delete the store and rerun the stage that writes it"
+    )
 
 
 VERIFY_BYTES = 64 << 20  # verify_store reads at most about this many bytes at once
@@ -126,7 +124,7 @@ def _slabs(arr: Any) -> list[slice]:
 
 def _verify_chunks(path: Path, name: str, arr: Any, rows: slice) -> None:
     """Read the chunks of ``rows`` one by one; IntegrityError names the first that fails."""
-    grid = [range(math.ceil(s / c)) for s, c in zip(arr.shape, arr.chunks)]
+    grid = _chunk_grid(arr)
     if grid:
         first = rows.start // arr.chunks[0]
         grid[0] = range(first, math.ceil(rows.stop / arr.chunks[0]))
@@ -134,10 +132,7 @@ def _verify_chunks(path: Path, name: str, arr: Any, rows: slice) -> None:
         try:
             arr.blocks[block] if block else arr[...]
         except Exception as exc:  # noqa: BLE001 - the codec's own error says how it failed
-            raise IntegrityError(
-                f"{path}: array {name!r} chunk {block} is damaged ({exc}); "
-                "delete the store and rerun the stage that writes it"
-            ) from None
+            raise _damaged(path, name, block, str(exc)) from None
     where = f"rows {rows.start}:{rows.stop}" if arr.ndim else "its value"
     raise IntegrityError(  # the slab failed but no chunk alone does: report the slab
         f"{path}: array {name!r} {where} cannot be read; delete the store and rerun the stage that writes it"
