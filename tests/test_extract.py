@@ -552,8 +552,11 @@ def test_stats_of_a_variants_runs_in_one_process_equal_run_by_run(run, tmp_path)
         assert tables == sorted(f"{name}.csv" for name in outputs.run_tables())
         for name in tables:
             assert (tmp_path / "together" / init / "stats" / name).read_bytes() == (alone / name).read_bytes(), name
-        reference = _weight_table_tensor_by_tensor(stats.open_layer_groups(run_dir / "weights.zarr"), settings)
+        groups = stats.open_layer_groups(run_dir / "weights.zarr")
+        reference = _weight_table_tensor_by_tensor(groups, settings)
         assert (alone / "weights.csv").read_text() == reference.to_csv(index=False)
+        # the spectra computed once for both tables: the spectrum table as spectrum_table gives it alone
+        assert (alone / "spectrum.csv").read_text() == stats.spectrum_table(groups).to_csv(index=False)
     # the runs shared by processes (the workflow's job threads; one BLAS thread each, as the rule
     # sets): the same bytes as one process
     one_blas = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -190,16 +190,17 @@ def run_table_functions(
     grad_groups: dict[str, Any],
     epochs: list[int],
     settings: StatsSettings,
-    weights: Any = None,
+    computed: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """How each per-run table of ``dnndist.outputs`` (``run_tables()``) is computed from a run's
-    opened stores: name -> a function of no arguments returning the table. ``weights``: the run's
-    weights table when already computed (with its variant's, ``stats.weight_tables``)."""
+    opened stores: name -> a function of no arguments returning the table. ``computed``: tables
+    already computed, by name (the weights and spectrum tables, with the variant's other runs':
+    ``stats.weight_and_spectrum_tables``)."""
     from dnndist import stats
 
     first_last = [epochs[0], epochs[-1]]
-    return {
-        "weights": lambda: weights if weights is not None else stats.weight_table(groups, settings),
+    functions = {
+        "weights": lambda: stats.weight_table(groups, settings),
         "features": lambda: stats.feature_table(features),
         "weight_hist": lambda: stats.weight_histograms(groups, first_last),
         "feature_hist": lambda: stats.feature_histograms(features, first_last),
@@ -208,6 +209,7 @@ def run_table_functions(
         ),
         "spectrum": lambda: stats.spectrum_table(groups),
     }
+    return {**functions, **{name: (lambda table=table: table) for name, table in (computed or {}).items()}}
 
 
 def open_run_stores(weights: Path, features: Path, gradients: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]:
@@ -227,17 +229,18 @@ def open_run_stores(weights: Path, features: Path, gradients: Path) -> tuple[dic
 def write_run_tables(stores: list[tuple[Path, Path, Path]], out_dirs: list[Path], settings: StatsSettings) -> None:
     """Every per-run table of several runs (weights, features, gradients stores each) into each
     run's ``out_dir``/<table>.csv, in one process: the imports, the reference bands of
-    ``stats.gaussian_reference`` (cached per size) and the weight statistics (vectorised over the
-    runs' tensors) are shared; each table is what ``stats-run`` writes for the run alone."""
+    ``stats.gaussian_reference`` (cached per size) and the weight statistics and spectra (vectorised
+    over the runs' tensors) are shared; each table is what ``stats-run`` writes for the run alone."""
     from dnndist import stats
     from dnndist.io import write_text
 
     opened = [open_run_stores(*paths) for paths in stores]
-    weight_tables = stats.weight_tables([groups for groups, _, _ in opened], settings)
-    for (lazy, features, grad_groups), weights, out in zip(opened, weight_tables, out_dirs):
+    weight_tables = stats.weight_and_spectrum_tables([groups for groups, _, _ in opened], settings)
+    for (lazy, features, grad_groups), (weights, spectrum), out in zip(opened, weight_tables, out_dirs):
         groups = {layer: ds.compute() for layer, ds in lazy.items()}  # read once (a run's, then freed), not per epoch
         epochs = [int(e) for e in next(iter(groups.values()))["epoch"].values]
-        compute = run_table_functions(groups, features, grad_groups, epochs, settings, weights)
+        computed = {"weights": weights, "spectrum": spectrum}
+        compute = run_table_functions(groups, features, grad_groups, epochs, settings, computed)
         for name in outputs.run_tables():  # what the workflow expects of every run
             write_text(Path(out) / f"{name}.csv", compute[name]().to_csv(index=False))
 

@@ -242,13 +242,25 @@ def ww_skips(num_evals: int, n: int) -> bool:
     return num_evals < MIN_EVALS or num_evals > MAX_EVALS or n > MAX_N
 
 
-def flat_metrics(w: np.ndarray) -> dict[str, float]:
-    """``flat_spectral_norm`` and ``flat_stable_rank`` of the C_out x (C_in*kh*kw) reshape."""
-    flat = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1)
-    top = float(esd(flat[None])[-1]) if flat.size else 0.0
+def flat_esd(w: np.ndarray) -> np.ndarray:
+    """Sorted eigenvalues of W^T W for the C_out x (C_in*kh*kw) reshape of a weight (a Linear's
+    own matrix): its squared singular values, ``esd`` of the one flat matrix. For a Linear weight
+    these are the very eigenvalues ``spectral_stats`` fits (the same array, the same operations)."""
+    w = np.asarray(w, dtype=np.float64)
+    return esd(w.reshape(w.shape[0], -1)[None])
+
+
+def flat_metrics(w: np.ndarray, flat: np.ndarray | None = None) -> dict[str, float]:
+    """``flat_spectral_norm`` and ``flat_stable_rank`` of the C_out x (C_in*kh*kw) reshape
+    (``flat``: its ``flat_esd`` when already computed)."""
+    mat = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1)
+    if not mat.size:
+        top = 0.0
+    else:
+        top = float((flat if flat is not None else esd(mat[None]))[-1])
     return {
         "flat_spectral_norm": math.sqrt(top),
-        "flat_stable_rank": float(np.sum(flat**2)) / top if top > 0 else math.nan,
+        "flat_stable_rank": float(np.sum(mat**2)) / top if top > 0 else math.nan,
     }
 
 
@@ -273,9 +285,11 @@ SPECTRAL_KEYS = (  # spectral_stats' keys, in its order
 )
 
 
-def spectral_stats(w: np.ndarray) -> dict[str, float]:
+def spectral_stats(w: np.ndarray, flat: np.ndarray | None = None) -> dict[str, float]:
     """WeightWatcher's spectral metrics of one layer weight (Linear or Conv2d) plus the flat
-    reshape's spectral norm and stable rank; the keys are listed in the module docstring."""
+    reshape's spectral norm and stable rank; the keys are listed in the module docstring.
+    ``flat``: the weight's ``flat_esd`` when the caller has it (finite weights only); the
+    results are the same with or without it."""
     w = np.asarray(w)
     mats, n, m = weight_matrices(w)
     num_evals = m * mats.shape[0]
@@ -283,11 +297,11 @@ def spectral_stats(w: np.ndarray) -> dict[str, float]:
     out.update(alpha_fitted=0.0, num_evals=float(num_evals))
     if not np.isfinite(mats).all():
         return out
-    evals = esd(mats)
+    evals = flat if flat is not None and w.ndim == 2 else esd(mats)  # a Linear's matrix is its flat reshape
     lambda_max, norm = float(evals[-1]), float(np.sum(evals))
     out["matrix_rank"] = float(np.sum(evals > roundoff_level(evals, m)))
     if w.ndim == 4:
-        out.update(flat_metrics(w))
+        out.update(flat_metrics(w, flat))
     if lambda_max <= 0:
         return out
     out.update(

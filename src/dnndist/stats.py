@@ -162,12 +162,14 @@ def distribution_stats(
     if x.size == 0:
         return out
     mean, std = float(x.mean()), float(x.std())
-    out.update(mean=mean, std=std, min=float(x.min()), max=float(x.max()))
+    # order statistics + 0.0: a zero is reported as 0.0 whichever of -0.0 and 0.0 it came from
+    # (which one a sort or a selection puts where depends on the algorithm)
+    out.update(mean=mean, std=std, min=float(x.min()) + 0.0, max=float(x.max()) + 0.0)
     varies = std > 0
     out["skewness"] = float(scipy.stats.skew(x)) if varies else math.nan
     out["kurtosis"] = float(scipy.stats.kurtosis(x, fisher=True)) if varies else math.nan  # excess
     for q, v in zip(QUANTILES, np.quantile(x, QUANTILES)):
-        out[f"q{round(q * 100):02d}"] = float(v)
+        out[f"q{round(q * 100):02d}"] = float(v) + 0.0
     ax = np.abs(x)
     for t in thresholds:
         out[f"near_zero_abs_{t:g}"] = float((ax < t).mean())
@@ -204,7 +206,8 @@ def distribution_stats_many(
     count = len(tensors)
     fan_in = list(fan_in) if fan_in is not None else [None] * count
     init_std = list(init_std) if init_std is not None else [None] * count
-    x = np.stack([np.asarray(t, dtype=np.float64).ravel() for t in tensors])
+    native = np.stack([np.asarray(t).ravel() for t in tensors])
+    x = native.astype(np.float64)
     mean, std = x.mean(-1), x.std(-1)
     plain = np.isfinite(x).all(-1) & (std > 0)
     opts = {"thresholds": thresholds, "rel_thresholds": rel_thresholds, "reference": reference}
@@ -214,7 +217,10 @@ def distribution_stats_many(
     ]
     rows = np.flatnonzero(plain)
     if rows.size:
-        cols = _varying_columns(x[rows], mean[rows], std[rows], float(np.ndim(tensors[0])), thresholds, rel_thresholds)
+        ndim = float(np.ndim(tensors[0]))
+        cols = _varying_columns(
+            x[rows], _sorted_rows(native[rows]), mean[rows], std[rows], ndim, thresholds, rel_thresholds
+        )
         ref = gaussian_reference(x.shape[-1]) if reference else {}
         for k, r in enumerate(rows):
             out[r] = {name: float(col[k]) for name, col in cols.items()}
@@ -227,8 +233,19 @@ def distribution_stats_many(
     return out
 
 
+def _sorted_rows(x: np.ndarray) -> np.ndarray:
+    """Each row sorted ascending, as float64. Rows of a narrower float (weights are float32) are
+    sorted in their own dtype, in about 60 % of the time: converting to float64 is exact and
+    keeps the order, so the values are the same as sorting the float64 rows (only where -0.0 and
+    0.0 both occur may they change places, which no statistic here sees)."""
+    if x.dtype.kind == "f" and x.dtype.itemsize < 8:
+        return np.sort(x, axis=-1).astype(np.float64)
+    return np.sort(np.asarray(x, dtype=np.float64), axis=-1)
+
+
 def _varying_columns(
     x: np.ndarray,
+    xs: np.ndarray,
     mean: np.ndarray,
     std: np.ndarray,
     ndim: float,
@@ -236,25 +253,37 @@ def _varying_columns(
     rel_thresholds: Sequence[float],
 ) -> dict[str, np.ndarray]:
     """``distribution_stats`` of finite rows with spread (all but the within-default-bound fraction,
-    the reference and the ratio to the init std), one array per statistic, in its key order."""
+    the reference and the ratio to the init std), one array per statistic, in its key order. ``xs``:
+    the rows sorted (``_sorted_rows``), for the extremes, quantiles, KS distance and Hill tail."""
     n = x.shape[-1]
     cols: dict[str, np.ndarray] = {"count": np.full(len(x), float(n)), "nonfinite": np.zeros(len(x))}
-    cols.update(ndim=np.full(len(x), ndim), mean=mean, std=std, min=x.min(-1), max=x.max(-1))
+    cols.update(ndim=np.full(len(x), ndim), mean=mean, std=std, min=xs[:, 0] + 0.0, max=xs[:, -1] + 0.0)
     # row by row: over rows, scipy takes m2**1.5 with numpy's vectorised power, which can differ from
     # the scalar power of one tensor's skew by an ulp (the kurtosis squares: exact either way)
     cols["skewness"] = np.array([scipy.stats.skew(row) for row in x])
     cols["kurtosis"] = scipy.stats.kurtosis(x, axis=-1, fisher=True)
-    for q, v in zip(QUANTILES, np.quantile(x, QUANTILES, axis=-1)):
-        cols[f"q{round(q * 100):02d}"] = v
+    for q, v in zip(QUANTILES, np.quantile(xs, QUANTILES, axis=-1)):  # the same order statistics as of x
+        cols[f"q{round(q * 100):02d}"] = v + 0.0  # (as distribution_stats: no -0.0)
     ax = np.abs(x)
     for t in thresholds:
         cols[f"near_zero_abs_{t:g}"] = (ax < t).mean(-1)
     for r in rel_thresholds:
         cols[f"near_zero_rel_{r:g}"] = (ax < r * std[:, None]).mean(-1)
     cols["within_unit"] = (ax <= 1.0).mean(-1)
-    cols["ks_normal"] = _ks_sorted(np.sort((x - mean[:, None]) / std[:, None], axis=-1))
-    cols["tail_index"] = _hill_rows(x, hill_k(n))
+    # standardising is monotone in every rounding, so the standardised sorted values are sorted
+    cols["ks_normal"] = _ks_sorted((xs - mean[:, None]) / std[:, None])
+    cols["tail_index"] = _hill_sorted(xs, hill_k(n))
     return cols
+
+
+def _hill_sorted(xs: np.ndarray, k: int) -> np.ndarray:
+    """``_hill_rows`` of rows sorted ascending: the k+1 largest |x| of a row are among its k+1
+    smallest and k+1 largest values, so only those 2(k+1) are partitioned (the same values, the
+    same result)."""
+    n = xs.shape[-1]
+    if n <= 2 * (k + 1):
+        return _hill_rows(xs, k)
+    return _hill_rows(np.concatenate([xs[..., : k + 1], xs[..., n - k - 1 :]], axis=-1), k)
 
 
 def _insert_after(d: dict[str, float], after: str, key: str, value: float) -> dict[str, float]:
@@ -343,19 +372,28 @@ def weight_tables(
     """``weight_table`` of several runs (a variant's) at once: the distribution statistics of each
     layer's weight (and bias) over every run and epoch are computed together, in batches of up to
     ``batch_values`` values (``distribution_stats_many``); the tables are the same as run by run."""
+    return [weights for weights, _ in weight_and_spectrum_tables(runs, settings, batch_values)]
+
+
+def weight_and_spectrum_tables(
+    runs: Sequence[Mapping[str, Any]], settings: StatsSettings | None = None, batch_values: int = BATCH_VALUES
+) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """(``weight_table``, ``spectrum_table``) of each of several runs: the weights' spectra are
+    computed once, for both (each weight's ``spectral.flat_esd``)."""
     settings = settings if settings is not None else StatsSettings()
     layers = list(dict.fromkeys(layer for weights in runs for layer in weights))
     values: dict[tuple[int, str, int, str], dict[str, float]] = {}
+    spectra: dict[tuple[int, str, int, str], np.ndarray] = {}
     for layer in layers:
         for param in PARAMS:
             batch: list[tuple[tuple[int, str, int, str], np.ndarray, Mapping[str, Any]]] = []
             for item in _tensors(runs, layer, param):
                 if batch and (item[1].shape != batch[0][1].shape or (len(batch) + 1) * item[1].size > batch_values):
-                    values.update(_tensor_values(batch, settings))
+                    values.update(_tensor_values(batch, settings, spectra))
                     batch = []
                 batch.append(item)
-            values.update(_tensor_values(batch, settings) if batch else {})
-    return [_weight_rows(i, weights, values) for i, weights in enumerate(runs)]
+            values.update(_tensor_values(batch, settings, spectra) if batch else {})
+    return [(_weight_rows(i, weights, values), _spectrum_rows(i, weights, spectra)) for i, weights in enumerate(runs)]
 
 
 def _tensors(
@@ -374,10 +412,13 @@ def _tensors(
 
 
 def _tensor_values(
-    batch: Sequence[tuple[tuple[int, str, int, str], np.ndarray, Mapping[str, Any]]], settings: StatsSettings
+    batch: Sequence[tuple[tuple[int, str, int, str], np.ndarray, Mapping[str, Any]]],
+    settings: StatsSettings,
+    spectra: dict[tuple[int, str, int, str], np.ndarray],
 ) -> dict[tuple[int, str, int, str], dict[str, float]]:
     """Every statistic of a batch of same-shape tensors of one param: distribution statistics,
-    for a weight its spectral metrics, and the init's settings (from the weight's attrs)."""
+    for a weight its spectral metrics, and the init's settings (from the weight's attrs). A finite
+    weight's ``spectral.flat_esd`` goes into ``spectra`` under its key (for ``spectrum_table``)."""
     param = batch[0][0][3]
     std_key, bound_key = ("init_std", "init_bound") if param == "weight" else ("bias_init_std", "bias_init_bound")
     many = distribution_stats_many(
@@ -390,7 +431,10 @@ def _tensor_values(
     out = {}
     for (key, x, a), values in zip(batch, many):
         if param == "weight":
-            values.update(spectral_stats(x))
+            flat = _flat_esd(x)
+            values.update(spectral.spectral_stats(x, flat))
+            if flat is not None:
+                spectra[key] = flat
             values.update(fan_in=float(a["fan_in"]), fan_out=float(a["fan_out"]))
         values.update(init_std=float(a[std_key]), init_bound=float(a[bound_key]))
         if param == "weight":
@@ -598,19 +642,41 @@ def em_ab_table(groups: dict, epoch: int | Sequence[int], channels: int = 15) ->
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _flat_esd(w: np.ndarray) -> np.ndarray | None:
+    """The weight's ``spectral.flat_esd``, None when it has a non-finite value."""
+    w = np.asarray(w, dtype=np.float64)
+    return spectral.flat_esd(w) if np.isfinite(w).all() else None
+
+
 def spectrum_table(weights: Mapping[str, Any]) -> pd.DataFrame:
-    """Singular values of every weight matrix (conv reshaped to C_out x C_in*kh*kw), per epoch, largest first."""
+    """Singular values of every weight matrix (conv reshaped to C_out x C_in*kh*kw), per epoch,
+    largest first: the square roots of the eigenvalues of W W^T (``spectral.flat_esd``, from which
+    the weights table's spectral metrics are computed too). They agree with an SVD's to ~1e-14
+    relative; where the matrix is rank-deficient (the 'ones' init), its zero singular values come
+    out as round-off below sqrt(eps64) ~ 1.5e-8 of the largest, where an SVD's are below eps64.
+    A weight with a non-finite value has no rows."""
+    spectra = {}
+    for layer, ds in weights.items():
+        for epoch in ds[dims.EPOCH].values:
+            flat = _flat_esd(tensor_at(ds["weight"], epoch))
+            if flat is not None:
+                spectra[(0, layer, int(epoch), "weight")] = flat
+    return _spectrum_rows(0, weights, spectra)
+
+
+def _spectrum_rows(
+    i: int, weights: Mapping[str, Any], spectra: Mapping[tuple[int, str, int, str], np.ndarray]
+) -> pd.DataFrame:
+    """Run ``i``'s spectrum table from its weights' ``flat_esd`` (largest singular value first)."""
     rows = []
     for layer, ds in weights.items():
         run = run_of(ds)
         for epoch in ds[dims.EPOCH].values:
-            w = tensor_at(ds["weight"], epoch).astype(np.float64)
-            mat = w.reshape(w.shape[0], -1)
-            if not np.isfinite(mat).all():
+            flat = spectra.get((i, layer, int(epoch), "weight"))
+            if flat is None:
                 continue
-            s = np.linalg.svd(mat, compute_uv=False)
             rows.extend(
-                {**run, dims.EPOCH: int(epoch), dims.LAYER: layer, "index": i, "singular_value": float(v)}
-                for i, v in enumerate(s)
+                {**run, dims.EPOCH: int(epoch), dims.LAYER: layer, "index": k, "singular_value": float(v)}
+                for k, v in enumerate(np.sqrt(flat[::-1]))
             )
     return pd.DataFrame(rows)
