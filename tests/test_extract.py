@@ -18,8 +18,9 @@ import xarray as xr
 
 from dnndist import DnndistError, data, extract, inits, outputs, train
 from dnndist import config as dcfg
+from dnndist.dims import RUN_DIMS
 from dnndist.gradients import emission_absorption_explicit
-from dnndist.io import open_results
+from dnndist.io import layer_groups, open_results
 from dnndist.settings import DataSettings, ExtractSettings, StatsSettings
 
 from .conftest import env, tiny_config
@@ -230,6 +231,32 @@ def test_gradients_dataset_against_autograd(run):
     assert arr.chunks == (1, 1, 1, 1, EX["gradient_batch_size"], 16)
     assert arr.nchunks_initialized == n_epochs * EX["gradient_batches"]
     assert root.attrs["gradient_target"] == "label" and "config_hash" in root.attrs
+
+
+def test_small_arrays_are_one_chunk_and_large_ones_a_chunk_per_epoch(run, monkeypatch):
+    """A run's array of at most WHOLE_BYTES is one chunk (a chunk is a file and a read); a larger
+    one is chunked by epoch (and split, batch), its tensor dims whole."""
+    import zarr
+
+    _, _, runs = run
+    _, run_dir = runs["kaiming_normal"]
+    features = zarr.open_group(str(run_dir / "features.zarr"), mode="r")
+    assert features["m2"].chunks == features["m2"].shape and features["m2"].shape[3] == 2  # 2 epochs, 1 chunk
+    weights = zarr.open_group(str(run_dir / "weights.zarr"), mode="r")
+    assert weights["conv1/weight"].chunks == weights["conv1/weight"].shape
+    layers = layer_groups(run_dir / "weights.zarr")  # from zarr's metadata, in depth order
+    assert layers == [str(v) for v in xr.open_zarr(run_dir / "weights.zarr")["layer"].values]
+    convs = [name for name in layers if name.startswith("conv")]
+    assert convs and layer_groups(run_dir / "gradients.zarr", "em") == convs
+    small = xr.DataArray(
+        np.zeros((1, 1, 1, 3, 16, 8), np.float32), dims=(*RUN_DIMS, "epoch", "out_feature", "in_feature")
+    )
+    assert extract._chunks(small) == (1, 1, 1, 3, 16, 8)
+    monkeypatch.setattr(extract, "WHOLE_BYTES", small.nbytes - 1)
+    assert extract._chunks(small) == (1, 1, 1, 1, 16, 8)
+    monkeypatch.setattr(extract, "WHOLE_BYTES", 0)
+    split = xr.DataArray(np.zeros((1, 1, 1, 3, 2, 5)), dims=(*RUN_DIMS, "epoch", "split", "bin"))
+    assert extract._chunks(split) == (1, 1, 1, 1, 1, 5)
 
 
 def test_open_results_combines_runs_lazily(run):

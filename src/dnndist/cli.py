@@ -214,15 +214,15 @@ def run_table_functions(
 
 def open_run_stores(weights: Path, features: Path, gradients: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """A run's three stores, verified (every chunk read once) and opened lazily: the weights'
-    layer groups, the features' root, the gradients' layer groups."""
+    layer groups, the features' root, the gradients' conv layer groups (emission, absorption)."""
     from dnndist import stats
-    from dnndist.io import open_store_lazily
+    from dnndist.io import layer_groups, open_store_lazily
 
     for store in (weights, features, gradients):
         integrity.verify_store(store)
-    # old-layout stores (features named count/mean/min/max) open under the current names
-    grads = open_store_lazily(gradients, dask=False)
-    grad_groups = {str(layer): open_store_lazily(gradients, str(layer), dask=False) for layer in grads["layer"].values}
+    # old-layout stores (features named count/mean/min/max) open under the current names; of the
+    # gradients, the tables read the conv layers' emission and absorption
+    grad_groups = {layer: open_store_lazily(gradients, layer, dask=False) for layer in layer_groups(gradients, "em")}
     return stats.open_layer_groups(weights), open_store_lazily(features, dask=False), grad_groups
 
 

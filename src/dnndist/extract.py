@@ -47,6 +47,7 @@ from dnndist.settings import ExtractSection, ExtractSettings, InputSettings, Ori
 log = logging.getLogger(__name__)
 SPLIT_ORDER = ("train", "valid", "random", "test")  # a split's seed offset; fixed forever
 RUN_CHUNKED = set(dims.RUN_DIMS) | {dims.EPOCH, dims.SPLIT, dims.BATCH}
+WHOLE_BYTES = 1 << 20  # an array of at most this many bytes (a run's) is one chunk: read in one go
 TABLE_UNITS = {  # the weights store's per-layer table
     "fan_in": units.COUNT,
     "fan_out": units.COUNT,
@@ -126,13 +127,18 @@ def _finish(ds: xr.Dataset, run: RunId) -> xr.Dataset:
 
 
 def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    """Run dims, epoch, split and batch chunked by 1; tensor dims whole (data variables and
-    coordinates over several dims, such as the histogram's bin edges)."""
+    """Run dims, epoch, split and batch chunked by 1 and tensor dims whole (data variables and
+    coordinates over several dims, such as the histogram's bin edges); an array of at most
+    WHOLE_BYTES (the per-layer statistics of a features store, a conv layer's weights at every
+    epoch) is one chunk, since each chunk costs a file and a read (the run dims are 1 either way)."""
     arrays = {**ds.data_vars, **{k: c for k, c in ds.coords.items() if c.ndim > 1}}
-    return {
-        name: {"chunks": tuple(1 if d in RUN_CHUNKED else n for d, n in zip(var.dims, var.shape))}
-        for name, var in arrays.items()
-    }
+    return {name: {"chunks": _chunks(var)} for name, var in arrays.items()}
+
+
+def _chunks(var: xr.DataArray) -> tuple[int, ...]:
+    if var.nbytes <= WHOLE_BYTES:
+        return tuple(max(1, n) for n in var.shape)
+    return tuple(1 if d in RUN_CHUNKED else max(1, n) for d, n in zip(var.dims, var.shape))
 
 
 def _to_zarr(ds: xr.Dataset, path: Path, encoding: dict[str, dict[str, Any]] | None = None, **kwargs: Any) -> Any:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dnndist import units
+from dnndist import dims, units
 
 KINDS = ("weights", "features", "gradients")
 # the layout of the extracted stores (their variables' names and meaning): the extract rule passes it as
@@ -109,6 +109,17 @@ def open_store_lazily(path: str | os.PathLike[str], group: str | None = None, da
     if "m2" in ds.data_vars:
         ds = ds.rename({k: v for k, v in LEGACY_FEATURE_NAMES.items() if k in ds.data_vars})
     return ds
+
+
+def layer_groups(path: str | os.PathLike[str], having: str | None = None) -> list[str]:
+    """The layer groups of an extracted store in depth order (its ``layer`` coordinate), from
+    zarr's metadata without opening the root as a Dataset; ``having``: only the groups that hold
+    this array (``em``: the conv layers of a gradients store)."""
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r")
+    names = [str(v) for v in root[dims.LAYER][...]]
+    return [name for name in names if having is None or having in root[name]]
 
 
 def _tmp_sibling(path: Path) -> Path:

@@ -61,10 +61,18 @@ def _ks_rows(x: np.ndarray) -> np.ndarray:
 
 def _ks_sorted(z: np.ndarray) -> np.ndarray:
     """KS distance of each row of sorted values z to N(0, 1): scipy.stats.kstest(z, "norm")'s statistic."""
-    n = z.shape[-1]
     cdf = scipy.special.ndtr(z)
+    above, below = _ecdf_steps(z.shape[-1])
+    return np.maximum((above - cdf).max(-1), (cdf - below).max(-1))
+
+
+@functools.lru_cache(maxsize=16)
+def _ecdf_steps(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The empirical CDF of n sorted values just after and just before each: i/n and (i-1)/n."""
     i = np.arange(1, n + 1)
-    return np.maximum((i / n - cdf).max(-1), (cdf - (i - 1) / n).max(-1))
+    above, below = i / n, (i - 1) / n
+    above.flags.writeable = below.flags.writeable = False
+    return above, below
 
 
 def _kurtosis_rows(x: np.ndarray) -> np.ndarray:
@@ -460,10 +468,9 @@ def _weight_rows(
 
 def open_layer_groups(path: str | Path) -> dict[str, Any]:
     """The layer groups of a weights store, in depth order."""
-    from dnndist.io import open_store_lazily
+    from dnndist.io import layer_groups, open_store_lazily
 
-    root = open_store_lazily(path, dask=False)  # lazily indexed, without dask
-    return {str(v): open_store_lazily(path, str(v), dask=False) for v in root[dims.LAYER].values}
+    return {name: open_store_lazily(path, name, dask=False) for name in layer_groups(path)}  # without dask
 
 
 def weight_stats_of_store(path: str | Path, settings: StatsSettings | None = None) -> pd.DataFrame:
