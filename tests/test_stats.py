@@ -156,13 +156,19 @@ def test_spectrum_table_matches_svd():
     svd = np.linalg.svd(w[0, 0, 0, 1].reshape(8, -1), compute_uv=False)
     np.testing.assert_allclose(s1, svd, rtol=1e-12)  # largest first, from the eigenvalues of W W^T
     assert len(t) == 2 * 8
-    # a rank-deficient weight (the 'ones' init): its zero singular values are round-off of the largest
-    # either way, within sqrt(eps64) of it here, where an SVD's are within eps64
+    # a rank-deficient weight (the 'ones' init): its zero singular values are 0 (an SVD's are round-off)
     ones = ds.copy(data={"weight": np.ones_like(w)})
     t = stats.spectrum_table({"conv1": ones})
     s1 = t[(t["epoch"] == 1)]["singular_value"].to_numpy()
     svd = np.linalg.svd(np.ones((8, 27)), compute_uv=False)
-    assert abs(s1[0] - svd[0]) < 1e-12 * svd[0] and np.all(np.abs(s1[1:]) < 1.5e-8 * svd[0])
+    assert abs(s1[0] - svd[0]) < 1e-12 * svd[0] and np.all(s1[1:] == 0.0) and np.all(svd[1:] < 1e-12 * svd[0])
+    # a weight of rank 3 of 8: as many nonzero singular values as the weights table's matrix_rank
+    rank3 = np.random.default_rng(6).normal(size=(8, 3)) @ np.random.default_rng(7).normal(size=(3, 27))
+    t = stats.spectrum_table({"conv1": ds.copy(data={"weight": np.broadcast_to(rank3.reshape(w.shape[4:]), w.shape)})})
+    s1 = t[(t["epoch"] == 1)]["singular_value"].to_numpy()
+    flat = stats.spectral_stats(rank3.reshape(8, 27))
+    assert np.count_nonzero(s1) == 3 == flat["matrix_rank"]
+    np.testing.assert_allclose(s1[:3], np.linalg.svd(rank3, compute_uv=False)[:3], rtol=1e-12)
 
 
 def test_diverged_runs_are_counted_from_tables_and_summaries():

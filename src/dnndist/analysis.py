@@ -600,14 +600,14 @@ def _weight_analysis(
         **extract.store_attrs(origin, "weights", torch.device("cpu")), analysed_with="dnndist analyze"
     )
     with _one_blas_thread():
-        weight_stats = stats.weight_table(groups, StatsSettings.from_dict({"stats": settings.get("stats", {})}))
+        stats_settings = StatsSettings.from_dict({"stats": settings.get("stats", {})})
+        weight_stats, spectrum = stats.weight_and_spectrum_tables([groups], stats_settings)[0]
         eigenvalues = {
             s.name: spectral.esd(
                 spectral.weight_matrices(groups[s.name]["weight"].values.reshape(groups[s.name]["weight"].shape[4:]))[0]
             )
             for s in specs
         }
-        spectrum = stats.spectrum_table(groups)
     hist = stats.weight_histograms(groups, [0])
     return Analysis(
         name,
@@ -626,8 +626,8 @@ def _weight_analysis(
 
 @contextlib.contextmanager
 def _one_blas_thread() -> Iterator[None]:
-    """numpy's BLAS/LAPACK on one thread (where threadpoolctl is installed): the eigenvalue and
-    SVD calls of the statistics are on matrices of at most a few thousand columns, where OpenBLAS's
+    """numpy's BLAS/LAPACK on one thread (where threadpoolctl is installed): the Gram matrices and
+    eigenvalue calls of the statistics are on matrices of at most a few thousand columns, where OpenBLAS's
     threads gain little on an idle machine and lose up to 50x on a busy one."""
     try:
         from threadpoolctl import threadpool_limits

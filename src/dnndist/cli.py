@@ -190,6 +190,7 @@ def run_table_functions(
     grad_groups: dict[str, Any],
     epochs: list[int],
     settings: StatsSettings,
+    *,
     computed: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """How each per-run table of ``dnndist.outputs`` (``run_tables()``) is computed from a run's
@@ -222,7 +223,9 @@ def open_run_stores(weights: Path, features: Path, gradients: Path) -> tuple[dic
         integrity.verify_store(store)
     # old-layout stores (features named count/mean/min/max) open under the current names; of the
     # gradients, the tables read the conv layers' emission and absorption
-    grad_groups = {layer: open_store_lazily(gradients, layer, dask=False) for layer in layer_groups(gradients, "em")}
+    grad_groups = {
+        layer: open_store_lazily(gradients, layer, dask=False) for layer in layer_groups(gradients, stats.EMISSION)
+    }
     return stats.open_layer_groups(weights), open_store_lazily(features, dask=False), grad_groups
 
 
@@ -240,7 +243,7 @@ def write_run_tables(stores: list[tuple[Path, Path, Path]], out_dirs: list[Path]
         groups = {layer: ds.compute() for layer, ds in lazy.items()}  # read once (a run's, then freed), not per epoch
         epochs = [int(e) for e in next(iter(groups.values()))["epoch"].values]
         computed = {"weights": weights, "spectrum": spectrum}
-        compute = run_table_functions(groups, features, grad_groups, epochs, settings, computed)
+        compute = run_table_functions(groups, features, grad_groups, epochs, settings, computed=computed)
         for name in outputs.run_tables():  # what the workflow expects of every run
             write_text(Path(out) / f"{name}.csv", compute[name]().to_csv(index=False))
 

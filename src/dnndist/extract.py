@@ -136,6 +136,8 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
 
 
 def _chunks(var: xr.DataArray) -> tuple[int, ...]:
+    """One array's chunk shape (``_encoding``): whole when at most WHOLE_BYTES, else 1 along the
+    run dims, epoch, split and batch."""
     if var.nbytes <= WHOLE_BYTES:
         return tuple(max(1, n) for n in var.shape)
     return tuple(1 if d in RUN_CHUNKED else max(1, n) for d, n in zip(var.dims, var.shape))

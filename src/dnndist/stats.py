@@ -66,7 +66,7 @@ def _ks_sorted(z: np.ndarray) -> np.ndarray:
     return np.maximum((above - cdf).max(-1), (cdf - below).max(-1))
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)
 def _ecdf_steps(n: int) -> tuple[np.ndarray, np.ndarray]:
     """The empirical CDF of n sorted values just after and just before each: i/n and (i-1)/n."""
     i = np.arange(1, n + 1)
@@ -633,16 +633,23 @@ def stage_epochs(epochs: Sequence[int], claims_at: Sequence[int | str], best_epo
     return sorted(e for e in wanted if e in epochs)
 
 
+EMISSION, ABSORPTION = "em", "ab"  # a gradients store's conv layer arrays
+
+
 def em_ab_table(groups: dict, epoch: int | Sequence[int], channels: int = 15) -> pd.DataFrame:
     """Tidy per-input emission and absorption of the first ``channels`` channels of every conv layer,
     at one checkpoint epoch or several."""
     epoch = [epoch] if isinstance(epoch, (int, np.integer)) else list(epoch)
     frames = []
     for layer, ds in groups.items():
-        if "em" not in ds:
+        if EMISSION not in ds:
             continue
         for measure, dim in (("emission", dims.OUT_CHANNEL), ("absorption", dims.IN_CHANNEL)):
-            da = ds["em" if measure == "emission" else "ab"].sel({dims.EPOCH: epoch}).isel({dim: slice(0, channels)})
+            da = (
+                ds[EMISSION if measure == "emission" else ABSORPTION]
+                .sel({dims.EPOCH: epoch})
+                .isel({dim: slice(0, channels)})
+            )
             df = da.load().rename("value").to_dataframe().reset_index().rename(columns={dim: dims.CHANNEL})
             df[dims.LAYER], df["measure"] = layer, measure
             frames.append(df[[*RUN_KEYS, dims.LAYER, "measure", dims.CHANNEL, dims.SAMPLE, "value"]])
@@ -659,9 +666,10 @@ def spectrum_table(weights: Mapping[str, Any]) -> pd.DataFrame:
     """Singular values of every weight matrix (conv reshaped to C_out x C_in*kh*kw), per epoch,
     largest first: the square roots of the eigenvalues of W W^T (``spectral.flat_esd``, from which
     the weights table's spectral metrics are computed too). They agree with an SVD's to ~1e-14
-    relative; where the matrix is rank-deficient (the 'ones' init), its zero singular values come
-    out as round-off below sqrt(eps64) ~ 1.5e-8 of the largest, where an SVD's are below eps64.
-    A weight with a non-finite value has no rows."""
+    of the largest. An eigenvalue at or below the round-off level lambda_max * m * eps64 (m the
+    smaller dimension; ``spectral.roundoff_level``, what the weights table's ``matrix_rank``
+    leaves out) gives 0: a rank-deficient matrix's (the 'ones' init) zero singular values are 0,
+    where an SVD gives round-off. A weight with a non-finite value has no rows."""
     spectra = {}
     for layer, ds in weights.items():
         for epoch in ds[dims.EPOCH].values:
@@ -682,6 +690,7 @@ def _spectrum_rows(
             flat = spectra.get((i, layer, int(epoch), "weight"))
             if flat is None:
                 continue
+            flat = np.where(flat > spectral.roundoff_level(flat, flat.size), flat, 0.0)  # as matrix_rank counts
             rows.extend(
                 {**run, dims.EPOCH: int(epoch), dims.LAYER: layer, "index": k, "singular_value": float(v)}
                 for k, v in enumerate(np.sqrt(flat[::-1]))
