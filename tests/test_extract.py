@@ -563,11 +563,15 @@ def test_stats_of_a_variants_runs_in_one_process_equal_run_by_run(run, tmp_path)
     _, _, runs = run
     settings = StatsSettings.from_dict({"stats": {"near_zero": [0.001, 0.01], "near_zero_rel": [0.1]}})
     settings_json = json.dumps({"stats": {"near_zero": [0.001, 0.01], "near_zero_rel": [0.1], "claims_at": []}})
-    together = []
-    for init, (_, run_dir) in runs.items():
-        together.append(tmp_path / "together" / init)
-        for kind in ("weights", "features", "gradients"):
-            shutil.copytree(run_dir / f"{kind}.zarr", together[-1] / f"{kind}.zarr")
+
+    def copies(folder: str) -> list:
+        """Each run's three stores copied into folder/<init> (a run directory of its own)."""
+        for init, (_, run_dir) in runs.items():
+            for kind in ("weights", "features", "gradients"):
+                shutil.copytree(run_dir / f"{kind}.zarr", tmp_path / folder / init / f"{kind}.zarr")
+        return [tmp_path / folder / init for init in runs]
+
+    together = copies("together")
     assert cli.main(["stats-runs", "--settings", settings_json, "--run-dirs", *map(str, together)]) == 0
     for init, (_, run_dir) in runs.items():
         alone = tmp_path / "alone" / init
@@ -589,11 +593,7 @@ def test_stats_of_a_variants_runs_in_one_process_equal_run_by_run(run, tmp_path)
     one_blas = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     written = {}
     for workers in ("1", "2"):
-        dirs = []
-        for init, (_, run_dir) in runs.items():
-            dirs.append(tmp_path / f"workers{workers}" / init)
-            for kind in ("weights", "features", "gradients"):
-                shutil.copytree(run_dir / f"{kind}.zarr", dirs[-1] / f"{kind}.zarr")
+        dirs = copies(f"workers{workers}")
         argv = ["stats-runs", "--settings", settings_json, "--run-dirs", *map(str, dirs), "--workers", workers]
         proc = subprocess.run([sys.executable, "-m", "dnndist", *argv], env=one_blas, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr

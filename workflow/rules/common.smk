@@ -63,14 +63,24 @@ def run_of(wildcards):
     return dcfg.Run(wildcards.variant, wildcards.init, int(wildcards.seed))
 
 
+def run_paths(runs, pattern):
+    """One path per run."""
+    return [pattern.format(variant=r.variant, init=r.init, seed=r.seed) for r in runs]
+
+
 def group_paths(group, pattern):
     """One path per run of a stack group."""
-    return [pattern.format(variant=r.variant, init=r.init, seed=r.seed) for r in group.runs]
+    return run_paths(group.runs, pattern)
 
 
 def variant_paths(variant, pattern):
     """One path per run of a variant."""
-    return [pattern.format(variant=r.variant, init=r.init, seed=r.seed) for r in RUNS if r.variant == variant]
+    return run_paths(variant_runs(variant), pattern)
+
+
+def variant_runs(variant):
+    """The runs of one variant."""
+    return [r for r in RUNS if r.variant == variant]
 
 
 def rule_name(prefix, name):
@@ -113,7 +123,7 @@ def extract_group_settings_json(group):
 def stats_threads(variant):
     """A variant's statistics job: a process per run, at most 8 (Snakemake scales it down to the
     cores it has)."""
-    return min(8, sum(r.variant == variant for r in RUNS))
+    return min(8, len(variant_runs(variant)))
 
 
 def stats_resources(variant):
@@ -121,9 +131,8 @@ def stats_resources(variant):
     after another, weight statistics in bounded batches) and 5 minutes a run (about 30 s for 51
     checkpoints of the paper CNN on a CPU core), then what the profile or the command line sets
     for `stats_runs`."""
-    runs = sum(r.variant == variant for r in RUNS)
     mem = 4000 + 1000 * (stats_threads(variant) - 1)
-    return profile_resources("stats_runs", {"mem_mb": mem, "runtime": 30 + 5 * runs})
+    return profile_resources("stats_runs", {"mem_mb": mem, "runtime": 30 + 5 * len(variant_runs(variant))})
 
 
 def run_weights(wildcards):
