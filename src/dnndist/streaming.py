@@ -86,6 +86,7 @@ C_SOURCE = r"""
 #define LANES 16  /* fixed accumulator lanes: the summation order does not depend on the vector width */
 #define COPIES 8  /* interleaved histogram copies */
 #define BLOCK 64  /* estimates scanned per block for values left to the exact path */
+#define SUB 2048  /* values estimated, then counted, at a time (a multiple of LANES) */
 
 /* Bins: B equal bins; thr[k] (k < B) is the smallest float not below the lower edge of bin k, hi the
    largest float not above the upper edge of the last bin: for a float v, "v >= edge k" is exactly
@@ -128,8 +129,7 @@ static int32_t exact_slot(float v, int32_t B, const float *thr, float hi) {
     int32_t s = f <= half ? k : -1; \
     s = (v) >= lo ? s : B; \
     s = (v) > hi ? B + 1 : s; \
-    out = s; \
-    ns[j] += s < 0; }
+    out = s; }
 
 #define REDUCE_STORE \
     for (int w = LANES / 2; w > 0; w /= 2) \
@@ -149,28 +149,6 @@ static void moments(const float *x, int64_t m, double shift, double *out, float 
     for (int j = 0; i < m; i++, j++) { float v = x[i]; MOMENTS(v, j) }
     REDUCE_STORE
 }
-
-/* Moments and slot estimates of a chunk in one pass; returns how many values need the exact path.
-   Estimate in float: t = (v - lo) * scale; in double: t = (d + (shift - lo)) * scale. */
-#define MOMENTS_ESTIMATE(NAME, T, ABS, T_EXPR) \
-static int64_t NAME(const float *x, int64_t m, double shift, double *out, float *mn_io, float *mx_io, int32_t B, \
-                    float lo, float hi, double lo64, double scale64, double delta, int32_t *idx) { \
-    DECLARE \
-    const T top = (T)B - (T)0.5, half = (T)(0.5 - delta), lo_t = (T)lo64, scale = (T)scale64; \
-    const double c = shift - lo64; \
-    int32_t ns[LANES] = {0}; \
-    (void)lo_t; (void)c; \
-    int64_t i = 0; \
-    for (; i + LANES <= m; i += LANES) \
-        for (int j = 0; j < LANES; j++) { float v = x[i + j]; MOMENTS(v, j) ESTIMATE(T, ABS, T_EXPR, v, idx[i + j], j) } \
-    for (int j = 0; i < m; i++, j++) { float v = x[i]; MOMENTS(v, j) ESTIMATE(T, ABS, T_EXPR, v, idx[i], j) } \
-    REDUCE_STORE \
-    int64_t nslow = 0; \
-    for (int j = 0; j < LANES; j++) nslow += ns[j]; \
-    return nslow; \
-}
-MOMENTS_ESTIMATE(moments_estimate32, float, fabsf, (v - lo_t) * scale)
-MOMENTS_ESTIMATE(moments_estimate64, double, fabs, (d + c) * scale)
 
 /* Exact slots for the values left to the exact path. */
 static void resolve(const float *x, int32_t *idx, int64_t m, int32_t B, const float *thr, float hi) {
@@ -197,6 +175,33 @@ static void count(const int32_t *idx, int64_t m, int64_t stride, uint32_t *h) {
     for (; i < m; i++) h0[idx[i]]++;
 }
 
+/* Moments, slot estimates and counts of a chunk in one pass, SUB values at a time (their slots
+   stay in the first-level cache between the estimate and the count; the lanes run on across the
+   blocks, so the sums are those of one loop over the chunk).
+   Estimate in float: t = (v - lo) * scale; in double: t = (d + (shift - lo)) * scale. */
+#define MOMENTS_ESTIMATE(NAME, T, ABS, T_EXPR) \
+static void NAME(const float *x, int64_t m, double shift, double *out, float *mn_io, float *mx_io, int32_t B, \
+                 const float *thr, float hi, double lo64, double scale64, double delta, int32_t *idx, \
+                 int64_t stride, uint32_t *h) { \
+    DECLARE \
+    const float lo = thr[0]; \
+    const T top = (T)B - (T)0.5, half = (T)(0.5 - delta), lo_t = (T)lo64, scale = (T)scale64; \
+    const double c = shift - lo64; \
+    (void)lo_t; (void)c; \
+    int64_t i = 0; \
+    while (i < m) { \
+        const int64_t b = i, e = i + SUB < m ? i + SUB : m; \
+        for (; i + LANES <= e; i += LANES) \
+            for (int j = 0; j < LANES; j++) { float v = x[i + j]; MOMENTS(v, j) ESTIMATE(T, ABS, T_EXPR, v, idx[i - b + j], j) } \
+        for (int j = 0; i < e; i++, j++) { float v = x[i]; MOMENTS(v, j) ESTIMATE(T, ABS, T_EXPR, v, idx[i - b], j) } \
+        resolve(x + b, idx, e - b, B, thr, hi); \
+        count(idx, e - b, stride, h); \
+    } \
+    REDUCE_STORE \
+}
+MOMENTS_ESTIMATE(moments_estimate32, float, fabsf, (v - lo_t) * scale)
+MOMENTS_ESTIMATE(moments_estimate64, double, fabs, (d + c) * scale)
+
 /* Chunks [c0, c1) of x[0:n) (chunk c: values [c * chunk, min((c + 1) * chunk, n))):
    part[4 * (c - c0) + p] = sum over chunk c of (x - shift)^(p + 1);  mnmx[0], mnmx[1]: min, max (updated);
    if bins > 0: counts[0:bins + 2] += the slot counts, the bin of a value estimated in float
@@ -209,7 +214,7 @@ int dnndist_stats(const float *x, int64_t n, int64_t chunk, int64_t c0, int64_t 
     const int64_t stride = bins + 2;
     const int32_t B = (int32_t)bins;
     if (bins > 0) {
-        idx = (int32_t *)malloc(sizeof(int32_t) * (size_t)chunk);
+        idx = (int32_t *)malloc(sizeof(int32_t) * SUB);
         h = (uint32_t *)calloc((size_t)(COPIES * stride), sizeof(uint32_t));
         if (!idx || !h) { free(idx); free(h); return 1; }
     }
@@ -218,11 +223,10 @@ int dnndist_stats(const float *x, int64_t n, int64_t chunk, int64_t c0, int64_t 
         int64_t b = c * chunk, e = b + chunk < n ? b + chunk : n;
         double *out = part + 4 * (c - c0);
         if (bins == 0) { moments(x + b, e - b, shift, out, &mnmx[0], &mnmx[1]); continue; }
-        int64_t nslow = precise
-            ? moments_estimate64(x + b, e - b, shift, out, &mnmx[0], &mnmx[1], B, thr[0], hi, lo64, scale64, delta, idx)
-            : moments_estimate32(x + b, e - b, shift, out, &mnmx[0], &mnmx[1], B, thr[0], hi, lo64, scale64, delta, idx);
-        if (nslow) resolve(x + b, idx, e - b, B, thr, hi);
-        count(idx, e - b, stride, h);
+        if (precise)
+            moments_estimate64(x + b, e - b, shift, out, &mnmx[0], &mnmx[1], B, thr, hi, lo64, scale64, delta, idx, stride, h);
+        else
+            moments_estimate32(x + b, e - b, shift, out, &mnmx[0], &mnmx[1], B, thr, hi, lo64, scale64, delta, idx, stride, h);
         since_flush += e - b;
         if (since_flush > ((int64_t)1 << 31) || c == c1 - 1) {  /* 32-bit counters: flushed long before overflow */
             for (int r = 0; r < COPIES; r++)
