@@ -3,7 +3,10 @@
     python -m benchmarks.extraction [--sizes 10000,50000] [--repeat 1]
 
 Each size runs in a fresh process (peak RSS is per process). The plain forward pass is
-the same model over the same 'random' inputs, batch for batch, with no hooks. With
+the same model over the same 'random' inputs, batch for batch, with no hooks, in the memory
+format extraction runs it in (training's: channels_last by default); the column 'contiguous'
+is the plain pass of the model in the default contiguous format, the baseline of B3 before
+extraction ran channels_last. With
 ``--repeat N`` the process times plain pass and extraction N times, alternately, and
 reports the best of each (a shared machine's noise only ever slows a run down) and the
 median ratio of the pairs run side by side; the first extraction of a process also pays
@@ -38,19 +41,25 @@ train.train_run(RunSettings.from_dict(c.run_settings(cfg, c.Run("base", "kaiming
 inputs = extract.load_inputs(s, store, torch.device("cpu"))
 model = extract.build_model(s, data.store_info(store)).eval()
 extract.load_weights(model, run / "checkpoints" / "epoch_0001.safetensors")
-plain, ext = [], []
-for r in range(int(sys.argv[3])):
+fmt = train.memory_format(s.train)
+plain, ext, contiguous = [], [], []
+
+def forward(m):
     t0 = time.perf_counter()
     with torch.no_grad():
         for idx in torch.arange(n).split(500):
-            model(inputs.batch("random", idx)[0])
-    plain.append(n / (time.perf_counter() - t0))
+            m(inputs.batch("random", idx)[0])
+    return n / (time.perf_counter() - t0)
+
+for r in range(int(sys.argv[3])):
+    contiguous.append(forward(model.to(memory_format=torch.contiguous_format)))
+    plain.append(forward(model.to(memory_format=fmt)))
     t0 = time.perf_counter()
     extract.extract_features(s, run / "checkpoints", store, work / f"f{n}-{r}.zarr")
     ext.append(n / (time.perf_counter() - t0))
 # VmHWM, not getrusage's ru_maxrss: Linux carries the parent's peak over fork + exec into ru_maxrss
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"n": n, "plain": plain, "extract": ext, "rss_mb": hwm / 1024}))
+print(json.dumps({"n": n, "plain": plain, "extract": ext, "contiguous": contiguous, "rss_mb": hwm / 1024, "layout": str(fmt)}))
 """
 
 
@@ -64,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{'inputs':>8} {'plain img/s':>12} {'extract img/s':>14} {'ratio':>6}"
         + (f" {'pairs':>6}" if args.repeat > 1 else "")
-        + f" {'peak RSS':>10}"
+        + f" {'contiguous img/s':>17} {'ratio':>6} {'peak RSS':>10}"
     )
     with tempfile.TemporaryDirectory() as work:
         for n in map(int, args.sizes.split(",")):
@@ -73,13 +82,16 @@ def main(argv: list[str] | None = None) -> None:
             if out.returncode:
                 raise SystemExit(f"B3 child for {n} inputs failed:\n{out.stderr[-3000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            plain, ext = max(r["plain"]), max(r["extract"])
+            plain, ext, contiguous = max(r["plain"]), max(r["extract"]), max(r["contiguous"])
             pairs = (
                 f" {statistics.median(e / p for p, e in zip(r['plain'], r['extract'])):>6.2f}"
                 if args.repeat > 1
                 else ""
             )
-            print(f"{n:>8} {plain:>12.0f} {ext:>14.0f} {ext / plain:>6.2f}{pairs} {r['rss_mb']:>8.0f} MB")
+            print(
+                f"{n:>8} {plain:>12.0f} {ext:>14.0f} {ext / plain:>6.2f}{pairs}"
+                f" {contiguous:>17.0f} {ext / contiguous:>6.2f} {r['rss_mb']:>8.0f} MB  ({r['layout']})"
+            )
 
 
 if __name__ == "__main__":

@@ -233,6 +233,33 @@ def test_gradients_dataset_against_autograd(run):
     assert root.attrs["gradient_target"] == "label" and "config_hash" in root.attrs
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_extraction_runs_the_model_in_the_training_layout(run, tmp_path, channels_last):
+    """Extraction runs the model in the memory format training used (channels_last by default:
+    several times faster max-pooling on a CPU); the features do not depend on it beyond float
+    rounding (the fixture's stores were extracted channels_last; the tests above check them
+    against a plain contiguous forward pass)."""
+    _, store, runs = run
+    s, run_dir = runs["kaiming_normal"]
+    d = s.to_dict()
+    other = ExtractSettings.from_dict({**d, "train": {**d["train"], "channels_last": channels_last}})
+    _, _, _, model, _ = extract._setup(other, store)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert model.conv1.weight.is_contiguous(memory_format=fmt)
+    assert model.conv1.weight.is_contiguous() is not channels_last  # a 3x3 kernel's layouts differ
+    out = extract.extract_features(other, run_dir / "checkpoints", store, tmp_path / "features.zarr")
+    for group in ("conv1", None):
+        a = xr.open_zarr(run_dir / "features.zarr", group=group, consolidated=False).compute()
+        b = xr.open_zarr(out, group=group, consolidated=False).compute()
+        for name in a.data_vars:
+            if a[name].dtype.kind == "f":
+                np.testing.assert_allclose(b[name].values, a[name].values, rtol=1e-5, atol=1e-6, err_msg=name)
+            elif name != "hist":  # a value within rounding of a bin edge may change bins
+                assert np.array_equal(b[name].values, a[name].values), name
+        if "hist" in a:
+            assert np.abs(b["hist"].values - a["hist"].values).sum() <= 1e-4 * a["hist"].values.sum()
+
+
 def test_small_arrays_are_one_chunk_and_large_ones_a_chunk_per_epoch(run, monkeypatch):
     """A run's array of at most WHOLE_BYTES is one chunk (a chunk is a file and a read); a larger
     one is chunked by epoch (and split, batch), its tensor dims whole."""

@@ -413,7 +413,8 @@ def _setup(
     """What both forward-pass extractors start from: inputs and model on the device, the analysed layers."""
     device = train.resolve_device(settings.train.device)
     inputs = load_inputs(settings, store, device)
-    model = build_model(settings, data.store_info(store)).to(device).eval()
+    fmt = train.memory_format(settings.train)
+    model = build_model(settings, data.store_info(store)).to(device=device, memory_format=fmt).eval()
     return settings.extract, device, inputs, model, [s for s in model.layer_specs if s.analysed]
 
 
