@@ -23,12 +23,12 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = [  # (stage, rules it runs until; None = everything)
-    ("data", ["dataset"]),
-    ("train", None),  # filled in: the stack groups' rule names
-    ("extract", ["extract"]),
-    ("statistics + tables", ["stats_combine", "stats_concat", "table"]),  # with the stats_runs_<variant> jobs
-    ("figures + rest", []),
+STAGES = [  # (stage, the prefixes of the rules it runs until; [] = everything left)
+    ("data", ("dataset",)),
+    ("train", ("train",)),  # train, or train_stacked_<group> with `stacked: true`
+    ("extract", ("extract",)),  # extract, or extract_stacked_<group>
+    ("statistics + tables", ("stats_", "table")),  # stats_runs_<variant>, stats_combine, stats_concat, table
+    ("figures + rest", ()),
 ]
 
 
@@ -45,17 +45,25 @@ def overlay(data: str, seeds: int, epochs: int, results: Path) -> dict:
     }
 
 
-def train_rules(configfile: Path) -> list[str]:
+def workflow_rules(configfile: Path) -> list[str]:
+    """The workflow's rule names under this config (Snakemake's own list: with `stacked: true` the
+    training and extraction rules are one per stack group, named after it)."""
     out = subprocess.run(
-        [sys.executable, "-m", "dnndist", "runs", "--config", str(REPO / "config.yaml"), "--config", str(configfile)],
+        [sys.executable, "-m", "snakemake", "--list-rules", "--configfile", str(configfile)],
+        cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return [
-        "train_stacked_" + line.split(":")[0].replace("-", "_").replace(".", "_").replace("+", "_")
-        for line in out.splitlines()
-    ]
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def stage_rules(rules: list[str], prefixes: tuple[str, ...]) -> list[str]:
+    """The rules a stage runs until: those named with one of its prefixes (an error if none is)."""
+    chosen = [r for r in rules if r.startswith(prefixes)]
+    if prefixes and not chosen:
+        raise SystemExit(f"B5: no rule starts with {prefixes} (rules: {', '.join(rules)})")
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -82,9 +90,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "--quiet",
         "rules",
     ]
+    rules = workflow_rules(configfile)
     times: dict[str, float] = {}
-    for stage, until in STAGES:
-        until = train_rules(configfile) if until is None else until
+    for stage, prefixes in STAGES:
+        until = stage_rules(rules, prefixes)
         t0 = time.perf_counter()
         subprocess.run(base + (["--until", *until] if until else []), cwd=REPO, check=True)
         times[stage] = time.perf_counter() - t0

@@ -490,3 +490,26 @@ def test_full_presets_plan(tmp_path, shared_jpeg, preset, jobs):
     stats_jobs = {k: v for k, v in counts.items() if k.startswith("stats_runs_")}
     assert counts["dataset"] == 1 and set(stats_jobs.values()) == {1}  # one statistics job per variant
     assert len(stats_jobs) == (len(trains) if "train_stacked" in jobs else 1)
+
+
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "per_run"])
+def test_b5_stages_run_until_rules_the_workflow_has(tmp_path, stacked):
+    """B5 (benchmarks/gpu_workflow.py, for a lent GPU machine) runs the workflow stage by stage
+    with --until: each stage names rules that exist under its own config (stacked: one training
+    and one extraction rule per stack group) and per run alike."""
+    from benchmarks import gpu_workflow
+
+    over = gpu_workflow.overlay(str(tmp_path), 2, 3, tmp_path / "results") | {"stacked": stacked}
+    write_yaml(tmp_path / "b5.yaml", over)
+    rules = gpu_workflow.workflow_rules(tmp_path / "b5.yaml")
+    staged = {stage: gpu_workflow.stage_rules(rules, prefixes) for stage, prefixes in gpu_workflow.STAGES}
+    assert staged["data"] == ["dataset"]
+    for stage in ("train", "extract"):
+        names = staged[stage]
+        assert names and set(names) <= set(rules)
+        assert all(n.startswith(f"{stage}_stacked_") for n in names) if stacked else names == [stage]
+    assert {"stats_combine", "stats_concat", "table"} < set(staged["statistics + tables"])
+    assert any(n.startswith("stats_runs_") for n in staged["statistics + tables"])
+    assert staged["figures + rest"] == []  # the rest: everything
+    with pytest.raises(SystemExit, match="no rule starts with"):
+        gpu_workflow.stage_rules(rules, ("no_such_rule",))
