@@ -465,3 +465,32 @@ def test_disk_full_is_a_clear_error_and_leaves_no_store(tmp_path):
     import zarr
 
     assert zarr.open_group(str(out), mode="r")["train"]["images"].shape == (600, 3, 32, 32)
+
+
+def test_random_split_blocks_are_drawn_once_and_equal_their_seeded_generators(monkeypatch):
+    """Each block of the 'random' split comes from its own generator (seed * 1_000_003 + block),
+    whether a previous batch drew it or not, and is drawn once for a split's batches in order;
+    the blocks kept for the next batch are not changed by what a caller does with its inputs."""
+    from dnndist.data import read
+
+    monkeypatch.setattr(read, "RANDOM_BLOCK", 16)
+    monkeypatch.setattr(read, "_random_last", {})
+    shape = (3, 4, 4)
+
+    def reference(n, start, seed):
+        blocks = [
+            torch.randn((16, *shape), generator=torch.Generator().manual_seed(seed * 1_000_003 + b))
+            for b in range(start // 16, (start + n - 1) // 16 + 1)
+        ]
+        return torch.cat(blocks)[start % 16 : start % 16 + n]
+
+    drawn = []
+    real = read._random_block
+    monkeypatch.setattr(read, "_random_block", lambda *k: drawn.append(k[2]) or real(*k))
+    for start, n in [(0, 20), (20, 20), (40, 50), (90, 10)]:  # batches of a split, in order
+        x = read.random_inputs(n, shape, seed=7, start=start)
+        assert torch.equal(x, reference(n, start, 7)), start
+        x.mul_(0)  # the caller's own tensor
+    assert drawn == list(range(100 // 16 + 1))  # every block once
+    assert torch.equal(read.random_inputs(5, shape, seed=7, start=90), reference(5, 90, 7))
+    assert read.random_inputs(0, shape, seed=7).shape == (0, *shape)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,22 +114,38 @@ def make_splits(ds: Dataset, valid_size: int, split_seed: int, valid_split: str 
 
 
 RANDOM_BLOCK = 256
+_random_last: dict[tuple[int, tuple[int, ...], int], torch.Tensor] = {}  # the last block drawn, by its key
+_random_lock = threading.Lock()
+
+
+def _random_block(seed: int, shape: tuple[int, ...], block: int) -> torch.Tensor:
+    import torch
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + block)
+    return torch.randn((RANDOM_BLOCK, *shape), generator=g)
 
 
 def random_inputs(n: int, shape: tuple[int, int, int], seed: int, start: int = 0) -> torch.Tensor:
     """Inputs ``start .. start+n`` of the 'random' split: standard Gaussian images in the model's
-    (normalised) input space. Generated in seeded blocks, so any range can be made on demand
-    and the split never has to be held in memory whole."""
+    (normalised) input space. Generated in seeded blocks of RANDOM_BLOCK inputs (block ``b``
+    from its own generator, seeded ``seed * 1_000_003 + b``), so any range can be made on demand
+    and the split never has to be held in memory whole. The last block drawn is kept for the
+    next call: a batch that ends inside a block does not make the next batch draw it again (a
+    third of the draws for batches of 500)."""
     import torch
 
-    blocks = []
-    for b in range(start // RANDOM_BLOCK, (start + n - 1) // RANDOM_BLOCK + 1 if n else 0):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + b)
-        blocks.append(torch.randn((RANDOM_BLOCK, *shape), generator=g))
-    if not blocks:
+    if n <= 0:
         return torch.empty((0, *shape))
-    offset = start - (start // RANDOM_BLOCK) * RANDOM_BLOCK
-    return torch.cat(blocks)[offset : offset + n]
+    shape = tuple(shape)
+    keys = [(seed, shape, b) for b in range(start // RANDOM_BLOCK, (start + n - 1) // RANDOM_BLOCK + 1)]
+    with _random_lock:
+        have = {k: _random_last[k] for k in keys if k in _random_last}
+    have.update((k, _random_block(*k)) for k in keys if k not in have)
+    with _random_lock:
+        _random_last.clear()
+        _random_last[keys[-1]] = have[keys[-1]]
+    offset = start - keys[0][2] * RANDOM_BLOCK
+    return torch.cat([have[k] for k in keys])[offset : offset + n]  # a new tensor: the kept block stays as drawn
 
 
 def prepare(
