@@ -90,6 +90,9 @@ def set_determinism(enabled: bool, device: torch.device) -> None:
     # implementation there; CPU training is bitwise reproducible.
     torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
     torch.backends.cudnn.benchmark = False
+    # cuDNN convolutions default to TF32 on Ampere and later (10-bit mantissa products): off, so
+    # that a GPU run stays within float32 rounding of the CPU's (the legacy flag: torch 2.11-2.14)
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def build_model(settings: RunSettings, ds: data.Dataset, device: torch.device) -> nn.Module:
@@ -253,6 +256,9 @@ class EpochOut:
     diverged: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
+DEVICE_FLAGS = ("capturable", "fused", "foreach")  # optimiser flags that follow the device, not the run
+
+
 class Trainer:
     """The device side of the loop: K runs of one stack, their optimiser, data orders and
     divergence bookkeeping (``alive`` and ``first_bad`` stay on the device)."""
@@ -266,6 +272,8 @@ class Trainer:
         self.k = len(self.nets)
         self.runs = [s.run for s in settings_list]
         self.graphs = device.type == "cuda" and bool(self.tr.cuda_graphs)
+        if self.graphs:  # streams and the capture are made on the current device: ours (cuda:N)
+            torch.cuda.set_device(device)
         # a schedule's lr is a device tensor the step writes (constant: the plain float, as always)
         onecycle = self.tr.schedule == "onecycle"
         self.lr = torch.full((), self.tr.lr, dtype=torch.float32, device=device) if onecycle else None
@@ -448,12 +456,17 @@ class Trainer:
 
     def load_state(self, state: Mapping[str, Any]) -> int:
         self.stack.load_state_dict(state["model"])
+        # loading replaces each param group whole: keep the flags built for this device (a run
+        # begun on a CPU and resumed on a GPU needs capturable Adam for the captured step)
+        built = [{k: g[k] for k in DEVICE_FLAGS if k in g} for g in self.opt.param_groups]
         self.opt.load_state_dict(state["optimizer"])
+        for group, flags in zip(self.opt.param_groups, built):
+            group.update(flags)
         if self.lr is not None:  # the loaded groups hold a copy of the saved lr tensor: point them back at ours
             for group in self.opt.param_groups:
                 group["lr"] = self.lr
         for g, s in zip(self.shuffles, state["shuffles"]):
-            g.set_state(s)
+            g.set_state(s.clone())  # a row of its own: set_state misreads a view into the stacked states
         self.div_step = [int(s) for s in state["div_step"].tolist()]
         with torch.no_grad():
             self.alive.copy_(torch.tensor([d < 0 for d in self.div_step], device=self.device))
