@@ -35,6 +35,7 @@ the plain cross-entropy. With the defaults (none, constant, 0) the step is the o
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
@@ -256,6 +257,7 @@ class EpochOut:
     diverged: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
+Look = Callable[[torch.Tensor, "int | torch.Tensor", list[torch.Tensor]], None]  # finiteness, step, buffers before it
 DEVICE_FLAGS = ("capturable", "fused", "foreach")  # optimiser flags that follow the device, not the run
 
 
@@ -317,15 +319,17 @@ class Trainer:
         y: torch.Tensor,
         step_no: int | torch.Tensor,
         pos: int | torch.Tensor,
-        look: Callable[[torch.Tensor, int | torch.Tensor], None] | None = None,
+        look: Look | None = None,
     ) -> None:
         """Forward, finiteness bookkeeping, backward and update of every run; ``look`` (eager
-        only) sees the finiteness before the update."""
+        only) sees the finiteness before the update, and the buffers as they were before this
+        step's forward pass (batch norm's running statistics, which that pass updates)."""
+        before = [b.detach().clone() for b in self.stack.buffers()] if look is not None else []
         losses, correct = self.stack.losses(x, y, self.fmt, self.tr.label_smoothing)
         total = losses + self.tr.l1 * self.stack.l1_penalty() if self.tr.l1 else losses
         finite = torch.isfinite(total)
         if look is not None:
-            look(finite, step_no)
+            look(finite, step_no, before)
         self.first_bad.copy_(torch.where(self.alive & ~finite, step_no, self.first_bad))
         self.alive.logical_and_(finite)
         self.opt.zero_grad(set_to_none=True)
@@ -341,7 +345,7 @@ class Trainer:
             self.loss_buf.index_copy_(0, pos.view(1), losses.detach().double().unsqueeze(0))
             self.corr_buf.index_copy_(0, pos.view(1), correct.unsqueeze(0))
 
-    def step(self, j: int, step0: int, look: Callable[[torch.Tensor, int | torch.Tensor], None] | None = None) -> None:
+    def step(self, j: int, step0: int, look: Look | None = None) -> None:
         """Step ``j`` of the epoch: a CUDA graph for a full batch on CUDA (unless someone looks), else eager."""
         if self.graphs and look is None and (j + 1) * self.bs <= self.n_train:
             self._cuda_step(j, step0)
@@ -384,16 +388,16 @@ class Trainer:
     def save_snapshot(self) -> None:
         ts = self._state_tensors()
         if len(ts) == len(self._snap) and all(a is b for (a, _), b in zip(self._snap, ts)):
-            for t, copy in self._snap:
-                copy.copy_(t)
+            for t, saved in self._snap:
+                saved.copy_(t)
         else:
             self._snap = [(t, t.detach().clone()) for t in ts]
         self._snap_had_state = bool(self.opt.state)
 
     @torch.no_grad()
     def restore_snapshot(self) -> None:
-        for t, copy in self._snap:
-            t.copy_(copy)
+        for t, saved in self._snap:
+            t.copy_(saved)
         if not self._snap_had_state:
             self.opt.state.clear()
         self.graph, self.warm = None, 0  # recapture against the restored state
@@ -430,10 +434,16 @@ class Trainer:
         """Rerun steps [start, end) eagerly, looking at every step: a run whose loss turns
         non-finite is saved before that step's update. The other runs replay bit for bit."""
 
-        def look(finite: torch.Tensor, step_no: int | torch.Tensor) -> None:
+        def look(finite: torch.Tensor, step_no: int | torch.Tensor, before: list[torch.Tensor]) -> None:
             for r in torch.nonzero(~finite & self.alive).flatten().tolist():
-                self.stack.unstack_into(r, self.nets[r])
-                diverged[r] = {n: v.detach().clone() for n, v in self.nets[r].state_dict().items()}
+                source, net = self.stack, self.nets[r]
+                if before:  # buffers from before this step's forward pass, on copies (autograd saved the live ones)
+                    source, net = copy.deepcopy(self.stack), copy.deepcopy(net)
+                    with torch.no_grad():
+                        for b, v in zip(source.buffers(), before):
+                            b.copy_(v)
+                source.unstack_into(r, net)
+                diverged[r] = {n: v.detach().clone() for n, v in net.state_dict().items()}
                 self.div_step[r] = int(step_no)
 
         for j in range(start, end):
