@@ -352,11 +352,49 @@ def _poison_step(monkeypatch, init: str, at_step: int) -> None:
     monkeypatch.setattr(train.Trainer, "train_step", poisoned)
 
 
-def _clean_and_poisoned(tmp_path, store, monkeypatch, runs, settings, init, at_step, **kw):
+class _InfiniteGradient(torch.autograd.Function):
+    """The losses unchanged forward; backward, an infinite gradient for the runs in ``mask``."""
+
+    @staticmethod
+    def forward(ctx, losses, mask):
+        ctx.save_for_backward(mask)
+        return losses.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return torch.where(mask, torch.full_like(grad, float("inf")), grad), None
+
+
+def _overflow_step(monkeypatch, init: str, at_step: int) -> None:
+    """The run with this init keeps a finite loss at global step ``at_step``, but its gradients
+    overflow (on the device, capture-safe): a divergence the loss alone does not show."""
+    original = train.Trainer.train_step
+
+    def overflowing(self, x, y, step_no, pos, look=None):
+        names = [r.init_name for r in self.runs]
+        losses = self.stack.losses
+
+        def poisoned(*args, **kwargs):
+            out, correct = losses(*args, **kwargs)
+            at = torch.as_tensor(step_no, device=out.device) == at_step
+            mask = at & (torch.arange(len(names), device=out.device) == names.index(init))
+            return _InfiniteGradient.apply(out, mask), correct
+
+        self.stack.losses = poisoned
+        try:
+            original(self, x, y, step_no, pos, look)
+        finally:
+            del self.stack.losses
+
+    monkeypatch.setattr(train.Trainer, "train_step", overflowing)
+
+
+def _clean_and_poisoned(tmp_path, store, monkeypatch, runs, settings, init, at_step, poison=_poison_step, **kw):
     """The stack trained as it is (``clean``) and with ``init``'s run poisoned at ``at_step`` (``nan``)."""
     dirs = lambda tag: [tmp_path / tag / r.init for r in runs]  # noqa: E731
     train.train_stack(settings, store, dirs("clean"), progress=False, **kw)
-    _poison_step(monkeypatch, init, at_step)
+    poison(monkeypatch, init, at_step)
     return dirs, train.train_stack(settings, store, dirs("nan"), progress=False, **kw)
 
 
@@ -410,6 +448,26 @@ def test_a_diverged_run_is_saved_with_its_batch_norm_statistics_from_before_that
     # size only, which Adam turns into steps of about lr, so stacked and per-run running means part
     for k in stats:
         assert torch.isfinite(own[k].double()).all() and (not k.endswith("tracked") or int(own[k]) == 9), k
+
+
+def test_a_run_whose_gradients_overflow_under_a_finite_loss_stops_before_that_update(tmp_path, store, monkeypatch):
+    """Run 1's loss stays finite at step 7 (epoch 2 has steps 5-9) but its gradients are
+    infinite: it is marked diverged at step 7 and saved with the finite weights it had before
+    that update. Looking at the loss alone let the NaN update through: the run stopped a step
+    later with NaN weights saved, or, at an epoch's last step, 'completed' with NaN weights.
+    The other runs are byte-identical to the stack without it."""
+    runs, settings = _group(tmp_path, seeds=(0,), check_every=4)
+    dirs, out = _clean_and_poisoned(
+        tmp_path, store, monkeypatch, runs, settings, "xavier_uniform", 7, poison=_overflow_step, threads=2
+    )
+    assert [o["status"] for o in out] == ["completed", "diverged", "completed"] and out[1]["diverged_step"] == 7
+    for i in (0, 2):
+        assert _ckpts(dirs("nan")[i]) == _ckpts(dirs("clean")[i])
+    tensors, meta = load_checkpoint(dirs("nan")[1] / "checkpoints" / "epoch_0002.safetensors")
+    assert meta["diverged"] == "true" and meta["step"] == "7"
+    assert all(torch.isfinite(v).all() for v in tensors.values())
+    clean, _ = load_checkpoint(dirs("clean")[1] / "checkpoints" / "epoch_0001.safetensors")  # after steps 0-4
+    assert any(not torch.equal(tensors[k], clean[k]) for k in clean)  # steps 5 and 6 were taken
 
 
 @pytest.mark.parametrize("every", [1, 3])

@@ -321,19 +321,22 @@ class Trainer:
         pos: int | torch.Tensor,
         look: Look | None = None,
     ) -> None:
-        """Forward, finiteness bookkeeping, backward and update of every run; ``look`` (eager
-        only) sees the finiteness before the update, and the buffers as they were before this
-        step's forward pass (batch norm's running statistics, which that pass updates)."""
+        """Forward, backward, finiteness bookkeeping and update of every run. A run is finite at
+        this step if its loss and its gradients are (a finite loss can still overflow in the
+        backward pass). ``look`` (eager only) sees the finiteness before the update, and the
+        buffers as they were before this step's forward pass (batch norm's running statistics,
+        which that pass updates)."""
         before = [b.detach().clone() for b in self.stack.buffers()] if look is not None else []
         losses, correct = self.stack.losses(x, y, self.fmt, self.tr.label_smoothing)
         total = losses + self.tr.l1 * self.stack.l1_penalty() if self.tr.l1 else losses
         finite = torch.isfinite(total)
+        self.opt.zero_grad(set_to_none=True)
+        torch.where(self.alive & finite, total, torch.zeros_like(total)).sum().backward()
+        finite = finite & self._grads_finite()
         if look is not None:
             look(finite, step_no, before)
         self.first_bad.copy_(torch.where(self.alive & ~finite, step_no, self.first_bad))
         self.alive.logical_and_(finite)
-        self.opt.zero_grad(set_to_none=True)
-        torch.where(self.alive, total, torch.zeros_like(total)).sum().backward()
         if self.lr is not None:  # onecycle: this step's lr, computed on the device from the step number
             t = torch.as_tensor(step_no, device=self.lr.device)  # one path, eager or captured: the same bits
             lr = recipe.onecycle_lr(t, self.tr.lr, self.total_steps, self.tr.warmup, self.tr.warmup_div)
@@ -344,6 +347,16 @@ class Trainer:
         else:  # a device index: no host sync inside a graph
             self.loss_buf.index_copy_(0, pos.view(1), losses.detach().double().unsqueeze(0))
             self.corr_buf.index_copy_(0, pos.view(1), correct.unsqueeze(0))
+
+    def _grads_finite(self) -> torch.Tensor:
+        """(K,) whether each run's gradients are all finite: every stacked parameter holds the runs
+        in K equal blocks along its first dimension (grouped convs, batch norms, (K, ...) linears)."""
+        ok = torch.ones(self.k, dtype=torch.bool, device=self.device)
+        for p in self.stack.parameters():
+            if p.grad is not None:
+                rows = torch.isfinite(p.grad).reshape(p.shape[0], -1).all(1)
+                ok &= rows.view(self.k, -1).all(1)
+        return ok
 
     def step(self, j: int, step0: int, look: Look | None = None) -> None:
         """Step ``j`` of the epoch: a CUDA graph for a full batch on CUDA (unless someone looks), else eager."""
