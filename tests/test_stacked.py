@@ -450,6 +450,26 @@ def test_a_diverged_run_is_saved_with_its_batch_norm_statistics_from_before_that
         assert torch.isfinite(own[k].double()).all() and (not k.endswith("tracked") or int(own[k]) == 9), k
 
 
+def test_per_run_gradient_finiteness_finds_the_run_of_a_single_bad_value(tmp_path, store):
+    """One NaN, +inf or -inf anywhere in a run's block of any stacked gradient (channels_last
+    conv weights included) marks that run alone; huge finite values do not."""
+    _, settings = _group(tmp_path, seeds=(0,))
+    ds = data.make_splits(data.open_store(store), **settings[0].split.kwargs())
+    t = train.Trainer(settings, ds, torch.device("cpu"))
+    t.epoch(0, lambda n: None)  # gradients of the last step
+    params = list(t.stack.parameters())
+    assert params[0].grad.is_contiguous(memory_format=torch.channels_last) and not params[0].grad.is_contiguous()
+    for p in params:
+        p.grad.fill_(3e38)
+    assert t._grads_finite().tolist() == [True] * 3
+    for p, bad in zip(params, [float("nan"), float("inf"), float("-inf")] * len(params)):
+        for run in range(3):
+            at = ((run + 1) * (p.shape[0] // 3) - 1, *[-1] * (p.dim() - 1))  # the last value of the run's block
+            p.grad[at] = bad
+            assert t._grads_finite().tolist() == [r != run for r in range(3)], (tuple(p.shape), bad, run)
+            p.grad[at] = 3e38
+
+
 def test_a_run_whose_gradients_overflow_under_a_finite_loss_stops_before_that_update(tmp_path, store, monkeypatch):
     """Run 1's loss stays finite at step 7 (epoch 2 has steps 5-9) but its gradients are
     infinite: it is marked diverged at step 7 and saved with the finite weights it had before

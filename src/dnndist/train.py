@@ -353,9 +353,12 @@ class Trainer:
         in K equal blocks along its first dimension (grouped convs, batch norms, (K, ...) linears)."""
         ok = torch.ones(self.k, dtype=torch.bool, device=self.device)
         for p in self.stack.parameters():
-            if p.grad is not None:
-                rows = torch.isfinite(p.grad).reshape(p.shape[0], -1).all(1)
-                ok &= rows.view(self.k, -1).all(1)
+            if p.grad is None:
+                continue
+            rest = tuple(range(1, p.grad.dim()))  # reduced in place, whatever the memory format
+            for extreme in (torch.amax, torch.amin):  # NaN propagates; +-inf is the max or min
+                e = extreme(p.grad, dim=rest) if rest else p.grad
+                ok &= torch.isfinite(extreme(e.view(self.k, -1), dim=1))
         return ok
 
     def step(self, j: int, step0: int, look: Look | None = None) -> None:
