@@ -457,6 +457,7 @@ def analyze(
     model_options: Mapping[str, Any] | None = None,
     device: str | torch.device | None = None,
     workers: int | None = None,
+    channels_last: bool = True,
 ) -> Analysis:
     """The workflow's statistics of one model (see the module docstring).
 
@@ -470,7 +471,9 @@ def analyze(
     labels (``gradient_target`` label; auto: when the inputs have labels the model can output,
     else its own prediction). ``init``, ``gain``, ``bias``, ``activation``: the init the weights
     are compared with (``init_std``, ``std_ratio_to_init``). The model is used in eval mode on
-    ``device`` (default: where its parameters are) and left as it was."""
+    ``device`` (default: where its parameters are) and left as it was; with ``channels_last``
+    (default, as the workflow's ``train.channels_last``) its features and gradients are computed
+    on a copy in that memory format (faster on a CPU, and the workflow's numbers exactly)."""
     opts = _Options.of(locals())
     opts.check()
     module, name = _load(model, num_classes, in_channels, opts)
@@ -512,6 +515,7 @@ class _Options:
     near_zero_rel: Sequence[float]
     model_options: Mapping[str, Any] | None
     workers: int | None
+    channels_last: bool
 
     @classmethod
     def of(cls, args: Mapping[str, Any]) -> _Options:
@@ -694,8 +698,9 @@ def _features(
     was_training = module.training
     params = list(module.parameters())
     dtype = params[0].dtype if params and params[0].is_floating_point() else torch.float32
-    if params and params[0].device != dev:
-        module = copy.deepcopy(module).to(dev)  # the caller's module stays where it is
+    if params and (params[0].device != dev or opts.channels_last):  # the caller's module stays as it is
+        fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
+        module = copy.deepcopy(module).to(device=dev, memory_format=fmt)
     arrays = extract.FeatureArrays(specs, kinds, [s.name for s in splits], [0], opts.histogram_bins)
     module.eval()
     try:

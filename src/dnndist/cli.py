@@ -383,6 +383,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         gradient_inputs=args.gradient_inputs,
         device=args.device,
         model_options=json.loads(args.model_options) if args.model_options else None,
+        channels_last=args.channels_last,
     )
     print(
         f"{result.name}: {len(result.layers)} Conv2d/Linear layers, {int(result.table['params'].sum()):,} weights and biases"
@@ -727,6 +728,12 @@ def _analyze_input_args(s: argparse.ArgumentParser) -> None:
         help="with --out: weights.png, features.png and one ESD plot per layer (esd/<layer>.png)",
     )
     s.add_argument("--device", help="cpu, cuda, mps or auto (default: cpu)")
+    s.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compute features and gradients on a channels_last copy of the model (default: on, as the workflow)",
+    )
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
 

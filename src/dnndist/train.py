@@ -447,8 +447,9 @@ class Trainer:
         return EpochOut(self.loss_buf[:start].cpu().numpy(), self.corr_buf[:start].cpu().numpy(), sizes, diverged)
 
     def _replay(self, start: int, end: int, step0: int, diverged: dict[int, dict[str, torch.Tensor]]) -> None:
-        """Rerun steps [start, end) eagerly, looking at every step: a run whose loss turns
-        non-finite is saved before that step's update. The other runs replay bit for bit."""
+        """Rerun steps [start, end) eagerly, looking at every step: a run whose loss or gradients
+        turn non-finite is saved before that step's update (with its buffers from before that
+        step's forward pass). The other runs replay bit for bit."""
 
         def look(finite: torch.Tensor, step_no: int | torch.Tensor, before: list[torch.Tensor]) -> None:
             for r in torch.nonzero(~finite & self.alive).flatten().tolist():
