@@ -403,8 +403,8 @@ def _ckpts(d):
 
 
 def test_one_diverging_run_leaves_the_others_identical(tmp_path, store, monkeypatch):
-    """Run 2 of a stack of three turns NaN at step 9 (epoch 2 has steps 7-13), inside a look
-    window (check_every 4): the other runs' checkpoints and metrics are byte-identical to the
+    """Run 2 of a stack of three turns NaN at step 9 (epoch 2 has steps 5-9; 300 images in
+    batches of 64), inside a look window (check_every 4): the other runs' checkpoints and metrics are byte-identical to the
     same stack without the NaN; run 2 stops at step 9 with the weights it had before that
     step, as the same run trained alone does, and is marked diverged."""
     runs, settings = _group(tmp_path, seeds=(0,), check_every=4)
@@ -562,13 +562,14 @@ CUDA = pytest.mark.skipif(
 
 @CUDA
 def test_cuda_graph_one_diverging_run_is_rolled_back_alone(tmp_path, store, monkeypatch):
-    """On CUDA, the captured step: run 2 of three turns NaN at step 9 (poisoned on the device,
-    inside the graph) within a look window (check_every 4). It is rolled back, saved before that
-    step and marked diverged at step 9; the other runs train as in the same stack without the
-    NaN, to float tolerance (CUDA kernels need not repeat bit for bit)."""
+    """On CUDA, the captured step: run 2 of three turns NaN at step 7 (poisoned on the device,
+    inside the graph: a full batch; the epoch's last, partial batch runs eagerly) within a look
+    window (check_every 4). It is rolled back, saved before that step and marked diverged at
+    step 7; the other runs train as in the same stack without the NaN, to float tolerance
+    (CUDA kernels need not repeat bit for bit)."""
     runs, settings = _group(tmp_path, seeds=(0,), check_every=4, device="cuda")
-    dirs, out = _clean_and_poisoned(tmp_path, store, monkeypatch, runs, settings, "zeros", 9)
-    assert [o["status"] for o in out] == ["completed", "completed", "diverged"] and out[2]["diverged_step"] == 9
+    dirs, out = _clean_and_poisoned(tmp_path, store, monkeypatch, runs, settings, "zeros", 7)
+    assert [o["status"] for o in out] == ["completed", "completed", "diverged"] and out[2]["diverged_step"] == 7
     for i in (0, 1):
         a, b = pd.read_csv(dirs("nan")[i] / "metrics.csv"), pd.read_csv(dirs("clean")[i] / "metrics.csv")
         assert len(a) == len(b) and (a["value"] - b["value"]).abs().max() <= 1e-4
@@ -577,7 +578,7 @@ def test_cuda_graph_one_diverging_run_is_rolled_back_alone(tmp_path, store, monk
             tb, _ = load_checkpoint(dirs("clean")[i] / "checkpoints" / name)
             assert all(torch.isfinite(ta[k]).all() and (ta[k] - tb[k]).abs().max() <= 1e-4 for k in tb), name
     _, meta = load_checkpoint(dirs("nan")[2] / "checkpoints" / "epoch_0002.safetensors")
-    assert meta["diverged"] == "true" and meta["step"] == "9"
+    assert meta["diverged"] == "true" and meta["step"] == "7"
 
 
 @CUDA
