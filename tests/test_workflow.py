@@ -513,3 +513,15 @@ def test_b5_stages_run_until_rules_the_workflow_has(tmp_path, stacked):
     assert staged["figures + rest"] == []  # the rest: everything
     with pytest.raises(SystemExit, match="no rule starts with"):
         gpu_workflow.stage_rules(rules, ("no_such_rule",))
+
+
+def test_b4_completed_tree_is_a_dnndist_results_folder(tmp_path):
+    """B4 (benchmarks/workflow_overhead.py) fakes a completed 21-run tree and times `snakemake -n`
+    on it: the faked folder is claimed as dnndist's (the results-folder check refused it, and
+    `make bench` stopped there), and the dry run finds nothing to do."""
+    from benchmarks import workflow_overhead
+
+    cfg = workflow_overhead.completed_tree(tmp_path)
+    assert (tmp_path / "results" / ".dnndist-results").is_file()
+    proc = workflow_overhead.snakemake(tmp_path, "-n", "--configfile", str(cfg))
+    assert "Nothing to be done" in proc.stdout + proc.stderr
