@@ -644,12 +644,11 @@ def em_ab_table(groups: dict, epoch: int | Sequence[int], channels: int = 15) ->
     for layer, ds in groups.items():
         if EMISSION not in ds:
             continue
-        for measure, dim in (("emission", dims.OUT_CHANNEL), ("absorption", dims.IN_CHANNEL)):
-            da = (
-                ds[EMISSION if measure == "emission" else ABSORPTION]
-                .sel({dims.EPOCH: epoch})
-                .isel({dim: slice(0, channels)})
-            )
+        for measure, name, dim in (
+            ("emission", EMISSION, dims.OUT_CHANNEL),
+            ("absorption", ABSORPTION, dims.IN_CHANNEL),
+        ):
+            da = ds[name].sel({dims.EPOCH: epoch}).isel({dim: slice(0, channels)})
             df = da.load().rename("value").to_dataframe().reset_index().rename(columns={dim: dims.CHANNEL})
             df[dims.LAYER], df["measure"] = layer, measure
             frames.append(df[[*RUN_KEYS, dims.LAYER, "measure", dims.CHANNEL, dims.SAMPLE, "value"]])
