@@ -28,19 +28,45 @@ from dnndist import DnndistError, inits, models
 STACKABLE = ("paper_cnn", "plain_cnn")
 
 
+def train_order(children: Sequence[tuple[str, nn.Module]]) -> list[str]:
+    """The children's names in the order training runs them: an activation that is monotone
+    (ReLU, LeakyReLU) and followed by a max-pool runs after the pool. Max-pooling commutes with a
+    non-decreasing function, so the outputs are the same values and every gradient reaches the
+    same input (ReLU's ties are all at zero, where its gradient is zero); the activation and its
+    backward pass then touch a quarter of the values. Extraction runs the model as it is (its
+    post-activation features are the maps before the pool)."""
+    names = [name for name, _ in children]
+    mods = [mod for _, mod in children]
+    for i in range(len(names) - 1):
+        if isinstance(mods[i], (nn.ReLU, nn.LeakyReLU)) and isinstance(mods[i + 1], nn.MaxPool2d):
+            names[i], names[i + 1] = names[i + 1], names[i]
+            mods[i], mods[i + 1] = mods[i + 1], mods[i]
+    return names
+
+
 class Single(nn.Module):
-    """A stack of one: the run's own model, unchanged."""
+    """A stack of one: the run's own model, computing what it computes (a plain CNN with each
+    activation after its max-pool, ``train_order``)."""
 
     k = 1
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
+        children = dict(net.named_children())
+        self.order = [children[n] for n in train_order(list(children.items()))] if isinstance(net, models.Net) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.order is None:
+            return self.net(x)
+        for mod in self.order:
+            x = mod(x)
+        return x
 
     def losses(
         self, x: torch.Tensor, y: torch.Tensor, fmt: torch.memory_format, label_smoothing: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.net(x[0].contiguous(memory_format=fmt))
+        out = self(x[0].contiguous(memory_format=fmt))
         loss = F.cross_entropy(out, y[0], label_smoothing=label_smoothing)
         return loss.unsqueeze(0), (out.argmax(1) == y[0]).sum().unsqueeze(0)
 
@@ -48,7 +74,7 @@ class Single(nn.Module):
         self, x: torch.Tensor, y: torch.Tensor, fmt: torch.memory_format
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed cross-entropy (float64) and correct count (K,) of one shared batch (B, C, H, W)."""
-        out = self.net(x.contiguous(memory_format=fmt))
+        out = self(x.contiguous(memory_format=fmt))
         return F.cross_entropy(out, y, reduction="sum").double().unsqueeze(0), (out.argmax(1) == y).sum().unsqueeze(0)
 
     def l1_penalty(self) -> torch.Tensor:
@@ -69,7 +95,7 @@ class StackedCNN(nn.Module):
         ref = nets[0]
         if ref.settings.name not in STACKABLE:
             raise DnndistError(f"stacked training supports {STACKABLE}, not {ref.settings.name!r}")
-        self.names = [name for name, _ in ref.named_children()]
+        self.names = train_order(list(ref.named_children()))
         self.linears = {name for name, mod in ref.named_children() if isinstance(mod, nn.Linear)}
         self.stack = nn.ModuleDict(
             {
@@ -114,18 +140,20 @@ class StackedCNN(nn.Module):
         raise DnndistError(f"cannot stack module {type(mod).__name__}")
 
     def forward(self, x: torch.Tensor, fmt: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-        """Inputs (K, B, C, H, W), one block per run -> logits (K, B, classes)."""
+        """Inputs (K, B, C, H, W), one block per run -> logits (K, B, classes). The linear layers
+        work on (K, features, B): each weight's gradient then comes out of the backward pass in
+        the weight's own (K, out, in) layout, not as a transpose that autograd would copy."""
         k, b = x.shape[:2]
         x = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:]).contiguous(memory_format=fmt)
         for name in self.names:
             mod = self.stack[name]
             if isinstance(mod, nn.Flatten):
-                x = x.reshape(b, k, -1).transpose(0, 1)  # (K, B, C*h*w): each run's features in its own order
+                x = x.reshape(b, k, -1).permute(1, 2, 0)  # (K, C*h*w, B): each run's features in its own order
             elif name in self.linears:
-                x = torch.baddbmm(mod.bias.unsqueeze(1), x, mod.weight.transpose(1, 2))  # (K, B, out)
+                x = torch.baddbmm(mod.bias.unsqueeze(2), mod.weight, x)  # (K, out, B)
             else:
                 x = mod(x)
-        return x
+        return x.transpose(1, 2)
 
     def losses(
         self, x: torch.Tensor, y: torch.Tensor, fmt: torch.memory_format, label_smoothing: float = 0.0
