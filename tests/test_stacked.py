@@ -68,10 +68,14 @@ def _nets(settings: ModelSettings, names: list[str], image: int = 32) -> list[mo
     ],
     ids=["paper_cnn", "plain_cnn_bn_leaky_depth6"],
 )
-def test_wide_model_equals_separate_models_in_float64(settings):
+@pytest.mark.parametrize("first", ["by_run", "grouped"])
+def test_wide_model_equals_separate_models_in_float64(settings, first, monkeypatch):
     """Each run reads its own batch (its seed's data order). Logits, losses and every parameter
     gradient of the stacked model equal those of the separate models (autograd on each) to
-    1e-12 in float64; BN buffers follow too."""
+    1e-12 in float64; BN buffers follow too. Both forms of the first conv: run by run (the
+    CPU's) and one conv grouped over the K input blocks (the GPU's)."""
+    if first == "grouped":
+        monkeypatch.setattr(stacked.StackedCNN, "first_by_run_on", ())
     settings = ModelSettings.from_dict(settings)
     names = ["kaiming_normal", "xavier_uniform", "orthogonal"]
     nets = _nets(settings, names)
