@@ -1,6 +1,7 @@
 """B1: training throughput for the 7-init paper workload, side by side in one process.
 
     python -m benchmarks.train_stacked [--steps 100] [--device auto] [--vmap]
+    python -m benchmarks.train_stacked --epoch-on results/<name>/data/dataset.zarr
 
 Rows (all the paper CNN, Adam, batch 64, the same seeded batches for every run):
 - naive: a torchvision-style Dataset returning per-sample normalised float tensors through
@@ -202,8 +203,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--steps", type=int, default=100, help="timed training steps (batches of 64) per run")
     p.add_argument("--vmap", action="store_true", help="also time the torch.func.vmap variant")
     p.add_argument("--stacks", default="1,7,21,70", help="stack sizes of the CUDA graph vs eager table (CUDA only)")
+    p.add_argument(
+        "--epoch-on",
+        metavar="DATASET_ZARR",
+        help="instead: one epoch of the 7 inits stacked on a dataset store's train split (the paper's "
+        "45,000/5,000 split) and its evaluation, and the 7 x 50-epoch time at that rate",
+    )
     args = p.parse_args(argv)
     device = train.resolve_device(args.device)
+    if args.epoch_on:
+        return [paper_epoch(args.epoch_on, device)]
     n = 64 * args.steps
     ds, warm = dataset(n, device), dataset(64 * 10, device)
     name = device_name(device)
@@ -231,6 +240,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if device.type == "cuda":
         out += graph_table(ds, device, [int(k) for k in args.stacks.split(",")])
     return out
+
+
+def paper_epoch(store: str, device: torch.device, valid_size: int = 5000) -> dict:
+    """One epoch of the paper's 7 inits as one stack on real data (e.g. the shared CIFAR-10's
+    dataset.zarr), with each epoch's evaluation of the 7 runs on the valid and test splits."""
+    ds = data.make_splits(data.open_store(store), valid_size=valid_size, split_seed=0).to(device)
+    settings = stack_settings(7, device.type)
+    t = train.Trainer(settings, ds, device)
+    t0 = time.perf_counter()
+    t.epoch(0, lambda n: None)
+    _sync(device)
+    t1 = time.perf_counter()
+    train.eval_rows(t.stack, ds, settings[0].train, settings[0].input, 1)
+    t2 = time.perf_counter()
+    rate = t.k * t.n_train / (t1 - t0)
+    print(
+        f"one epoch of 7 x {t.n_train:,} images on {device_name(device)}: training {t1 - t0:.1f} s "
+        f"({rate:,.0f} images x runs/s), evaluation {t2 - t1:.1f} s; 7 x 50 epochs: {50 * (t2 - t0) / 60:.1f} min"
+    )
+    return {"train_s": t1 - t0, "eval_s": t2 - t1, "rate": rate, "minutes_50": 50 * (t2 - t0) / 60}
 
 
 def graph_table(ds: data.Dataset, device: torch.device, sizes: list[int]) -> list[dict]:

@@ -628,3 +628,16 @@ def test_cuda_graph_step_matches_eager(tmp_path, store):
         a, b = tmp_path / "graph" / r.init / str(r.seed), tmp_path / "eager" / r.init / str(r.seed)
         pa, pb = pd.read_csv(a / "metrics.csv"), pd.read_csv(b / "metrics.csv")
         assert (pa["value"] - pb["value"]).abs().max() <= 1e-4
+
+
+def test_b1_times_one_stacked_paper_epoch_on_a_dataset_store(store, capsys):
+    """``benchmarks.train_stacked --epoch-on``: one epoch of the 7 inits as one stack and its
+    evaluation, and the 50-epoch time at that rate."""
+    from benchmarks import train_stacked
+
+    n = len(data.open_store(store).labels["train"]) - 60  # the train split left by 60 validation images
+    out = train_stacked.paper_epoch(str(store), torch.device("cpu"), valid_size=60)
+    assert out["train_s"] > 0 and out["eval_s"] > 0
+    assert out["rate"] == pytest.approx(7 * n / out["train_s"])
+    assert out["minutes_50"] == pytest.approx(50 * (out["train_s"] + out["eval_s"]) / 60)
+    assert f"7 x {n:,} images" in capsys.readouterr().out
