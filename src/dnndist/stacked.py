@@ -5,10 +5,12 @@
 different weights, each reading its own input: conv1 is one convolution grouped over the
 K input blocks (on the CPU it runs run by run, which is faster there), later convolutions
 have groups=K, and the linear layers are batched matrix products, so K small models cost a
-few large kernels instead of K x as many small ones. The models never mix: every input block, output channel block, batch-norm channel
-and linear slice belongs to one run, so gradients, Adam moments (element-wise) and even
-NaNs stay within their run; each run keeps its own data order. ``Single`` is a stack of
-one for any model (ResNets, given weights), computing exactly what the plain model does.
+few large kernels instead of K x as many small ones. The models never mix: every input
+block, output channel block, batch-norm channel and linear slice belongs to one run, so
+gradients, Adam moments (element-wise) and even NaNs stay within their run; each run keeps
+its own data order. ``Single`` is a stack of one for any model (ResNets, given weights),
+computing exactly what the plain model does. Both run each activation that a max-pool
+follows after the pool (``train_order``).
 
 Both take inputs of shape (K, B, C, H, W) and labels (K, B), and give per-run mean losses
 (the training objective: cross-entropy with ``train.label_smoothing``) and correct counts of
@@ -32,9 +34,11 @@ def train_order(children: Sequence[tuple[str, nn.Module]]) -> list[str]:
     """The children's names in the order training runs them: an activation that is monotone
     (ReLU, LeakyReLU) and followed by a max-pool runs after the pool. Max-pooling commutes with a
     non-decreasing function, so the outputs are the same values and every gradient reaches the
-    same input (ReLU's ties are all at zero, where its gradient is zero); the activation and its
-    backward pass then touch a quarter of the values. Extraction runs the model as it is (its
-    post-activation features are the maps before the pool)."""
+    same input: ReLU's only new ties are at zero, where its gradient is zero, and LeakyReLU makes
+    none unless two different inputs of a window round to one output (the pool would then pick
+    the first of them, in training the larger). The activation and its backward pass then touch
+    a quarter of the values. Extraction runs the model as it is (its post-activation features
+    are the maps before the pool)."""
     names = [name for name, _ in children]
     mods = [mod for _, mod in children]
     for i in range(len(names) - 1):
