@@ -111,8 +111,8 @@ def test_training_runs_each_activation_after_its_max_pool_with_the_same_outputs_
     """Training runs act1/pool1 as pool1/act1 (``stacked.train_order``): the logits and every
     gradient of a stack of one equal the model's own forward pass bit for bit in float32, for
     ReLU (ties only at zero, where the gradient is zero) and LeakyReLU; inputs are mostly
-    negative so that many pooling windows hold only negative values. Extraction's model keeps
-    its order (post-activation features are the maps before the pool)."""
+    negative so that many pooling windows hold only negative values. The model itself keeps its
+    order (extraction's: post-activation features are the maps before the pool)."""
     settings = ModelSettings.from_dict({**MODEL, "activation": activation})
     net = models.build(settings, 3, 10, 32)
     inits.apply(net, "kaiming_normal", inits.gain_for("kaiming_normal", "torch", settings), "auto", 0)
@@ -123,6 +123,7 @@ def test_training_runs_each_activation_after_its_max_pool_with_the_same_outputs_
     x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1)) - 1.0
     y = torch.arange(16) % 10
     single = stacked.Single(net)
+    assert [n for n, _ in net.named_children()] == names
     out = {}
     for label, forward in (("model", net), ("train order", single)):
         net.zero_grad(set_to_none=True)
