@@ -117,7 +117,7 @@ def test_training_runs_each_activation_after_its_max_pool_with_the_same_outputs_
     net = models.build(settings, 3, 10, 32)
     inits.apply(net, "kaiming_normal", inits.gain_for("kaiming_normal", "torch", settings), "auto", 0)
     names = [n for n, _ in net.named_children()]
-    order = stacked.train_order(list(net.named_children()))
+    order = [n for n, _ in stacked.train_order(net.named_children())]
     assert names[:4] == ["conv1", "act1", "pool1", "conv2"] and order[:4] == ["conv1", "pool1", "act1", "conv2"]
     assert order.index("act3") == names.index("act3")  # no pool after conv3: unchanged
     x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1)) - 1.0

@@ -19,7 +19,7 @@ shape (K,); ``eval_sums`` is always the plain cross-entropy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +30,8 @@ from dnndist import DnndistError, inits, models
 STACKABLE = ("paper_cnn", "plain_cnn")
 
 
-def train_order(children: Sequence[tuple[str, nn.Module]]) -> list[str]:
-    """The children's names in the order training runs them: an activation that is monotone
+def train_order(children: Iterable[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """The (name, module) children in the order training runs them: an activation that is monotone
     (ReLU, LeakyReLU) and followed by a max-pool runs after the pool. Max-pooling commutes with a
     non-decreasing function, so the outputs are the same values and every gradient reaches the
     same input: ReLU's only new ties are at zero, where its gradient is zero, and LeakyReLU makes
@@ -39,13 +39,11 @@ def train_order(children: Sequence[tuple[str, nn.Module]]) -> list[str]:
     the first of them, in training the larger). The activation and its backward pass then touch
     a quarter of the values. Extraction runs the model as it is (its post-activation features
     are the maps before the pool)."""
-    names = [name for name, _ in children]
-    mods = [mod for _, mod in children]
-    for i in range(len(names) - 1):
-        if isinstance(mods[i], (nn.ReLU, nn.LeakyReLU)) and isinstance(mods[i + 1], nn.MaxPool2d):
-            names[i], names[i + 1] = names[i + 1], names[i]
-            mods[i], mods[i + 1] = mods[i + 1], mods[i]
-    return names
+    order = list(children)
+    for i in range(len(order) - 1):
+        if isinstance(order[i][1], (nn.ReLU, nn.LeakyReLU)) and isinstance(order[i + 1][1], nn.MaxPool2d):
+            order[i], order[i + 1] = order[i + 1], order[i]
+    return order
 
 
 class Single(nn.Module):
@@ -57,8 +55,7 @@ class Single(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
-        children = dict(net.named_children())
-        self.order = [children[n] for n in train_order(list(children.items()))] if isinstance(net, models.Net) else None
+        self.order = [mod for _, mod in train_order(net.named_children())] if isinstance(net, models.Net) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.order is None:
@@ -101,12 +98,12 @@ class StackedCNN(nn.Module):
         ref = nets[0]
         if ref.settings.name not in STACKABLE:
             raise DnndistError(f"stacked training supports {STACKABLE}, not {ref.settings.name!r}")
-        self.names = train_order(list(ref.named_children()))
-        self.linears = {name for name, mod in ref.named_children() if isinstance(mod, nn.Linear)}
-        children = dict(ref.named_children())
-        if not isinstance(children[self.names[0]], nn.Conv2d):
+        order = train_order(ref.named_children())
+        self.names = [name for name, _ in order]
+        self.linears = {name for name, mod in order if isinstance(mod, nn.Linear)}
+        if not isinstance(order[0][1], nn.Conv2d):
             raise DnndistError(f"stacked training needs a first conv layer, not {self.names[0]!r}")
-        self.first_span = 2 if isinstance(children[self.names[1]], nn.MaxPool2d) else 1  # conv1 [+ its pool]
+        self.first_span = 2 if isinstance(order[1][1], nn.MaxPool2d) else 1  # conv1 [+ its pool]
         self.stack = nn.ModuleDict(
             {
                 name: self._stacked(mod, [dict(n.named_children())[name] for n in nets])
