@@ -1,5 +1,6 @@
 # Quickstart:  make demo   (set up .venv, run the workflow on the embedded demo data)
 #              make test   (set up .venv, run the test suite)
+#              make check  (lint and the fast tests: the edit-test loop)
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
@@ -12,26 +13,53 @@ export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test lint format bench gpu-wheels upgrade-lock check-lock clean
+.PHONY: setup venv-python demo test check test-cluster lint format bench gpu-wheels upgrade-lock check-lock clean distclean
 
-# the locked environment (requirements.lock: exact versions + hashes), then dnndist itself;
-# LOCKED=0 installs from pyproject.toml's floor pins instead
+# The locked environment: requirements.lock is uv's universal lock (`uv pip compile --universal`,
+# exact versions and sha256 hashes for CPython 3.11-3.13 on Linux, macOS and Windows). uv comes
+# first (pip, at the lock's version and hashes), then `uv pip sync` installs exactly the lock,
+# then dnndist itself (editable). LOCKED=0 installs the newest releases that pyproject.toml's
+# floor pins allow instead.
 LOCKED ?= 1
+UV := $(BIN)/uv
+UV_REQUIREMENT = awk '/^uv==/{p=1} p{print} p&&!/\\$$/{exit}' requirements.lock
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	if [ "$(LOCKED)" = 1 ]; then $(BIN)/python -m pip install -q -r requirements.lock && \
-		$(BIN)/python -m pip install -q --no-deps -e .; else $(BIN)/python -m pip install -q -e '.[dev]'; fi
+	@test -x $(UV) || $(BIN)/python -m pip install -q --no-deps --require-hashes -r <($(UV_REQUIREMENT))
+	if [ "$(LOCKED)" = 1 ]; then $(UV) pip sync -q --python $(BIN)/python --require-hashes requirements.lock; \
+		else $(UV) pip install -q --python $(BIN)/python -e '.[dev]'; fi
+	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $@
 
-setup: $(STAMP)
+# PYTHON given on the command line or in the environment must be the venv's: otherwise the venv
+# is rebuilt (one line says so). With PYTHON unset, whatever Python the venv has is kept.
+venv-python:
+ifneq ($(origin PYTHON),file)
+	@if [ -e $(VENV) ]; then \
+		want=$$($(PYTHON) -c 'import sys; print(sys.version.split()[0])') || exit 1; \
+		have=$$($(BIN)/python -c 'import sys; print(sys.version.split()[0])' 2>/dev/null || echo none); \
+		if [ "$$want" != "$$have" ]; then \
+			echo "make setup: $(VENV) has Python $$have, PYTHON=$(PYTHON) is $$want: rebuilding $(VENV)"; rm -rf $(VENV); fi; fi
+endif
+
+setup: venv-python
+	@$(MAKE) --no-print-directory $(STAMP)
 
 demo: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile presets/demo.yaml
 	$(BIN)/snakemake --configfile presets/demo.yaml --report results/demo/report.html
 
+# make test: the whole suite but the SLURM cluster tests (they skip, saying why), < 10 min on 2
+# cores; make check: lint and the tests not marked slow, < 2 min, for the edit-test loop;
+# make test-cluster: the SLURM tests, which install (apt-get) and start daemons, so need root
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+check: lint
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-cluster: setup
+	DNNDIST_TEST_CLUSTER=1 $(BIN)/python -m pytest -q tests/test_slurm.py $(PYTEST_ARGS)
 
 # ruff (lint + format check) for Python, snakefmt for the workflow, snakemake --lint for rules
 LINT_PY := src tests benchmarks dev setup.py
@@ -50,13 +78,20 @@ format: setup
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
-# refresh requirements.lock (newest versions pip resolves for pyproject.toml) and pin
-# environment.yml to them; check-lock: the three agree (also a test)
+# requirements.lock: uv's universal resolution of pyproject.toml (+ [dev]) for every Python from
+# 3.11 on. upgrade-lock: the newest versions, and environment.yml pinned to them. check-lock: the
+# lock is what uv makes of pyproject.toml now (the lock's versions kept), and agrees with
+# environment.yml (dev/lock.py check, also a test).
+LOCK_COMPILE = $(UV) pip compile -q pyproject.toml --extra dev --universal --generate-hashes \
+	--python-version 3.11 --custom-compile-command "make upgrade-lock"
 upgrade-lock: setup
-	$(BIN)/python -m pip install -q --dry-run --ignore-installed --upgrade --report $(VENV)/lock-report.json -e '.[dev]'
-	$(BIN)/python dev/lock.py write $(VENV)/lock-report.json
+	$(LOCK_COMPILE) --upgrade -o requirements.lock
+	$(BIN)/python dev/lock.py pin-environment
 
 check-lock: setup
+	cp requirements.lock $(VENV)/lock-check.txt && $(LOCK_COMPILE) -o $(VENV)/lock-check.txt
+	@cmp -s requirements.lock $(VENV)/lock-check.txt || { diff requirements.lock $(VENV)/lock-check.txt | head -20; \
+		echo "make check-lock: requirements.lock is not what uv makes of pyproject.toml: run make upgrade-lock"; exit 1; }
 	$(BIN)/python dev/lock.py check
 
 # wheels for benchmarks/gpu-box.sh: what a bare, offline GPU machine (Python 3.12) lacks.
@@ -70,5 +105,9 @@ gpu-wheels: setup
 		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
 		--find-links gpu-wheels -d gpu-wheels -r benchmarks/gpu-requirements.txt
 
+# clean keeps the venv; distclean removes it too
 clean:
 	rm -rf results/demo .snakemake
+
+distclean: clean
+	rm -rf $(VENV)
