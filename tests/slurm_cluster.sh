@@ -6,8 +6,11 @@
 #                                        the node is idle. PIDs and logs go to STATE_DIR.
 #   tests/slurm_cluster.sh down STATE_DIR   stop the daemons by PID.
 #
-# Exit code 3 from `up`: SLURM is not installed and apt-get is unavailable (the test
-# skips with that message); any other failure is an error.
+# Exit code 3 from `up`: this machine cannot host the cluster as this user (SLURM missing
+# and apt-get unavailable, or not root): the test skips with the
+# message. Any other failure is an error. tests/test_slurm.py runs this only when asked
+# (DNNDIST_TEST_CLUSTER=1, as make test-cluster and .ci/run do): it installs packages and
+# starts daemons.
 #
 # No systemd here: the daemons run in the foreground (-D) as background processes.
 # There is no slurmdbd, so `sacct` does not work: run Snakemake with
@@ -43,6 +46,10 @@ if [[ $cmd == down ]]; then
     exit 0
 fi
 [[ $cmd == up ]] || { echo "usage: $0 up|down STATE_DIR" >&2; exit 2; }
+if [[ $(id -u) != 0 ]]; then  # the daemons start as root; so would the packages' install
+    echo "a SLURM test cluster needs root, and $(id -un) is not root" >&2
+    exit 3
+fi
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
         || ! command -v sbatch >/dev/null; then
@@ -50,18 +57,15 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
         echo "SLURM is not installed and apt-get is unavailable" >&2
         exit 3
     fi
-    sudo=""
-    [[ $(id -u) == 0 ]] || sudo="sudo -n"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurmctld slurmd slurm-client munge \
+    env DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurmctld slurmd slurm-client munge \
         > "$state/apt.log" 2>&1 || {
         # the package lists may be missing on a fresh machine
-        $sudo apt-get update -q >> "$state/apt.log" 2>&1
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurmctld slurmd slurm-client munge \
+        apt-get update -q >> "$state/apt.log" 2>&1
+        env DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurmctld slurmd slurm-client munge \
             >> "$state/apt.log" 2>&1
     } || { tail -20 "$state/apt.log" >&2; exit 1; }
 fi
 
-[[ $(id -u) == 0 ]] || { echo "starting slurmctld/slurmd needs root" >&2; exit 1; }
 stop  # a previous cluster of this state dir
 
 # munge: key and runtime directory, daemon as user munge
