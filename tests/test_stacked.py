@@ -26,7 +26,7 @@ from dnndist import config as dcfg
 from dnndist.checkpoints import load_checkpoint
 from dnndist.settings import ModelSettings, RunSettings
 
-from .conftest import REPO, env, snakemake, tiny_config, write_yaml
+from .conftest import REPO, cli_run, env, snakemake, tiny_config, write_yaml
 from .test_recipe import RECIPE as RECIPE_RUN
 
 # the ResNet recipe of tests/test_recipe.py (Nesterov SGD, one-cycle lr, flip_crop, label smoothing), its
@@ -143,6 +143,7 @@ def _double(monkeypatch):
     monkeypatch.setattr(data, "prepare", lambda *a, **k: prepare(*a, **k).double())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_stack_of_mixed_inits_and_seeds_equals_per_run_in_float64(tmp_path, store, monkeypatch, optimizer):
     """Augmentation, label smoothing, the one-cycle lr and (SGD) Nesterov momentum: every run
@@ -184,12 +185,7 @@ def store(tmp_path_factory):
     d = tmp_path_factory.mktemp("stk")
     cfg = dcfg.validate(tiny_config(d / "results"), check_paths=False)
     out = d / "dataset.zarr"
-    subprocess.run(
-        [sys.executable, "-m", "dnndist", "data", "--settings", json.dumps(dcfg.data_settings(cfg)), "--out", str(out)],
-        check=True,
-        env=env(),
-        capture_output=True,
-    )
+    assert cli_run("data", "--settings", json.dumps(dcfg.data_settings(cfg)), "--out", out)[0] == 0
     return out
 
 
@@ -212,12 +208,22 @@ def _group(tmp_path, seeds=(0, 1), model=None, **train_over):
     return runs, [RunSettings.from_dict(dcfg.run_settings(cfg, r)) for r in runs]
 
 
+@pytest.mark.slow
 def test_stacked_group_matches_per_run_training(tmp_path, store):
-    """Three inits x two seeds in one stack. Tolerance (stated in the README): after 2 epochs
-    (14 Adam steps at lr 1e-3) every weight is within a tenth of one Adam step (1e-4) of
-    per-run training, the mean difference within 1e-6, and every metric within 1e-5; same
-    files, same rows, same metadata. (Exactness is the float64 test above: in float32,
-    Adam's near-sign updates on tiny gradients turn reduction-order rounding into steps.)"""
+    """Three inits x two seeds in one stack against per-run training, after 2 epochs (14 Adam
+    steps at lr 1e-3): same files, rows and metadata, and float32 numbers that agree within
+    bounds that hold whatever kernels the CPU runs (README, "Stacked training").
+
+    Exactness is the float64 test above. In float32 the stack and a run alone sum in other
+    orders (oneDNN picks kernels by instruction set), and Adam turns that rounding into whole
+    steps where a gradient is near zero: its update is m/(sqrt(v)+eps), about sign(g) * lr, so
+    such a weight can move by up to 2 * 3.2 * lr a step ((1 - b1)/sqrt(1 - b2) = 3.2 bounds
+    Adam's step). Measured on AVX-512, AVX2 and the default (scalar) kernels: 1-2 weights of a
+    run's 535k differ by 0.01-0.11 lr, the rest by < 1e-6 lr. So the bounds are on the bulk:
+    - per tensor, the mean |difference| <= 1e-3 lr (measured <= 2e-6 lr);
+    - per run, at most 1e-4 of all weights further apart than 0.1 lr (measured <= 2e-6);
+    - losses within 1e-5 relative (float32 sums of <= 500 terms; measured <= 2e-7), and
+      accuracies within one image of the smallest batch (1/32; the tiny config's is 44)."""
     runs, settings = _group(tmp_path)
     train.train_stack(
         settings, store, [tmp_path / "stk" / r.init / str(r.seed) for r in runs], threads=2, progress=False
@@ -228,22 +234,28 @@ def test_stacked_group_matches_per_run_training(tmp_path, store):
         assert sorted(p.name for p in (a / "checkpoints").iterdir()) == sorted(
             p.name for p in (b / "checkpoints").iterdir()
         )
+        lr = s.train.lr
         for ck in (a / "checkpoints").glob("epoch_*"):
             ta, ma = load_checkpoint(ck)
             tb, mb = load_checkpoint(b / "checkpoints" / ck.name)
             assert ma == mb
-            for k in ta:  # a tenth of one Adam step (lr 1e-3) at most, and far less typically
-                diff = (ta[k] - tb[k]).abs()
-                assert float(diff.max()) <= 0.1 * s.train.lr, (r.init, r.seed, ck.name, k)
-                assert float(diff.mean()) <= 1e-3 * s.train.lr, (r.init, r.seed, ck.name, k)
+            far = total = 0
+            for k in ta:
+                diff = (ta[k].double() - tb[k].double()).abs()
+                assert float(diff.mean()) <= 1e-3 * lr, (r.init, r.seed, ck.name, k, float(diff.mean()))
+                far, total = far + int((diff > 0.1 * lr).sum()), total + diff.numel()
+            assert far <= 1e-4 * total, (r.init, r.seed, ck.name, far, total)
         pa, pb = pd.read_csv(a / "metrics.csv"), pd.read_csv(b / "metrics.csv")
         assert pa.drop(columns="value").equals(pb.drop(columns="value"))
-        assert (pa["value"] - pb["value"]).abs().max() <= 1e-5
+        loss, gap = pa["metric"] == "loss", (pa["value"] - pb["value"]).abs()
+        assert (gap[loss] <= 1e-5 * pa["value"][loss].abs()).all(), pa[loss & (gap > 1e-5 * pa["value"].abs())]
+        assert (gap[~loss] <= 1 / 32).all()
         sa, sb = json.loads((a / "summary.json").read_text()), json.loads((b / "summary.json").read_text())
         assert sa["status"] == sb["status"] == "completed" and sa["config_hash"] == sb["config_hash"]
         assert not (b / ".resume").exists()
 
 
+@pytest.mark.slow
 def test_divergence_in_a_group_stops_only_that_run(tmp_path, store):
     """SGD at lr 1e4 makes the models diverge; each run of the group stops at the same step
     as its per-run training, with the same last finite weights, and the others go on."""
@@ -262,6 +274,7 @@ def test_divergence_in_a_group_stops_only_that_run(tmp_path, store):
     assert "diverged" in statuses
 
 
+@pytest.mark.slow
 def test_stack_groups_and_cli_errors(tmp_path):
     cfg = dcfg.validate(
         tiny_config(
@@ -288,13 +301,8 @@ def test_stack_groups_and_cli_errors(tmp_path):
     with pytest.raises(dcfg.ConfigError, match="config key 'stacked'"):
         bad = tiny_config(tmp_path / "r", stacked=True, model={"name": "resnet18"})
         dcfg.validate(bad, check_paths=False)
-    proc = subprocess.run(
-        [sys.executable, "-m", "dnndist", "train-stacked", "--settings", "{}", "--data", "x", "--out", "y"],
-        env=env(),
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2 and "JSON list" in proc.stderr and "Traceback" not in proc.stderr
+    rc, err = cli_run("train-stacked", "--settings", "{}", "--data", "x", "--out", "y")
+    assert rc == 2 and "JSON list" in err and "Traceback" not in err
     for argv, message in [
         (["--settings", "{}", "--checkpoints", "c", "--out", "o"], "JSON list of extract settings"),
         (["--settings", '[{"run": 1}]', "--checkpoints", "c", "--out", "o"], "run [0]:"),
@@ -303,11 +311,8 @@ def test_stack_groups_and_cli_errors(tmp_path):
             "--group must be one of",
         ),
     ]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "dnndist", "extract-group", *argv, "--data", "x"],
-            env=env(), capture_output=True, text=True, cwd=tmp_path,
-        )  # fmt: skip
-        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        rc, err = cli_run("extract-group", *argv, "--data", tmp_path / "x")
+        assert rc == 2 and message in err and "Traceback" not in err, err
     from dnndist.extract import extract_runs
 
     with pytest.raises(DnndistError, match="one checkpoints folder and one run folder per run: 1 runs, 2 check"):
@@ -356,6 +361,7 @@ def test_stacked_workflow_plans_one_job_per_group_and_trains(tmp_path):
     assert "train_stacked_base_1" in out and "train_stacked_base_2" in out
 
 
+@pytest.mark.slow
 def test_set_resources_for_train_reach_the_stack_groups_rules(tmp_path):
     """Snakemake applies set-resources by rule name; the groups' rules are named per group, so
     the SLURM profile's `train: gpu: 1` must be carried over to them (else no GPU is asked for)."""
@@ -439,6 +445,7 @@ def _ckpts(d):
     return {p.name: p.read_bytes() for p in sorted((d / "checkpoints").glob("epoch_*"))}
 
 
+@pytest.mark.slow
 def test_one_diverging_run_leaves_the_others_identical(tmp_path, store, monkeypatch):
     """Run 2 of a stack of three turns NaN at step 9 (epoch 2 has steps 5-9; 300 images in
     batches of 64), inside a look window (check_every 4): the other runs' checkpoints and metrics are byte-identical to the
@@ -463,6 +470,7 @@ def test_one_diverging_run_leaves_the_others_identical(tmp_path, store, monkeypa
             assert float((ta[k] - tb[k]).abs().max()) <= 1e-4 * (float(ta[k].abs().max()) or 1.0), k
 
 
+@pytest.mark.slow
 def test_a_diverged_run_is_saved_with_its_batch_norm_statistics_from_before_that_step(tmp_path, store, monkeypatch):
     """With batch norm, the forward pass that turns a run non-finite also updates its running
     statistics; the run is saved with those of before that step (finite, 9 batches tracked
@@ -507,6 +515,7 @@ def test_per_run_gradient_finiteness_finds_the_run_of_a_single_bad_value(tmp_pat
             p.grad[at] = 3e38
 
 
+@pytest.mark.slow
 def test_a_run_whose_gradients_overflow_under_a_finite_loss_stops_before_that_update(tmp_path, store, monkeypatch):
     """Run 1's loss stays finite at step 7 (epoch 2 has steps 5-9) but its gradients are
     infinite: it is marked diverged at step 7 and saved with the finite weights it had before
@@ -527,6 +536,7 @@ def test_a_run_whose_gradients_overflow_under_a_finite_loss_stops_before_that_up
     assert any(not torch.equal(tensors[k], clean[k]) for k in clean)  # steps 5 and 6 were taken
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every", [1, 3])
 def test_periodic_look_equals_looking_every_step(tmp_path, store, monkeypatch, every):
     """The graph path's bookkeeping on the CPU: looking at finiteness every N steps (snapshot,
