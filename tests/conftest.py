@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import io
@@ -26,6 +27,17 @@ def env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
 
 
+def cli_run(*argv: object) -> tuple[int, str]:
+    """The stage CLI in this process (``dnndist ARGV``): (exit status, stderr). A subprocess
+    proves nothing more for a message or an exit status, and costs a torch import (~3 s)."""
+    from dnndist import cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli.main([str(a) for a in argv])
+    return rc, err.getvalue()
+
+
 def tiny_config(results: Path, **sections) -> dict:
     """A config that trains in seconds: synthetic data, 2 inits, 1 epoch."""
     cfg = {
@@ -48,6 +60,44 @@ def tiny_config(results: Path, **sections) -> dict:
         else:
             cfg[key] = value
     return cfg
+
+
+EX = {"sample_size": 16, "batch_size": 70, "histogram_bins": 20, "gradient_batches": 2, "gradient_batch_size": 8}
+
+
+def settings_for(root: Path, init: str = "kaiming_normal", **sections):
+    """The extract settings of ``init``'s seed-0 run of a tiny two-init config under ``root``."""
+    from dnndist import config as dcfg
+    from dnndist.settings import ExtractSettings
+
+    cfg = dcfg.validate(
+        tiny_config(root, inits=["kaiming_normal", "xavier_uniform"], extract=EX, **sections), check_paths=False
+    )
+    return ExtractSettings.from_dict(dcfg.extract_settings(cfg, dcfg.Run("base", init, 0)))
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """Trained once for the whole suite: two tiny runs (kaiming_normal and xavier_uniform, seed
+    0, checkpoints 0 and 1) on a synthetic store, with their weights, features and gradients
+    stores. (root, store, {init: (extract settings, run folder)}); tests must not change them."""
+    from dnndist import data, extract, train
+    from dnndist.settings import DataSettings
+
+    root = tmp_path_factory.mktemp("tiny-runs")
+    synthetic = {"train_size": 400, "test_size": 100, "image_size": 32, "seed": 0}
+    store = data.build_store(
+        DataSettings.from_dict({"source": "synthetic", "synthetic": synthetic}), root / "data.zarr"
+    )
+    out = {}
+    for init in ("kaiming_normal", "xavier_uniform"):
+        s = settings_for(root, init)
+        run_dir = root / "runs" / "base" / init / "seed0"
+        train.train_run(s, store, run_dir, threads=1)
+        for kind, fn in extract.EXTRACTORS.items():
+            fn(s, run_dir / "checkpoints", store, run_dir / f"{kind}.zarr")
+        out[init] = (s, run_dir)
+    return root, store, out
 
 
 def write_yaml(path: Path, obj: dict) -> Path:

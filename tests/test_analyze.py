@@ -14,12 +14,12 @@ import xarray as xr
 from torch import nn
 
 import dnndist
-from dnndist import DnndistError, analysis, cli, data, dims, extract, integrity, plots, spectral, stats, train
+from dnndist import DnndistError, analysis, cli, dims, extract, integrity, plots, spectral, stats
 from dnndist import config as dcfg
 from dnndist.gradients import emission_absorption_explicit
-from dnndist.settings import DataSettings, ExtractSettings, StatsSettings
+from dnndist.settings import StatsSettings
 
-from .conftest import env, tiny_config
+from .conftest import env
 
 
 def two_layer(seed: int = 0) -> nn.Sequential:
@@ -39,6 +39,7 @@ def small_cnn(seed: int = 0) -> nn.Sequential:
     )
 
 
+@pytest.mark.slow
 def test_import_dnndist_stays_light():
     code = (
         "import sys, dnndist; assert 'torch' not in sys.modules, 'torch imported'; "
@@ -71,6 +72,7 @@ def resnet18_default():
     return net, dnndist.analyze(net)
 
 
+@pytest.mark.slow
 def test_resnet18_every_conv_and_fc_is_a_layer(resnet18_default):
     net, r = resnet18_default
     expected = [n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -217,23 +219,11 @@ def test_conv_model_emission_absorption_as_the_gradients_stage():
 
 
 # --------------------------------------------------------------------------- the workflow's numbers
-@pytest.fixture(scope="module")
-def workflow_run(tmp_path_factory):
-    """A trained tiny paper-CNN run (as tests/test_extract.py makes one) and its weights and features stores."""
-    root = tmp_path_factory.mktemp("an")
-    store = data.build_store(
-        DataSettings.from_dict(
-            {"source": "synthetic", "synthetic": {"train_size": 400, "test_size": 100, "image_size": 32, "seed": 0}}
-        ),
-        root / "data.zarr",
-    )
-    ex = {"sample_size": 16, "batch_size": 70, "histogram_bins": 20, "gradient_batches": 2, "gradient_batch_size": 8}
-    cfg = dcfg.validate(tiny_config(root, extract=ex), check_paths=False)
-    s = ExtractSettings.from_dict(dcfg.extract_settings(cfg, dcfg.Run("base", "kaiming_normal", 0)))
-    run_dir = root / "runs" / "base" / "kaiming_normal" / "seed0"
-    train.train_run(s, store, run_dir, threads=1)
-    extract.extract_weights(s, run_dir / "checkpoints", store, run_dir / "weights.zarr")
-    extract.extract_features(s, run_dir / "checkpoints", store, run_dir / "features.zarr")
+@pytest.fixture
+def workflow_run(tiny_runs):
+    """The suite's tiny trained kaiming-normal run (conftest) and its stores."""
+    _, store, runs = tiny_runs
+    s, run_dir = runs["kaiming_normal"]
     return s, store, run_dir
 
 
@@ -334,6 +324,7 @@ def test_same_feature_statistics_as_the_workflow(workflow_run):
     )
 
 
+@pytest.mark.slow
 def test_inplace_activations_do_not_change_the_features():
     """torchvision's ResNets apply ReLU(inplace=True) to a batch norm's output and add the residual in
     place: a feature is read when its module returns it, not after the forward pass."""
@@ -394,6 +385,7 @@ def test_image_folder_and_archive_inputs(tmp_path):
 
 
 # --------------------------------------------------------------------------- files
+@pytest.mark.slow
 def test_write_stores_tables_and_figures(tmp_path):
     net = small_cnn()
     x = torch.randn(20, 3, 8, 8, generator=torch.Generator().manual_seed(3))
@@ -446,6 +438,7 @@ def test_draw_esd_marks_the_fit_and_xmin():
 
 
 # --------------------------------------------------------------------------- the CLI and bad input
+@pytest.mark.slow
 def test_cli_on_a_saved_state_dict(tmp_path):
     import torchvision
 
@@ -498,6 +491,7 @@ def unfit_weights(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_exit_status_2(tmp_path, unfit_weights, capsys):
     cases = [
         (["--model", "nosuch"], "unknown model 'nosuch'"),

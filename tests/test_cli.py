@@ -33,6 +33,7 @@ def test_help_from_a_fresh_interpreter():
     assert out.returncode == 0 and "stats-combine" in out.stdout, out.stderr
 
 
+@pytest.mark.slow
 def test_preflight_stops_before_any_job_when_python_cannot_import_dnndist(tmp_path):
     """`.venv/bin/snakemake` without the venv on PATH: jobs would run a `python` that lacks
     dnndist. The workflow stops before the first job with one line saying what to do."""

@@ -146,6 +146,7 @@ def test_bad_config_names_the_key(patch, key):
 SNAKE_BAD = [BAD[i] for i in (0, 1, 3, 6, 7, 10, 16)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("patch,key", SNAKE_BAD, ids=[k for _, k in SNAKE_BAD])
 def test_snakemake_rejects_bad_config_before_any_job(tmp_path, patch, key):
     cfg = copy.deepcopy(tiny_config(tmp_path / "results"))
@@ -202,6 +203,7 @@ def test_bad_grids_name_the_key(grid, key):
     assert f"config key '{key}" in str(err.value), str(err.value)
 
 
+@pytest.mark.slow
 def test_adding_one_variant_plans_only_its_jobs(tmp_path):
     from .conftest import snakemake, tiny_config, write_yaml
 

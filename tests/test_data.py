@@ -55,6 +55,7 @@ def test_synthetic_store_has_canonical_layout(tmp_path):
     assert xds["images"].dims == ("sample", "channel", "y", "x")
 
 
+@pytest.mark.slow
 def test_cifar10_download_from_local_server_and_convert(tmp_path, http_root):
     www, url = http_root
     images, labels = cifar_binary_archive(www / "cifar-10-binary.tar.gz")
@@ -243,6 +244,7 @@ def _tar_gz(tree, archive):
     return archive
 
 
+@pytest.mark.slow
 def test_parallel_decode_equals_serial(tmp_path, monkeypatch):
     """Directory and .tar.gz (all images: listed and decoded in one pass; limit_per_class:
     listed first), 1 and 2 worker processes (batches of 2 images, so the pool really runs):
@@ -320,6 +322,7 @@ def test_parallel_decode_reports_the_first_bad_image(tmp_path, monkeypatch):
             assert not (tmp_path / "bad.zarr").exists()
 
 
+@pytest.mark.slow
 def test_imagefolder_from_shared_cifar_jpeg_slice(tmp_path, shared_jpeg):
     settings = {
         "source": "imagefolder",
@@ -423,6 +426,7 @@ def test_read_only_results_directory_is_a_clear_error(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_missing_input_file_is_a_clear_error(tmp_path):
     proc = subprocess.run(
         [
@@ -442,6 +446,7 @@ def test_missing_input_file_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_disk_full_is_a_clear_error_and_leaves_no_store(tmp_path):
     """A full disk, simulated with a file-size limit (writes fail with EFBIG, as with ENOSPC):
     one-line error, exit 2, no store at the output path; a later run writes a complete one."""

@@ -17,43 +17,18 @@ import torch.nn.functional as F
 import xarray as xr
 
 from dnndist import DnndistError, data, extract, inits, outputs, train
-from dnndist import config as dcfg
 from dnndist.dims import RUN_DIMS
 from dnndist.gradients import emission_absorption_explicit
 from dnndist.io import layer_groups, open_results
-from dnndist.settings import DataSettings, ExtractSettings, StatsSettings
+from dnndist.settings import ExtractSettings, StatsSettings
 
-from .conftest import env, tiny_config
-
-EX = {"sample_size": 16, "batch_size": 70, "histogram_bins": 20, "gradient_batches": 2, "gradient_batch_size": 8}
+from .conftest import EX, env, settings_for
 
 
-def settings_for(root, init="kaiming_normal", **sections):
-    cfg = dcfg.validate(
-        tiny_config(root, inits=["kaiming_normal", "xavier_uniform"], extract=EX, **sections), check_paths=False
-    )
-    return ExtractSettings.from_dict(dcfg.extract_settings(cfg, dcfg.Run("base", init, 0)))
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A trained tiny run (2 checkpoints) and its three extracted stores, for two inits."""
-    root = tmp_path_factory.mktemp("ex")
-    store = data.build_store(
-        DataSettings.from_dict(
-            {"source": "synthetic", "synthetic": {"train_size": 400, "test_size": 100, "image_size": 32, "seed": 0}}
-        ),
-        root / "data.zarr",
-    )
-    out = {}
-    for init in ("kaiming_normal", "xavier_uniform"):
-        s = settings_for(root, init)
-        run_dir = root / "runs" / "base" / init / "seed0"
-        train.train_run(s, store, run_dir, threads=1)
-        for kind, fn in extract.EXTRACTORS.items():
-            fn(s, run_dir / "checkpoints", store, run_dir / f"{kind}.zarr")
-        out[init] = (s, run_dir)
-    return root, store, out
+@pytest.fixture
+def run(tiny_runs):
+    """The suite's two tiny trained runs and their three extracted stores (conftest)."""
+    return tiny_runs
 
 
 def model_at(s, store, run_dir, epoch):
@@ -403,6 +378,7 @@ def json_differences(a, b, path=""):
     return [] if a == b else [path.lstrip("/")]
 
 
+@pytest.mark.slow
 def test_killed_extraction_reruns_to_the_same_bytes(run, tmp_path):
     _, store, runs = run
     s, run_dir = runs["kaiming_normal"]
@@ -452,6 +428,7 @@ def test_killed_extraction_reruns_to_the_same_bytes(run, tmp_path):
     assert ja == jb
 
 
+@pytest.mark.slow
 def test_feature_memory_does_not_grow_with_split_size(run, tmp_path):
     _, store, runs = run
     s, run_dir = runs["kaiming_normal"]
@@ -516,6 +493,7 @@ def test_weight_and_feature_tables_from_the_stores(run):
     assert fr[(1, "conv2", "pre", "valid", "kurtosis")] == pytest.approx(scipy.stats.kurtosis(act), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_best_validation_epoch_is_extracted_beside_the_scheduled_ones(run, tmp_path):
     """train.checkpoints: [..., best] with a best epoch that is not scheduled: the three stores
     hold it as one more epoch, with the attribute best_epoch; em_ab tables it for stats.claims_at."""
@@ -579,6 +557,7 @@ def _weight_table_tensor_by_tensor(weights, settings):
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_stats_of_a_variants_runs_in_one_process_equal_run_by_run(run, tmp_path):
     """`stats-runs` (the workflow's one job per variant: the runs' weight statistics vectorised over
     their tensors) writes each run's tables byte for byte as `stats-run` writes them for the run

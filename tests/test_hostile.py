@@ -1,19 +1,18 @@
 """Hostile inputs and faults, tried as a hostile user would: each must end in one line on stderr
 and exit status 2 (no traceback), leave nothing half-written, and succeed once the input is fixed.
 
-The corpus runs the stage CLI in-process on one tiny experiment (synthetic data, one run) and
-prints "N tried, N clean". Inputs that are odd but legal (unicode and spaces in paths) must
+The corpus runs the stage CLI in-process on one tiny experiment (synthetic data, one run), one
+test per case (named by the case). Inputs that are odd but legal (unicode and spaces in paths) must
 simply work.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import shutil
 import tarfile
-import time
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,11 @@ import pytest
 import torch
 import yaml
 
-from dnndist import cli, models
 from dnndist import config as dcfg
+from dnndist import models
 from dnndist.settings import ModelSettings
 
-from .conftest import cifar_binary_archive, tiny_config, write_yaml
+from .conftest import cifar_binary_archive, cli_run, tiny_config, write_yaml
 
 RUN = "base/kaiming_normal/seed0"
 
@@ -35,13 +34,6 @@ RUN = "base/kaiming_normal/seed0"
 def cli_ok(*argv: str) -> None:
     rc, err = cli_run(*argv)
     assert rc == 0, err
-
-
-def cli_run(*argv: str) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        rc = cli.main([str(a) for a in argv])
-    return rc, err.getvalue()
 
 
 @dataclass
@@ -53,19 +45,23 @@ class Case:
     output: Path | None = None  # must not exist (nor a temporary sibling) after the failure
 
 
-@pytest.fixture(scope="module")
-def exp(tmp_path_factory):
-    """One tiny experiment: config, dataset store, a trained run, its three extracted stores."""
-    root = tmp_path_factory.mktemp("hostile")
+def _experiment(root: Path) -> dict:
+    """The tiny experiment's config and paths under ``root`` (nothing built yet)."""
     cfg = tiny_config(root / "results", inits=["kaiming_normal"], train={"epochs": 1, "checkpoints": [0, 1]})
-    config = write_yaml(root / "config.yaml", cfg)
-    e = {
+    return {
         "root": root,
         "cfg": cfg,
-        "config": config,
+        "config": write_yaml(root / "config.yaml", cfg),
         "store": root / "results" / "data.zarr",
         "run": root / "results" / "run",
     }
+
+
+@pytest.fixture(scope="module")
+def exp(tmp_path_factory):
+    """One tiny experiment: config, dataset store, a trained run, its three extracted stores."""
+    e = _experiment(tmp_path_factory.mktemp("hostile"))
+    cfg, config = e["cfg"], e["config"]
     dcfg.claim_results_dir(cfg["results"])  # what the workflow's onstart does
     cli_ok("data", "--config", config, "--out", e["store"])
     cli_ok("train", "--config", config, "--run", RUN, "--data", e["store"], "--out", e["run"], "--no-progress")
@@ -140,7 +136,7 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi")
     )
-    config_case("yaml alias bomb", bomb + "seeds: *i\n", "were unexpected")
+    config_case("yaml alias bomb", bomb + "seeds: *i\n", "expands to more than 100,000 values")
     config_case("results /", patched(results="/"), "the file-system root")
     config_case("results home", patched(results=str(Path.home())), "your home folder")
     foreign = tmp / "someone-elses-folder"
@@ -546,32 +542,46 @@ def _half_written(output: Path | None) -> list[str]:
     return [str(p) for p in left]
 
 
-def test_hostile_corpus(exp, tmp_path, capsys):
-    cases = corpus(exp, tmp_path)
-    assert len(cases) >= 40
-    problems: list[str] = []
-    for case in cases:
-        start = time.perf_counter()
-        argv = case.break_it()
-        if argv:
-            rc, err = cli_run(*argv)
-            lines = err.strip().splitlines()
-            if rc != 2 or len(lines) != 1 or "Traceback" in err or case.expect not in err:
-                problems.append(f"{case.name}: exit {rc}, stderr {err.strip()[:400]!r}")
-            elif _half_written(case.output):
-                problems.append(f"{case.name}: left {_half_written(case.output)}")
-        try:  # mend it even after a failure, so that one bad case does not spoil the next
-            rc, err = cli_run(*case.fix())
-        except AssertionError as exc:
-            rc, err = -1, str(exc)
-        if rc != 0:
-            problems.append(f"{case.name}: the rerun after the fix failed (exit {rc}): {err.strip()[:400]!r}")
-        print(f"{time.perf_counter() - start:6.2f} s  {case.name}")
-    with capsys.disabled():
-        print(f"\nhostile corpus: {len(cases)} tried, {len(cases) - len(problems)} clean")
+def _case_names() -> list[str]:
+    """The corpus's case names, for parametrisation (building a corpus only writes small files)."""
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "t").mkdir()
+        return [c.name for c in corpus(_experiment(Path(d)), Path(d) / "t")]
+
+
+CASES = _case_names()
+
+
+def test_the_corpus_is_large_and_its_cases_are_named_apart():
+    assert len(CASES) >= 40 and len(set(CASES)) == len(CASES)
+
+
+# the cases share the module's experiment, each breaking and then mending it, in this order
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CASES)
+def test_hostile_input(exp, tmp_path, name):
+    """The broken input ends in one line on stderr naming the problem, exit status 2, no
+    traceback and nothing half-written; once mended, the same command succeeds."""
+    (case,) = [c for c in corpus(exp, tmp_path) if c.name == name]
+    argv = case.break_it()
+    problems = []
+    if argv:
+        rc, err = cli_run(*argv)
+        lines = err.strip().splitlines()
+        if rc != 2 or len(lines) != 1 or "Traceback" in err or case.expect not in err:
+            problems.append(f"exit {rc}, stderr {err.strip()[:400]!r}")
+        elif _half_written(case.output):
+            problems.append(f"left {_half_written(case.output)}")
+    try:  # mend it even after a failure, so that one bad case does not spoil the next
+        rc, err = cli_run(*case.fix())
+    except AssertionError as exc:
+        rc, err = -1, str(exc)
+    if rc != 0:
+        problems.append(f"the rerun after the fix failed (exit {rc}): {err.strip()[:400]!r}")
     assert problems == [], "\n".join(problems)
 
 
+@pytest.mark.slow
 def test_snakemakes_marker_in_a_store_raises_no_warning(tmp_path):
     """Snakemake's `.snakemake_timestamp` in a directory output is not damage: with dnndist's
     filter (installed on import), verifying and reading such a store warns about nothing."""

@@ -103,6 +103,7 @@ def test_table_command_without_its_extra_option_says_so(tmp_path, capsys):
     assert f"needs --{needs.extra[0]}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_registry_and_output_modules_import_without_torch():
     code = (
         "import sys, dnndist.outputs, dnndist.plots, dnndist.stats, dnndist.tables, dnndist.reporting; "

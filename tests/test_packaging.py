@@ -137,6 +137,7 @@ def venv_env(root: Path) -> dict[str, str]:
     return {**env, "PATH": f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.mark.slow
 def test_wheel_carries_the_workflow(wheel):
     """Snakefile, config, schema, rules, report captions, style, profiles and presets, byte for byte."""
     from dnndist import resources

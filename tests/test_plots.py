@@ -358,6 +358,7 @@ def test_variant_factors_parse_grid_names():
     assert plots.variant_factors("depth12") == ["depth12"]
 
 
+@pytest.mark.slow
 def test_variants_with_17_variants_stay_readable():
     variants = ablation_variants()
     assert len(variants) == 17
@@ -485,6 +486,7 @@ def test_layer_order_is_depth_not_alphabet():
     assert plots.evenly(list(range(21)), 6) == [0, 4, 8, 12, 16, 20]
 
 
+@pytest.mark.slow
 def test_given_weights_fig2_has_one_panel_per_tensor_in_depth_order_on_one_page():
     fig = plots.draw_weight_distributions(given_weight_hist(np.random.default_rng(0)))
     axes = data_axes(fig)
@@ -495,6 +497,7 @@ def test_given_weights_fig2_has_one_panel_per_tensor_in_depth_order_on_one_page(
     assert "epoch 0, the only checkpoint" in fig.legends[0].get_title().get_text()
 
 
+@pytest.mark.slow
 def test_given_weights_fig2_of_a_deep_net_keeps_to_a_page_and_says_what_it_left_out():
     df = given_weight_hist(np.random.default_rng(0))
     deep = pd.concat([df.assign(layer=df["layer"] + f".copy{k}") for k in range(3)], ignore_index=True)  # 66 tensors
@@ -533,6 +536,7 @@ def test_training_figure_without_training_says_so():
     assert "Nothing was trained" in " ".join(t.get_text() for t in fig.texts)  # ... but words
 
 
+@pytest.mark.slow
 def test_many_layers_are_capped_and_the_figures_say_so():
     hist = weight_hist(np.random.default_rng(0))
     deep = pd.concat([hist.assign(layer=hist["layer"] + f"_{k}") for k in range(8)], ignore_index=True)  # 16 layers
@@ -585,6 +589,7 @@ def spectrum_rows(weights: dict[str, np.ndarray], init: str, epoch: int) -> list
     return rows
 
 
+@pytest.mark.slow
 def test_esd_figure_fits_each_layer_like_weightwatcher():
     """Fig 8: one row per layer in depth order, the first and last checkpoint, for the first init
     that is neither constant nor orthogonal; a linear layer's alpha and xmin are WeightWatcher's

@@ -2,7 +2,7 @@
 flip-and-crop augmentation against hand-computed references, its counter-based randomness,
 the one-cycle learning rate per step against an independent computation, label smoothing,
 Nesterov SGD, the config checks, and the whole recipe end to end on CPU (stacked == per-run
-in float64, a ResNet-18 trained a few steps)."""
+in float64, the paper CNN trained a few steps with the recipe)."""
 
 from __future__ import annotations
 
@@ -171,14 +171,15 @@ def test_trainer_batches_are_the_augmented_images(tmp_path, store):
         assert torch.equal(y[k], ds.labels["train"][idx[k]])
 
 
-def test_resnet18_cifar_trains_with_the_recipe_and_the_lr_follows_the_formula(tmp_path, store):
-    """The GPU recipe's machinery on CPU: a CIFAR ResNet-18, Nesterov SGD, one-cycle lr,
-    flip_crop, label smoothing; the lr of every update is the formula's, the train loss is the
-    smoothed objective and the evaluation loss the plain cross-entropy."""
+@pytest.mark.slow
+def test_the_recipe_trains_and_the_lr_follows_the_formula(tmp_path, store):
+    """The GPU recipe's machinery on CPU: Nesterov SGD, one-cycle lr, flip_crop, label
+    smoothing; the lr of every update is the formula's. The schedule does not depend on the
+    model, so the paper CNN trains here (a CIFAR ResNet-18 took 126 s for the same check; its
+    layers are tested in test_resnet.py)."""
     (s,) = _settings(
         tmp_path,
         [("kaiming_normal", 0)],
-        model={"name": "resnet18_cifar"},
         data={"source": "synthetic", "valid_size": 300, "random_size": 32, "synthetic": {"train_size": 400}},
         train={"batch_size": 50, "epochs": 2},
     )

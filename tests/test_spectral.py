@@ -83,6 +83,7 @@ def compare_with_weightwatcher(net: nn.Module, title: str) -> dict[str, dict[str
     return ours
 
 
+@pytest.mark.slow
 def test_paper_cnn_after_training_equals_weightwatcher():
     torch.manual_seed(0)
     net = models.build(PAPER)

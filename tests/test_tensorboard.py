@@ -13,9 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from dnndist import cli, train  # noqa: E402
 from dnndist import tensorboard as tb  # noqa: E402
 
-from . import test_extract  # noqa: E402
-
-run = test_extract.run  # the fixture: two tiny trained runs and their stores
+pytestmark = pytest.mark.slow  # every test here reads the suite's tiny runs (conftest.tiny_runs)
 
 
 def read_events(logdir):
@@ -30,8 +28,8 @@ def histogram(acc, tag, step):
 
 
 @pytest.fixture(scope="module")
-def exported(run, tmp_path_factory):
-    _, _, runs = run
+def exported(tiny_runs, tmp_path_factory):
+    _, _, runs = tiny_runs
     _, run_dir = runs["kaiming_normal"]
     logdir = tmp_path_factory.mktemp("tb")
     out = tb.write_events(run_dir, logdir)
@@ -110,8 +108,8 @@ def test_constant_tensor_is_one_bucket():
     assert tb.values_histogram(np.array([np.nan, np.inf])) is None
 
 
-def test_cli_one_line_errors(run, tmp_path, capsys):
-    _, _, runs = run
+def test_cli_one_line_errors(tiny_runs, tmp_path, capsys):
+    _, _, runs = tiny_runs
     _, run_dir = runs["kaiming_normal"]
     assert cli.main(["tensorboard", "--run", str(tmp_path), "--out", str(tmp_path / "tb")]) == 2
     err = capsys.readouterr().err

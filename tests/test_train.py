@@ -68,6 +68,7 @@ def test_outputs_and_metrics_table(tmp_path, store):
     assert not torch.equal(t0["conv1.weight"], tensors["conv1.weight"])  # it trained
 
 
+@pytest.mark.slow
 def test_same_settings_same_bytes_and_seed_matters(tmp_path, store):
     s = settings_for(tmp_path)
     train.train_run(s, store, tmp_path / "a", threads=1)
@@ -78,6 +79,7 @@ def test_same_settings_same_bytes_and_seed_matters(tmp_path, store):
     assert ckpt_bytes(tmp_path / "a") != ckpt_bytes(tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_best_checkpoint_keeps_the_epoch_of_lowest_validation_loss(tmp_path, store):
     """train.checkpoints: [..., best] keeps the best-validation epoch (dnndist.best's rule, applied
     to metrics.csv independently here) with the weights a scheduled checkpoint of it has."""
@@ -112,6 +114,7 @@ RECIPE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["paper", "recipe"])
 def test_kill_and_resume_gives_identical_bytes(tmp_path, store, recipe):
     """Also with the ResNet recipe: the lr and the augmentation are functions of (seed, step),
@@ -156,6 +159,7 @@ def test_kill_and_resume_gives_identical_bytes(tmp_path, store, recipe):
         assert json.loads(best_json[0])["epoch"] not in (0, 2, 4, 6)
 
 
+@pytest.mark.slow
 def test_changed_settings_do_not_resume_stale_state(tmp_path, store):
     s1 = settings_for(tmp_path, train={"epochs": 2, "lr": 1e-3, "checkpoints": [], "eval_batch_size": 500})
     stale = tmp_path / "run" / ".resume" / "0123456789abcdef"
@@ -186,6 +190,7 @@ def test_divergence_is_recorded_and_the_run_ends_cleanly(tmp_path, store):
     assert meta["diverged"] == "true"
 
 
+@pytest.mark.slow
 def test_l1_and_l2_shrink_weights(tmp_path, store):
     def final_abs(**tr):
         s = settings_for(tmp_path, train={"epochs": 2, "lr": 1e-3, "checkpoints": [], "eval_batch_size": 500, **tr})

@@ -257,6 +257,7 @@ def calibration() -> list[tuple[str, str, float, str, float]]:
     return rows
 
 
+@pytest.mark.slow
 def test_monte_carlo_calibration(capsys):
     """Every rule family: false-verdict rate <= 5 % (up to the Monte-Carlo error of the estimate,
     2 standard errors: 0.44 points at 10,000 simulated experiments) and power >= 80 % with 10 seeds.

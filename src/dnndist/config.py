@@ -85,6 +85,7 @@ def validate(
 
     schema = schema or load_schema()
     cfg = copy.deepcopy(dict(config))
+    check_size(cfg)
     check_finite(cfg)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
@@ -100,6 +101,32 @@ def validate(
     )
     _semantic_checks(cfg, check_paths)
     return cfg
+
+
+MAX_CONFIG_VALUES = 100_000  # a dnndist config holds a few hundred values
+
+
+def check_size(cfg: Mapping[str, Any]) -> None:
+    """Refuse a config that spells out more than MAX_CONFIG_VALUES values, as YAML aliases can
+    (a 1 KB alias bomb is 387 M values): JSON-schema validation walks every one (59 s for it)."""
+    memo: dict[int, int] = {}
+
+    def size(obj: Any) -> int:  # values spelled out, each container counted once (memo)
+        if not isinstance(obj, (Mapping, list)):
+            return 1
+        if id(obj) not in memo:
+            n = 1
+            for value in obj.values() if isinstance(obj, Mapping) else obj:
+                n += size(value)
+                if n > MAX_CONFIG_VALUES:
+                    break
+            memo[id(obj)] = n
+        return memo[id(obj)]
+
+    if size(cfg) > MAX_CONFIG_VALUES:
+        raise ConfigError(
+            f"config: expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases used over and over?)"
+        )
 
 
 def check_finite(obj: Any, path: tuple[Any, ...] = (), what: str = "config key", seen: set[int] | None = None) -> None:
