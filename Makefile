@@ -18,16 +18,17 @@ export PATH := $(BIN):$(PATH)
 # The locked environment: requirements.lock is uv's universal lock (`uv pip compile --universal`,
 # exact versions and sha256 hashes for CPython 3.11-3.13 on Linux, macOS and Windows). uv comes
 # first (pip, at the lock's version and hashes), then `uv pip sync` installs exactly the lock,
-# then dnndist itself (editable). LOCKED=0 installs the newest releases that pyproject.toml's
-# floor pins allow instead.
+# then dnndist itself (editable). --compile-bytecode as pip does: where PYTHONDONTWRITEBYTECODE
+# is set, every process would otherwise compile torch anew (~1 s a subprocess, 1.5x the suite).
+# LOCKED=0 installs the newest releases that pyproject.toml's floor pins allow instead.
 LOCKED ?= 1
 UV := $(BIN)/uv
 UV_REQUIREMENT = awk '/^uv==/{p=1} p{print} p&&!/\\$$/{exit}' requirements.lock
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(BIN)/python -m pip install -q --no-deps --require-hashes -r <($(UV_REQUIREMENT))
-	if [ "$(LOCKED)" = 1 ]; then $(UV) pip sync -q --python $(BIN)/python --require-hashes requirements.lock; \
-		else $(UV) pip install -q --python $(BIN)/python -e '.[dev]'; fi
+	if [ "$(LOCKED)" = 1 ]; then $(UV) pip sync -q --compile-bytecode --python $(BIN)/python --require-hashes requirements.lock; \
+		else $(UV) pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev]'; fi
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $@
 
