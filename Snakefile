@@ -4,7 +4,8 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from dnndist.config import ConfigError, check_job_python, claim_results_dir, load_schema, validate
+from dnndist.config import ConfigError, check_job_python, claim_results_dir, load_schema, read_config_file, validate
+from dnndist.results_lock import ResultsInUse, lock_results_dir
 
 min_version("9.0")
 
@@ -17,7 +18,10 @@ report: "workflow/report/workflow.rst"
 
 # Schema validation (types, ranges, enums, defaults) plus semantic checks; a bad
 # config stops here, before any job, with the offending key in the message.
+# Every config file is also read strictly (a key given twice is refused: Snakemake keeps the last).
 try:
+    for _path in workflow.configfiles:
+        read_config_file(_path)
     _validated = validate(config, load_schema(workflow.source_path("workflow/schemas/config.schema.yaml")))
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
@@ -34,6 +38,10 @@ onstart:
         except ConfigError as exc:
             raise WorkflowError(str(exc)) from None
     claim_results_dir(config["results"])  # later runs may reuse a folder dnndist marked
+    try:  # one writer per results folder, until this Snakemake exits (dnndist.results_lock)
+        lock_results_dir(config["results"])
+    except ResultsInUse as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 include: "workflow/rules/common.smk"

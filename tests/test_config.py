@@ -298,3 +298,13 @@ def test_resnet_full_preset_is_the_documented_recipe():
             check_paths=False,
         )
         assert len(full["seeds"]) >= 5 and full["train"]["epochs"] >= 20 and full["data"]["valid_split"] == "test"
+
+
+def test_results_and_resources_have_one_spelling(tmp_path):
+    """A trailing slash or a detour through '..' names the same folder: the validated config
+    spells it one way, so Snakemake's outputs (and their rerun checks) are the same."""
+    for spelling in ("res/demo/", "res/x/../demo", "res//demo/."):
+        cfg = dcfg.validate(
+            {**tiny_config(tmp_path / "r"), "results": spelling, "resources": spelling}, check_paths=False
+        )
+        assert cfg["results"] == cfg["resources"] == "res/demo", spelling

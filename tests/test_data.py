@@ -499,3 +499,66 @@ def test_random_split_blocks_are_drawn_once_and_equal_their_seeded_generators(mo
     assert drawn == list(range(100 // 16 + 1))  # every block once
     assert torch.equal(read.random_inputs(5, shape, seed=7, start=90), reference(5, 90, 7))
     assert read.random_inputs(0, shape, seed=7).shape == (0, *shape)
+
+
+# --------------------------------------------------------------------------- decoded by their real range
+def _png_bytes(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_16_bit_and_palette_images_decode_by_their_real_range():
+    """A 16-bit grey PNG maps 0..65535 onto 0..255 (PIL's RGB conversion saturated it to white:
+    a store mean of 0.998); a palette image expands to its colours; a still GIF decodes."""
+    from PIL import Image
+
+    from dnndist.data.sources import decode_array
+
+    grey = np.array([[0, 257], [65535, 32896]], dtype=np.uint16)
+    png16 = _png_bytes(Image.fromarray(grey))
+    assert Image.open(io.BytesIO(png16)).mode.startswith("I")  # PIL opens it as 16-bit
+    out = decode_array(png16, "g.png", 2, 2)  # (channel, y, x)
+    expected = np.round(grey.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert out.shape == (3, 2, 2) and (out == expected[None]).all() and expected.tolist() == [[0, 1], [255, 128]]
+    rgb = np.random.default_rng(0).integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    pal = Image.fromarray(rgb).quantize(16)
+    for fmt in ("PNG", "GIF"):
+        buf = io.BytesIO()
+        pal.save(buf, format=fmt)
+        got = decode_array(buf.getvalue(), f"p.{fmt.lower()}", 4, 4)
+        assert (got == np.asarray(pal.convert("RGB")).transpose(2, 0, 1)).all(), fmt
+
+
+def test_a_hard_link_in_an_image_archive_reads_as_its_target(tmp_path):
+    """tarfile's data filter keeps a hard link that stays inside the tree: it is an image like
+    the file it links to (it was skipped silently: 6 train images instead of 7)."""
+    _jpeg_tree(tmp_path / "tree")
+    archive = tmp_path / "tree.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tmp_path / "tree", arcname="tree")
+        link = tarfile.TarInfo("tree/train/cat/linked.jpg")
+        link.type, link.linkname = tarfile.LNKTYPE, "tree/train/cat/0000.jpg"
+        tar.addfile(link)
+    refs = data.list_imagefolder(archive, {"train": "tree/train", "test": "tree/test"}, None)
+    assert sum(r.split == "train" for r in refs) == 7
+    images = dict((r.name, img) for r, img in data.iter_imagefolder(archive, refs, 20, 20, workers=1))
+    assert (images["tree/train/cat/linked.jpg"] == images["tree/train/cat/0000.jpg"]).all()
+
+
+def test_an_archive_member_over_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from dnndist.data import sources
+
+    monkeypatch.setattr(sources, "MAX_MEMBER_BYTES", 1000)
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        big = tarfile.TarInfo("tree/train/cat/big.jpg")
+        big.size = 5000
+        tar.addfile(big, io.BytesIO(bytes(5000)))
+        link = tarfile.TarInfo("tree/train/cat/link.jpg")  # a link's own size is 0: bounded by its read
+        link.type, link.linkname = tarfile.LNKTYPE, "tree/train/cat/big.jpg"
+        tar.addfile(link)
+    with pytest.raises(data.DataError, match=r"member 'tree/train/cat/big.jpg' is over the 1,000 bytes"):
+        list(sources.iter_tar(archive))
+    with pytest.raises(data.DataError, match=r"member 'tree/train/cat/link.jpg' is over the 1,000 bytes"):
+        list(sources.iter_tar(archive, wanted={"tree/train/cat/link.jpg"}))

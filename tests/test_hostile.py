@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import tarfile
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 import yaml
 
@@ -287,6 +289,25 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     )
     folder_case("zero-byte JPEG", lambda t: (t / "train" / "cat" / "0001.jpg").write_bytes(b""), "cannot decode image")
 
+    def animated_gif(t: Path) -> None:
+        from PIL import Image
+
+        frames = [Image.new("RGB", (20, 20), c) for c in ("red", "blue")]
+        frames[0].save(t / "train" / "cat" / "0003.gif", save_all=True, append_images=frames[1:])
+
+    def huge_png(t: Path) -> None:  # 41 M pixels in a ~40 KB file: refused from its header
+        from PIL import Image
+
+        Image.new("L", (6400, 6400)).save(t / "train" / "cat" / "0003.png")
+
+    def non_images_only(t: Path) -> None:
+        (t / "train" / "bird").mkdir()
+        (t / "train" / "bird" / "notes.txt").write_text("the bird pictures are elsewhere")
+
+    folder_case("animated GIF", animated_gif, "is animated (2 frames): give a still image")
+    folder_case("41 M pixel PNG", huge_png, "is 6400 x 6400 pixels, over the 40,000,000 an image may have")
+    folder_case("a class holding no image", non_images_only, "class 'bird' of split 'train' holds no image")
+
     def archive_case(name: str, make_bad: Callable[[Path], None], expect: str) -> None:
         archive, store = tmp / f"cifar-{len(cases)}.tar.gz", tmp / f"cifar-{len(cases)}.zarr"
         settings = json.dumps({"source": "cifar10", "cifar10": {"url": "-", "md5": None}})
@@ -482,7 +503,13 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
         def fix() -> list[str]:
             if path.is_dir():
                 path.rmdir()
-            torch.save(models.build(ModelSettings.from_dict(run_settings["model"])).state_dict(), path)
+            elif path.exists() or path.is_fifo():
+                path.unlink()
+            state = models.build(ModelSettings.from_dict(run_settings["model"])).state_dict()
+            if suffix == ".safetensors":
+                safetensors.torch.save_file(state, path)
+            else:
+                torch.save(state, path)
             return argv
 
         cases.append(Case(f"weights: {name}", break_it, expect, fix, out_dir))
@@ -500,6 +527,33 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     weights_case("malicious pickle", lambda p: torch.save({"conv1.weight": Evil()}, p), "not a readable state dict")
     weights_case("zero-byte file", lambda p: p.write_bytes(b""), "not a readable state dict")
     weights_case("a directory", lambda p: p.mkdir(), "is not a file")
+
+    def retyped(change: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Path], None]:
+        def write(p: Path) -> None:
+            state = models.build(ModelSettings.from_dict(run_settings["model"])).state_dict()
+            state["fc1.weight"] = change(state["fc1.weight"])
+            torch.save(state, p)
+
+        return write
+
+    weights_case(
+        "int64 tensor", retyped(lambda w: (w * 100).long()), "'fc1.weight' is torch.int64: weights must be real"
+    )
+    weights_case("bool tensor", retyped(lambda w: w > 0), "'fc1.weight' is torch.bool: weights must be real")
+    weights_case("complex tensor", retyped(lambda w: w.to(torch.complex64)), "is torch.complex64: weights must be real")
+    weights_case("sparse tensor", retyped(lambda w: w.to_sparse()), "'fc1.weight' is torch.sparse_coo, not dense")
+    weights_case(
+        "a whole pickled nn.Module",
+        lambda p: torch.save(models.build(ModelSettings.from_dict(run_settings["model"])), p),
+        "it pickles objects besides tensors, e.g. a whole nn.Module",
+    )
+    weights_case(
+        "torch file named .safetensors",
+        lambda p: torch.save(models.build(ModelSettings.from_dict(run_settings["model"])).state_dict(), p),
+        "a torch zip file named .safetensors: name it .pt",
+        suffix=".safetensors",
+    )
+    weights_case("a FIFO", lambda p: os.mkfifo(p), "is not a file")
     weights_case(
         "head smaller than the classes",
         lambda p: torch.save(

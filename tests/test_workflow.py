@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -12,7 +14,7 @@ import pytest
 
 from dnndist import outputs
 
-from .conftest import REPO, snakemake, tiny_config, write_yaml
+from .conftest import REPO, env, snakemake, tiny_config, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -271,6 +273,56 @@ def test_changing_one_init_reruns_only_its_chain(done, tmp_path):
     assert planned_jobs(snakemake(work, "-n", "--configfile", str(tmp_path / "ex.yaml"))) == plan(
         skip_training=True, extract=3, stats_runs_base=1
     )
+
+
+def test_another_spelling_of_the_results_folder_sees_a_changed_setting(done, tmp_path):
+    """`results: <folder>/` and `<folder>/x/..` are the same folder: with an xavier_uniform lr
+    change, each spelling plans that run's chain, as the canonical one does (it planned
+    nothing before, and kept the old lr's outputs)."""
+    work, cfg, _ = done
+    over = {**cfg["overrides"], "xavier_uniform": {"train": {"lr": 5.0e-4}}}
+    for spelling in (f"{cfg['results']}/", f"{cfg['results']}/runs/.."):
+        write_yaml(tmp_path / "spelled.yaml", {**cfg, "results": spelling, "overrides": over})
+        proc = snakemake(work, "-n", "--configfile", str(tmp_path / "spelled.yaml"))
+        assert planned_jobs(proc) == DOWNSTREAM, spelling
+
+
+def test_a_second_workflow_on_a_results_folder_in_use_stops_at_once(done, tmp_path):
+    """While a process holds the results folder's writer lock (as a running workflow's
+    Snakemake does), another workflow on that folder, from another working directory, exits
+    non-zero before any job with one line naming the holder; the folder is left as it was."""
+    work, cfg, _ = done
+    other = tmp_path / "clone"  # another working directory: Snakemake's own lock does not see the first
+    other.mkdir()
+    write_yaml(other / "tiny.yaml", cfg)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from dnndist.results_lock import lock_results_dir as l; l({cfg['results']!r}); "
+         "print('held', flush=True); import time; time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, env=env(),
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p: p.stat().st_mtime_ns for p in (work / "results").rglob("*") if p.is_file()}
+        t0 = time.time()
+        proc = snakemake(other, "--cores", "1", "--forceall", "--configfile", str(other / "tiny.yaml"), check=False)
+        assert proc.returncode != 0 and time.time() - t0 < 60
+        message = [line for line in (proc.stdout + proc.stderr).splitlines() if "is in use by another workflow" in line]
+        assert len(message) == 1 and f"pid {holder.pid} on" in message[0], proc.stdout + proc.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    after = {p: p.stat().st_mtime_ns for p in (work / "results").rglob("*") if p.is_file()}
+    assert after == before  # no job ran
+    assert not (other / "results").exists()
+
+
+def test_a_duplicate_key_in_a_configfile_is_refused_by_snakemake(done, tmp_path):
+    work, cfg, _ = done
+    text = (work / "tiny.yaml").read_text() + "train:\n  epochs: 3\n"  # a second `train:`
+    (tmp_path / "dup.yaml").write_text(text)
+    proc = snakemake(work, "-n", "--configfile", str(tmp_path / "dup.yaml"), check=False)
+    assert proc.returncode != 0
+    assert f"config file {tmp_path / 'dup.yaml'}: config key 'train': given twice" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize(

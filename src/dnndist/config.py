@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,7 @@ def validate(
             err = min(err.context, key=lambda e: len(e.absolute_path))
         raise ConfigError(f"config key '{_key(err.absolute_path)}': {err.message}")
     fill_defaults(cfg, schema)
+    _one_spelling(cfg)
     cfg["variants"] = expand_variants(
         cfg, validator=jsonschema.Draft202012Validator({**schema["$defs"]["variant"], "$defs": schema["$defs"]})
     )
@@ -274,6 +276,14 @@ def expand_variants(cfg: Mapping[str, Any], validator: Any = None) -> dict[str, 
             raise ConfigError(f"config key 'variants.{name}': the grid already makes a variant of that name")
         out[name] = variant
     return out
+
+
+def _one_spelling(cfg: dict[str, Any]) -> None:
+    """results/demo/ and x/../results/demo are results/demo: one spelling per folder, so that
+    Snakemake sees the same outputs, and their changed settings, whatever the config writes."""
+    for key in ("results", "resources"):
+        if cfg.get(key):
+            cfg[key] = os.path.normpath(cfg[key])
 
 
 def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
@@ -569,22 +579,32 @@ class _StrictLoader(yaml.SafeLoader):
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """One config file's mapping, read strictly: a key given twice in a mapping is refused (YAML
+    keeps the last silently), and so are unreadable, non-text, non-YAML and non-mapping files.
+    The Snakefile reads every ``--configfile`` through this too (Snakemake's loader keeps the
+    last of a duplicate key)."""
+    try:
+        with open(path) as fh:
+            layer = yaml.load(fh, Loader=_StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (not UTF-8)") from None
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(layer, Mapping):
+        raise ConfigError(f"config file {path}: expected a mapping of config keys, got a {type(layer).__name__}")
+    return dict(layer)
+
+
 def load(paths: Iterable[str | Path], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Load config.yaml plus overlays (like snakemake --configfile), then validate."""
     cfg: dict[str, Any] = {}
     for path in paths:
-        try:
-            with open(path) as fh:
-                layer = yaml.load(fh, Loader=_StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {path} is not text (not UTF-8)") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
-        if not isinstance(layer, Mapping):
-            raise ConfigError(f"config file {path}: expected a mapping of config keys, got a {type(layer).__name__}")
-        cfg = deep_merge(cfg, layer)
+        cfg = deep_merge(cfg, read_config_file(path))
     if overrides:
         cfg = deep_merge(cfg, overrides)
     return validate(cfg)

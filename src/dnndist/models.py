@@ -142,25 +142,45 @@ MODELS.update(
 
 def read_weights(path: str | Path) -> dict[str, Any]:
     """A local state dict: safetensors, or a torch file read with weights_only=True (no pickle
-    code runs). A clear error for anything else."""
+    code runs), of dense real floating-point tensors (BatchNorm's integer step counter aside).
+    A clear error for anything else, a FIFO or device refused before it is opened."""
+    import stat
+    import warnings
+
     import torch
 
     path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DnndistError(f"weights file {path} does not exist") from None
+    except OSError as exc:
+        raise DnndistError(f"weights file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise DnndistError(f"weights file {path} is not a file (a folder, FIFO or device)")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # e.g. torch's note that it validates sparse tensors: refused below
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DnndistError(f"weights file {path} does not exist") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
-        raise DnndistError(f"{path}: not a readable state dict ({type(exc).__name__}: {exc})") from None
+        raise DnndistError(f"{path}: not a readable state dict ({_why_unreadable(path, exc)})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DnndistError(f"{path}: expected a mapping of parameter names to tensors")
+    for name, v in state.items():  # an integer, boolean or complex "weight" has no distribution to measure
+        if v.layout != torch.strided:
+            raise DnndistError(f"{path}: tensor {name!r} is {v.layout}, not dense: save it with .to_dense()")
+        counter = str(name).endswith("num_batches_tracked") and not v.is_floating_point() and not v.is_complex()
+        if not (v.is_floating_point() or counter):
+            raise DnndistError(f"{path}: tensor {name!r} is {v.dtype}: weights must be real floating-point tensors")
     bad = {
         k: int((~torch.isfinite(v)).sum())
         for k, v in state.items()
@@ -174,6 +194,22 @@ def read_weights(path: str | Path) -> dict[str, Any]:
             f"{path}: {len(bad)} tensor(s) hold NaN/inf values (e.g. {name!r}: {n}); refusing to analyse non-finite weights"
         )
     return state
+
+
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    """One short line for a state dict that did not load (torch's own can run to 1,000
+    characters with terminal colours, and advises loading untrusted pickles)."""
+    import pickle
+    import re
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it pickles objects besides tensors, e.g. a whole nn.Module: save model.state_dict(); dnndist runs no pickled code"
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if path.suffix == ".safetensors" and head == b"PK\x03\x04":
+        return "a torch zip file named .safetensors: name it .pt"
+    first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0][:200] if first else 'no message'}"
 
 
 def num_outputs(model: nn.Module) -> int:

@@ -36,7 +36,9 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR10_TEST_FILES = ("test_batch.bin",)
 CIFAR10_RECORD = 1 + 3 * 32 * 32
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+MAX_MEMBER_BYTES = 256 << 20  # an archive member is refused before it is read past this (CIFAR-10's are 30 MB)
+MAX_IMAGE_PIXELS = 40_000_000  # an image is refused before it is decoded past this (an 8000 x 5000 photo)
 
 
 class DataError(DnndistError):
@@ -58,9 +60,10 @@ def iter_tar(
     """Yield (normalised member name, bytes) for the regular files of a tar archive.
 
     Every member passes ``tarfile.data_filter`` (no absolute paths, no ``..``, no links
-    out of the tree); nothing is written to disk. With ``wanted`` (a set of names, or a
-    predicate on the name), only those members' bytes are read (others yield None), so a
-    listing pass costs no memory.
+    out of the tree); nothing is written to disk. A hard link inside the tree reads as the
+    file it links to; a member over MAX_MEMBER_BYTES is refused before it is read. With
+    ``wanted`` (a set of names, or a predicate on the name), only those members' bytes are
+    read (others yield None), so a listing pass costs no memory.
     """
     keep = wanted.__contains__ if isinstance(wanted, (set, frozenset)) else wanted
     try:
@@ -73,15 +76,26 @@ def iter_tar(
                     tarfile.data_filter(member, "/nonexistent-extraction-root")
                 except tarfile.FilterError as exc:
                     raise DataError(f"{path}: unsafe archive member {member.name!r} ({exc})") from None
-                if not member.isreg():
+                if not (member.isreg() or member.islnk()):  # data_filter kept a hard link inside the tree
                     continue
                 name = os.path.normpath(member.name)
                 if keep is not None and not keep(name):
                     yield name, None
                     continue
-                fh = tar.extractfile(member)
+                too_big = DataError(
+                    f"{path}: archive member {member.name!r} is over the {MAX_MEMBER_BYTES:,} bytes a member may have"
+                )
+                if member.size > MAX_MEMBER_BYTES:  # refused before a byte is read
+                    raise too_big
+                try:
+                    fh = tar.extractfile(member)  # a hard link reads as the member it links to
+                except KeyError:
+                    raise DataError(f"{path}: archive member {member.name!r} links to a missing member") from None
                 assert fh is not None
-                yield name, fh.read()
+                blob = fh.read(MAX_MEMBER_BYTES + 1)  # a hard link's size is its target's: bounded here
+                if len(blob) > MAX_MEMBER_BYTES:
+                    raise too_big
+                yield name, blob
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{path}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from None
 
@@ -140,9 +154,9 @@ class ImageRef:
     name: str  # path inside the tree or archive
 
 
-def _split_of(rel: str, subdirs: Mapping[str, str]) -> tuple[str, str] | None:
+def _split_of(rel: str, subdirs: Mapping[str, str], images_only: bool = True) -> tuple[str, str] | None:
     """Map a relative file path to (split, class) following ImageFolder layout."""
-    if not rel.lower().endswith(IMAGE_EXTENSIONS):
+    if images_only and not rel.lower().endswith(IMAGE_EXTENSIONS):
         return None
     parts = _parts(rel)
     for split, sub in subdirs.items():
@@ -176,10 +190,17 @@ def _select_refs(
 ) -> list[ImageRef]:
     """The images of a listing in store order: by (split, class), then by name; the first ``limit_per_class`` of each."""
     refs: dict[tuple[str, str], list[ImageRef]] = {}
+    classes: set[tuple[str, str]] = set()  # every class folder that holds a file, image or not
     for name in sorted(names):
-        hit = _split_of(name, subdirs)
+        hit = _split_of(name, subdirs, images_only=False)
         if hit:
-            refs.setdefault(hit, []).append(ImageRef(hit[0], hit[1], name))
+            classes.add(hit)
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                refs.setdefault(hit, []).append(ImageRef(hit[0], hit[1], name))
+    for split, cls in sorted(classes - refs.keys()):  # a class would vanish, and the labels shift
+        raise DataError(
+            f"{path}: class '{cls}' of split '{split}' holds no image (images end in {' '.join(IMAGE_EXTENSIONS)})"
+        )
     out = []
     for key in sorted(refs):
         out.extend(refs[key][:limit_per_class] if limit_per_class else refs[key])
@@ -207,11 +228,27 @@ def decode_array(blob: bytes, name: str, image_size: int, resize: int) -> np.nda
 
 
 def _decode_rgb(blob: bytes, name: str) -> np.ndarray:
-    """PIL's decode of one image, converted to RGB: uint8 (y, x, channel)."""
+    """PIL's decode of one image as RGB uint8 (y, x, channel), by its real range: 16-bit images
+    are scaled (65535 -> 255, not saturated as PIL's RGB conversion does), palettes expanded;
+    animated images, floating-point images and images over MAX_IMAGE_PIXELS are refused by name."""
     from PIL import Image
 
     try:
         with Image.open(BytesIO(blob)) as pil:
+            if pil.width * pil.height > MAX_IMAGE_PIXELS:
+                raise DataError(
+                    f"image {name} is {pil.width} x {pil.height} pixels, over the {MAX_IMAGE_PIXELS:,} an image may have"
+                )
+            if getattr(pil, "n_frames", 1) > 1:
+                raise DataError(f"image {name} is animated ({pil.n_frames} frames): give a still image")
+            if pil.mode in ("F", "I;32", "I;32F") or pil.mode.startswith("F;"):
+                raise DataError(f"image {name} has floating-point or 32-bit pixels (mode {pil.mode}): range unknown")
+            if pil.mode == "I" or pil.mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF)
+                grey = np.asarray(pil, dtype=np.int64)
+                if grey.min() < 0 or grey.max() > 65535:
+                    raise DataError(f"image {name} has 32-bit pixels (mode {pil.mode}): range unknown")
+                grey = ((grey * 255 + 32767) // 65535).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
             return np.asarray(pil.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot decode image {name}: {exc}") from None

@@ -1,0 +1,67 @@
+"""One writer per results folder.
+
+Snakemake's own lock covers its working directory's ``.snakemake``, not a results folder that
+two working directories (two clones, two terminals in other folders) can name alike; two
+workflows writing one folder corrupted it silently (each other's checkpoints, resume state and
+tables). The Snakefile's ``onstart`` takes this lock before the first job: an exclusive
+``flock`` on ``<results>/.dnndist-lock``, held by the Snakemake process until it exits. The
+kernel drops it when the process ends, however it ends (kill -9 too), so it never goes stale;
+jobs started by Snakemake do not inherit it (Python opens files close-on-exec), and Snakemake
+runs ``onstart`` in its main process only (cluster jobs get ``--no-hooks``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import IO
+
+from dnndist import DnndistError
+
+LOCK_FILE = ".dnndist-lock"
+
+_held: dict[str, IO[str]] = {}  # results folder -> its open lock file, for the life of the process
+
+
+class ResultsInUse(DnndistError):
+    """Another process writes this results folder."""
+
+
+def lock_results_dir(results: str | Path) -> None:
+    """Hold the results folder's writer lock until this process exits, or raise ResultsInUse
+    (one line naming the holder) at once if another process holds it. Taking it again in the
+    process that holds it does nothing."""
+    path = Path(results).resolve()
+    if str(path) in _held:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    fh = open(path / LOCK_FILE, "a+")  # noqa: SIM115 - held open on purpose, until exit
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = _describe(fh.read())
+        fh.close()
+        raise ResultsInUse(
+            f"results folder {results} is in use by another workflow ({holder}): "
+            "wait for it to end, or give this one another `results:`"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+    )
+    fh.flush()
+    _held[str(path)] = fh
+
+
+def _describe(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"pid {info['pid']} on {info['host']} since {info['since']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"
