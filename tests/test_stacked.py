@@ -258,7 +258,14 @@ def test_stacked_group_matches_per_run_training(tmp_path, store):
 @pytest.mark.slow
 def test_divergence_in_a_group_stops_only_that_run(tmp_path, store):
     """SGD at lr 1e4 makes the models diverge; each run of the group stops at the same step
-    as its per-run training, with the same last finite weights, and the others go on."""
+    as its per-run training, with the same last finite weights, and the others go on.
+
+    "The same" on any CPU: a step at lr 1e4 moves the weights by orders of magnitude, so a
+    snapshot one step off would differ by order 1 in every tensor, while the summation order of
+    the right step's gradients (oneDNN's kernels differ by instruction set) is amplified into
+    differences of a few 1e-5 of a tensor's norm (measured: <= 6.4e-5 with the scalar kernels,
+    ATEN_CPU_CAPABILITY=default, single elements up to 2.5e-4 of the tensor's largest). The
+    bound: every tensor within 1e-2 of its norm, and finite."""
     runs, settings = _group(tmp_path, seeds=(0,), optimizer="sgd", lr=1.0e4)
     train.train_stack(settings, store, [tmp_path / "stk" / r.init for r in runs], threads=2, progress=False)
     statuses = set()
@@ -270,7 +277,9 @@ def test_divergence_in_a_group_stops_only_that_run(tmp_path, store):
         ta, _ = load_checkpoint(tmp_path / "per" / r.init / "checkpoints" / "epoch_0002.safetensors")
         tb, _ = load_checkpoint(tmp_path / "stk" / r.init / "checkpoints" / "epoch_0002.safetensors")
         for k in ta:
-            assert torch.allclose(ta[k], tb[k], rtol=1e-4, atol=1e-4 * float(ta[k].abs().max())), (r.init, k)
+            a, b = ta[k].double(), tb[k].double()
+            assert torch.isfinite(a).all() and torch.isfinite(b).all(), (r.init, k)
+            assert float((a - b).norm()) <= 1e-2 * float(a.norm()), (r.init, k)
     assert "diverged" in statuses
 
 
