@@ -78,6 +78,7 @@ rule all:
         store=DATASET_STORE,
         summaries=expand_runs(f"{RUN_DIR}/summary.json"),
         extracted=expand_runs(f"{RUN_DIR}/{{kind}}.zarr", EXTRACT_KINDS),
+        run_stats=expand_runs(f"{RUN_DIR}/stats/{{kind}}.csv", RUN_TABLES),  # rebuilt if lost (a kill)
         stats=expand(f"{RESULTS}/stats/{{table}}_summary.csv", table=STATS_TABLES),
         concatenated=expand(f"{RESULTS}/stats/{{plain}}.csv", plain=CONCAT_TABLES),
         figures=expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=["pdf", "png"]),

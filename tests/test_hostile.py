@@ -132,6 +132,7 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     config_case("duplicate inits", patched(inits=["ones", "ones"]), "inits")
     config_case("unknown init", patched(inits=["lecun"]), "inits[0]")
     config_case("unknown key", patched(bogus=1), "'bogus' was unexpected")
+    config_case("seed 2^63", patched(seeds=[2**63]), "config key 'seeds[0]': 9223372036854775808 is greater than")
     config_case("duplicate yaml key", patched() + "seeds: [1]\nseeds: [2]\n", "'seeds': given twice")
     config_case("not yaml", "train: [unclosed\n", "not valid YAML")
     config_case("yaml list", "- 1\n- 2\n", "expected a mapping")

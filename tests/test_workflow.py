@@ -316,6 +316,21 @@ def test_a_second_workflow_on_a_results_folder_in_use_stops_at_once(done, tmp_pa
     assert not (other / "results").exists()
 
 
+def test_a_lost_per_run_statistics_table_is_rebuilt(done, tmp_path):
+    """Per-run statistics tables are targets too: one lost (a kill -9 while their job ran, after
+    Snakemake removed the outputs) is planned again, not 'Nothing to be done' for ever."""
+    work, cfg, _ = done
+    lost = work / "results" / "runs" / "base" / "ones" / "seed0" / "stats" / "weights.csv"
+    kept = tmp_path / "weights.csv"
+    shutil.copy2(lost, kept)
+    lost.unlink()
+    try:
+        proc = snakemake(work, "-n", "--configfile", str(work / "tiny.yaml"))
+        assert planned_jobs(proc).get("stats_runs_base") == 1, proc.stdout
+    finally:
+        shutil.copy2(kept, lost)
+
+
 def test_a_duplicate_key_in_a_configfile_is_refused_by_snakemake(done, tmp_path):
     work, cfg, _ = done
     text = (work / "tiny.yaml").read_text() + "train:\n  epochs: 3\n"  # a second `train:`

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -123,17 +124,43 @@ def layer_groups(path: str | os.PathLike[str], having: str | None = None) -> lis
 
 
 def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    """``.<name>.tmp-<pid>-<random>``: the writer's pid tells a later writer whether it is gone."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _remove_stale_siblings(path: Path) -> None:
+    """Remove the temporaries of ``path`` that a killed writer left (its process is gone, or
+    it predates the pid in the name): a kill -9 mid-write left them for ever."""
+    for old in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        pid = old.name.rsplit(".tmp-", 1)[1].split("-")[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue  # another process writes it now
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling path; on success move it to ``path`` (file or directory).
 
-    On any error the temporary is removed and ``path`` is left untouched.
+    On any error the temporary is removed and ``path`` is left untouched; temporaries of
+    ``path`` left by a killed writer are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_siblings(path)
     tmp = _tmp_sibling(path)
     try:
         yield tmp
