@@ -176,3 +176,20 @@ def test_spectral_module_does_not_import_torch():
 
     code = "import sys, dnndist.spectral; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_huge_weights_keep_a_finite_log_alpha_norm():
+    """Weights scaled by 1e30: eigenvalues by 1e60, so evals ** alpha overflowed to inf (with a
+    NumPy warning); summed in log space, log_alpha_norm is the unscaled one + 60 alpha, and the
+    scale-free alpha stays."""
+    import warnings
+
+    w = np.random.default_rng(3).standard_t(3, size=(300, 200))
+    base = spectral.spectral_stats(w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        big = spectral.spectral_stats(w * 1e30)
+    assert base["alpha_fitted"] == big["alpha_fitted"] == 1.0
+    assert big["alpha"] == pytest.approx(base["alpha"], rel=1e-9)
+    assert np.isfinite(big["log_alpha_norm"])
+    assert big["log_alpha_norm"] == pytest.approx(base["log_alpha_norm"] + 60 * base["alpha"], rel=1e-9)

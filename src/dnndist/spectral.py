@@ -333,5 +333,16 @@ def _power_law_metrics(evals: np.ndarray, m: int, lambda_max: float) -> dict[str
         alpha_sigma=fit.sigma,
         num_pl_spikes=float(np.sum(evals >= fit.xmin)),
         alpha_weighted=fit.alpha * math.log10(lambda_max),
-        log_alpha_norm=math.log10(float(np.sum(evals**fit.alpha))),
+        log_alpha_norm=_log10_sum_of_powers(evals, fit.alpha),
     )
+
+
+def _log10_sum_of_powers(evals: np.ndarray, alpha: float) -> float:
+    """log10(sum(evals ** alpha)), WeightWatcher's log alpha-norm, summed in log space:
+    eigenvalues of weights scaled by 1e30 overflowed evals ** alpha to inf (with a warning)."""
+    import scipy.special
+
+    positive = evals[evals > 0]  # zero eigenvalues add nothing to the sum
+    if positive.size == 0:
+        return -math.inf
+    return float(scipy.special.logsumexp(alpha * np.log(positive)) / math.log(10))
