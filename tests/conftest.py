@@ -38,6 +38,25 @@ def cli_run(*argv: object) -> tuple[int, str]:
     return rc, err.getvalue()
 
 
+def hold_results_lock(results: str | Path) -> subprocess.Popen:
+    """Another process that holds ``results``' writer lock (as a running workflow's Snakemake
+    does) until it is killed; returned once it holds it."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from dnndist.results_lock import lock_results_dir; lock_results_dir(sys.argv[1]); "
+            "print('held', flush=True); time.sleep(600)",
+            str(results),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
 def tiny_config(results: Path, **sections) -> dict:
     """A config that trains in seconds: synthetic data, 2 inits, 1 epoch."""
     cfg = {

@@ -4,37 +4,18 @@ lives, refused to others with the holder named, and free again once the holder d
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from dnndist.results_lock import LOCK_FILE, ResultsInUse, lock_results_dir
 
-from .conftest import env
-
-
-def _holder(results) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from dnndist.results_lock import lock_results_dir; lock_results_dir(sys.argv[1]); "
-            "print('held', flush=True); time.sleep(120)",
-            str(results),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env(),
-    )
-    assert proc.stdout.readline().strip() == "held"
-    return proc
+from .conftest import hold_results_lock
 
 
 @pytest.mark.slow
 def test_the_lock_is_refused_while_held_and_free_after_a_kill_9(tmp_path):
     results = tmp_path / "results"
-    holder = _holder(results)
+    holder = hold_results_lock(results)
     try:
         with pytest.raises(
             ResultsInUse, match=rf"results folder .* is in use by another workflow \(pid {holder.pid} on "

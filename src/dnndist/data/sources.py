@@ -82,11 +82,8 @@ def iter_tar(
                 if keep is not None and not keep(name):
                     yield name, None
                     continue
-                too_big = DataError(
-                    f"{path}: archive member {member.name!r} is over the {MAX_MEMBER_BYTES:,} bytes a member may have"
-                )
                 if member.size > MAX_MEMBER_BYTES:  # refused before a byte is read
-                    raise too_big
+                    raise _too_big(path, member.name)
                 try:
                     fh = tar.extractfile(member)  # a hard link reads as the member it links to
                 except KeyError:
@@ -94,10 +91,14 @@ def iter_tar(
                 assert fh is not None
                 blob = fh.read(MAX_MEMBER_BYTES + 1)  # a hard link's size is its target's: bounded here
                 if len(blob) > MAX_MEMBER_BYTES:
-                    raise too_big
+                    raise _too_big(path, member.name)
                 yield name, blob
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{path}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from None
+
+
+def _too_big(path: str | Path, member: str) -> DataError:
+    return DataError(f"{path}: archive member {member!r} is over the {MAX_MEMBER_BYTES:,} bytes a member may have")
 
 
 def download_cifar10(url: str, md5: str | None, dest: str | Path) -> Path:
