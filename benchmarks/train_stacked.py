@@ -61,6 +61,7 @@ def settings_dict(init: str, device: str, fast: bool, batch_size: int, seed: int
             "channels_last": fast,
             "deterministic": False,
             "check_every": 100,
+            "diverge_above": 1.0e9,
             "cuda_graphs": graphs,
             "nesterov": False,
             "schedule": "constant",

@@ -28,7 +28,7 @@ from dnndist import config as dcfg
 from dnndist import models
 from dnndist.settings import ModelSettings
 
-from .conftest import cifar_binary_archive, cli_run, tiny_config, write_yaml
+from .conftest import cifar_binary_archive, cli_run, hold_results_lock, tiny_config, write_yaml
 
 RUN = "base/kaiming_normal/seed0"
 
@@ -135,6 +135,14 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     config_case("seed 2^63", patched(seeds=[2**63]), "config key 'seeds[0]': 9223372036854775808 is greater than")
     config_case("duplicate yaml key", patched() + "seeds: [1]\nseeds: [2]\n", "'seeds': given twice")
     config_case("not yaml", "train: [unclosed\n", "not valid YAML")
+    config_case("tab indentation", "results: r\ntrain:\n\tepochs: 2\n", "line 3, column 1")
+    config_case("empty file", "", "is empty: an overlay needs at least one key")
+    config_case("comments only", "# nothing yet\n", "is empty: an overlay needs at least one key")
+    config_case("diverge_above 1", patched(train={"diverge_above": 1}), "train.diverge_above")
+    config_case("seed -1", patched(seeds=[-1]), "seeds[0]")
+    config_case("batch size 0", patched(train={"batch_size": 0}), "train.batch_size")
+    config_case("unknown optimizer", patched(train={"optimizer": "lion"}), "train.optimizer")
+    config_case("checkpoint named worst", patched(train={"checkpoints": [0, "worst"]}), "train.checkpoints")
     config_case("yaml list", "- 1\n- 2\n", "expected a mapping")
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi")
@@ -241,6 +249,14 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
         out / "r3",
     )
     settings_case(
+        "train, diverge_above a string",
+        ["train", "--data", e["store"], "--out", out / "r4", "--no-progress"],
+        json.dumps(dcfg.deep_merge(run_settings, {"train": {"diverge_above": "1e9"}})),
+        json.dumps(run_settings),
+        "train.diverge_above",
+        out / "r4",
+    )
+    settings_case(
         "train-stacked, not a list",
         ["train-stacked", "--data", e["store"], "--out", out / "s1", "--no-progress"],
         json.dumps(run_settings),
@@ -309,6 +325,21 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     folder_case("41 M pixel PNG", huge_png, "is 6400 x 6400 pixels, over the 40,000,000 an image may have")
     folder_case("a class holding no image", non_images_only, "class 'bird' of split 'train' holds no image")
 
+    def float_tiff(t: Path) -> None:  # 32-bit float pixels: no range to scale by
+        from PIL import Image
+
+        Image.fromarray(np.full((20, 20), 0.5, dtype=np.float32)).save(t / "train" / "cat" / "0003.tif")
+
+    folder_case("32-bit float TIFF", float_tiff, "0003.tif")
+    folder_case(
+        "a FIFO among the images", lambda t: os.mkfifo(t / "train" / "cat" / "0003.png"), "0003.png is not a regular"
+    )
+    folder_case(
+        "a broken link among the images",
+        lambda t: (t / "train" / "cat" / "0003.png").symlink_to(t / "gone.png"),
+        "0003.png is not a regular file",
+    )
+
     def archive_case(name: str, make_bad: Callable[[Path], None], expect: str) -> None:
         archive, store = tmp / f"cifar-{len(cases)}.tar.gz", tmp / f"cifar-{len(cases)}.zarr"
         settings = json.dumps({"source": "cifar10", "cifar10": {"url": "-", "md5": None}})
@@ -352,34 +383,39 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
     archive_case(
         "symlink member", member("cifar-10-batches-bin/data_batch_1.bin", symlink=True), "unsafe archive member"
     )
+
+    def inner_symlink(p: Path) -> None:
+        cifar_binary_archive(p)
+        with tarfile.open(p, "r:gz") as tar:
+            members = [(m, tar.extractfile(m).read() if m.isreg() else None) for m in tar]
+        with tarfile.open(p, "w:gz") as tar:
+            for m, blob in members:
+                tar.addfile(m, io.BytesIO(blob) if blob is not None else None)
+            link = tarfile.TarInfo("cifar-10-batches-bin/data_batch_9.bin")
+            link.type, link.linkname = tarfile.SYMTYPE, "data_batch_1.bin"
+            tar.addfile(link)
+
+    archive_case("symlink inside the tree", inner_symlink, "'cifar-10-batches-bin/data_batch_9.bin' is a symbolic link")
     archive_case("zero-byte archive", lambda p: p.write_bytes(b""), "corrupt or truncated")
     archive_case("directory instead of archive", lambda p: p.mkdir(), "")
 
     # ---- flipped bytes and missing pieces in what one stage hands the next -----------------------
     store, run = e["store"], e["run"]
 
+    def train_argv(out: Path) -> list[str]:
+        return ["train", "--config", e["config"], "--run", RUN, "--data", store, "--out", out, "--no-progress"]
+
     def rebuild_store() -> list[str]:
         shutil.rmtree(store)
         cli_ok("data", "--config", e["config"], "--out", store)
-        return [
-            "train",
-            "--config",
-            e["config"],
-            "--run",
-            RUN,
-            "--data",
-            store,
-            "--out",
-            tmp / "retrain",
-            "--no-progress",
-        ]
+        return train_argv(tmp / "retrain")
 
     cases.append(
         Case(
             "dataset.zarr: flipped byte in an image chunk",
             lambda: (
                 _flip_byte(_first_chunk(store, "train/images")),
-                ["train", "--config", e["config"], "--run", RUN, "--data", store, "--out", tmp / "t1", "--no-progress"],
+                train_argv(tmp / "t1"),
             )[1],
             "array 'train/images' chunk (0, 0, 0, 0) is damaged",
             rebuild_store,
@@ -391,7 +427,7 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
             "dataset.zarr: missing label chunk",
             lambda: (
                 _first_chunk(store, "test/labels").unlink(),
-                ["train", "--config", e["config"], "--run", RUN, "--data", store, "--out", tmp / "t2", "--no-progress"],
+                train_argv(tmp / "t2"),
             )[1],
             "array 'test/labels' chunk (0,) is missing",
             rebuild_store,
@@ -403,7 +439,7 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
             "dataset.zarr: zarr.json deleted",
             lambda: (
                 (store / "zarr.json").unlink(),
-                ["train", "--config", e["config"], "--run", RUN, "--data", store, "--out", tmp / "t3", "--no-progress"],
+                train_argv(tmp / "t3"),
             )[1],
             "not a dataset store",
             rebuild_store,
@@ -555,12 +591,69 @@ def corpus(e: dict, tmp: Path) -> list[Case]:
         suffix=".safetensors",
     )
     weights_case("a FIFO", lambda p: os.mkfifo(p), "is not a file")
+    weights_case("a link to a device", lambda p: p.symlink_to("/dev/zero"), "is not a file")
+    weights_case("random bytes", lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)), "not a readable")
+
+    def missing_tensor(p: Path) -> None:
+        state = models.build(ModelSettings.from_dict(run_settings["model"])).state_dict()
+        del state["conv2.bias"]
+        torch.save(state, p)
+
+    weights_case("a tensor missing", missing_tensor, "conv2.bias")
     weights_case(
         "head smaller than the classes",
         lambda p: torch.save(
             models.build(ModelSettings.from_dict(run_settings["model"]), num_classes=5).state_dict(), p
         ),
         "10 classes but the model's head has 5 outputs",
+    )
+
+    # ---- a results folder another workflow writes ---------------------------------------------------
+    held = tmp / "held-results"
+    holder: list = []
+    held_argv = train_argv(held / "run")
+
+    def release() -> list[str]:
+        for proc in holder:
+            proc.kill()
+            proc.wait()
+        return held_argv
+
+    cases.append(
+        Case(
+            "results: a stage command into a folder another workflow holds",
+            lambda: (holder.append(hold_results_lock(held)), held_argv)[1],
+            "is being written by a workflow (pid",
+            release,
+            held / "run",
+        )
+    )
+
+    # ---- odd but legal: 16-bit images, another spelling of the results folder --------------------------
+    deep = tmp / "tree-16bit"
+
+    def sixteen_bit() -> list[str]:
+        from PIL import Image
+
+        _jpeg_tree(deep)
+        grey = (np.arange(400, dtype=np.uint16).reshape(20, 20) * 160).astype(np.uint16)
+        Image.fromarray(grey).save(deep / "train" / "cat" / "0003.png")
+        folder = {"path": str(deep), "train": "train", "test": "test", "image_size": 16, "resize": None}
+        folder |= {"limit_per_class": None, "normalize": "dataset"}
+        return ["data", "--settings", json.dumps({"source": "imagefolder", "imagefolder": folder})]
+
+    cases.append(Case("16-bit PNG (legal)", lambda: [], "", lambda: [*sixteen_bit(), "--out", tmp / "sixteen.zarr"]))
+    slashed = tmp / "slashed.yaml"
+    cases.append(
+        Case(
+            "results with a trailing slash (legal)",
+            lambda: [],
+            "",
+            lambda: (
+                write_yaml(slashed, {**good_cfg, "results": good_cfg["results"] + "/"}),
+                ["runs", "--config", slashed],
+            )[1],
+        )
     )
 
     # ---- odd but legal: unicode and spaces in paths ---------------------------------------------------
@@ -608,7 +701,7 @@ CASES = _case_names()
 
 
 def test_the_corpus_is_large_and_its_cases_are_named_apart():
-    assert len(CASES) >= 40 and len(set(CASES)) == len(CASES)
+    assert len(CASES) >= 80 and len(set(CASES)) == len(CASES)
 
 
 # the cases share the module's experiment, each breaking and then mending it, in this order

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import re
 import subprocess
 import sys
@@ -661,3 +662,42 @@ def test_b1_times_one_stacked_paper_epoch_on_a_dataset_store(store, capsys):
     assert out["rate"] == pytest.approx(7 * n / out["train_s"])
     assert out["minutes_50"] == pytest.approx(50 * (out["train_s"] + out["eval_s"]) / 60)
     assert f"7 x {n:,} images" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_finite_blow_up_above_the_ceiling_is_a_divergence(tmp_path, store):
+    """Adam at lr 0.5 makes the losses leap while they stay finite. Trained with no ceiling
+    (``diverge_above: null``) every run completes; with a ceiling between the runs' largest step
+    losses, each run whose loss passes it stops at the first step whose loss did so in the clean
+    run, flagged diverged, keeping the clean run's rows before that step; the others are untouched
+    (their metrics byte-identical)."""
+    runs, clean = _group(tmp_path, seeds=(0,), lr=0.5, diverge_above=None)
+    dirs = {tag: [tmp_path / tag / r.init for r in runs] for tag in ("clean", "ceiling")}
+    assert all(o["status"] == "completed" for o in train.train_stack(clean, store, dirs["clean"], progress=False))
+    steps = []
+    for d in dirs["clean"]:
+        m = pd.read_csv(d / "metrics.csv")
+        steps.append(m.query("split == 'train' and metric == 'loss' and step == step").set_index("step")["value"])
+    peaks = sorted(s.max() for s in steps)
+    assert peaks[-1] > 100 * math.log(10)  # a blow-up to catch, well above the first losses
+    ceiling = math.sqrt(peaks[-2] * peaks[-1]) if peaks[-2] > 3 else 10 * math.log(10)
+    capped = [
+        dataclasses.replace(s, train=dataclasses.replace(s.train, diverge_above=ceiling / math.log(10))) for s in clean
+    ]
+    assert train.diverge_ceiling(capped[0].train, 10) == pytest.approx(ceiling)
+    out = train.train_stack(capped, store, dirs["ceiling"], progress=False)
+    flagged = 0
+    for s, o, a, b in zip(steps, out, dirs["clean"], dirs["ceiling"]):
+        over = s[s > ceiling]
+        if over.empty:
+            assert o["status"] == "completed"
+            assert (a / "metrics.csv").read_bytes() == (b / "metrics.csv").read_bytes()
+            continue
+        flagged += 1
+        first = int(over.index[0])
+        assert o["status"] == "diverged" and o["diverged_step"] == first
+        got = pd.read_csv(b / "metrics.csv").query("split == 'train' and metric == 'loss' and step == step")
+        assert got["step"].max() == first - 1 and np.allclose(got["value"], s.loc[: first - 1], rtol=0, atol=0)
+        _, meta = load_checkpoint(b / "checkpoints" / "epoch_0002.safetensors")
+        assert meta["diverged"] == "true" and meta["step"] == str(first)
+    assert flagged >= 1

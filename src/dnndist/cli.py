@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dnndist import DnndistError, conventions, integrity, outputs
+from dnndist import DnndistError, conventions, integrity, outputs, results_lock
 from dnndist import config as cfgmod
 from dnndist.settings import DataSettings, ExtractSettings, RunSettings, StatsSettings
 
@@ -783,6 +783,14 @@ def _tensorboard_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
     s.set_defaults(fn=cmd_tensorboard)
 
 
+def _check_writers(args: argparse.Namespace) -> None:
+    """Refuse to write into a results folder another workflow holds (dnndist.results_lock)."""
+    for name in ("out", "out_dir", "out_stem"):
+        value = getattr(args, name, None)
+        for out in value if isinstance(value, list) else [value] if value else []:
+            results_lock.check_writer(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
@@ -793,6 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("fontTools", "matplotlib", "PIL"):  # e.g. 110 lines of font subsetting per PDF
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        _check_writers(args)
         return args.fn(args)
     except DnndistError as exc:  # one line, whatever the message a library gave (torch's span several)
         print(f"dnndist {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)

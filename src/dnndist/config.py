@@ -583,10 +583,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """One config file's mapping, read strictly: a key given twice in a mapping is refused (YAML
     keeps the last silently), and so are unreadable, non-text, non-YAML and non-mapping files.
     The Snakefile reads every ``--configfile`` through this too (Snakemake's loader keeps the
-    last of a duplicate key)."""
+    last of a duplicate key). An empty file is refused, as Snakemake refuses it."""
     try:
         with open(path) as fh:
-            layer = yaml.load(fh, Loader=_StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
+            layer = yaml.load(fh, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -595,6 +595,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if layer is None:  # Snakemake refuses an empty --configfile too ("keys at top level")
+        raise ConfigError(f"config file {path} is empty: an overlay needs at least one key")
     if not isinstance(layer, Mapping):
         raise ConfigError(f"config file {path}: expected a mapping of config keys, got a {type(layer).__name__}")
     return dict(layer)

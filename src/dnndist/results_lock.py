@@ -8,6 +8,12 @@ tables). The Snakefile's ``onstart`` takes this lock before the first job: an ex
 kernel drops it when the process ends, however it ends (kill -9 too), so it never goes stale;
 jobs started by Snakemake do not inherit it (Python opens files close-on-exec), and Snakemake
 runs ``onstart`` in its main process only (cluster jobs get ``--no-hooks``).
+
+Every stage command checks it before it writes (``check_writer``, from ``dnndist.cli``): where the
+folder's lock is held, only the holder's own jobs (processes it started, on its host) may write
+there; a stage command typed in another terminal stops with one line. A job on another host (a
+cluster node) cannot see the holder's process tree and is let through: the second workflow that
+could collide with it is refused at its own start.
 """
 
 from __future__ import annotations
@@ -57,6 +63,53 @@ def lock_results_dir(results: str | Path) -> None:
     )
     fh.flush()
     _held[str(path)] = fh
+
+
+def check_writer(out: str | Path) -> None:
+    """Raise ResultsInUse if ``out`` lies in a results folder whose writer lock another workflow
+    holds (not this process, nor one of its ancestors on this host). Paths outside any dnndist
+    results folder, and folders nobody holds, pass."""
+    folder = _results_folder(Path(out).absolute())
+    if folder is None or str(folder.resolve()) in _held:
+        return
+    with open(folder / LOCK_FILE) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return  # nobody holds it (released when fh closes)
+        except BlockingIOError:
+            text = fh.read()
+    try:
+        info = json.loads(text)
+        pid, host = int(info["pid"]), str(info["host"])
+    except (ValueError, KeyError, TypeError):
+        pid, host = -1, socket.gethostname()
+    if host != socket.gethostname() or pid in _ancestors():
+        return
+    raise ResultsInUse(
+        f"results folder {folder} is being written by a workflow ({_describe(text)}): "
+        "only its own jobs may write there; wait for it to end"
+    )
+
+
+def _results_folder(path: Path) -> Path | None:
+    """The nearest folder at or above ``path`` that holds a writer lock file."""
+    for folder in (path, *path.parents):
+        if (folder / LOCK_FILE).is_file():
+            return folder
+    return None
+
+
+def _ancestors() -> set[int]:
+    """This process and its ancestors (from /proc; where there is none, this process and its parent)."""
+    pids, pid = {os.getpid()}, os.getppid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return pids
 
 
 def _describe(text: str) -> str:

@@ -131,6 +131,7 @@ class TrainSettings:
     channels_last: bool
     deterministic: bool
     check_every: int
+    diverge_above: float | None  # x ln(classes): a larger training loss is a divergence (None: non-finite only)
     cuda_graphs: bool
     nesterov: bool
     schedule: str  # constant | onecycle (dnndist.recipe)

@@ -510,8 +510,9 @@ def training_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def diverged_runs(training: pd.DataFrame) -> dict[tuple[str, str], int]:
-    """(variant, init) -> number of seeds whose training diverged (NaN/inf loss), from the
-    training table or its seed summary; such runs stop at the divergence."""
+    """(variant, init) -> number of seeds whose training diverged (a NaN/inf loss or one above the
+    blow-up ceiling, dnndist.train), from the training table or its seed summary; such runs stop
+    at the divergence."""
     rows = training[training["statistic"] == "diverged"]
     if rows.empty:
         return {}

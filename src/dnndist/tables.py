@@ -845,7 +845,7 @@ def claims(
             (
                 "D",
                 "runs that diverged",
-                "seeds whose training loss became NaN/inf (they stop there)",
+                "seeds whose training loss became NaN/inf or passed train.diverge_above x ln(classes) (they stop there)",
                 value,
                 sum(div.values()),
                 0,

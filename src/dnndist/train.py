@@ -16,9 +16,10 @@ optimiser, shuffling RNGs, which runs are alive) written atomically at the end o
 epoch. A killed job resumes from the last completed epoch and ends with the same bytes as
 an uninterrupted run; the outputs appear only at the end.
 
-Divergence: the finiteness of every run's loss is kept on the device and looked at on the
-host every ``train.check_every`` steps. A run whose loss became non-finite stops at that
-step with its last finite weights (the state before that step's update, recovered by
+Divergence: the health of every run's loss is kept on the device and looked at on the
+host every ``train.check_every`` steps. A run whose loss became non-finite, or rose above
+``train.diverge_above`` x ln(classes) nats (a finite blow-up), stops at that step with its
+last weights before it (the state before that step's update, recovered by
 replaying the window from a snapshot taken at its start) and drops out alone; the others
 train on unchanged. On CUDA (``train.cuda_graphs``) every full-batch step is one captured
 CUDA graph; elsewhere the same step runs eagerly.
@@ -109,6 +110,14 @@ def build_model(settings: RunSettings, ds: data.Dataset, device: torch.device) -
         gain = inits.gain_for(run.init_name, scheme.gain, settings.model)
         inits.apply(model, run.init_name, gain, scheme.bias, run.seed)
     return model.to(device=device, memory_format=memory_format(settings.train))
+
+
+def diverge_ceiling(train: TrainSettings, n_classes: int) -> float:
+    """The training loss (nats) above which a run has diverged although finite:
+    ``train.diverge_above`` x ln(classes), the loss of a uniform guess (inf where it is null)."""
+    if train.diverge_above is None:
+        return math.inf
+    return train.diverge_above * math.log(max(n_classes, 2))
 
 
 def memory_format(train: TrainSettings) -> torch.memory_format:
@@ -287,6 +296,7 @@ class Trainer:
         self.n_train, self.bs = len(ds.labels["train"]), self.tr.batch_size
         self.steps = math.ceil(self.n_train / self.bs)
         self.total_steps = self.tr.epochs * self.steps
+        self.ceiling = diverge_ceiling(self.tr, len(ds.classes))
         self.alive = torch.ones(self.k, dtype=torch.bool, device=device)
         self.first_bad = torch.full((self.k,), -1, dtype=torch.int64, device=device)
         self.div_step = [-1] * self.k  # host copy, for the runs already recorded as diverged
@@ -321,15 +331,15 @@ class Trainer:
         pos: int | torch.Tensor,
         look: Look | None = None,
     ) -> None:
-        """Forward, backward, finiteness bookkeeping and update of every run. A run is finite at
-        this step if its loss and its gradients are (a finite loss can still overflow in the
-        backward pass). ``look`` (eager only) sees the finiteness before the update, and the
+        """Forward, backward, divergence bookkeeping and update of every run. A run is healthy
+        ("finite") at this step if its loss and its gradients are finite (a finite loss can still
+        overflow in the backward pass) and its loss is at most the blow-up ceiling. ``look`` (eager only) sees the finiteness before the update, and the
         buffers as they were before this step's forward pass (batch norm's running statistics,
         which that pass updates)."""
         before = [b.detach().clone() for b in self.stack.buffers()] if look is not None else []
         losses, correct = self.stack.losses(x, y, self.fmt, self.tr.label_smoothing)
         total = losses + self.tr.l1 * self.stack.l1_penalty() if self.tr.l1 else losses
-        finite = torch.isfinite(total)
+        finite = torch.isfinite(total) & (losses <= self.ceiling)
         self.opt.zero_grad(set_to_none=True)
         torch.where(self.alive & finite, total, torch.zeros_like(total)).sum().backward()
         finite = finite & self._grads_finite()
@@ -593,6 +603,16 @@ def _train_epochs(
             _train_rows(epoch, step0, out, i, trainer.div_step[i]) if alive_before[i] else [] for i in range(trainer.k)
         ]
         _end_epoch(trainer, members, group_state, epoch, rows, out.diverged, bar)
+        for i in out.diverged:
+            log.warning(
+                "%s/seed%d diverged at step %d: training loss %.4g (the rule: non-finite loss or gradients, "
+                "or a loss above %.4g nats = train.diverge_above x ln(classes)); it stops there, flagged",
+                trainer.runs[i].init_name,
+                trainer.runs[i].seed,
+                trainer.div_step[i],
+                out.losses[trainer.div_step[i] - step0, i],
+                trainer.ceiling,
+            )
         log.info(
             "epoch %d: %.0f images x runs/s", epoch, out.sizes.sum() * sum(alive_before) / (time.perf_counter() - t0)
         )

@@ -60,8 +60,8 @@ def iter_tar(
     """Yield (normalised member name, bytes) for the regular files of a tar archive.
 
     Every member passes ``tarfile.data_filter`` (no absolute paths, no ``..``, no links
-    out of the tree); nothing is written to disk. A hard link inside the tree reads as the
-    file it links to; a member over MAX_MEMBER_BYTES is refused before it is read. With
+    out of the tree, no special files); nothing is written to disk. A hard link inside the
+    tree reads as the file it links to; a symbolic link is refused by name; a member over MAX_MEMBER_BYTES is refused before it is read. With
     ``wanted`` (a set of names, or a predicate on the name), only those members' bytes are
     read (others yield None), so a listing pass costs no memory.
     """
@@ -76,7 +76,9 @@ def iter_tar(
                     tarfile.data_filter(member, "/nonexistent-extraction-root")
                 except tarfile.FilterError as exc:
                     raise DataError(f"{path}: unsafe archive member {member.name!r} ({exc})") from None
-                if not (member.isreg() or member.islnk()):  # data_filter kept a hard link inside the tree
+                if member.issym():  # inside the tree (data_filter refuses the others): skipping it would drop a file
+                    raise DataError(f"{path}: archive member {member.name!r} is a symbolic link: store the file itself")
+                if not (member.isreg() or member.islnk()):  # a folder (data_filter refuses FIFOs and devices)
                     continue
                 name = os.path.normpath(member.name)
                 if keep is not None and not keep(name):
@@ -178,7 +180,13 @@ def _parts(rel: str) -> tuple[str, ...]:
 def list_imagefolder(path: str | Path, subdirs: Mapping[str, str], limit_per_class: int | None) -> list[ImageRef]:
     path = Path(path)
     if path.is_dir():
-        names = [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
+        entries = [p for p in path.rglob("*") if not p.is_dir()]
+        odd = [
+            p for p in entries if not p.is_file() and _split_of(str(p.relative_to(path)), subdirs, images_only=False)
+        ]
+        if odd:  # a FIFO would block the reader, a broken link would vanish from the dataset
+            raise DataError(f"{odd[0]} is not a regular file (a FIFO, socket, device or broken link): remove it")
+        names = [str(p.relative_to(path)) for p in entries]
     elif path.is_file():
         names = [name for name, _ in iter_tar(path, wanted=set())]
     else:
