@@ -505,12 +505,16 @@ def test_kill_9_of_training_extraction_and_stats_then_rerun_gives_the_same_bytes
         proc.wait()
         snakemake(copy, "--unlock", "--configfile", str(copy / "tiny.yaml"))
     # the completing rerun; a second workflow started on the same directory meanwhile is refused
-    first = subprocess.Popen(cmd, cwd=copy, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = open(
+        tmp_path / "rerun.log", "w+"
+    )  # a file, not a pipe: Snakemake's 64 KB of output would block on a full pipe
+    first = subprocess.Popen(cmd, cwd=copy, env=env(), stdout=out, stderr=subprocess.STDOUT, text=True)
     locks = copy / ".snakemake" / "locks"
     while first.poll() is None and not (locks.is_dir() and any(locks.iterdir())):
         time.sleep(0.05)
     second = snakemake(copy, "--cores", "1", "--configfile", str(copy / "tiny.yaml"), check=False)
-    assert first.wait(timeout=600) == 0, first.stdout.read()
+    assert first.wait(timeout=600) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
+    out.close()
     assert second.returncode != 0 and "LockException" in second.stdout + second.stderr, second.stderr
     for sub in (run, "stats", "tables", "figures"):
         a, b = res / sub, work / "results" / sub
