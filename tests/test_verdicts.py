@@ -71,7 +71,7 @@ def test_sign_flip_matches_scipy_permutation_test():
     big = V.sign_flip_p(np.full(20, 1.0))[0]  # > 12 seeds: random sign patterns, p about 1/4096
     assert big == pytest.approx(1 / 4096)
     # 5 seeds: the smallest one-sided p is 1/32 > 2.5 %, so a trend waits for 6 seeds
-    assert V.directional(np.full(5, 0.9), test="sign").outcome[()] == V.DESCRIPTIVE
+    assert V.directional(np.full(5, 0.9), test="sign").outcome[()] == "undecidable at 5 seeds (needs 6)"
     assert V.directional(np.full(6, 0.9), test="sign").outcome[()] == V.HOLDS
 
 
@@ -213,6 +213,60 @@ def calibration() -> list[tuple[str, str, float, str, float]]:
         )
     )
 
+    # heavy tails: t(3) seed noise (unit variance) in every t-test family
+    t3 = lambda *shape: rng.standard_t(3, (REPS, *shape, SEEDS)) / math.sqrt(3)  # noqa: E731
+    rows.append(
+        (
+            "paired comparison, t(3) noise",
+            "no effect: holds or does not hold",
+            _rate(V.directional(t3(1)).outcome, V.HOLDS, V.FAILS),
+            "+2 SD: holds",
+            _rate(V.directional(t3(1) + 2).outcome, V.HOLDS),
+        )
+    )
+    rows.append(
+        (
+            "all of 8 comparisons, t(3) noise",
+            "no effect in any: holds or does not hold",
+            _rate(V.directional(t3(8)).outcome, V.HOLDS, V.FAILS),
+            "+2 SD in all: holds",
+            _rate(V.directional(t3(8) + 2).outcome, V.HOLDS),
+        )
+    )
+    rows.append(
+        (
+            "equivalence (TOST), t(3) noise",
+            "effect at the margin: holds",
+            _rate(V.interval(t3(1) + margin, -margin, margin).outcome, V.HOLDS),
+            "0, margin 2 SD: holds",
+            _rate(V.interval(t3(1), -margin, margin).outcome, V.HOLDS),
+        )
+    )
+    # skew: a positive statistic (a ratio, std, CV, KS, loss) with lognormal seed noise (sigma 1, skew
+    # 6.2) is multiplicative, and the tables test its log (paired log ratios): what the rules see
+    ratio = lambda effect, *shape: np.exp(effect) * rng.lognormal(0.0, 1.0, (REPS, *shape, SEEDS))  # noqa: E731
+    rows.append(
+        (
+            "paired log ratio, lognormal(1) noise on the ratio",
+            "no effect: holds or does not hold",
+            _rate(V.directional(np.log(ratio(0.0, 1))).outcome, V.HOLDS, V.FAILS),
+            "x e^2 (+2 SD on the log): holds",
+            _rate(V.directional(np.log(ratio(2.0, 1))).outcome, V.HOLDS),
+        )
+    )
+    # not asserted (docs/statistics.md, Limits): the same skew added on the rule's own scale. No test
+    # of a mean is calibrated at 10 seeds there (the t-test: up to 16 %, a bootstrap-t 8 %)
+    skewed = -(rng.lognormal(0.0, 1.0, (REPS, 1, SEEDS)) - math.exp(0.5)) / math.sqrt((math.e - 1) * math.e)
+    rows.append(
+        (
+            "paired difference, additive left-skewed noise [reported only]",
+            "no effect: holds",
+            _rate(V.directional(skewed).outcome, V.HOLDS),
+            "",
+            math.nan,
+        )
+    )
+
     e0 = V.effects(z(4)).outcome
     x1 = z(4)
     x1[:, 0] += 2
@@ -230,12 +284,12 @@ def calibration() -> list[tuple[str, str, float, str, float]]:
     ref = stats.gaussian_reference(n)
     low, high = (
         np.array([-np.inf, ref["kurtosis_null_lo"]]),
-        np.array([ref["ks_normal_null95"], ref["kurtosis_null_hi"]]),
-    )
+        np.array([math.log(ref["ks_normal_null95"]), ref["kurtosis_null_hi"]]),
+    )  # the tables test the KS distance on the log scale
     ks_g, ku_g = _null_band_samples(rng, lambda r, s: r.standard_normal(s), n)
     ks_u, ku_u = _null_band_samples(rng, lambda r, s: r.uniform(-1, 1, s), n)
-    gauss = V.interval(np.stack([ks_g, ku_g], axis=1), low, high).outcome
-    unif = V.interval(np.stack([ks_u, ku_u], axis=1), low, high).outcome
+    gauss = V.interval(np.stack([np.log(ks_g), ku_g], axis=1), low, high).outcome
+    unif = V.interval(np.stack([np.log(ks_u), ku_u], axis=1), low, high).outcome
     rows.append(
         (
             f"null band, KS + kurtosis, n = {n} (C3)",
@@ -271,7 +325,8 @@ def test_monte_carlo_calibration(capsys):
         print("\nMonte-Carlo calibration (10 seeds, alpha 5 %):\n" + "\n".join(lines))
     for family, null, rate, effect, power in rows:  # every "rate" scenario is one where the verdict is false
         reps = NULL_REPS if "null band" in family else REPS // 4 if "40" in family else REPS
-        assert math.isnan(rate) or rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / reps), (family, null, rate)
+        if "reported only" not in family:
+            assert math.isnan(rate) or rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / reps), (family, null, rate)
         if not math.isnan(power) and "reported only" not in family:
             assert power >= 0.80, (family, effect, power)
 
@@ -280,3 +335,22 @@ def test_rules_with_no_seeds_give_nan_not_an_error():
     """Given weights (experiment 2) have one checkpoint: a trend over zero seeds is simply absent."""
     ge, le = V.sign_flip_p(np.empty((3, 0)))
     assert ge.shape == (3,) and np.isnan(ge).all() and np.isnan(le).all()
+
+
+@pytest.mark.parametrize("m,needed", [(1, 6), (3, 7), (4, 8), (5, 8), (40, 11)])
+def test_seeds_needed_by_a_sign_flip_family_include_holm(m, needed):
+    """2 m 2^-n < 5 % is the condition for Holm's smallest adjusted p-value to reject."""
+    assert V.seeds_needed(m, "sign") == needed
+    assert 2 * m * 2.0**-needed < 0.05 <= 2 * m * 2.0 ** -(needed - 1) or needed == 6
+    assert V.seeds_needed(m, "t") == V.MIN_SEEDS
+
+
+def test_a_sign_flip_family_below_its_seeds_is_undecidable_not_inconclusive():
+    """Three comparisons: at 6 seeds even a comparison whose every seed lies far on the wrong side
+    cannot refute the claim (2 x 3 x 2^-6 = 9.4 %), so the verdict says so; at 7 seeds it can."""
+    for n, expected in ((6, "undecidable at 6 seeds (needs 7)"), (7, V.FAILS)):
+        x = np.vstack([np.full(n, 0.8), np.full(n, 0.9), np.full(n, -0.7)]) + np.linspace(0, 0.01, n)
+        assert V.directional(x, +1, test="sign").outcome[()] == expected
+        eff = V.effects(x, test="sign").outcome
+        assert list(eff) == ([expected] * 3 if n == 6 else [V.INCREASES, V.INCREASES, V.DECREASES])
+    assert V.directional(np.full((1, 6), 0.5) + np.linspace(0, 0.01, 6), +1, test="sign").outcome[()] == V.HOLDS

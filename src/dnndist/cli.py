@@ -92,6 +92,39 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_power(args: argparse.Namespace) -> int:
+    """The power of every claim row's rule at the config's seeds, and the seeds each needs."""
+    from dnndist import models, power
+    from dnndist.settings import ModelSettings
+
+    cfg = _load_config(args)
+    variants = sorted({r.variant for r in cfgmod.runs(cfg)})
+    claimed = "base" if "base" in variants else variants[0]  # the variant the claims table decides (tables.claims)
+    runs = [r for r in cfgmod.runs(cfg) if r.variant == claimed]
+    seeds_per_init: dict[str, set[int]] = {}
+    for r in runs:
+        seeds_per_init.setdefault(r.init, set()).add(r.seed)
+    n_seeds = min(len(s) for s in seeds_per_init.values())
+    net = models.build(ModelSettings.from_dict(cfgmod.run_settings(cfg, runs[0])["model"]))
+    specs = [sp for sp in net.layer_specs if sp.analysed]
+    rules = power.claim_rules(
+        sorted(seeds_per_init),
+        [sp.name for sp in specs],
+        [sp.name for sp in specs if sp.kind == "conv"],
+        [sp.name for sp in specs if sp.post],
+    )
+    table = power.power_table(rules, n_seeds, args.effect, args.experiments)
+    if args.csv:
+        print(table[power.COLUMNS].to_csv(index=False), end="")
+    else:
+        print(
+            f"power of each claim's rule at {n_seeds} seeds ({args.effect:g} seed-SDs from the claim's boundary, "
+            f"{args.experiments} simulated experiments per world; dnndist.power):"
+        )
+        print(table.to_string(index=False))
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from dnndist.data import download_cifar10
 
@@ -425,6 +458,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
     _runs_command(sub)
+    _power_command(sub)
     _download_cifar10_command(sub)
     _data_command(sub)
     _train_command(sub)
@@ -449,6 +483,34 @@ def _runs_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     s = sub.add_parser("runs", help="list the runs of a config")
     s.add_argument("--config", action="append", required=True, help="config file(s), later ones overlay earlier ones")
     s.set_defaults(fn=cmd_runs)
+
+
+def _power_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``power`` sub-command (seeds needed per claim)."""
+    s = sub.add_parser(
+        "power",
+        help="the power of every claim's rule at the config's seeds, and the seeds each needs",
+        description="For each row of the claims table the config would produce, simulate a world where the claim "
+        "is true by --effect seed-SDs and one where it is false by as much in one comparison, decide both with the "
+        "table's own rules, and print power_holds, power_does_not_hold and seeds_needed (both >= 0.8); "
+        "docs/statistics.md, Power.",
+    )
+    s.add_argument("--config", nargs="+", required=True, help="config file(s), later ones overlay earlier ones")
+    s.add_argument(
+        "--effect",
+        type=float,
+        default=2.0,
+        help="distance of each world from the claim's boundary, in seed-SDs (default 2)",
+    )
+    s.add_argument(
+        "--experiments", type=_positive_int, default=2000, help="simulated experiments per world (default 2000)"
+    )
+    s.add_argument(
+        "--csv",
+        action="store_true",
+        help="print only the CSV (claim, n_seeds, power_holds, power_does_not_hold, seeds_needed)",
+    )
+    s.set_defaults(fn=cmd_power)
 
 
 def _download_cifar10_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -289,12 +289,14 @@ TABLES: tuple[Table, ...] = (  # in the reproduction document's order
         "The paper's claims, decided",
         inputs=("training", "weights", "features", "em_ab"),  # per seed: the claims pair runs by seed
         compute="claims",
-        caption="The paper's claims tested on the per-seed tables: the statistic, the deciding comparison (the weakest for the claim, or the one that refutes it) with its effect, interval and p-value, the number of seeds and comparisons, and the verdict of the stated rule (docs/statistics.md). Fewer than 5 seeds: descriptive only.",
+        caption="The paper's claims tested on the per-seed tables: the statistic, the deciding comparison (the weakest for the claim, or the one that refutes it) with its effect, interval and p-value, the number of seeds and comparisons, and the verdict of the stated rule (docs/statistics.md). Fewer than 5 seeds: descriptive only; a rule that cannot reach one of its outcomes at this many seeds: undecidable at n seeds (needs N); a claim that holds before training too: holds, already at initialisation.",
         report="""
 The paper's claims C1-C6, each decided from the per-seed tables by the rule quoted in its ``rule``
 column (docs/statistics.md); the verdict column follows the statement and is coloured: holds (green),
-does not hold (red), inconclusive (amber), descriptive only (grey: fewer than 5 seeds), flagged
-(orange: a fault such as a diverged run, not a claim).
+does not hold (red), inconclusive (amber), descriptive only (grey: fewer than 5 seeds),
+undecidable at n seeds (needs N) (grey, italic: an outcome out of reach at this many seeds,
+whatever the data), flagged (orange: a fault such as a diverged run, not a claim). "holds, already
+at initialisation": C2, C6 and C6b hold before training too (the value gives the epoch-0 decision).
 """,
     ),
     Table(
@@ -370,7 +372,7 @@ initialisation and layer.
         "Depth trends",
         inputs=("weights",),
         compute="depth_trend",
-        caption="Spearman rank correlation of near-zero mass, excess kurtosis and Hill tail index with layer depth at the last epoch, per variant, init and layer kind (conv and linear apart); computed per seed, mean and 95 % t-interval over seeds. Verdict increases/decreases if the sign-flip test over seeds rejects rho = 0 after Holm's correction over the statistics of the row's (variant, init, kind); descriptive only with fewer than 6 seeds.",
+        caption="Spearman rank correlation of near-zero mass, excess kurtosis and Hill tail index with layer depth at the last epoch, per variant, init and layer kind (conv and linear apart); computed per seed, mean and 95 % t-interval over seeds. Verdict increases/decreases if the sign-flip test over seeds rejects rho = 0 after Holm's correction over the statistics of the row's (variant, init, kind); undecidable at n seeds (needs N) while Holm puts every call out of reach (2 m 2^-n >= 5 %).",
         report="""
 Whether near-zero mass, excess kurtosis and tail index rise or fall with depth (Spearman's rho per
 seed), per variant, initialisation and layer kind.

@@ -52,6 +52,7 @@ HTML_STYLE = """.dnndist-table table{border-collapse:collapse;font:12px/1.35 sys
 .dnndist-table td.verdict{font-weight:600;white-space:nowrap}
 .dnndist-table .v-holds{background:#d1fae5}.dnndist-table .v-does-not-hold{background:#fee2e2}
 .dnndist-table .v-inconclusive{background:#fef3c7}.dnndist-table .v-descriptive-only{background:#f3f4f6}
+.dnndist-table .v-undecidable{background:#e5e7eb;font-style:italic}
 .dnndist-table .v-flagged{background:#fed7aa}.dnndist-table .v-increases,.dnndist-table .v-decreases{background:#dbeafe}
 .dnndist-table p.caption{font:12px/1.4 system-ui,sans-serif;color:#374151;max-width:60em}"""
 
@@ -74,7 +75,13 @@ def to_html(fmt: pd.DataFrame, caption: str, numeric: list[str] = ()) -> str:
 
     def cell(col: str, value: Any) -> str:  # classes: col-<column> (the front page hides some), verdict, num
         text = "" if pd.isna(value) else str(value)
-        kind = f" verdict v-{slug(text)}" if col == "verdict" else " num" if col in numeric else ""
+        kind = (
+            f" verdict v-{slug(text.split(',')[0].split(' at ')[0])}"
+            if col == "verdict"
+            else " num"
+            if col in numeric
+            else ""
+        )
         return f'<td class="col-{slug(col)}{kind}">{html.escape(text)}</td>'
 
     rows = "\n".join(
@@ -205,8 +212,8 @@ def depth_trend(weights_tidy: pd.DataFrame, stats: tuple[str, ...] = DEPTH_STATS
     each run's last epoch: Spearman's rho between depth and the statistic over that kind's
     layers, computed per seed; its mean and 95 % t-interval over seeds; the sign-flip test of mean
     rho = 0 over seeds with Holm's correction over the statistics of the same (variant, init, kind).
-    Verdict increases / decreases / inconclusive, or descriptive only with fewer than 6 seeds.
-    Kinds with fewer than 3 layers have no trend (no row)."""
+    Verdict increases / decreases / inconclusive, or "undecidable at n seeds (needs N)" where Holm
+    over the statistics puts every call out of reach (verdicts.seeds_needed). Kinds with fewer than 3 layers have no trend (no row)."""
     w = weights_tidy[weights_tidy["param"] == "weight"]
     w = w.assign(layer_kind=_layer_kind(w))
     w = w[w["statistic"].isin(stats)]
@@ -323,7 +330,7 @@ RULE_DIRECTIONAL = (
 RULE_TREND = (
     "Spearman rho per seed; holds if every comparison's mean rho is on the claimed side by the sign-flip test over seeds "
     "(2.5 % one-sided); does not hold if some comparison is significantly on the other side (Holm over the {m} comparisons); "
-    "descriptive only with < 6 seeds"
+    "undecidable with < {needed} seeds (the smallest Holm-adjusted p-value, 2 x {m} x 2^-n, must be < 5 %)"
 )
 RULE_INTERVAL = (
     "holds if the 90 % t-interval over seeds of every comparison lies inside {band} (TOST, 5 % each side); "
@@ -423,7 +430,10 @@ def _directional_row(
     labels = list(comps)
     dec = verdicts.directional(verdicts.pad(list(comps.values())), direction, test=test) if labels else None
     side = ("> 1" if direction > 0 else "< 1") if ratio else ("> 0" if direction > 0 else "< 0")
-    rule = f"effect {side}; " + (RULE_TREND if test == "sign" else RULE_DIRECTIONAL).format(m=len(labels))
+    needed = verdicts.seeds_needed(len(labels), test)
+    rule = f"effect {side}; " + (RULE_TREND if test == "sign" else RULE_DIRECTIONAL).format(
+        m=len(labels), needed=needed
+    )
     return _claim_row(claim, statement, statistic, _squeeze(dec), labels, rule, ratio, detail)
 
 
@@ -539,14 +549,15 @@ def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
         ),
         ("C1a test", f"final {test_split} loss ({last})", lambda i: final(i, test_split)),
     ):
-        comps = {f"{a} - {b}": _paired(fn(a), fn(b)) for a, b in pairs}
+        comps = {f"{a} / {b}": _paired(fn(a), fn(b), "logratio") for a, b in pairs}
         rows.append(
             _directional_row(
                 claim,
                 statement,
-                f"{stat}; paired differences orthogonal - kaiming_x, kaiming_x - xavier_x",
+                f"{stat}; paired ratios orthogonal / kaiming_x, kaiming_x / xavier_x (on the log scale)",
                 comps,
                 -1,
+                ratio=True,
                 detail="" if pairs else "missing inits",
             )
         )
@@ -644,8 +655,8 @@ def _c3(weights: pd.DataFrame) -> list[tuple]:
             ks, kurt = _by_seed(d, statistic="ks_normal"), _by_seed(d, statistic="kurtosis")
             band = _reference(d, "ks_normal_null95").mean()
             lo, hi = _reference(d, "kurtosis_null_lo").mean(), _reference(d, "kurtosis_null_hi").mean()
-            comps[f"{layer} KS"] = ks.tolist()
-            lows.append(-np.inf), highs.append(band)
+            comps[f"{layer} KS"] = np.log(ks[ks > 0]).tolist()  # a positive, right-skewed distance: its log
+            lows.append(-np.inf), highs.append(math.log(band) if band > 0 else -np.inf)
             comps[f"{layer} kurtosis"] = kurt.tolist()
             lows.append(lo), highs.append(hi)
             detail.append(
@@ -682,9 +693,11 @@ def _c4(weights: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
                     ratios[f"{init} {layer} {param}"] = _paired(s1, s0, "logratio")
                 else:
                     skipped += 1  # a constant start (zero bias): no ratio
-                m1 = _by_seed(d, statistic="mean", at_end=True)
-                seeds = m1.index.intersection(s1.index)
-                means[f"{init} {layer} {param}"] = [float(v) for v in (m1.loc[seeds] / s1.loc[seeds]) if np.isfinite(v)]
+                m0, m1 = _by_seed(d, statistic="mean", epoch=first), _by_seed(d, statistic="mean", at_end=True)
+                scale = s0.where(s0 > 0, s1)  # a constant start (zero biases): the final spread
+                seeds = m0.index.intersection(m1.index).intersection(scale[scale > 0].index)
+                drift = (m1.loc[seeds] - m0.loc[seeds]) / scale.loc[seeds]
+                means[f"{init} {layer} {param}"] = [float(v) for v in drift if np.isfinite(v)]
     lo, hi = C4_RANGE
     rows = [
         _interval_row(
@@ -703,11 +716,12 @@ def _c4(weights: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
         _interval_row(
             "C4b",
             "the mean of weights and biases stays near 0",
-            f"mean / std at {last} per init, layer and param",
+            f"drift of the mean, (mean({last}) - mean(epoch {first})) / std(epoch {first}), per init, layer and "
+            "param, paired by seed (a zero-std start: / the final std)",
             means,
             -C4_MEAN_MARGIN,
             C4_MEAN_MARGIN,
-            f"(-{C4_MEAN_MARGIN:g}, {C4_MEAN_MARGIN:g}) (|mean| < 0.1 std)",
+            f"(-{C4_MEAN_MARGIN:g}, {C4_MEAN_MARGIN:g}) (the mean moves by less than 0.1 std)",
         )
     )
     return rows
@@ -835,6 +849,7 @@ def claims(
     if f is not None:
         rows += _c5(f, random_inits)
     rows += _c6(em, random_inits)
+    rows = _at_initialisation(rows, w, em, random_inits)
     div = diverged_runs(training) if training is not None and len(training) else {}
     if div:  # flagged, so that no verdict above is read without knowing which runs stopped early
         value = "; ".join(
@@ -858,6 +873,44 @@ def claims(
             )
         )
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+AT_INIT = ("C2", "C6", "C6b")  # claims a structural property could decide before any training
+ALREADY = "already at initialisation"
+
+
+def _first_epoch(df: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The rows of each run's first epoch (before training), or None where a run has one epoch only."""
+    if df is None or not len(df) or "epoch" not in df or df["epoch"].nunique() < 2:
+        return None
+    return df[df["epoch"] == df.groupby(RUN)["epoch"].transform("min")]
+
+
+def _at_initialisation(
+    rows: list[tuple], w: pd.DataFrame | None, em: pd.DataFrame | None, random_inits: list[str]
+) -> list[tuple]:
+    """C2, C6 and C6b decided again on the first epoch (before training) by the same rule: the row
+    reports that value beside the final one, and a claim that holds at both reads "holds, already at
+    initialisation" (a property of the inits or of the architecture, not a finding of training)."""
+    w0, em0 = _first_epoch(w), _first_epoch(em)
+    before = {
+        r[0]: r
+        for r in ([_c2(w0, random_inits)] if w0 is not None else [])
+        + (_c6(em0, random_inits) if em0 is not None else [])
+        if r
+    }
+    col = {c: i for i, c in enumerate(CLAIM_COLUMNS)}
+    out = []
+    for r in rows:
+        b = before.get(r[0]) if r[0] in AT_INIT else None
+        if b is not None:
+            r = list(r)
+            r[col["value"]] = f"{r[col['value']]}; before training (epoch 0): {b[col['verdict']]}, {b[col['value']]}"
+            if r[col["verdict"]] == HOLDS and b[col["verdict"]] == HOLDS:
+                r[col["verdict"]] = f"{HOLDS}, {ALREADY}"
+            r = tuple(r)
+        out.append(r)
+    return out
 
 
 STAGE_COLUMNS = [

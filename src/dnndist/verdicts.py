@@ -23,8 +23,10 @@ where a claim makes several comparisons, whose second-to-last axis is the compar
   mean rho comes from flipping the signs of the seeds' rhos (exact when there is no trend, since
   rho is then symmetric about 0). A t-test is too liberal here: rho over 3-6 layers takes a few
   discrete values, and the t-test's false-verdict rate is 5.9 % (3 layers) to 5.2 % (6 layers).
-  The sign-flip test cannot reject with fewer than 6 seeds (its smallest p-value is 2^-n), so a
-  trend is descriptive only below ``MIN_SEEDS_TREND``.
+  The sign-flip test cannot reject with fewer than 6 seeds (its smallest p-value is 2^-n), and
+  with Holm over m comparisons it cannot refute (or, for ``effects``, say anything) while
+  2 m 2^-n >= 5 %: below ``seeds_needed`` seeds such a rule is *undecidable at n seeds (needs
+  N)*, not "inconclusive": one of its outcomes is out of reach whatever the data.
 
 With fewer than ``MIN_SEEDS`` seeds a rule reports its value and interval but the verdict is
 "descriptive only": a t-interval from 2-4 values is valid but so wide (t = 12.7 for 2 seeds)
@@ -50,8 +52,33 @@ MIN_SEEDS_TREND = 6  # the sign-flip test's smallest two-sided p-value is 2 * 2^
 SIGN_FLIP_EXACT = 12  # up to this many seeds every sign pattern is enumerated; beyond, SIGN_FLIP_DRAWS random ones
 SIGN_FLIP_DRAWS = 4095
 HOLDS, FAILS, UNSURE, DESCRIPTIVE = "holds", "does not hold", "inconclusive", "descriptive only"
+UNDECIDABLE = "undecidable"  # the verdict reads "undecidable at n seeds (needs N)" (``undecidable``)
 INCREASES, DECREASES = "increases", "decreases"
 OUTCOMES = (HOLDS, FAILS, UNSURE, DESCRIPTIVE)
+
+
+def seeds_needed(m: int, test: str = "t", alpha: float = ALPHA) -> int:
+    """The fewest seeds with which every outcome of a rule over ``m`` comparisons can be reached.
+    t-tests: ``MIN_SEEDS`` (a policy: with fewer the verdict is "descriptive only"). Sign-flip:
+    the smallest two-sided p-value is 2 / 2^n (2 / (SIGN_FLIP_DRAWS + 1) beyond SIGN_FLIP_EXACT
+    seeds), and Holm multiplies the smallest by m, so "does not hold" (and any effect) needs
+    2 m / 2^n < alpha; "holds" (no Holm) needs the m = 1 case. -1 where no number of seeds will do."""
+    if test != "sign":
+        return MIN_SEEDS
+    m = max(int(m), 1)
+    n = max(MIN_SEEDS_TREND, math.floor(math.log2(2 * m / alpha)) + 1)
+    if n <= SIGN_FLIP_EXACT:
+        return n
+    return SIGN_FLIP_EXACT + 1 if 2 * m / (SIGN_FLIP_DRAWS + 1) < alpha else -1
+
+
+def undecidable(n: int, needed: int) -> str:
+    """The verdict of a rule that cannot reach one of its outcomes with ``n`` seeds."""
+    return f"{UNDECIDABLE} at {n} seeds (needs {needed})" if needed > 0 else f"{UNDECIDABLE} (too many comparisons)"
+
+
+def is_undecidable(verdict: object) -> bool:
+    return str(verdict).startswith(UNDECIDABLE)
 
 
 # --------------------------------------------------------------------------- t machinery
@@ -181,12 +208,16 @@ def _as_comparisons(x: np.ndarray) -> np.ndarray:
     return x[None, :] if x.ndim == 1 else x
 
 
-def _finish(hold: np.ndarray, fail: np.ndarray, n: np.ndarray, min_seeds: int) -> np.ndarray:
+def _finish(hold: np.ndarray, fail: np.ndarray, n: np.ndarray, min_seeds: int, needed: int | None = None) -> np.ndarray:
+    """The outcome per leading index: does not hold / holds / inconclusive; "descriptive only"
+    below ``min_seeds`` (t rules), "undecidable at n seeds (needs N)" below ``needed`` (sign-flip
+    rules, whose outcomes are out of reach with few seeds). The thinnest comparison decides."""
     out = np.where(fail, FAILS, np.where(hold, HOLDS, UNSURE)).astype(object)
-    few = (
-        n.min(axis=-1) if n.shape[-1] else np.zeros(n.shape[:-1], int)
-    ) < min_seeds  # the thinnest comparison decides
-    out = np.where(few, DESCRIPTIVE, out).astype(object)
+    thinnest = n.min(axis=-1) if n.shape[-1] else np.zeros(n.shape[:-1], int)
+    out = np.where(thinnest < min_seeds, DESCRIPTIVE, out).astype(object)
+    if needed is not None:
+        short = np.vectorize(lambda k: undecidable(int(k), needed), otypes=[object])(thinnest)
+        out = np.where((thinnest >= 2) & ((thinnest < needed) | (needed < 0)), short, out).astype(object)
     none = np.asarray(n.shape[-1] == 0) | (n.max(axis=-1, initial=0) == 0)
     return np.where(none, UNSURE, out).astype(object)
 
@@ -230,7 +261,10 @@ def directional(
         np.nanargmin(np.where(np.isnan(p_adj), np.inf, p_adj), axis=-1) if x.shape[-2] else 0,
         np.argmin(t, axis=-1) if x.shape[-2] else 0,
     )
-    return Decision(_finish(hold, fail, n, min_seeds), mean, mean - h, mean + h, p_two_for, p_adj, n, worst, 1 - alpha)
+    needed = seeds_needed(x.shape[-2], test, alpha) if test == "sign" else None
+    return Decision(
+        _finish(hold, fail, n, min_seeds, needed), mean, mean - h, mean + h, p_two_for, p_adj, n, worst, 1 - alpha
+    )
 
 
 def interval(
@@ -280,6 +314,10 @@ def effects(x: np.ndarray, alpha: float = ALPHA, min_seeds: int | None = None, t
     p_adj = holm(p)
     out = np.where(p_adj < alpha, np.where(mean > 0, INCREASES, DECREASES), UNSURE).astype(object)
     out = np.where(n < min_seeds, DESCRIPTIVE, out).astype(object)
+    if test == "sign":  # Holm over the family: below seeds_needed no comparison can be called
+        needed = seeds_needed(x.shape[-2], test, alpha)
+        short = np.vectorize(lambda k: undecidable(int(k), needed), otypes=[object])(n)
+        out = np.where((n >= 2) & ((n < needed) | (needed < 0)), short, out).astype(object)
     h = half_width(se, n, 1 - alpha)
     worst = np.zeros(mean.shape[:-1], dtype=int)
     return Decision(out, mean, mean - h, mean + h, p, p_adj, n, worst, 1 - alpha)
