@@ -308,3 +308,15 @@ def test_results_and_resources_have_one_spelling(tmp_path):
             {**tiny_config(tmp_path / "r"), "results": spelling, "resources": spelling}, check_paths=False
         )
         assert cfg["results"] == cfg["resources"] == "res/demo", spelling
+
+
+def test_the_paper_presets_pick_the_best_epoch_on_held_out_training_images():
+    """The best-validation stage selects on images held out of the training set; the test set is
+    only reported (issue 2/7: with valid_split test the selection looked at the test set)."""
+    for name in ("paper-full", "paper-reduced"):
+        cfg = dcfg.validate(
+            dcfg.deep_merge(base_config(), yaml.safe_load((REPO / "presets" / f"{name}.yaml").read_text())),
+            check_paths=False,
+        )
+        assert cfg["data"]["valid_split"] == "train" and cfg["data"]["valid_size"] >= 1000, name
+        assert "best" in cfg["stats"]["claims_at"] and "best" in cfg["train"]["checkpoints"], name

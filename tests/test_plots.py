@@ -618,6 +618,23 @@ def test_esd_figure_fits_each_layer_like_weightwatcher():
     assert xmin.get_xdata()[0] == pytest.approx(st["alpha_xmin"])
 
 
+def test_esd_panels_say_when_alpha_is_not_to_be_read():
+    """A flat spectrum (orthogonal, slightly perturbed: fitted, absurd alpha) and a 10-eigenvalue
+    matrix carry their warning in the panel's title; a Gaussian 200 x 300 matrix none."""
+    rng = np.random.default_rng(5)
+    q, _ = np.linalg.qr(rng.standard_normal((300, 200)))
+    cases = {
+        "flat ESD: no tail exponent": q.T + 1e-4 * rng.standard_normal((200, 300)),
+        "10 eigenvalues: uncertain": rng.standard_t(2.5, (10, 300)),
+        "": rng.standard_normal((200, 300)),
+    }
+    for warning, w in cases.items():
+        evals = np.sort(np.linalg.svd(w, compute_uv=False) ** 2)
+        fit = plots.esd_fit(evals)
+        title = plots.draw_esd(evals, fit.alpha, fit.xmin, title="fc").axes[0].get_title()
+        assert fit.fitted and (warning in title if warning else "[" not in title), (warning, title)
+
+
 def test_esd_figure_of_one_checkpoint_and_of_nothing():
     rows = spectrum_rows({"fc1": np.random.default_rng(2).normal(size=(50, 40))}, "xavier_uniform", 0)
     assert len(data_axes(plots.draw_esd_layers(pd.DataFrame(rows)))) == 1  # given weights: one checkpoint

@@ -193,3 +193,29 @@ def test_huge_weights_keep_a_finite_log_alpha_norm():
     assert big["alpha"] == pytest.approx(base["alpha"], rel=1e-9)
     assert np.isfinite(big["log_alpha_norm"])
     assert big["log_alpha_norm"] == pytest.approx(base["log_alpha_norm"] + 60 * base["alpha"], rel=1e-9)
+
+
+def test_alphas_not_to_be_read_are_flagged():
+    """An orthogonal matrix (every eigenvalue 1: no tail, the MLE's alpha is any number), a
+    10-eigenvalue classifier (fc2 of the paper CNN) and a Gaussian matrix (neither); an all-zero
+    weight has lambda_max 0, as WeightWatcher says."""
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.standard_normal((1024, 512)))
+    flat = spectral.spectral_stats(q.T)
+    few = spectral.spectral_stats(rng.standard_t(2.5, (10, 512)))
+    gauss = spectral.spectral_stats(rng.standard_normal((512, 1024)) / 32)
+    if flat["alpha_fitted"] == 1.0:
+        assert flat["alpha_flat_esd"] == 1.0
+    assert few["alpha_fitted"] == 1.0 and few["alpha_few_evals"] == 1.0 and few["num_evals"] == 10
+    assert gauss["alpha_flat_esd"] == 0.0 and gauss["alpha_few_evals"] == 0.0
+    zeros = spectral.spectral_stats(np.zeros((10, 512)))
+    assert zeros["lambda_max"] == 0.0 and math.isnan(zeros["alpha"]) and math.isnan(zeros["alpha_flat_esd"])
+
+
+def test_a_nearly_orthogonal_layer_is_fitted_and_flagged():
+    """Orthogonal weights after a few tiny steps: the spectrum is not exactly flat, the fit
+    succeeds with an absurd exponent, and the flag says so (issue 2/7: alpha 3.8e6 reported bare)."""
+    rng = np.random.default_rng(4)
+    q, _ = np.linalg.qr(rng.standard_normal((1024, 512)))
+    s = spectral.spectral_stats(q.T + 1e-4 * rng.standard_normal((512, 1024)))
+    assert s["alpha_fitted"] == 1.0 and s["alpha"] > 50 and s["alpha_flat_esd"] == 1.0

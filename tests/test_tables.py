@@ -260,7 +260,7 @@ def test_c5_split_pre_post_and_ordered_by_depth():
     df = tables.claims(training_table(ORDERED), NO_WEIGHTS, feature_table(True), None).set_index("claim")
     for claim in ("C5a pre", "C5a post", "C5b pre", "C5b post"):
         assert df.loc[claim, "verdict"] == "holds", claim
-    assert "(conv1, conv2, conv10, fc1)" in df.loc["C5b pre", "statistic"]
+    assert "(conv1, conv2, conv10; linear layers apart" in df.loc["C5b pre", "statistic"]  # fc1 not in the trend
     flat = tables.claims(training_table(ORDERED), NO_WEIGHTS, feature_table(False), None).set_index("claim")
     assert flat.loc["C5a pre", "verdict"] == "holds" and flat.loc["C5b pre", "verdict"] != "holds"
 
@@ -474,6 +474,7 @@ def test_depth_trend_per_variant_and_layer_kind():
     assert (
         few.loc["conv", "verdict"] == "undecidable at 2 seeds (needs 6)" and "linear" not in few.index
     )  # 2 linear: no trend
+    assert -1.0 <= few.loc["conv", "ci_low"] <= few.loc["conv", "ci_high"] <= 1.0  # t(1) = 12.7 ran past +-1
 
 
 def _range_rows(
@@ -539,6 +540,7 @@ def test_claims_stages_read_each_run_at_its_own_best_validation_epoch():
     c1a = out[out["claim"] == "C1a"].set_index("stage")
     assert list(c1a.index) == ["epoch 3", "best validation", "last epoch"]
     assert list(c1a["ends"]) == ["3", "2-4", "6"]
+    assert list(c1a["role"]) == ["exploratory", "exploratory", "primary"]  # one primary stage: the claims table's
 
     def train_loss(init, s, e):
         return float(

@@ -937,6 +937,8 @@ LONG_NAMES = {
     "gain": "gain of the reference init",
     "alpha": "power-law exponent of the ESD tail (WeightWatcher)",
     "alpha_fitted": "1 when alpha was fitted",
+    "alpha_flat_esd": "1 when the fitted ESD spans less than a factor 2 (flat: alpha not a tail exponent)",
+    "alpha_few_evals": "1 when fewer than 50 eigenvalues were fitted (alpha uncertain)",
     "alpha_xmin": "lower end of the fitted ESD tail",
     "alpha_ks_distance": "KS distance of the ESD tail to the power law",
     "alpha_sigma": "standard error of alpha",

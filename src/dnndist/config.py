@@ -602,11 +602,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return dict(layer)
 
 
-def load(paths: Iterable[str | Path], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Load config.yaml plus overlays (like snakemake --configfile), then validate."""
+def load(
+    paths: Iterable[str | Path], overrides: Mapping[str, Any] | None = None, check_paths: bool = True
+) -> dict[str, Any]:
+    """Load config.yaml plus overlays (like snakemake --configfile), then validate (``check_paths``:
+    also that the data and weights files it names exist)."""
     cfg: dict[str, Any] = {}
     for path in paths:
         cfg = deep_merge(cfg, read_config_file(path))
     if overrides:
         cfg = deep_merge(cfg, overrides)
-    return validate(cfg)
+    return validate(cfg, check_paths=check_paths)

@@ -305,11 +305,12 @@ at initialisation": C2, C6 and C6b hold before training too (the value gives the
         "The paper's claims through training",
         inputs=("training", "weights", "features", "em_ab"),
         compute="claims_stages",
-        caption="The paper's claims decided with the same rules at each stage of training: at the checkpoint epochs of stats.claims_at, at each run's best-validation epoch where it names 'best' (the epoch of lowest validation loss, the first of ties; 'ends' gives the range over runs), and at the last epoch. Runs that diverged are left out at every stage. 'changes' marks a claim whose verdict is not the same at every stage, e.g. where overfitting turns it.",
+        caption="The paper's claims decided with the same rules at each stage of training: at the checkpoint epochs of stats.claims_at, at each run's best-validation epoch where it names 'best' (the epoch of lowest validation loss, the first of ties; 'ends' gives the range over runs), and at the last epoch. Runs that diverged are left out at every stage. 'changes' marks a claim whose verdict is not the same at every stage, e.g. where overfitting turns it. 'role': the last epoch is primary (the claims table's verdict); the other stages are exploratory, not corrected for being several looks at one experiment.",
         report="""
 The claims C1-C6 decided at several stages of training with the rules of the claims table: at
 fixed epochs, at each run's best-validation epoch and at the end. A claim marked in ``changes``
-has a verdict that depends on when training is stopped.
+has a verdict that depends on when training is stopped. The last epoch is the primary stage;
+the others are exploratory: quoting whichever stage agrees would be a multiple comparison.
 """,
         extra=("stages",),
         when="stages",

@@ -868,11 +868,21 @@ def draw_esd(
     ax.legend(fontsize=5.5, loc="lower left")
     ax.set_xlabel("eigenvalue of W$^T$W")
     ax.set_ylabel("density")
-    fit_note = f"alpha = {alpha:.2f}" if fitted else "no power-law fit"
+    fit_note = f"alpha = {alpha:.2f}{_alpha_warning(x)}" if fitted else "no power-law fit"
     ax.set_title(f"{title}: {fit_note}" if title else fit_note, fontsize=7)
     if alone:
         fig.tight_layout()
     return fig
+
+
+def _alpha_warning(x: np.ndarray) -> str:
+    """Where alpha is not to be read (the weights table's alpha_flat_esd, alpha_few_evals): a flat
+    spectrum, or few eigenvalues. ``x``: the sorted eigenvalues above the fit's floor."""
+    if x[-1] < spectral.FLAT_SPREAD * x[0]:
+        return " [flat ESD: no tail exponent]"
+    if x.size < spectral.FEW_EVALS:
+        return f" [{x.size} eigenvalues: uncertain]"
+    return ""
 
 
 def _esd_histogram(ax: plt.Axes, x: np.ndarray, bins: int, label: str) -> None:

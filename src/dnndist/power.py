@@ -81,7 +81,7 @@ def claim_rules(
     rules.append(Rule("C4b", "interval", r * n_layers * 2))
     for kind, feats in (("pre", layers), ("post", post_layers)):
         rules.append(Rule(f"C5a {kind}", "directional", r * len(feats)))
-        if len(feats) >= 3:
+        if sum(f in set(conv_layers) for f in feats) >= 3:  # the trend runs over the conv layers
             rules.append(Rule(f"C5b {kind}", "trend", r))
     rules += [Rule("C6", "directional", r * len(conv_layers)), Rule("C6b", "directional", r * len(conv_layers))]
     return [x for x in rules if x.comparisons > 0]

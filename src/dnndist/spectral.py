@@ -46,13 +46,22 @@ Keys of :func:`spectral_stats` (all floats; WeightWatcher's column name in brack
 
 * ``alpha`` [alpha]: power-law exponent of the ESD tail, NaN when not fitted
 * ``alpha_fitted``: 1 when alpha was fitted, 0 when not (layer skipped, < 2 eigenvalues > 1e-5, degenerate fit, non-finite weights)
+* ``alpha_flat_esd``: 1 when the fitted eigenvalues span less than a factor FLAT_SPREAD (2): a flat
+  spectrum (orthogonal weights: every eigenvalue equal) has no power-law tail, and the MLE returns
+  any exponent (3.8e6 for orthogonal fc1); 0 otherwise, NaN without a fit
+* ``alpha_few_evals``: 1 when fewer than FEW_EVALS (50) eigenvalues were fitted (conv1 of the paper
+  CNN has 27, its fc2 10): alpha's standard error (alpha - 1) / sqrt(tail) is then large and the
+  KS choice of xmin unstable; 0 otherwise, NaN without a fit. WeightWatcher fits these too (from 8
+  eigenvalues) and warns only by alpha's range (< 2 over-trained, > 6 under-trained); these two
+  flags say when the number itself is not to be read
 * ``alpha_xmin`` [xmin]: the KS-optimal lower end of the fitted tail (an eigenvalue)
 * ``alpha_ks_distance`` [D]: Kolmogorov-Smirnov distance of the tail to the fitted power law
 * ``alpha_sigma`` [sigma]: (alpha - 1) / sqrt(n_tail), the standard error of alpha
 * ``num_pl_spikes`` [num_pl_spikes]: number of eigenvalues >= alpha_xmin (the tail length)
 * ``alpha_weighted`` [alpha_weighted]: alpha * log10(lambda_max)
 * ``log_alpha_norm`` [log_alpha_norm]: log10(sum of eigenvalues ** alpha)
-* ``lambda_max`` [lambda_max, = its spectral_norm]: largest eigenvalue (a squared singular value; x 1/2 for convs)
+* ``lambda_max`` [lambda_max, = its spectral_norm]: largest eigenvalue (a squared singular value; x 1/2 for convs);
+  0 for an all-zero weight, as WeightWatcher gives (its logs and ratios are then NaN here)
 * ``log_spectral_norm`` [log_spectral_norm]: log10(lambda_max)
 * ``log_norm`` [log_norm]: log10(sum of eigenvalues), the squared Frobenius norm of the matrices
 * ``stable_rank`` [stable_rank]: sum of eigenvalues / lambda_max
@@ -83,6 +92,8 @@ CONV2D_NORM = math.sqrt(1 / 2)  # apply_normalize_Wmats: sqrt(conv2d_count / 2),
 SMALL_N = 20  # WW_powerlaw.SMALL_N_CUTOFF: below, the small-sample fit
 SMALL_N_MIN_TAIL = 8  # WWFit.fit_powerlaw_smallN(k_min=8)
 OVER_TRAINED_ALPHA, UNDER_TRAINED_ALPHA = 2.0, 6.0  # WeightWatcher's heavy-tailed range
+FLAT_SPREAD = 2.0  # fitted eigenvalues within this factor of each other: a flat ESD, alpha flagged
+FEW_EVALS = 50  # fewer fitted eigenvalues: alpha flagged (its standard error is large)
 KDE_BANDWIDTH = 0.1  # mp_fit: bandwidth of the linear-kernel density of the rescaled ESD
 KDE_POINTS = 1000
 KDE_THRESH = 0.01  # resid_mp: grid points where the density is below this are ignored
@@ -267,6 +278,8 @@ def flat_metrics(w: np.ndarray, flat: np.ndarray | None = None) -> dict[str, flo
 SPECTRAL_KEYS = (  # spectral_stats' keys, in its order
     "alpha",
     "alpha_fitted",
+    "alpha_flat_esd",
+    "alpha_few_evals",
     "alpha_xmin",
     "alpha_ks_distance",
     "alpha_sigma",
@@ -302,7 +315,8 @@ def spectral_stats(w: np.ndarray, flat: np.ndarray | None = None) -> dict[str, f
     out["matrix_rank"] = float(np.sum(evals > roundoff_level(evals, m)))
     if w.ndim == 4:
         out.update(flat_metrics(w, flat))
-    if lambda_max <= 0:
+    if lambda_max <= 0:  # an all-zero weight: WeightWatcher's lambda_max is 0 too
+        out["lambda_max"] = 0.0
         return out
     out.update(
         lambda_max=lambda_max,
@@ -322,12 +336,15 @@ def spectral_stats(w: np.ndarray, flat: np.ndarray | None = None) -> dict[str, f
 def _power_law_metrics(evals: np.ndarray, m: int, lambda_max: float) -> dict[str, float]:
     """The power-law tail's metrics (alpha and those derived from it) of the sorted eigenvalues
     ``evals`` of m x m matrices; none when the tail is not fitted."""
-    fit = fit_power_law(fit_evals(evals, m))
+    fitted = fit_evals(evals, m)
+    fit = fit_power_law(fitted)
     if not fit.fitted:
         return {}
     return dict(
         alpha=fit.alpha,
         alpha_fitted=1.0,
+        alpha_flat_esd=float(fitted[-1] < FLAT_SPREAD * fitted[0]),
+        alpha_few_evals=float(fitted.size < FEW_EVALS),
         alpha_xmin=fit.xmin,
         alpha_ks_distance=fit.ks_distance,
         alpha_sigma=fit.sigma,

@@ -35,7 +35,8 @@ RUN_KEYS = [dims.VARIANT, dims.INIT, dims.SEED, dims.EPOCH]
 RUN_DIMS = list(dims.RUN_DIMS)  # variant, init, seed: length 1 in a run's store
 HILL_FRAC, HILL_MIN_K = 0.05, 10
 NULL_MAX_N = 10_000  # reference bands are simulated up to this size, and scaled by 1/sqrt(n) beyond
-NULL_VALUES = 1_000_000  # values simulated per size: 200 (large n) to 2000 (small n) samples
+NULL_VALUES = 1_000_000  # values simulated per size (at least NULL_MIN_REPS samples, at most 2000)
+NULL_MIN_REPS = 1000  # each 2.5 % bound of a band rests on 25 samples (200 left it on 5)
 NULL_MIN_N = 8  # below this size no reference band
 
 
@@ -111,7 +112,7 @@ def gaussian_reference(n: int) -> dict[str, float]:
     cached per n: the null band a layer of that size is read against.
 
     - ``ks_normal_null95``: the 95th percentile of the KS distance of a Gaussian sample to its own
-      fitted normal (the Lilliefors null; 0.044 at n = 432, 0.0013 at n = 524,288).
+      fitted normal (the Lilliefors null; 0.044 at n = 432, 0.00125 at n = 524,288).
     - ``kurtosis_null_lo`` / ``kurtosis_null_hi``: the 2.5 % and 97.5 % points of a Gaussian
       sample's excess kurtosis.
     - ``tail_index_gaussian`` / ``tail_index_uniform``: the median Hill tail index of a Gaussian /
@@ -127,7 +128,7 @@ def gaussian_reference(n: int) -> dict[str, float]:
     if n < NULL_MIN_N:
         return out
     m = min(n, NULL_MAX_N)
-    reps = int(np.clip(NULL_VALUES // m, 200, 2000))
+    reps = int(np.clip(NULL_VALUES // m, NULL_MIN_REPS, 2000))
     rng = np.random.default_rng([1_000_003, m])
     km = hill_k(m)
     ks, kurt, hg, hu = [], [], [], []

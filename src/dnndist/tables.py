@@ -244,8 +244,8 @@ def depth_trend(weights_tidy: pd.DataFrame, stats: tuple[str, ...] = DEPTH_STATS
                     "layer_kind": kind,
                     "statistic": stat,
                     "spearman_rho": dec.mean[i],
-                    "ci_low": dec.low[i],
-                    "ci_high": dec.high[i],
+                    "ci_low": max(float(dec.low[i]), -1.0),  # rho lives in [-1, 1]; a t-interval does not know it
+                    "ci_high": min(float(dec.high[i]), 1.0),
                     "n_seeds": int(dec.n[i]),
                     "layers": len(order),
                     "p_value": dec.p[i],
@@ -429,6 +429,8 @@ def _directional_row(
 ) -> tuple:
     labels = list(comps)
     dec = verdicts.directional(verdicts.pad(list(comps.values())), direction, test=test) if labels else None
+    if dec is not None and test == "sign":  # a mean of Spearman rhos: its t-interval is cut to rho's range
+        dec.low, dec.high = np.clip(dec.low, -1.0, 1.0), np.clip(dec.high, -1.0, 1.0)
     side = ("> 1" if direction > 0 else "< 1") if ratio else ("> 0" if direction > 0 else "< 0")
     needed = verdicts.seeds_needed(len(labels), test)
     rule = f"effect {side}; " + (RULE_TREND if test == "sign" else RULE_DIRECTIONAL).format(
@@ -741,6 +743,7 @@ def _c5(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
         if fk.empty:
             continue
         order = _depth_sorted(fk)
+        convs = [layer for layer, k in zip(order, _layer_kind(pd.DataFrame({"layer": order}))) if k == "conv"]
         growth, trends = {}, {}
         for init in random_inits:
             d = fk[fk["init"] == init]
@@ -752,13 +755,13 @@ def _c5(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
                 with np.errstate(invalid="ignore", divide="ignore"):
                     logs[layer] = np.log(s1.loc[seeds] / s0.loc[seeds])
                 growth[f"{init} {layer}"] = [float(v) for v in logs[layer] if np.isfinite(v)]
-            table = pd.DataFrame(logs).reindex(columns=order)
+            table = pd.DataFrame(logs).reindex(columns=convs)  # the trend over the convs: fc1 apart (depth_trend)
             depth = (
-                fk.drop_duplicates("layer").set_index("layer")["depth"].reindex(order).to_numpy(dtype=float)
+                fk.drop_duplicates("layer").set_index("layer")["depth"].reindex(convs).to_numpy(dtype=float)
                 if "depth" in fk
-                else np.arange(len(order), dtype=float)
+                else np.arange(len(convs), dtype=float)
             )
-            if len(order) >= 3 and len(table):
+            if len(convs) >= 3 and len(table):
                 trends[init] = [
                     float(r) for r in verdicts.spearman_per_seed(table.to_numpy(dtype=float), depth) if np.isfinite(r)
                 ]
@@ -777,10 +780,10 @@ def _c5(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
                 f"C5b {kind}",
                 "feature std grows more in deeper layers",
                 f"Spearman rho (per seed) between depth and log std ratio {last} / {first} of {kind}-activations "
-                f"over {len(order)} layers ({', '.join(order)}), per init",
+                f"over the {len(convs)} conv layers ({', '.join(convs)}; linear layers apart, as in depth_trend), per init",
                 trends,
                 +1,
-                detail="" if len(order) >= 3 else "fewer than 3 layers",
+                detail="" if len(convs) >= 3 else "fewer than 3 conv layers",
                 test="sign",
             )
         )
@@ -917,6 +920,7 @@ STAGE_COLUMNS = [
     "claim",
     "statement",
     "stage",
+    "role",
     "ends",
     "value",
     "n_seeds",
@@ -938,13 +942,18 @@ def claims_stages(
     """The claims decided at each training stage (``stats.claims_at``: checkpoint epochs and
     ``best``, the best-validation epoch of each run, dnndist.best) and at the last epoch: every
     table cut at the stage's epoch per run, then ``claims`` as at the end of training. ``changes``
-    marks the claims whose verdict is not the same at every stage (e.g. where overfitting turns it)."""
+    marks the claims whose verdict is not the same at every stage (e.g. where overfitting turns it).
+    ``role``: the last epoch is the primary stage, the one the claims table decides; the others are
+    exploratory (looking at several stages and quoting the one that agrees is a multiple comparison
+    no correction here undoes)."""
     frames = []
     named = {"training": training, "weights": weights, "features": features, "em_ab": em_ab}
     for label, ends, cut in _stage_cuts(training, named, stages):
         table = claims(*cut.values())
         if len(table):
-            frames.append(table.assign(stage=label, ends=ends))
+            frames.append(
+                table.assign(stage=label, role=PRIMARY if label == _stage_label(LAST) else EXPLORATORY, ends=ends)
+            )
     long = pd.concat(frames, ignore_index=True)
     long = long[long["claim"] != "D"]
     long["changes"] = long.groupby("claim")["verdict"].transform("nunique") > 1
@@ -954,6 +963,7 @@ def claims_stages(
 
 
 LAST = "last"  # the stage after every stats.claims_at stage: the end of training
+PRIMARY, EXPLORATORY = "primary", "exploratory"
 
 
 def _stage_label(stage: int | str) -> str:
