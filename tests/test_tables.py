@@ -80,19 +80,21 @@ NO_FEATURES = pd.DataFrame(
 
 def test_c1_holds_when_orthogonal_truly_leads_with_10_seeds():
     df = tables.claims(training_table(ORDERED), NO_WEIGHTS, NO_FEATURES, None)
-    for claim in ("C1a", "C1a auc", "C1a test", "C1b", "C1c"):
+    for claim in ("C1a", "C1a final", "C1a test", "C1b", "C1c"):
         assert verdict(df, claim) == "holds", claim
     row = df.set_index("claim").loc["C1a"]
     assert row["n_seeds"] == 10 and row["comparisons"] == 4 and row["ci_low"] < row["effect"] < row["ci_high"] < 1
     assert "t-interval" in row["rule"] and "Holm" in row["rule"]
-    assert "epoch 4" in row["statistic"] and "test" in df.set_index("claim").loc["C1a test", "statistic"]
+    assert "area under the curve" in row["statistic"] and "2 %" in row["rule"]  # the curve, with its margin
+    assert "epoch 4" in df.set_index("claim").loc["C1a final", "statistic"]
+    assert "test" in df.set_index("claim").loc["C1a test", "statistic"]
 
 
 def test_c1_equal_inits_are_not_refuted():
     equal = {i: 1.0 for i in ORDERED}
     df = tables.claims(training_table(equal, seed=3), NO_WEIGHTS, NO_FEATURES, None)
-    for claim in ("C1a", "C1a auc", "C1a test"):
-        assert verdict(df, claim) == "inconclusive", claim
+    for claim in ("C1a", "C1a final", "C1a test"):
+        assert verdict(df, claim) in ("inconclusive", "equivalent"), claim  # never refuted
 
 
 def test_c1_reversed_order_does_not_hold():
@@ -115,6 +117,11 @@ def test_two_seeds_are_descriptive_only_but_reported():
     assert row["n_seeds"] == 2 and np.isfinite(row["effect"]) and np.isfinite(row["ci_low"])
     one = tables.claims(training_table(ORDERED, seeds=1), NO_WEIGHTS, NO_FEATURES, None).set_index("claim").loc["C1a"]
     assert one["verdict"] == "descriptive only" and np.isfinite(one["effect"]) and np.isnan(one["ci_low"])
+    assert "(no interval: 1 seed)" in one["value"]
+    no_train = training_table(ORDERED)  # C1c where ones has no training loss (its best epoch is 0)
+    no_train = no_train[~((no_train["init"] == "ones") & (no_train["split"] == "train"))]
+    c1c = tables.claims(no_train, NO_WEIGHTS, NO_FEATURES, None).set_index("claim").loc["C1c"]
+    assert c1c["n_seeds"] == 0 and "no interval: 0 seeds with a value" in c1c["value"]
 
 
 def test_diverged_runs_are_flagged():
@@ -230,6 +237,14 @@ def test_c4_grows_slightly(w_ratio, b_ratio, expected):
     assert "(1, 1.5)" in df.set_index("claim").loc["C4a", "rule"]
 
 
+def feature_row(init: str, seed: int, epoch: int, layer: str, depth: int, kind: str, stat: str, value) -> dict:
+    """One row of the per-run features table (variant base, train inputs): a weights row's keys
+    with ``kind`` and ``split`` in place of ``param``."""
+    row = tidy_row(init, seed, epoch, layer, depth, "", stat, value)
+    del row["param"]
+    return {**row, "kind": kind, "split": "train"}
+
+
 def feature_table(growth_by_depth: bool, seeds: int = 10) -> pd.DataFrame:
     """Feature std per layer: 1.0 before training; after, x(1 + depth/4) (grows more in deeper layers)
     or x2 everywhere; conv10 is deeper than conv2 (depth 3 vs 2)."""
@@ -239,20 +254,7 @@ def feature_table(growth_by_depth: bool, seeds: int = 10) -> pd.DataFrame:
     for init, s, (layer, depth), kind in itertools.product(INITS[:5], range(seeds), layers, ("pre", "post")):
         after = (1 + depth / 4 if growth_by_depth else 2.0) * np.exp(rng.normal(0, 0.05))
         for epoch, v in ((0, np.exp(rng.normal(0, 0.05))), (5, after)):
-            rows.append(
-                {
-                    "variant": "base",
-                    "init": init,
-                    "seed": s,
-                    "epoch": epoch,
-                    "layer": layer,
-                    "depth": depth,
-                    "kind": kind,
-                    "split": "train",
-                    "statistic": "std",
-                    "value": v,
-                }
-            )
+            rows.append(feature_row(init, s, epoch, layer, depth, kind, "std", v))
     return pd.DataFrame(rows)
 
 
@@ -521,7 +523,7 @@ def test_depth_trend_orders_twelve_layers_by_depth_not_by_name():
 
 def test_claims_stages_read_each_run_at_its_own_best_validation_epoch():
     """claims_stages cuts every run at its stage epoch: at 'best', each run's epoch of lowest
-    validation loss (different per run here), so C1a's effect is the mean over seeds of the paired
+    validation loss (different per run here), so C1a final's effect is the mean over seeds of the paired
     training-loss ratios at those epochs (geometric: the mean of the log ratios), computed here by hand."""
     rows, best = [], {}
     for init, base in (("orthogonal", 0.5), ("kaiming_normal", 0.8)):
@@ -537,7 +539,7 @@ def test_claims_stages_read_each_run_at_its_own_best_validation_epoch():
                     )
     training = pd.DataFrame(rows, columns=["variant", "init", "seed", "epoch", "split", "statistic", "value"])
     out = tables.claims_stages(training, None, None, None, [3, "best"])
-    c1a = out[out["claim"] == "C1a"].set_index("stage")
+    c1a = out[out["claim"] == "C1a final"].set_index("stage")
     assert list(c1a.index) == ["epoch 3", "best validation", "last epoch"]
     assert list(c1a["ends"]) == ["3", "2-4", "6"]
     assert list(c1a["role"]) == ["exploratory", "exploratory", "primary"]  # one primary stage: the claims table's
@@ -683,3 +685,26 @@ def test_c4b_is_the_drift_of_the_mean_so_small_tensors_can_hold(drift, expected)
     assert row.loc["C4b", "verdict"] == expected
     assert row.loc["C4b", "comparisons"] == 5 * 2 * 2
     assert "drift of the mean" in row.loc["C4b", "statistic"]
+
+
+def level_rows(mean_after: float, std_before: float, seeds: int = 10) -> pd.DataFrame:
+    """Pre-activation mean and std per (init, seed, layer) at epochs 0 and 5, with seed noise."""
+    rng = np.random.default_rng(6)
+    rows = []
+    for init, s, (layer, depth) in itertools.product(INITS[:5], range(seeds), (("conv1", 1), ("fc1", 2))):
+        for epoch, mean, std in ((0, 0.0, std_before), (5, mean_after, 3.0)):
+            for stat, v in (("mean", mean + rng.normal(0, 0.05)), ("std", std * np.exp(rng.normal(0, 0.05)))):
+                rows.append(feature_row(init, s, epoch, layer, depth, "pre", stat, v))
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    "mean_after,std_before,c5c,c5d",
+    [(0.3, 1.0, "holds", "holds"), (2.0, 1.0, "does not hold", "holds"), (0.3, 0.2, "holds", "does not hold")],
+)
+def test_c5_levels_the_paper_states(mean_after, std_before, c5c, c5d):
+    """C5c: feature mean within +-1.0 after training; C5d: feature std within a factor 2 of 1 at
+    initialisation (the paper's Fig 3 sentences, untested before)."""
+    df = tables.claims(training_table(ORDERED), NO_WEIGHTS, level_rows(mean_after, std_before), None).set_index("claim")
+    assert df.loc["C5c", "verdict"] == c5c and df.loc["C5d", "verdict"] == c5d
+    assert df.loc["C5c", "comparisons"] == 5 * 2 and "(0.5, 2)" in df.loc["C5d", "rule"]

@@ -213,6 +213,28 @@ def calibration() -> list[tuple[str, str, float, str, float]]:
         )
     )
 
+    # C1a's ordering with a practical margin (here 1 seed-SD): on the margin's edge it may not hold
+    # (claimed side) nor be refuted (other side); 2 SD beyond it, it does
+    edge = V.directional_with_margin(z(4) - 1.0, -1, 1.0).outcome
+    rows.append(
+        (
+            "ordering with a margin, 4 comparisons (C1a)",
+            "all at the margin (-1 SD): holds",
+            _rate(edge, V.HOLDS),
+            "all 2 SD past it: holds",
+            _rate(V.directional_with_margin(z(4) - 3.0, -1, 1.0).outcome, V.HOLDS),
+        )
+    )
+    rows.append(
+        (
+            "ordering with a margin, 4 comparisons",
+            "all at the other edge (+1 SD): does not hold",
+            _rate(V.directional_with_margin(z(4) + 1.0, -1, 1.0).outcome, V.FAILS),
+            "one 2 SD past it: does not hold",
+            _rate(V.directional_with_margin(np.concatenate([z(1) + 3.0, z(3)], axis=1), -1, 1.0).outcome, V.FAILS),
+        )
+    )
+
     # heavy tails: t(3) seed noise (unit variance) in every t-test family
     t3 = lambda *shape: rng.standard_t(3, (REPS, *shape, SEEDS)) / math.sqrt(3)  # noqa: E731
     rows.append(
@@ -354,3 +376,14 @@ def test_a_sign_flip_family_below_its_seeds_is_undecidable_not_inconclusive():
         eff = V.effects(x, test="sign").outcome
         assert list(eff) == ([expected] * 3 if n == 6 else [V.INCREASES, V.INCREASES, V.DECREASES])
     assert V.directional(np.full((1, 6), 0.5) + np.linspace(0, 0.01, 6), +1, test="sign").outcome[()] == V.HOLDS
+
+
+def test_a_practical_margin_makes_a_small_difference_equivalent_not_refuted():
+    """C1a's rule (margin 2 % of the loss, log ratios): a 1 % difference the wrong way, measured
+    precisely, is "equivalent"; a 5 % one is refuted; a 5 % lead holds; a 1 % lead is no lead."""
+    rng = np.random.default_rng(7)
+    noise = rng.normal(0.0, 0.003, (2, 10))
+    m = math.log(1.02)
+    for effect, expected in ((0.01, V.EQUIVALENT), (0.05, V.FAILS), (-0.05, V.HOLDS), (-0.01, V.EQUIVALENT)):
+        assert V.directional_with_margin(noise + effect, -1, m).outcome[()] == expected, effect
+    assert V.directional_with_margin(noise[:, :3] - 0.05, -1, m).outcome[()] == V.DESCRIPTIVE

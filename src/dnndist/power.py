@@ -67,7 +67,7 @@ def claim_rules(
             ("kaiming_uniform", "xavier_uniform"),
         )
     )
-    rules = [Rule(c, "directional", pairs) for c in ("C1a", "C1a auc", "C1a test")]
+    rules = [Rule(c, "directional", pairs) for c in ("C1a", "C1a final", "C1a test")]  # (their margin: not simulated)
     if "zeros" in present:
         rules.append(Rule("C1b", "interval", 1))
     if "ones" in present:
@@ -83,6 +83,7 @@ def claim_rules(
         rules.append(Rule(f"C5a {kind}", "directional", r * len(feats)))
         if sum(f in set(conv_layers) for f in feats) >= 3:  # the trend runs over the conv layers
             rules.append(Rule(f"C5b {kind}", "trend", r))
+    rules += [Rule("C5c", "interval", r * n_layers), Rule("C5d", "interval", r * n_layers)]
     rules += [Rule("C6", "directional", r * len(conv_layers)), Rule("C6b", "directional", r * len(conv_layers))]
     return [x for x in rules if x.comparisons > 0]
 

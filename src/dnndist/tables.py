@@ -306,6 +306,7 @@ def emission_summary(em_ab: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- claims
 RANDOM_EXCLUDED = ("ones", "zeros")
 C1B_MARGIN = 0.01  # "does not move": the relative change of the loss stays within +-1 %
+C1A_MARGIN = math.log(1.02)  # "faster": losses 2 % or less apart are practically the same (log ratio)
 C4_RANGE = (1.0, 1.5)  # "grows slightly": the std ratio last/first lies in (1, 1.5)
 C4_MEAN_MARGIN = 0.1  # "the mean stays near 0": |mean| < 0.1 std
 CLAIM_COLUMNS = [
@@ -331,6 +332,12 @@ RULE_TREND = (
     "Spearman rho per seed; holds if every comparison's mean rho is on the claimed side by the sign-flip test over seeds "
     "(2.5 % one-sided); does not hold if some comparison is significantly on the other side (Holm over the {m} comparisons); "
     "undecidable with < {needed} seeds (the smallest Holm-adjusted p-value, 2 x {m} x 2^-n, must be < 5 %)"
+)
+RULE_MARGIN = (
+    "effect < 1 by a practical margin ({pct} of the loss); paired by seed; holds if the 95 % t-interval of every "
+    "comparison lies below 1 - {pct}; does not hold if some comparison lies significantly above 1 + {pct} (t-test, "
+    "Holm over the {m} comparisons); equivalent if every comparison's 90 % interval lies within +-{pct} (TOST); "
+    "descriptive only with < 5 seeds"
 )
 RULE_INTERVAL = (
     "holds if the 90 % t-interval over seeds of every comparison lies inside {band} (TOST, 5 % each side); "
@@ -409,7 +416,12 @@ def _claim_row(
     conv = (lambda v: math.exp(v) if np.isfinite(v) else math.nan) if ratio else float
     n_seeds = int(np.min(dec.n)) if len(labels) else 0
     value = f"{'refuted by' if outcome == verdicts.FAILS else 'weakest'}: {labels[i]} {_fmt(mean, ratio)}"
-    value += f" [{_fmt(lo, ratio)}, {_fmt(hi, ratio)}]" if np.isfinite(lo) else " (no interval: 1 seed)"
+    k = int(dec.n[i]) if np.ndim(dec.n) else int(dec.n)
+    value += (
+        f" [{_fmt(lo, ratio)}, {_fmt(hi, ratio)}]"
+        if np.isfinite(lo)
+        else f" (no interval: {k} seed{'s' * (k != 1)}{'' if k else ' with a value, e.g. no training loss at epoch 0'})"
+    )
     if len(labels) > 1:
         value += f" ({len(labels)} comparisons)"
     if detail:
@@ -542,23 +554,26 @@ def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
 
     test_split = "test" if (tr["split"] == "test").any() else "valid"
     statement = "loss ordering orthogonal < kaiming < xavier"
-    for claim, stat, fn in (
-        ("C1a", f"final training loss ({last})", final),
+    for claim, stat, fn in (  # the curve is the primary statistic of "converges fastest"
         (
-            "C1a auc",
+            "C1a",
             f"training loss averaged over {_span(epochs[0] if epochs else '?', last)} (area under the curve)",
             auc,
         ),
+        ("C1a final", f"final training loss ({last})", final),
         ("C1a test", f"final {test_split} loss ({last})", lambda i: final(i, test_split)),
     ):
         comps = {f"{a} / {b}": _paired(fn(a), fn(b), "logratio") for a, b in pairs}
+        labels = list(comps)
+        dec = verdicts.directional_with_margin(verdicts.pad(list(comps.values())), -1, C1A_MARGIN) if labels else None
         rows.append(
-            _directional_row(
+            _claim_row(
                 claim,
                 statement,
                 f"{stat}; paired ratios orthogonal / kaiming_x, kaiming_x / xavier_x (on the log scale)",
-                comps,
-                -1,
+                _squeeze(dec),
+                labels,
+                RULE_MARGIN.format(pct=f"{100 * math.expm1(C1A_MARGIN):.0f} %", m=len(labels)),
                 ratio=True,
                 detail="" if pairs else "missing inits",
             )
@@ -787,7 +802,51 @@ def _c5(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
                 test="sign",
             )
         )
-    return rows
+    return rows + _c5_levels(features, random_inits)
+
+
+C5_MEAN_BAND = 1.0  # "slightly off after (by less than 1.0)": |feature mean| < 1.0
+C5_STD_FACTOR = 2.0  # "before training the std is about 1.0": within a factor 2 of 1
+
+
+def _c5_levels(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
+    """C5c: the pre-activation mean lies within +-1.0 after training; C5d: the pre-activation std
+    is about 1.0 before training (within a factor 2), per random init and layer, train inputs."""
+    f = features[(features["kind"] == "pre") & features["init"].isin(random_inits)]
+    if f.empty or not (f["statistic"] == "mean").any():
+        return []
+    split = "train" if (f["split"] == "train").any() else str(f["split"].iloc[0])
+    f = f[f["split"] == split]
+    first, end, last = int(f["epoch"].min()), _at_end(f), _end_text(f)
+    means, stds = {}, {}
+    for init in random_inits:
+        for layer in _depth_sorted(f[f["init"] == init]):
+            sel = dict(init=init, layer=layer)
+            means[f"{init} {layer}"] = _by_seed(end, statistic="mean", **sel).tolist()
+            s0 = _by_seed(f, statistic="std", epoch=first, **sel)
+            stds[f"{init} {layer}"] = np.log(s0[s0 > 0]).tolist()
+    band = math.log(C5_STD_FACTOR)
+    return [
+        _interval_row(
+            "C5c",
+            "feature mean slightly off zero after training, by less than 1.0",
+            f"pre-activation mean on {split} inputs at {last}, per init and layer",
+            means,
+            -C5_MEAN_BAND,
+            C5_MEAN_BAND,
+            f"(-{C5_MEAN_BAND:g}, {C5_MEAN_BAND:g})",
+        ),
+        _interval_row(
+            "C5d",
+            "feature std about 1.0 before training",
+            f"pre-activation std on {split} inputs at epoch {first}, per init and layer (log scale)",
+            stds,
+            -band,
+            band,
+            f"({1 / C5_STD_FACTOR:g}, {C5_STD_FACTOR:g}) (within a factor {C5_STD_FACTOR:g} of 1)",
+            ratio=True,
+        ),
+    ]
 
 
 def _c6(em_ab: pd.DataFrame | None, random_inits: list[str]) -> list[tuple]:

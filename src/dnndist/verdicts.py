@@ -53,6 +53,7 @@ SIGN_FLIP_EXACT = 12  # up to this many seeds every sign pattern is enumerated; 
 SIGN_FLIP_DRAWS = 4095
 HOLDS, FAILS, UNSURE, DESCRIPTIVE = "holds", "does not hold", "inconclusive", "descriptive only"
 UNDECIDABLE = "undecidable"  # the verdict reads "undecidable at n seeds (needs N)" (``undecidable``)
+EQUIVALENT = "equivalent"  # a directional claim with a practical margin, every comparison inside it
 INCREASES, DECREASES = "increases", "decreases"
 OUTCOMES = (HOLDS, FAILS, UNSURE, DESCRIPTIVE)
 
@@ -265,6 +266,33 @@ def directional(
     return Decision(
         _finish(hold, fail, n, min_seeds, needed), mean, mean - h, mean + h, p_two_for, p_adj, n, worst, 1 - alpha
     )
+
+
+def directional_with_margin(
+    x: np.ndarray, direction: int, margin: float, alpha: float = ALPHA, min_seeds: int | None = None
+) -> Decision:
+    """A directional claim whose effects must be practically relevant: ``margin`` (> 0, in x's
+    units) on either side of 0 is "no practical difference". holds if every comparison's 95 %
+    t-interval lies beyond the margin on the claimed side; does not hold if some comparison lies
+    significantly beyond the margin on the other side (Holm); *equivalent* if every comparison's
+    90 % interval lies inside (-margin, margin) (TOST); else inconclusive. A difference of a
+    fraction of the margin is then "equivalent" (with enough seeds), never "does not hold"."""
+    x = _as_comparisons(x)
+    s = float(direction)
+    beyond = directional(x - s * margin, direction, alpha, min_seeds)  # holds: past the margin, claimed side
+    against = directional(x + s * margin, direction, alpha, min_seeds)  # does not hold: past it, other side
+    inside = interval(x, -margin, margin, alpha, min_seeds or MIN_SEEDS)
+    out = np.where(
+        against.outcome == FAILS,
+        FAILS,
+        np.where(beyond.outcome == HOLDS, HOLDS, np.where(inside.outcome == HOLDS, EQUIVALENT, UNSURE)),
+    ).astype(object)
+    out = np.where(beyond.outcome == DESCRIPTIVE, DESCRIPTIVE, out).astype(object)  # too few seeds: as directional
+    mean, se, n = t_moments(x)
+    h = half_width(se, n, 1 - alpha)
+    worst = np.where(out == FAILS, against.worst, beyond.worst)
+    p = np.where((out == EQUIVALENT)[..., None], inside.p, beyond.p)
+    return Decision(out, mean, mean - h, mean + h, p, against.p_adj, n, worst, 1 - alpha)
 
 
 def interval(
