@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from dnndist.results_lock import LOCK_FILE, ResultsInUse, check_writer, lock_results_dir
+from dnndist.results_lock import LOCK_FILE, TOKEN_ENV, ResultsInUse, check_writer, lock_results_dir
 
 from .conftest import env, hold_results_lock
 
@@ -78,3 +78,22 @@ def test_the_holders_child_processes_may_write(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.slow
+def test_a_job_with_the_holders_token_may_write_from_anywhere(tmp_path):
+    """A SLURM job is no descendant of the Snakemake that holds the lock, but gets its environment
+    (--export=ALL): the token there lets it write; the same process without it is refused."""
+    results = tmp_path / "results"
+    holder = hold_results_lock(results)
+    try:
+        token = json.loads((results / LOCK_FILE).read_text())["token"]
+        code = "import sys; from dnndist.results_lock import check_writer; check_writer(sys.argv[1])"
+        argv = [sys.executable, "-c", code, str(results / "runs")]
+        with_token = subprocess.run(argv, capture_output=True, text=True, env={**env(), TOKEN_ENV: token})
+        without = subprocess.run(argv, capture_output=True, text=True, env={**env(), TOKEN_ENV: "someone-else"})
+    finally:
+        holder.kill()
+        holder.wait()
+    assert with_token.returncode == 0, with_token.stderr
+    assert without.returncode != 0 and "is being written by a workflow" in without.stderr

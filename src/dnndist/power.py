@@ -43,7 +43,6 @@ class Rule:
     claim: str
     family: str  # directional | interval | trend
     comparisons: int
-    one_sided_band: bool = False  # interval rules with one infinite edge (C3's KS distance)
 
 
 def claim_rules(
@@ -91,10 +90,9 @@ def claim_rules(
 def _decide(rule: Rule, x: np.ndarray, effect: float) -> np.ndarray:
     """The rule's outcomes for experiments x (experiments, comparisons, seeds) in SD units, the
     claimed side positive; an interval rule's band is (-2 effect, 0): the true world sits at its
-    centre, ``effect`` SDs from either edge."""
+    centre, ``effect`` SDs from either edge (C3's one-sided KS band is simulated two-sided)."""
     if rule.family == "interval":
-        low = -np.inf if rule.one_sided_band else -2.0 * effect
-        return verdicts.interval(x, low, 0.0).outcome
+        return verdicts.interval(x, -2.0 * effect, 0.0).outcome
     return verdicts.directional(x, +1, test="sign" if rule.family == "trend" else "t").outcome
 
 

@@ -10,9 +10,12 @@ jobs started by Snakemake do not inherit it (Python opens files close-on-exec), 
 runs ``onstart`` in its main process only (cluster jobs get ``--no-hooks``).
 
 Every stage command checks it before it writes (``check_writer``, from ``dnndist.cli``): where the
-folder's lock is held, only the holder's own jobs (processes it started, on its host) may write
-there; a stage command typed in another terminal stops with one line. A job on another host (a
-cluster node) cannot see the holder's process tree and is let through: the second workflow that
+folder's lock is held, only the holder's own jobs may write there; a stage command typed in another
+terminal stops with one line. The holder's jobs are known by a token: the lock file holds a random
+one and the holder puts it in its environment (``DNNDIST_RESULTS_TOKEN``), which local jobs inherit
+and SLURM jobs receive (the executor submits with ``--export=ALL``). Without the token, a process
+the holder started on its host (an ancestor, from /proc) passes too, and so does a process on
+another host (a cluster node, which cannot see the holder's processes): the second workflow that
 could collide with it is refused at its own start.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import socket
 import time
 from pathlib import Path
@@ -29,6 +33,7 @@ from typing import IO
 from dnndist import DnndistError
 
 LOCK_FILE = ".dnndist-lock"
+TOKEN_ENV = "DNNDIST_RESULTS_TOKEN"  # the holder's token, in its jobs' environment
 
 _held: dict[str, IO[str]] = {}  # results folder -> its open lock file, for the life of the process
 
@@ -56,13 +61,23 @@ def lock_results_dir(results: str | Path) -> None:
             f"results folder {results} is in use by another workflow ({holder}): "
             "wait for it to end, or give this one another `results:`"
         ) from None
+    token = secrets.token_hex(16)
     fh.seek(0)
     fh.truncate()
     fh.write(
-        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "token": token,
+            }
+        )
     )
     fh.flush()
     _held[str(path)] = fh
+    tokens = [t for t in os.environ.get(TOKEN_ENV, "").split(",") if t]
+    os.environ[TOKEN_ENV] = ",".join([*tokens, token])  # the jobs started from here on inherit it
 
 
 def check_writer(out: str | Path) -> None:
@@ -80,9 +95,11 @@ def check_writer(out: str | Path) -> None:
             text = fh.read()
     try:
         info = json.loads(text)
-        pid, host = int(info["pid"]), str(info["host"])
-    except (ValueError, KeyError, TypeError):
-        pid, host = -1, socket.gethostname()
+        pid, host, token = int(info["pid"]), str(info["host"]), str(info.get("token", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pid, host, token = -1, socket.gethostname(), ""
+    if token and token in os.environ.get(TOKEN_ENV, "").split(","):
+        return  # a job of the holding workflow (local or on a cluster node)
     if host != socket.gethostname() or pid in _ancestors():
         return
     raise ResultsInUse(

@@ -55,7 +55,7 @@ HOLDS, FAILS, UNSURE, DESCRIPTIVE = "holds", "does not hold", "inconclusive", "d
 UNDECIDABLE = "undecidable"  # the verdict reads "undecidable at n seeds (needs N)" (``undecidable``)
 EQUIVALENT = "equivalent"  # a directional claim with a practical margin, every comparison inside it
 INCREASES, DECREASES = "increases", "decreases"
-OUTCOMES = (HOLDS, FAILS, UNSURE, DESCRIPTIVE)
+OUTCOMES = (HOLDS, FAILS, UNSURE, DESCRIPTIVE)  # and EQUIVALENT (margin rules), "undecidable at ..." (sign-flip)
 
 
 def seeds_needed(m: int, test: str = "t", alpha: float = ALPHA) -> int:
@@ -76,10 +76,6 @@ def seeds_needed(m: int, test: str = "t", alpha: float = ALPHA) -> int:
 def undecidable(n: int, needed: int) -> str:
     """The verdict of a rule that cannot reach one of its outcomes with ``n`` seeds."""
     return f"{UNDECIDABLE} at {n} seeds (needs {needed})" if needed > 0 else f"{UNDECIDABLE} (too many comparisons)"
-
-
-def is_undecidable(verdict: object) -> bool:
-    return str(verdict).startswith(UNDECIDABLE)
 
 
 # --------------------------------------------------------------------------- t machinery
