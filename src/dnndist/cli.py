@@ -106,12 +106,13 @@ def cmd_power(args: argparse.Namespace) -> int:
         seeds_per_init.setdefault(r.init, set()).add(r.seed)
     n_seeds = min(len(s) for s in seeds_per_init.values())
     net = models.build(ModelSettings.from_dict(cfgmod.run_settings(cfg, runs[0])["model"]))
-    specs = [sp for sp in net.layer_specs if sp.analysed]
+    specs = [sp for sp in net.layer_specs if sp.analysed]  # features and gradients: the analysed layers
     rules = power.claim_rules(
         sorted(seeds_per_init),
-        [sp.name for sp in specs],
+        [sp.name for sp in net.layer_specs],  # the weights table has every weight layer
         [sp.name for sp in specs if sp.kind == "conv"],
         [sp.name for sp in specs if sp.post],
+        [sp.name for sp in specs],
     )
     table = power.power_table(rules, n_seeds, args.effect, args.experiments)
     if args.csv:

@@ -29,6 +29,12 @@ def run_facts(results: Path) -> dict[str, str]:
     return facts
 
 
+def _relative(path: str) -> str:
+    """``path`` relative to the working folder where it lies inside it (as a user typed it)."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def render(
     results: str | os.PathLike[str],
     tables: Sequence[str | os.PathLike[str]],
@@ -39,7 +45,10 @@ def render(
     """The document's Markdown; figure links are relative to ``out``."""
     results, out = Path(results), Path(out)
     facts = run_facts(results)
-    command = "snakemake --cores all" + "".join(f" --configfile {c}" for c in configfiles) + " docs"
+    configfiles = [_relative(c) for c in configfiles]  # Snakemake hands them over absolute
+    command = "snakemake docs --cores all" + "".join(
+        f" --configfile {c}" for c in configfiles
+    )  # the target first: --configfile takes every word after it
     lines = [
         '# Reproduction of "Distributions in Deep Neural Networks"',
         "",

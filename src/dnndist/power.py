@@ -50,10 +50,13 @@ def claim_rules(
     layers: Sequence[str],
     conv_layers: Sequence[str],
     post_layers: Sequence[str],
+    feature_layers: Sequence[str] | None = None,
 ) -> list[Rule]:
     """The claims table's rows for an experiment (as ``tables.claims`` forms them): ``inits`` of the
-    config, the analysed weight ``layers`` (conv and linear), the ``conv_layers`` among them, and the
-    layers with a post-activation feature."""
+    config, the weight ``layers`` (every conv and linear layer: the weights table has them all),
+    the analysed ``conv_layers`` (emission), the analysed layers with a post-activation feature,
+    and the analysed ``feature_layers`` (default: ``layers``)."""
+    feature_layers = list(layers if feature_layers is None else feature_layers)
     present = set(inits)
     random_inits = sorted(present - {"ones", "zeros"})
     r, n_layers = len(random_inits), len(layers)
@@ -78,11 +81,11 @@ def claim_rules(
             rules.append(Rule(f"C3 {init}", "interval", 2 * n_layers))
     rules.append(Rule("C4a", "interval", r * n_layers * 2))
     rules.append(Rule("C4b", "interval", r * n_layers * 2))
-    for kind, feats in (("pre", layers), ("post", post_layers)):
+    for kind, feats in (("pre", feature_layers), ("post", post_layers)):
         rules.append(Rule(f"C5a {kind}", "directional", r * len(feats)))
         if sum(f in set(conv_layers) for f in feats) >= 3:  # the trend runs over the conv layers
             rules.append(Rule(f"C5b {kind}", "trend", r))
-    rules += [Rule("C5c", "interval", r * n_layers), Rule("C5d", "interval", r * n_layers)]
+    rules += [Rule("C5c", "interval", r * len(feature_layers)), Rule("C5d", "interval", r * len(feature_layers))]
     rules += [Rule("C6", "directional", r * len(conv_layers)), Rule("C6b", "directional", r * len(conv_layers))]
     return [x for x in rules if x.comparisons > 0]
 

@@ -626,10 +626,11 @@ def feature_histograms(features: Any, epochs: Sequence[int], kind: str = "pre") 
 
 
 def stage_epochs(epochs: Sequence[int], claims_at: Sequence[int | str], best_epoch: int | None) -> list[int]:
-    """The epochs whose per-input emission/absorption is tabled: the last, and those of the stages
-    the claims are also decided at (``stats.claims_at``: checkpoint epochs; 'best', the store's
-    ``best_epoch``), where the store has them."""
-    wanted = {epochs[-1]} | {e for e in claims_at if not isinstance(e, str)}
+    """The epochs whose per-input emission/absorption is tabled: the first (C6 is decided before
+    training too: "holds, already at initialisation"), the last, and those of the stages the claims
+    are also decided at (``stats.claims_at``: checkpoint epochs; 'best', the store's ``best_epoch``),
+    where the store has them."""
+    wanted = {epochs[0], epochs[-1]} | {e for e in claims_at if not isinstance(e, str)}
     if best.BEST in claims_at and best_epoch is not None:
         wanted.add(int(best_epoch))
     return sorted(e for e in wanted if e in epochs)
