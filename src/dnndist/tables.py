@@ -672,7 +672,7 @@ def _c3(weights: pd.DataFrame) -> list[tuple]:
             ks, kurt = _by_seed(d, statistic="ks_normal"), _by_seed(d, statistic="kurtosis")
             band = _reference(d, "ks_normal_null95").mean()
             lo, hi = _reference(d, "kurtosis_null_lo").mean(), _reference(d, "kurtosis_null_hi").mean()
-            comps[f"{layer} KS"] = np.log(ks[ks > 0]).tolist()  # a positive, right-skewed distance: its log
+            comps[f"{layer} ln KS"] = np.log(ks[ks > 0]).tolist()  # a positive, right-skewed distance: its log
             lows.append(-np.inf), highs.append(math.log(band) if band > 0 else -np.inf)
             comps[f"{layer} kurtosis"] = kurt.tolist()
             lows.append(lo), highs.append(hi)
@@ -683,7 +683,8 @@ def _c3(weights: pd.DataFrame) -> list[tuple]:
             _interval_row(
                 f"C3 {init}",
                 "uniform inits end Gaussian-shaped",
-                f"KS distance to the fitted normal and excess kurtosis per layer at the last epoch ({last})",
+                f"KS distance to the fitted normal (tested as its natural log, ln KS) and excess kurtosis per layer "
+                f"at the last epoch ({last})",
                 comps,
                 np.array(lows),
                 np.array(highs),
