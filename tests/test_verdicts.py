@@ -237,24 +237,11 @@ def calibration() -> list[tuple[str, str, float, str, float]]:
 
     # heavy tails: t(3) seed noise (unit variance) in every t-test family
     t3 = lambda *shape: rng.standard_t(3, (REPS, *shape, SEEDS)) / math.sqrt(3)  # noqa: E731
-    rows.append(
-        (
-            "paired comparison, t(3) noise",
-            "no effect: holds or does not hold",
-            _rate(V.directional(t3(1)).outcome, V.HOLDS, V.FAILS),
-            "+2 SD: holds",
-            _rate(V.directional(t3(1) + 2).outcome, V.HOLDS),
-        )
-    )
-    rows.append(
-        (
-            "all of 8 comparisons, t(3) noise",
-            "no effect in any: holds or does not hold",
-            _rate(V.directional(t3(8)).outcome, V.HOLDS, V.FAILS),
-            "+2 SD in all: holds",
-            _rate(V.directional(t3(8) + 2).outcome, V.HOLDS),
-        )
-    )
+    for m, family, where in ((1, "paired comparison", ""), (8, "all of 8 comparisons", " in any")):
+        null = _rate(V.directional(t3(m)).outcome, V.HOLDS, V.FAILS)
+        power = _rate(V.directional(t3(m) + 2).outcome, V.HOLDS)
+        effect = "+2 SD: holds" if m == 1 else "+2 SD in all: holds"
+        rows.append((f"{family}, t(3) noise", f"no effect{where}: holds or does not hold", null, effect, power))
     rows.append(
         (
             "equivalence (TOST), t(3) noise",

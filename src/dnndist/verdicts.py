@@ -284,11 +284,11 @@ def directional_with_margin(
         np.where(beyond.outcome == HOLDS, HOLDS, np.where(inside.outcome == HOLDS, EQUIVALENT, UNSURE)),
     ).astype(object)
     out = np.where(beyond.outcome == DESCRIPTIVE, DESCRIPTIVE, out).astype(object)  # too few seeds: as directional
-    mean, se, n = t_moments(x)
-    h = half_width(se, n, 1 - alpha)
     worst = np.where(out == FAILS, against.worst, beyond.worst)
     p = np.where((out == EQUIVALENT)[..., None], inside.p, beyond.p)
-    return Decision(out, mean, mean - h, mean + h, p, against.p_adj, n, worst, 1 - alpha)
+    shift = s * margin  # the effect and its 95 % interval are beyond's, moved back by the margin
+    mean, low, high = beyond.mean + shift, beyond.low + shift, beyond.high + shift
+    return Decision(out, mean, low, high, p, against.p_adj, beyond.n, worst, 1 - alpha)
 
 
 def interval(
