@@ -94,12 +94,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_power(args: argparse.Namespace) -> int:
     """The power of every claim row's rule at the config's seeds, and the seeds each needs."""
-    from dnndist import models, power
+    from dnndist import models, power, tables
     from dnndist.settings import ModelSettings
 
     cfg = cfgmod.load(args.config, check_paths=False)  # a plan of seeds and layers: no data needed
-    variants = sorted({r.variant for r in cfgmod.runs(cfg)})
-    claimed = "base" if "base" in variants else variants[0]  # the variant the claims table decides (tables.claims)
+    claimed = tables.claims_variant(r.variant for r in cfgmod.runs(cfg))  # the variant the claims table decides
     runs = [r for r in cfgmod.runs(cfg) if r.variant == claimed]
     seeds_per_init: dict[str, set[int]] = {}
     for r in runs:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -346,10 +346,14 @@ RULE_INTERVAL = (
 )
 
 
-def _claims_variant(df: pd.DataFrame) -> str | None:
+def claims_variant(variants: Iterable[str]) -> str | None:
     """The variant whose runs test the paper's claims: 'base' if present, else the first by name."""
-    names = sorted(set(df["variant"])) if len(df) else []
+    names = sorted(set(variants))
     return "base" if "base" in names else (names[0] if names else None)
+
+
+def _claims_variant(df: pd.DataFrame) -> str | None:
+    return claims_variant(df["variant"] if len(df) else [])
 
 
 def _finite(v: pd.Series) -> pd.Series:

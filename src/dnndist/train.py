@@ -333,9 +333,9 @@ class Trainer:
     ) -> None:
         """Forward, backward, divergence bookkeeping and update of every run. A run is healthy
         ("finite") at this step if its loss and its gradients are finite (a finite loss can still
-        overflow in the backward pass) and its loss is at most the blow-up ceiling. ``look`` (eager only) sees the finiteness before the update, and the
-        buffers as they were before this step's forward pass (batch norm's running statistics,
-        which that pass updates)."""
+        overflow in the backward pass) and its loss is at most the blow-up ceiling. ``look``
+        (eager only) sees the finiteness before the update, and the buffers as they were before
+        this step's forward pass (batch norm's running statistics, which that pass updates)."""
         before = [b.detach().clone() for b in self.stack.buffers()] if look is not None else []
         losses, correct = self.stack.losses(x, y, self.fmt, self.tr.label_smoothing)
         total = losses + self.tr.l1 * self.stack.l1_penalty() if self.tr.l1 else losses

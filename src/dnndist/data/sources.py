@@ -61,7 +61,8 @@ def iter_tar(
 
     Every member passes ``tarfile.data_filter`` (no absolute paths, no ``..``, no links
     out of the tree, no special files); nothing is written to disk. A hard link inside the
-    tree reads as the file it links to; a symbolic link is refused by name; a member over MAX_MEMBER_BYTES is refused before it is read. With
+    tree reads as the file it links to; a symbolic link is refused by name; a member over
+    MAX_MEMBER_BYTES is refused before it is read. With
     ``wanted`` (a set of names, or a predicate on the name), only those members' bytes are
     read (others yield None), so a listing pass costs no memory.
     """
