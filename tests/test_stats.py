@@ -128,6 +128,30 @@ def test_aggregate_seeds():
     )  # n: finite values
 
 
+@pytest.mark.parametrize("n", [432, 4608])
+@pytest.mark.parametrize("dist", ["gaussian", "uniform"])
+def test_hill_reference_equals_sorting_whole_samples(n, dist):
+    """The order-statistics shortcut gives the median Hill index that sorting 600 whole samples
+    gives (the Hill SD is alpha / sqrt(k); the two medians agree to a few of its SEs)."""
+    rng = np.random.default_rng(7)
+    k = stats.hill_k(n)
+    x = rng.standard_normal((600, n)) if dist == "gaussian" else rng.uniform(-1, 1, (600, n))
+    brute = float(np.median(stats._hill_rows(x, k)))
+    se = 1.25 * brute / math.sqrt(k) / math.sqrt(600)
+    assert stats.hill_reference(n, k, dist) == pytest.approx(brute, abs=4 * se + 0.01 * brute)
+
+
+def test_hill_k_keeps_the_gaussian_reference_size_free():
+    """Why k is a fixed 5 % of n: a Gaussian layer then scores Hill ~6.0 at every size, so layers of
+    different sizes (a depth trend) compare; with k = sqrt(n) it would score 6.0 at conv1's 432 weights
+    and ~12.8 at fc1's 524,288, a trend built in by size alone."""
+    ref = [stats.gaussian_reference(n)["tail_index_gaussian"] for n in (432, 18_432, 524_288)]
+    assert max(ref) - min(ref) < 0.1 and ref[0] == pytest.approx(6.0, abs=0.1)
+    assert stats.gaussian_reference(524_288)["tail_k"] == 26_214
+    sqrt_k = [stats.hill_reference(n, math.ceil(math.sqrt(n)), "gaussian") for n in (432, 524_288)]
+    assert sqrt_k[1] - sqrt_k[0] > 5
+
+
 def test_gaussian_reference_is_size_calibrated():
     """A Gaussian layer of 432 weights scores KS ~0.03 and Hill 4-9; the reference says what a
     Gaussian sample of that size gives, and shrinks as 1/sqrt(n) for the KS and kurtosis bands."""

@@ -120,8 +120,8 @@ def gaussian_reference(n: int) -> dict[str, float]:
     - ``tail_k``: the k the Hill estimator uses at this n.
 
     Sizes above NULL_MAX_N are simulated at NULL_MAX_N and the bands scaled by sqrt(NULL_MAX_N / n)
-    (both statistics are asymptotically normal at rate 1/sqrt(n)); the Hill medians are taken there
-    (with k a fixed fraction of n they converge)."""
+    (both statistics are asymptotically normal at rate 1/sqrt(n)). The Hill medians are exact at
+    every n: ``hill_reference`` draws only the k + 1 largest values of a sample of n."""
     k = hill_k(n)
     out = dict.fromkeys(REFERENCE_STATS, math.nan)
     out["tail_k"] = float(k) if n > k else math.nan
@@ -130,24 +130,40 @@ def gaussian_reference(n: int) -> dict[str, float]:
     m = min(n, NULL_MAX_N)
     reps = int(np.clip(NULL_VALUES // m, NULL_MIN_REPS, 2000))
     rng = np.random.default_rng([1_000_003, m])
-    km = hill_k(m)
-    ks, kurt, hg, hu = [], [], [], []
+    ks, kurt = [], []
     chunk = max(1, 250_000 // m)
     for start in range(0, reps, chunk):
-        r = min(chunk, reps - start)
-        g = rng.standard_normal((r, m))
+        g = rng.standard_normal((min(chunk, reps - start), m))
         ks.append(_ks_rows(g))
         kurt.append(_kurtosis_rows(g))
-        hg.append(_hill_rows(g, km))
-        hu.append(_hill_rows(rng.uniform(-1.0, 1.0, (r, m)), km))
     scale = math.sqrt(m / n)
     ks_, kurt_ = np.concatenate(ks), np.concatenate(kurt)
     out["ks_normal_null95"] = float(np.quantile(ks_, 0.95)) * scale
     lo, hi = np.quantile(kurt_, [0.025, 0.975])
     out["kurtosis_null_lo"], out["kurtosis_null_hi"] = float(lo) * scale, float(hi) * scale
-    for key, vals in (("tail_index_gaussian", np.concatenate(hg)), ("tail_index_uniform", np.concatenate(hu))):
-        out[key] = float(np.median(vals[np.isfinite(vals)])) if np.isfinite(vals).any() else math.nan
+    if n > k:
+        out["tail_index_gaussian"] = hill_reference(n, k, "gaussian")
+        out["tail_index_uniform"] = hill_reference(n, k, "uniform")
     return out
+
+
+def hill_reference(n: int, k: int, dist: str, reps: int | None = None) -> float:
+    """The median Hill tail index of |x| from the k largest of n i.i.d. values of a standard
+    Gaussian or a uniform(-1, 1), simulated exactly at any n from the order statistics alone:
+    with V = P(|X| > |x|) uniform, the (k+1)-th smallest of n V's is Beta(k + 1, n - k) and, given
+    it, the k smaller ones are uniform below it (Renyi). O(reps k) work instead of O(reps n);
+    ``tests/test_stats.py`` checks it against sorting whole samples. Seeded by (n, k)."""
+    reps = reps or int(np.clip(2_000_000 // max(k, 1), 200, 2000))
+    rng = np.random.default_rng([1_000_003, n, k, dist == "uniform"])
+    v = rng.beta(k + 1, n - k, size=(reps, 1))
+    w = v * rng.uniform(size=(reps, k))
+    if dist == "gaussian":  # |x| = Phi^-1(1 - V / 2), from the upper tail for precision
+        ref, top = -scipy.special.ndtri(v / 2), -scipy.special.ndtri(w / 2)
+    elif dist == "uniform":
+        ref, top = 1.0 - v, 1.0 - w
+    else:
+        raise ValueError(f"hill_reference: dist must be gaussian or uniform, not {dist!r}")
+    return float(np.median(1.0 / np.log(top / ref).mean(-1)))
 
 
 def distribution_stats(
