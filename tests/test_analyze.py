@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -188,11 +189,15 @@ def test_two_layer_module_with_a_dataloader():
     assert only_x.features["n"].sel(layer="0", kind="pre").item() == 50 * 16
 
 
-def test_conv_model_emission_absorption_as_the_gradients_stage():
+def test_conv_model_emission_absorption_as_the_gradients_stage(caplog):
+    """The gradient pass takes its inputs from the feature pass's batches as they come (7 + 3 of
+    12), in gradient batches of 4, and logs its progress."""
     net = small_cnn()
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(12, 3, 8, 8, generator=g), torch.randint(0, 5, (12,), generator=g)
-    r = dnndist.analyze(net, [(x[:7], y[:7]), (x[7:], y[7:])], gradient_inputs=10, gradient_batch_size=4)
+    with caplog.at_level(logging.INFO, logger="dnndist.analysis"):
+        r = dnndist.analyze(net, [(x[:7], y[:7]), (x[7:], y[7:])], gradient_inputs=10, gradient_batch_size=4)
+    assert "emission/absorption: 10 / 10 inputs" in caplog.text
     assert r.gradients.attrs["gradient_target"] == "label"
     np.testing.assert_array_equal(r.gradients["sample_label"].values.ravel(), y[:10].numpy())
     assert all(
@@ -216,6 +221,16 @@ def test_conv_model_emission_absorption_as_the_gradients_stage():
     )
     predicted = dnndist.analyze(net, x, gradient_inputs=4)  # no labels: the model's own prediction
     assert predicted.gradients.attrs["gradient_target"] == "predicted" and predicted.gradients.sizes["sample"] == 4
+
+
+def test_emission_skips_a_reflect_padded_conv_and_keeps_the_others(caplog):
+    net = small_cnn()
+    net[0] = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")
+    x = torch.randn(6, 3, 8, 8)
+    with caplog.at_level(logging.WARNING, logger="dnndist.analysis"):
+        r = dnndist.analyze(net, x, gradient_inputs=6)
+    assert "emission/absorption skips layer 0: padding_mode 'reflect'" in caplog.text
+    assert list(r.gradient_groups) == ["2"] and r.gradient_groups["2"].sizes["sample"] == 6
 
 
 # --------------------------------------------------------------------------- the workflow's numbers

@@ -36,6 +36,7 @@ import dataclasses
 import logging
 import math
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ from torch import nn
 
 from dnndist import DnndistError, data, dims, extract, inits, models, spectral, stats, tables, units
 from dnndist.checkpoints import resolve_device
+from dnndist.gradients import conv_geometry
 from dnndist.io import DATASET_NAMES, atomic_path, write_text
 from dnndist.provenance import config_hash
 from dnndist.settings import InitScheme, ModelSettings, Origin, RunId, StatsSettings
@@ -648,12 +650,11 @@ def _limited(
     dev: torch.device,
     dtype: torch.dtype,
     labels: list[torch.Tensor],
-    keep: list[tuple[torch.Tensor, torch.Tensor | None]],
-    keep_n: int,
+    feed: _GradientPass | None,
 ) -> Iterator[torch.Tensor]:
     """The model inputs of a split on ``dev`` (at most ``max_inputs``); records the labels (-1: none)
-    and keeps the first ``keep_n`` inputs (for the gradient pass)."""
-    seen = kept = 0
+    and hands each batch to ``feed`` (the gradient pass, which takes the inputs it still needs)."""
+    seen = 0
     for x, y in split.batches:
         if max_inputs is not None and seen >= max_inputs:
             break
@@ -668,9 +669,8 @@ def _limited(
             )
         labels.append(y.to(torch.int64).cpu() if y is not None else torch.full((len(x),), -1, dtype=torch.int64))
         x = x.to(dev, dtype)
-        if kept < keep_n:
-            keep.append((x[: keep_n - kept].clone(), y[: keep_n - kept].to(dev) if y is not None else None))
-            kept += len(keep[-1][0])
+        if feed is not None:
+            feed.add(x, y.to(dev) if y is not None else None)
         seen += len(x)
         yield x
 
@@ -702,20 +702,36 @@ def _features(
         fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
         module = copy.deepcopy(module).to(device=dev, memory_format=fmt)
     arrays = extract.FeatureArrays(specs, kinds, [s.name for s in splits], [0], opts.histogram_bins)
+    convs = _emission_convs(module, specs) if gradient_inputs else []
     module.eval()
+    grads = _GradientPass(module, convs, gradient_inputs, opts) if gradient_inputs and convs else None
     try:
-        passes, labels, keep = _feature_passes(module, splits, arrays, dev, dtype, opts, gradient_inputs)
+        passes, labels = _feature_passes(module, splits, arrays, dev, dtype, opts, grads)
     finally:
         module.train(was_training)
+        if grads is not None:
+            grads.close()
     _store_features(result, arrays, passes, labels, splits, origin, dev, kinds)
-    convs = [s for s in specs if s.kind == "conv"]
-    if gradient_inputs and convs and keep:
-        _gradients(
-            result, module, convs, keep, splits[0].name, origin, dev, opts.gradient_batch_size, opts.gradient_target
-        )
+    if grads is not None and grads.done:
+        grads.store(result, splits[0].name, origin, dev)
 
 
-_Kept = list[tuple[torch.Tensor, torch.Tensor | None]]  # the inputs (and labels) kept for the gradient pass
+def _emission_convs(module: nn.Module, specs: list[models.LayerSpec]) -> list[models.LayerSpec]:
+    """The conv layers emission/absorption can describe (zero padding); the others skipped with a log line."""
+    modules = dict(module.named_modules())
+    out = []
+    for s in specs:
+        if s.kind != "conv":
+            continue
+        try:
+            conv_geometry(modules[s.name])
+        except ValueError as exc:
+            log.warning("emission/absorption skips layer %s: %s", s.name, exc)
+            continue
+        out.append(s)
+    return out
+
+
 _Pass = tuple[dict[tuple[str, str], Any], dict[tuple[str, str], np.ndarray]]  # extract.feature_pass's result
 
 
@@ -726,14 +742,14 @@ def _feature_passes(
     dev: torch.device,
     dtype: torch.dtype,
     opts: _Options,
-    keep_n: int,
-) -> tuple[list[_Pass], dict[str, list[torch.Tensor]], _Kept]:
-    """One feature pass per split (``extract.feature_pass``): the passes, the labels per split and
-    the first ``keep_n`` inputs of the first split."""
-    passes, labels, keep = [], {}, []
+    grads: _GradientPass | None,
+) -> tuple[list[_Pass], dict[str, list[torch.Tensor]]]:
+    """One feature pass per split (``extract.feature_pass``): the passes and the labels per split;
+    the first split's inputs also go through the gradient pass ``grads`` as they are decoded."""
+    passes, labels = [], {}
     for si, split in enumerate(splits):
         labels[split.name] = []
-        batches = _limited(split, opts.max_inputs, dev, dtype, labels[split.name], keep, keep_n if si == 0 else 0)
+        batches = _limited(split, opts.max_inputs, dev, dtype, labels[split.name], grads if si == 0 else None)
         try:
             passes.append(extract.feature_pass(module, arrays.modules, batches, opts.histogram_bins, opts.sample_size))
         except DnndistError:
@@ -741,7 +757,7 @@ def _feature_passes(
         except (RuntimeError, ValueError, TypeError) as exc:
             raise DnndistError(f"the model cannot run on the inputs ({_first_line(exc)})") from None
         log.info("features: %s done (%d inputs)", split.name, sum(len(v) for v in labels[split.name]))
-    return passes, labels, keep
+    return passes, labels
 
 
 def _store_features(
@@ -779,39 +795,96 @@ def _first_line(exc: BaseException) -> str:
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
-def _gradients(
-    result: Analysis,
-    module: nn.Module,
-    convs: list[models.LayerSpec],
-    keep: _Kept,
-    split: str,
-    origin: Origin,
-    dev: torch.device,
-    batch_size: int,
-    target: str,
-) -> None:
-    """Emission / absorption of every conv layer over the kept inputs (``extract.gradient_batch``, as
-    the gradients stage computes them), on a copy of the model (the caller's gradients stay)."""
-    x = torch.cat([k[0] for k in keep])
-    ys = [k[1] for k in keep]
-    y = torch.cat(ys) if all(v is not None for v in ys) else None
-    gmodel = copy.deepcopy(module).eval()
-    for p in gmodel.parameters():
-        p.requires_grad_(True)
-    target = _gradient_target(gmodel, y, target)
-    losses, em = _gradient_passes(gmodel, x, y, batch_size, target, convs)
-    n = len(x)
-    labels = y.cpu().numpy() if y is not None else np.full(n, -1, dtype=np.int64)
-    root = _gradient_root(np.concatenate(losses)[None], labels, split, target, convs)
-    groups = {}
-    for s in convs:
-        e, a = (np.concatenate(v)[None] for v in em[s.name])
-        groups[s.name] = extract._finish(_em_ab_dataset(s, e, a), origin.run)
-    result.gradients = extract._finish(root, origin.run).assign_attrs(
-        **extract.store_attrs(origin, "gradients", dev), analysed_with="dnndist analyze"
-    )
-    result.gradient_groups = groups
-    result.em_ab = stats.em_ab_table(groups, 0)
+class _GradientPass:
+    """Emission / absorption of every conv layer over the first ``n`` inputs, computed batch by
+    batch as the inputs are decoded (``add``; ``extract.gradient_batch``, as the gradients stage
+    computes them) on a copy of the model (the caller's gradients stay), with progress in the log."""
+
+    PROGRESS_EVERY_S = 10.0
+
+    def __init__(self, module: nn.Module, convs: list[models.LayerSpec], n: int, opts: _Options) -> None:
+        self.model = copy.deepcopy(module).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        self.convs, self.n, self.batch_size, self.target = convs, n, opts.gradient_batch_size, opts.gradient_target
+        self.rec, self.grads = extract.gradient_recorder(self.model, {s.name for s in convs})
+        self.losses: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.em: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {s.name: ([], []) for s in convs}
+        self.seen = 0
+        self.t0 = self.last = time.perf_counter()
+
+    @property
+    def done(self) -> int:
+        return self.seen
+
+    def add(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        """The gradient pass of the inputs of ``x`` (labels ``y``) it still needs."""
+        take = min(len(x), self.n - self.seen)
+        if take <= 0:
+            return
+        if self.target == "auto":  # resolved on the first batch
+            self.target = _gradient_target(self.model, y, "auto")
+        elif self.target == "label" and y is None:
+            _gradient_target(self.model, y, "label")
+        with torch.enable_grad():  # the feature pass runs under no_grad
+            for xb, yb in zip(x[:take].split(self.batch_size), _split_or_none(y, take, self.batch_size)):
+                self._batch(xb, yb)
+        self._progress()
+
+    def _batch(self, xb: torch.Tensor, yb: torch.Tensor | None) -> None:
+        try:
+            loss, em_ab = extract.gradient_batch(self.model, xb, yb, self.target, self.rec, self.grads, self.convs)
+        except DnndistError:
+            raise
+        except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as exc:
+            raise DnndistError(
+                f"emission/absorption needs a classifier with (batch, classes) logits ({_first_line(exc)}); "
+                "analyze without it: emission=False / --no-emission"
+            ) from None
+        self.losses.append(loss.detach().double().cpu().numpy())
+        self.labels.append(yb.cpu().numpy() if yb is not None else np.full(len(xb), -1, dtype=np.int64))
+        for name, (e, a) in em_ab.items():
+            self.em[name][0].append(e.double().cpu().numpy())
+            self.em[name][1].append(a.double().cpu().numpy())
+        self.seen += len(xb)
+
+    def _progress(self) -> None:
+        now = time.perf_counter()
+        if self.seen < self.n and now - self.last < self.PROGRESS_EVERY_S:
+            return
+        self.last, took = now, now - self.t0
+        left = took / self.seen * (self.n - self.seen) if self.seen < self.n else 0.0
+        log.info(
+            "emission/absorption: %d / %d inputs, %.0f s (%.3f s per input%s)",
+            self.seen,
+            self.n,
+            took,
+            took / self.seen,
+            f", about {left:.0f} s left" if left else "",
+        )
+
+    def close(self) -> None:
+        self.rec.close()
+
+    def store(self, result: Analysis, split: str, origin: Origin, dev: torch.device) -> None:
+        """The gradients store (root and one group per conv layer) and the em/ab table, into ``result``."""
+        root = _gradient_root(
+            np.concatenate(self.losses)[None], np.concatenate(self.labels), split, self.target, self.convs
+        )
+        groups = {}
+        for s in self.convs:
+            e, a = (np.concatenate(v)[None] for v in self.em[s.name])
+            groups[s.name] = extract._finish(_em_ab_dataset(s, e, a), origin.run)
+        result.gradients = extract._finish(root, origin.run).assign_attrs(
+            **extract.store_attrs(origin, "gradients", dev), analysed_with="dnndist analyze"
+        )
+        result.gradient_groups = groups
+        result.em_ab = stats.em_ab_table(groups, 0)
+
+
+def _split_or_none(y: torch.Tensor | None, take: int, size: int) -> Iterable[torch.Tensor | None]:
+    return y[:take].split(size) if y is not None else [None] * len(range(0, take, size))
 
 
 def _gradient_target(gmodel: nn.Module, y: torch.Tensor | None, target: str) -> str:
@@ -829,39 +902,6 @@ def _gradient_target(gmodel: nn.Module, y: torch.Tensor | None, target: str) -> 
             "gradient_target 'label' needs inputs with labels (an image folder or a DataLoader of (x, y))"
         )
     return target
-
-
-def _gradient_passes(
-    gmodel: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor | None,
-    batch_size: int,
-    target: str,
-    convs: list[models.LayerSpec],
-) -> tuple[list[np.ndarray], dict[str, tuple[list[np.ndarray], list[np.ndarray]]]]:
-    """Per batch, the per-sample losses and each conv layer's emission and absorption (float64, host)."""
-    rec, grads = extract.gradient_recorder(gmodel, {s.name for s in convs})
-    losses, em = [], {s.name: ([], []) for s in convs}
-    try:
-        for xb, yb in zip(
-            x.split(batch_size), (y.split(batch_size) if y is not None else [None] * len(x.split(batch_size)))
-        ):
-            try:
-                loss, em_ab = extract.gradient_batch(gmodel, xb, yb, target, rec, grads, convs)
-            except DnndistError:
-                raise
-            except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as exc:
-                raise DnndistError(
-                    f"emission/absorption needs a classifier with (batch, classes) logits ({_first_line(exc)}); "
-                    "analyze without it: emission=False / --no-emission"
-                ) from None
-            losses.append(loss.detach().double().cpu().numpy())
-            for name, (e, a) in em_ab.items():
-                em[name][0].append(e.double().cpu().numpy())
-                em[name][1].append(a.double().cpu().numpy())
-    finally:
-        rec.close()
-    return losses, em
 
 
 def _gradient_root(

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 import xarray as xr
 
 from dnndist import DnndistError, conventions, data, dims, inits, integrity, models, moments, streaming, train, units
-from dnndist.gradients import emission_absorption
+from dnndist.gradients import conv_geometry, emission_absorption
 from dnndist.io import atomic_path
 from dnndist.provenance import attrs as provenance_attrs
 from dnndist.settings import ExtractSection, ExtractSettings, InputSettings, Origin, RandomInputs, RunId, RunSettings
@@ -902,9 +902,7 @@ def gradient_batch(
     for s in convs:
         conv = modules[s.name]
         size = tuple(rec.inputs[s.name].shape[-2:])
-        em_ab[s.name] = emission_absorption(
-            grads[s.name], conv.weight.detach(), size, conv.stride, conv.padding, conv.dilation, conv.groups
-        )
+        em_ab[s.name] = emission_absorption(grads[s.name], conv.weight.detach(), size, *conv_geometry(conv))
     return losses, em_ab
 
 
