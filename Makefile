@@ -13,7 +13,7 @@ export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup venv-python demo test check test-cluster lint format bench gpu-wheels upgrade-lock check-lock clean distclean
+.PHONY: setup venv-python demo test check test-cluster lint format bench gpu-wheels lease-prep lease lease-rehearsal upgrade-lock check-lock clean distclean
 
 # The locked environment: requirements.lock is uv's universal lock (`uv pip compile --universal`,
 # exact versions and sha256 hashes for CPython 3.11-3.13 on Linux, macOS and Windows). uv comes
@@ -105,6 +105,20 @@ gpu-wheels: setup
 	$(BIN)/python -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
 		--find-links gpu-wheels -d gpu-wheels -r benchmarks/gpu-requirements.txt
+
+# the paper at full scale in one GPU lease (docs/lease.md): lease-prep here (wheels the box lacks
+# and the data, into ignored folders the device tool carries), lease on the bare GPU box (its own
+# python3, no venv), lease-rehearsal here: the same stages on a tiny CPU config, < 10 min
+lease-prep: gpu-wheels
+	$(BIN)/python -m dnndist.lease --prepare
+
+lease:
+	$(if $(OUT),,$(error make lease OUT=DIR))
+	PYTHONPATH=src python3 -m dnndist.lease --out $(OUT)
+
+lease-rehearsal: setup
+	$(if $(OUT),,$(error make lease-rehearsal OUT=DIR))
+	$(BIN)/python -m dnndist.lease --rehearsal --out $(OUT)
 
 # clean keeps the venv; distclean removes it too
 clean:

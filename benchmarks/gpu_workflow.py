@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from dnndist.lease import stage_rules, workflow_rules
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [  # (stage, the prefixes of the rules it runs until; [] = everything left)
     ("data", ("dataset",)),
@@ -43,27 +45,6 @@ def overlay(data: str, seeds: int, epochs: int, results: Path) -> dict:
         "stacked": True,
         "train": {"epochs": epochs, "checkpoints": sorted({0, 1, 2, 5, 10, 20, epochs} & set(range(epochs + 1)))},
     }
-
-
-def workflow_rules(configfile: Path) -> list[str]:
-    """The workflow's rule names under this config (Snakemake's own list: with `stacked: true` the
-    training and extraction rules are one per stack group, named after it)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--list-rules", "--configfile", str(configfile)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
-def stage_rules(rules: list[str], prefixes: tuple[str, ...]) -> list[str]:
-    """The rules a stage runs until: those named with one of its prefixes (an error if none is)."""
-    chosen = [r for r in rules if r.startswith(prefixes)]
-    if prefixes and not chosen:
-        raise SystemExit(f"B5: no rule starts with {prefixes} (rules: {', '.join(rules)})")
-    return chosen
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -90,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "--quiet",
         "rules",
     ]
-    rules = workflow_rules(configfile)
+    rules = workflow_rules(dict(os.environ), [str(configfile)])
     times: dict[str, float] = {}
     for stage, prefixes in STAGES:
         until = stage_rules(rules, prefixes)

@@ -397,6 +397,10 @@ def test_image_folder_and_archive_inputs(tmp_path):
     assert r2.features["split"].values.tolist() == ["test", "train"]
     assert r2.features["n"].sel(layer="conv1", kind="pre").values.ravel().tolist() == [4 * 16 * 32 * 32] * 2
     assert {"test_pre_std", "train_pre_std"} <= set(r2.table)
+    r3 = dnndist.analyze(net, archive, gradient_inputs=3, gradient_split="train", workers=1, per_class=2)
+    assert r3.gradients.attrs["gradient_split"] == "train" and r3.gradients.sizes["sample"] == 3
+    with pytest.raises(DnndistError, match="gradient split 'valid' is not among the inputs' splits \\(test, train\\)"):
+        dnndist.analyze(net, archive, gradient_inputs=3, gradient_split="valid", workers=1)
 
 
 # --------------------------------------------------------------------------- files

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -343,18 +344,22 @@ def test_a_duplicate_key_in_a_configfile_is_refused_by_snakemake(done, tmp_path)
     ],
 )
 def test_code_changes_rerun_only_what_depends_on_them(done, module, expected):
-    import os
-
+    """A module's content, not its modification time, decides: touched (or an edit reverted), it
+    plans nothing; edited, it plans exactly the jobs that depend on it."""
     work, _, _ = done
     path = REPO / "src" / "dnndist" / f"{module}.py"
-    before = path.stat()
+    before, text = path.stat(), path.read_bytes()
     try:
-        os.utime(path, (time.time() + 5, time.time() + 5))  # as if just edited
-        proc = snakemake(work, "-n", "--configfile", str(work / "tiny.yaml"))
+        os.utime(path, (time.time() + 5, time.time() + 5))  # touched: the same content
+        touched = snakemake(work, "-n", "--configfile", str(work / "tiny.yaml"))
+        path.write_bytes(text + b"\n# an edit\n")
+        edited = snakemake(work, "-n", "--configfile", str(work / "tiny.yaml"))
     finally:
+        path.write_bytes(text)
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert "Nothing to be done" in touched.stdout + touched.stderr, planned_jobs(touched)
     expected = {**expected, "total": sum(v for k, v in expected.items() if k != "total")}
-    assert planned_jobs(proc) == expected  # never train or extract
+    assert planned_jobs(edited) == expected  # never train or extract
 
 
 def test_tensorboard_switch_adds_only_the_export(done):
@@ -565,7 +570,7 @@ def test_b5_stages_run_until_rules_the_workflow_has(tmp_path, stacked):
 
     over = gpu_workflow.overlay(str(tmp_path), 2, 3, tmp_path / "results") | {"stacked": stacked}
     write_yaml(tmp_path / "b5.yaml", over)
-    rules = gpu_workflow.workflow_rules(tmp_path / "b5.yaml")
+    rules = gpu_workflow.workflow_rules(dict(os.environ), [str(tmp_path / "b5.yaml")])
     staged = {stage: gpu_workflow.stage_rules(rules, prefixes) for stage, prefixes in gpu_workflow.STAGES}
     assert staged["data"] == ["dataset"]
     for stage in ("train", "extract"):
@@ -575,7 +580,7 @@ def test_b5_stages_run_until_rules_the_workflow_has(tmp_path, stacked):
     assert {"stats_combine", "stats_concat", "table"} < set(staged["statistics + tables"])
     assert any(n.startswith("stats_runs_") for n in staged["statistics + tables"])
     assert staged["figures + rest"] == []  # the rest: everything
-    with pytest.raises(SystemExit, match="no rule starts with"):
+    with pytest.raises(RuntimeError, match="no rule starts with"):
         gpu_workflow.stage_rules(rules, ("no_such_rule",))
 
 

@@ -467,6 +467,7 @@ def analyze(
     gradient_inputs: int = 64,
     gradient_batch_size: int = 32,
     gradient_target: str = "auto",
+    gradient_split: str | None = None,
     near_zero: Sequence[float] = STATS_DEFAULTS["near_zero"],
     near_zero_rel: Sequence[float] = STATS_DEFAULTS["near_zero_rel"],
     model_options: Mapping[str, Any] | None = None,
@@ -482,8 +483,8 @@ def analyze(
     224 for torchvision models and 32 otherwise, and normalised by ``normalize``: dataset, imagenet
     or none), a tensor of model inputs, or a DataLoader yielding x or (x, y); with them, feature
     statistics over at most ``max_inputs`` inputs per split (``kinds``: pre, post) and, for conv
-    layers, emission / absorption of the first ``gradient_inputs`` inputs (``emission``) against the
-    labels (``gradient_target`` label; auto: when the inputs have labels the model can output,
+    layers, emission / absorption of the first ``gradient_inputs`` inputs (``emission``) of the split
+    ``gradient_split`` (default: the first) against the labels (``gradient_target`` label; auto: when the inputs have labels the model can output,
     else its own prediction). ``init``, ``gain``, ``bias``, ``activation``: the init the weights
     are compared with (``init_std``, ``std_ratio_to_init``). The model is used in eval mode on
     ``device`` (default: where its parameters are) and left as it was; with ``channels_last``
@@ -526,6 +527,7 @@ class _Options:
     gradient_inputs: int
     gradient_batch_size: int
     gradient_target: str
+    gradient_split: str | None
     near_zero: Sequence[float]
     near_zero_rel: Sequence[float]
     model_options: Mapping[str, Any] | None
@@ -716,6 +718,7 @@ def _features(
         module = copy.deepcopy(module).to(device=dev, memory_format=fmt)
     arrays = extract.FeatureArrays(specs, kinds, [s.name for s in splits], [0], opts.histogram_bins)
     convs = _emission_convs(module, specs) if gradient_inputs else []
+    gradient_split = _gradient_split(splits, opts)
     module.eval()
     grads = _GradientPass(module, convs, gradient_inputs, opts) if gradient_inputs and convs else None
     try:
@@ -726,7 +729,7 @@ def _features(
             grads.close()
     _store_features(result, arrays, passes, labels, splits, origin, dev, kinds)
     if grads is not None and grads.done:
-        grads.store(result, splits[0].name, origin, dev)
+        grads.store(result, gradient_split.name, origin, dev)
 
 
 def _emission_convs(module: nn.Module, specs: list[models.LayerSpec]) -> list[models.LayerSpec]:
@@ -745,6 +748,18 @@ def _emission_convs(module: nn.Module, specs: list[models.LayerSpec]) -> list[mo
     return out
 
 
+def _gradient_split(splits: list[_Split], opts: _Options) -> _Split:
+    """The split whose first inputs the gradient pass takes: ``gradient_split``, else the first."""
+    if opts.gradient_split is None:
+        return splits[0]
+    named = [s for s in splits if s.name == opts.gradient_split]
+    if not named:
+        raise DnndistError(
+            f"gradient split {opts.gradient_split!r} is not among the inputs' splits ({', '.join(s.name for s in splits)})"
+        )
+    return named[0]
+
+
 _Pass = tuple[dict[tuple[str, str], Any], dict[tuple[str, str], np.ndarray]]  # extract.feature_pass's result
 
 
@@ -758,11 +773,12 @@ def _feature_passes(
     grads: _GradientPass | None,
 ) -> tuple[list[_Pass], dict[str, list[torch.Tensor]]]:
     """One feature pass per split (``extract.feature_pass``): the passes and the labels per split;
-    the first split's inputs also go through the gradient pass ``grads`` as they are decoded."""
+    the gradient split's inputs also go through the gradient pass ``grads`` as they are decoded."""
     passes, labels = [], {}
-    for si, split in enumerate(splits):
+    for split in splits:
         labels[split.name] = []
-        batches = _limited(split, opts.max_inputs, dev, dtype, labels[split.name], grads if si == 0 else None)
+        feed = grads if split.name == _gradient_split(splits, opts).name else None
+        batches = _limited(split, opts.max_inputs, dev, dtype, labels[split.name], feed)
         try:
             passes.append(extract.feature_pass(module, arrays.modules, batches, opts.histogram_bins, opts.sample_size))
         except DnndistError:
@@ -825,6 +841,7 @@ class _GradientPass:
         self.labels: list[np.ndarray] = []
         self.em: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {s.name: ([], []) for s in convs}
         self.seen = 0
+        self.busy = 0.0  # seconds in this pass (the feature pass runs between its batches)
         self.t0 = self.last = time.perf_counter()
 
     @property
@@ -840,9 +857,11 @@ class _GradientPass:
             self.target = _gradient_target(self.model, y, "auto")
         elif self.target == "label" and y is None:
             _gradient_target(self.model, y, "label")
+        t = time.perf_counter()
         with torch.enable_grad():  # the feature pass runs under no_grad
             for xb, yb in zip(x[:take].split(self.batch_size), _split_or_none(y, take, self.batch_size)):
                 self._batch(xb, yb)
+        self.busy += time.perf_counter() - t
         self._progress()
 
     def _batch(self, xb: torch.Tensor, yb: torch.Tensor | None) -> None:
@@ -869,12 +888,12 @@ class _GradientPass:
         self.last, took = now, now - self.t0
         left = took / self.seen * (self.n - self.seen) if self.seen < self.n else 0.0
         log.info(
-            "emission/absorption: %d / %d inputs, %.0f s (%.3f s per input%s)",
+            "emission/absorption: %d / %d inputs, %.0f s (%.3f s per input in this pass%s)",
             self.seen,
             self.n,
             took,
-            took / self.seen,
-            f", about {left:.0f} s left" if left else "",
+            self.busy / self.seen,
+            f"; about {left:.0f} s left" if left else "",
         )
 
     def close(self) -> None:

@@ -414,6 +414,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         histogram_bins=args.bins,
         emission=args.emission,
         gradient_inputs=args.gradient_inputs,
+        gradient_batch_size=args.gradient_batch_size,
+        gradient_split=args.gradient_split,
         device=args.device,
         model_options=json.loads(args.model_options) if args.model_options else None,
         channels_last=args.channels_last,
@@ -774,15 +776,7 @@ def _analyze_input_args(s: argparse.ArgumentParser) -> None:
         help="inputs whose raw features features.zarr keeps (default 16)",
     )
     s.add_argument("--bins", type=_positive_int, default=100, help="bins of each feature histogram (default 100)")
-    s.add_argument(
-        "--emission",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="emission/absorption of conv layers over the first --gradient-inputs inputs (default: on with --inputs)",
-    )
-    s.add_argument(
-        "--gradient-inputs", type=_positive_int, default=64, help="inputs of the emission/absorption pass (default 64)"
-    )
+    _analyze_emission_args(s)
     s.add_argument(
         "--figures",
         action=argparse.BooleanOptionalAction,
@@ -797,6 +791,30 @@ def _analyze_input_args(s: argparse.ArgumentParser) -> None:
         help="compute features and gradients on a channels_last copy of the model (default: on, as the workflow)",
     )
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+
+
+def _analyze_emission_args(s: argparse.ArgumentParser) -> None:
+    """``analyze``'s options for the emission/absorption pass."""
+    s.add_argument(
+        "--emission",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="emission/absorption of conv layers over the first --gradient-inputs inputs (default: on with --inputs)",
+    )
+    s.add_argument(
+        "--gradient-inputs", type=_positive_int, default=64, help="inputs of the emission/absorption pass (default 64)"
+    )
+    s.add_argument(
+        "--gradient-split",
+        default=None,
+        help="the split (sub-folder of --inputs) whose first inputs the emission/absorption pass takes (default: the first)",
+    )
+    s.add_argument(
+        "--gradient-batch-size",
+        type=_positive_int,
+        default=32,
+        help="inputs per backward pass of the emission/absorption pass (default 32; more on a GPU)",
+    )
 
 
 def _workflow_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

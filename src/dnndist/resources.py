@@ -64,6 +64,21 @@ def module_files(name: str) -> list[Path]:
     return [module_path(name)]
 
 
+def code_digest(*names: str) -> str:
+    """The content of the dnndist modules ``names`` (``module_files``) as a short sha256: the
+    workflow's rules take it as a param, so editing a module reruns exactly the jobs that depend
+    on it, while touching it, or reverting an edit, reruns nothing (Snakemake's params trigger
+    compares contents; an input file would be compared by its modification time)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in names:
+        for path in module_files(name):
+            h.update(f"{name}/{path.name}\0".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def init_deployment(dest: str | Path, force: bool = False) -> list[Path]:
     """Copy a runnable deployment (Snakefile, config.yaml, environment.yml, workflow/, presets/,
     profiles/) into ``dest``; refuse to overwrite any existing file unless ``force``. Returns the

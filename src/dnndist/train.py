@@ -398,9 +398,18 @@ class Trainer:
                 self.warm += 1
                 return
             self.opt.zero_grad(set_to_none=True)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    self._static_step()
+            except RuntimeError as exc:  # the step still runs, eagerly, from here on
+                msg = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+                log.warning("CUDA graph capture failed (%s): training on eagerly", msg)
+                self.graphs = False
+                torch.cuda.synchronize()
                 self._static_step()
+                return
+            self.graph = graph
         self.graph.replay()
 
     # ---------------------------------------------------------------- snapshots

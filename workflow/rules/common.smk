@@ -44,14 +44,13 @@ MALLOC_ENV = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=429496729
 
 
 def code(*modules):
-    """dnndist source files as inputs: editing plots.py reruns only the figures, editing stats.py
-    the statistics and what is drawn from them (training and extraction do not depend on them).
-    The files of the dnndist the workflow imports: src/dnndist in a checkout, site-packages when installed;
-    a subpackage (data) by all of its files; through source_path, so that a newer file reruns (a plain
-    path reruns only when its checksum changed)."""
+    """The dnndist modules a rule's outputs depend on, as a param: a digest of their content
+    (``resources.code_digest``). Editing plots.py reruns only the figures, editing stats.py the
+    statistics and what is drawn from them (training and extraction do not depend on them);
+    touching a file or reverting an edit reruns nothing."""
     from dnndist import resources
 
-    return [workflow.source_path(str(path)) for m in modules for path in resources.module_files(m)]
+    return resources.code_digest(*modules)
 
 
 def expand_runs(pattern, kinds=(None,)):

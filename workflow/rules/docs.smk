@@ -7,7 +7,6 @@ rule docs:
     input:
         tables=expand(f"{RESULTS}/tables/{{name}}.md", name=TABLES),
         figures=expand(f"{RESULTS}/figures/{{figure}}.png", figure=FIGURES),
-        code=code("docs", "outputs"),
     output:
         f"{RESULTS}/docs/reproduction.md",
     log:
@@ -16,6 +15,7 @@ rule docs:
     conda:
         ENVIRONMENT
     params:
+        code=code("docs", "outputs"),
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),  # <results>/docs/..
         configfiles=" ".join(f"'{c}'" for c in workflow.overwrite_configfiles),
     shell:

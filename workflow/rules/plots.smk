@@ -7,7 +7,6 @@ rule figure:
     input:
         table=figure_table,
         style=STYLE,
-        code=code("plots", "outputs"),
     output:
         pdf=f"{RESULTS}/figures/{{figure}}.pdf",
         png=report(
@@ -25,6 +24,8 @@ rule figure:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=code("plots", "outputs"),
     shell:
         "python -m dnndist plot {wildcards.figure} --table {input.table:q} --style {input.style:q} "
         "--pdf {output.pdf:q} --png {output.png:q} > {log:q} 2>&1"
@@ -35,7 +36,6 @@ rule figure_emission:
     input:
         table=figure_table,
         style=STYLE,
-        code=code("plots", "outputs"),
     output:
         pdf=f"{RESULTS}/figures/{{figure}}.pdf",
         png=report(
@@ -54,6 +54,7 @@ rule figure_emission:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code("plots", "outputs"),
         options=emission_options(),
     shell:
         "python -m dnndist plot {wildcards.figure} --table {input.table:q} --style {input.style:q} "

@@ -20,7 +20,6 @@ for variant in VARIANTS:
             weights=variant_paths(variant, f"{RUN_DIR}/weights.zarr"),
             features=variant_paths(variant, f"{RUN_DIR}/features.zarr"),
             gradients=variant_paths(variant, f"{RUN_DIR}/gradients.zarr"),
-            code=code("stats", "moments", "spectral", "verdicts"),
         output:
             tables=[f"{run}/stats/{table}.csv" for run in variant_paths(variant, RUN_DIR) for table in RUN_TABLES],
         log:
@@ -31,6 +30,7 @@ for variant in VARIANTS:
         resources:
             **stats_resources(variant),
         params:
+            code=code("stats", "moments", "spectral", "verdicts"),
             settings=stats_settings_json,
             run_dirs=variant_paths(variant, RUN_DIR),
         shell:
@@ -43,7 +43,6 @@ for variant in VARIANTS:
 rule stats_combine:
     input:
         tables=stats_inputs,
-        code=code("stats", "moments", "spectral", "verdicts"),
     output:
         table=f"{RESULTS}/stats/{{table}}.csv",
         summary=f"{RESULTS}/stats/{{table}}_summary.csv",
@@ -55,6 +54,8 @@ rule stats_combine:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        code=code("stats", "moments", "spectral", "verdicts"),
     shell:
         "python -m dnndist stats-combine {wildcards.table} --inputs {input.tables:q} "
         "--out {output.table:q} --summary {output.summary:q} > {log:q} 2>&1"
@@ -63,7 +64,6 @@ rule stats_combine:
 rule stats_concat:
     input:
         tables=lambda wildcards: expand_runs(f"{RUN_DIR}/stats/{wildcards.plain}.csv"),
-        code=code("stats", "moments", "spectral", "verdicts"),
     output:
         table=f"{RESULTS}/stats/{{plain}}.csv",
     log:
@@ -74,6 +74,8 @@ rule stats_concat:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        code=code("stats", "moments", "spectral", "verdicts"),
     shell:
         "python -m dnndist stats-combine {wildcards.plain} --inputs {input.tables:q} --out {output.table:q} > {log:q} 2>&1"
 
@@ -81,7 +83,6 @@ rule stats_concat:
 rule table:
     input:
         unpack(table_inputs),
-        code=code("tables", "verdicts", "outputs"),
     output:
         csv=f"{RESULTS}/tables/{{name}}.csv",
         md=f"{RESULTS}/tables/{{name}}.md",
@@ -98,6 +99,7 @@ rule table:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code("tables", "verdicts", "outputs"),
         args=table_args,
         stem=lambda wildcards: f"{RESULTS}/tables/{wildcards.name}",
     shell:

@@ -11,7 +11,6 @@ rule tensorboard:
         weights=f"{RUN_DIR}/weights.zarr",
         features=f"{RUN_DIR}/features.zarr",
         gradients=f"{RUN_DIR}/gradients.zarr",
-        code=code("tensorboard"),
     output:
         directory(TENSORBOARD_RUN),
     log:
@@ -23,6 +22,7 @@ rule tensorboard:
         mem_mb=2000,
         runtime=30,
     params:
+        code=code("tensorboard"),
         run_dir=run_dir,
         logdir=lambda wildcards, output: str(Path(output[0]).parents[2]),  # OUT of OUT/<variant>/<init>/seed<seed>
     shell:
