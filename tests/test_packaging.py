@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from dnndist import resources
+
 from .conftest import REPO
 
 
@@ -266,7 +268,11 @@ def test_installed_wheel_analyzes_and_deploys_the_workflow(venv, tmp_path):
     assert re.search(r"^train_stacked_base_1\s+1$", dry.stdout, re.M), dry.stdout
     assert re.search(r"^extract_stacked_base_1\s+1$", dry.stdout, re.M), dry.stdout
     assert re.search(r"^total\s+\d+$", dry.stdout, re.M), dry.stdout
-    assert str(site / "dnndist" / "plots.py") in dry.stdout and "src/dnndist" not in dry.stdout
+    assert "src/dnndist" not in dry.stdout
+    # the rules' code param digests the installed modules (the same content as the checkout's)
+    probe = [py, "-c", "from dnndist import resources as r; print(r.PACKAGE_DIR, r.code_digest('plots', 'outputs'))"]
+    where_code, digest = _run(probe, d, env).stdout.split()
+    assert Path(where_code) == site / "dnndist" and digest == resources.code_digest("plots", "outputs")
     first = _run(
         [*snakemake, "results/demo/data/dataset.zarr", "--cores", "1", "--configfile", "presets/demo.yaml"], d, env
     )

@@ -266,6 +266,8 @@ def setup(lease: Lease) -> str:
     lease.env["PYTHONPATH"] = os.pathsep.join([*paths, lease.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     lease.env["PATH"] = os.pathsep.join([str(shim), str(site / "bin"), lease.env.get("PATH", "")])
     lease.env["PYTHONUNBUFFERED"] = "1"
+    if str(site) not in sys.path:  # this process too (the rehearsal's image export reads zarr)
+        sys.path.append(str(site))
     missing = _missing(lease.env)
     if not missing:
         return "nothing to install: " + ", ".join(BOX_LACKS) + " import"
