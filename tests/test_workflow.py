@@ -213,6 +213,24 @@ def test_statistics_are_one_job_per_variant_with_the_profiles_resources(tmp_path
         assert len(outputs_) == 4 * len(outputs.run_tables()) and all(f"runs/{variant}/" in o for o in outputs_)
 
 
+def test_a_variant_of_more_than_70_runs_has_statistics_jobs_of_70(tmp_path):
+    """stats_jobs caps a job at 70 runs, so that the plan grows linearly with the runs (each job's
+    outputs are matched against every requested per-run table): 2 inits x 36 seeds = 72 runs are
+    two jobs of 70 and 2, each with its runs' tables, every run in exactly one."""
+    cfg = tiny_config(tmp_path / "results", seeds=list(range(36)))
+    write_yaml(tmp_path / "tiny.yaml", cfg)
+    proc = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "tiny.yaml"))
+    out, jobs = proc.stdout, planned_jobs(proc)
+    assert jobs["stats_runs_base_1"] == jobs["stats_runs_base_2"] == 1 and "stats_runs_base" not in jobs, jobs
+    runs = []
+    for name, n in (("base_1", 70), ("base_2", 2)):
+        block = out.split(f"rule stats_runs_{name}:")[1].split("\n\n")[0]
+        tables = re.search(r"output: (.*)", block)[1].split(", ")
+        assert len(tables) == n * len(outputs.run_tables())
+        runs += sorted({t.rsplit("/stats/", 1)[0] for t in tables})
+    assert len(runs) == len(set(runs)) == 72
+
+
 def test_given_weights_plan_no_training_figures(tmp_path):
     """model.weights (experiment 2: analysed at one checkpoint, nothing trained): no training
     curves (Figs 1 and 5) are planned, and with one variant no factors table."""

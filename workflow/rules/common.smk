@@ -72,14 +72,23 @@ def group_paths(group, pattern):
     return run_paths(group.runs, pattern)
 
 
-def variant_paths(variant, pattern):
-    """One path per run of a variant."""
-    return run_paths(variant_runs(variant), pattern)
+STATS_MAX = 70  # runs per statistics job (see stats_jobs)
 
 
-def variant_runs(variant):
-    """The runs of one variant."""
-    return [r for r in RUNS if r.variant == variant]
+def stats_jobs():
+    """(name, runs) of each statistics job: a variant's runs in chunks of at most STATS_MAX, named
+    after the variant (and the chunk's number when there are several). The cap keeps planning
+    linear: Snakemake matches a requested file against every output of the rule that may make
+    it, and one job for all of a variant's runs has 8 outputs per run."""
+    by_variant = {}
+    for r in RUNS:
+        by_variant.setdefault(r.variant, []).append(r)
+    jobs = []
+    for variant, runs in by_variant.items():
+        chunks = [runs[i : i + STATS_MAX] for i in range(0, len(runs), STATS_MAX)]
+        for i, chunk in enumerate(chunks, 1):
+            jobs.append((variant if len(chunks) == 1 else f"{variant}-{i}", chunk))
+    return jobs
 
 
 def rule_name(prefix, name):
@@ -119,19 +128,18 @@ def extract_group_settings_json(group):
     return json.dumps([dcfg.extract_settings(config, r) for r in group.runs], sort_keys=True)
 
 
-def stats_threads(variant):
-    """A variant's statistics job: a process per run, at most 8 (Snakemake scales it down to the
-    cores it has)."""
-    return min(8, len(variant_runs(variant)))
+def stats_threads(runs):
+    """A statistics job: a process per run, at most 8 (Snakemake scales it down to the cores it has)."""
+    return min(8, len(runs))
 
 
-def stats_resources(variant):
-    """A variant's statistics job: the memory of one run per process (each computes its runs one
-    after another, weight statistics in bounded batches) and 5 minutes a run (about 30 s for 51
+def stats_resources(runs):
+    """A statistics job: the memory of one run per process (each computes its runs one after
+    another, weight statistics in bounded batches) and 5 minutes a run (about 30 s for 51
     checkpoints of the paper CNN on a CPU core), then what the profile or the command line sets
     for `stats_runs`."""
-    mem = 4000 + 1000 * (stats_threads(variant) - 1)
-    return profile_resources("stats_runs", {"mem_mb": mem, "runtime": 30 + 5 * len(variant_runs(variant))})
+    mem = 4000 + 1000 * (stats_threads(runs) - 1)
+    return profile_resources("stats_runs", {"mem_mb": mem, "runtime": 30 + 5 * len(runs)})
 
 
 def run_weights(wildcards):

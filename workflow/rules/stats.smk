@@ -1,38 +1,38 @@
 # Statistics stage: every run's tidy tables (runs/<variant>/<init>/seed<N>/stats/<table>.csv),
 # then all runs combined (and aggregated over seeds).
 #
-# One job per variant (a rule per variant, as stacked training makes one per stack group)
-# computes the tables of each of its runs, in up to 8 processes that share them: the interpreter and imports, the
+# One job per variant, or per 70 of its runs (stats_jobs; a rule per job, as stacked training makes
+# one per stack group) computes the tables of each of its runs, in up to 8 processes that share them: the interpreter and imports, the
 # reference bands (stats.gaussian_reference, per tensor size) and the stores once, and the weight
 # statistics vectorised over the runs' tensors; each run's tables are those `dnndist stats-run`
 # writes for it alone, byte for byte. The trade-off: a run that changes (its extraction, its
-# settings, a seed added) recomputes the statistics of every run of its variant (about 0.3 s a
+# settings, a seed added) recomputes the statistics of every run of its job (about 0.3 s a
 # run and checkpoint for the paper CNN on one CPU core); the job's threads are processes that
 # share its runs (a cluster spreads variants; a job's cores spread its runs).
 
 
-for variant in VARIANTS:
+for name, runs in stats_jobs():
 
     rule:
         name:
-            rule_name("stats_runs", variant)
+            rule_name("stats_runs", name)
         input:
-            weights=variant_paths(variant, f"{RUN_DIR}/weights.zarr"),
-            features=variant_paths(variant, f"{RUN_DIR}/features.zarr"),
-            gradients=variant_paths(variant, f"{RUN_DIR}/gradients.zarr"),
+            weights=run_paths(runs, f"{RUN_DIR}/weights.zarr"),
+            features=run_paths(runs, f"{RUN_DIR}/features.zarr"),
+            gradients=run_paths(runs, f"{RUN_DIR}/gradients.zarr"),
         output:
-            tables=[f"{run}/stats/{table}.csv" for run in variant_paths(variant, RUN_DIR) for table in RUN_TABLES],
+            tables=[f"{run}/stats/{table}.csv" for run in run_paths(runs, RUN_DIR) for table in RUN_TABLES],
         log:
-            f"{LOGS}/stats/runs_{variant}.log",
+            f"{LOGS}/stats/runs_{name}.log",
         conda:
             ENVIRONMENT
-        threads: stats_threads(variant)
+        threads: stats_threads(runs)
         resources:
-            **stats_resources(variant),
+            **stats_resources(runs),
         params:
             code=code("stats", "moments", "spectral", "verdicts"),
             settings=stats_settings_json,
-            run_dirs=variant_paths(variant, RUN_DIR),
+            run_dirs=run_paths(runs, RUN_DIR),
         shell:
             # the runs shared by {threads} processes, each with one BLAS thread whatever --cores is:
             # the tables are byte for byte the same with 1 or 2 (BLAS sums in a thread-dependent order)
