@@ -132,6 +132,7 @@ class Lease:
     budget: float
     cores: int
     configs: tuple[str, ...] = ()  # the profile's overlays, and any given after them
+    skip: frozenset[str] = frozenset()  # optional stages not to run (exp2, relu)
     t0: float = dataclasses.field(default_factory=time.monotonic)
     env: dict[str, str] = dataclasses.field(default_factory=lambda: dict(os.environ))
     logs: Path = dataclasses.field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dnndist-lease-logs-")))
@@ -578,7 +579,7 @@ def execute(lease: Lease) -> None:
                 f"lease: {name:<7} {result.status:<7} {result.seconds:7.1f} s  {result.reason or result.note}",
                 flush=True,
             )
-            if name == "data" and result.status == "done" and lease.profile.exp2_inputs:
+            if name == "data" and result.status == "done" and lease.profile.exp2_inputs and "exp2" not in lease.skip:
                 started = start_experiment2(lease)
                 if isinstance(started, StageResult):
                     lease.stages.append(started)
@@ -602,6 +603,8 @@ def execute(lease: Lease) -> None:
 
 
 def _stage(lease: Lease, name: str, go: Callable[[Lease], str], needs: tuple[str, ...]) -> StageResult:
+    if name in lease.skip:
+        return StageResult(name, "skipped", reason="not asked for (--skip)")
     missing = [n for n in needs if not lease.done(n)]
     if missing:
         return StageResult(name, "skipped", reason=f"needs {', '.join(missing)}")
@@ -678,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=540.0, help="wall-clock seconds for everything (default 540)")
     p.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--config", nargs="*", default=[], help="config overlays after the profile's (e.g. results: DIR)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["exp2", "relu"], help="optional stages not to run")
     args = p.parse_args(argv)
     if args.prepare:
         try:
@@ -691,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = REHEARSAL if args.rehearsal else LEASE
     configs = (*profile.configs, *(str(Path(c).resolve()) for c in args.config))
     try:
-        lease = Lease(profile, args.out.resolve(), args.budget, args.cores, configs)
+        lease = Lease(profile, args.out.resolve(), args.budget, args.cores, configs, frozenset(args.skip))
     except (OSError, ValueError) as exc:
         print(f"lease: a config cannot be read: {_one_line(exc)}", file=sys.stderr)
         return 2
