@@ -722,7 +722,7 @@ def _features(
     module.eval()
     grads = _GradientPass(module, convs, gradient_inputs, opts) if gradient_inputs and convs else None
     try:
-        passes, labels = _feature_passes(module, splits, arrays, dev, dtype, opts, grads)
+        passes, labels = _feature_passes(module, splits, arrays, dev, dtype, opts, grads, gradient_split.name)
     finally:
         module.train(was_training)
         if grads is not None:
@@ -771,13 +771,14 @@ def _feature_passes(
     dtype: torch.dtype,
     opts: _Options,
     grads: _GradientPass | None,
+    gradient_split: str,
 ) -> tuple[list[_Pass], dict[str, list[torch.Tensor]]]:
     """One feature pass per split (``extract.feature_pass``): the passes and the labels per split;
     the gradient split's inputs also go through the gradient pass ``grads`` as they are decoded."""
     passes, labels = [], {}
     for split in splits:
         labels[split.name] = []
-        feed = grads if split.name == _gradient_split(splits, opts).name else None
+        feed = grads if split.name == gradient_split else None
         batches = _limited(split, opts.max_inputs, dev, dtype, labels[split.name], feed)
         try:
             passes.append(extract.feature_pass(module, arrays.modules, batches, opts.histogram_bins, opts.sample_size))

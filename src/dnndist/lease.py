@@ -139,6 +139,7 @@ class Lease:
     stages: list[StageResult] = dataclasses.field(default_factory=list)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     device: str = "cpu"
+    rules: list[str] | None = None  # the workflow's rule names under the configs
 
     @property
     def left(self) -> float:
@@ -322,8 +323,9 @@ def _commit() -> str:
 
 def workflow_stage(stage: str) -> Callable[[Lease], str]:
     def go(lease: Lease) -> str:
-        rules = workflow_rules(lease.env, lease.configs)
-        until = stage_rules(rules, WORKFLOW_STAGES[stage])
+        if lease.rules is None:  # Snakemake's rule list, once (after the set-up: it needs snakemake)
+            lease.rules = workflow_rules(lease.env, lease.configs)
+        until = stage_rules(lease.rules, WORKFLOW_STAGES[stage])
         target = ["docs"] if stage == "docs" else ["--until", *until]
         rc, line = run(lease, stage, snakemake(lease, target), lease.left)
         if rc is None:
