@@ -27,8 +27,8 @@ from dnndist.lease import stage_rules, workflow_rules
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [  # (stage, the prefixes of the rules it runs until; [] = everything left)
     ("data", ("dataset",)),
-    ("train", ("train",)),  # train, or train_stacked_<group> with `stacked: true`
-    ("extract", ("extract",)),  # extract, or extract_stacked_<group>
+    ("train", ("train", "restore")),  # train, or train_stacked_<group> and restore with `stacked: true`
+    ("extract", ("extract",)),
     ("statistics + tables", ("stats_", "table")),  # stats_runs_<variant>, stats_combine, stats_concat, table
     ("figures + rest", ()),
 ]

@@ -11,9 +11,8 @@ import dataclasses
 import io
 import json
 import math
+import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +21,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dnndist import DnndistError, data, inits, models, stacked, train
 from dnndist import config as dcfg
+from dnndist import data, inits, models, stacked, train
 from dnndist.checkpoints import load_checkpoint
 from dnndist.settings import ModelSettings, RunSettings
 
-from .conftest import REPO, cli_run, env, snakemake, tiny_config, write_yaml
+from .conftest import REPO, cli_run, snakemake, tiny_config, write_yaml
 from .test_recipe import RECIPE as RECIPE_RUN
 
 # the ResNet recipe of tests/test_recipe.py (Nesterov SGD, one-cycle lr, flip_crop, label smoothing), its
@@ -313,62 +312,81 @@ def test_stack_groups_and_cli_errors(tmp_path):
         dcfg.validate(bad, check_paths=False)
     rc, err = cli_run("train-stacked", "--settings", "{}", "--data", "x", "--out", "y")
     assert rc == 2 and "JSON list" in err and "Traceback" not in err
-    for argv, message in [
-        (["--settings", "{}", "--checkpoints", "c", "--out", "o"], "JSON list of extract settings"),
-        (["--settings", '[{"run": 1}]', "--checkpoints", "c", "--out", "o"], "run [0]:"),
-        (
-            ["--config", str(REPO / "config.yaml"), "--group", "nope", "--checkpoints", "c", "--out", "o"],
-            "--group must be one of",
-        ),
-    ]:
-        rc, err = cli_run("extract-group", *argv, "--data", tmp_path / "x")
-        assert rc == 2 and message in err and "Traceback" not in err, err
-    from dnndist.extract import extract_runs
 
-    with pytest.raises(DnndistError, match="one checkpoints folder and one run folder per run: 1 runs, 2 check"):
-        extract_runs([object()], ["a", "b"], "s", ["o"])
+
+def _file_states(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    """(inode, mtime in ns, bytes) of every file of the runs under ``root`` but Snakemake's markers:
+    equal states mean a file was neither rewritten nor replaced."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".snakemake")
+    }
 
 
 @pytest.mark.slow
-def test_stacked_workflow_plans_one_job_per_group_and_trains(tmp_path):
+def test_a_run_of_a_stack_depends_on_its_own_settings_only(tmp_path):
+    """stacked: true keeps the workflow's promise (dnndist.runcache): the runs that need training
+    form the stacks, so an override of one init trains that run alone and leaves the others' files
+    untouched (not retrained, not even rewritten), an added seed trains only the new run, a setting
+    changed back trains nothing and restores the first bytes, and a touched module plans nothing."""
     cfg = tiny_config(tmp_path / "results", inits=["kaiming_normal", "xavier_uniform", "ones"], stacked=True)
     write_yaml(tmp_path / "tiny.yaml", cfg)
-    targets = [str(tmp_path / "results" / "runs" / "base" / i / "seed0" / "summary.json") for i in cfg["inits"]]
-    stores = [str(tmp_path / "results" / "runs" / "base" / i / "seed0" / "gradients.zarr") for i in cfg["inits"]]
-    snakemake(tmp_path, *targets, *stores, "--cores", "2", "--configfile", str(tmp_path / "tiny.yaml"))
-    log = (tmp_path / "results" / "logs" / "train" / "stacked" / "base-1.log").read_text()
-    assert "stack of 3 run(s)" in log
-    for t in targets:
-        assert json.loads(open(t).read())["status"] == "completed"
-    # one extraction job for the group; each run's stores are what extracting it alone writes
-    log = (tmp_path / "results" / "logs" / "extract" / "stacked" / "base-1.log").read_text()
-    assert "run 3 of 3: base/ones/seed0" in log
-    run_dir = tmp_path / "results" / "runs" / "base" / "xavier_uniform" / "seed0"
-    alone = tmp_path / "alone"
-    subprocess.run(
-        [
-            sys.executable, "-m", "dnndist", "extract", "all", "--config", str(REPO / "config.yaml"),
-            "--config", str(tmp_path / "tiny.yaml"), "--run", "base/xavier_uniform/seed0",
-            "--checkpoints", str(run_dir / "checkpoints"),
-            "--data", str(tmp_path / "results" / "data" / "dataset.zarr"), "--out", str(alone), "--threads", "2",
-        ],
-        env=env(), check=True, capture_output=True,
-    )  # fmt: skip
-    for kind in ("weights", "features", "gradients"):
-        files = sorted(p.relative_to(alone) for p in (alone / f"{kind}.zarr").rglob("*") if p.is_file())
-        grouped = sorted(p.relative_to(run_dir) for p in (run_dir / f"{kind}.zarr").rglob("*") if p.is_file())
-        assert [f for f in grouped if ".snakemake" not in f.name] == files
-        differ = [f for f in files if (alone / f).read_bytes() != (run_dir / f).read_bytes()]
-        assert differ in ([], [Path(f"{kind}.zarr/zarr.json")])  # the root's metadata, by its `created` time only
-        roots = [json.loads((d / f"{kind}.zarr/zarr.json").read_text()) for d in (alone, run_dir)]
-        assert all(r["attributes"].pop("created") for r in roots)
-        assert roots[0] == roots[1]
-    # editing one init's training settings splits it off: its group and the rest rerun
-    cfg2 = {**cfg, "overrides": {"ones": {"train": {"lr": 5.0e-4}}}}
-    write_yaml(tmp_path / "tiny2.yaml", cfg2)
-    proc = snakemake(tmp_path, *targets, "-n", "--configfile", str(tmp_path / "tiny2.yaml"))
-    out = proc.stdout + proc.stderr
-    assert "train_stacked_base_1" in out and "train_stacked_base_2" in out
+    runs = tmp_path / "results" / "runs" / "base"
+
+    def targets(c):
+        return [str(runs / i / f"seed{s}" / "summary.json") for i in c["inits"] for s in (0, 1)[: 1 + (i in c["more"])]]
+
+    def run(c, name):
+        write_yaml(tmp_path / f"{name}.yaml", {k: v for k, v in c.items() if k != "more"})
+        args = (*targets(c), "--configfile", str(tmp_path / f"{name}.yaml"))
+        planned = snakemake(tmp_path, *args, "-n").stdout
+        snakemake(tmp_path, *args, "--cores", "2")
+        logs = sorted(
+            (tmp_path / "results" / "logs" / "train" / "stacked").glob("*.log"), key=lambda p: p.stat().st_mtime
+        )
+        return planned, logs[-1].read_text() if logs else ""
+
+    first = {**cfg, "more": []}
+    _, log = run(first, "first")
+    assert "stack of 3 run(s) (kaiming_normal/seed0, xavier_uniform/seed0, ones/seed0)" in log
+    assert all(json.loads(open(t).read())["status"] == "completed" for t in targets(first))
+    before = _file_states(runs)
+    # an override of one init: that run alone trains (a stack of one) and is restored
+    changed = {**first, "overrides": {"ones": {"train": {"lr": 5.0e-4}}}}
+    planned, log = run(changed, "changed")
+    assert re.search(r"^train_stacked_base_1\s+1$", planned, re.M) and re.search(r"^restore\s+1$", planned, re.M)
+    assert "stack of 1 run(s) (ones/seed0)" in log
+    after = _file_states(runs)
+    for name, state in before.items():
+        assert (after[name] == state) == (not name.startswith("ones/")), name  # only the changed run's files
+    assert (
+        json.loads((runs / "ones" / "seed0" / "summary.json").read_text())["config_hash"]
+        != json.loads(before["ones/seed0/summary.json"][2])["config_hash"]
+    )
+    # an added seed trains only the new run
+    more = {
+        **changed,
+        "more": ["xavier_uniform"],
+        "overrides": {**changed["overrides"], "xavier_uniform": {"seeds": [0, 1]}},
+    }
+    planned, log = run(more, "more")
+    assert "stack of 1 run(s) (xavier_uniform/seed1)" in log
+    grown = _file_states(runs)
+    assert {k: v for k, v in grown.items() if k in after} == after
+    # the override taken back: its first training is found in the cache, nothing trains
+    planned, _ = run({**more, "overrides": {"xavier_uniform": {"seeds": [0, 1]}}}, "back")
+    assert "train_stacked" not in planned and re.search(r"^restore\s+1$", planned, re.M)
+    assert {k: v[2] for k, v in _file_states(runs).items() if k in before} == {k: v[2] for k, v in before.items()}
+    # a module touched without a change plans nothing (its content is what the rules record)
+    module = REPO / "src" / "dnndist" / "stacked.py"
+    stat = module.stat()
+    try:
+        os.utime(module, (stat.st_atime + 5, stat.st_mtime + 5))
+        touched = snakemake(tmp_path, *targets(more), "-n", "--configfile", str(tmp_path / "back.yaml"))
+    finally:
+        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert "Nothing to be done" in touched.stdout + touched.stderr
 
 
 @pytest.mark.slow
@@ -383,7 +401,7 @@ def test_set_resources_for_train_reach_the_stack_groups_rules(tmp_path):
     block = out.split("rule train_stacked_base_1:")[1].split("\n\n")[0]
     resources = re.search(r"resources: (.*)", block)[1]
     assert "gpu=1" in resources and "mem_mb=9000" in resources and "torch_threads=2" in resources
-    block = out.split("rule extract_stacked_base_1:")[1].split("\n\n")[0]
+    block = out.split("rule extract:")[1].split("\n\n")[0]  # one extraction job per run, stacked or not
     resources = re.search(r"resources: (.*)", block)[1]
     assert "gpu=1" in resources and "runtime=77" in resources and "mem_mb=6000" in resources
     plain = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "tiny.yaml")).stdout

@@ -359,6 +359,7 @@ def test_a_duplicate_key_in_a_configfile_is_refused_by_snakemake(done, tmp_path)
         ("tables", {"all": 1, "table": len(TABLES)}),
         ("outputs", {k: v for k, v in plan().items() if k in ("all", "table", "figure", "figure_emission")}),
         ("stats", plan(stats_runs_base=1)),
+        ("stacked", plan(train=3, extract=3, stats_runs_base=1)),  # training's code, and extraction runs its models
     ],
 )
 def test_code_changes_rerun_only_what_depends_on_them(done, module, expected):
@@ -377,7 +378,7 @@ def test_code_changes_rerun_only_what_depends_on_them(done, module, expected):
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert "Nothing to be done" in touched.stdout + touched.stderr, planned_jobs(touched)
     expected = {**expected, "total": sum(v for k, v in expected.items() if k != "total")}
-    assert planned_jobs(edited) == expected  # never train or extract
+    assert planned_jobs(edited) == expected
 
 
 def test_tensorboard_switch_adds_only_the_export(done):
@@ -428,8 +429,8 @@ def test_demo_preset_plans(tmp_path):
     proc = snakemake(tmp_path, "-n", "--configfile", "presets/demo.yaml")
     # the default profile (rerun-incomplete, keep-going) is found through the top-level profiles link
     assert f"Using workflow specific profile {REPO}/profiles/default" in proc.stdout + proc.stderr
-    # the demo is stacked: one training job and one extraction job for its 7 runs
-    assert planned_jobs(proc) == plan(dataset=1, train_stacked_base_1=1, extract_stacked_base_1=1, stats_runs_base=1)
+    # the demo is stacked: one training job for its 7 runs, each restored from the training cache and extracted
+    assert planned_jobs(proc) == plan(dataset=1, train_stacked_base_1=1, restore=7, extract=7, stats_runs_base=1)
 
 
 @pytest.mark.parametrize("stacked", [False, True], ids=["per_run", "stacked"])
@@ -569,11 +570,8 @@ def test_full_presets_plan(tmp_path, shared_jpeg, preset, jobs):
         assert len(trains) == jobs["train_stacked"] and set(trains.values()) == {1}
     else:
         assert trains == jobs
-    extracts = {k: v for k, v in counts.items() if k.startswith("extract")}
-    if "train_stacked" in jobs:  # one extraction job per stack group, named after it
-        assert set(extracts) == {k.replace("train", "extract", 1) for k in trains} and set(extracts.values()) == {1}
-    else:
-        assert extracts == {"extract": jobs["train"]}
+    runs = counts.get("restore", jobs.get("train"))  # stacked: each run restored from the training cache
+    assert counts["extract"] == runs  # one extraction job per run
     stats_jobs = {k: v for k, v in counts.items() if k.startswith("stats_runs_")}
     assert counts["dataset"] == 1 and set(stats_jobs.values()) == {1}  # one statistics job per variant
     assert len(stats_jobs) == (len(trains) if "train_stacked" in jobs else 1)
@@ -594,7 +592,12 @@ def test_b5_stages_run_until_rules_the_workflow_has(tmp_path, stacked):
     for stage in ("train", "extract"):
         names = staged[stage]
         assert names and set(names) <= set(rules)
-        assert all(n.startswith(f"{stage}_stacked_") for n in names) if stacked else names == [stage]
+    if stacked:  # a training rule per stack group of the runs to train, then each run restored from the cache
+        stacks = [n for n in staged["train"] if n.startswith("train_stacked_")]
+        assert stacks and sorted(staged["train"]) == sorted([*stacks, "restore"])
+    else:
+        assert staged["train"] == ["train"]
+    assert staged["extract"] == ["extract"]
     assert {"stats_combine", "stats_concat", "table"} < set(staged["statistics + tables"])
     assert any(n.startswith("stats_runs_") for n in staged["statistics + tables"])
     assert staged["figures + rest"] == []  # the rest: everything

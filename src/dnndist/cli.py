@@ -188,6 +188,13 @@ def cmd_train_stacked(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    from dnndist.runcache import restore
+
+    restore(args.entry, args.out)
+    return 0
+
+
 def cmd_docs(args: argparse.Namespace) -> int:
     from dnndist.docs import render
     from dnndist.io import write_text
@@ -205,15 +212,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
         EXTRACTORS[args.kind](settings, args.checkpoints, args.data, args.out)
         return 0
     extract_run(settings, args.checkpoints, args.data, args.out)  # one process: the interpreter and torch once
-    return 0
-
-
-def cmd_extract_group(args: argparse.Namespace) -> int:
-    from dnndist.extract import extract_runs
-
-    _torch_threads(args.threads)
-    settings = [ExtractSettings.from_dict(s) for s in _group_settings(args, "extract_group", cfgmod.extract_settings)]
-    extract_runs(settings, args.checkpoints, args.data, args.out)
     return 0
 
 
@@ -465,6 +463,7 @@ def parser() -> argparse.ArgumentParser:
     _data_command(sub)
     _train_command(sub)
     _train_stacked_command(sub)
+    _restore_command(sub)
     _extract_command(sub)
     _stats_run_command(sub)
     _stats_runs_command(sub)
@@ -574,6 +573,16 @@ def _train_stacked_command(sub: argparse._SubParsersAction[argparse.ArgumentPars
     s.set_defaults(fn=cmd_train_stacked)
 
 
+def _restore_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``restore`` sub-command (a run's folder from its training cache entry)."""
+    s = sub.add_parser(
+        "restore", help="restore a run's checkpoints, metrics and summary from its training cache entry (stacked: true)"
+    )
+    s.add_argument("entry", help="the run's cache entry (<results>/cache/train/<key>)")
+    s.add_argument("--out", required=True, help="the run's folder")
+    s.set_defaults(fn=cmd_restore)
+
+
 def _extract_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``extract`` sub-command (extract a run's stores)."""
     s = sub.add_parser(
@@ -591,19 +600,6 @@ def _extract_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.set_defaults(fn=cmd_extract)
-    g = sub.add_parser(
-        "extract-group",
-        help="extract the runs of one stack group (stacked: true) one after another in one process",
-    )
-    sel = g.add_mutually_exclusive_group(required=True)
-    sel.add_argument("--settings", help="JSON list of the runs' extract settings (what the Snakemake rules pass)")
-    sel.add_argument("--config", action="append", help="config file(s), later ones overlay earlier ones")
-    g.add_argument("--group", help="stack group name, e.g. base-1 (with --config; see 'dnndist runs')")
-    g.add_argument("--checkpoints", required=True, nargs="+", help="one checkpoints directory per run, in order")
-    g.add_argument("--data", required=True, help="dataset store (dataset.zarr)")
-    g.add_argument("--out", required=True, nargs="+", help="one run directory per run (receives the three stores)")
-    g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    g.set_defaults(fn=cmd_extract_group)
 
 
 def _stats_run_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -403,13 +403,12 @@ SETTINGS_KEYS = {
 }
 
 
-LIST_KINDS = {"stacked": "run", "extract_group": "extract"}  # --settings kinds that are a list of one kind
+LIST_KINDS = {"stacked": "run"}  # --settings kinds that are a list of one kind
 
 
 def check_settings(settings: Any, kind: str, schema: dict[str, Any] | None = None) -> Any:
     """Validate the resolved settings a stage CLI is given as --settings JSON (kind: run,
-    extract, stats, data; stacked = a list of run settings, extract_group = a list of extract
-    settings) against the config schema.
+    extract, stats, data; stacked = a list of run settings) against the config schema.
     Raises ConfigError naming the first missing or bad key."""
     import jsonschema
 
@@ -484,11 +483,12 @@ class StackGroup:
     runs: tuple[Run, ...]
 
 
-def stack_groups(cfg: Mapping[str, Any]) -> list[StackGroup]:
-    """The runs of the experiment grouped for stacked training (in run order), at most
-    ``stack_max`` runs per group."""
+def stack_groups(cfg: Mapping[str, Any], of: Sequence[Run] | None = None) -> list[StackGroup]:
+    """The runs of the experiment (or those of them in ``of``: the workflow's runs that need
+    training, dnndist.runcache) grouped for stacked training, in run order, at most ``stack_max``
+    runs per group, named ``<variant>-<n>``."""
     by_key: dict[str, dict[str, list[Run]]] = {}
-    for run in runs(cfg):
+    for run in runs(cfg) if of is None else of:
         key = RunSettings.from_dict(run_settings(cfg, run)).stack_key
         by_key.setdefault(run.variant, {}).setdefault(key, []).append(run)
     out = []

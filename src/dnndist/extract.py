@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -946,22 +946,3 @@ def extract_run(settings: ExtractSettings, ckpt_dir: str | Path, store: str | Pa
     """The three stores of one run (``out_dir``/weights.zarr, features.zarr, gradients.zarr)."""
     for kind, extractor in EXTRACTORS.items():
         extractor(settings, ckpt_dir, store, Path(out_dir) / f"{kind}.zarr")
-
-
-def extract_runs(
-    settings: Sequence[ExtractSettings],
-    ckpt_dirs: Sequence[str | Path],
-    store: str | Path,
-    out_dirs: Sequence[str | Path],
-) -> None:
-    """:func:`extract_run` for several runs (a stack group) one after another in this process: the
-    interpreter, torch and the imports are paid once. Each run's stores are exactly what
-    extracting it alone writes (every draw is seeded from its own settings)."""
-    if not len(settings) == len(ckpt_dirs) == len(out_dirs):
-        raise DnndistError(
-            f"one checkpoints folder and one run folder per run: {len(settings)} runs, "
-            f"{len(ckpt_dirs)} checkpoints folders, {len(out_dirs)} run folders"
-        )
-    for i, (run, ckpt_dir, out_dir) in enumerate(zip(settings, ckpt_dirs, out_dirs, strict=True), start=1):
-        log.info("run %d of %d: %s/%s/seed%d", i, len(settings), run.run.variant, run.run.init_name, run.run.seed)
-        extract_run(run, ckpt_dir, store, out_dir)

@@ -67,8 +67,10 @@ REHEARSAL = Profile("rehearsal", ("presets/lease-rehearsal.yaml",), 64, "paper_c
 # Seconds, for the estimates (docs/lease.md, Sizing, says where each comes from). A stack group
 # of k runs trains at step_base + step_per_run * k per step plus eval per (run, epoch) (after a
 # fixed start: the job, CUDA, the graph's capture), and
-# extracts per (run, checkpoint) extract_fixed + extract_per_1k * inputs / 1,000, one run after
-# another; groups run side by side, each extra group adding ``contention`` of one; statistics
+# extracts a run in a job of its own, extract_process (the imports, the device) + per checkpoint
+# extract_fixed + extract_per_1k * inputs / 1,000, as many jobs side by side as the cores allow two
+# threads each (they are CPU-bound: B5's rate was measured with jobs side by side); groups train
+# side by side, each extra group adding ``contention`` of one; statistics
 # per (run, checkpoint); experiment 2 = exp2_fixed + exp2_per_input * inputs.
 COSTS: dict[str, dict[str, float]] = {
     "cuda": {  # H100: the issue's measurements at 1943868 (B5) and B1's CUDA-graph probe
@@ -78,6 +80,7 @@ COSTS: dict[str, dict[str, float]] = {
         "step_base": 0.45e-3,
         "step_per_run": 0.064e-3,
         "eval_per_run_epoch": 0.02,
+        "extract_process": 4.0,
         "extract_fixed": 1.0,
         "extract_per_1k": 0.036,
         "contention": 0.25,
@@ -93,6 +96,7 @@ COSTS: dict[str, dict[str, float]] = {
         "step_base": 2e-3,
         "step_per_run": 7.9e-3,
         "eval_per_run_epoch": 0.3,
+        "extract_process": 2.0,
         "extract_fixed": 0.4,
         "extract_per_1k": 1.0,
         "contention": 1.0,
@@ -106,7 +110,7 @@ COSTS: dict[str, dict[str, float]] = {
 # stage -> the prefixes of the rules it runs until ([]: everything the document needs)
 WORKFLOW_STAGES: dict[str, tuple[str, ...]] = {
     "data": ("dataset",),
-    "train": ("train",),  # train, or train_stacked_<group> with `stacked: true`
+    "train": ("train", "restore"),  # train, or train_stacked_<group> and restore with `stacked: true`
     "extract": ("extract",),
     "stats": ("stats_", "table"),
     "docs": ("docs",),
@@ -233,7 +237,7 @@ def snakemake(lease: Lease, extra: Sequence[str] = ()) -> list[str]:
 
 def workflow_rules(env: dict[str, str], configs: Sequence[str]) -> list[str]:
     """The workflow's rule names under these configs (Snakemake's own list: with ``stacked: true``
-    training and extraction are one rule per stack group, named after it)."""
+    training is one rule per stack group of the runs to train, named after it)."""
     out = subprocess.run(
         [sys.executable, "-m", "snakemake", "--list-rules", "--configfile", *configs],
         cwd=REPO,
@@ -475,7 +479,8 @@ def estimate(lease: Lease, stage: str) -> float:
         per_group = steps * (c["step_base"] + c["step_per_run"] * k) + c["eval_per_run_epoch"] * tr["epochs"] * k
         return c["train_fixed"] + per_group * side_by_side
     if stage == "extract":
-        return k * checkpoints * (c["extract_fixed"] + c["extract_per_1k"] * inputs / 1000) * side_by_side
+        per_run = c["extract_process"] + checkpoints * (c["extract_fixed"] + c["extract_per_1k"] * inputs / 1000)
+        return math.ceil(runs / max(1, lease.cores // 2)) * per_run
     if stage == "stats":
         return c["stats"] * runs * checkpoints
     if stage == "docs":

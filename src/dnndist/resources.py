@@ -64,15 +64,47 @@ def module_files(name: str) -> list[Path]:
     return [module_path(name)]
 
 
+def _imported_modules(name: str) -> set[str]:
+    """The dnndist modules and subpackages that the source of ``name`` imports, anywhere in it
+    (deferred imports inside functions too), from its syntax tree: nothing is imported here."""
+    import ast
+
+    found = set()
+    for path in module_files(name):
+        for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                parts = node.module.split(".")
+                if parts[0] == "dnndist":  # from dnndist import best, data / from dnndist.io import ...
+                    found |= {a.name for a in node.names} if len(parts) == 1 else {parts[1]}
+            elif isinstance(node, ast.Import):
+                found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("dnndist.")}
+    return {n for n in found if (PACKAGE_DIR / f"{n}.py").is_file() or (PACKAGE_DIR / n / "__init__.py").is_file()}
+
+
+def module_closure(*names: str) -> list[str]:
+    """``names`` and every dnndist module they import, directly or through one another (the
+    package's ``__init__``, the error class and the version, aside), sorted: what a rule that runs
+    ``names`` computes with."""
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_imported_modules(name) - seen)
+    return sorted(seen)
+
+
 def code_digest(*names: str) -> str:
-    """The content of the dnndist modules ``names`` (``module_files``) as a short sha256: the
-    workflow's rules take it as a param, so editing a module reruns exactly the jobs that depend
-    on it, while touching it, or reverting an edit, reruns nothing (Snakemake's params trigger
-    compares contents; an input file would be compared by its modification time)."""
+    """The content of the dnndist modules ``names`` and of every dnndist module they import
+    (``module_closure``, ``module_files``) as a short sha256: the workflow's rules take it as a
+    param, so editing a module reruns exactly the jobs that compute with it, while touching it, or
+    reverting an edit, reruns nothing (Snakemake's params trigger compares contents; an input file
+    would be compared by its modification time)."""
     import hashlib
 
     h = hashlib.sha256()
-    for name in names:
+    for name in module_closure(*names):
         for path in module_files(name):
             h.update(f"{name}/{path.name}\0".encode())
             h.update(path.read_bytes())

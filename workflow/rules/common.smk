@@ -1,9 +1,11 @@
 # Helpers shared by all stages -- paths, the grid of runs, per-run parameters.
+import functools
 import json
 
 from dnndist import config as dcfg
 from dnndist import outputs
 from dnndist import reporting
+from dnndist import runcache
 from dnndist.settings import RunSettings
 
 reporting.register()  # the report's front page embeds its headline figures (../report/workflow.rst)
@@ -12,7 +14,6 @@ RESULTS = config["results"]
 RESOURCES = config["resources"]
 LOGS = f"{RESULTS}/logs"
 RUNS = dcfg.runs(config)
-STACK_GROUPS = dcfg.stack_groups(config) if config["stacked"] else []
 ENVIRONMENT = "../../environment.yml"  # the project environment, relative to the stage files
 DATASET_STORE = f"{RESULTS}/data/dataset.zarr"
 RUN_DIR = f"{RESULTS}/runs/{{variant}}/{{init}}/seed{{seed}}"
@@ -25,9 +26,15 @@ STYLE = workflow.source_path("../style/dnndist.mplstyle")  # shared figure style
 VARIANTS = list(dict.fromkeys(r.variant for r in RUNS))
 
 
+@functools.cache
+def settings_of(run):
+    """A run's resolved settings (dnndist.config.run_settings), worked out once per run."""
+    return dcfg.run_settings(config, run)
+
+
 def typed_run_settings(run):
     """A run's resolved settings, typed (dnndist.settings); the params JSON stays the dict."""
-    return RunSettings.from_dict(dcfg.run_settings(config, run))
+    return RunSettings.from_dict(settings_of(run))
 
 
 # given weights (model.weights) are analysed at one checkpoint ("epoch 0"), not trained
@@ -43,6 +50,7 @@ OWN_OPTIONS = [f for f in FIGURES if outputs.FIGURE[f].options]  # figures with 
 MALLOC_ENV = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296"
 
 
+@functools.cache
 def code(*modules):
     """The dnndist modules a rule's outputs depend on, as a param: a digest of their content
     (``resources.code_digest``). Editing plots.py reruns only the figures, editing stats.py the
@@ -51,6 +59,37 @@ def code(*modules):
     from dnndist import resources
 
     return resources.code_digest(*modules)
+
+
+TRAIN_CODE = code("train")  # training's code, a param of every training job (and part of a cache key)
+# stacked: runs train into a cache entry keyed by their settings and TRAIN_CODE, and each run's
+# folder is restored from its entry (dnndist.runcache); stacks are formed from the runs whose entry
+# is not complete, so no run's bytes depend on which other runs train, or train again.
+CACHE = f"{RESULTS}/cache/train"
+RUN_KEYS = {r: runcache.run_key(settings_of(r), TRAIN_CODE) for r in RUNS} if config["stacked"] else {}
+
+
+def cache_entry(run):
+    return f"{CACHE}/{RUN_KEYS[run]}"
+
+
+STACK_GROUPS = dcfg.stack_groups(config, [r for r in RUN_KEYS if not runcache.is_complete(cache_entry(r))])
+
+
+def entry_paths(runs, name):
+    """One path per run: ``name`` in the run's cache entry."""
+    return [f"{cache_entry(r)}/{name}" for r in runs]
+
+
+def group_log(group):
+    """A stack group's log, named after its runs' entries too: a later group of the same name (other
+    runs needing training) does not overwrite it."""
+    return f"{LOGS}/train/stacked/{group.name}-{runcache.config_hash(entry_paths(group.runs, ''))[:8]}.log"
+
+
+def cached_run(wildcards):
+    """A run's cache entry (its summary.json), which its folder is restored from (stacked: true)."""
+    return f"{cache_entry(run_of(wildcards))}/summary.json"
 
 
 def expand_runs(pattern, kinds=(None,)):
@@ -65,11 +104,6 @@ def run_of(wildcards):
 def run_paths(runs, pattern):
     """One path per run."""
     return [pattern.format(variant=r.variant, init=r.init, seed=r.seed) for r in runs]
-
-
-def group_paths(group, pattern):
-    """One path per run of a stack group."""
-    return run_paths(group.runs, pattern)
 
 
 STATS_MAX = 70  # runs per statistics job (see stats_jobs)
@@ -106,7 +140,7 @@ def profile_resources(rule, res):
 
 def group_settings_json(group):
     """The settings of every run of a stack group: editing one reruns the group."""
-    return json.dumps([dcfg.run_settings(config, r) for r in group.runs], sort_keys=True)
+    return json.dumps([settings_of(r) for r in group.runs], sort_keys=True)
 
 
 def stacked_resources(group):
@@ -114,18 +148,6 @@ def stacked_resources(group):
     command line sets for `train` (profile_resources)."""
     res = {"mem_mb": 4000 + 500 * len(group.runs), "runtime": 240 * len(group.runs), "torch_threads": 2}
     return profile_resources("train", res)
-
-
-def extract_group_resources(group):
-    """A stack group's extraction job: the memory of one run (its runs are extracted one after
-    another) and an hour plus 20 minutes a run, then what the profile or the command line sets for
-    `extract` (a runtime set there is for the whole job)."""
-    return profile_resources("extract", {"mem_mb": 6000, "runtime": 60 + 20 * len(group.runs), "torch_threads": 2})
-
-
-def extract_group_settings_json(group):
-    """The extract settings of every run of a stack group: editing one re-extracts the group."""
-    return json.dumps([dcfg.extract_settings(config, r) for r in group.runs], sort_keys=True)
 
 
 def stats_threads(runs):
@@ -142,15 +164,19 @@ def stats_resources(runs):
     return profile_resources("stats_runs", {"mem_mb": mem, "runtime": 30 + 5 * len(runs)})
 
 
-def run_weights(wildcards):
+def given_weights(run):
     """The local state dict a run analyses instead of training (model.weights), if any."""
-    weights = typed_run_settings(run_of(wildcards)).given_weights
+    weights = settings_of(run)["model"].get("weights")
     return [weights] if weights else []
+
+
+def run_weights(wildcards):
+    return given_weights(run_of(wildcards))
 
 
 def run_settings_json(wildcards):
     """Everything a run depends on; Snakemake reruns a job whose params changed."""
-    return json.dumps(dcfg.run_settings(config, run_of(wildcards)), sort_keys=True)
+    return json.dumps(settings_of(run_of(wildcards)), sort_keys=True)
 
 
 def extract_settings_json(wildcards):
@@ -200,7 +226,7 @@ def variant_settings_json():
     for r in RUNS:
         first.setdefault(r.variant, r)
     return json.dumps(
-        {v: {sec: dcfg.run_settings(config, r)[sec] for sec in ("model", "train", "input")} for v, r in first.items()},
+        {v: {sec: settings_of(r)[sec] for sec in ("model", "train", "input")} for v, r in first.items()},
         sort_keys=True,
     )
 

@@ -1,7 +1,8 @@
-# Training stage: one job per run (variant, init, seed), or with `stacked: true` one job
-# per stack group (up to stack_max runs of a variant, inits and seeds alike, trained as one
-# wide model). One training loop either way (a run alone is a stack of one): the same
-# per-run outputs, resumed if killed.
+# Training stage: one job per run (variant, init, seed), or with `stacked: true` one job per
+# stack group of the runs that need training (up to stack_max runs of a variant, inits and seeds
+# alike, trained as one wide model into their cache entries, dnndist.runcache), and a local job
+# per run restoring its folder from its entry. One training loop either way (a run alone is a
+# stack of one): the same per-run outputs, resumed if killed.
 
 
 if not config["stacked"]:
@@ -27,6 +28,7 @@ if not config["stacked"]:
             torch_threads=2,
         params:
             settings=run_settings_json,
+            code=TRAIN_CODE,
             run_dir=run_dir,
             env=MALLOC_ENV,
         shell:
@@ -43,12 +45,14 @@ else:
                 rule_name("train_stacked", group.name)
             input:
                 store=DATASET_STORE,
+                weights=[w for r in group.runs for w in given_weights(r)],
             output:
-                checkpoints=[directory(p) for p in group_paths(group, f"{RUN_DIR}/checkpoints")],
-                metrics=group_paths(group, f"{RUN_DIR}/metrics.csv"),
-                summary=group_paths(group, f"{RUN_DIR}/summary.json"),
+                # each entry's summary.json, written last (its checkpoints/ and metrics.csv before
+                # it): one path per run keeps the plan small, and what Snakemake removes before a
+                # job runs again is the summary, not the resume state beside it
+                entry_paths(group.runs, "summary.json"),
             log:
-                f"{LOGS}/train/stacked/{group.name}.log",
+                group_log(group),
             conda:
                 ENVIRONMENT
             threads: 2
@@ -56,9 +60,26 @@ else:
                 **stacked_resources(group),
             params:
                 settings=group_settings_json(group),
-                run_dirs=group_paths(group, RUN_DIR),
+                entries=[cache_entry(r) for r in group.runs],
                 env=MALLOC_ENV,
             shell:
                 "{params.env} python -m dnndist train-stacked --settings {params.settings:q} "
-                "--data {input.store:q} --out {params.run_dirs:q} --threads {resources.torch_threads} --no-progress "
+                "--data {input.store:q} --out {params.entries:q} --threads {resources.torch_threads} --no-progress "
                 "> {log:q} 2>&1"
+
+    rule restore:
+        input:
+            summary=cached_run,
+        output:
+            checkpoints=directory(f"{RUN_DIR}/checkpoints"),
+            metrics=f"{RUN_DIR}/metrics.csv",
+            summary=f"{RUN_DIR}/summary.json",
+        log:
+            f"{LOGS}/restore/{{variant}}/{{init}}/seed{{seed}}.log",
+        localrule: True
+        conda:
+            ENVIRONMENT
+        params:
+            run_dir=run_dir,
+        shell:
+            "python -m dnndist restore $(dirname {input.summary:q}) --out {params.run_dir:q} > {log:q} 2>&1"
