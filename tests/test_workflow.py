@@ -269,6 +269,9 @@ def test_changing_one_init_reruns_only_its_chain(done, tmp_path):
     proc = snakemake(work, "-n", "--configfile", str(tmp_path / "changed.yaml"))
     assert planned_jobs(proc) == DOWNSTREAM
     assert "runs/base/xavier_uniform/seed0" in proc.stdout
+    # the reason names the changed setting in one short line, not the settings' JSON twice
+    reason = next(line for line in proc.stdout.splitlines() if "Params have changed" in line)
+    assert "train.lr=0.001" in reason and "train.lr=0.0005" in reason and len(reason) < 1500, reason
     # adding a seed to one init plans exactly that run
     more = {
         **cfg,

@@ -174,14 +174,57 @@ def run_weights(wildcards):
     return given_weights(run_of(wildcards))
 
 
-def run_settings_json(wildcards):
-    """Everything a run depends on; Snakemake reruns a job whose params changed."""
+@functools.cache
+def extract_settings_of(run):
+    """A run's settings plus the extract section: editing extraction reruns only extraction."""
+    return dcfg.extract_settings(config, run)
+
+
+def run_settings_json(wildcards, input):
+    """A run's settings for the job's command line. A param that takes `input` is one Snakemake
+    does not compare (it counts as derived from the inputs): settings_param is the one it does."""
     return json.dumps(settings_of(run_of(wildcards)), sort_keys=True)
 
 
-def extract_settings_json(wildcards):
-    """A run's settings plus the extract section: editing extraction reruns only extraction."""
-    return json.dumps(dcfg.extract_settings(config, run_of(wildcards)), sort_keys=True)
+def extract_settings_json(wildcards, input):
+    """A run's extract settings for the job's command line (not compared, as run_settings_json)."""
+    return json.dumps(extract_settings_of(run_of(wildcards)), sort_keys=True)
+
+
+def flat_settings(settings, prefix=""):
+    """A settings dict as {"train.lr": 0.001, ...} (lists and empty sections are values)."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            out.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# the settings of a run of the default config (the schema's defaults), for settings_param
+DEFAULT_SETTINGS = flat_settings(
+    dcfg.extract_settings(dcfg.validate({}, check_paths=False), dcfg.Run("base", "zeros", 0))
+)
+
+
+def settings_param(settings_fn):
+    """A run's settings (``settings_fn(run)``) as the param Snakemake compares: a digest of them
+    all, then the run's keys and every setting that differs from the schema's default, e.g.
+    `3f2a... run.init_name="ones" run.seed=0 train.epochs=50 train.lr=0.0005`. A changed setting
+    reruns the job (the digest changes), and Snakemake's reason, which prints the param before and
+    now, stays a line that shows the changed key instead of the whole settings twice."""
+
+    def param(wildcards):
+        settings = settings_fn(run_of(wildcards))
+        shown = [
+            f"{key}={json.dumps(value, sort_keys=True)}"
+            for key, value in sorted(flat_settings(settings).items())
+            if key.startswith("run.") or key not in DEFAULT_SETTINGS or DEFAULT_SETTINGS[key] != value
+        ]
+        return " ".join([runcache.config_hash(settings), *shown])
+
+    return param
 
 
 def stats_settings_json(wildcards):

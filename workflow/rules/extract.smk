@@ -27,6 +27,7 @@ rule extract:
         layout=STORE_LAYOUT,  # a new store layout re-extracts (dnndist.io.STORE_LAYOUT)
         run_dir=run_dir,
         env=MALLOC_ENV,
+        compared=settings_param(extract_settings_of),  # what Snakemake compares (extract_settings_json)
     shell:
         "{params.env} python -m dnndist extract all --settings {params.settings:q} "
         "--checkpoints {input.checkpoints:q} --data {input.store:q} --out {params.run_dir:q} "

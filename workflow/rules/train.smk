@@ -31,6 +31,7 @@ if not config["stacked"]:
             code=TRAIN_CODE,
             run_dir=run_dir,
             env=MALLOC_ENV,
+            compared=settings_param(settings_of),  # what Snakemake compares (run_settings_json)
         shell:
             "{params.env} python -m dnndist train --settings {params.settings:q} "
             "--data {input.store:q} --out {params.run_dir:q} --threads {resources.torch_threads} --no-progress "
@@ -81,5 +82,7 @@ else:
             ENVIRONMENT
         params:
             run_dir=run_dir,
+            # the run's key (in its input) changes with its settings; this names what changed
+            compared=settings_param(settings_of),
         shell:
             "python -m dnndist restore $(dirname {input.summary:q}) --out {params.run_dir:q} > {log:q} 2>&1"
