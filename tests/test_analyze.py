@@ -118,7 +118,8 @@ def test_resnet18_torch_default_weights_inside_their_bound(resnet18_default):
         assert var.attrs["long_name"] and var.attrs["units"] == "1", name
     for key in ("dnndist_version", "git_commit", "torch_version", "config_hash", "created"):
         assert key in ds.attrs, key
-    assert ds.attrs["model"] == "ResNet" and ds.attrs["init"] == "torch_default"
+    assert ds.attrs["model"] == "ResNet" and ds.attrs["init"] == "unknown"  # no checkpoint says which
+    assert r.weights.attrs["reference_init"] == "torch_default"
 
 
 # --------------------------------------------------------------------------- a custom two-layer module
@@ -242,6 +243,35 @@ def workflow_run(tiny_runs):
     return s, store, run_dir
 
 
+def test_a_checkpoint_of_the_workflow_labels_what_analyze_writes(workflow_run, tmp_path):
+    """A dnndist checkpoint says which run and epoch it is: analyze labels its tables, stores and
+    figures with that init, seed and epoch and compares with that init's theory; the same tensors
+    in a plain state dict are init 'unknown' at epoch 0, compared with torch_default, by name."""
+    from safetensors.torch import save_file
+
+    from dnndist.checkpoints import load_checkpoint
+
+    _, _, run_dir = workflow_run
+    ckpt = run_dir / "checkpoints" / "epoch_0001.safetensors"
+    r = dnndist.analyze("paper_cnn", weights=ckpt)
+    assert set(r.weight_stats["init"]) == {"kaiming_normal"} and set(r.weight_stats["epoch"]) == {1}
+    assert r.weights.attrs["init"] == "kaiming_normal" and r.weights.attrs["reference_init"] == "kaiming_normal"
+    assert r.weights["epoch"].values.tolist() == [1] and r.weights["seed"].values.tolist() == [0]
+    r.write(tmp_path / "out")
+    written = pd.read_csv(tmp_path / "out" / "weights.csv")
+    assert set(written["init"]) == {"kaiming_normal"} and set(written["epoch"]) == {1}
+    plain = tmp_path / "plain.safetensors"
+    save_file(load_checkpoint(ckpt)[0], str(plain))  # the tensors without dnndist's metadata
+    u = dnndist.analyze("paper_cnn", weights=plain)
+    assert set(u.weight_stats["init"]) == {"unknown"} and set(u.weight_stats["epoch"]) == {0}
+    assert u.weights.attrs["reference_init"] == "torch_default"
+    t, tu = r.table.set_index("layer"), u.table.set_index("layer")
+    np.testing.assert_array_equal(t["std"], tu["std"])  # the same weights
+    assert not np.allclose(t["std_ratio_to_init"], tu["std_ratio_to_init"])  # against another reference
+    u.write(tmp_path / "unknown")
+    assert (tmp_path / "unknown" / "weights.png").is_file()
+
+
 def test_same_weight_statistics_as_the_workflow(workflow_run):
     _, _, run_dir = workflow_run
     groups = stats.open_layer_groups(run_dir / "weights.zarr")
@@ -310,7 +340,9 @@ def test_same_feature_statistics_as_the_workflow(workflow_run):
         .squeeze(drop=True)
         .load()
     )
-    ours = r.features.sel(epoch=0, split="inputs").squeeze(drop=True).sel(layer=wf["layer"].values)
+    ours = (
+        r.features.sel(epoch=1, split="inputs").squeeze(drop=True).sel(layer=wf["layer"].values)
+    )  # the checkpoint's epoch
     for name in (
         "n",
         "mu",
@@ -458,34 +490,20 @@ def test_draw_esd_marks_the_fit_and_xmin():
 
 # --------------------------------------------------------------------------- the CLI and bad input
 @pytest.mark.slow
-def test_cli_on_a_saved_state_dict(tmp_path):
+def test_cli_on_a_saved_state_dict(tmp_path, capsys, resnet18_default):
+    """The CLI in this process (a subprocess proves nothing more here, and would simulate the
+    size-calibrated references of ResNet-18's layer sizes again: the fixture's run cached them)."""
     import torchvision
+
+    from dnndist import cli
 
     net = torchvision.models.resnet18(weights=None)
     torch.save(net.state_dict(), tmp_path / "W.pth")
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dnndist",
-            "analyze",
-            "--model",
-            "torchvision:resnet18",
-            "--weights",
-            str(tmp_path / "W.pth"),
-            "--out",
-            str(out),
-            "--no-figures",
-        ],
-        capture_output=True,
-        text=True,
-        env=env(),
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("torchvision:resnet18: 21 Conv2d/Linear layers") and "layer4.1.conv2" in proc.stdout
+    argv = ["analyze", "--model", "torchvision:resnet18", "--weights", str(tmp_path / "W.pth"), "--out", str(out)]
+    assert cli.main([*argv, "--no-figures"]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.startswith("torchvision:resnet18: 21 Conv2d/Linear layers") and "layer4.1.conv2" in stdout
     integrity.verify_store(out / "weights.zarr")
     g = xr.open_zarr(out / "weights.zarr", group="layer1.0.conv1", consolidated=False)
     np.testing.assert_array_equal(g["weight"].values.squeeze(), net.layer1[0].conv1.weight.detach().numpy())

@@ -94,7 +94,7 @@ BAD = [
     ({"inits": ["kaiming_normal", "he_normal"]}, "inits[1]"),
     ({"train": {"epochs": 0}}, "train.epochs"),
     ({"train": {"epochs": -3}}, "train.epochs"),
-    ({"train": {"lr": "1e-4"}}, "train.lr"),
+    ({"train": {"lr": "1e-4 per step"}}, "train.lr"),
     ({"train": {"lr": 0}}, "train.lr"),
     ({"train": {"batch_size": 6.5}}, "train.batch_size"),
     ({"data": {"source": "imagefolder"}}, "data.imagefolder.path"),
@@ -320,3 +320,23 @@ def test_the_paper_presets_pick_the_best_epoch_on_held_out_training_images():
         )
         assert cfg["data"]["valid_split"] == "train" and cfg["data"]["valid_size"] >= 1000, name
         assert "best" in cfg["stats"]["claims_at"] and "best" in cfg["train"]["checkpoints"], name
+
+
+def test_an_exponent_without_a_dot_is_the_number_it_spells(tmp_path):
+    """YAML 1.1 (PyYAML, Snakemake) reads `lr: 1e-3` as the string '1e-3'; where the schema wants a
+    number the config takes the number (in overrides too); an integer key, a word, and a grid level
+    (whose spelling names a variant) are still refused, the grid's with the spelling to use."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {lr: 1e-3, weight_decay: 5E-4}\noverrides: {ones: {train: {lr: 2e-5}}}\n")
+    layer = dcfg.read_config_file(path)
+    assert layer["train"]["lr"] == "1e-3"  # what YAML 1.1 gives
+    cfg = dcfg.validate(layer, check_paths=False)
+    assert (cfg["train"]["lr"], cfg["train"]["weight_decay"]) == (1e-3, 5e-4)
+    assert cfg["overrides"]["ones"]["train"]["lr"] == 2e-5
+    for bad, message in [
+        ({"train": {"lr": "fast"}}, "'train.lr': 'fast' is not of type 'number'"),
+        ({"train": {"epochs": "1e2"}}, "'train.epochs': '1e2' is not of type 'integer'"),
+        ({"grid": {"train.lr": ["1e-3", 1.0e-4]}}, "write 0.001, with a dot"),
+    ]:
+        with pytest.raises(dcfg.ConfigError, match=message):
+            dcfg.validate(bad, check_paths=False)

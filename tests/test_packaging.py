@@ -215,6 +215,19 @@ def test_code_digests_cover_every_dnndist_module_a_stage_imports():
     assert not {"train", "stacked", "models", "extract"} & set(resources.module_closure("stats", "plots", "tables"))
     assert "train" in resources.module_closure("extract")  # extraction runs training's model code
     assert resources.code_digest("train") != resources.code_digest("train", "stats")
+    # the source-text scan finds what the syntax tree says each module imports
+    import ast
+
+    for path in sorted(resources.PACKAGE_DIR.glob("*.py")):
+        tree_says = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("dnndist"):
+                parts = node.module.split(".")
+                tree_says |= {a.name for a in node.names} if len(parts) == 1 else {parts[1]}
+            elif isinstance(node, ast.Import):
+                tree_says |= {a.name.split(".")[1] for a in node.names if a.name.startswith("dnndist.")}
+        modules = {n for n in tree_says if n in {p.stem for p in resources.PACKAGE_DIR.glob("*.py")} | {"data"}}
+        assert resources._imported_modules(path.stem) == modules, path.name
 
 
 def test_init_refuses_to_overwrite_unless_forced(tmp_path, capsys):

@@ -372,14 +372,15 @@ def test_code_changes_rerun_only_what_depends_on_them(done, module, expected):
     path = REPO / "src" / "dnndist" / f"{module}.py"
     before, text = path.stat(), path.read_bytes()
     try:
-        os.utime(path, (time.time() + 5, time.time() + 5))  # touched: the same content
-        touched = snakemake(work, "-n", "--configfile", str(work / "tiny.yaml"))
+        if module == "plots":  # touched: the same content (once: what is compared is the same for every module)
+            os.utime(path, (time.time() + 5, time.time() + 5))
+            touched = snakemake(work, "-n", "--configfile", str(work / "tiny.yaml"))
+            assert "Nothing to be done" in touched.stdout + touched.stderr, planned_jobs(touched)
         path.write_bytes(text + b"\n# an edit\n")
         edited = snakemake(work, "-n", "--configfile", str(work / "tiny.yaml"))
     finally:
         path.write_bytes(text)
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert "Nothing to be done" in touched.stdout + touched.stderr, planned_jobs(touched)
     expected = {**expected, "total": sum(v for k, v in expected.items() if k != "total")}
     assert planned_jobs(edited) == expected
 

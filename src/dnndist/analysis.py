@@ -22,10 +22,13 @@ is a layer. The numbers are those of the workflow, computed by the same function
 - emission / absorption (with ``inputs``, conv layers): ``extract.gradient_batch`` on the first
   ``gradient_inputs`` inputs; ``stats.em_ab_table`` and ``tables.emission_summary`` summarise it.
 
-The workflow compares a layer with the theory of the init it was trained from; a given model has
-no known init, so the reference is ``init`` (default ``torch_default``, PyTorch's own
-U(-1/sqrt(fan_in), 1/sqrt(fan_in))): ``init_std``, ``init_bound`` and ``std_ratio_to_init`` are
-relative to it. ``within_default_bound`` is always the torch-default bound.
+The workflow compares a layer with the theory of the init it was trained from. A checkpoint of
+the workflow (``checkpoints/epoch_NNNN.safetensors``) says which: its metadata's init, seed and
+epoch label what ``analyze`` writes, and its init is the reference. Other weights have no known
+init: they are labelled ``init = unknown`` and compared with ``init`` (default ``torch_default``,
+PyTorch's own U(-1/sqrt(fan_in), 1/sqrt(fan_in))), named as ``reference_init``; ``init_std``,
+``init_bound`` and ``std_ratio_to_init`` are relative to the reference. An ``init`` given is
+both the label and the reference. ``within_default_bound`` is always the torch-default bound.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ import xarray as xr
 from torch import nn
 
 from dnndist import DnndistError, data, dims, extract, inits, models, spectral, stats, tables, units
-from dnndist.checkpoints import resolve_device
+from dnndist.checkpoints import checkpoint_meta, resolve_device
+from dnndist.conventions import UNKNOWN_INIT
 from dnndist.gradients import conv_geometry
 from dnndist.io import DATASET_NAMES, atomic_path, write_text
 from dnndist.provenance import config_hash
@@ -348,6 +352,8 @@ class Analysis:
     gradients: xr.Dataset | None = None
     gradient_groups: dict[str, xr.Dataset] | None = None
     em_ab: pd.DataFrame | None = None
+    epoch: int = 0  # the checkpoint's epoch (a dnndist checkpoint's metadata), else 0
+    reference_init: str = "torch_default"  # the init init_std and std_ratio_to_init are those of
 
     SUMMARY = (
         "layer",
@@ -448,7 +454,7 @@ def analyze(
     inputs: Any = None,
     *,
     weights: str | Path | None = None,
-    init: str = "torch_default",
+    init: str | None = None,
     gain: str | float = "torch",
     bias: str = "auto",
     activation: str = "relu",
@@ -486,7 +492,8 @@ def analyze(
     layers, emission / absorption of the first ``gradient_inputs`` inputs (``emission``) of the split
     ``gradient_split`` (default: the first) against the labels (``gradient_target`` label; auto: when the inputs have labels the model can output,
     else its own prediction). ``init``, ``gain``, ``bias``, ``activation``: the init the weights
-    are compared with (``init_std``, ``std_ratio_to_init``). The model is used in eval mode on
+    are compared with (``init_std``, ``std_ratio_to_init``; ``init`` default: the checkpoint's own,
+    else torch_default, with the weights labelled init ``unknown``). The model is used in eval mode on
     ``device`` (default: where its parameters are) and left as it was; with ``channels_last``
     (default, as the workflow's ``train.channels_last``) its features and gradients are computed
     on a copy in that memory format (faster on a CPU, and the workflow's numbers exactly)."""
@@ -494,9 +501,9 @@ def analyze(
     opts.check()
     module, name = _load(model, num_classes, in_channels, opts)
     specs = layer_specs(module)
-    settings, origin = _settings(opts, name)
+    settings, origin, label = _settings(opts, name)
     dev = _device(module, device)
-    result = _weight_analysis(module, specs, name, settings, origin)
+    result = _weight_analysis(module, specs, name, settings, origin, label)
     if inputs is not None:
         _features(result, module, inputs, origin, dev, opts)
     result.table = per_layer_table(result)
@@ -510,7 +517,7 @@ class _Options:
     (``image_size`` defaulted for the model)."""
 
     weights: str | Path | None
-    init: str
+    init: str | None
     gain: str | float
     bias: str
     activation: str
@@ -546,7 +553,7 @@ class _Options:
     def check(self) -> None:
         """DnndistError for an unknown init, gain, bias, activation or gradient target, or a size below 1."""
         init, gain = self.init, self.gain
-        if init not in inits.INIT_NAMES:
+        if init is not None and init not in inits.INIT_NAMES:
             raise DnndistError(f"unknown init {init!r}; known: {', '.join(inits.INIT_NAMES)}")
         if not (
             gain in ("torch", "relu") or (isinstance(gain, (int, float)) and not isinstance(gain, bool) and gain > 0)
@@ -576,8 +583,20 @@ def _load(model: Any, num_classes: int | None, in_channels: int, opts: _Options)
     )
 
 
-def _settings(opts: _Options, name: str) -> tuple[dict[str, Any], Origin]:
-    """The run settings the statistics read (model ``name``, the reference init) and the stores' origin."""
+@dataclasses.dataclass(frozen=True)
+class _Label:
+    """What the analysed weights are: the epoch they are labelled with and the init compared with."""
+
+    epoch: int
+    reference_init: str
+
+
+def _settings(opts: _Options, name: str) -> tuple[dict[str, Any], Origin, _Label]:
+    """The run settings the statistics read (model ``name``, the init label, seed and epoch, the
+    reference init) and the stores' origin. A checkpoint of the workflow labels them with its own
+    init, seed and epoch (its metadata); other weights are init ``unknown`` at epoch 0."""
+    meta = checkpoint_meta(opts.weights) if opts.weights is not None else {}
+    known = opts.init or meta.get("init")
     model_settings = {
         **MODEL_DEFAULTS,
         **(opts.model_options or {}),
@@ -585,20 +604,30 @@ def _settings(opts: _Options, name: str) -> tuple[dict[str, Any], Origin]:
         "activation": opts.activation,
         "weights": str(opts.weights) if opts.weights is not None else None,
     }
+    seed = int(meta.get("seed", 0))
     settings = {
-        "run": {"variant": name, "init_name": opts.init, "seed": 0},
+        "run": {"variant": name, "init_name": known or UNKNOWN_INIT, "seed": seed},
         "model": model_settings,
         "init": {"gain": opts.gain, "bias": opts.bias},
-        "checkpoint_epochs": [0],
+        "checkpoint_epochs": [int(meta.get("epoch", 0))],
         "stats": {"near_zero": list(opts.near_zero), "near_zero_rel": list(opts.near_zero_rel)},
     }
+    if meta:
+        log.info(
+            "%s: a dnndist checkpoint of %s/%s/seed%s at epoch %s",
+            opts.weights,
+            meta.get("variant"),
+            meta.get("init"),
+            meta.get("seed"),
+            meta.get("epoch"),
+        )
     origin = Origin(
-        RunId(name, opts.init, 0),
+        RunId(name, known or UNKNOWN_INIT, seed),
         ModelSettings.from_dict(model_settings),
         InitScheme(opts.gain, opts.bias),
         config_hash(settings),
     )
-    return settings, origin
+    return settings, origin, _Label(int(meta.get("epoch", 0)), known or "torch_default")
 
 
 def _device(module: nn.Module, device: str | torch.device | None) -> torch.device:
@@ -612,13 +641,21 @@ def _device(module: nn.Module, device: str | torch.device | None) -> torch.devic
 
 
 def _weight_analysis(
-    module: nn.Module, specs: list[models.LayerSpec], name: str, settings: dict[str, Any], origin: Origin
+    module: nn.Module,
+    specs: list[models.LayerSpec],
+    name: str,
+    settings: dict[str, Any],
+    origin: Origin,
+    label: _Label,
 ) -> Analysis:
     """The analysis of the module's weights: the weights store, its statistics, spectrum,
     eigenvalues and histograms (no features yet, no per-layer views)."""
-    root, groups = extract.weight_groups(origin, [0], specs, [_state(module, specs)], [False])
+    epoch, reference = label.epoch, label.reference_init
+    root, groups = extract.weight_groups(origin, [epoch], specs, [_state(module, specs)], [False], reference)
     root = root.assign_attrs(
-        **extract.store_attrs(origin, "weights", torch.device("cpu")), analysed_with="dnndist analyze"
+        **extract.store_attrs(origin, "weights", torch.device("cpu")),
+        analysed_with="dnndist analyze",
+        reference_init=reference,
     )
     with _one_blas_thread():
         stats_settings = StatsSettings.from_dict({"stats": settings.get("stats", {})})
@@ -629,7 +666,7 @@ def _weight_analysis(
             )
             for s in specs
         }
-    hist = stats.weight_histograms(groups, [0])
+    hist = stats.weight_histograms(groups, [epoch])
     return Analysis(
         name,
         specs,
@@ -642,6 +679,8 @@ def _weight_analysis(
         hist.assign(depth=hist[dims.LAYER].map({s.name: s.depth for s in specs})),
         spectrum,
         eigenvalues,
+        epoch=epoch,
+        reference_init=reference,
     )
 
 
@@ -716,7 +755,7 @@ def _features(
     if params and (params[0].device != dev or opts.channels_last):  # the caller's module stays as it is
         fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
         module = copy.deepcopy(module).to(device=dev, memory_format=fmt)
-    arrays = extract.FeatureArrays(specs, kinds, [s.name for s in splits], [0], opts.histogram_bins)
+    arrays = extract.FeatureArrays(specs, kinds, [s.name for s in splits], [result.epoch], opts.histogram_bins)
     convs = _emission_convs(module, specs) if gradient_inputs else []
     gradient_split = _gradient_split(splits, opts)
     module.eval()
@@ -815,7 +854,7 @@ def _store_features(
     )
     result.feature_groups = groups
     result.feature_stats = stats.feature_table(result.features)
-    hist = stats.feature_histograms(result.features, [0], kind="pre" if "pre" in kinds else kinds[0])
+    hist = stats.feature_histograms(result.features, [result.epoch], kind="pre" if "pre" in kinds else kinds[0])
     result.feature_hist = (
         hist.assign(depth=hist[dims.LAYER].map({s.name: s.depth for s in result.layers})) if not hist.empty else hist
     )
@@ -902,18 +941,19 @@ class _GradientPass:
 
     def store(self, result: Analysis, split: str, origin: Origin, dev: torch.device) -> None:
         """The gradients store (root and one group per conv layer) and the em/ab table, into ``result``."""
+        epoch = result.epoch
         root = _gradient_root(
-            np.concatenate(self.losses)[None], np.concatenate(self.labels), split, self.target, self.convs
+            np.concatenate(self.losses)[None], np.concatenate(self.labels), split, self.target, self.convs, epoch
         )
         groups = {}
         for s in self.convs:
             e, a = (np.concatenate(v)[None] for v in self.em[s.name])
-            groups[s.name] = extract._finish(_em_ab_dataset(s, e, a), origin.run)
+            groups[s.name] = extract._finish(_em_ab_dataset(s, e, a, epoch), origin.run)
         result.gradients = extract._finish(root, origin.run).assign_attrs(
             **extract.store_attrs(origin, "gradients", dev), analysed_with="dnndist analyze"
         )
         result.gradient_groups = groups
-        result.em_ab = stats.em_ab_table(groups, 0)
+        result.em_ab = stats.em_ab_table(groups, epoch)
 
 
 def _split_or_none(y: torch.Tensor | None, take: int, size: int) -> Iterable[torch.Tensor | None]:
@@ -938,7 +978,7 @@ def _gradient_target(gmodel: nn.Module, y: torch.Tensor | None, target: str) -> 
 
 
 def _gradient_root(
-    loss: np.ndarray, labels: np.ndarray, split: str, target: str, convs: list[models.LayerSpec]
+    loss: np.ndarray, labels: np.ndarray, split: str, target: str, convs: list[models.LayerSpec], epoch: int
 ) -> xr.Dataset:
     """The gradients store's root: the per-sample loss (epoch x sample), the inputs' indices and labels."""
     n = len(labels)
@@ -956,12 +996,12 @@ def _gradient_root(
             ),
             "sample_label": ((dims.SAMPLE,), labels, {"long_name": "class label (-1: none)", "units": "1"}),
         },
-        coords={dims.EPOCH: [0], **extract._layer_coords(convs)},
+        coords={dims.EPOCH: [epoch], **extract._layer_coords(convs)},
         attrs={"gradient_split": split, "gradient_target": target},
     )
 
 
-def _em_ab_dataset(s: models.LayerSpec, e: np.ndarray, a: np.ndarray) -> xr.Dataset:
+def _em_ab_dataset(s: models.LayerSpec, e: np.ndarray, a: np.ndarray, epoch: int) -> xr.Dataset:
     """One conv layer's group of the gradients store: emission ``e`` and absorption ``a`` (epoch x sample x channel)."""
     return xr.Dataset(
         {
@@ -976,7 +1016,7 @@ def _em_ab_dataset(s: models.LayerSpec, e: np.ndarray, a: np.ndarray) -> xr.Data
                 {"long_name": f"{s.name} absorption", "units": units.ACTIVATION_GRADIENT},
             ),
         },
-        coords={dims.EPOCH: [0]},
+        coords={dims.EPOCH: [epoch]},
         attrs={"layer": s.name, "depth": s.depth},
     )
 

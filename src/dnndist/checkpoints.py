@@ -58,6 +58,21 @@ def st_bytes(tensors: dict[str, torch.Tensor], meta: Mapping[str, str]) -> bytes
     return st_save(tensors, metadata={"dnndist": json.dumps(dict(meta), sort_keys=True)})
 
 
+def checkpoint_meta(path: str | Path) -> dict[str, str]:
+    """The training stage's metadata of a checkpoint (variant, init, seed, epoch, model, ...), or
+    {} for a file that is not a dnndist checkpoint (another safetensors file, a torch file)."""
+    from safetensors import safe_open
+
+    if Path(path).suffix != ".safetensors":
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("dnndist", "{}"))
+    except Exception:  # noqa: BLE001 - unreadable: read_weights names the problem when the tensors are read
+        return {}
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else {}
+
+
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a checkpoint written by the training stage (tensors + metadata; no pickle)."""
     from safetensors import safe_open

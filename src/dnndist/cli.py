@@ -730,8 +730,8 @@ def _analyze_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     s.add_argument(
         "--init",
-        default="torch_default",
-        help="init the weights are compared with (init_std, std_ratio_to_init; default torch_default)",
+        help="init the weights are compared with (init_std, std_ratio_to_init) and labelled with (default: a dnndist "
+        "checkpoint's own; other weights are labelled 'unknown' and compared with torch_default)",
     )
     s.add_argument(
         "--gain", type=_gain, default="torch", help="gain convention of --init: torch, relu or a number (default torch)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,7 @@ def validate(
     check_size(cfg)
     check_finite(cfg)
     validator = jsonschema.Draft202012Validator(schema)
+    _read_exponent_numbers(cfg, validator)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         err = errors[0]
@@ -103,6 +105,33 @@ def validate(
     )
     _semantic_checks(cfg, check_paths)
     return cfg
+
+
+# YAML 1.1 (PyYAML, Snakemake's reader) reads 1e-3 and 5E+4 as strings: a float needs a dot there
+EXPONENT_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _wants_number(error: Any) -> bool:
+    """A schema error (or one of an anyOf/oneOf's) that a number would not have raised."""
+    errors = [error, *(error.context or [])]
+    return any(
+        e.validator == "type"
+        and "number" in (e.validator_value if isinstance(e.validator_value, list) else [e.validator_value])
+        for e in errors
+    )
+
+
+def _read_exponent_numbers(cfg: dict[str, Any], validator: Any) -> None:
+    """Where the schema wants a number and the config has a string such as ``1e-3`` (YAML 1.1's
+    reading of an exponent without a dot), use the number it spells."""
+    for error in list(validator.iter_errors(cfg)):
+        value = error.instance
+        if isinstance(value, str) and EXPONENT_NUMBER.fullmatch(value.strip()) and _wants_number(error):
+            *parents, last = error.absolute_path
+            holder: Any = cfg
+            for key in parents:
+                holder = holder[key]
+            holder[last] = float(value)
 
 
 MAX_CONFIG_VALUES = 100_000  # a dnndist config holds a few hundred values
@@ -265,7 +294,13 @@ def expand_variants(cfg: Mapping[str, Any], validator: Any = None) -> dict[str, 
             errors = list(validator.iter_errors(variant))
             if errors:
                 path = ".".join(str(p) for p in errors[0].absolute_path)
-                raise ConfigError(f"config key 'grid.{path}': {errors[0].message}")
+                value = errors[0].instance
+                hint = (
+                    f" (YAML reads {value} as a string: write {float(value)!r}, with a dot)"
+                    if isinstance(value, str) and EXPONENT_NUMBER.fullmatch(value.strip()) and _wants_number(errors[0])
+                    else ""
+                )
+                raise ConfigError(f"config key 'grid.{path}': {errors[0].message}{hint}")
         if name in out:
             raise ConfigError(f"config key 'grid': two combinations are both named {name!r}; use distinct values")
         out[name] = variant

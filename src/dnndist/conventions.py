@@ -22,6 +22,9 @@ INIT_NAMES = (  # the init registry's names (dnndist.inits), here so that figure
     "zeros",
     "torch_default",
 )
+# the init label of weights whose init is not known (dnndist analyze of a file without dnndist's
+# metadata and without --init): they are still compared with a reference init, named apart
+UNKNOWN_INIT = "unknown"
 
 
 def describe(convention: str | float) -> str:

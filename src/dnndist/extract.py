@@ -237,17 +237,20 @@ def weight_groups(
     specs: list[models.LayerSpec],
     states: list[Mapping[str, torch.Tensor]],
     diverged: list[bool],
+    reference: str | None = None,
 ) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
     """The content of a weights store, in memory: (root, {layer: group}) from one state dict per
     checkpoint epoch (``epochs``; CPU tensors keyed like ``model.state_dict()``).
 
     ``origin`` supplies the run coordinates, the init whose theoretical std and bound are recorded
-    (``run.init_name`` and the init scheme's gain and bias) and the model's activation (for kaiming
-    gains). Used by the extraction stage and by ``dnndist.analyze``."""
-    gain = inits.gain_for(origin.run.init_name, origin.init_scheme.gain, origin.model)
+    (``run.init_name``, or ``reference`` where the weights' own init is not known, and the init
+    scheme's gain and bias) and the model's activation (for kaiming gains). Used by the extraction
+    stage and by ``dnndist.analyze``."""
+    reference = reference or origin.run.init_name
+    gain = inits.gain_for(reference, origin.init_scheme.gain, origin.model)
     groups, table = {}, {k: [] for k in WEIGHT_TABLE}
     for spec in specs:
-        layer_attrs = _layer_attrs(origin, spec, tuple(states[0][f"{spec.name}.weight"].shape), gain)
+        layer_attrs = _layer_attrs(origin, spec, tuple(states[0][f"{spec.name}.weight"].shape), gain, reference)
         for k in table:
             table[k].append(layer_attrs[k])
         ds = xr.Dataset(_weight_variables(spec, states, layer_attrs), coords={dims.EPOCH: epochs}, attrs=layer_attrs)
@@ -255,9 +258,10 @@ def weight_groups(
     return _finish(_weight_root(epochs, specs, diverged, table), origin.run), groups
 
 
-def _layer_attrs(origin: Origin, spec: models.LayerSpec, shape: tuple[int, ...], gain: float) -> dict[str, Any]:
-    """A weight layer's attributes: where it is, its fans and its init's theoretical moments."""
-    init = origin.run.init_name
+def _layer_attrs(
+    origin: Origin, spec: models.LayerSpec, shape: tuple[int, ...], gain: float, init: str
+) -> dict[str, Any]:
+    """A weight layer's attributes: where it is, its fans and the theoretical moments of ``init``."""
     fan_in, fan_out = inits.fans(shape)
     th, bth = inits.theory(init, shape, gain), inits.bias_theory(init, origin.init_scheme.bias, fan_in)
     return {

@@ -28,13 +28,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dnndist import DnndistError, spectral  # noqa: E402
-from dnndist.conventions import INIT_NAMES  # noqa: E402 - torch-free (figures need no torch)
+from dnndist.conventions import INIT_NAMES, UNKNOWN_INIT  # noqa: E402 - torch-free (figures need no torch)
 from dnndist.io import atomic_path  # noqa: E402
 from dnndist.stats import diverged_runs  # noqa: E402
 
 _PALETTE = ["#0072B2", "#D55E00", "#E69F00", "#009E73", "#56B4E9", "#CC79A7", "#000000", "#999999"]  # Okabe-Ito
-INIT_COLORS = dict(zip(INIT_NAMES, _PALETTE))
-INIT_LABELS = {n: n.replace("_", " ") for n in INIT_NAMES}
+INIT_COLORS = {**dict(zip(INIT_NAMES, _PALETTE)), UNKNOWN_INIT: "#666666"}  # weights of an unknown init: grey
+INIT_LABELS = {**{n: n.replace("_", " ") for n in INIT_NAMES}, UNKNOWN_INIT: "init unknown"}
 STAT_LABELS = {"loss": "cross-entropy loss (nat)", "accuracy": "accuracy (fraction)"}
 SPLIT_STYLES = {"train": "-", "valid": ":", "test": "--"}  # Fig 1: one line style per split
 
@@ -60,7 +60,7 @@ CONSTANT_INITS = ("ones", "zeros")  # every weight the same: their scales would 
 
 def _inits(df: pd.DataFrame) -> list[str]:
     present = set(df["init"])
-    return [i for i in INIT_NAMES if i in present]
+    return [i for i in (*INIT_NAMES, UNKNOWN_INIT) if i in present]
 
 
 # --------------------------------------------------------------------------- layers and page size
