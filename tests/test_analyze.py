@@ -257,7 +257,7 @@ def test_a_checkpoint_of_the_workflow_labels_what_analyze_writes(workflow_run, t
     assert set(r.weight_stats["init"]) == {"kaiming_normal"} and set(r.weight_stats["epoch"]) == {1}
     assert r.weights.attrs["init"] == "kaiming_normal" and r.weights.attrs["reference_init"] == "kaiming_normal"
     assert r.weights["epoch"].values.tolist() == [1] and r.weights["seed"].values.tolist() == [0]
-    r.write(tmp_path / "out")
+    r.write(tmp_path / "out", figures=False)
     written = pd.read_csv(tmp_path / "out" / "weights.csv")
     assert set(written["init"]) == {"kaiming_normal"} and set(written["epoch"]) == {1}
     plain = tmp_path / "plain.safetensors"
@@ -504,6 +504,7 @@ def test_cli_on_a_saved_state_dict(tmp_path, capsys, resnet18_default):
     assert cli.main([*argv, "--no-figures"]) == 0
     stdout = capsys.readouterr().out
     assert stdout.startswith("torchvision:resnet18: 21 Conv2d/Linear layers") and "layer4.1.conv2" in stdout
+    assert "; init unknown (compared with torch_default), epoch 0" in stdout.splitlines()[0]
     integrity.verify_store(out / "weights.zarr")
     g = xr.open_zarr(out / "weights.zarr", group="layer1.0.conv1", consolidated=False)
     np.testing.assert_array_equal(g["weight"].values.squeeze(), net.layer1[0].conv1.weight.detach().numpy())

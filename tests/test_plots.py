@@ -403,6 +403,11 @@ def test_plot_command_writes_pdf_and_png(tmp_path):
         == 0
     )
     assert pdf.read_bytes().startswith(b"%PDF") and png.read_bytes().startswith(b"\x89PNG")
+    # the same table gives the same bytes (no creation date): a rerun after a kill is byte-identical
+    again = [tmp_path / "g.pdf", tmp_path / "g.png"]
+    argv = ["plot", "fig1_training", "--table", str(table), "--style", str(STYLE), "--pdf", str(again[0])]
+    assert cli.main([*argv, "--png", str(again[1])]) == 0
+    assert again[0].read_bytes() == pdf.read_bytes() and again[1].read_bytes() == png.read_bytes()
 
 
 # --------------------------------------------------------------------------- given weights (experiment 2)

@@ -418,8 +418,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         model_options=json.loads(args.model_options) if args.model_options else None,
         channels_last=args.channels_last,
     )
+    init = result.weights.attrs["init"]
+    compared = f" (compared with {result.reference_init})" if init != result.reference_init else ""
     print(
         f"{result.name}: {len(result.layers)} Conv2d/Linear layers, {int(result.table['params'].sum()):,} weights and biases"
+        f"; init {init}{compared}, epoch {result.epoch}"
         + (f"; inputs {result.features.attrs['inputs_per_split']}" if result.features is not None else "")
     )
     print(result.summary())

@@ -12,7 +12,7 @@ import copy
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import yaml
 
 from dnndist import DnndistError, resources
 from dnndist.best import BEST
-from dnndist.settings import ModelSettings, RunSettings
+from dnndist.settings import ModelSettings, stack_key
 
 RUN_SECTIONS = ("model", "init", "train", "input")
 
@@ -518,13 +518,18 @@ class StackGroup:
     runs: tuple[Run, ...]
 
 
-def stack_groups(cfg: Mapping[str, Any], of: Sequence[Run] | None = None) -> list[StackGroup]:
+def stack_groups(
+    cfg: Mapping[str, Any],
+    of: Sequence[Run] | None = None,
+    settings_of: Callable[[Run], Mapping[str, Any]] | None = None,
+) -> list[StackGroup]:
     """The runs of the experiment (or those of them in ``of``: the workflow's runs that need
     training, dnndist.runcache) grouped for stacked training, in run order, at most ``stack_max``
-    runs per group, named ``<variant>-<n>``."""
+    runs per group, named ``<variant>-<n>``. ``settings_of``: the runs' resolved settings where
+    the caller has them (the workflow's, worked out once per run)."""
     by_key: dict[str, dict[str, list[Run]]] = {}
     for run in runs(cfg) if of is None else of:
-        key = RunSettings.from_dict(run_settings(cfg, run)).stack_key
+        key = stack_key(settings_of(run) if settings_of else run_settings(cfg, run))
         by_key.setdefault(run.variant, {}).setdefault(key, []).append(run)
     out = []
     size = int(cfg["stack_max"])

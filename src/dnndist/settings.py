@@ -164,6 +164,14 @@ class SplitSettings:
         return dataclasses.asdict(self)
 
 
+def stack_key(settings: Mapping[str, Any]) -> str:
+    """Runs with the same key can be stacked: same variant, every setting but the init and seed
+    (of a resolved run settings dict, dnndist.config.run_settings, or RunSettings.to_dict)."""
+    keep = {k: v for k, v in settings.items() if k not in ("run", "init")}
+    keep["run"] = {"variant": settings["run"]["variant"]}
+    return json.dumps(keep, sort_keys=True)
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """Everything one run's training depends on (``config.run_settings``)."""
@@ -192,9 +200,7 @@ class RunSettings:
     @property
     def stack_key(self) -> str:
         """Runs with the same key can be stacked: same variant, every setting but the init and seed."""
-        keep = {k: v for k, v in self.to_dict().items() if k not in ("run", "init")}
-        keep["run"] = {"variant": self.run.variant}
-        return json.dumps(keep, sort_keys=True)
+        return stack_key(self.to_dict())
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> typing.Self:

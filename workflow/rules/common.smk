@@ -73,7 +73,7 @@ def cache_entry(run):
     return f"{CACHE}/{RUN_KEYS[run]}"
 
 
-STACK_GROUPS = dcfg.stack_groups(config, [r for r in RUN_KEYS if not runcache.is_complete(cache_entry(r))])
+STACK_GROUPS = dcfg.stack_groups(config, [r for r in RUN_KEYS if not runcache.is_complete(cache_entry(r))], settings_of)
 
 
 def entry_paths(runs, name):
