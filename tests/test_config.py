@@ -340,3 +340,17 @@ def test_an_exponent_without_a_dot_is_the_number_it_spells(tmp_path):
     ]:
         with pytest.raises(dcfg.ConfigError, match=message):
             dcfg.validate(bad, check_paths=False)
+
+
+def test_the_compared_settings_line_names_what_differs_from_the_defaults(tmp_path):
+    """What the rules give Snakemake to compare (settings_line): the settings' digest, the run's
+    keys and the settings that differ from the schema's defaults, so a rerun's reason is short."""
+    defaults = dcfg.default_settings()
+    over = {"inits": ["kaiming_normal", "ones"], "overrides": {"ones": {"train": {"lr": 5.0e-4}}}}
+    cfg = dcfg.validate(tiny_config(tmp_path / "r", **over), check_paths=False)
+    ones, kaiming = (dcfg.extract_settings(cfg, dcfg.Run("base", i, 0)) for i in ("ones", "kaiming_normal"))
+    line = dcfg.settings_line(ones, defaults)
+    assert "train.lr=0.0005" in line and 'run.init_name="ones"' in line and "train.epochs=1" in line
+    assert "train.optimizer" not in line and "model.name" not in line  # defaults left out
+    assert "train.lr=0.001" in dcfg.settings_line(kaiming, defaults)
+    assert line.split()[0] == dcfg.config_hash(ones) and len(line) < 1000

@@ -9,6 +9,7 @@ one variant's) settings changes only that run's parameters and only its chain re
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import re
@@ -21,6 +22,7 @@ import yaml
 
 from dnndist import DnndistError, resources
 from dnndist.best import BEST
+from dnndist.provenance import config_hash
 from dnndist.settings import ModelSettings, stack_key
 
 RUN_SECTIONS = ("model", "init", "train", "input")
@@ -592,6 +594,36 @@ def extract_settings(cfg: Mapping[str, Any], run: Run) -> dict[str, Any]:
         "extract": dict(cfg["extract"]),
         "random": {"random_size": data["random_size"], "random_seed": data["random_seed"]},
     }
+
+
+def flat_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A settings dict as {"train.lr": 0.001, ...} (lists and empty sections are values)."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping) and value:
+            out.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def settings_line(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    """One line for resolved settings: their digest, then the run's keys and every setting that
+    differs from ``defaults`` (flat_settings of the schema's), e.g. `3f2a... run.init_name="ones"
+    run.seed=0 train.epochs=50 train.lr=0.0005`. The workflow's rules give it to Snakemake to
+    compare: a changed setting reruns the job (the digest changes), and the reason Snakemake
+    prints (the param before and now) shows the changed key instead of the whole settings twice."""
+    shown = [
+        f"{key}={json.dumps(value, sort_keys=True)}"
+        for key, value in sorted(flat_settings(settings).items())
+        if key.startswith("run.") or key not in defaults or defaults[key] != value
+    ]
+    return " ".join([config_hash(settings), *shown])
+
+
+def default_settings() -> dict[str, Any]:
+    """flat_settings of a run of the default config (the schema's defaults, extract settings)."""
+    return flat_settings(extract_settings(validate({}, check_paths=False), Run("base", "zeros", 0)))
 
 
 def data_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:

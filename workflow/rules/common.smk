@@ -6,6 +6,7 @@ from dnndist import config as dcfg
 from dnndist import outputs
 from dnndist import reporting
 from dnndist import runcache
+from dnndist.provenance import config_hash
 from dnndist.settings import RunSettings
 
 reporting.register()  # the report's front page embeds its headline figures (../report/workflow.rst)
@@ -84,7 +85,7 @@ def entry_paths(runs, name):
 def group_log(group):
     """A stack group's log, named after its runs' entries too: a later group of the same name (other
     runs needing training) does not overwrite it."""
-    return f"{LOGS}/train/stacked/{group.name}-{runcache.config_hash(entry_paths(group.runs, ''))[:8]}.log"
+    return f"{LOGS}/train/stacked/{group.name}-{config_hash(entry_paths(group.runs, ''))[:8]}.log"
 
 
 def cached_run(wildcards):
@@ -139,7 +140,8 @@ def profile_resources(rule, res):
 
 
 def group_settings_json(group):
-    """The settings of every run of a stack group: editing one reruns the group."""
+    """The settings of every run of a stack group, for its job's command line (a group is made
+    of runs that need training: its runs' keys, not its params, say when a run changed)."""
     return json.dumps([settings_of(r) for r in group.runs], sort_keys=True)
 
 
@@ -191,38 +193,15 @@ def extract_settings_json(wildcards, input):
     return json.dumps(extract_settings_of(run_of(wildcards)), sort_keys=True)
 
 
-def flat_settings(settings, prefix=""):
-    """A settings dict as {"train.lr": 0.001, ...} (lists and empty sections are values)."""
-    out = {}
-    for key, value in settings.items():
-        if isinstance(value, dict) and value:
-            out.update(flat_settings(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-# the settings of a run of the default config (the schema's defaults), for settings_param
-DEFAULT_SETTINGS = flat_settings(
-    dcfg.extract_settings(dcfg.validate({}, check_paths=False), dcfg.Run("base", "zeros", 0))
-)
+DEFAULT_SETTINGS = dcfg.default_settings()  # the schema's defaults, which settings_param leaves out
 
 
 def settings_param(settings_fn):
-    """A run's settings (``settings_fn(run)``) as the param Snakemake compares: a digest of them
-    all, then the run's keys and every setting that differs from the schema's default, e.g.
-    `3f2a... run.init_name="ones" run.seed=0 train.epochs=50 train.lr=0.0005`. A changed setting
-    reruns the job (the digest changes), and Snakemake's reason, which prints the param before and
-    now, stays a line that shows the changed key instead of the whole settings twice."""
+    """A run's settings (``settings_fn(run)``) as the param Snakemake compares: one line, their
+    digest and what differs from the defaults (``dnndist.config.settings_line``)."""
 
     def param(wildcards):
-        settings = settings_fn(run_of(wildcards))
-        shown = [
-            f"{key}={json.dumps(value, sort_keys=True)}"
-            for key, value in sorted(flat_settings(settings).items())
-            if key.startswith("run.") or key not in DEFAULT_SETTINGS or DEFAULT_SETTINGS[key] != value
-        ]
-        return " ".join([runcache.config_hash(settings), *shown])
+        return dcfg.settings_line(settings_fn(run_of(wildcards)), DEFAULT_SETTINGS)
 
     return param
 
