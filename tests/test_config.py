@@ -354,3 +354,15 @@ def test_the_compared_settings_line_names_what_differs_from_the_defaults(tmp_pat
     assert "train.optimizer" not in line and "model.name" not in line  # defaults left out
     assert "train.lr=0.001" in dcfg.settings_line(kaiming, defaults)
     assert line.split()[0] == dcfg.config_hash(ones) and len(line) < 1000
+
+
+def test_a_checkpoint_after_the_last_epoch_is_named_where_it_matters():
+    """`train.checkpoints: [0, 5]` with 2 epochs keeps 0 and 2: where stats.claims_at then asks for
+    an epoch that is not kept, the error says which checkpoints were dropped, and names
+    train.checkpoints where claims_at asks for the dropped one itself."""
+    with pytest.raises(
+        dcfg.ConfigError, match=r"'train.checkpoints': epoch 5 is after the last epoch \(train.epochs is 2\)"
+    ):
+        dcfg.validate({"train": {"epochs": 2, "checkpoints": [0, 5]}, "stats": {"claims_at": [5]}}, check_paths=False)
+    with pytest.raises(dcfg.ConfigError, match=r"'stats.claims_at': epoch 1 .* keeps \[0, 2\]; \[5\] after the last"):
+        dcfg.validate({"train": {"epochs": 2, "checkpoints": [0, 5]}, "stats": {"claims_at": [1]}}, check_paths=False)

@@ -555,10 +555,17 @@ def _check_claims_at(stages: Sequence[int | str], train: Mapping[str, Any], run:
     for stage in stages:
         if stage == BEST and BEST not in train["checkpoints"]:
             raise ConfigError(f"config key 'stats.claims_at': 'best' needs 'best' in train.checkpoints{whose}")
+        if stage != BEST and stage not in kept and stage in train["checkpoints"]:
+            raise ConfigError(
+                f"config key 'train.checkpoints': epoch {stage} is after the last epoch (train.epochs is "
+                f"{train['epochs']}), so it is not kept, and stats.claims_at asks for it{whose}"
+            )
         if stage != BEST and stage not in kept:
+            after = [e for e in train["checkpoints"] if e != BEST and e > train["epochs"]]
+            dropped = f"; {after} after the last epoch, {train['epochs']}, are not kept" if after else ""
             raise ConfigError(
                 f"config key 'stats.claims_at': epoch {stage} is not a checkpoint "
-                f"(train.checkpoints keeps {kept}{whose})"
+                f"(train.checkpoints keeps {kept}{dropped}{whose})"
             )
 
 
