@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save as st_save
@@ -58,6 +59,12 @@ def st_bytes(tensors: dict[str, torch.Tensor], meta: Mapping[str, str]) -> bytes
     return st_save(tensors, metadata={"dnndist": json.dumps(dict(meta), sort_keys=True)})
 
 
+def _stored_meta(fh: Any) -> dict[str, str]:
+    """The dnndist metadata of an open safetensors file (one key of sorted JSON, ``st_bytes``)."""
+    meta = json.loads((fh.metadata() or {}).get("dnndist", "{}"))
+    return meta if isinstance(meta, dict) else {}
+
+
 def checkpoint_meta(path: str | Path) -> dict[str, str]:
     """The training stage's metadata of a checkpoint (variant, init, seed, epoch, model, ...), or
     {} for a file that is not a dnndist checkpoint (another safetensors file, a torch file)."""
@@ -67,10 +74,10 @@ def checkpoint_meta(path: str | Path) -> dict[str, str]:
         return {}
     try:
         with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("dnndist", "{}"))
+            meta = _stored_meta(fh)
     except Exception:  # noqa: BLE001 - unreadable: read_weights names the problem when the tensors are read
         return {}
-    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else {}
+    return meta if meta.get("format") == FORMAT else {}
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -79,7 +86,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
     try:
         with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("dnndist", "{}"))
+            meta = _stored_meta(fh)
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a damaged header
         raise DnndistError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None

@@ -113,13 +113,16 @@ def validate(
 EXPONENT_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-def _wants_number(error: Any) -> bool:
-    """A schema error (or one of an anyOf/oneOf's) that a number would not have raised."""
-    errors = [error, *(error.context or [])]
+def _exponent_string(error: Any) -> bool:
+    """A schema error (or one of an anyOf/oneOf's) about a string such as ``1e-3`` where a number
+    is wanted: a number would not have raised it."""
+    value = error.instance
+    if not (isinstance(value, str) and EXPONENT_NUMBER.fullmatch(value.strip())):
+        return False
     return any(
         e.validator == "type"
         and "number" in (e.validator_value if isinstance(e.validator_value, list) else [e.validator_value])
-        for e in errors
+        for e in [error, *(error.context or [])]
     )
 
 
@@ -127,13 +130,12 @@ def _read_exponent_numbers(cfg: dict[str, Any], validator: Any) -> None:
     """Where the schema wants a number and the config has a string such as ``1e-3`` (YAML 1.1's
     reading of an exponent without a dot), use the number it spells."""
     for error in list(validator.iter_errors(cfg)):
-        value = error.instance
-        if isinstance(value, str) and EXPONENT_NUMBER.fullmatch(value.strip()) and _wants_number(error):
+        if _exponent_string(error):
             *parents, last = error.absolute_path
             holder: Any = cfg
             for key in parents:
                 holder = holder[key]
-            holder[last] = float(value)
+            holder[last] = float(error.instance)
 
 
 MAX_CONFIG_VALUES = 100_000  # a dnndist config holds a few hundred values
@@ -299,7 +301,7 @@ def expand_variants(cfg: Mapping[str, Any], validator: Any = None) -> dict[str, 
                 value = errors[0].instance
                 hint = (
                     f" (YAML reads {value} as a string: write {float(value)!r}, with a dot)"
-                    if isinstance(value, str) and EXPONENT_NUMBER.fullmatch(value.strip()) and _wants_number(errors[0])
+                    if _exponent_string(errors[0])
                     else ""
                 )
                 raise ConfigError(f"config key 'grid.{path}': {errors[0].message}{hint}")

@@ -84,7 +84,7 @@ def _imported_modules(name: str) -> frozenset[str]:
             if module:
                 found.add(module)
             else:
-                found |= set(re.findall(r"\w+", names.split("#")[0] if "(" not in names else names))
+                found |= set(re.findall(r"\w+", re.sub(r"#[^\n]*", "", names)))  # comments aside
         found |= set(_IMPORT.findall(text))
     return frozenset(
         n for n in found if (PACKAGE_DIR / f"{n}.py").is_file() or (PACKAGE_DIR / n / "__init__.py").is_file()
