@@ -516,6 +516,9 @@ def test_best_validation_epoch_is_extracted_beside_the_scheduled_ones(run, tmp_p
     }
     table = stats.em_ab_table(grads, stats.stage_epochs([0, best, 3], ("best",), best))
     assert sorted(set(table["epoch"])) == [0, best, 3]  # the first too: C6 is decided before training
+    for layer, ds in ((n, g) for n, g in grads.items() if stats.EMISSION in g):  # conv layers: every channel
+        rows = table[(table["layer"] == layer) & (table["measure"] == "emission")]
+        assert rows["channel"].nunique() == ds.sizes["out_channel"] == rows["layer_channels"].iloc[0], layer
     (run_dir / "checkpoints" / train.BEST_FILE).unlink()
     with pytest.raises(DnndistError, match="best.json is missing"):
         extract.extract_weights(s, run_dir / "checkpoints", store, tmp_path / "again.zarr")

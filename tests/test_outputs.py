@@ -53,11 +53,12 @@ def test_figure_resolves(figure):
 
 @pytest.mark.parametrize("table", outputs.TABLES, ids=lambda t: t.name)
 def test_table_resolves(table):
-    """Computed from tables the statistics stage writes, by a function of dnndist.tables that
-    takes them (and its extra options) in the registry's order; captioned for files and report."""
+    """Computed from tables the statistics stage writes, by a function dnndist.tables offers (its
+    own, or the plain-words summary's of dnndist.glance) that takes them (and its extra options)
+    in the registry's order; captioned for files and report."""
     assert set(table.inputs) <= set(outputs.stats_files())
     fn = table.function()
-    assert callable(fn) and fn.__module__ == "dnndist.tables"
+    assert callable(fn) and fn.__module__ in ("dnndist.tables", "dnndist.glance")
     inspect.signature(fn).bind(*table.inputs, **dict.fromkeys(table.extra))
     assert table.when in outputs.CONDITIONS and table.shows and table.title
     assert table.caption.strip() and table.caption.endswith(".")

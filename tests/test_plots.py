@@ -259,13 +259,36 @@ def test_weight_figure_shows_biases_tails_and_constant_inits():
         )
         sub = df[(df["layer"] == layer) & (df["param"] == param) & (df["epoch"] == epoch)]
         lo, hi = ax.get_xlim()
-        assert lo <= sub["min"].min() and hi >= sub["max"].max(), ax.get_title()
+        random = sub[~sub["init"].isin(plots.CONSTANT_INITS)]  # they set the axes: every value on it
+        assert lo <= random["min"].min() and hi >= random["max"].max(), ax.get_title()
+        gids = {line.get_gid() for line in ax.get_lines()}
+        for init, d in sub[sub["init"].isin(plots.CONSTANT_INITS)].groupby("init"):
+            inside = lo <= d["min"].iloc[0] and d["max"].iloc[0] <= hi
+            assert inside or f"{init}|off" in gids, ax.get_title()  # outside: an arrow at the edge
     conv1_w0 = next(ax for ax in axes if ax.get_title().startswith("conv1 weight, epoch 0"))
-    assert "ones|point" in {line.get_gid() for line in conv1_w0.get_lines()}
-    assert conv1_w0.get_title().splitlines()[1] == "all = 1: ones"  # the point mass is named
+    assert "ones|off" in {line.get_gid() for line in conv1_w0.get_lines()}
+    assert conv1_w0.get_xlim()[1] < 1.0  # the ones' point mass at 1 does not stretch the axis
+    assert conv1_w0.get_title().splitlines()[1] == "ones at 1 →"  # it is named, with its value
     conv1_w2 = next(ax for ax in axes if ax.get_title().startswith("conv1 weight, epoch 2"))
     assert conv1_w2.get_xlim()[1] >= 3.0  # the large weight is on the axis
     assert legend_texts(fig) == [plots.INIT_LABELS[i] for i in INITS]
+
+
+def test_weight_figure_draws_identical_tensors_once_and_a_point_mass_inside_the_axis():
+    """Inits whose biases are the same draw (PyTorch's default bias, same seed) are one grey line,
+    named; a constant tensor inside the others' range (zeros) is a vertical line."""
+    df = weight_hist(np.random.default_rng(0))
+    twin = df[df["init"] == "kaiming_normal"].assign(init="xavier_normal")
+    bias = (df["param"] == "bias") & (df["init"] == "xavier_uniform")
+    df = pd.concat([df[~bias], twin, twin[twin["param"] == "bias"].assign(init="xavier_uniform")], ignore_index=True)
+    zeros = df[(df["init"] == "ones")].assign(init="zeros", min=0.0, max=0.0, mean=0.0)
+    fig = plots.draw_weight_distributions(pd.concat([df, zeros], ignore_index=True))
+    panel = next(ax for ax in data_axes(fig) if ax.get_title().startswith("conv1 bias, epoch 0"))
+    gids = [line.get_gid() for line in panel.get_lines()]
+    stairs = [p.get_gid() for p in panel.patches]
+    assert stairs.count("same|hist") == 1 and not any(g.startswith("xavier") for g in stairs if g)
+    assert "grey: 3 inits, identical values" in panel.get_title()
+    assert "zeros|point" in gids and "all = 0: zeros" in panel.get_title()
 
 
 # --------------------------------------------------------------------------- Fig 3
@@ -644,3 +667,36 @@ def test_esd_figure_of_one_checkpoint_and_of_nothing():
     rows = spectrum_rows({"fc1": np.random.default_rng(2).normal(size=(50, 40))}, "xavier_uniform", 0)
     assert len(data_axes(plots.draw_esd_layers(pd.DataFrame(rows)))) == 1  # given weights: one checkpoint
     assert "no spectrum" in plots.draw_esd_layers(pd.DataFrame()).texts[0].get_text()
+
+
+# --------------------------------------------------------------------------- Fig 0
+def test_glance_draws_a_ridge_per_init_and_keeps_constant_inits_off_the_axes():
+    """One panel per layer, one row per init (labelled); the axis spans the random inits' values,
+    the ones' point mass at 1 is an arrow at the edge with its value, not a stretched axis."""
+    df = weight_hist(np.random.default_rng(0))
+    fig = plots.draw_glance(df)
+    axes = data_axes(fig)
+    assert [ax.get_title() for ax in axes] == ["conv1", "fc1"]
+    labels = [t.get_text() for t in axes[0].get_yticklabels()]
+    assert labels == [plots.INIT_LABELS[i] for i in reversed(INITS)]
+    for ax in axes:
+        w = df[(df["layer"] == ax.get_title()) & (df["param"] == "weight") & (df["init"] != "ones")]
+        lo, hi = ax.get_xlim()
+        assert lo <= w["min"].min() and w["max"].max() <= hi
+    conv1 = axes[0]
+    assert conv1.get_xlim()[1] >= 3.0 and "point" in {c.get_gid() for c in conv1.collections}  # 1 is inside: a spike
+    assert "outline: epoch 0 (initialisation); filled: epoch 2" in fig._suptitle.get_text()
+    fresh = plots.draw_glance(df[df["epoch"] == 0])  # one checkpoint: the random inits end below 0.33
+    for ax in data_axes(fresh):
+        assert ax.get_xlim()[1] < 1.0 and [t.get_text() for t in ax.texts] == ["1 →"]  # outside: an arrow
+    assert "epoch 0, the only checkpoint" in fresh._suptitle.get_text()
+
+
+# --------------------------------------------------------------------------- Fig 3 axes
+def test_feature_axes_fit_the_densities_with_the_std_list_beside_them():
+    df = feature_hist(np.random.default_rng(0))
+    fig = plots.draw_features(df)
+    for ax in data_axes(fig):
+        top = df[~df["init"].isin(plots.CONSTANT_INITS)]["density"].max()
+        assert ax.get_ylim()[1] < 10 * top  # no decades of headroom for text
+        assert all(t.get_position()[0] > 1.0 for t in ax.texts)  # the std list is right of the panel

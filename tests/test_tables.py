@@ -708,3 +708,82 @@ def test_c5_levels_the_paper_states(mean_after, std_before, c5c, c5d):
     df = tables.claims(training_table(ORDERED), NO_WEIGHTS, level_rows(mean_after, std_before), None).set_index("claim")
     assert df.loc["C5c", "verdict"] == c5c and df.loc["C5d", "verdict"] == c5d
     assert df.loc["C5c", "comparisons"] == 5 * 2 and "(0.5, 2)" in df.loc["C5d", "rule"]
+
+
+def test_emission_summary_says_how_many_channels_of_how_many():
+    """The em_ab table holds the first stats.EM_AB_CHANNELS channels of a layer: the summary says
+    how many of how many, out (emission) and in (absorption)."""
+    rows = [
+        ("base", "kaiming_normal", 0, 1, "conv2", measure, c, total, s, 1.0 + c + s)
+        for measure, total in (("emission", 64), ("absorption", 16))
+        for c in range(16)
+        for s in range(3)
+    ]
+    cols = ["variant", "init", "seed", "epoch", "layer", "measure", "channel", "layer_channels", "sample", "value"]
+    out = tables.emission_summary(pd.DataFrame(rows, columns=cols))
+    assert out["channels"].tolist() == ["16 of 64 out, 16 of 16 in"]
+
+
+# --------------------------------------------------------------------------- at a glance
+def glance_weights(seeds: int = 5) -> pd.DataFrame:
+    """Per-seed weights rows with known answers: std grows by 10 % (orthogonal) and 20 % (kaiming
+    normal) in every layer; kaiming normal's conv1 leaves [-1, 1] after training in 2 seeds;
+    ones end at mean 0.9 with std 0.01; zeros stay 0."""
+    rows = []
+    layers = (("conv1", 1), ("fc1", 2))
+    for init, seed, (layer, depth), epoch in itertools.product(
+        ["orthogonal", "kaiming_normal", "ones", "zeros"], range(seeds), layers, (0, 3)
+    ):
+        growth = {"orthogonal": 1.1, "kaiming_normal": 1.2}.get(init, 1.0)
+        big = init == "kaiming_normal" and layer == "conv1" and epoch == 3 and seed < 2
+        values = {
+            "std": 0.1 * (growth if epoch else 1.0),
+            "min": -0.5,
+            "max": 1.25 if big else 0.5,
+            "kurtosis": 0.3 if epoch else 0.0,
+            "near_zero_rel_0.1": 0.08,
+            "mean": 0.0,
+        }
+        if init in ("ones", "zeros"):
+            const = 1.0 if init == "ones" else 0.0
+            values = {
+                "std": 0.01 if (init == "ones" and epoch) else 0.0,
+                "mean": 0.9 if (init == "ones" and epoch) else const,
+            }
+            values |= {"min": values["mean"], "max": values["mean"]}
+        rows += [tidy_row(init, seed, epoch, layer, depth, "weight", k, v) for k, v in values.items()]
+    return pd.DataFrame(rows)
+
+
+def test_at_a_glance_says_what_the_tables_say():
+    training = training_table(ORDERED, seeds=5, epochs=3)
+    training = pd.concat(
+        [
+            training,
+            training[training["statistic"] == "loss"].assign(statistic="accuracy", value=lambda d: 1 / d["value"]),
+        ]
+    )
+    out = tables.at_a_glance(training, glance_weights())
+    text = dict(zip(out["source"], out["finding"]))
+    acc = training[(training["statistic"] == "accuracy") & (training["split"] == "test") & (training["epoch"] == 3)]
+    best = acc.groupby("init")["value"].mean().idxmax()
+    assert text["training"].startswith("Test accuracy after 3 epochs (mean over 5 seeds), best first: ")
+    assert text["training"].split("best first: ")[1].startswith(best.replace("_", " "))
+    assert (
+        "after training, weights leave [-1, 1] only in kaiming normal conv1 (largest |w| 1.25, 2 of 5 seeds)"
+        in text["range"]
+    )
+    assert "at initialisation, every weight lies inside [-1, 1] (largest |w| 0.5)" in text["range"]
+    assert "+10.0 % (orthogonal" in text["weights: std"] and "to +20.0 % (kaiming normal" in text["weights: std"]
+    assert "it grew in 4 of 4 (init, layer) pairs" in text["weights: std"]
+    assert "kaiming normal 0.00 -> 0.30" in text["weights: kurtosis"]
+    assert "ones: layer means 0.9 to 0.9, std at most 0.01" in text["weights: mean, std"]
+    assert "zeros: every weight still equals 0 in every layer" in text["weights: mean, std"]
+
+
+def test_at_a_glance_leaves_out_diverged_runs_and_names_them():
+    training = training_table(ORDERED, seeds=5, epochs=3, diverged={"kaiming_normal": 2})
+    out = tables.at_a_glance(training, glance_weights())
+    text = dict(zip(out["source"], out["finding"]))
+    assert "kaiming normal conv1" not in text["range"]  # the 2 seeds with large weights diverged
+    assert text["training: diverged"] == "Left out above: runs that diverged, kaiming_normal (2 seeds)."

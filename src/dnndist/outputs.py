@@ -95,6 +95,27 @@ STATS: tuple[StatsTable, ...] = (
 
 FIGURES: tuple[Figure, ...] = (
     Figure(
+        "fig0_glance",
+        "Fig 0",
+        "each init's weight distribution per layer, before and after: the report's headline",
+        "Figure 0: weight distributions at a glance",
+        table="weight_hist",
+        draw="fig_glance",
+        caption="""
+The weight distribution of each initialisation (rows) in each layer (columns, in depth order; at
+most 6, evenly spaced in depth when there are more, as the title then says), seed 0 of the first
+variant, drawn as a ridgeline: {% if given %}the given weights' one checkpoint (filled){% else %}the
+outline is the first checkpoint (the initialisation at epoch 0), the filled curve the last{% endif %}.
+Density histograms with equal bins over each tensor's full range; each row is scaled to its own
+peak, so shapes compare across rows and heights do not. The x axis of a panel spans every value of
+the non-constant initialisations; a constant tensor (ones, zeros before training) is a vertical
+spike at its value, and a distribution that lies wholly outside the axis (ones after training) is
+an arrow at the edge with its mean. Triangles mark the minimum and maximum at the last checkpoint;
+grey dotted lines mark -1 and +1 where they fall inside the axis. Biases, log densities and both
+checkpoints side by side: Figure 2.
+""",
+    ),
+    Figure(
         "fig1_training",
         "Fig 1",
         "training: loss and accuracy over epochs",
@@ -150,9 +171,13 @@ of the first variant). Density histograms with equal bins over each tensor's ful
 maximum, on a log density axis: nothing is clipped, so a few large weights show as low bars far
 from the bulk. Triangles at the foot of a panel mark each initialisation's minimum and maximum; grey
 dotted lines mark -1 and +1 where they fall inside the axis (when they are absent, every value lies
-inside (-1, 1)). A tensor whose values are all equal (ones and zeros before training) has no
-density: it is drawn as a solid vertical line in its initialisation's colour with a downward
-triangle at the top, and the panel's title names it on a second line ("all = 1: ones").
+inside (-1, 1)). The axes of a panel are set by the non-constant initialisations, so that ones and
+zeros cannot squeeze the others: a constant tensor inside the axis (zeros) is a solid vertical line
+in its initialisation's colour with a downward triangle at the top ("all = 0: zeros" in the title),
+and a tensor wholly outside the x axis (ones, before and after training) is an arrow at the panel's
+edge, its mean in the title ("ones at 0.938 →"). Initialisations whose tensors are identical, such as
+PyTorch's default bias that every init leaving biases alone draws from the same seed, are one grey
+line, and the title says how many ("grey: 5 inits, identical values").
 {% endif %}
 """,
     ),
@@ -190,7 +215,8 @@ their standard deviations are listed top left under "not drawn".
         options=("init", "layers"),
         caption="""
 Emission (left column, output channels) and absorption (right column, input channels) of the first
-15 channels of each conv layer (rows: plots.emission_layers, or every conv layer in depth order, at
+16 channels of each conv layer, all of the paper CNN's (each panel's title says how many of how
+many; the paper's Fig 4 shows 15) (rows: plots.emission_layers, or every conv layer in depth order, at
 most 6, evenly spaced in depth, as the title then says) at the last checkpoint, for
 {{ config["plots"]["emission_init"] }} (seed 0 of the first variant), over
 {{ config["extract"]["gradient_batches"] * config["extract"]["gradient_batch_size"] }}
@@ -244,9 +270,10 @@ Constant initialisations (ones, zeros) are not drawn, and the legend title names
         "Figure 7: experiment variants",
         table="weights_summary",
         draw="fig_variants",
+        when="variants",
         caption="""
-The experiment factors (variants: batch norm, leaky ReLU, L1/L2, binarised inputs, depth):
-near-zero mass, excess kurtosis, Hill tail index and largest weight (columns) of each layer against
+The experiment's variants ({{ config["variants"]|list|join(", ") }}{% if config.get("grid") %}, and
+the grid's combinations{% endif %}): near-zero mass, excess kurtosis, Hill tail index and largest weight (columns) of each layer against
 its depth (1 = first weight layer) at the last checkpoint, for the first non-constant
 initialisation. With up to six variants, one line per variant: mean over seeds with the 95 %
 t-interval over seeds as a band (the legend title gives the number of seeds; no band with one
@@ -283,6 +310,18 @@ from the ``alpha`` of the weights table.
 )
 
 TABLES: tuple[Table, ...] = (  # in the reproduction document's order
+    Table(
+        "glance",
+        "the findings in plain words: accuracy, range, std change, shape, constant inits",
+        "At a glance",
+        inputs=("training", "weights"),
+        compute="at_a_glance",
+        caption="What the tables say, in plain words, for the first variant: test accuracy per initialisation, whether weights stay inside [-1, 1], how much the weight std changed in training, the shape (excess kurtosis) and the near-zero mass, and what became of constant initialisations; means over seeds, ranges over layers and initialisations, runs that diverged left out. Descriptive: the verdicts are the claims table's. 'source' names the table or statistic each line comes from.",
+        report="""
+What the tables say, in plain words (first variant; means over seeds). Descriptive: the verdicts
+are in the claims table below.
+""",
+    ),
     Table(
         "claims",
         "the paper's claims C1-C6 and their verdicts",
@@ -385,7 +424,7 @@ seed), per variant, initialisation and layer kind.
         "Emission and absorption",
         inputs=("em_ab",),
         compute="emission_summary",
-        caption="Emission and absorption per conv layer at the last epoch, per run: per-channel median and variance over inputs (mean over channels), the coefficient of variation over inputs per channel (mean over channels; scale-free, unlike the variance, which follows C_out / C_in) and whether emission's is larger, and the spread of the per-channel medians across channels (CV) with whether emission's is larger.",
+        caption="Emission and absorption per conv layer at the last epoch, per run, over the first 16 output and input channels of each layer ('channels': how many of how many, all of the paper CNN's): per-channel median and variance over inputs (mean over channels), the coefficient of variation over inputs per channel (mean over channels; scale-free, unlike the variance, which follows C_out / C_in) and whether emission's is larger, and the spread of the per-channel medians across channels (CV) with whether emission's is larger.",
         report="""
 Emission against absorption per conv layer and run (claim C6 in the ``claims`` table).
 """,

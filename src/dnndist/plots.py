@@ -240,13 +240,16 @@ def _training_legend(fig: plt.Figure, df: pd.DataFrame, diverged: dict[str, int]
 
 def _plain_log_labels(ax: plt.Axes, axis: str = "y") -> None:
     """Label a log y (or x) axis with plain numbers (0.01, 0.6, 1, 2); when it spans less than two
-    decades, label 2, 3 and 5 times each power of ten too, so that a short range still reads."""
+    decades, label 2, 3 and 5 times each power of ten too, and every minor tick when it spans less
+    than a factor of 4, so that a short range still reads."""
 
     def label(v: float, _pos: int, minor: bool = False) -> str:
         if v <= 0:
             return ""
         lead = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
         lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
+        if minor and hi / lo <= 4:  # less than a decade on the axis: label every minor tick
+            return f"{v:g}"
         if minor and (lead not in (2, 3, 5) or hi / lo > 100):
             return ""
         return f"{v:g}"
@@ -288,6 +291,120 @@ def _first_run(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["seed"] == df["seed"].min()) & (df["variant"] == df["variant"].iloc[0])]
 
 
+# --------------------------------------------------------------------------- Fig 0
+def _x_range(df: pd.DataFrame) -> tuple[float, float]:
+    """The x range of a panel: every value of the non-constant inits, and of a constant init's
+    tensor that overlaps them (one wholly outside, a point far away, would squeeze the rest: it
+    gets an arrow at the edge instead)."""
+    random = df[~df["init"].isin(CONSTANT_INITS)]
+    d = random if len(random) else df
+    lo, hi = float(d["min"].min()), float(d["max"].max())
+    for _, t in df[df["init"].isin(CONSTANT_INITS)].groupby(["init", "epoch"]):
+        tlo, thi = float(t["min"].min()), float(t["max"].max())
+        if tlo <= hi and thi >= lo:
+            lo, hi = min(lo, tlo), max(hi, thi)
+    pad = 0.04 * (hi - lo) if hi > lo else max(0.1 * abs(lo), 0.05)
+    return lo - pad, hi + pad
+
+
+def draw_glance(hist: pd.DataFrame) -> plt.Figure:
+    """Fig 0, the report's headline: each init's weight distribution in each layer (columns, in
+    depth order; at most MAX_COLUMNS, evenly spaced) as a ridgeline, one row per init: the outline
+    at the first checkpoint, filled at the last (seed 0 of the first variant). Each row is scaled
+    to its own peak (shapes, not heights, compare); the x axis is set by the non-constant inits,
+    and a distribution outside it is an arrow at the edge with its value. Triangles mark the min
+    and max at the last checkpoint; dotted lines mark -1 and +1 where they fall inside."""
+    df = _first_run(hist)
+    df = df[df["param"] == "weight"]
+    epochs = sorted(df["epoch"].unique())
+    ends = [epochs[0], epochs[-1]] if len(epochs) > 1 else epochs
+    inits = _inits(df)
+    every = layer_order(df)
+    layers = evenly(every, MAX_COLUMNS)
+    fig, axes = plt.subplots(1, len(layers), figsize=(6.8, 0.32 * len(inits) + 0.95), squeeze=False, sharey=True)
+    for ax, layer in zip(axes[0], layers):
+        sub = df[(df["layer"] == layer) & df["epoch"].isin(ends)]
+        lo, hi = _x_range(sub)
+        for k, init in enumerate(inits):
+            _ridge(ax, sub[sub["init"] == init], len(inits) - 1 - k, INIT_COLORS[init], ends, (lo, hi))
+        ax.set_xlim(lo, hi)
+        for v in (-1.0, 1.0):
+            if lo <= v <= hi:
+                ax.axvline(v, color="0.45", linestyle=":", linewidth=0.6)
+        ax.set_title(layer, fontsize=7)
+        ax.set_xlabel("weight value", fontsize=6)
+        ax.tick_params(axis="x", labelsize=5.5)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+        ax.spines["left"].set_visible(False)
+        ax.tick_params(axis="y", length=0)
+    axes[0, 0].set_yticks(range(len(inits)), [INIT_LABELS[i] for i in reversed(inits)], fontsize=6)
+    axes[0, 0].set_ylim(-0.15, len(inits) - 0.05)
+    when = (
+        f"outline: epoch {ends[0]}{' (initialisation)' if ends[0] == 0 else ''}; filled: epoch {ends[-1]}"
+        if len(ends) > 1
+        else f"epoch {ends[0]}, the only checkpoint"
+    )
+    note = subset_note(len(layers), len(every))
+    fig.suptitle(
+        f"Weight distributions per init, seed {df['seed'].min()}: {when}; each row scaled to its own peak"
+        + (f"; {note}" if note else ""),
+        fontsize=6.5,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.22 / (0.32 * len(inits) + 0.95)))
+    return fig
+
+
+def _ridge(ax: plt.Axes, d: pd.DataFrame, row: int, color: str, ends: Sequence[int], xlim: tuple[float, float]) -> None:
+    """One init's row of a Fig 0 panel: a curve per checkpoint (outline first, filled last), or a
+    spike for a constant tensor, or an arrow at the panel's edge when it lies outside ``xlim``."""
+    lo, hi = xlim
+    peaks = [float(d[d["epoch"] == e]["density"].max()) for e in ends]
+    scale = 0.85 / max([p for p in peaks if np.isfinite(p) and p > 0] or [1.0])
+    for e in ends:
+        t = d[d["epoch"] == e].sort_values("x")
+        if t.empty:
+            continue
+        last = e == ends[-1]
+        vmin, vmax = float(t["min"].iloc[0]), float(t["max"].iloc[0])
+        if vmin > hi or vmax < lo:  # all of it beyond the axis: an arrow at the edge with its value
+            if last:
+                right = vmin > hi
+                text = f"{float(t['mean'].iloc[0]):.3g} →" if right else f"← {float(t['mean'].iloc[0]):.3g}"
+                ax.annotate(
+                    text,
+                    (1.0 if right else 0.0, row + 0.3),
+                    xycoords=("axes fraction", "data"),
+                    ha="right" if right else "left",
+                    va="center",
+                    fontsize=5.5,
+                    color=color,
+                )
+            continue
+        if t["density"].isna().all():  # constant tensor: a spike at its value
+            ax.vlines(
+                vmin,
+                row,
+                row + 0.85,
+                color=color,
+                linewidth=1.4 if last else 0.8,
+                linestyle="-" if last else "--",
+                gid="point",
+            )
+            continue
+        y = row + np.clip(t["density"].fillna(0).to_numpy(), 0, None) * scale
+        edges = _hist_edges(t)
+        if last:
+            ax.stairs(y, edges, baseline=row, fill=True, color=color, alpha=0.45, linewidth=0)
+            ax.stairs(y, edges, baseline=row, color=color, linewidth=0.6)
+            ax.plot([max(vmin, lo), min(vmax, hi)], [row, row], "^", color=color, markersize=2.2, clip_on=False)
+        else:
+            ax.stairs(y, edges, baseline=None, color=color, linewidth=0.6, linestyle="--", alpha=0.9)
+
+
+def fig_glance(hist: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
+    save(draw_glance(hist), pdf, png)
+
+
 # --------------------------------------------------------------------------- Fig 2
 def _hist_edges(d: pd.DataFrame) -> np.ndarray:
     """Bin edges of one tensor's equal-width histogram rows (sorted by ``x``)."""
@@ -315,7 +432,7 @@ def draw_weight_distributions(hist: pd.DataFrame, params: Sequence[str] = ("weig
     every = layer_order(df)
     layers = evenly(every, MAX_ROWS)
     cols = [(p, e) for p in params for e in (epochs[0], epochs[-1])]
-    height = 1.3 * len(layers) + 0.55
+    height = 1.45 * len(layers) + 0.55
     fig, axes = plt.subplots(len(layers), len(cols), figsize=(6.8, height), squeeze=False)
     for r, layer in enumerate(layers):
         for c, (param, epoch) in enumerate(cols):
@@ -373,46 +490,105 @@ def _weights_legend(fig: plt.Figure, df: pd.DataFrame, note: str, height: float)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))
 
 
+SAME_COLOR = "0.3"  # Fig 2: one curve for several inits whose tensors are identical (the same draw)
+
+
+def _same_draws(sub: pd.DataFrame) -> list[list[str]]:
+    """The inits of a panel grouped by identical tensors (same range and histogram): PyTorch's
+    default bias, drawn from the same seed, is the same for every init that leaves biases alone."""
+    groups: dict[tuple, list[str]] = {}
+    for init in _inits(sub):
+        d = sub[sub["init"] == init].sort_values("x")
+        key = (
+            round(float(d["min"].iloc[0]), 12) if "min" in d else None,
+            round(float(d["max"].iloc[0]), 12) if "max" in d else None,
+            tuple(np.round(d["density"].fillna(-1).to_numpy(), 9)),
+        )
+        groups.setdefault(key, []).append(init)
+    return list(groups.values())
+
+
 def _draw_tensor_panel(ax: plt.Axes, sub: pd.DataFrame) -> None:
-    lows, highs, points = [], [], {}
-    positive = sub["density"][sub["density"] > 0]
+    """One tensor's panel of Fig 2: a density line per init (one grey line for inits whose tensors
+    are identical), the axes set by the non-constant inits; a constant init outside them is an arrow
+    at the edge with its value, one inside is a vertical line (a point mass) or its histogram."""
+    random = sub[~sub["init"].isin(CONSTANT_INITS)]
+    scale = random if len(random) else sub
+    positive = scale["density"][scale["density"] > 0]
     top = float(positive.max()) if len(positive) else 1.0
     floor = min(float(positive.min()) / 3, top / 30) if len(positive) else 1e-3  # >= 1.5 decades: labelled log ticks
     foot = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
-    for init in _inits(sub):
+    lo, hi = _x_range(sub) if {"min", "max"} <= set(sub) else (float(sub["x"].min()), float(sub["x"].max()))
+    notes = []
+    for inits in _same_draws(sub):
+        init = inits[0]
         d = sub[sub["init"] == init].sort_values("x")
-        lo = float(d["min"].iloc[0]) if "min" in d else float(d["x"].min())
-        hi = float(d["max"].iloc[0]) if "max" in d else float(d["x"].max())
-        color = INIT_COLORS[init]
+        vmin = float(d["min"].iloc[0]) if "min" in d else float(d["x"].min())
+        vmax = float(d["max"].iloc[0]) if "max" in d else float(d["x"].max())
+        color = INIT_COLORS[init] if len(inits) == 1 else SAME_COLOR
+        names = ", ".join(INIT_LABELS[i] for i in inits)
+        if len(inits) > 1:
+            notes.append(f"grey: {len(inits)} inits, identical values")
+        if vmin > hi or vmax < lo:  # wholly outside the axis (a constant init): an arrow at the edge
+            right = vmin > hi
+            value = float(d["mean"].iloc[0]) if "mean" in d else vmin
+            notes.append(f"{names} at {value:.3g} {'→' if right else '←'}")
+            ax.plot(
+                [1.0 if right else 0.0],
+                [0.93],
+                ">" if right else "<",
+                color=color,
+                markersize=3.5,
+                transform=ax.transAxes,
+                clip_on=False,
+                gid=f"{init}|off",
+            )
+            continue
         if d["density"].isna().all():  # constant tensor: a point mass at its value
-            value = float(d["mean"].iloc[0]) if "mean" in d else float(d["x"].iloc[0])
-            points.setdefault(value, []).append(init)
-            ax.axvline(value, color=color, linewidth=1.0, alpha=0.8, zorder=1, gid=f"{init}|point")
-            ax.plot([value], [0.97], "v", color=color, markersize=3.5, transform=foot, clip_on=False)
-            lows.append(value)
-            highs.append(value)
+            notes.append(f"all = {vmin:.3g}: {names}")
+            ax.axvline(vmin, color=color, linewidth=1.0, alpha=0.8, zorder=1, gid=f"{init}|point")
+            ax.plot([vmin], [0.97], "v", color=color, markersize=3.5, transform=foot, clip_on=False)
             continue
         dens = d["density"].fillna(0).to_numpy()
         ax.stairs(
-            np.maximum(dens, floor), _hist_edges(d), baseline=floor, color=color, linewidth=0.7, gid=f"{init}|hist"
+            np.clip(dens, floor, top * 2),
+            _hist_edges(d),
+            baseline=floor,
+            color=color,
+            linewidth=0.7,
+            gid=f"{init}|hist" if len(inits) == 1 else "same|hist",
         )
-        ax.plot([lo, hi], [0.015, 0.015], "^", color=color, markersize=2.5, transform=foot, clip_on=False)
-        lows.append(lo)
-        highs.append(hi)
+        ax.plot(
+            [max(vmin, lo), min(vmax, hi)],
+            [0.015, 0.015],
+            "^",
+            color=color,
+            markersize=2.5,
+            transform=foot,
+            clip_on=False,
+        )
     ax.set_yscale("log")
     ax.set_ylim(floor, top * 2)
     _plain_log_labels(ax)
-    lo, hi = min(lows), max(highs)
-    pad = 0.04 * (hi - lo) if hi > lo else max(0.1 * abs(lo), 0.05)
-    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
     for v in (-1.0, 1.0):
-        if lo - pad <= v <= hi + pad:
+        if lo <= v <= hi:
             ax.axvline(v, color="0.45", linestyle=":", linewidth=0.6)
-    if points:
-        note = "; ".join(
-            f"all = {v:.3g}: " + ", ".join(INIT_LABELS[i] for i in inits) for v, inits in sorted(points.items())
-        )
-        ax.set_title(f"{ax.get_title()}\n{textwrap.shorten(note, 60, placeholder=' ...')}", fontsize=5.5)
+    if notes:
+        ax.set_title(f"{ax.get_title()}\n{_note_lines(list(dict.fromkeys(notes)))}", fontsize=5.5)
+
+
+def _note_lines(notes: list[str], width: int = 50, most: int = 2) -> str:
+    """Notes joined by '; ' into at most ``most`` lines of about ``width`` characters, never
+    breaking a note; '...' where some are left out."""
+    lines: list[str] = []
+    for note in notes:
+        if lines and len(lines[-1]) + 2 + len(note) <= width:
+            lines[-1] += f"; {note}"
+        else:
+            lines.append(note)
+    return "\n".join(lines[:most]) + (" ..." if len(lines) > most else "")
 
 
 def fig_weight_distributions(hist: pd.DataFrame, pdf: str | Path, png: str | Path, param: str | None = None) -> None:
@@ -424,8 +600,8 @@ def draw_features(hist: pd.DataFrame) -> plt.Figure:
     """Fig 3: pre-activation feature distributions per layer (rows, in depth order; at most MAX_ROWS,
     evenly spaced) and input split (columns), before (dashed) and after (solid) training, one colour
     per init (seed 0); over all inputs of each split. Each panel lists every init's std before ->
-    after. Constant inits (ones, zeros) are not drawn (their activations span orders of magnitude
-    more) but their std is listed. With one checkpoint (given weights): one solid line, one std."""
+    after, right of the panel. Constant inits (ones, zeros) are not drawn (their activations span
+    orders of magnitude more) but their std is listed. With one checkpoint (given weights): one solid line, one std."""
     df = _first_run(hist)
     every = layer_order(df)
     layers = evenly(every, MAX_ROWS)
@@ -483,32 +659,15 @@ def _feature_panel(ax: plt.Axes, sub: pd.DataFrame, styles: dict[int, str]) -> N
                 gid=f"{init}|{epoch}",
             )
     ax.set_yscale("log")
-    step = 0.068
+    step = 0.075  # the std list stands right of the panel, so that the y axis fits the densities
     header = "std, epoch " + " \u2192 ".join(str(e) for e in styles) + ":"
-    for x, ha, head, lines in ((0.99, "right", header, notes), (0.01, "left", "not drawn, std:", hidden)):
-        if not lines:
-            continue
-        ax.text(x, 0.98, head, transform=ax.transAxes, ha=ha, va="top", fontsize=4.3, color="0.2", gid="std-header")
-        for k, (text, color) in enumerate(lines):
-            ax.text(
-                x,
-                0.98 - step * (k + 1),
-                text,
-                transform=ax.transAxes,
-                ha=ha,
-                va="top",
-                fontsize=4.3,
-                color=color,
-                gid="std",
-            )
-    _headroom(ax, step * (max(len(notes), len(hidden)) + 1) + 0.03)
-
-
-def _headroom(ax: plt.Axes, frac: float) -> None:
-    """Raise the top of a log y axis so the top ``frac`` of the panel is free for text."""
-    lo, hi = (math.log10(v) for v in ax.get_ylim())
-    frac = min(frac, 0.5)
-    ax.set_ylim(top=10 ** (hi + (hi - lo) * frac / (1 - frac)))
+    rows = [(header, "0.2", "std-header"), *((t, c, "std") for t, c in notes)]
+    if hidden:
+        rows += [("not drawn, std:", "0.2", "std-header"), *((t, c, "std") for t, c in hidden)]
+    for k, (text, color, gid) in enumerate(rows):
+        ax.text(
+            1.03, 1.0 - step * k, text, transform=ax.transAxes, ha="left", va="top", fontsize=4.6, color=color, gid=gid
+        )
 
 
 def fig_features(hist: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
@@ -520,7 +679,7 @@ WHISKERS = (5, 95)
 
 
 def draw_emission(table: pd.DataFrame, init: str | None = None, layers: Sequence[str] = ()) -> plt.Figure:
-    """Fig 4: emission and absorption per channel (first 15 of each conv layer, or of ``layers``),
+    """Fig 4: emission and absorption per channel (the table's, the first 16, of each conv layer, or of ``layers``),
     box plots over inputs, for one init (seed 0, last checkpoint). Every panel has its own y axis.
     Without ``layers``, every conv layer in depth order, at most MAX_ROWS (evenly spaced, said above)."""
     import seaborn as sns
@@ -552,7 +711,7 @@ def draw_emission(table: pd.DataFrame, init: str | None = None, layers: Sequence
                 linewidth=0.5,
                 whis=WHISKERS,
             )
-            ax.set_title(f"{layer} {measure} ({'output' if measure == 'emission' else 'input'} channels)", fontsize=6)
+            ax.set_title(f"{layer} {measure} ({_channels_text(d, measure)})", fontsize=6)
             ax.set_xlabel("channel" if r == len(layers) - 1 else "")
             ax.set_ylabel("sum of local-gradient norms" if c == 0 else "")
     n_inputs = (
@@ -566,6 +725,14 @@ def draw_emission(table: pd.DataFrame, init: str | None = None, layers: Sequence
     )
     fig.tight_layout()
     return fig
+
+
+def _channels_text(d: pd.DataFrame, measure: str) -> str:
+    """'16 output channels', or 'first 16 of 64 input channels' where the table holds only some."""
+    kind = "output" if measure == "emission" else "input"
+    used = int(d["channel"].nunique())
+    total = int(d["layer_channels"].max()) if "layer_channels" in d and len(d) else used
+    return f"{used} {kind} channels" if used >= total else f"first {used} of {total} {kind} channels"
 
 
 def fig_emission(
@@ -865,7 +1032,8 @@ def draw_esd(
     fitted = math.isfinite(alpha) and math.isfinite(xmin) and xmin > 0
     if fitted:
         _esd_power_law(ax, x, alpha, xmin)
-    ax.legend(fontsize=5.5, loc="lower left")
+    ax.legend(fontsize=5.5, loc="best")
+    _plain_log_labels(ax, "y")
     ax.set_xlabel("eigenvalue of W$^T$W")
     ax.set_ylabel("density")
     fit_note = f"alpha = {alpha:.2f}{_alpha_warning(x)}" if fitted else "no power-law fit"

@@ -655,9 +655,12 @@ def stage_epochs(epochs: Sequence[int], claims_at: Sequence[int | str], best_epo
 EMISSION, ABSORPTION = "em", "ab"  # a gradients store's conv layer arrays
 
 
-def em_ab_table(groups: dict, epoch: int | Sequence[int], channels: int = 15) -> pd.DataFrame:
+EM_AB_CHANNELS = 16  # all of the paper CNN's; the first 16 of a wider layer (the paper's Fig 4 shows 15)
+
+
+def em_ab_table(groups: dict, epoch: int | Sequence[int], channels: int = EM_AB_CHANNELS) -> pd.DataFrame:
     """Tidy per-input emission and absorption of the first ``channels`` channels of every conv layer,
-    at one checkpoint epoch or several."""
+    at one checkpoint epoch or several; ``layer_channels`` is how many the layer has."""
     epoch = [epoch] if isinstance(epoch, (int, np.integer)) else list(epoch)
     frames = []
     for layer, ds in groups.items():
@@ -669,8 +672,8 @@ def em_ab_table(groups: dict, epoch: int | Sequence[int], channels: int = 15) ->
         ):
             da = ds[name].sel({dims.EPOCH: epoch}).isel({dim: slice(0, channels)})
             df = da.load().rename("value").to_dataframe().reset_index().rename(columns={dim: dims.CHANNEL})
-            df[dims.LAYER], df["measure"] = layer, measure
-            frames.append(df[[*RUN_KEYS, dims.LAYER, "measure", dims.CHANNEL, dims.SAMPLE, "value"]])
+            df[dims.LAYER], df["measure"], df["layer_channels"] = layer, measure, ds.sizes[dim]
+            frames.append(df[[*RUN_KEYS, dims.LAYER, "measure", dims.CHANNEL, "layer_channels", dims.SAMPLE, "value"]])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from dnndist import DnndistError, best, verdicts
+from dnndist.glance import at_a_glance  # noqa: F401  (a Table's compute: outputs.TABLES)
 from dnndist.io import write_text
 from dnndist.stats import RUN_DIMS, diverged_runs, gaussian_reference
 from dnndist.verdicts import DESCRIPTIVE, FAILS, HOLDS, UNSURE  # noqa: F401  (the verdict vocabulary, re-exported)
@@ -271,7 +272,15 @@ def _em_ab_per_run(em_ab: pd.DataFrame) -> pd.DataFrame:
     )
     wide = layer.unstack("measure")
     wide.columns = [f"{a}_{b}" for a, b in wide.columns]
-    return wide.reset_index()
+    wide = wide.reset_index()
+    info = per.groupby(run).agg(used=("channel", "nunique"))
+    info["total"] = d.groupby(run)["layer_channels"].max() if "layer_channels" in d else info["used"]
+    text = (info["used"].astype(str) + " of " + info["total"].astype(int).astype(str)).unstack("measure")
+    wide["channels"] = [  # the table holds the first stats.EM_AB_CHANNELS of each layer
+        f"{text.loc[k, 'emission']} out, {text.loc[k, 'absorption']} in"
+        for k in wide[run[:-1]].itertuples(index=False, name=None)
+    ]
+    return wide
 
 
 def emission_summary(em_ab: pd.DataFrame) -> pd.DataFrame:
@@ -289,6 +298,7 @@ def emission_summary(em_ab: pd.DataFrame) -> pd.DataFrame:
         "init",
         "seed",
         "layer",
+        "channels",
         "median_emission",
         "median_absorption",
         "var_emission",
