@@ -13,7 +13,7 @@ export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup venv-python demo test check test-cluster lint format bench gpu-wheels lease-prep lease lease-rehearsal upgrade-lock check-lock clean distclean
+.PHONY: setup venv-python demo docs-assets test check test-cluster lint format bench gpu-wheels lease-prep lease lease-rehearsal upgrade-lock check-lock clean distclean
 
 # The locked environment: requirements.lock is uv's universal lock (`uv pip compile --universal`,
 # exact versions and sha256 hashes for CPython 3.11-3.13 on Linux, macOS and Windows). uv comes
@@ -49,6 +49,12 @@ setup: venv-python
 demo: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile presets/demo.yaml
 	$(BIN)/snakemake --configfile presets/demo.yaml --report results/demo/report.html
+
+# the README's sample analyze output and docs/report-screenshot.png, from the demo's results by the
+# commands they show (tests/test_docs.py checks the sample against what analyze prints); the
+# screenshot needs Debian's chromium (apt-get install chromium)
+docs-assets: demo
+	$(BIN)/python dev/docs_assets.py
 
 # make test: the whole suite but the SLURM cluster tests (they skip, saying why), < 10 min on 2
 # cores; make check: lint and the tests not marked slow, < 2 min, for the edit-test loop;

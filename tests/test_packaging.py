@@ -303,9 +303,9 @@ def test_installed_wheel_analyzes_and_deploys_the_workflow(venv, tmp_path):
     snakemake = [py, "-m", "snakemake"]
     dry = _run([*snakemake, "-n", "--cores", "1", "--configfile", "presets/demo.yaml"], d, env)
     assert dry.returncode == 0, dry.stdout + dry.stderr
-    # the demo is stacked: its 7 runs train in one job, then each is restored and extracted
+    # the demo is stacked: its 25 runs train in one job, then each is restored and extracted
     assert re.search(r"^train_stacked_base_1\s+1$", dry.stdout, re.M), dry.stdout
-    assert re.search(r"^restore\s+7$", dry.stdout, re.M), dry.stdout
+    assert re.search(r"^restore\s+25$", dry.stdout, re.M), dry.stdout
     assert re.search(r"^total\s+\d+$", dry.stdout, re.M), dry.stdout
     assert "src/dnndist" not in dry.stdout
     # the rules' code param digests the installed modules (the same content as the checkout's)

@@ -77,13 +77,15 @@ def preempt_first(rule: str, wildcard: str, stop: threading.Event, cancelled: li
 
 
 def test_demo_on_slurm_survives_a_preempted_training_job(cluster, tmp_path):
-    """The demo (restricted to 3 inits) through the SLURM profile, end to end; its first
+    """The demo (restricted to 3 inits and one seed) through the SLURM profile, end to end; its first
     training job is cancelled mid-run and resubmitted by --retries (the profile's 1)."""
     work = tmp_path / "demo"
     (work / "presets").mkdir(parents=True)
     (work / "presets" / "demo.yaml").write_text((REPO / "presets" / "demo.yaml").read_text())
     # one job per run (the demo stacks its runs): a preempted run is resubmitted alone
-    write_yaml(work / "three.yaml", {"inits": ["kaiming_normal", "xavier_uniform", "ones"], "stacked": False})
+    write_yaml(
+        work / "three.yaml", {"inits": ["kaiming_normal", "xavier_uniform", "ones"], "seeds": [0], "stacked": False}
+    )
     stop, cancelled = threading.Event(), []
     watcher = threading.Thread(target=preempt_first, args=("train", "kaiming_normal", stop, cancelled), daemon=True)
     watcher.start()

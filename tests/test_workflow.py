@@ -433,8 +433,11 @@ def test_demo_preset_plans(tmp_path):
     proc = snakemake(tmp_path, "-n", "--configfile", "presets/demo.yaml")
     # the default profile (rerun-incomplete, keep-going) is found through the top-level profiles link
     assert f"Using workflow specific profile {REPO}/profiles/default" in proc.stdout + proc.stderr
-    # the demo is stacked: one training job for its 7 runs, each restored from the training cache and extracted
-    assert planned_jobs(proc) == plan(dataset=1, train_stacked_base_1=1, restore=7, extract=7, stats_runs_base=1)
+    # the demo is stacked: one training job for its 25 runs (5 inits x 5 seeds: its claims get verdicts),
+    # each restored from the training cache and extracted; no stats.claims_at stages
+    assert planned_jobs(proc) == plan(
+        stages=False, dataset=1, train_stacked_base_1=1, restore=25, extract=25, stats_runs_base=1
+    )
 
 
 @pytest.mark.parametrize("stacked", [False, True], ids=["per_run", "stacked"])

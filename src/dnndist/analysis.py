@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 import logging
 import math
 import re
@@ -543,12 +544,20 @@ class _Options:
 
     @classmethod
     def of(cls, args: Mapping[str, Any]) -> _Options:
-        """The options among ``analyze``'s arguments (its ``locals()``); image_size 224 for
-        torchvision models and 32 otherwise when not given."""
-        model, image_size = args["model"], args["image_size"]
+        """The options among ``analyze``'s arguments (its ``locals()``). Where not given, a checkpoint
+        of the workflow's gives the image size and, for its own registry model, the model options
+        (its metadata); otherwise the image size is 224 for torchvision models and 32 for others."""
+        model, image_size, options = args["model"], args["image_size"], args["model_options"]
+        meta = checkpoint_meta(args["weights"]) if args["weights"] is not None else {}
+        if image_size is None and meta.get("input"):
+            image_size = int(json.loads(meta["input"])[-1])
         if image_size is None:
             image_size = 224 if isinstance(model, str) and model.startswith(TORCHVISION) else 32
-        return cls(**{**{f.name: args[f.name] for f in dataclasses.fields(cls)}, "image_size": image_size})
+        saved = json.loads(meta["model"]) if meta.get("model") else {}
+        if options is None and isinstance(model, str) and saved.get("name") == model:
+            options = {k: v for k, v in saved.items() if k not in ("name", "weights")}
+        fields = {f.name: args[f.name] for f in dataclasses.fields(cls)}
+        return cls(**{**fields, "image_size": image_size, "model_options": options})
 
     def check(self) -> None:
         """DnndistError for an unknown init, gain, bias, activation or gradient target, or a size below 1."""
@@ -897,12 +906,12 @@ class _GradientPass:
             self.target = _gradient_target(self.model, y, "auto")
         elif self.target == "label" and y is None:
             _gradient_target(self.model, y, "label")
-        t = time.perf_counter()
         with torch.enable_grad():  # the feature pass runs under no_grad
             for xb, yb in zip(x[:take].split(self.batch_size), _split_or_none(y, take, self.batch_size)):
+                t = time.perf_counter()
                 self._batch(xb, yb)
-        self.busy += time.perf_counter() - t
-        self._progress()
+                self.busy += time.perf_counter() - t
+                self._progress()  # every PROGRESS_EVERY_S, within a large chunk of inputs too
 
     def _batch(self, xb: torch.Tensor, yb: torch.Tensor | None) -> None:
         try:

@@ -48,6 +48,8 @@ def checkpoint_bytes(model: torch.nn.Module, settings: RunSettings, epoch: int, 
         "config_hash": settings.config_hash,
         "model": json.dumps(settings.model.to_dict(), sort_keys=True),
     }
+    if getattr(model, "input_shape", None):  # channels, height, width (models.build)
+        meta["input"] = json.dumps(list(model.input_shape))
     if settings.given_weights:
         meta["weights_sha256"] = integrity.sha256(settings.given_weights)
     return st_bytes(state_dict_cpu(model), meta)

@@ -257,4 +257,6 @@ def build(settings: ModelSettings, in_channels: int = 3, num_classes: int = 10, 
         raise DnndistError(f"unknown model {settings.name!r}; known: {sorted(MODELS)}") from None
     if settings.weights:
         num_classes = state_num_classes(read_weights(settings.weights)) or num_classes
-    return factory(settings, in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+    model = factory(settings, in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+    model.input_shape = (in_channels, image_size, image_size)  # what its checkpoints record (analyze reads it)
+    return model

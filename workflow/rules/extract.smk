@@ -16,11 +16,11 @@ rule extract:
         f"{LOGS}/extract/{{variant}}/{{init}}/seed{{seed}}.log",
     conda:
         ENVIRONMENT
-    threads: 2
+    threads: extract_threads()
     resources:
         mem_mb=6000,
         runtime=240,
-        torch_threads=2,
+        torch_threads=extract_threads(),
     params:
         settings=extract_settings_json,
         code=code("extract"),
