@@ -1,10 +1,20 @@
 # dnndist: distributions of weights, features and gradients in deep networks.
 #   snakemake --cores all                                  # the paper's experiment (config.yaml)
 #   snakemake --cores all --configfile presets/demo.yaml   # the demo on embedded synthetic data
+import sys
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from dnndist.config import ConfigError, check_job_python, claim_results_dir, load_schema, read_config_file, validate
+from dnndist.config import (
+    ConfigError,
+    check_job_python,
+    claim_results_dir,
+    load_schema,
+    read_config_file,
+    unused_settings,
+    validate,
+)
 from dnndist.results_lock import ResultsInUse, lock_results_dir
 
 min_version("9.0")
@@ -27,6 +37,8 @@ except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 config.clear()
 config.update(_validated)
+for _line in unused_settings(config):  # set, but idle: said by name
+    print(f"dnndist: warning: {_line}", file=sys.stderr)
 
 
 onstart:

@@ -366,3 +366,30 @@ def test_a_checkpoint_after_the_last_epoch_is_named_where_it_matters():
         dcfg.validate({"train": {"epochs": 2, "checkpoints": [0, 5]}, "stats": {"claims_at": [5]}}, check_paths=False)
     with pytest.raises(dcfg.ConfigError, match=r"'stats.claims_at': epoch 1 .* keeps \[0, 2\]; \[5\] after the last"):
         dcfg.validate({"train": {"epochs": 2, "checkpoints": [0, 5]}, "stats": {"claims_at": [1]}}, check_paths=False)
+
+
+def test_digits_where_a_number_is_wanted_are_that_number(tmp_path):
+    """Snakemake's `--config seeds=[0,1,2]` gives a list of strings; they are read as the integers
+    they spell, where the schema wants an integer or a number; other strings are refused."""
+    cfg = dcfg.validate({"seeds": ["0", "1", " 2"], "train": {"epochs": "3", "lr": "1"}}, check_paths=False)
+    assert (cfg["seeds"], cfg["train"]["epochs"], cfg["train"]["lr"]) == ([0, 1, 2], 3, 1)
+    with pytest.raises(dcfg.ConfigError, match="'seeds.*'one' is not of type 'integer'"):
+        dcfg.validate({"seeds": ["one"]}, check_paths=False)
+    (tmp_path / "demo.yaml").write_text((REPO / "presets" / "demo.yaml").read_text())
+    proc = snakemake(tmp_path, "-n", "--configfile", "demo.yaml", "--config", "seeds=[0,1]", check=False)
+    assert proc.returncode == 0 and "train_stacked" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_a_setting_that_is_set_but_idle_is_named():
+    """valid_size with the test set as the valid split, another source's settings, sgd's momentum
+    with adam: set to a non-default value, each is named with why it does nothing; defaults are not."""
+    assert dcfg.unused_settings(dcfg.validate({}, check_paths=False)) == []
+    cfg = dcfg.validate(
+        {"data": {"valid_split": "test", "valid_size": 500, "imagefolder": {"path": "x"}}, "train": {"momentum": 0.5}},
+        check_paths=False,
+    )
+    assert dcfg.unused_settings(cfg) == [
+        "config key 'data.valid_size' (500) is not used: data.valid_split is test: the test set is the valid split",
+        "config key 'data.imagefolder.path' ('x') is not used: data.source is cifar10",
+        "config key 'train.momentum' (0.5) is not used: train.optimizer is adam (sgd only)",
+    ]

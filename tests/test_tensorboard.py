@@ -123,3 +123,13 @@ def test_cli_one_line_errors(tiny_runs, tmp_path, capsys):
     assert not (tmp_path / "tb").exists()  # nothing written
     assert cli.main(["tensorboard", "--run", str(run_dir), "--out", str(tmp_path / "tb"), "--kinds", "weights"]) == 0
     assert "tensorboard --logdir" in capsys.readouterr().out
+
+
+def test_cli_exports_several_runs_in_one_call(tiny_runs, tmp_path, capsys):
+    _, _, runs = tiny_runs
+    dirs = [str(run_dir) for _, run_dir in runs.values()]
+    assert cli.main(["tensorboard", "--run", *dirs, "--out", str(tmp_path / "tb"), "--kinds", "weights"]) == 0
+    wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")]
+    assert len(wrote) == len(dirs) == len({line for line in wrote})
+    for init in runs:
+        assert list((tmp_path / "tb" / "base" / init).glob("seed*/events.out.tfevents.*")), init

@@ -1,6 +1,14 @@
 """Command line: one sub-command per stage, so the workflow runs without Snakemake too.
 
+What a user runs:
+    python -m dnndist analyze --model torchvision:resnet18 [--weights FILE.pth] [--inputs IMAGES] [--out DIR]
+    python -m dnndist workflow (--path | --init DIR [--force])
+    python -m dnndist tensorboard --run RUN_DIR... --out LOGDIR [--kinds weights features gradients]
+    python -m dnndist power --config config.yaml [presets/demo.yaml]
     python -m dnndist runs  --config config.yaml [--config presets/demo.yaml]
+    python -m dnndist outputs     # the statistics, figures and tables (declared in dnndist.outputs)
+
+The stages (what the workflow's rules call):
     python -m dnndist download-cifar10 --url URL --md5 MD5 --out FILE
     python -m dnndist data  (--settings JSON | --config FILE...) --out STORE [--archive FILE] [--workers N]
     python -m dnndist train (--settings JSON | --config FILE... --run VARIANT/INIT/seedN) --data STORE --out RUN_DIR
@@ -11,10 +19,6 @@
     python -m dnndist stats-combine {training,weights,features,...} --inputs CSV... --out CSV [--summary CSV]
     python -m dnndist plot {fig1_training,...} --table CSV --style FILE --pdf PDF --png PNG
     python -m dnndist table {claims,range,...} --weights-summary CSV ... --out-stem PATH
-    python -m dnndist outputs     # the statistics, figures and tables (declared in dnndist.outputs)
-    python -m dnndist analyze --model torchvision:resnet18 [--weights FILE.pth] [--inputs IMAGES] [--out DIR]
-    python -m dnndist workflow (--path | --init DIR [--force])
-    python -m dnndist tensorboard --run RUN_DIR --out LOGDIR [--kinds weights features gradients]
 
 Errors in user input (config, files) are reported in one line with exit status 2.
 """
@@ -449,8 +453,10 @@ def cmd_workflow(args: argparse.Namespace) -> int:
 def cmd_tensorboard(args: argparse.Namespace) -> int:
     from dnndist import tensorboard
 
-    out = tensorboard.write_events(args.run, args.out, args.kinds, args.max_bins)
-    print(f"wrote {out}; browse with: tensorboard --logdir {args.out}")
+    for run in args.run:
+        out = tensorboard.write_events(run, args.out, args.kinds, args.max_bins)
+        print(f"wrote {out}")
+    print(f"browse with: tensorboard --logdir {args.out}")
     return 0
 
 
@@ -459,25 +465,32 @@ def parser() -> argparse.ArgumentParser:
         prog="dnndist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True)
-    _runs_command(sub)
-    _power_command(sub)
-    _download_cifar10_command(sub)
-    _data_command(sub)
-    _train_command(sub)
-    _train_stacked_command(sub)
-    _restore_command(sub)
-    _extract_command(sub)
-    _stats_run_command(sub)
-    _stats_runs_command(sub)
-    _stats_combine_command(sub)
-    _plot_command(sub)
-    _outputs_command(sub)
-    _docs_command(sub)
-    _table_command(sub)
-    _analyze_command(sub)
-    _workflow_command(sub)
-    _tensorboard_command(sub)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # what a user runs first; then the stages the workflow's rules call
+    for add in (
+        _analyze_command,
+        _workflow_command,
+        _tensorboard_command,
+        _power_command,
+        _runs_command,
+        _outputs_command,
+    ):
+        add(sub)
+    for add in (
+        _download_cifar10_command,
+        _data_command,
+        _train_command,
+        _train_stacked_command,
+        _restore_command,
+        _extract_command,
+        _stats_run_command,
+        _stats_runs_command,
+        _stats_combine_command,
+        _plot_command,
+        _docs_command,
+        _table_command,
+    ):
+        add(sub)
     return p
 
 
@@ -842,9 +855,14 @@ def _tensorboard_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "tensorboard",
         help="a run's weight, feature and gradient histograms as TensorBoard events (one step per checkpoint)",
     )
-    s.add_argument("--run", required=True, help="run directory holding weights.zarr, features.zarr, gradients.zarr")
     s.add_argument(
-        "--out", required=True, help="TensorBoard log directory; the run is written to OUT/<variant>/<init>/seed<seed>"
+        "--run",
+        required=True,
+        nargs="+",
+        help="run directories holding weights.zarr, features.zarr, gradients.zarr (several: e.g. results/demo/runs/*/*/*)",
+    )
+    s.add_argument(
+        "--out", required=True, help="TensorBoard log directory; each run is written to OUT/<variant>/<init>/seed<seed>"
     )
     s.add_argument(
         "--kinds",

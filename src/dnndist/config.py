@@ -126,16 +126,35 @@ def _exponent_string(error: Any) -> bool:
     )
 
 
+INTEGER_STRING = re.compile(r"[-+]?\d+")
+
+
+def _integer_string(error: Any) -> bool:
+    """A schema error about a string of digits where a number is wanted: what Snakemake's
+    ``--config seeds=[0,1,2]`` gives (a list of strings)."""
+    value = error.instance
+    if not (isinstance(value, str) and INTEGER_STRING.fullmatch(value.strip())):
+        return False
+    wanted = [t for e in [error, *(error.context or [])] if e.validator == "type" for t in _as_list(e.validator_value)]
+    return "integer" in wanted or "number" in wanted
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
 def _read_exponent_numbers(cfg: dict[str, Any], validator: Any) -> None:
     """Where the schema wants a number and the config has a string such as ``1e-3`` (YAML 1.1's
-    reading of an exponent without a dot), use the number it spells."""
+    reading of an exponent without a dot) or ``3`` (Snakemake's ``--config seeds=[0,1,2]``), use
+    the number it spells."""
     for error in list(validator.iter_errors(cfg)):
-        if _exponent_string(error):
+        number = float if _exponent_string(error) else int if _integer_string(error) else None
+        if number is not None:
             *parents, last = error.absolute_path
             holder: Any = cfg
             for key in parents:
                 holder = holder[key]
-            holder[last] = float(error.instance)
+            holder[last] = number(error.instance.strip())
 
 
 MAX_CONFIG_VALUES = 100_000  # a dnndist config holds a few hundred values
@@ -633,6 +652,45 @@ def settings_line(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> s
 def default_settings() -> dict[str, Any]:
     """flat_settings of a run of the default config (the schema's defaults, extract settings)."""
     return flat_settings(extract_settings(validate({}, check_paths=False), Run("base", "zeros", 0)))
+
+
+def _unused_rules(cfg: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """(key path, why it is not used) for every setting the config's other settings make idle."""
+    data, train = cfg["data"], cfg["train"]
+    rules: list[tuple[tuple[str, ...], str]] = []
+    if data["valid_split"] == "test":
+        rules.append((("data", "valid_size"), "data.valid_split is test: the test set is the valid split"))
+    for source in ("cifar10", "imagefolder", "synthetic"):
+        if data["source"] != source:
+            rules.append((("data", source), f"data.source is {data['source']}"))
+    if train["optimizer"] != "sgd":
+        rules += [
+            (("train", k), f"train.optimizer is {train['optimizer']} (sgd only)") for k in ("momentum", "nesterov")
+        ]
+    if train["schedule"] != "onecycle":
+        rules += [
+            (("train", k), f"train.schedule is {train['schedule']} (onecycle only)") for k in ("warmup", "warmup_div")
+        ]
+    return rules
+
+
+def unused_settings(cfg: Mapping[str, Any]) -> list[str]:
+    """One line per setting of a validated config that differs from its default but is not used
+    (``data.valid_size`` with ``valid_split: test``, another source's settings, sgd's momentum
+    with adam, ...): a value the user set to no effect, named so that it is not believed."""
+    default = validate({}, check_paths=False)
+    lines = []
+    for path, why in _unused_rules(cfg):
+        value, base = cfg, default
+        for key in path:
+            value, base = value.get(key), base.get(key)
+        pairs = (
+            [((*path, k), v) for k, v in value.items() if v != base.get(k)]
+            if isinstance(value, Mapping) and isinstance(base, Mapping)
+            else [(path, value)] * (value != base)
+        )
+        lines += [f"config key '{'.'.join(p)}' ({v!r}) is not used: {why}" for p, v in pairs]
+    return lines
 
 
 def data_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
