@@ -12,6 +12,7 @@ from dnndist.config import (
     claim_results_dir,
     load_schema,
     read_config_file,
+    report_without_results,
     unused_settings,
     validate,
 )
@@ -39,6 +40,8 @@ config.clear()
 config.update(_validated)
 for _line in unused_settings(config):  # set, but idle: said by name
     print(f"dnndist: warning: {_line}", file=sys.stderr)
+if _error := report_without_results(sys.argv, config["results"]):
+    raise WorkflowError(_error)
 
 
 onstart:

@@ -588,3 +588,44 @@ def test_model_defaults_are_the_config_schema_defaults():
         filled: dict = {}
         dcfg.fill_defaults(filled, schema["$defs"][section], schema)
         assert {k: filled[k] for k in defaults} == defaults, section
+
+
+def _overlapping_tick_labels(fig) -> list[str]:
+    """The x tick labels of a figure's panels that overlap a neighbour (drawn, as saved)."""
+    fig.canvas.draw()
+    bad = []
+    for ax in fig.axes:
+        boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+        bad += [ax.get_title() for a, b in zip(boxes, boxes[1:]) if a.x1 > b.x0]
+    return bad
+
+
+def test_a_checkpoint_gives_its_image_size_and_model_options_and_the_figures_read(tmp_path):
+    """A workflow checkpoint of the paper CNN at 16 x 16 with a hidden layer of 64 records both
+    (`input`, `model`): analyze builds that model without --image-size or options; its figures
+    use the workflow's style, whose tick labels do not overlap (the default style's did)."""
+    from dnndist import checkpoints, models
+    from dnndist.settings import ModelSettings
+
+    settings = ModelSettings.from_dict({"name": "paper_cnn", "hidden": 64})
+    torch.manual_seed(0)
+    model = models.build(settings, 3, 10, 16)
+    meta = {
+        "format": checkpoints.FORMAT,
+        "init": "kaiming_normal",
+        "seed": "0",
+        "epoch": "2",
+        "variant": "base",
+        "model": __import__("json").dumps(settings.to_dict(), sort_keys=True),
+        "input": "[3, 16, 16]",
+    }
+    path = tmp_path / "epoch_0002.safetensors"
+    path.write_bytes(checkpoints.st_bytes(checkpoints.state_dict_cpu(model), meta))
+    r = dnndist.analyze("paper_cnn", weights=path)
+    assert r.table.set_index("layer").loc["fc1", "shape"] == "64x256"
+    with pytest.raises(DnndistError, match="does not fit"):
+        dnndist.analyze("paper_cnn", weights=path, image_size=32)  # a size given is the size used
+    written = r.write_figures(tmp_path / "figs")
+    assert (tmp_path / "figs" / "weights.png") in written
+    fig = plots.draw_weight_distributions(r.weight_hist)  # in the style write_figures set
+    assert _overlapping_tick_labels(fig) == []

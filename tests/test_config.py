@@ -393,3 +393,15 @@ def test_a_setting_that_is_set_but_idle_is_named():
         "config key 'data.imagefolder.path' ('x') is not used: data.source is cifar10",
         "config key 'train.momentum' (0.5) is not used: train.optimizer is adam (sgd only)",
     ]
+
+
+def test_a_report_without_results_names_the_configfile_to_give(tmp_path):
+    """`snakemake --report` with config.yaml's results/paper not there says what to do in one line
+    (Snakemake's own error named one missing figure)."""
+    assert dcfg.report_without_results(["snakemake", "-n"], tmp_path) is None
+    assert dcfg.report_without_results(["snakemake", "--report", "r.html"], tmp_path) is not None
+    (tmp_path / "figures").mkdir()
+    assert dcfg.report_without_results(["snakemake", "--report=r.html"], tmp_path) is None
+    proc = snakemake(tmp_path, "--report", str(tmp_path / "r.html"), check=False)
+    assert proc.returncode != 0 and "--report: no results in results/paper" in proc.stderr, proc.stderr[-2000:]
+    assert "--configfile presets/demo.yaml" in proc.stderr and not (tmp_path / "r.html").exists()

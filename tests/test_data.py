@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import hashlib
 import io
 import subprocess
@@ -53,6 +55,9 @@ def test_synthetic_store_has_canonical_layout(tmp_path):
 
     xds = xr.open_zarr(out, group="train", consolidated=False)
     assert xds["images"].dims == ("sample", "channel", "y", "x")
+    with warnings.catch_warnings():  # consolidated: a notebook's plain open_zarr does not warn
+        warnings.simplefilter("error")
+        assert xr.open_zarr(out, group="test")["labels"].shape == (50,)
 
 
 @pytest.mark.slow
@@ -97,8 +102,10 @@ def test_download_with_wrong_checksum_is_refused_and_leaves_nothing(tmp_path, ht
 
 
 def test_download_unreachable_server_is_a_clear_error(tmp_path):
-    with pytest.raises(data.DataError, match="failed"):
+    """Offline, the error says where the archive goes and names the local-copy preset."""
+    with pytest.raises(data.DataError, match="failed") as info:
         data.download_cifar10("http://127.0.0.1:9/none.tar.gz", None, tmp_path / "x.tar.gz")
+    assert str(tmp_path / "x.tar.gz") in str(info.value) and "presets/cifar10-jpeg.yaml" in str(info.value)
 
 
 def test_corrupt_or_truncated_archive_gives_clear_error_and_no_store(tmp_path):

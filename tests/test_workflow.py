@@ -192,8 +192,11 @@ def test_report_is_shareable(done):
     for claim, verdict in zip(claims["claim"], claims["verdict"]):
         row = re.search(rf'<td class="col-claim">{re.escape(html.escape(claim))}</td>.*?</tr>', front, re.DOTALL)
         assert row and f">{html.escape(verdict)}</td>" in row[0], claim
+    glance = pd.read_csv(results / "tables" / "glance.csv")  # the plain-words summary, before the verdicts
+    assert len(glance) >= 4 and all(html.escape(f) in front for f in glance["finding"])
+    assert front.index(html.escape(glance["finding"].iloc[0])) < front.index('<td class="col-claim">')
     images = re.findall(r'<img alt="([^"]+)" src="([^"]{0,30})', front)
-    assert [alt for alt, _ in images] == ["fig1_training.png", "fig5_trajectories.png"]
+    assert [alt for alt, _ in images] == ["fig0_glance.png", "fig1_training.png", "fig5_trajectories.png"]
     assert all(src.startswith("data:image/png;base64,") for _, src in images)  # in the page, not a path on this machine
 
 

@@ -422,10 +422,10 @@ class Analysis:
         return written
 
     def write_figures(self, out: str | Path) -> list[Path]:
-        from dnndist import plots
+        from dnndist import plots, resources
 
         out = Path(out)
-        plots.use_style(None)
+        plots.use_style(resources.style_path())  # the workflow's figures' sizes: tick labels that fit
         figs = [("weights.png", lambda: plots.draw_weight_distributions(self.weight_hist))]
         if self.feature_hist is not None and not self.feature_hist.empty:
             figs.append(("features.png", lambda: plots.draw_features(self.feature_hist)))

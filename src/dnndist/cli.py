@@ -897,6 +897,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("fontTools", "matplotlib", "PIL"):  # e.g. 110 lines of font subsetting per PDF
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # a glyph looked up in math fonts the machine lacks (STIX, cm*) falls back to DejaVu Sans, which
+    # has it: 21 warnings a figure, about nothing that shows
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     try:
         _check_writers(args)
         return args.fn(args)

@@ -693,6 +693,19 @@ def unused_settings(cfg: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def report_without_results(argv: Sequence[str], results: str | Path) -> str | None:
+    """The one-line error for ``snakemake --report`` on a config whose results are not there
+    (``--report`` without the ``--configfile`` the workflow ran with reads config.yaml's
+    results/paper), or None. Snakemake's own error names one missing figure."""
+    asked = any(a == "--report" or a.startswith("--report=") for a in argv)
+    if not asked or (Path(results) / "figures").is_dir():
+        return None
+    return (
+        f"--report: no results in {results} (its figures/ does not exist): run the workflow first, or give "
+        "the --configfile it ran with (the demo: --configfile presets/demo.yaml)"
+    )
+
+
 def data_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The settings the dataset store depends on (only the active source's)."""
     data = cfg["data"]

@@ -517,66 +517,63 @@ def _draw_tensor_panel(ax: plt.Axes, sub: pd.DataFrame) -> None:
     positive = scale["density"][scale["density"] > 0]
     top = float(positive.max()) if len(positive) else 1.0
     floor = min(float(positive.min()) / 3, top / 30) if len(positive) else 1e-3  # >= 1.5 decades: labelled log ticks
-    foot = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
-    lo, hi = _x_range(sub) if {"min", "max"} <= set(sub) else (float(sub["x"].min()), float(sub["x"].max()))
-    notes = []
-    for inits in _same_draws(sub):
-        init = inits[0]
-        d = sub[sub["init"] == init].sort_values("x")
-        vmin = float(d["min"].iloc[0]) if "min" in d else float(d["x"].min())
-        vmax = float(d["max"].iloc[0]) if "max" in d else float(d["x"].max())
-        color = INIT_COLORS[init] if len(inits) == 1 else SAME_COLOR
-        names = ", ".join(INIT_LABELS[i] for i in inits)
-        if len(inits) > 1:
-            notes.append(f"grey: {len(inits)} inits, identical values")
-        if vmin > hi or vmax < lo:  # wholly outside the axis (a constant init): an arrow at the edge
-            right = vmin > hi
-            value = float(d["mean"].iloc[0]) if "mean" in d else vmin
-            notes.append(f"{names} at {value:.3g} {'→' if right else '←'}")
-            ax.plot(
-                [1.0 if right else 0.0],
-                [0.93],
-                ">" if right else "<",
-                color=color,
-                markersize=3.5,
-                transform=ax.transAxes,
-                clip_on=False,
-                gid=f"{init}|off",
-            )
-            continue
-        if d["density"].isna().all():  # constant tensor: a point mass at its value
-            notes.append(f"all = {vmin:.3g}: {names}")
-            ax.axvline(vmin, color=color, linewidth=1.0, alpha=0.8, zorder=1, gid=f"{init}|point")
-            ax.plot([vmin], [0.97], "v", color=color, markersize=3.5, transform=foot, clip_on=False)
-            continue
-        dens = d["density"].fillna(0).to_numpy()
-        ax.stairs(
-            np.clip(dens, floor, top * 2),
-            _hist_edges(d),
-            baseline=floor,
-            color=color,
-            linewidth=0.7,
-            gid=f"{init}|hist" if len(inits) == 1 else "same|hist",
-        )
-        ax.plot(
-            [max(vmin, lo), min(vmax, hi)],
-            [0.015, 0.015],
-            "^",
-            color=color,
-            markersize=2.5,
-            transform=foot,
-            clip_on=False,
-        )
+    xlim = _x_range(sub) if {"min", "max"} <= set(sub) else (float(sub["x"].min()), float(sub["x"].max()))
+    notes = [note for inits in _same_draws(sub) for note in _draw_tensor(ax, sub, inits, xlim, (floor, top))]
     ax.set_yscale("log")
     ax.set_ylim(floor, top * 2)
     _plain_log_labels(ax)
-    ax.set_xlim(lo, hi)
+    ax.set_xlim(*xlim)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
     for v in (-1.0, 1.0):
-        if lo <= v <= hi:
+        if xlim[0] <= v <= xlim[1]:
             ax.axvline(v, color="0.45", linestyle=":", linewidth=0.6)
     if notes:
         ax.set_title(f"{ax.get_title()}\n{_note_lines(list(dict.fromkeys(notes)))}", fontsize=5.5)
+
+
+def _draw_tensor(
+    ax: plt.Axes, sub: pd.DataFrame, inits: list[str], xlim: tuple[float, float], ylim: tuple[float, float]
+) -> list[str]:
+    """One tensor of ``inits`` (identical when several) in a Fig 2 panel; the title notes it needs."""
+    (lo, hi), (floor, top) = xlim, ylim
+    init = inits[0]
+    d = sub[sub["init"] == init].sort_values("x")
+    vmin = float(d["min"].iloc[0]) if "min" in d else float(d["x"].min())
+    vmax = float(d["max"].iloc[0]) if "max" in d else float(d["x"].max())
+    color = INIT_COLORS[init] if len(inits) == 1 else SAME_COLOR
+    names = ", ".join(INIT_LABELS[i] for i in inits)
+    notes = [f"grey: {len(inits)} inits, identical values"] if len(inits) > 1 else []
+    if vmin > hi or vmax < lo:  # wholly outside the axis (a constant init): an arrow at the edge
+        right = vmin > hi
+        value = float(d["mean"].iloc[0]) if "mean" in d else vmin
+        ax.plot(
+            [1.0 if right else 0.0],
+            [0.93],
+            ">" if right else "<",
+            color=color,
+            markersize=3.5,
+            transform=ax.transAxes,
+            clip_on=False,
+            gid=f"{init}|off",
+        )
+        return [*notes, f"{names} at {value:.3g} {'→' if right else '←'}"]
+    foot = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    if d["density"].isna().all():  # constant tensor: a point mass at its value
+        ax.axvline(vmin, color=color, linewidth=1.0, alpha=0.8, zorder=1, gid=f"{init}|point")
+        ax.plot([vmin], [0.97], "v", color=color, markersize=3.5, transform=foot, clip_on=False)
+        return [*notes, f"all = {vmin:.3g}: {names}"]
+    ax.stairs(
+        np.clip(d["density"].fillna(0).to_numpy(), floor, top * 2),
+        _hist_edges(d),
+        baseline=floor,
+        color=color,
+        linewidth=0.7,
+        gid=f"{init}|hist" if len(inits) == 1 else "same|hist",
+    )
+    ax.plot(
+        [max(vmin, lo), min(vmax, hi)], [0.015, 0.015], "^", color=color, markersize=2.5, transform=foot, clip_on=False
+    )
+    return notes
 
 
 def _note_lines(notes: list[str], width: int = 50, most: int = 2) -> str:

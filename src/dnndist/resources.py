@@ -43,6 +43,11 @@ def workflow_root() -> Path:
     )
 
 
+def style_path() -> Path:
+    """The shared figure style (the workflow's figures and analyze's)."""
+    return workflow_root() / "workflow" / "style" / "dnndist.mplstyle"
+
+
 def schema_path() -> Path:
     """The config schema (types, ranges, enums, defaults of every key)."""
     return workflow_root() / "workflow" / "schemas" / "config.schema.yaml"

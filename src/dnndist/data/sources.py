@@ -115,7 +115,10 @@ def download_cifar10(url: str, md5: str | None, dest: str | Path) -> Path:
         except RuntimeError as exc:
             raise DataError(f"download of {url} failed its checksum (expected md5 {md5}): {exc}") from None
         except OSError as exc:
-            raise DataError(f"download of {url} failed: {exc}") from None
+            raise DataError(
+                f"download of {url} failed: {exc}; offline? put the archive at {dest}, or read a local "
+                "copy: data.source imagefolder (presets/cifar10-jpeg.yaml reads a JPEG copy)"
+            ) from None
     return dest
 
 

@@ -144,6 +144,7 @@ def build_store(
             import zarr
 
             zarr.open_group(str(tmp), mode="r+").attrs.update({"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)})
+        integrity.consolidate(tmp)  # xr.open_zarr(store, group="train") without a warning
     _log_store(out)
     return Path(out)
 
