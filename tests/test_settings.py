@@ -154,3 +154,16 @@ def _long_functions() -> dict[str, set[str]]:
 def test_no_function_is_longer_than_60_lines():
     """Functions stay short: none has more than MAX_LINES lines (docstring included)."""
     assert _long_functions() == {}
+
+
+def test_extraction_and_analysis_import_nothing_from_training():
+    """The checkpoints, their reader and the device choice live in dnndist.checkpoints, so that
+    extraction and analyze need nothing from the training loop (issue 7/7)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dnndist.extract, dnndist.analysis; print(sorted(m for m in sys.modules if m == 'dnndist.train'))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

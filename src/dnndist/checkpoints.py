@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from dnndist import DnndistError, integrity
-from dnndist.settings import RunSettings
+from dnndist.settings import RunSettings, TrainSettings
 
 FORMAT = "dnndist-checkpoint-1"
 
@@ -33,6 +33,14 @@ def resolve_device(name: str) -> torch.device:
 
 def state_dict_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+BEST_FILE = "best.json"  # beside the checkpoints: the best-validation epoch (train.checkpoints: best)
+
+
+def memory_format(train: TrainSettings) -> torch.memory_format:
+    """The memory format the model runs in (train.channels_last), in training and extraction alike."""
+    return torch.channels_last if train.channels_last else torch.contiguous_format
 
 
 def checkpoint_bytes(model: torch.nn.Module, settings: RunSettings, epoch: int, diverged: bool, step: int) -> bytes:

@@ -38,7 +38,19 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from dnndist import DnndistError, conventions, data, dims, inits, integrity, models, moments, streaming, train, units
+from dnndist import (
+    DnndistError,
+    checkpoints,
+    conventions,
+    data,
+    dims,
+    inits,
+    integrity,
+    models,
+    moments,
+    streaming,
+    units,
+)
 from dnndist.gradients import conv_geometry, emission_absorption
 from dnndist.io import atomic_path
 from dnndist.provenance import attrs as provenance_attrs
@@ -80,7 +92,7 @@ def best_epoch_of(settings: RunSettings, ckpt_dir: str | Path) -> int | None:
     """The run's best-validation epoch (``best.json`` of its checkpoints), where it keeps one."""
     if not settings.train.keeps_best or settings.given_weights:
         return None
-    path = Path(ckpt_dir) / train.BEST_FILE
+    path = Path(ckpt_dir) / checkpoints.BEST_FILE
     if not path.is_file():
         raise DnndistError(f"{path} is missing (train.checkpoints keeps 'best'); rerun the training stage")
     integrity.verify_checksums(Path(ckpt_dir), [path.name])
@@ -106,7 +118,7 @@ def build_model(settings: RunSettings, info: data.StoreInfo) -> models.Net:
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> dict[str, str]:
-    tensors, meta = train.load_checkpoint(path)
+    tensors, meta = checkpoints.load_checkpoint(path)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
@@ -415,9 +427,9 @@ def _setup(
     settings: ExtractSettings, store: str | Path
 ) -> tuple[ExtractSection, torch.device, Inputs, models.Net, list[models.LayerSpec]]:
     """What both forward-pass extractors start from: inputs and model on the device, the analysed layers."""
-    device = train.resolve_device(settings.train.device)
+    device = checkpoints.resolve_device(settings.train.device)
     inputs = load_inputs(settings, store, device)
-    fmt = train.memory_format(settings.train)
+    fmt = checkpoints.memory_format(settings.train)
     model = build_model(settings, data.store_info(store)).to(device=device, memory_format=fmt).eval()
     return settings.extract, device, inputs, model, [s for s in model.layer_specs if s.analysed]
 

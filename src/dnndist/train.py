@@ -57,7 +57,15 @@ import torch
 from torch import nn
 
 from dnndist import DnndistError, best, data, inits, integrity, models, recipe, stacked
-from dnndist.checkpoints import checkpoint_bytes, load_checkpoint, resolve_device, st_bytes, state_dict_cpu
+from dnndist.checkpoints import (  # noqa: F401  (BEST_FILE: train.BEST_FILE, where the tests read it)
+    BEST_FILE,
+    checkpoint_bytes,
+    load_checkpoint,
+    memory_format,
+    resolve_device,
+    st_bytes,
+    state_dict_cpu,
+)
 from dnndist.io import atomic_path, write_bytes, write_json, write_text
 from dnndist.provenance import config_hash
 from dnndist.settings import InputSettings, RunSettings, TrainSettings
@@ -118,10 +126,6 @@ def diverge_ceiling(train: TrainSettings, n_classes: int) -> float:
     if train.diverge_above is None:
         return math.inf
     return train.diverge_above * math.log(max(n_classes, 2))
-
-
-def memory_format(train: TrainSettings) -> torch.memory_format:
-    return torch.channels_last if train.channels_last else torch.contiguous_format
 
 
 def build_optimizer(
@@ -817,9 +821,6 @@ def _move_checkpoints(settings: RunSettings, state_dir: Path, run_dir: Path) -> 
         named = [*tmp.glob("epoch_*.safetensors"), *tmp.glob(BEST_FILE)]
         (tmp / integrity.SUMS).write_text(integrity.checksums_text(named))
     return best_epoch
-
-
-BEST_FILE = "best.json"
 
 
 def _place_best(path: Path | None, tmp: Path) -> int | None:
