@@ -80,4 +80,4 @@ def test_preflight_stops_before_any_job_when_python_cannot_import_dnndist(tmp_pa
 def test_stats_runs_refuses_fewer_than_one_worker(workers, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["stats-runs", "--settings", "{}", "--run-dirs", "r", "--workers", workers])
-    assert exc.value.code == 2 and "--workers: must be at least 1" in capsys.readouterr().err
+    assert exc.value.code == 2 and f"--workers: '{workers}' is not a positive integer" in capsys.readouterr().err

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import hashlib
 import io
 import subprocess
 import sys
 import tarfile
+import warnings
 
 import numpy as np
 import pytest

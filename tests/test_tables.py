@@ -269,7 +269,7 @@ def test_c5_split_pre_post_and_ordered_by_depth():
 
 def test_layers_without_depth_sort_naturally():
     layers = pd.DataFrame({"layer": ["conv10", "conv2", "fc1", "conv1"]})
-    assert tables._depth_sorted(layers) == ["conv1", "conv2", "conv10", "fc1"]
+    assert tables.depth_sorted(layers) == ["conv1", "conv2", "conv10", "fc1"]
 
 
 def em_ab_table(seeds: int = 10, em_cv: float = 0.3, ab_cv: float = 0.1, samples: int = 200) -> pd.DataFrame:

@@ -71,10 +71,11 @@ def module_files(name: str) -> list[Path]:
     return [module_path(name)]
 
 
-# `from dnndist import a, b` / `from dnndist.io import x` / `import dnndist.io`, at any indentation
+# `from dnndist import a, b` / `from dnndist.io import x` / `from dnndist.tables.claims import x` /
+# `import dnndist.io`, at any indentation
 # (deferred imports too); read from the source text, which is 20x faster than parsing it (every
 # Snakemake start digests the code) and errs only towards more modules (an import in a docstring)
-_FROM = re.compile(r"^[ \t]*from[ \t]+dnndist(?:\.(\w+))?[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)", re.M)
+_FROM = re.compile(r"^[ \t]*from[ \t]+dnndist(?:\.(\w+)(?:\.\w+)*)?[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)", re.M)
 _IMPORT = re.compile(r"^[ \t]*import[ \t]+dnndist\.(\w+)", re.M)
 
 
