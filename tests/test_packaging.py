@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dnndist import resources
+from dnndist import conventions, resources
 
 from .conftest import REPO
 
@@ -180,7 +180,11 @@ def test_source_tree_finds_its_own_workflow():
         pytest.skip("dnndist is installed from a wheel here")
     assert resources.workflow_root() == REPO
     assert resources.schema_path() == REPO / "workflow" / "schemas" / "config.schema.yaml"
-    assert dcfg.load_schema() == yaml.safe_load(resources.schema_path().read_text())
+    schema, text = dcfg.load_schema(), yaml.safe_load(resources.schema_path().read_text())
+    # the init names and the paper's inits come from the init registry, declared once there
+    assert schema["$defs"]["init_name"].pop("enum") == list(conventions.INIT_NAMES)
+    assert schema["properties"]["inits"].pop("default") == list(conventions.PAPER_INITS)
+    assert schema == text
     assert resources.module_path("plots") == Path(dcfg.__file__).parent / "plots.py"
     with pytest.raises(DnndistError, match="no module 'nosuch'"):
         resources.module_path("nosuch")

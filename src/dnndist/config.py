@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from dnndist import DnndistError, resources
+from dnndist import DnndistError, conventions, resources
 from dnndist.best import BEST
 from dnndist.provenance import config_hash
 from dnndist.settings import ModelSettings, stack_key
@@ -33,9 +33,14 @@ class ConfigError(DnndistError):
 
 
 def load_schema(path: str | Path | None = None) -> dict[str, Any]:
-    """The config schema: ``path``, else the workflow's own (packaged or in the source tree)."""
+    """The config schema: ``path``, else the workflow's own (packaged or in the source tree), with
+    the init names (an enum) and the paper's inits (the default of ``inits``) filled in from the
+    init registry (``conventions.INITS``), where each init is declared once."""
     with open(path or resources.schema_path()) as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    schema["$defs"]["init_name"]["enum"] = list(conventions.INIT_NAMES)
+    schema["properties"]["inits"]["default"] = list(conventions.PAPER_INITS)
+    return schema
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

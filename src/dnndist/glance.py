@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from dnndist.conventions import CONSTANT_INITS as CONSTANT  # every weight equal at initialisation
 from dnndist.stats import RUN_DIMS, diverged_runs
 
-CONSTANT = ("ones", "zeros")  # every weight equal at initialisation
 GLANCE_COLUMNS = ["finding", "source"]
 GAUSSIAN_NEAR_ZERO = 0.0797  # P(|z| < 0.1) for a normal z: a Gaussian's near_zero_rel_0.1
 UNIFORM_NEAR_ZERO = 0.0577  # 0.1 / sqrt(3): a uniform's

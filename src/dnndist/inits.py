@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from dnndist.conventions import GAIN_CONVENTIONS, INIT_NAMES
+from dnndist.conventions import GAIN_CONVENTIONS, INIT_NAMES, INITS, InitSpec
 from dnndist.settings import ModelSettings
 
 
@@ -57,33 +57,38 @@ def gain_for(init: str, convention: str | float, model: ModelSettings) -> float:
         return activation_gain(model)
     if convention != "torch":
         raise ValueError(f"unknown gain convention {convention!r}; known: {GAIN_CONVENTIONS} or a number")
-    return activation_gain(model) if init.startswith("kaiming") else 1.0
+    return activation_gain(model) if _spec(init).family == "kaiming" else 1.0
+
+
+def _spec(init: str) -> InitSpec:
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; known: {INIT_NAMES}")
+    return INITS[init]
 
 
 def theory(init: str, shape: tuple[int, ...], gain: float) -> dict[str, float]:
-    """Theoretical mean, std and bound (max |w|; nan if unbounded) of a fresh weight."""
+    """Theoretical mean, std and bound (max |w|; nan if unbounded) of a fresh weight, from the
+    init's family and draw (``conventions.INITS``)."""
+    spec = _spec(init)
     fan_in, fan_out = fans(shape)
     nan = float("nan")
-    if init == "xavier_normal":
+    uniform = spec.draw == "uniform"
+    if spec.family == "xavier":
+        if uniform:
+            a = gain * math.sqrt(6.0 / (fan_in + fan_out))
+            return {"mean": 0.0, "std": a / math.sqrt(3.0), "bound": a}
         return {"mean": 0.0, "std": gain * math.sqrt(2.0 / (fan_in + fan_out)), "bound": nan}
-    if init == "xavier_uniform":
-        a = gain * math.sqrt(6.0 / (fan_in + fan_out))
-        return {"mean": 0.0, "std": a / math.sqrt(3.0), "bound": a}
-    if init == "kaiming_normal":
+    if spec.family == "kaiming":
+        if uniform:
+            a = gain * math.sqrt(3.0 / fan_in)
+            return {"mean": 0.0, "std": a / math.sqrt(3.0), "bound": a}
         return {"mean": 0.0, "std": gain / math.sqrt(fan_in), "bound": nan}
-    if init == "kaiming_uniform":
-        a = gain * math.sqrt(3.0 / fan_in)
-        return {"mean": 0.0, "std": a / math.sqrt(3.0), "bound": a}
-    if init == "orthogonal":
+    if spec.family == "orthogonal":
         return {"mean": 0.0, "std": gain / math.sqrt(max(shape[0], fan_in)), "bound": gain}
-    if init == "ones":
-        return {"mean": 1.0, "std": 0.0, "bound": 1.0}
-    if init == "zeros":
-        return {"mean": 0.0, "std": 0.0, "bound": 0.0}
-    if init == "torch_default":
-        k = 1.0 / math.sqrt(fan_in)
-        return {"mean": 0.0, "std": k / math.sqrt(3.0), "bound": k}
-    raise ValueError(f"unknown init {init!r}; known: {INIT_NAMES}")
+    if spec.draw == "constant":
+        return {"mean": float(spec.value), "std": 0.0, "bound": abs(float(spec.value))}
+    k = 1.0 / math.sqrt(fan_in)  # torch: PyTorch's reset_parameters
+    return {"mean": 0.0, "std": k / math.sqrt(3.0), "bound": k}
 
 
 def _normal(w: torch.Tensor, std: float, g: torch.Generator) -> None:
@@ -95,13 +100,15 @@ def _uniform(w: torch.Tensor, a: float, g: torch.Generator) -> None:
 
 
 def _weight_init(init: str) -> Callable[[torch.Tensor, float, torch.Generator], None]:
+    draw = INITS[init].draw
+
     def fn(w: torch.Tensor, gain: float, g: torch.Generator) -> None:
         t = theory(init, tuple(w.shape), gain)
-        if init.endswith("_normal"):
+        if draw == "normal":
             _normal(w, t["std"], g)
-        elif init.endswith("_uniform"):
+        elif draw == "uniform":
             _uniform(w, t["bound"], g)
-        elif init == "orthogonal":
+        elif draw == "orthogonal":
             nn.init.orthogonal_(w, gain=gain, generator=g)
         else:
             nn.init.constant_(w, t["mean"])
@@ -109,7 +116,7 @@ def _weight_init(init: str) -> Callable[[torch.Tensor, float, torch.Generator], 
     return fn
 
 
-WEIGHT_INITS = {name: _weight_init(name) for name in INIT_NAMES if name != "torch_default"}
+WEIGHT_INITS = {name: _weight_init(name) for name, spec in INITS.items() if spec.family != "torch"}
 
 
 def weight_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -123,21 +130,18 @@ def apply(model: nn.Module, init: str, gain: float, bias: str, seed: int) -> Non
     Layers are visited in definition order with one generator, so a layer's draw
     depends only on the seed and the layers before it.
     """
-    if init not in INIT_NAMES:
-        raise ValueError(f"unknown init {init!r}; known: {INIT_NAMES}")
+    spec = _spec(init)
     g = torch.Generator().manual_seed(seed)
     for _, module in weight_modules(model):
         w = module.weight
-        if init == "torch_default":
+        if spec.family == "torch":
             _torch_default(w, g)
         else:
             WEIGHT_INITS[init](w, gain, g)
         if module.bias is not None:
-            mode = bias
-            if mode == "auto":
-                mode = "constant" if init in ("ones", "zeros") else "torch_default"
+            mode = _bias_mode(spec, bias)
             if mode == "constant":
-                nn.init.constant_(module.bias, 1.0 if init == "ones" else 0.0)
+                nn.init.constant_(module.bias, float(spec.value))
             elif mode == "zeros":
                 nn.init.zeros_(module.bias)
             else:
@@ -150,13 +154,19 @@ def _torch_default(w: torch.Tensor, g: torch.Generator) -> None:
     nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g)
 
 
+def _bias_mode(spec: InitSpec, bias: str) -> str:
+    """init.bias, with auto resolved: a constant init's constant, else PyTorch's default bias."""
+    if bias != "auto":
+        return bias
+    return "constant" if spec.draw == "constant" else "torch_default"
+
+
 def bias_theory(init: str, bias: str, fan_in: int) -> dict[str, float]:
+    spec = _spec(init)
+    if _bias_mode(spec, bias) == "constant":
+        v = float(spec.value)
+        return {"mean": v, "std": 0.0, "bound": abs(v)}
     mode = bias
-    if mode == "auto":
-        mode = "constant" if init in ("ones", "zeros") else "torch_default"
-    if mode == "constant":
-        v = 1.0 if init == "ones" else 0.0
-        return {"mean": v, "std": 0.0, "bound": v}
     if mode == "zeros":
         return {"mean": 0.0, "std": 0.0, "bound": 0.0}
     k = 1.0 / math.sqrt(fan_in)

@@ -28,13 +28,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dnndist import DnndistError, spectral  # noqa: E402
-from dnndist.conventions import INIT_NAMES, UNKNOWN_INIT  # noqa: E402 - torch-free (figures need no torch)
+from dnndist.conventions import (  # noqa: E402 - torch-free (figures need no torch)
+    CONSTANT_INITS,
+    INIT_NAMES,
+    INITS,
+    UNKNOWN_INIT,
+    family,
+)
 from dnndist.io import atomic_path  # noqa: E402
 from dnndist.stats import diverged_runs  # noqa: E402
 
-_PALETTE = ["#0072B2", "#D55E00", "#E69F00", "#009E73", "#56B4E9", "#CC79A7", "#000000", "#999999"]  # Okabe-Ito
-INIT_COLORS = {**dict(zip(INIT_NAMES, _PALETTE)), UNKNOWN_INIT: "#666666"}  # weights of an unknown init: grey
-INIT_LABELS = {**{n: n.replace("_", " ") for n in INIT_NAMES}, UNKNOWN_INIT: "init unknown"}
+INIT_COLORS = {**{n: s.colour for n, s in INITS.items()}, UNKNOWN_INIT: "#666666"}  # an unknown init: grey
+INIT_LABELS = {**{n: s.label for n, s in INITS.items()}, UNKNOWN_INIT: "init unknown"}
 STAT_LABELS = {"loss": "cross-entropy loss (nat)", "accuracy": "accuracy (fraction)"}
 SPLIT_STYLES = {"train": "-", "valid": ":", "test": "--"}  # Fig 1: one line style per split
 
@@ -55,7 +60,6 @@ def save(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
 
 
 SPLIT_ORDER = ("train", "valid", "random", "test")
-CONSTANT_INITS = ("ones", "zeros")  # every weight the same: their scales would squash every other curve
 
 
 def _inits(df: pd.DataFrame) -> list[str]:
@@ -1078,7 +1082,7 @@ def _esd_power_law(ax: plt.Axes, x: np.ndarray, alpha: float, xmin: float) -> No
     ax.axvline(xmin, color="#D55E00", linestyle="--", linewidth=0.8, label=f"xmin = {xmin:.3g}", gid="xmin")
 
 
-FLAT_SPECTRUM_INITS = ("orthogonal",)  # every singular value 1 before training: a point, not a density
+FLAT_SPECTRUM_INITS = family("orthogonal")  # every singular value 1 before training: a point, not a density
 
 
 def esd_fit(evals: np.ndarray) -> spectral.PowerLawFit:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from dnndist import verdicts
+from dnndist.conventions import CONSTANT_INITS, ONES, ORTHOGONAL, ZEROS, ordering_pairs, uniform_paper_inits
 
 EFFECT = 2.0  # seed-SDs: the default distance of a true (false) world from the claim's boundary
 TARGET = 0.8
@@ -58,25 +59,17 @@ def claim_rules(
     and the analysed ``feature_layers`` (default: ``layers``)."""
     feature_layers = list(layers if feature_layers is None else feature_layers)
     present = set(inits)
-    random_inits = sorted(present - {"ones", "zeros"})
+    random_inits = sorted(present - set(CONSTANT_INITS))
     r, n_layers = len(random_inits), len(layers)
-    pairs = sum(
-        a in present and b in present
-        for a, b in (
-            ("orthogonal", "kaiming_normal"),
-            ("orthogonal", "kaiming_uniform"),
-            ("kaiming_normal", "xavier_normal"),
-            ("kaiming_uniform", "xavier_uniform"),
-        )
-    )
+    pairs = sum(a in present and b in present for a, b in ordering_pairs())
     rules = [Rule(c, "directional", pairs) for c in ("C1a", "C1a final", "C1a test")]  # (their margin: not simulated)
-    if "zeros" in present:
+    if ZEROS in present:
         rules.append(Rule("C1b", "interval", 1))
-    if "ones" in present:
+    if ONES in present:
         rules.append(Rule("C1c", "directional", r))
-    if "orthogonal" in random_inits and r >= 2:
+    if ORTHOGONAL in random_inits and r >= 2:
         rules.append(Rule("C2", "directional", n_layers * 2 * (r - 1)))
-    for init in ("kaiming_uniform", "xavier_uniform"):
+    for init in uniform_paper_inits():
         if init in present:
             rules.append(Rule(f"C3 {init}", "interval", 2 * n_layers))
     rules.append(Rule("C4a", "interval", r * n_layers * 2))

@@ -18,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from dnndist import verdicts
+from dnndist.conventions import CONSTANT_INITS, ONES, ORTHOGONAL, ZEROS, ordering_pairs, uniform_paper_inits
 from dnndist.stats import diverged_runs, gaussian_reference
 from dnndist.tables.describe import RUN, _at_end, _em_ab_per_run, _layer_kind
 from dnndist.tables.format import FLAGGED
 from dnndist.verdicts import HOLDS
 
-RANDOM_EXCLUDED = ("ones", "zeros")
+RANDOM_EXCLUDED = CONSTANT_INITS
 C1B_MARGIN = 0.01  # "does not move": the relative change of the loss stays within +-1 %
 C1A_MARGIN = math.log(1.02)  # "faster": losses 2 % or less apart are practically the same (log ratio)
 C4_RANGE = (1.0, 1.5)  # "grows slightly": the std ratio last/first lies in (1, 1.5)
@@ -243,16 +244,7 @@ def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
     tr = training[training["statistic"] == "loss"]
     present = set(tr["init"])
     end, last = _at_end(tr), _end_text(tr)
-    pairs = [
-        (a, b)
-        for a, b in (
-            ("orthogonal", "kaiming_normal"),
-            ("orthogonal", "kaiming_uniform"),
-            ("kaiming_normal", "xavier_normal"),
-            ("kaiming_uniform", "xavier_uniform"),
-        )
-        if a in present and b in present
-    ]
+    pairs = [(a, b) for a, b in ordering_pairs() if a in present and b in present]
     train = tr[tr["split"] == "train"]
     epochs = sorted(train["epoch"].unique())
 
@@ -292,9 +284,9 @@ def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
                 detail="" if pairs else "missing inits",
             )
         )
-    if "zeros" in present:
+    if ZEROS in present:
         rows.append(_c1b(tr, end, last))
-    if "ones" in present:
+    if ONES in present:
         rows.append(_c1c(end, last, random_inits))
     return rows
 
@@ -304,8 +296,8 @@ def _c1b(tr: pd.DataFrame, end: pd.DataFrame, last: str) -> tuple:
     split = "valid" if ((tr["split"] == "valid") & (tr["epoch"] == tr["epoch"].min())).any() else "train"
     first_epoch = int(tr[tr["split"] == split]["epoch"].min())
     a, b = (
-        _by_seed(tr, init="zeros", split=split, epoch=first_epoch),
-        _by_seed(end, init="zeros", split=split),
+        _by_seed(tr, init=ZEROS, split=split, epoch=first_epoch),
+        _by_seed(end, init=ZEROS, split=split),
     )
     seeds = a.index.intersection(b.index)
     change = ((b.loc[seeds] - a.loc[seeds]) / a.loc[seeds].abs().clip(lower=1e-12)).tolist()
@@ -313,7 +305,7 @@ def _c1b(tr: pd.DataFrame, end: pd.DataFrame, last: str) -> tuple:
         "C1b",
         "zeros does not train",
         f"relative change of the {split} loss, epoch {first_epoch} -> {last.removeprefix('epoch ')}",
-        {"zeros": change},
+        {ZEROS: change},
         -C1B_MARGIN,
         C1B_MARGIN,
         f"(-{C1B_MARGIN:g}, {C1B_MARGIN:g}) (margin: 1 % of the loss)",
@@ -326,8 +318,8 @@ def _c1c(end: pd.DataFrame, last: str, random_inits: list[str]) -> tuple:
     def final(init: str) -> pd.Series:
         return _by_seed(end, init=init, split="train")
 
-    others = [i for i in random_inits if i != "ones"]
-    comps = {f"ones / {i}": _paired(final("ones"), final(i), "logratio") for i in others}
+    others = [i for i in random_inits if i != ONES]
+    comps = {f"{ONES} / {i}": _paired(final(ONES), final(i), "logratio") for i in others}
     return _directional_row(
         "C1c",
         "ones stays at a high loss",
@@ -339,7 +331,7 @@ def _c1c(end: pd.DataFrame, last: str, random_inits: list[str]) -> tuple:
 
 
 def _c2(weights: pd.DataFrame, random_inits: list[str]) -> tuple | None:
-    if "orthogonal" not in random_inits or len(random_inits) < 2:
+    if ORTHOGONAL not in random_inits or len(random_inits) < 2:
         return None
     w = _at_end(weights)
     w = w[w["statistic"] == "std"]
@@ -349,9 +341,9 @@ def _c2(weights: pd.DataFrame, random_inits: list[str]) -> tuple | None:
             d = w[(w["layer"] == layer) & (w["param"] == param)]
             if d.empty:
                 continue
-            orth = _by_seed(d, init="orthogonal")
+            orth = _by_seed(d, init=ORTHOGONAL)
             for other in random_inits:
-                if other != "orthogonal":
+                if other != ORTHOGONAL:
                     comps[f"{layer} {param} vs {other}"] = _paired(orth, _by_seed(d, init=other), "logratio")
     return _directional_row(
         "C2",
@@ -376,7 +368,7 @@ def _reference(d: pd.DataFrame, stat: str) -> pd.Series:
 def _c3(weights: pd.DataFrame) -> list[tuple]:
     rows = []
     end, last = _at_end(weights), _end_text(weights)
-    for init in ("kaiming_uniform", "xavier_uniform"):
+    for init in uniform_paper_inits():
         w = end[(end["init"] == init) & (end["param"] == "weight")]
         if w.empty:
             continue
