@@ -1,4 +1,4 @@
-"""Initialisation registry and the theoretical moments of each init.
+"""The draws and the theoretical moments of each init (each declared once, in ``conventions.INITS``).
 
 Conventions (paper.md, section 2.1; torch's conventions): for a weight of shape
 (C_out, C_in, kh, kw), fan_in = C_in*kh*kw and fan_out = C_out*kh*kw; for a linear
