@@ -185,10 +185,10 @@ def test_source_tree_finds_its_own_workflow():
     assert schema["$defs"]["init_name"].pop("enum") == list(conventions.INIT_NAMES)
     assert schema["properties"]["inits"].pop("default") == list(conventions.PAPER_INITS)
     assert schema == text
-    assert resources.module_path("plots") == Path(dcfg.__file__).parent / "plots.py"
+    assert resources.module_path("stats") == Path(dcfg.__file__).parent / "stats.py"
     with pytest.raises(DnndistError, match="no module 'nosuch'"):
         resources.module_path("nosuch")
-    assert resources.module_files("plots") == [resources.module_path("plots")]
+    assert resources.module_files("stats") == [resources.module_path("stats")]
     package = Path(dcfg.__file__).parent / "data"  # a subpackage: every file of it
     assert resources.module_files("data") == [package / f for f in ("__init__.py", "read.py", "sources.py", "store.py")]
     with pytest.raises(DnndistError, match="no module 'nosuch'"):
