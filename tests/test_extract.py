@@ -254,9 +254,9 @@ def test_small_arrays_are_one_chunk_and_large_ones_a_chunk_per_epoch(run, monkey
         np.zeros((1, 1, 1, 3, 16, 8), np.float32), dims=(*RUN_DIMS, "epoch", "out_feature", "in_feature")
     )
     assert extract._chunks(small) == (1, 1, 1, 3, 16, 8)
-    monkeypatch.setattr(extract, "WHOLE_BYTES", small.nbytes - 1)
+    monkeypatch.setattr("dnndist.extract.store.WHOLE_BYTES", small.nbytes - 1)
     assert extract._chunks(small) == (1, 1, 1, 1, 16, 8)
-    monkeypatch.setattr(extract, "WHOLE_BYTES", 0)
+    monkeypatch.setattr("dnndist.extract.store.WHOLE_BYTES", 0)
     split = xr.DataArray(np.zeros((1, 1, 1, 3, 2, 5)), dims=(*RUN_DIMS, "epoch", "split", "bin"))
     assert extract._chunks(split) == (1, 1, 1, 1, 1, 5)
 

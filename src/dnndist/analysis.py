@@ -957,8 +957,8 @@ class _GradientPass:
         groups = {}
         for s in self.convs:
             e, a = (np.concatenate(v)[None] for v in self.em[s.name])
-            groups[s.name] = extract._finish(_em_ab_dataset(s, e, a, epoch), origin.run)
-        result.gradients = extract._finish(root, origin.run).assign_attrs(
+            groups[s.name] = extract.finish(_em_ab_dataset(s, e, a, epoch), origin.run)
+        result.gradients = extract.finish(root, origin.run).assign_attrs(
             **extract.store_attrs(origin, "gradients", dev), analysed_with="dnndist analyze"
         )
         result.gradient_groups = groups
@@ -1005,7 +1005,7 @@ def _gradient_root(
             ),
             "sample_label": ((dims.SAMPLE,), labels, {"long_name": "class label (-1: none)", "units": "1"}),
         },
-        coords={dims.EPOCH: [epoch], **extract._layer_coords(convs)},
+        coords={dims.EPOCH: [epoch], **extract.layer_coords(convs)},
         attrs={"gradient_split": split, "gradient_target": target},
     )
 
