@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dnndist import config as dcfg
-from dnndist import data, models, train
+from dnndist import data, models, progress, rundir, train
 from dnndist.settings import DataSettings, RunSettings
 
 from .conftest import env, tiny_config
@@ -235,7 +235,7 @@ def test_resume_state_is_loaded_weights_only(tmp_path, store, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash after the last epoch")
 
-    monkeypatch.setattr(train, "_finish", crash)
+    monkeypatch.setattr(train, "finish_run", crash)  # the run folder is not completed
     with pytest.raises(RuntimeError, match="simulated crash"):
         train.train_run(s, store, tmp_path / "run", threads=1)
     monkeypatch.undo()
@@ -251,7 +251,7 @@ def test_progress_logs_steps_rate_and_time_left_without_a_terminal(caplog):
     """Under Snakemake (no terminal, --no-progress) a long training job still says where it is."""
     import logging
 
-    bar = train.Progress(total_steps=100, done_steps=20, enabled=False, images_per_step=64, every_s=0.0)
+    bar = progress.Progress(total_steps=100, done_steps=20, enabled=False, images_per_step=64, every_s=0.0)
     with caplog.at_level(logging.INFO, logger="dnndist.train"):
         time.sleep(0.01)
         bar.advance(10)
@@ -262,7 +262,7 @@ def test_progress_logs_steps_rate_and_time_left_without_a_terminal(caplog):
 def test_resume_cleanup_skips_the_temporary_files_of_a_killed_write(tmp_path):
     """A kill during an atomic write leaves '.epoch_0003.safetensors.tmp-...'; the resume's cleanup
     deletes the files of the epochs after the resumed one and is not stopped by such a name."""
-    m = train.Member(settings=None, run_dir=tmp_path, state_dir=tmp_path / "state")  # type: ignore[arg-type]
+    m = rundir.Member(settings=None, run_dir=tmp_path, state_dir=tmp_path / "state")  # type: ignore[arg-type]
     names = {
         "metrics": ["epoch_0001.csv", "epoch_0003.csv"],
         "checkpoints": ["epoch_0002.safetensors", "best_0001.safetensors", "best_0003.safetensors"],
@@ -271,7 +271,7 @@ def test_resume_cleanup_skips_the_temporary_files_of_a_killed_write(tmp_path):
         (m.state_dir / sub).mkdir(parents=True)
         for f in [*files, ".epoch_0003.safetensors.tmp-ab12cd34"]:
             (m.state_dir / sub / f).write_text("x")
-    train._drop_epochs_after(m, 2)
+    rundir.drop_epochs_after(m, 2)
     left = {sub: sorted(p.name for p in (m.state_dir / sub).iterdir()) for sub in names}
     assert left == {
         "metrics": [".epoch_0003.safetensors.tmp-ab12cd34", "epoch_0001.csv"],

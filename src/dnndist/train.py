@@ -35,15 +35,10 @@ the plain cross-entropy. With the defaults (none, constant, 0) the step is the o
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
 import logging
 import math
 import os
-import re
-import shutil
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +51,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dnndist import DnndistError, best, data, inits, integrity, models, recipe, stacked
+from dnndist import DnndistError, best, data, inits, models, recipe, stacked
 from dnndist.checkpoints import (  # noqa: F401  (BEST_FILE: train.BEST_FILE, where the tests read it)
     BEST_FILE,
     checkpoint_bytes,
@@ -66,12 +61,21 @@ from dnndist.checkpoints import (  # noqa: F401  (BEST_FILE: train.BEST_FILE, wh
     st_bytes,
     state_dict_cpu,
 )
-from dnndist.io import atomic_path, write_bytes, write_json, write_text
+from dnndist.io import write_bytes, write_text
+from dnndist.progress import Progress, log_beside
 from dnndist.provenance import config_hash
+from dnndist.rundir import (  # noqa: F401  (METRIC_COLUMNS: train.METRIC_COLUMNS)
+    METRIC_COLUMNS,
+    Member,
+    drop_epochs_after,
+    finish_run,
+    make_members,
+    save_checkpoints,
+    valid_loss,
+)
 from dnndist.settings import InputSettings, RunSettings, TrainSettings
 
 log = logging.getLogger(__name__)
-METRIC_COLUMNS = ["variant", "init", "seed", "epoch", "step", "split", "metric", "value"]
 ROW_COLUMNS = ["epoch", "step", "split", "metric", "value"]
 GRAPH_WARMUP = 3  # eager steps on a side stream before capture (lazy state, kernel selection)
 
@@ -151,63 +155,6 @@ def build_optimizer(
         nesterov=train.nesterov,
         fused=fused,
     )
-
-
-class Progress:
-    """tqdm bar on a terminal; otherwise (e.g. in Snakemake logs) a log line every
-    ``every_s`` seconds with the step, the rate and the time left."""
-
-    def __init__(
-        self,
-        total_steps: int,
-        done_steps: int = 0,
-        enabled: bool | None = None,
-        images_per_step: int = 1,
-        every_s: float = 30.0,
-    ):
-        self.bar, self.total, self.done = None, total_steps, done_steps
-        self.images_per_step, self.every_s = images_per_step, every_s
-        self.t0 = self.t_last = time.perf_counter()
-        self.done0 = done_steps
-        if enabled if enabled is not None else sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total_steps, initial=done_steps, unit="step", dynamic_ncols=True)
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-            return
-        now = time.perf_counter()
-        if now - self.t_last >= self.every_s:
-            self.t_last = now
-            rate = (self.done - self.done0) / max(now - self.t0, 1e-9)
-            left = (self.total - self.done) / rate if rate else math.inf
-            log.info(
-                "step %d/%d (%.0f %%), %.0f images/s, about %s left",
-                self.done,
-                self.total,
-                100 * self.done / max(self.total, 1),
-                rate * self.images_per_step,
-                _duration(left),
-            )
-
-    def epoch(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(line)
-        else:
-            log.info(line)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _row(epoch: int, step: float, split: str, metric: str, value: float) -> dict[str, Any]:
@@ -524,16 +471,6 @@ class Trainer:
         return int(state["epoch"])
 
 
-@dataclass
-class Member:
-    """One run of the stack: its settings and directories."""
-
-    settings: RunSettings
-    run_dir: Path
-    state_dir: Path  # .resume/<config hash>
-    best_loss: float | None = None  # the lowest finite validation loss so far (train.checkpoints: best)
-
-
 def train_run(
     settings: RunSettings,
     store: str | Path,
@@ -567,7 +504,7 @@ def train_stack(
     # inputs first: a bad store or bad weights fail before anything is written
     ds = data.make_splits(data.open_store(store), **ref.split.kwargs()).to(device)
     trainer = Trainer(settings_list, ds, device)
-    members = _members(settings_list, run_dirs)
+    members = make_members(settings_list, run_dirs)
     group_state = members[0].state_dir / ("stack-" + config_hash({"runs": [m.state_dir.name for m in members]}))
     group_state.mkdir(parents=True, exist_ok=True)
     epochs = 0 if ref.given_weights else ref.train.epochs  # given weights are analysed, not trained
@@ -587,19 +524,10 @@ def train_stack(
     )
     if start_epoch == 0 and not (group_state / "state_0000.pt").exists():
         _end_epoch(trainer, members, group_state, 0, [[] for _ in members], {}, bar)
-    with _log_beside(bar):
+    with log_beside(bar):
         _train_epochs(trainer, members, group_state, start_epoch, epochs, bar)
     bar.close()
-    return [_finish(m, trainer.div_step[i] >= 0) for i, m in enumerate(members)]
-
-
-def _log_beside(bar: Progress) -> Any:
-    """Log lines above the progress bar instead of through it."""
-    if bar.bar is None:
-        return contextlib.nullcontext()
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    return logging_redirect_tqdm()
+    return [finish_run(m, trainer.div_step[i] >= 0) for i, m in enumerate(members)]
 
 
 def _train_epochs(
@@ -630,20 +558,6 @@ def _train_epochs(
             "epoch %d: %.0f images x runs/s", epoch, out.sizes.sum() * sum(alive_before) / (time.perf_counter() - t0)
         )
     return epoch
-
-
-def _members(settings_list: Sequence[RunSettings], run_dirs: Sequence[str | Path]) -> list[Member]:
-    members = []
-    for s, d in zip(settings_list, run_dirs):
-        d = Path(d)
-        m = Member(s, d, d / ".resume" / s.config_hash)
-        (m.state_dir / "metrics").mkdir(parents=True, exist_ok=True)
-        (m.state_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        for stale in (d / ".resume").iterdir():
-            if stale != m.state_dir:  # resume state of other settings is useless now
-                shutil.rmtree(stale, ignore_errors=True)
-        members.append(m)
-    return members
 
 
 def _train_rows(epoch: int, step0: int, out: EpochOut, i: int, div_step: int) -> list[dict[str, Any]]:
@@ -684,7 +598,7 @@ def _end_epoch(
         frame = pd.DataFrame(rows[i], columns=ROW_COLUMNS)
         write_text(m.state_dir / "metrics" / f"epoch_{epoch:04d}.csv", frame.to_csv(index=False))
         step = trainer.div_step[i] if i in diverged else epoch * trainer.steps
-        _save_checkpoints(m, trainer.nets[i], epoch, frame, i in diverged, step)
+        save_checkpoints(m, trainer.nets[i], epoch, frame, i in diverged, step)
     write_bytes(group_state / f"state_{epoch:04d}.pt", trainer.state(epoch))
     for old in group_state.glob("state_*.pt"):
         if old.name != f"state_{epoch:04d}.pt":
@@ -704,28 +618,6 @@ def _end_epoch(
         bar.epoch(f"epoch {epoch}: {alive} of {trainer.k} runs training")
 
 
-def _valid_loss(frame: pd.DataFrame) -> float | None:
-    """The epoch's validation loss in a run's metric rows of one epoch (None if not evaluated)."""
-    v = frame.loc[(frame["split"] == best.SPLIT) & (frame["metric"] == "loss") & frame["step"].isna(), "value"]
-    return float(v.iloc[0]) if len(v) else None
-
-
-def _save_checkpoints(m: Member, net: nn.Module, epoch: int, frame: pd.DataFrame, diverged: bool, step: int) -> None:
-    """The epoch's checkpoint where it is scheduled (or the run diverged), and ``best_NNNN`` where
-    its validation loss is a new best (``train.checkpoints: [..., best]``; dnndist.best)."""
-    scheduled = epoch in m.settings.checkpoint_epochs or diverged
-    loss = _valid_loss(frame)
-    new_best = m.settings.train.keeps_best and loss is not None and best.improves(m.best_loss, loss)
-    if not (scheduled or new_best):
-        return
-    blob = checkpoint_bytes(net, m.settings, epoch, diverged, step)
-    if scheduled:
-        write_bytes(m.state_dir / "checkpoints" / f"epoch_{epoch:04d}.safetensors", blob)
-    if new_best:
-        write_bytes(m.state_dir / "checkpoints" / f"best_{epoch:04d}.safetensors", blob)
-        m.best_loss = loss
-
-
 def _resume(group_state: Path, trainer: Trainer, members: Sequence[Member]) -> int:
     found = sorted(group_state.glob("state_*.pt"))
     if not found:
@@ -737,98 +629,14 @@ def _resume(group_state: Path, trainer: Trainer, members: Sequence[Member]) -> i
         for f in group_state.glob("state_*.pt"):
             f.unlink()
         for m in members:  # the epochs of the attempt it belonged to are not resumable either
-            _drop_epochs_after(m, -1)
+            drop_epochs_after(m, -1)
             m.best_loss = None
         return 0
     epoch = trainer.load_state(state)
     for m in members:  # work of an epoch that did not complete
-        _drop_epochs_after(m, epoch)
+        drop_epochs_after(m, epoch)
         frames = [pd.read_csv(f) for f in sorted((m.state_dir / "metrics").glob("epoch_*.csv"))]
-        kept = best.best_epoch((int(f["epoch"].iloc[0]), _valid_loss(f)) for f in frames if _valid_loss(f) is not None)
+        kept = best.best_epoch((int(f["epoch"].iloc[0]), valid_loss(f)) for f in frames if valid_loss(f) is not None)
         m.best_loss = kept[1] if kept else None
     log.info("resuming from %s (epoch %d)", found[-1], epoch)
-    return epoch
-
-
-EPOCH_FILE = re.compile(r"^(?:epoch|best)_(\d+)\.")  # epoch_0003.csv, epoch_0003.safetensors, best_0003.safetensors
-
-
-def _drop_epochs_after(m: Member, epoch: int) -> None:
-    """Delete a run's metrics and checkpoints of the epochs after ``epoch`` (-1: all). Temporary
-    files of an interrupted atomic write (``.epoch_0003...tmp-...``) do not match; nothing reads them."""
-    for sub in ("metrics", "checkpoints"):
-        for f in (m.state_dir / sub).iterdir():
-            found = EPOCH_FILE.match(f.name)
-            if found and int(found[1]) > epoch:
-                f.unlink()
-
-
-def _finish(m: Member, diverged: bool) -> dict[str, Any]:
-    """Move a run's outputs into place from its resume directory and write its summary."""
-    settings, state_dir, run_dir = m.settings, m.state_dir, m.run_dir
-    run = settings.run
-    frames = [pd.read_csv(f) for f in sorted((state_dir / "metrics").glob("epoch_*.csv"))]
-    metrics = pd.concat(frames, ignore_index=True)
-    metrics.insert(0, "seed", run.seed)
-    metrics.insert(0, "init", run.init_name)
-    metrics.insert(0, "variant", run.variant)
-    metrics = metrics[METRIC_COLUMNS]
-    last_epoch = int(metrics["epoch"].max())
-    best_epoch = _move_checkpoints(settings, state_dir, run_dir)
-    write_text(run_dir / "metrics.csv", metrics.to_csv(index=False))
-    epoch_rows = metrics[metrics["step"].isna()]
-    final = {
-        f"{r.split}_{r.metric}": float(r.value) for r in epoch_rows[epoch_rows["epoch"] == last_epoch].itertuples()
-    }
-    given = settings.given_weights
-    summary = {
-        "run": dataclasses.asdict(run),
-        "status": "diverged" if diverged else "completed",
-        "epochs_trained": last_epoch,
-        "epochs": last_epoch if given else settings.train.epochs,
-        "checkpoint_epochs": list(settings.checkpoint_epochs),
-        "config_hash": settings.config_hash,
-        "final": final,
-    }
-    if best_epoch is not None:
-        summary["best_epoch"] = best_epoch
-    if given:
-        summary["weights"] = given
-        summary["weights_sha256"] = integrity.sha256(given)
-    if diverged:
-        summary["diverged_step"] = int(metrics.loc[metrics["metric"] == "diverged", "step"].iloc[0])
-    write_json(run_dir / "summary.json", summary)
-    shutil.rmtree(run_dir / ".resume", ignore_errors=True)
-    return summary
-
-
-def _move_checkpoints(settings: RunSettings, state_dir: Path, run_dir: Path) -> int | None:
-    """The run's checkpoints into place; with ``best`` kept, also the best epoch's (as
-    ``epoch_NNNN``, unless it is a scheduled one already) and ``best.json``. Returns the best epoch."""
-    ckpts = {int(f.stem.split("_")[1]): f for f in (state_dir / "checkpoints").glob("epoch_*.safetensors")}
-    bests = sorted((state_dir / "checkpoints").glob("best_*.safetensors"))
-    with atomic_path(run_dir / "checkpoints") as tmp:
-        tmp.mkdir()
-        last = max(ckpts)
-        for epoch in settings.checkpoint_epochs:
-            if epoch in ckpts:
-                shutil.copyfile(ckpts[epoch], tmp / f"epoch_{epoch:04d}.safetensors")
-            else:  # a diverged run has no later checkpoints: its last state stands in, flagged diverged
-                tensors, meta = load_checkpoint(ckpts[last])
-                meta.update({"epoch": str(epoch), "diverged": "true", "trained_epochs": str(last)})
-                (tmp / f"epoch_{epoch:04d}.safetensors").write_bytes(st_bytes(tensors, meta))
-        best_epoch = _place_best(bests[-1] if bests else None, tmp) if settings.train.keeps_best else None
-        named = [*tmp.glob("epoch_*.safetensors"), *tmp.glob(BEST_FILE)]
-        (tmp / integrity.SUMS).write_text(integrity.checksums_text(named))
-    return best_epoch
-
-
-def _place_best(path: Path | None, tmp: Path) -> int | None:
-    """The best checkpoint as ``epoch_NNNN`` (the same bytes a scheduled one of that epoch has)
-    and ``best.json``: its epoch (null where no validation loss was ever finite), the split and
-    the rule."""
-    epoch = int(path.stem.split("_")[1]) if path is not None else None
-    if path is not None and not (tmp / f"epoch_{epoch:04d}.safetensors").exists():
-        shutil.copyfile(path, tmp / f"epoch_{epoch:04d}.safetensors")
-    write_json(tmp / BEST_FILE, {"epoch": epoch, "rule": best.RULE, "split": best.SPLIT})
     return epoch
