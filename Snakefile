@@ -6,15 +6,12 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from dnndist.config import (
-    ConfigError,
+from dnndist.config import ConfigError, load_schema, read_config_file, validate
+from dnndist.preflight import (
     check_job_python,
     claim_results_dir,
-    load_schema,
-    read_config_file,
     report_without_results,
     unused_settings,
-    validate,
 )
 from dnndist.results_lock import ResultsInUse, lock_results_dir
 

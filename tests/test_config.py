@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from dnndist import config as dcfg
+from dnndist import preflight
 
 from .conftest import REPO, snakemake, tiny_config, write_yaml
 
@@ -383,12 +384,12 @@ def test_digits_where_a_number_is_wanted_are_that_number(tmp_path):
 def test_a_setting_that_is_set_but_idle_is_named():
     """valid_size with the test set as the valid split, another source's settings, sgd's momentum
     with adam: set to a non-default value, each is named with why it does nothing; defaults are not."""
-    assert dcfg.unused_settings(dcfg.validate({}, check_paths=False)) == []
+    assert preflight.unused_settings(dcfg.validate({}, check_paths=False)) == []
     cfg = dcfg.validate(
         {"data": {"valid_split": "test", "valid_size": 500, "imagefolder": {"path": "x"}}, "train": {"momentum": 0.5}},
         check_paths=False,
     )
-    assert dcfg.unused_settings(cfg) == [
+    assert preflight.unused_settings(cfg) == [
         "config key 'data.valid_size' (500) is not used: data.valid_split is test: the test set is the valid split",
         "config key 'data.imagefolder.path' ('x') is not used: data.source is cifar10",
         "config key 'train.momentum' (0.5) is not used: train.optimizer is adam (sgd only)",
@@ -398,10 +399,10 @@ def test_a_setting_that_is_set_but_idle_is_named():
 def test_a_report_without_results_names_the_configfile_to_give(tmp_path):
     """`snakemake --report` with config.yaml's results/paper not there says what to do in one line
     (Snakemake's own error named one missing figure)."""
-    assert dcfg.report_without_results(["snakemake", "-n"], tmp_path) is None
-    assert dcfg.report_without_results(["snakemake", "--report", "r.html"], tmp_path) is not None
+    assert preflight.report_without_results(["snakemake", "-n"], tmp_path) is None
+    assert preflight.report_without_results(["snakemake", "--report", "r.html"], tmp_path) is not None
     (tmp_path / "figures").mkdir()
-    assert dcfg.report_without_results(["snakemake", "--report=r.html"], tmp_path) is None
+    assert preflight.report_without_results(["snakemake", "--report=r.html"], tmp_path) is None
     proc = snakemake(tmp_path, "--report", str(tmp_path / "r.html"), check=False)
     assert proc.returncode != 0 and "--report: no results in results/paper" in proc.stderr, proc.stderr[-2000:]
     assert "--configfile presets/demo.yaml" in proc.stderr and not (tmp_path / "r.html").exists()

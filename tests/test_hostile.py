@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from dnndist import config as dcfg
-from dnndist import models
+from dnndist import models, preflight
 from dnndist.settings import ModelSettings
 
 from .conftest import cifar_binary_archive, cli_run, hold_results_lock, tiny_config, write_yaml
@@ -64,7 +64,7 @@ def exp(tmp_path_factory):
     """One tiny experiment: config, dataset store, a trained run, its three extracted stores."""
     e = _experiment(tmp_path_factory.mktemp("hostile"))
     cfg, config = e["cfg"], e["config"]
-    dcfg.claim_results_dir(cfg["results"])  # what the workflow's onstart does
+    preflight.claim_results_dir(cfg["results"])  # what the workflow's onstart does
     cli_ok("data", "--config", config, "--out", e["store"])
     cli_ok("train", "--config", config, "--run", RUN, "--data", e["store"], "--out", e["run"], "--no-progress")
     for kind in ("weights", "features", "gradients"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from dnndist import stats
+from dnndist import references, stats
 from dnndist import verdicts as V
 
 SEEDS = 10
@@ -99,7 +99,7 @@ def _rate(outcome: np.ndarray, *which: str) -> float:
 
 def _null_band_samples(rng: np.random.Generator, sampler, n: int) -> tuple[np.ndarray, np.ndarray]:
     x = sampler(rng, (NULL_REPS, SEEDS, n))
-    return stats._ks_rows(x), stats._kurtosis_rows(x)
+    return references._ks_rows(x), references._kurtosis_rows(x)
 
 
 def _tost_row(family: str, draw, margin: float) -> tuple[str, str, float, str, float]:
