@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from dnndist.config import claim_results_dir
+from dnndist.preflight import claim_results_dir
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
