@@ -18,12 +18,21 @@ docs_assets = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(docs_assets)
 
 NUMBER = re.compile(r"^-?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$")
-# Printed to 4 significant digits: the demo's training is stacked, this test's is one run (equal
-# to float tolerance, README, Stacked training) and another CPU's kernels round differently;
-# 1 % of a value, or 1e-4 of the layer's std for a mean near 0, is far below what a change of
-# data, model or statistic moves (the sample went stale by 10-100 %). The WeightWatcher alpha of
-# a 16-eigenvalue ESD rests on the choice of xmin: 10 %.
-RTOL, ALPHA_RTOL = 0.01, 0.10
+# The demo trains stacked, this test one run (equal to float tolerance, README, Stacked training),
+# and another CPU's kernels round differently: with ATEN_CPU_CAPABILITY=default against the README's
+# AVX-512 sample, std agreed to the printed digits, means moved by up to 8.4e-4 of the std, kurtosis
+# (near 0) by 2.4e-4, the in-bound fractions by 4.3e-3 of themselves, the Hill tail index by 2.3 %,
+# and WeightWatcher's alpha by up to 51 % (fc1: its xmin moved), so alpha is not compared. A stale
+# sample (other data, model, preset or statistic) moves std and the rest by 10-100 %.
+TOLERANCE = {  # column -> (relative, absolute; "std": of the layer's std)
+    "std": (0.01, 0.0),
+    "mean": (0.0, "std"),
+    "kurtosis": (0.05, 0.02),
+    "within_unit": (0.01, 0.0),
+    "within_default_bound": (0.01, 0.0),
+    "tail_index": (0.10, 0.0),
+}
+MEAN_SLACK = 2e-3  # of the layer's std
 
 
 def _dnndist(*args: str, cwd=REPO) -> str:
@@ -39,7 +48,7 @@ def _tokens(text: str) -> list[list[str]]:
 def test_the_readme_sample_is_what_analyze_prints_on_the_demo_checkpoint(tmp_path):
     """Train the sample's run (kaiming_normal seed 0 of presets/demo.yaml) as the demo does, run
     the README's command on its epoch-2 checkpoint, and compare with the README's sample: the same
-    lines, words and layer shapes, every number within the tolerance above."""
+    lines, words and layer shapes, every number a number, and each column of TOLERANCE within it."""
     readme = (REPO / "README.md").read_text()
     assert " ".join(docs_assets.sample_command()) in readme  # the quickstart's command is the sample's
     configs = ["--config", str(REPO / "config.yaml"), "--config", str(REPO / "presets" / "demo.yaml")]
@@ -57,9 +66,11 @@ def test_the_readme_sample_is_what_analyze_prints_on_the_demo_checkpoint(tmp_pat
         std = float(g_row[header.index("std")])
         for column, w, g in zip(header[2:], w_row[2:], g_row[2:]):
             assert NUMBER.match(w) and NUMBER.match(g), (column, w, g)
-            tol = ALPHA_RTOL if column == "alpha" else RTOL
-            slack = 1e-4 * std if column == "mean" else 0.0
-            assert abs(float(w) - float(g)) <= tol * abs(float(g)) + slack, (
+            if column not in TOLERANCE:
+                continue
+            rel, slack = TOLERANCE[column]
+            slack = MEAN_SLACK * std if slack == "std" else slack
+            assert abs(float(w) - float(g)) <= rel * abs(float(g)) + slack, (
                 f"{w_row[0]} {column}: README {w}, printed {g}"
             )
     assert want[-1][2:] == got[-1][2:]  # "wrote DIR/: the files"
