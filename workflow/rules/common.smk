@@ -153,9 +153,10 @@ def stacked_resources(group):
 
 
 def extract_threads():
-    """An extract job's threads: 2, or 1 where the cores would otherwise run one job at a time
-    (--cores 2 or 3): its imports and zarr writes are serial, so two one-thread jobs side by side
-    extract twice the runs of one two-thread job (the demo: 64 s for 35 runs, not 120 s)."""
+    """The cores Snakemake counts for an extract job: 2, or 1 where it would otherwise run one job
+    at a time (--cores 2 or 3), so that two run side by side (most of a demo job is imports and
+    zarr writes, serial). torch's threads stay 2 either way (resources.torch_threads): with 1, the
+    features' and gradients' last bits differ, and the stores would depend on --cores."""
     cores = getattr(workflow.global_resources.get("_cores"), "value", None)
     return 1 if cores is not None and cores < 4 else 2
 
