@@ -454,7 +454,7 @@ def test_lint_is_clean(tmp_path, stacked):
 def test_same_bytes_with_cores_2_and_cores_4(done, tmp_path):
     """Training and extraction pin torch's thread count, so --cores does not change the bits: with
     --cores 2 Snakemake counts an extract job as 1 core (two side by side), with 4 as 2, and
-    torch runs 2 threads in both (with 1, the features' last bits differed)."""
+    torch runs 1 thread in both (with 1 and 2, the features' last bits differed)."""
     work, cfg, _ = done  # --cores 2
     other = tmp_path / "cores4"
     other.mkdir()

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 # of k runs trains at step_base + step_per_run * k per step plus eval per (run, epoch) (after a
 # fixed start: the job, CUDA, the graph's capture), and
 # extracts a run in a job of its own, extract_process (the imports, the device) + per checkpoint
-# extract_fixed + extract_per_1k * inputs / 1,000, as many jobs side by side as the cores allow two
-# threads each (they are CPU-bound: B5's rate was measured with jobs side by side); groups train
+# extract_fixed + extract_per_1k * inputs / 1,000, as many jobs side by side as half the cores
+# (Snakemake counts each as 2; B5's rate was measured with jobs side by side); groups train
 # side by side, each extra group adding ``contention`` of one; statistics
 # per (run, checkpoint); experiment 2 = exp2_fixed + exp2_per_input * inputs.
 COSTS: dict[str, dict[str, float]] = {

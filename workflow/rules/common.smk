@@ -153,10 +153,12 @@ def stacked_resources(group):
 
 
 def extract_threads():
-    """The cores Snakemake counts for an extract job: 2, or 1 where it would otherwise run one job
-    at a time (--cores 2 or 3), so that two run side by side (most of a demo job is imports and
-    zarr writes, serial). torch's threads stay 2 either way (resources.torch_threads): with 1, the
-    features' and gradients' last bits differ, and the stores would depend on --cores."""
+    """The cores Snakemake counts for an extract job: 2 (as many side by side as the lease's cost
+    model says: half the cores), or 1 where it would otherwise run one job at a time (--cores 2 or
+    3), so that two run side by side (most of a demo job is imports and zarr writes, serial).
+    torch runs 1 thread either way (resources.torch_threads): its thread count changes the
+    features' and gradients' last bits, so a count that followed --cores would make the stores
+    depend on it, and 2 threads in each of two jobs on 2 cores spin against each other."""
     cores = getattr(workflow.global_resources.get("_cores"), "value", None)
     return 1 if cores is not None and cores < 4 else 2
 

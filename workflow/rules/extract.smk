@@ -20,7 +20,7 @@ rule extract:
     resources:
         mem_mb=6000,
         runtime=240,
-        torch_threads=2,  # fixed whatever the job's threads: the stores' bits do not depend on --cores
+        torch_threads=1,  # fixed whatever the job's threads: the stores' bits do not depend on --cores
     params:
         settings=extract_settings_json,
         code=code("extract"),
