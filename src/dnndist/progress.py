@@ -10,25 +10,6 @@ import sys
 import time
 from typing import Any
 
-from dnndist.checkpoints import (  # noqa: F401  (BEST_FILE: train.BEST_FILE, where the tests read it)
-    BEST_FILE,
-    checkpoint_bytes,
-    load_checkpoint,
-    memory_format,
-    resolve_device,
-    st_bytes,
-    state_dict_cpu,
-)
-from dnndist.rundir import (  # noqa: F401  (METRIC_COLUMNS: train.METRIC_COLUMNS)
-    METRIC_COLUMNS,
-    Member,
-    drop_epochs_after,
-    finish_run,
-    make_members,
-    save_checkpoints,
-    valid_loss,
-)
-
 log = logging.getLogger("dnndist.train")  # the training's progress lines, named as before
 
 

@@ -11,8 +11,6 @@ import numpy as np
 import scipy.special
 import scipy.stats
 
-from dnndist.moments import DERIVED_MOMENTS, derived_moments  # noqa: F401  (re-exported)
-
 NULL_MAX_N = 10_000  # reference bands are simulated up to this size, and scaled by 1/sqrt(n) beyond
 
 HILL_FRAC, HILL_MIN_K = 0.05, 10

@@ -16,15 +16,7 @@ import pandas as pd
 from torch import nn
 
 from dnndist import best, integrity
-from dnndist.checkpoints import (  # noqa: F401  (BEST_FILE: train.BEST_FILE, where the tests read it)
-    BEST_FILE,
-    checkpoint_bytes,
-    load_checkpoint,
-    memory_format,
-    resolve_device,
-    st_bytes,
-    state_dict_cpu,
-)
+from dnndist.checkpoints import BEST_FILE, checkpoint_bytes, load_checkpoint, st_bytes
 from dnndist.io import atomic_path, write_bytes, write_json, write_text
 from dnndist.settings import RunSettings
 

@@ -5,17 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import matplotlib.transforms  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from dnndist import spectral  # noqa: E402
-from dnndist.conventions import (  # noqa: E402 - torch-free (figures need no torch)
+from dnndist import spectral
+from dnndist.conventions import (  # torch-free (figures need no torch)
     CONSTANT_INITS,
     family,
 )

@@ -5,16 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import matplotlib.transforms  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from dnndist import DnndistError  # noqa: E402
-from dnndist.conventions import (  # noqa: E402 - torch-free (figures need no torch)
+from dnndist import DnndistError
+from dnndist.conventions import (  # torch-free (figures need no torch)
     CONSTANT_INITS,
 )
 from dnndist.plots.common import (

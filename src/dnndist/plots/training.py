@@ -5,14 +5,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import matplotlib.transforms  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import matplotlib.transforms
+import numpy as np
+import pandas as pd
 
 from dnndist.plots.common import (
     INIT_COLORS,
@@ -25,7 +22,7 @@ from dnndist.plots.common import (
     note_figure,
     save,
 )
-from dnndist.stats import diverged_runs  # noqa: E402
+from dnndist.stats import diverged_runs
 
 
 # --------------------------------------------------------------------------- Fig 1

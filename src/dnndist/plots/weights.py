@@ -6,16 +6,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import matplotlib.transforms
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import matplotlib.transforms  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from dnndist.conventions import (  # noqa: E402 - torch-free (figures need no torch)
+from dnndist.conventions import (  # torch-free (figures need no torch)
     CONSTANT_INITS,
 )
 from dnndist.plots.common import (
