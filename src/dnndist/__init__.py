@@ -1,14 +1,23 @@
 """dnndist: measured distributions of weights, features and gradients in deep networks.
 
 ``dnndist.analyze(model, inputs=None, ...)`` measures one model as the workflow measures its runs
-(see ``dnndist.analysis``); it is imported on first use, so ``import dnndist`` stays light (no torch).
+(see ``dnndist.analysis``); ``dnndist.Recorder(model, out, ...)`` records any training loop
+(``dnndist.recorder``), ``dnndist.report(runs, out)`` reports on recorded runs and
+``dnndist.open_results(out, "weights")`` opens a results folder's stores in a notebook. Each is
+imported on first use, so ``import dnndist`` stays light (no torch).
 """
 
 import warnings
 
 __version__ = "0.1.0"
-__all__ = ["Analysis", "DnndistError", "__version__", "analyze"]
-_LAZY = {"analyze": "dnndist.analysis", "Analysis": "dnndist.analysis"}
+__all__ = ["Analysis", "DnndistError", "Recorder", "__version__", "analyze", "open_results", "report"]
+_LAZY = {
+    "analyze": "dnndist.analysis",
+    "Analysis": "dnndist.analysis",
+    "Recorder": "dnndist.recorder",
+    "open_results": "dnndist.io",
+    "report": "dnndist.recorded",
+}
 
 
 # Snakemake marks a finished directory output with a `.snakemake_timestamp` file; in a zarr store

@@ -3,6 +3,7 @@
 What a user runs:
     python -m dnndist analyze --model torchvision:resnet18 [--weights FILE.pth] [--inputs IMAGES] [--out DIR]
     python -m dnndist workflow (--path | --init DIR [--force])
+    python -m dnndist report RECORDED_RUNS... --out DIR   # runs of dnndist.Recorder: stats, figures, report.html
     python -m dnndist tensorboard --run RUN_DIR... --out LOGDIR [--kinds weights features gradients]
     python -m dnndist power --config config.yaml [presets/demo.yaml]
     python -m dnndist runs  --config config.yaml [--config presets/demo.yaml]
@@ -64,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
     # what a user runs first; then the stages the workflow's rules call
     for add in (
         _analyze_command,
+        _report_command,
         _workflow_command,
         _tensorboard_command,
         _power_command,
@@ -91,7 +93,6 @@ def parser() -> argparse.ArgumentParser:
 
 def _runs_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``runs`` sub-command (list the runs of a config)."""
-
     s = sub.add_parser("runs", help="list the runs of a config")
     s.add_argument("--config", action="append", required=True, help="config file(s), later ones overlay earlier ones")
     s.set_defaults(fn=commands.cmd_runs)
@@ -254,9 +255,7 @@ def _stats_runs_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def _stats_combine_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``stats-combine`` sub-command (combine per-run tables)."""
-    s = sub.add_parser(
-        "stats-combine", help="combine per-run tables; aggregate over seeds (mean and 95 %% CI over seeds)"
-    )
+    s = sub.add_parser("stats-combine", help="combine per-run tables; their mean and 95 %% CI over seeds")
     s.add_argument("kind", choices=[t.name for t in outputs.STATS])
     s.add_argument("--inputs", nargs="+", required=True, help="per-run tables (CSV) to combine")
     s.add_argument("--out", required=True, help="combined table (CSV)")
@@ -375,6 +374,13 @@ ANALYZE_SIZES = (  # analyze's positive-integer options: flag, default, help
 )
 
 
+ANALYZE_SWITCHES = (  # analyze's on/off options (default on): flag, help
+    ("--emission", "emission/absorption of conv layers over the first --gradient-inputs inputs (with --inputs)"),
+    ("--figures", "with --out: weights.png, features.png and one ESD plot per layer (esd/<layer>.png)"),
+    ("--channels-last", "features and gradients on a channels_last copy of the model (as the workflow)"),
+)
+
+
 def _analyze_input_args(s: argparse.ArgumentParser) -> None:
     """``analyze``'s options for the inputs, the feature and gradient passes, the figures and the device."""
     for flag, default, text in ANALYZE_SIZES:
@@ -385,30 +391,14 @@ def _analyze_input_args(s: argparse.ArgumentParser) -> None:
         default="dataset",
         help="input normalisation: the images' own per-channel mean/std (default), ImageNet's, or none (x/255)",
     )
-    s.add_argument(
-        "--emission",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="emission/absorption of conv layers over the first --gradient-inputs inputs (default: on with --inputs)",
-    )
+    for flag, text in ANALYZE_SWITCHES:
+        s.add_argument(flag, action=argparse.BooleanOptionalAction, default=True, help=text)
     s.add_argument(
         "--gradient-split",
         default=None,
         help="the split (sub-folder of --inputs) whose first inputs the emission/absorption pass takes (default: the first)",
     )
-    s.add_argument(
-        "--figures",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="with --out: weights.png, features.png and one ESD plot per layer (esd/<layer>.png)",
-    )
     s.add_argument("--device", help="cpu, cuda, mps or auto (default: cpu)")
-    s.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="compute features and gradients on a channels_last copy of the model (default: on, as the workflow)",
-    )
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
 
@@ -430,6 +420,16 @@ def _workflow_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     g.add_argument("--path", action="store_true", help="print the folder holding the packaged Snakefile")
     s.add_argument("--force", action="store_true", help="with --init: overwrite files that already exist in DIR")
     s.set_defaults(fn=commands.cmd_workflow)
+
+
+def _report_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``report`` sub-command (statistics, figures, tables and report.html of recorded runs)."""
+    s = sub.add_parser("report", help="statistics, figures, tables and report.html of dnndist.Recorder's runs")
+    s.add_argument("runs", nargs="+", help="recorded run folders, or folders to search for them")
+    s.add_argument("--out", required=True, help="the report's folder (a results folder: dnndist.open_results reads it)")
+    s.add_argument("--base", help="the group the others are compared with (default: the first by name)")
+    s.add_argument("--workers", type=_positive_int, default=1, help="processes for the per-run statistics (default 1)")
+    s.set_defaults(fn=commands.cmd_report)
 
 
 def _tensorboard_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

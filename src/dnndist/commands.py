@@ -196,7 +196,7 @@ def cmd_stats_combine(args: argparse.Namespace) -> int:
     from dnndist.io import write_text
 
     if args.kind == "training":
-        df = stats.training_table(pd.concat([pd.read_csv(p) for p in args.inputs], ignore_index=True))
+        df = stats.training_table(pd.concat([stats.read_table(p) for p in args.inputs], ignore_index=True))
         df = df.sort_values([c for c in df.columns if c != "value"], kind="stable").reset_index(drop=True)
     else:
         df = stats.combine(args.inputs)
@@ -208,14 +208,12 @@ def cmd_stats_combine(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from dnndist import plots
+    from dnndist import plots, stats
 
     figure = outputs.FIGURE[args.figure]
     plots.use_style(args.style)
     options = {name: getattr(args, name) for name in figure.options}  # e.g. Fig 4's --init and --layers
-    figure.function()(pd.read_csv(args.table), args.pdf, args.png, **dict(figure.kwargs), **options)
+    figure.function()(stats.read_table(args.table), args.pdf, args.png, **dict(figure.kwargs), **options)
     return 0
 
 
@@ -225,12 +223,10 @@ def cmd_outputs(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from dnndist import tables
+    from dnndist import stats, tables
 
     table = outputs.TABLE[args.name]
-    read = lambda name: pd.read_csv(getattr(args, name)) if getattr(args, name) else None  # noqa: E731
+    read = lambda name: stats.read_table(getattr(args, name)) if getattr(args, name) else None  # noqa: E731
     for name in table.extra:
         if not getattr(args, name):
             raise DnndistError(f"table {args.name} needs --{name} (JSON; see dnndist table --help)")
@@ -293,6 +289,13 @@ def cmd_workflow(args: argparse.Namespace) -> int:
     written = resources.init_deployment(dest, force=args.force)
     print(f"wrote {dest}/: {', '.join(p.name for p in written)}")
     print(f"run it: cd {dest} && snakemake --cores all --configfile presets/demo.yaml")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dnndist.recorded import report
+
+    print(f"wrote {report(args.runs, args.out, base=args.base, workers=args.workers)}")
     return 0
 
 

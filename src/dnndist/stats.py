@@ -441,9 +441,18 @@ def shared_epochs(df: pd.DataFrame) -> pd.DataFrame:
     return df[have == seeds]
 
 
+NAME_COLUMNS = (dims.VARIANT, dims.INIT, dims.LAYER, dims.PARAM, dims.SPLIT, dims.KIND, "statistic", "metric")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A tidy table written by the statistics stage, its name columns read as strings: a layer
+    named "0.0" or "4" (an nn.Sequential's) or a recorded group named "1" stays a name."""
+    return pd.read_csv(path, dtype=dict.fromkeys(NAME_COLUMNS, str))
+
+
 def combine(tables: Iterable[str | Path]) -> pd.DataFrame:
     """Concatenate per-run tidy tables (sorted, so the result does not depend on input order)."""
-    frames = [pd.read_csv(p) for p in tables]
+    frames = [read_table(p) for p in tables]
     df = pd.concat(frames, ignore_index=True)
     keys = [c for c in df.columns if c != "value"]
     return df.sort_values(keys, kind="stable").reset_index(drop=True)

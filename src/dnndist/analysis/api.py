@@ -47,32 +47,32 @@ def analyze(
     device: str | torch.device | None = None,
     workers: int | None = None,
     channels_last: bool = True,
+    tables: bool = True,
 ) -> Analysis:
-    """The workflow's statistics of one model (see the module docstring).
-
-    ``model``: an ``nn.Module``, a registry name or ``torchvision:<name>`` (``load_model``);
-    ``weights``: a local state dict loaded into it. ``inputs`` (optional): an image folder or
-    .tar.gz (``<class>/<image>`` or ``<split>/<class>/<image>``; decoded at ``image_size``, default
-    224 for torchvision models and 32 otherwise, and normalised by ``normalize``: dataset, imagenet
-    or none), a tensor of model inputs, or a DataLoader yielding x or (x, y); with them, feature
-    statistics over at most ``max_inputs`` inputs per split (``kinds``: pre, post) and, for conv
-    layers, emission / absorption of the first ``gradient_inputs`` inputs (``emission``) of the split
-    ``gradient_split`` (default: the first) against the labels (``gradient_target`` label; auto: when the inputs have labels the model can output,
-    else its own prediction). ``init``, ``gain``, ``bias``, ``activation``: the init the weights
-    are compared with (``init_std``, ``std_ratio_to_init``; ``init`` default: the checkpoint's own,
-    else torch_default, with the weights labelled init ``unknown``). The model is used in eval mode on
-    ``device`` (default: where its parameters are) and left as it was; with ``channels_last``
-    (default, as the workflow's ``train.channels_last``) its features and gradients are computed
-    on a copy in that memory format (faster on a CPU, and the workflow's numbers exactly)."""
+    """The workflow's statistics of one model (see the module docstring). ``model``: an ``nn.Module``, a
+    registry name or ``torchvision:<name>`` (``load_model``); ``weights``: a local state dict loaded into it.
+    ``inputs`` (optional): an image folder or .tar.gz (``<class>/<image>`` or ``<split>/<class>/<image>``;
+    decoded at ``image_size``, default 224 for torchvision models and 32 otherwise, and normalised by
+    ``normalize``: dataset, imagenet or none), a tensor of model inputs, or a DataLoader yielding x or (x, y);
+    with them, feature statistics over at most ``max_inputs`` inputs per split (``kinds``: pre, post) and, for
+    conv layers, emission / absorption of the first ``gradient_inputs`` inputs (``emission``) of the split
+    ``gradient_split`` (default: the first) against the labels (``gradient_target`` label; auto: when the
+    inputs have labels the model can output, else its own prediction). ``init``, ``gain``, ``bias``,
+    ``activation``: the init the weights are compared with (``init_std``, ``std_ratio_to_init``; ``init``
+    default: the checkpoint's own, else torch_default, with the weights labelled init ``unknown``). The model
+    is used in eval mode on ``device`` (default: where its parameters are) and left as it was; with
+    ``channels_last`` (default, as the workflow's ``train.channels_last``) its features and gradients are
+    computed on a copy in that memory format (faster on a CPU, and the workflow's numbers exactly).
+    ``tables=False``: the stores only, no tables or views (``dnndist.Recorder``'s record points)."""
     opts = _Options.of(locals())
     opts.check()
     module, name = _load(model, num_classes, in_channels, opts)
-    specs = layer_specs(module)
     settings, origin, label = _settings(opts, name)
     dev = _device(module, device)
-    result = _weight_analysis(module, specs, name, settings, origin, label)
+    result = _weight_analysis(module, layer_specs(module), name, settings, origin, label, tables)
     if inputs is not None:
         _features(result, module, inputs, origin, dev, opts)
-    result.table = per_layer_table(result)
-    result.dataset = per_layer_dataset(result)
+    if tables:
+        result.table = per_layer_table(result)
+        result.dataset = per_layer_dataset(result)
     return result

@@ -48,6 +48,7 @@ class _Options:
     model_options: Mapping[str, Any] | None
     workers: int | None
     channels_last: bool
+    tables: bool = True
 
     @classmethod
     def of(cls, args: Mapping[str, Any]) -> _Options:

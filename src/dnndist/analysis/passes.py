@@ -30,9 +30,10 @@ def _weight_analysis(
     settings: dict[str, Any],
     origin: Origin,
     label: _Label,
+    tables: bool = True,
 ) -> Analysis:
     """The analysis of the module's weights: the weights store, its statistics, spectrum,
-    eigenvalues and histograms (no features yet, no per-layer views)."""
+    eigenvalues and histograms (no features yet, no per-layer views; ``tables=False``: the store only)."""
     epoch, reference = label.epoch, label.reference_init
     root, groups = extract.weight_groups(origin, [epoch], specs, [_state(module, specs)], [False], reference)
     root = root.assign_attrs(
@@ -40,6 +41,23 @@ def _weight_analysis(
         analysed_with="dnndist analyze",
         reference_init=reference,
     )
+    if not tables:
+        empty = pd.DataFrame()
+        return Analysis(
+            name,
+            specs,
+            settings,
+            empty,
+            xr.Dataset(),
+            root,
+            groups,
+            empty,
+            empty,
+            empty,
+            {},
+            epoch=epoch,
+            reference_init=reference,
+        )
     with _one_blas_thread():
         stats_settings = StatsSettings.from_dict({"stats": settings.get("stats", {})})
         weight_stats, spectrum = stats.weight_and_spectrum_tables([groups], stats_settings)[0]
@@ -149,9 +167,9 @@ def _features(
         module.train(was_training)
         if grads is not None:
             grads.close()
-    _store_features(result, arrays, passes, labels, splits, origin, dev, kinds)
+    _store_features(result, arrays, passes, labels, splits, origin, dev, kinds, opts.tables)
     if grads is not None and grads.done:
-        grads.store(result, gradient_split.name, origin, dev)
+        grads.store(result, gradient_split.name, origin, dev, opts.tables)
 
 
 def _emission_convs(module: nn.Module, specs: list[models.LayerSpec]) -> list[models.LayerSpec]:
@@ -221,8 +239,10 @@ def _store_features(
     origin: Origin,
     dev: torch.device,
     kinds: list[str],
+    tables: bool = True,
 ) -> None:
-    """The features store (a common sample of the splits), its statistics and histograms, into ``result``."""
+    """The features store (a common sample of the splits) and, with ``tables``, its statistics and
+    histograms, into ``result``."""
     n_sample = min(len(next(iter(s.values()))) for _, s in passes) if arrays.modules else 0
     for si, (feats, sample) in enumerate(passes):
         arrays.add(0, si, feats, {k: v[:n_sample] for k, v in sample.items()})
@@ -236,6 +256,8 @@ def _store_features(
         inputs_per_split=", ".join(f"{s}: {len(v)}" for s, v in label_of.items()),
     )
     result.feature_groups = groups
+    if not tables:
+        return
     result.feature_stats = stats.feature_table(result.features)
     hist = stats.feature_histograms(result.features, [result.epoch], kind="pre" if "pre" in kinds else kinds[0])
     result.feature_hist = (
@@ -322,8 +344,9 @@ class _GradientPass:
     def close(self) -> None:
         self.rec.close()
 
-    def store(self, result: Analysis, split: str, origin: Origin, dev: torch.device) -> None:
-        """The gradients store (root and one group per conv layer) and the em/ab table, into ``result``."""
+    def store(self, result: Analysis, split: str, origin: Origin, dev: torch.device, tables: bool = True) -> None:
+        """The gradients store (root and one group per conv layer) and, with ``tables``, the em/ab
+        table, into ``result``."""
         epoch = result.epoch
         root = _gradient_root(
             np.concatenate(self.losses)[None], np.concatenate(self.labels), split, self.target, self.convs, epoch
@@ -336,7 +359,8 @@ class _GradientPass:
             **extract.store_attrs(origin, "gradients", dev), analysed_with="dnndist analyze"
         )
         result.gradient_groups = groups
-        result.em_ab = stats.em_ab_table(groups, epoch)
+        if tables:
+            result.em_ab = stats.em_ab_table(groups, epoch)
 
 
 def _split_or_none(y: torch.Tensor | None, take: int, size: int) -> Iterable[torch.Tensor | None]:

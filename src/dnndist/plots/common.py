@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,8 +24,37 @@ from dnndist.conventions import (  # noqa: E402 - torch-free (figures need no to
 )
 from dnndist.io import atomic_path  # noqa: E402
 
-INIT_COLORS = {**{n: s.colour for n, s in INITS.items()}, UNKNOWN_INIT: "#666666"}  # an unknown init: grey
-INIT_LABELS = {**{n: s.label for n, s in INITS.items()}, UNKNOWN_INIT: "init unknown"}
+GROUP_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#17becf")
+
+
+class _PerName(dict):
+    """A colour or label per init, and for any other name (a recorded run's group, which takes the
+    place of the init in its stores): the colour of its place among the groups ``name_groups`` was
+    given (else of a stable hash of the name), the name itself as its label."""
+
+    def __init__(self, known: dict[str, str], colours: bool) -> None:
+        super().__init__(known)
+        self.colours = colours
+
+    def __missing__(self, name: str) -> str:
+        if not self.colours:
+            return str(name)
+        return GROUP_COLORS[zlib.crc32(str(name).encode()) % len(GROUP_COLORS)]
+
+
+INIT_COLORS = _PerName({**{n: s.colour for n, s in INITS.items()}, UNKNOWN_INIT: "#666666"}, colours=True)
+INIT_LABELS = _PerName({**{n: s.label for n, s in INITS.items()}, UNKNOWN_INIT: "init unknown"}, colours=False)
+_GROUPS: list[str] = []  # names beyond the registry, in the order the figures show them
+
+
+def name_groups(names: Sequence[str]) -> None:
+    """The names beyond the init registry that the next figures show (recorded groups), in order:
+    each gets its own colour (the first len(GROUP_COLORS)) and its place after the inits."""
+    _GROUPS[:] = [str(n) for n in names if n not in INITS and n != UNKNOWN_INIT]
+    for k, name in enumerate(_GROUPS[: len(GROUP_COLORS)]):
+        dict.__setitem__(INIT_COLORS, name, GROUP_COLORS[k])
+
+
 STAT_LABELS = {"loss": "cross-entropy loss (nat)", "accuracy": "accuracy (fraction)"}
 SPLIT_STYLES = {"train": "-", "valid": ":", "test": "--"}  # Fig 1: one line style per split
 
@@ -48,8 +78,10 @@ SPLIT_ORDER = ("train", "valid", "random", "test")
 
 
 def _inits(df: pd.DataFrame) -> list[str]:
+    """The inits (or recorded groups) in ``df``: the registry's order, then the groups' (``name_groups``), then by name."""
     present = set(df["init"])
-    return [i for i in (*INIT_NAMES, UNKNOWN_INIT) if i in present]
+    known = [i for i in (*INIT_NAMES, UNKNOWN_INIT, *_GROUPS) if i in present]
+    return known + sorted(str(i) for i in present - set(known))
 
 
 # --------------------------------------------------------------------------- layers and page size

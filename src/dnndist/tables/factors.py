@@ -151,3 +151,94 @@ def _runs_of(per_run: pd.Series, variant: str, stat: str) -> pd.Series:
         (per_run.index.get_level_values("variant") == variant) & (per_run.index.get_level_values("statistic") == stat)
     ]
     return sub.droplevel(["variant", "statistic"])
+
+
+GROUP_COLUMNS = (
+    "group",
+    "base_group",
+    "statistic",
+    "description",
+    "base_mean",
+    "group_mean",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "n_seeds",
+    "unpaired_seeds",
+    "p_value",
+    "p_holm",
+    "verdict",
+)
+OUTCOME_STATS = {"accuracy": "final accuracy (fraction)", "loss": "final cross-entropy loss (nat)"}
+
+
+def group_effects(training: pd.DataFrame | None, weights: pd.DataFrame, base: str | None = None) -> pd.DataFrame:
+    """Recorded groups compared (``dnndist report``): each group against ``base`` (default: the first
+    by name), paired by seed, on the final accuracy and loss (of the test split, else valid, else
+    train) and on each statistic of ``FACTOR_STATS`` (mean over the weight layers), each at every
+    run's last record point. The effect of a seed is group minus base; the verdict is
+    ``verdicts.effects`` (two-sided t over the common seeds, Holm over the statistics of a group;
+    "descriptive only" below 5 seeds). Seeds only one of the two groups has are counted in
+    ``unpaired_seeds`` and not used. Groups live in the ``init`` column of the tables."""
+    per_run = _last_values(weights, training)
+    groups = sorted(per_run.index.get_level_values("init").unique())
+    base = base if base is not None else (groups[0] if groups else None)
+    if base is not None and base not in groups:
+        raise ValueError(f"base group {base!r} is not among the groups ({', '.join(groups)})")
+    stats = {**OUTCOME_STATS, **FACTOR_STATS}
+    out = []
+    for group in (g for g in groups if g != base):
+        seed_sets = [set(per_run.xs((g,), level=["init"]).index.get_level_values("seed")) for g in (base, group)]
+        common, unpaired = sorted(seed_sets[0] & seed_sets[1]), len(seed_sets[0] ^ seed_sets[1])
+        present = [s for s in stats if (base, s) in _pairs(per_run) and (group, s) in _pairs(per_run)]
+        diffs, base_means, group_means = [], [], []
+        for stat in present:
+            a = per_run.xs((base, stat), level=["init", "statistic"]).reindex(common)
+            b = per_run.xs((group, stat), level=["init", "statistic"]).reindex(common)
+            d = (b - a).to_numpy(dtype=float)
+            diffs.append(list(d[np.isfinite(d)]))
+            base_means.append(float(a.mean()))
+            group_means.append(float(b.mean()))
+        if not present:
+            continue
+        dec = verdicts.effects(verdicts.pad(diffs))
+        for i, stat in enumerate(present):
+            out.append(
+                {
+                    "group": group,
+                    "base_group": base,
+                    "statistic": stat,
+                    "description": stats[stat],
+                    "base_mean": base_means[i],
+                    "group_mean": group_means[i],
+                    "effect": dec.mean[i],
+                    "ci_low": dec.low[i],
+                    "ci_high": dec.high[i],
+                    "n_seeds": int(dec.n[i]),
+                    "unpaired_seeds": unpaired,
+                    "p_value": dec.p[i],
+                    "p_holm": dec.p_adj[i],
+                    "verdict": dec.outcome[i],
+                }
+            )
+    return pd.DataFrame(out, columns=GROUP_COLUMNS)
+
+
+def _pairs(per_run: pd.Series) -> set[tuple[str, str]]:
+    return set(zip(per_run.index.get_level_values("init"), per_run.index.get_level_values("statistic"), strict=True))
+
+
+def _last_values(weights: pd.DataFrame, training: pd.DataFrame | None) -> pd.Series:
+    """(init, statistic, seed) -> a run's value at its last record point: the weight statistics of
+    ``FACTOR_STATS`` averaged over the weight layers, the final accuracy and loss."""
+    w = weights[(weights["param"] == "weight") & weights["statistic"].isin(FACTOR_STATS)]
+    w = w[w["epoch"] == w.groupby(["init", "seed"])["epoch"].transform("max")]
+    parts = [w.groupby(["init", "statistic", "seed"])["value"].mean()]
+    if training is not None and not training.empty:
+        t = training[training["statistic"].isin(OUTCOME_STATS)]
+        t = t[t["epoch"] == t.groupby(["init", "seed"])["epoch"].transform("max")]
+        for split in ("test", "valid", "train"):
+            if (t["split"] == split).any():
+                parts.append(t[t["split"] == split].groupby(["init", "statistic", "seed"])["value"].mean())
+                break
+    return pd.concat(parts).sort_index()
