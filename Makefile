@@ -58,12 +58,16 @@ docs-assets: demo
 
 # make test: the whole suite but the SLURM cluster tests (they skip, saying why), < 10 min on 2
 # cores; make check: lint and the tests not marked slow, < 2 min, for the edit-test loop;
-# make test-cluster: the SLURM tests, which install (apt-get) and start daemons, so need root
+# make test-cluster: the SLURM tests, which install (apt-get) and start daemons, so need root.
+# Tests run on every core (pytest-xdist), a test file's tests in one process (their module
+# fixtures once); TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= auto
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 check: lint
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 test-cluster: setup
 	DNNDIST_TEST_CLUSTER=1 $(BIN)/python -m pytest -q tests/test_slurm.py $(PYTEST_ARGS)
