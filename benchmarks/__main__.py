@@ -1,4 +1,4 @@
-"""`make bench`: B1-B5 (and B4b, the plan's growth) in one go, each printing its table (ratios measured side by side).
+"""`make bench`: B1-B6 (and B4b, the plan's growth) in one go, each printing its table (ratios measured side by side).
 
     python -m benchmarks            # full (~10 min on this 2-core machine)
     python -m benchmarks --quick    # smaller sizes (< 2 min)
@@ -15,7 +15,14 @@ import time
 
 import torch
 
-from benchmarks import emission_absorption, extraction, plan_scaling, train_stacked, workflow_overhead
+from benchmarks import (
+    emission_absorption,
+    extraction,
+    plan_scaling,
+    recorder_overhead,
+    train_stacked,
+    workflow_overhead,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     workflow_overhead.main(["--quick"] if args.quick else [])
     print()
     plan_scaling.main(["--seeds", "50,100" if args.quick else "100,1000"])
+    print()
+    recorder_overhead.main(["--images", "5000", "--repeat", "1"] if args.quick else [])
     print()
     if torch.cuda.is_available():
         from benchmarks import gpu_paper

@@ -22,6 +22,17 @@ SHARED_JPEG = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 BIN = Path(sys.executable).parent
 
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (make test), the cores shared between the workers: each worker's torch
+    runs cores / workers threads in its own process (two workers' OpenMP pools of 2 threads each,
+    spinning on 2 cores, slowed the suite). Subprocesses set their own threads, as the workflow does."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+
+
 def env() -> dict[str, str]:
     """Environment for subprocesses: this venv first on PATH (rules call `python -m dnndist`)."""
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}

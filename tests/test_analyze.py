@@ -50,13 +50,13 @@ def test_import_dnndist_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "analyze", out.stderr
     out = subprocess.run(
-        [sys.executable, "-c", "import sys, dnndist.plots; assert 'torch' not in sys.modules"],
+        [sys.executable, "-c", "import sys, dnndist.plots, dnndist.recorded; assert 'torch' not in sys.modules"],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    assert out.returncode == 0, out.stderr  # figures (draw_esd included) need no torch
+    assert out.returncode == 0, out.stderr  # figures (draw_esd included) and dnndist report need no torch
 
 
 # --------------------------------------------------------------------------- ResNet-18 built locally

@@ -264,3 +264,37 @@ def test_lightning_callback_records_through_trainer_fit(tmp_path):
     groups = pd.read_csv(tmp_path / "report" / "tables" / "groups.csv")
     assert set(groups["group"]) == {"b"} and set(groups["base_group"]) == {"a"} and (groups["n_seeds"] == 3).all()
     assert (tmp_path / "report" / "figures" / "fig3_features.png").is_file()
+
+
+def test_the_docs_examples_call_the_recorder_with_its_own_arguments():
+    """docs/recording.md's examples parse, and every Recorder / RecorderCallback call in them binds to
+    the signature (a renamed or removed argument fails here, not in a reader's notebook)."""
+    import ast
+    import inspect
+    import re
+    from pathlib import Path
+
+    from dnndist.callbacks import RecorderCallback
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "recording.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    calls = []
+    for block in blocks:
+        for node in ast.walk(ast.parse(block)):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "Recorder",
+                "RecorderCallback",
+            ):
+                calls.append(node)
+    assert len(calls) == 2
+    recorder = inspect.signature(dnndist.Recorder.__init__)
+    # the recorder's own keywords, and analyze's options it passes on (**options)
+    known = (set(recorder.parameters) | set(inspect.signature(dnndist.analyze).parameters)) - {"self", "options"}
+    for node in calls:
+        names = [k.arg for k in node.keywords]
+        if getattr(node.func, "attr", "") == "Recorder":
+            recorder.bind(None, *[None] * len(node.args))
+            assert set(names) <= known, names
+        else:  # the callback's keywords are the recorder's (the trainer gives the model and the optimiser)
+            inspect.signature(RecorderCallback.__init__).bind(None, *[None] * len(node.args))
+            assert set(names) <= known - {"model", "optimizer"}, names

@@ -1,9 +1,8 @@
 """``dnndist.Recorder`` where users already train: a PyTorch Lightning callback
 (``pip install dnndist[lightning]``).
 
-    from dnndist.callbacks import RecorderCallback
-    trainer = lightning.Trainer(max_epochs=10, callbacks=[RecorderCallback("runs/exp/adam-seed0",
-                                group="adam", seed=0, inputs=probe_loader)])
+    callback = dnndist.callbacks.RecorderCallback("runs/exp/adam-seed0", group="adam", seed=0, inputs=probe_loader)
+    trainer = lightning.Trainer(max_epochs=10, callbacks=[callback])
     trainer.fit(module, train_loader, val_loader)
 
 It records before the first step, after every epoch (or every ``every`` steps) and closes the run
