@@ -275,7 +275,7 @@ def test_a_checkpoint_of_the_workflow_labels_what_analyze_writes(workflow_run, t
 def test_same_weight_statistics_as_the_workflow(workflow_run):
     _, _, run_dir = workflow_run
     groups = stats.open_layer_groups(run_dir / "weights.zarr")
-    with analysis._one_blas_thread():  # analyze's BLAS threads: the eigenvalues' last bits depend on the thread count
+    with analysis.one_blas_thread():  # analyze's BLAS threads: the eigenvalues' last bits depend on the thread count
         wf = stats.weight_table(groups)  # the default stats settings, as analyze's
         sp_wf = stats.spectrum_table({k: g.sel(epoch=[1]) for k, g in groups.items()})
     wf = wf[wf["epoch"] == 1]

@@ -218,7 +218,7 @@ def test_extraction_runs_the_model_in_the_training_layout(run, tmp_path, channel
     s, run_dir = runs["kaiming_normal"]
     d = s.to_dict()
     other = ExtractSettings.from_dict({**d, "train": {**d["train"], "channels_last": channels_last}})
-    _, _, _, model, _ = extract._setup(other, store)
+    _, _, _, model, _ = extract.extraction_setup(other, store)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     assert model.conv1.weight.is_contiguous(memory_format=fmt)
     assert model.conv1.weight.is_contiguous() is not channels_last  # a 3x3 kernel's layouts differ
@@ -253,12 +253,12 @@ def test_small_arrays_are_one_chunk_and_large_ones_a_chunk_per_epoch(run, monkey
     small = xr.DataArray(
         np.zeros((1, 1, 1, 3, 16, 8), np.float32), dims=(*RUN_DIMS, "epoch", "out_feature", "in_feature")
     )
-    assert extract._chunks(small) == (1, 1, 1, 3, 16, 8)
+    assert extract.chunk_shape(small) == (1, 1, 1, 3, 16, 8)
     monkeypatch.setattr("dnndist.extract.store.WHOLE_BYTES", small.nbytes - 1)
-    assert extract._chunks(small) == (1, 1, 1, 1, 16, 8)
+    assert extract.chunk_shape(small) == (1, 1, 1, 1, 16, 8)
     monkeypatch.setattr("dnndist.extract.store.WHOLE_BYTES", 0)
     split = xr.DataArray(np.zeros((1, 1, 1, 3, 2, 5)), dims=(*RUN_DIMS, "epoch", "split", "bin"))
-    assert extract._chunks(split) == (1, 1, 1, 1, 1, 5)
+    assert extract.chunk_shape(split) == (1, 1, 1, 1, 1, 5)
 
 
 def test_open_results_combines_runs_lazily(run):

@@ -152,6 +152,14 @@ def test_a_run_never_closed_is_finished_by_the_report_and_a_damaged_record_is_re
     assert xr.open_zarr(out / "weights.zarr")["epoch"].values.tolist() == [0, 1]
     assert (tmp_path / "report" / "figures" / "fig2_weights.png").is_file()
     assert "fig3_features" in (tmp_path / "report" / "report.html").read_text()  # named as not drawn, and why
+    # a second report into the same folder holds only its own runs; a folder of something else is refused
+    dnndist.Recorder(small_model(), tmp_path / "runs" / "b", group="b").close()
+    assert cli_run("report", tmp_path / "runs", "--out", tmp_path / "report")[0] == 0
+    assert sorted(p.name for p in (tmp_path / "report" / "runs" / "recorded").iterdir()) == ["a", "b"]
+    assert cli_run("report", out, "--out", tmp_path / "report")[0] == 0
+    assert sorted(p.name for p in (tmp_path / "report" / "runs" / "recorded").iterdir()) == ["a"]
+    code, msg = cli_run("report", out, "--out", tmp_path / "runs")
+    assert code == 2 and "holds no dnndist report" in msg
 
     out2 = tmp_path / "damaged"
     rec = dnndist.Recorder(small_model(), out2, group="b")
@@ -298,3 +306,15 @@ def test_the_docs_examples_call_the_recorder_with_its_own_arguments():
         else:  # the callback's keywords are the recorder's (the trainer gives the model and the optimiser)
             inspect.signature(RecorderCallback.__init__).bind(None, *[None] * len(node.args))
             assert set(names) <= known - {"model", "optimizer"}, names
+
+
+def test_the_epochs_train_loss_is_the_mean_of_its_steps_and_metrics_are_split_by_name(tmp_path):
+    with dnndist.Recorder(small_model(), tmp_path / "r", group="g", start=False) as rec:
+        rec.step(loss=torch.tensor(1.0))
+        rec.step(loss=torch.tensor([2.0, 4.0]))  # a per-sample loss: its mean
+        rec.step(loss=5.0)
+        rec.epoch(test_accuracy=torch.tensor(0.5), val_loss=0.25, lr=0.1)
+    m = pd.read_csv(tmp_path / "r" / "metrics.csv").set_index(["split", "metric"])["value"]
+    assert m[("train", "loss")] == pytest.approx(3.0) and m[("test", "accuracy")] == 0.5
+    assert m[("valid", "loss")] == 0.25 and m[("train", "lr")] == 0.1
+    assert xr.open_zarr(tmp_path / "r" / "weights.zarr")["epoch"].values.tolist() == [1]  # start=False: no epoch 0

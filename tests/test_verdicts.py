@@ -99,7 +99,7 @@ def _rate(outcome: np.ndarray, *which: str) -> float:
 
 def _null_band_samples(rng: np.random.Generator, sampler, n: int) -> tuple[np.ndarray, np.ndarray]:
     x = sampler(rng, (NULL_REPS, SEEDS, n))
-    return references._ks_rows(x), references._kurtosis_rows(x)
+    return references.ks_rows(x), references.kurtosis_rows(x)
 
 
 def _tost_row(family: str, draw, margin: float) -> tuple[str, str, float, str, float]:

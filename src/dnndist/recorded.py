@@ -22,6 +22,7 @@ import html
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from dnndist.io import KINDS, write_text
 log = logging.getLogger("dnndist.report")
 
 RECORD_FILE = "dnndist-record.json"  # as dnndist.recorder writes it (that module needs torch)
+REPORT_FILE = "dnndist-report.json"  # marks a report folder: a later report may replace what it holds
+DERIVED = ("runs", "stats", "tables", "figures")  # what a report writes, all of it from the runs
 VARIANT = "recorded"
 # the tables of dnndist.outputs that describe any runs (the claims need the paper's inits), and the comparison
 TABLES = ("glance", "range", "depth_trend", "emission")
@@ -166,7 +169,13 @@ def draw(combined: dict[str, pd.DataFrame], out: Path, groups: list[str]) -> tup
             continue
         options = {"init": groups[0]} if "init" in fig.options else {}
         stem = out / "figures" / fig.name
-        fig.function()(table, f"{stem}.pdf", f"{stem}.png", **dict(fig.kwargs), **options)
+        try:
+            fig.function()(table, f"{stem}.pdf", f"{stem}.png", **dict(fig.kwargs), **options)
+        except Exception as exc:  # noqa: BLE001 - one figure a model's layers defeat: named, the rest drawn
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            log.warning("%s not drawn: %s", fig.name, why)
+            skipped[fig.name] = f"failed ({why})"
+            continue
         drawn.append(fig.name)
     return drawn, skipped
 
@@ -197,10 +206,26 @@ GROUPS_CAPTION = (
 )
 
 
+def _claim(out: Path) -> None:
+    """OUT new, empty or an earlier report's (whose derived folders are removed: a run left out
+    now must not linger in OUT/runs); anything else is refused. Holds OUT's writer lock
+    (``results_lock``): a second report into OUT stops at once."""
+    from dnndist import results_lock
+
+    if out.exists() and any(p.name != results_lock.LOCK_FILE for p in out.iterdir()):
+        if not (out / REPORT_FILE).is_file():
+            raise DnndistError(f"{out} is not empty and holds no dnndist report; give a new folder")
+    results_lock.lock_results_dir(out)
+    for name in DERIVED:
+        shutil.rmtree(out / name, ignore_errors=True)
+    write_text(out / REPORT_FILE, json.dumps({"format": 1, "kind": "dnndist report of recorded runs"}) + "\n")
+
+
 def report(paths: Sequence[str | Path], out: str | Path, *, base: str | None = None, workers: int = 1) -> Path:
     """Statistics, figures, tables and ``report.html`` of the recorded runs under ``paths`` in ``out``."""
     out = Path(out)
     runs = find_runs(paths)
+    _claim(out)
     dirs, infos = layout(runs, out)
     combined = run_stats(dirs, out, workers)
     groups = sorted({i["group"] for i in infos})

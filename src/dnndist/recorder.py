@@ -108,7 +108,7 @@ class Recorder:
         self.options["gradient_inputs"] = gradient_inputs
         self.probe = _probe(inputs, max_inputs, options.get("batch_size", 256)) if inputs is not None else None
         self.steps = self.epochs = 0
-        self.losses: list[float] = []
+        self.losses: list[float | torch.Tensor] = []
         self.metrics: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
         self.closed = False
@@ -123,8 +123,8 @@ class Recorder:
         With ``every=N``, records after every N-th step."""
         self._open()
         self.steps += 1
-        if loss is not None:
-            self.losses.append(float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss))
+        if loss is not None:  # a tensor stays on its device: no host sync per step (read once an epoch)
+            self.losses.append(loss.detach() if isinstance(loss, torch.Tensor) else float(loss))
         if isinstance(self.every, int) and self.steps % self.every == 0:
             self.record()
 
@@ -137,7 +137,7 @@ class Recorder:
         at = self._at()
         rows = []
         if self.losses and "train_loss" not in metrics and "loss" not in metrics:
-            rows.append(self._metric(at, "train", "loss", float(np.mean(self.losses))))
+            rows.append(self._metric(at, "train", "loss", _mean_loss(self.losses)))
         self.losses = []
         for name, value in metrics.items():
             split, metric = _split_metric(name)
@@ -239,6 +239,13 @@ class Recorder:
 
 
 # --------------------------------------------------------------------------- pieces
+def _mean_loss(losses: list[float | torch.Tensor]) -> float:
+    """The mean of the steps' losses: tensors averaged where they are (one host sync), floats as they are."""
+    tensors = [v.double().mean() for v in losses if isinstance(v, torch.Tensor)]
+    total = float(torch.stack(tensors).sum()) if tensors else 0.0
+    return (total + sum(v for v in losses if not isinstance(v, torch.Tensor))) / len(losses)
+
+
 def _split_metric(name: str) -> tuple[str, str]:
     """``test_accuracy`` -> (test, accuracy); ``val_loss`` -> (valid, loss); ``lr`` -> (train, lr)."""
     head, _, rest = name.partition("_")

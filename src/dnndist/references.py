@@ -30,7 +30,7 @@ NULL_MIN_REPS = 1000  # each 2.5 % bound of a band rests on 25 samples (200 left
 NULL_MIN_N = 8  # below this size no reference band
 
 
-def _ks_rows(x: np.ndarray) -> np.ndarray:
+def ks_rows(x: np.ndarray) -> np.ndarray:
     """KS distance of each row to the normal fitted to it (mean, population std): the Lilliefors statistic."""
     return ks_sorted(np.sort((x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True), axis=-1))
 
@@ -51,7 +51,7 @@ def _ecdf_steps(n: int) -> tuple[np.ndarray, np.ndarray]:
     return above, below
 
 
-def _kurtosis_rows(x: np.ndarray) -> np.ndarray:
+def kurtosis_rows(x: np.ndarray) -> np.ndarray:
     d = x - x.mean(-1, keepdims=True)
     return (d**4).mean(-1) / (d**2).mean(-1) ** 2 - 3.0
 
@@ -109,8 +109,8 @@ def gaussian_reference(n: int) -> dict[str, float]:
     chunk = max(1, 250_000 // m)
     for start in range(0, reps, chunk):
         g = rng.standard_normal((min(chunk, reps - start), m))
-        ks.append(_ks_rows(g))
-        kurt.append(_kurtosis_rows(g))
+        ks.append(ks_rows(g))
+        kurt.append(kurtosis_rows(g))
     scale = math.sqrt(m / n)
     ks_, kurt_ = np.concatenate(ks), np.concatenate(kurt)
     out["ks_normal_null95"] = float(np.quantile(ks_, 0.95)) * scale

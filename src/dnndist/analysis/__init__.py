@@ -52,7 +52,7 @@ from dnndist.analysis.model import (
     log,
 )
 from dnndist.analysis.passes import (
-    _one_blas_thread,
+    one_blas_thread,
 )
 from dnndist.analysis.result import (
     Analysis,
@@ -73,12 +73,12 @@ __all__ = [
     "NORMS",
     "STATS_DEFAULTS",
     "TORCHVISION",
-    "_one_blas_thread",
     "analyze",
     "input_splits",
     "layer_specs",
     "load_model",
     "log",
+    "one_blas_thread",
     "per_layer_dataset",
     "per_layer_table",
 ]

@@ -58,7 +58,7 @@ def _weight_analysis(
             epoch=epoch,
             reference_init=reference,
         )
-    with _one_blas_thread():
+    with one_blas_thread():
         stats_settings = StatsSettings.from_dict({"stats": settings.get("stats", {})})
         weight_stats, spectrum = stats.weight_and_spectrum_tables([groups], stats_settings)[0]
         eigenvalues = {
@@ -86,7 +86,7 @@ def _weight_analysis(
 
 
 @contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
+def one_blas_thread() -> Iterator[None]:
     """numpy's BLAS/LAPACK on one thread (where threadpoolctl is installed): the Gram matrices and
     eigenvalue calls of the statistics are on matrices of at most a few thousand columns, where OpenBLAS's
     threads gain little on an idle machine and lose up to 50x on a busy one."""

@@ -17,7 +17,7 @@ from dnndist import (
     streaming,
     units,
 )
-from dnndist.extract.inputs import Recorder, _setup
+from dnndist.extract.inputs import Recorder, extraction_setup
 from dnndist.extract.store import (
     checkpoint_files,
     extract_epochs,
@@ -55,7 +55,7 @@ BIN_EDGES = {  # coordinates of `hist`: each bin's edges (np.linspace(hist_lo, h
 
 
 def extract_features(settings: ExtractSettings, ckpt_dir: str | Path, store: str | Path, out: str | Path) -> Path:
-    ex, device, inputs, model, specs = _setup(settings, store)
+    ex, device, inputs, model, specs = extraction_setup(settings, store)
     kinds = list(ex.features)
     splits = list(ex.splits)
     epochs, best = extract_epochs(settings, ckpt_dir)

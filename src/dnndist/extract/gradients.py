@@ -19,7 +19,7 @@ from dnndist import (
     models,
     units,
 )
-from dnndist.extract.inputs import Inputs, Recorder, _setup
+from dnndist.extract.inputs import Inputs, Recorder, extraction_setup
 from dnndist.extract.store import (
     PARAM_GRADIENT_UNITS,
     _out_dim,
@@ -106,7 +106,7 @@ def extract_gradients(settings: ExtractSettings, ckpt_dir: str | Path, store: st
     conv layer over ``gradient_batches x gradient_batch_size`` inputs. Emission and absorption
     are streamed into the store batch by batch (chunks of one batch), so memory does not grow
     with the number of inputs; parameter and feature gradients (switches) are kept in memory."""
-    ex, device, inputs, model, specs = _setup(settings, store)
+    ex, device, inputs, model, specs = extraction_setup(settings, store)
     modules = dict(model.named_modules())
     epochs, best = extract_epochs(settings, ckpt_dir)
     plan = gradient_plan(ex, inputs, specs, epochs)

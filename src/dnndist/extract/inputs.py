@@ -91,7 +91,7 @@ def load_inputs(settings: ExtractSettings, store: str | Path, device: torch.devi
     return Inputs(ds, settings.input, settings.random)
 
 
-def _setup(
+def extraction_setup(
     settings: ExtractSettings, store: str | Path
 ) -> tuple[ExtractSection, torch.device, Inputs, models.Net, list[models.LayerSpec]]:
     """What both forward-pass extractors start from: inputs and model on the device, the analysed layers."""

@@ -114,10 +114,10 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     WHOLE_BYTES (the per-layer statistics of a features store, a conv layer's weights at every
     epoch) is one chunk, since each chunk costs a file and a read (the run dims are 1 either way)."""
     arrays = {**ds.data_vars, **{k: c for k, c in ds.coords.items() if c.ndim > 1}}
-    return {name: {"chunks": _chunks(var)} for name, var in arrays.items()}
+    return {name: {"chunks": chunk_shape(var)} for name, var in arrays.items()}
 
 
-def _chunks(var: xr.DataArray) -> tuple[int, ...]:
+def chunk_shape(var: xr.DataArray) -> tuple[int, ...]:
     """One array's chunk shape (``_encoding``): whole when at most WHOLE_BYTES, else 1 along the
     run dims, epoch, split and batch."""
     if var.nbytes <= WHOLE_BYTES:
