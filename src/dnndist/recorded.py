@@ -264,6 +264,9 @@ def _html(
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:13px}"
         "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>",
         f"<h1>dnndist report: {len(infos)} recorded runs, {runs['group'].nunique()} groups</h1>",
+        "<p>Runs of one group are seeds of one condition. A group takes the place of the workflow's init: "
+        "where the tables and figures say init, read group. The paper's claims (C1-C6) compare the paper's "
+        "inits and are not decided here.</p>",
     ]
     if "glance" in made:
         parts.append("<h2>At a glance</h2><ul>")
@@ -276,7 +279,7 @@ def _html(
         title = outputs.FIGURE[name].title
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{name}' src='data:image/png;base64,{data}'>")
     for name in TABLES:
-        if name in made:
+        if name in made and name != "glance":  # the glance is the list at the top
             parts += [f"<h2>{html.escape(outputs.TABLE[name].title)}</h2>", table_html(name)]
     if skipped:
         parts.append("<h2>Not drawn</h2><ul>")
