@@ -96,6 +96,8 @@ def test_cli_offers_exactly_the_registry():
         assert set(figure.options) <= {a.dest for a in subparser("plot")._actions}, figure.name
     run = runtables.run_table_functions({}, None, {}, [0, 1], StatsSettings())
     assert set(run) == set(outputs.run_tables())  # stats-run computes every per-run table, nothing else
+    for table in outputs.STATS:  # a per-run table names its function of a run's stores (StatsTable.compute)
+        assert bool(table.compute) == table.per_run and (not table.per_run or callable(table.function()))
 
 
 def test_table_command_without_its_extra_option_says_so(tmp_path, capsys):

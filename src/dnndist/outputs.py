@@ -37,6 +37,10 @@ class StatsTable:
     shows: str
     per_run: bool = True
     summary: bool = False
+    compute: str = ""  # per run: the function of ``dnndist.stats`` that computes it from one ``stats.RunStores``
+
+    def function(self) -> Callable[[Any], Any]:
+        return getattr(importlib.import_module("dnndist.stats"), self.compute)
 
 
 @dataclass(frozen=True)
@@ -85,12 +89,14 @@ class Table:
 
 STATS: tuple[StatsTable, ...] = (
     StatsTable("training", "loss and accuracy per epoch and split", per_run=False, summary=True),
-    StatsTable("weights", "weight statistics per layer and epoch", summary=True),
-    StatsTable("features", "feature statistics per layer, split and epoch", summary=True),
-    StatsTable("weight_hist", "weight and bias histograms at the first and last checkpoint"),
-    StatsTable("feature_hist", "pre-activation histograms at the first and last checkpoint"),
-    StatsTable("em_ab", "emission and absorption per channel and input"),
-    StatsTable("spectrum", "singular values of every weight matrix per epoch"),
+    StatsTable("weights", "weight statistics per layer and epoch", summary=True, compute="run_weights"),
+    StatsTable("features", "feature statistics per layer, split and epoch", summary=True, compute="run_features"),
+    StatsTable("weight_hist", "weight and bias histograms at the first and last checkpoint", compute="run_weight_hist"),
+    StatsTable(
+        "feature_hist", "pre-activation histograms at the first and last checkpoint", compute="run_feature_hist"
+    ),
+    StatsTable("em_ab", "emission and absorption per channel and input", compute="run_em_ab"),
+    StatsTable("spectrum", "singular values of every weight matrix per epoch", compute="run_spectrum"),
 )
 
 FIGURES: tuple[Figure, ...] = (

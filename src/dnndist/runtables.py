@@ -22,23 +22,18 @@ def run_table_functions(
     computed: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """How each per-run table of ``dnndist.outputs`` (``run_tables()``) is computed from a run's
-    opened stores: name -> a function of no arguments returning the table. ``computed``: tables
-    already computed, by name (the weights and spectrum tables, with the variant's other runs':
-    ``stats.weight_and_spectrum_tables``)."""
+    opened stores: name -> a function of no arguments returning the table (its ``StatsTable.compute``
+    of the run's ``stats.RunStores``). ``computed``: tables already computed, by name (the weights and
+    spectrum tables, with the variant's other runs': ``stats.weight_and_spectrum_tables``)."""
     from dnndist import stats
 
-    first_last = [epochs[0], epochs[-1]]
-    functions = {
-        "weights": lambda: stats.weight_table(groups, settings),
-        "features": lambda: stats.feature_table(features),
-        "weight_hist": lambda: stats.weight_histograms(groups, first_last),
-        "feature_hist": lambda: stats.feature_histograms(features, first_last),
-        "em_ab": lambda: stats.em_ab_table(
-            grad_groups, stats.stage_epochs(epochs, settings.claims_at, features.attrs.get("best_epoch"))
-        ),
-        "spectrum": lambda: stats.spectrum_table(groups),
+    run = stats.RunStores(groups, features, grad_groups, epochs, settings)
+    done = dict(computed or {})
+    return {
+        t.name: (lambda t=t: done[t.name]) if t.name in done else (lambda t=t: t.function()(run))
+        for t in outputs.STATS
+        if t.per_run
     }
-    return {**functions, **{name: (lambda table=table: table) for name, table in (computed or {}).items()}}
 
 
 def open_run_stores(weights: Path, features: Path, gradients: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]:

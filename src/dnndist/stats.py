@@ -12,6 +12,7 @@ statistics come with a size-calibrated reference (``gaussian_reference``): what 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -614,3 +615,45 @@ def _spectrum_rows(
                 for k, v in enumerate(np.sqrt(flat[::-1]))
             )
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- per-run tables
+@dataclasses.dataclass(frozen=True)
+class RunStores:
+    """One run's opened stores, what each per-run table of ``dnndist.outputs.STATS`` is computed
+    from (``StatsTable.compute`` names a function of one ``RunStores``)."""
+
+    weights: Mapping[str, Any]  # layer -> its group of the weights store (read)
+    features: Any  # the features store's root (lazily read)
+    gradients: Mapping[str, Any]  # conv layer -> its group of the gradients store (emission, absorption)
+    epochs: list[int]
+    settings: StatsSettings
+
+    @property
+    def first_last(self) -> list[int]:
+        return [self.epochs[0], self.epochs[-1]]
+
+
+def run_weights(run: RunStores) -> pd.DataFrame:
+    return weight_table(run.weights, run.settings)
+
+
+def run_features(run: RunStores) -> pd.DataFrame:
+    return feature_table(run.features)
+
+
+def run_weight_hist(run: RunStores) -> pd.DataFrame:
+    return weight_histograms(run.weights, run.first_last)
+
+
+def run_feature_hist(run: RunStores) -> pd.DataFrame:
+    return feature_histograms(run.features, run.first_last)
+
+
+def run_em_ab(run: RunStores) -> pd.DataFrame:
+    best_epoch = run.features.attrs.get("best_epoch") if run.features is not None else None
+    return em_ab_table(run.gradients, stage_epochs(run.epochs, run.settings.claims_at, best_epoch))
+
+
+def run_spectrum(run: RunStores) -> pd.DataFrame:
+    return spectrum_table(run.weights)
