@@ -9,6 +9,7 @@ are still reported)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable
@@ -29,20 +30,29 @@ C1B_MARGIN = 0.01  # "does not move": the relative change of the loss stays with
 C1A_MARGIN = math.log(1.02)  # "faster": losses 2 % or less apart are practically the same (log ratio)
 C4_RANGE = (1.0, 1.5)  # "grows slightly": the std ratio last/first lies in (1, 1.5)
 C4_MEAN_MARGIN = 0.1  # "the mean stays near 0": |mean| < 0.1 std
-CLAIM_COLUMNS = [
-    "claim",
-    "statement",
-    "statistic",
-    "value",
-    "n_seeds",
-    "comparisons",
-    "effect",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "verdict",
-    "rule",
-]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimRow:
+    """One row of the claims table: the claim, what it says and which statistic decides it, the
+    deciding comparison's value in words, seeds and comparisons, its effect with interval and
+    p-value, the verdict and the rule in words."""
+
+    claim: str
+    statement: str
+    statistic: str
+    value: str
+    n_seeds: int
+    comparisons: int
+    effect: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    verdict: str
+    rule: str
+
+
+CLAIM_COLUMNS = [f.name for f in dataclasses.fields(ClaimRow)]
 RULE_DIRECTIONAL = (
     "paired by seed; holds if the 95 % t-interval of every comparison lies on the claimed side; "
     "does not hold if some comparison lies on the other side (t-test, Holm over the {m} comparisons); "
@@ -115,23 +125,13 @@ def _claim_row(
     rule: str,
     ratio: bool = False,
     detail: str = "",
-) -> tuple:
+) -> ClaimRow:
     """One claims-table row from a decision over len(labels) comparisons: the deciding comparison's
     effect and interval (as a ratio where ``ratio``), its p-value (Holm-adjusted when it refutes)."""
     if dec is None or not labels:
-        return (
-            claim,
-            statement,
-            statistic,
-            detail or "no runs to compare",
-            0,
-            0,
-            math.nan,
-            math.nan,
-            math.nan,
-            math.nan,
-            verdicts.UNSURE,
-            rule,
+        nan = math.nan
+        return ClaimRow(
+            claim, statement, statistic, detail or "no runs to compare", 0, 0, nan, nan, nan, nan, verdicts.UNSURE, rule
         )
     outcome = str(dec.outcome)
     i = int(dec.worst)
@@ -150,7 +150,9 @@ def _claim_row(
         value += f" ({len(labels)} comparisons)"
     if detail:
         value += f"; {detail}"
-    return (claim, statement, statistic, value, n_seeds, len(labels), conv(mean), conv(lo), conv(hi), p, outcome, rule)
+    return ClaimRow(
+        claim, statement, statistic, value, n_seeds, len(labels), conv(mean), conv(lo), conv(hi), p, outcome, rule
+    )
 
 
 def _directional_row(
@@ -162,7 +164,7 @@ def _directional_row(
     ratio: bool = False,
     detail: str = "",
     test: str = "t",
-) -> tuple:
+) -> ClaimRow:
     labels = list(comps)
     dec = verdicts.directional(verdicts.pad(list(comps.values())), direction, test=test) if labels else None
     if dec is not None and test == "sign":  # a mean of Spearman rhos: its t-interval is cut to rho's range
@@ -185,7 +187,7 @@ def _interval_row(
     band: str,
     ratio: bool = False,
     detail: str = "",
-) -> tuple:
+) -> ClaimRow:
     labels = list(comps)
     dec = verdicts.interval(verdicts.pad(list(comps.values())), low, high) if labels else None
     return _claim_row(
@@ -239,7 +241,7 @@ def depth_sorted(layers: pd.DataFrame) -> list[str]:
     return sorted(layers["layer"].unique(), key=key)
 
 
-def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
+def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[ClaimRow]:
     rows = []
     tr = training[training["statistic"] == "loss"]
     present = set(tr["init"])
@@ -291,7 +293,7 @@ def _c1(training: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
     return rows
 
 
-def _c1b(tr: pd.DataFrame, end: pd.DataFrame, last: str) -> tuple:
+def _c1b(tr: pd.DataFrame, end: pd.DataFrame, last: str) -> ClaimRow:
     """C1b: zeros does not train (the relative change of its loss from the first to the last epoch)."""
     split = "valid" if ((tr["split"] == "valid") & (tr["epoch"] == tr["epoch"].min())).any() else "train"
     first_epoch = int(tr[tr["split"] == split]["epoch"].min())
@@ -312,7 +314,7 @@ def _c1b(tr: pd.DataFrame, end: pd.DataFrame, last: str) -> tuple:
     )
 
 
-def _c1c(end: pd.DataFrame, last: str, random_inits: list[str]) -> tuple:
+def _c1c(end: pd.DataFrame, last: str, random_inits: list[str]) -> ClaimRow:
     """C1c: ones stays at a high loss (its final training loss against each other random init's)."""
 
     def final(init: str) -> pd.Series:
@@ -330,7 +332,7 @@ def _c1c(end: pd.DataFrame, last: str, random_inits: list[str]) -> tuple:
     )
 
 
-def _c2(weights: pd.DataFrame, random_inits: list[str]) -> tuple | None:
+def _c2(weights: pd.DataFrame, random_inits: list[str]) -> ClaimRow | None:
     if ORTHOGONAL not in random_inits or len(random_inits) < 2:
         return None
     w = _at_end(weights)
@@ -365,7 +367,7 @@ def _reference(d: pd.DataFrame, stat: str) -> pd.Series:
     return pd.Series({s: gaussian_reference(int(n))[stat] for s, n in count.items()}, dtype=float)
 
 
-def _c3(weights: pd.DataFrame) -> list[tuple]:
+def _c3(weights: pd.DataFrame) -> list[ClaimRow]:
     rows = []
     end, last = _at_end(weights), _end_text(weights)
     for init in uniform_paper_inits():
@@ -401,7 +403,7 @@ def _c3(weights: pd.DataFrame) -> list[tuple]:
     return rows
 
 
-def _c4(weights: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
+def _c4(weights: pd.DataFrame, random_inits: list[str]) -> list[ClaimRow]:
     first, last = int(weights["epoch"].min()), _end_text(weights)
     weights = weights.assign(at_end=weights.index.isin(_at_end(weights).index))
     ratios, means, skipped = {}, {}, 0
@@ -451,7 +453,7 @@ def _c4(weights: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
     return rows
 
 
-def _c5(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
+def _c5(features: pd.DataFrame, random_inits: list[str]) -> list[ClaimRow]:
     rows = []
     f = features[features["statistic"] == "std"]
     if f.empty:
@@ -516,7 +518,7 @@ C5_MEAN_BAND = 1.0  # "slightly off after (by less than 1.0)": |feature mean| < 
 C5_STD_FACTOR = 2.0  # "before training the std is about 1.0": within a factor 2 of 1
 
 
-def _c5_levels(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
+def _c5_levels(features: pd.DataFrame, random_inits: list[str]) -> list[ClaimRow]:
     """C5c: the pre-activation mean lies within +-1.0 after training; C5d: the pre-activation std
     is about 1.0 before training (within a factor 2), per random init and layer, train inputs."""
     f = features[(features["kind"] == "pre") & features["init"].isin(random_inits)]
@@ -556,7 +558,7 @@ def _c5_levels(features: pd.DataFrame, random_inits: list[str]) -> list[tuple]:
     ]
 
 
-def _c6(em_ab: pd.DataFrame | None, random_inits: list[str]) -> list[tuple]:
+def _c6(em_ab: pd.DataFrame | None, random_inits: list[str]) -> list[ClaimRow]:
     if em_ab is None or not len(em_ab):
         return []
     per = em_ab if "cv_emission" in em_ab else _em_ab_per_run(em_ab)
@@ -626,7 +628,7 @@ def claims(
             for (v, init), n in sorted(div.items())
         )
         rows.append(
-            (
+            ClaimRow(
                 "D",
                 "runs that diverged",
                 "seeds whose training loss became NaN/inf or passed train.diverge_above x ln(classes) (they stop there)",
@@ -641,7 +643,7 @@ def claims(
                 "listed whenever a run diverged; the claims above leave these seeds out (they stopped early)",
             )
         )
-    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+    return pd.DataFrame([dataclasses.astuple(r) for r in rows], columns=CLAIM_COLUMNS)
 
 
 AT_INIT = ("C2", "C6", "C6b")  # claims a structural property could decide before any training
@@ -656,27 +658,25 @@ def _first_epoch(df: pd.DataFrame | None) -> pd.DataFrame | None:
 
 
 def _at_initialisation(
-    rows: list[tuple], w: pd.DataFrame | None, em: pd.DataFrame | None, random_inits: list[str]
-) -> list[tuple]:
+    rows: list[ClaimRow], w: pd.DataFrame | None, em: pd.DataFrame | None, random_inits: list[str]
+) -> list[ClaimRow]:
     """C2, C6 and C6b decided again on the first epoch (before training) by the same rule: the row
     reports that value beside the final one, and a claim that holds at both reads "holds, already at
     initialisation" (a property of the inits or of the architecture, not a finding of training)."""
     w0, em0 = _first_epoch(w), _first_epoch(em)
     before = {
-        r[0]: r
+        r.claim: r
         for r in ([_c2(w0, random_inits)] if w0 is not None else [])
         + (_c6(em0, random_inits) if em0 is not None else [])
         if r
     }
-    col = {c: i for i, c in enumerate(CLAIM_COLUMNS)}
     out = []
     for r in rows:
-        b = before.get(r[0]) if r[0] in AT_INIT else None
+        b = before.get(r.claim) if r.claim in AT_INIT else None
         if b is not None:
-            r = list(r)
-            r[col["value"]] = f"{r[col['value']]}; before training (epoch 0): {b[col['verdict']]}, {b[col['value']]}"
-            if r[col["verdict"]] == HOLDS and b[col["verdict"]] == HOLDS:
-                r[col["verdict"]] = f"{HOLDS}, {ALREADY}"
-            r = tuple(r)
+            verdict = f"{HOLDS}, {ALREADY}" if r.verdict == HOLDS and b.verdict == HOLDS else r.verdict
+            r = dataclasses.replace(
+                r, value=f"{r.value}; before training (epoch 0): {b.verdict}, {b.value}", verdict=verdict
+            )
         out.append(r)
     return out
