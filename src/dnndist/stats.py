@@ -67,39 +67,62 @@ def distribution_stats(
     """Moments, quantiles, near-zero mass, range fractions, KS distance to the fitted normal, tail
     index, and (``reference``) the size-calibrated reference of the shape statistics
     (``gaussian_reference``: the KS and kurtosis null band, the Hill index of a Gaussian and of a
-    uniform sample of this size, Hill's k). ``ndim`` is the tensor's rank (4 conv, 2 linear, 1 bias)."""
+    uniform sample of this size, Hill's k). ``ndim`` is the tensor's rank (4 conv, 2 linear, 1 bias).
+    One tensor of ``distribution_stats_many``: every statistic has one kernel (``_varying_columns``)."""
+    opts = {"thresholds": thresholds, "rel_thresholds": rel_thresholds, "reference": reference}
+    return distribution_stats_many([x], fan_in=[fan_in], init_std=[init_std], **opts)[0]
+
+
+def _irregular_stats(
+    x: np.ndarray,
+    thresholds: Sequence[float],
+    rel_thresholds: Sequence[float],
+    fan_in: int | None,
+    init_std: float | None,
+    reference: bool,
+) -> dict[str, float]:
+    """``distribution_stats`` of a tensor with non-finite values or without spread: the statistics of
+    its finite values (by the row kernel where they vary), the shape statistics NaN where they do not."""
     ndim = float(np.ndim(x))
-    x = np.asarray(x, dtype=np.float64).ravel()
-    nonfinite = int((~np.isfinite(x)).sum())
-    x = x[np.isfinite(x)]
-    out: dict[str, float] = {"count": float(x.size), "nonfinite": float(nonfinite), "ndim": ndim}
-    if x.size == 0:
+    flat = np.asarray(x).ravel()
+    finite = flat[np.isfinite(flat)]
+    out: dict[str, float] = {"count": float(finite.size), "nonfinite": float(flat.size - finite.size), "ndim": ndim}
+    if finite.size == 0:
         return out
-    mean, std = float(x.mean()), float(x.std())
-    # order statistics + 0.0: a zero is reported as 0.0 whichever of -0.0 and 0.0 it came from
-    # (which one a sort or a selection puts where depends on the algorithm)
-    out.update(mean=mean, std=std, min=float(x.min()) + 0.0, max=float(x.max()) + 0.0)
-    varies = std > 0
-    out["skewness"] = float(scipy.stats.skew(x)) if varies else math.nan
-    out["kurtosis"] = float(scipy.stats.kurtosis(x, fisher=True)) if varies else math.nan  # excess
-    for q, v in zip(QUANTILES, np.quantile(x, QUANTILES)):
+    f64 = finite.astype(np.float64)
+    mean, std = f64.mean(), f64.std()
+    if std > 0:  # finite values with spread: the row kernel, with this tensor's counts
+        cols = _varying_columns(
+            f64[None], _sorted_rows(finite[None]), mean[None], std[None], ndim, thresholds, rel_thresholds
+        )
+        out.update({k: float(v[0]) for k, v in cols.items() if k not in out})
+        return _finish_row(out, f64, fan_in, init_std, gaussian_reference(int(f64.size)) if reference else {})
+    # constant: its value everywhere; no shape
+    out.update(mean=float(mean), std=float(std), min=float(f64.min()) + 0.0, max=float(f64.max()) + 0.0)
+    out["skewness"] = out["kurtosis"] = math.nan
+    for q, v in zip(QUANTILES, np.quantile(f64, QUANTILES)):
         out[f"q{round(q * 100):02d}"] = float(v) + 0.0
-    ax = np.abs(x)
+    ax = np.abs(f64)
     for t in thresholds:
         out[f"near_zero_abs_{t:g}"] = float((ax < t).mean())
     for r in rel_thresholds:
-        out[f"near_zero_rel_{r:g}"] = float((ax < r * std).mean()) if varies else math.nan
+        out[f"near_zero_rel_{r:g}"] = math.nan
     out["within_unit"] = float((ax <= 1.0).mean())
+    out["ks_normal"] = out["tail_index"] = math.nan
+    return _finish_row(out, f64, fan_in, init_std, {})
+
+
+def _finish_row(
+    out: dict[str, float], x: np.ndarray, fan_in: int | None, init_std: float | None, ref: Mapping[str, float]
+) -> dict[str, float]:
+    """A tensor's row completed: the fraction inside the default-init bound (after within_unit, in
+    the key order of the table), the reference band, the ratio to the init's std."""
     if fan_in:
-        out["within_default_bound"] = float((ax <= 1.0 / math.sqrt(fan_in)).mean())
-    # standardise, then compare with N(0, 1): scipy >= 1.18 rejects args=(loc, scale) for "norm"
-    # scipy.stats.kstest((x - mean) / std, "norm")'s statistic, without its p-value and checks (half its time)
-    out["ks_normal"] = float(ks_sorted(np.sort((x - mean) / std))) if varies else math.nan
-    out["tail_index"] = hill_tail_index(x) if varies else math.nan
-    if reference and varies:
-        out.update(gaussian_reference(int(x.size)))
+        bound = float((np.abs(x) <= 1.0 / math.sqrt(fan_in)).mean())
+        out = _insert_after(out, "within_unit", "within_default_bound", bound)
+    out.update(ref)
     if init_std is not None and init_std > 0:
-        out["std_ratio_to_init"] = std / init_std
+        out["std_ratio_to_init"] = out["std"] / init_std
     return out
 
 
@@ -116,17 +139,17 @@ def distribution_stats_many(
     runs), vectorised: the tensors are the rows of one array and each statistic is one numpy
     call over the rows, the same operations on the same values as tensor by tensor, so the
     results are identical. ``fan_in`` and ``init_std`` are per tensor; a tensor with a
-    non-finite value or no spread (constant) is computed by ``distribution_stats`` itself."""
+    non-finite value or no spread (constant) is computed on its own (``_irregular_stats``)."""
     count = len(tensors)
     fan_in = list(fan_in) if fan_in is not None else [None] * count
     init_std = list(init_std) if init_std is not None else [None] * count
     native = np.stack([np.asarray(t).ravel() for t in tensors])
     x = native.astype(np.float64)
-    mean, std = x.mean(-1), x.std(-1)
+    with np.errstate(invalid="ignore", over="ignore"):  # rows with inf/NaN: computed on their own below
+        mean, std = x.mean(-1), x.std(-1)
     plain = np.isfinite(x).all(-1) & (std > 0)
-    opts = {"thresholds": thresholds, "rel_thresholds": rel_thresholds, "reference": reference}
     out = [
-        distribution_stats(t, fan_in=f, init_std=i, **opts) if not ok else {}
+        _irregular_stats(t, thresholds, rel_thresholds, f, i, reference) if not ok else {}
         for t, f, i, ok in zip(tensors, fan_in, init_std, plain)
     ]
     rows = np.flatnonzero(plain)
@@ -137,13 +160,7 @@ def distribution_stats_many(
         )
         ref = gaussian_reference(x.shape[-1]) if reference else {}
         for k, r in enumerate(rows):
-            out[r] = {name: float(col[k]) for name, col in cols.items()}
-            if fan_in[r]:  # in distribution_stats' key order: after within_unit, before ks_normal
-                bound = float((np.abs(x[r]) <= 1.0 / math.sqrt(fan_in[r])).mean())
-                out[r] = _insert_after(out[r], "within_unit", "within_default_bound", bound)
-            out[r].update(ref)
-            if init_std[r] is not None and init_std[r] > 0:
-                out[r]["std_ratio_to_init"] = out[r]["std"] / init_std[r]
+            out[r] = _finish_row({name: float(col[k]) for name, col in cols.items()}, x[r], fan_in[r], init_std[r], ref)
     return out
 
 
