@@ -314,7 +314,20 @@ def _one_spelling(cfg: dict[str, Any]) -> None:
 def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
     if check_paths:
         check_results_dir(cfg["results"])
-    data = cfg["data"]
+    _check_data(cfg["data"], check_paths)
+    all_inits = set(cfg["inits"])
+    for variant in cfg["variants"].values():
+        all_inits |= set(variant.get("inits", []))
+    for init in cfg["overrides"]:
+        if init not in all_inits:
+            raise ConfigError(f"config key 'overrides.{init}': init '{init}' is not among the inits that are run")
+    for run in runs(cfg):  # every resolved run must itself be consistent
+        _check_run(cfg, run, check_paths)
+
+
+def _check_data(data: Mapping[str, Any], check_paths: bool) -> None:
+    """The data section: an image folder that exists (a folder or an archive), a validation split
+    that leaves training images."""
     if data["source"] == "imagefolder":
         path = data["imagefolder"]["path"]
         if not path:
@@ -334,43 +347,39 @@ def _semantic_checks(cfg: dict[str, Any], check_paths: bool) -> None:
             f"config key 'data.valid_size': {data['valid_size']} leaves no training images "
             f"(data.synthetic.train_size is {data['synthetic']['train_size']})"
         )
-    all_inits = set(cfg["inits"])
-    for variant in cfg["variants"].values():
-        all_inits |= set(variant.get("inits", []))
-    for init in cfg["overrides"]:
-        if init not in all_inits:
-            raise ConfigError(f"config key 'overrides.{init}': init '{init}' is not among the inits that are run")
-    # every resolved run must itself be consistent
-    for run in runs(cfg):
-        resolved = run_settings(cfg, run)
-        _check_train(resolved["train"], f"variants.{run.variant}.train" if cfg["variants"][run.variant] else "train")
-        _check_claims_at(cfg["stats"]["claims_at"], resolved["train"], run)
-        model = ModelSettings.from_dict(resolved["model"])
-        where = f"variants.{run.variant}" if cfg["variants"][run.variant] else "model"
-        if model.name == "paper_cnn" and (model.depth != 3 or model.width != 16):
-            raise ConfigError(
-                f"config key '{where}.depth': paper_cnn has exactly 3 conv layers of width 16 "
-                "(use model.name plain_cnn for other depths or widths)"
-            )
-        if cfg["stacked"] and model.weights:
-            raise ConfigError(
-                "config key 'stacked': given weights (model.weights) are analysed, not trained; set stacked: false"
-            )
-        if cfg["stacked"] and model.name not in ("paper_cnn", "plain_cnn"):
-            raise ConfigError(
-                f"config key 'stacked': stacked training supports paper_cnn and plain_cnn, not {model.name!r}"
-            )
-        weights = model.weights
-        if weights and check_paths and not Path(weights).is_file():
-            what = "is not a file" if Path(weights).exists() else "does not exist"
-            raise ConfigError(f"config key '{where if where != 'model' else 'model'}.weights': {weights!r} {what}")
-        if weights and not str(weights).endswith((".pth", ".pt", ".safetensors", ".bin")):
-            raise ConfigError(
-                f"config key 'model.weights': {weights!r} must be a .pth, .pt, .bin or .safetensors state dict"
-            )
-        image = image_size(cfg)
-        if model.name in ("paper_cnn", "plain_cnn") and image % 4:
-            raise ConfigError(f"config key 'data': image size {image} must be divisible by 4 for {model.name}")
+
+
+def _check_run(cfg: dict[str, Any], run: Run, check_paths: bool) -> None:
+    """One resolved run: its training options, claim stages, model, given weights and image size."""
+    resolved = run_settings(cfg, run)
+    _check_train(resolved["train"], f"variants.{run.variant}.train" if cfg["variants"][run.variant] else "train")
+    _check_claims_at(cfg["stats"]["claims_at"], resolved["train"], run)
+    model = ModelSettings.from_dict(resolved["model"])
+    where = f"variants.{run.variant}" if cfg["variants"][run.variant] else "model"
+    if model.name == "paper_cnn" and (model.depth != 3 or model.width != 16):
+        raise ConfigError(
+            f"config key '{where}.depth': paper_cnn has exactly 3 conv layers of width 16 "
+            "(use model.name plain_cnn for other depths or widths)"
+        )
+    if cfg["stacked"] and model.weights:
+        raise ConfigError(
+            "config key 'stacked': given weights (model.weights) are analysed, not trained; set stacked: false"
+        )
+    if cfg["stacked"] and model.name not in ("paper_cnn", "plain_cnn"):
+        raise ConfigError(
+            f"config key 'stacked': stacked training supports paper_cnn and plain_cnn, not {model.name!r}"
+        )
+    weights = model.weights
+    if weights and check_paths and not Path(weights).is_file():
+        what = "is not a file" if Path(weights).exists() else "does not exist"
+        raise ConfigError(f"config key '{where if where != 'model' else 'model'}.weights': {weights!r} {what}")
+    if weights and not str(weights).endswith((".pth", ".pt", ".safetensors", ".bin")):
+        raise ConfigError(
+            f"config key 'model.weights': {weights!r} must be a .pth, .pt, .bin or .safetensors state dict"
+        )
+    image = image_size(cfg)
+    if model.name in ("paper_cnn", "plain_cnn") and image % 4:
+        raise ConfigError(f"config key 'data': image size {image} must be divisible by 4 for {model.name}")
 
 
 def _check_train(train: Mapping[str, Any], where: str) -> None:
