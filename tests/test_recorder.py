@@ -76,6 +76,7 @@ def recorded(tmp_path_factory):
     return root, models
 
 
+@pytest.mark.slow
 def test_two_groups_of_three_seeds_recorded_then_reported(recorded):
     root, _ = recorded
     report = root / "report"
@@ -109,6 +110,7 @@ def test_two_groups_of_three_seeds_recorded_then_reported(recorded):
     assert set(training["split"]) == {"train", "test"} and set(training["epoch"]) == {1, 2}
 
 
+@pytest.mark.slow
 def test_the_stores_hold_the_model_at_each_record_point(recorded):
     """The last record point is the trained model, exactly; the features are what analyze gives."""
     root, models = recorded
@@ -139,6 +141,7 @@ def test_a_loop_that_fails_keeps_what_was_recorded(tmp_path):
     assert xr.open_zarr(out / "weights.zarr")["epoch"].values.tolist() == [0, 2, 4]  # steps 0, 2, 4
 
 
+@pytest.mark.slow
 def test_a_run_never_closed_is_finished_by_the_report_and_a_damaged_record_is_refused(tmp_path):
     out = tmp_path / "runs" / "a"
     rec = dnndist.Recorder(small_model(), out, group="a", seed=3)  # weights only
@@ -217,6 +220,7 @@ def test_group_effects_pair_by_seed():
         group_effects(None, weights, base="c")
 
 
+@pytest.mark.slow
 def test_lightning_callback_records_through_trainer_fit(tmp_path):
     lightning = pytest.importorskip("lightning")  # the dev environment has it (pyproject [dev])
     from dnndist.callbacks import RecorderCallback
