@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import matplotlib.colors
 import pytest
 import torch
 from torch import nn
@@ -171,3 +172,40 @@ def test_xavier_and_kaiming_differ_under_torch_convention_but_not_relu():
         assert tx == pytest.approx(tk)
         tx = inits.theory("xavier_normal", shape, inits.gain_for("xavier_normal", "torch", relu))["std"]
         assert tx == pytest.approx(tk / math.sqrt(2))
+
+
+def test_an_init_declared_in_a_fixture_is_validated_trained_measured_and_drawn(monkeypatch, tmp_path):
+    """Adding an init is one InitSpec (conventions.INITS): declared here in a fixture, after every
+    module was imported, it is in the schema's enum, draws with its family's formula, trains, is
+    extracted and measured against its theory, and is drawn in its own colour in the demo's figures."""
+    from dnndist import config, conventions, data, extract, plots, stats, train
+    from dnndist.settings import DataSettings, ExtractSettings, StatsSettings
+
+    from .conftest import EX, tiny_config
+
+    spec = conventions.InitSpec("kaiming_normal_copy", "kaiming", "normal", "#123456", paper=False)
+    monkeypatch.setitem(conventions.INITS, spec.name, spec)
+    assert spec.name in conventions.INIT_NAMES and (conventions.ORTHOGONAL, spec.name) in conventions.ordering_pairs()
+    cfg = config.validate(tiny_config(tmp_path, inits=[spec.name, "ones"], extract=EX), check_paths=False)
+    s = ExtractSettings.from_dict(config.extract_settings(cfg, config.Run("base", spec.name, 0)))
+    synthetic = {"train_size": 400, "test_size": 100, "image_size": 32, "seed": 0}
+    store = data.build_store(
+        DataSettings.from_dict({"source": "synthetic", "synthetic": synthetic}), tmp_path / "data.zarr"
+    )
+    run_dir = tmp_path / "runs" / "base" / spec.name / "seed0"
+    train.train_run(s, store, run_dir, threads=1)
+    extract.extract_weights(s, run_dir / "checkpoints", store, run_dir / "weights.zarr")
+    groups = {k: v.compute() for k, v in stats.open_layer_groups(run_dir / "weights.zarr").items()}
+    w = stats.weight_table(groups, StatsSettings())
+    ratio = w[(w["statistic"] == "std_ratio_to_init") & (w["param"] == "weight") & (w["epoch"] == 0)]
+    assert set(ratio["init"]) == {spec.name} and len(ratio) == 5
+    assert ratio["value"].between(0.85, 1.15).all()  # kaiming normal's std, drawn: within sampling error
+    fig = plots.draw_glance(stats.weight_histograms(groups, [0, 1]))
+    colours = set()
+    for artist in (a for ax in fig.axes for a in ax.get_children()):
+        for get in ("get_color", "get_facecolor", "get_edgecolor"):
+            value = getattr(artist, get, lambda: None)()
+            for c in [value] if isinstance(value, str) or (value is not None and len(value) == 4) else value or []:
+                colours.add(matplotlib.colors.to_hex(c))
+    assert "#123456" in colours and spec.label in {t.get_text() for ax in fig.axes for t in ax.get_yticklabels()}
+    plots.plt.close(fig)

@@ -9,7 +9,7 @@ convention into the gain of each init.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,12 +48,41 @@ INITS: dict[str, InitSpec] = {
         InitSpec("torch_default", "torch", "uniform", "#999999", paper=False),
     )
 }
-INIT_NAMES = tuple(INITS)  # the schema's enum (dnndist.config.load_schema fills it in)
-PAPER_INITS = tuple(n for n, s in INITS.items() if s.paper)  # config.yaml's inits: the paper's seven
-CONSTANT_INITS = tuple(n for n, s in INITS.items() if s.draw == "constant")  # every weight the same
 
 
-def family(name: str, inits: tuple[str, ...] = INIT_NAMES) -> tuple[str, ...]:
+class _Names(Sequence[str]):
+    """The names of the registry's inits that ``keep`` selects, in declaration order, read from
+    ``INITS`` on every use: an init added to the registry (a fixture's, a plug-in's) is in every
+    derived list at once, in each module that imported the list."""
+
+    def __init__(self, keep: Callable[[InitSpec], bool]) -> None:
+        self._keep = keep
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(n for n, s in INITS.items() if self._keep(s))
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+INIT_NAMES = _Names(lambda s: True)  # the schema's enum (dnndist.config.load_schema fills it in)
+PAPER_INITS = _Names(lambda s: s.paper)  # config.yaml's inits: the paper's seven
+CONSTANT_INITS = _Names(lambda s: s.draw == "constant")  # every weight the same
+
+
+def family(name: str, inits: Sequence[str] = INIT_NAMES) -> tuple[str, ...]:
     """The inits of a family (orthogonal, kaiming, xavier, constant, torch), among ``inits``."""
     return tuple(n for n in inits if INITS[n].family == name)
 

@@ -62,7 +62,7 @@ def gain_for(init: str, convention: str | float, model: ModelSettings) -> float:
 
 def _spec(init: str) -> InitSpec:
     if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; known: {INIT_NAMES}")
+        raise ValueError(f"unknown init {init!r}; known: {tuple(INIT_NAMES)}")
     return INITS[init]
 
 
@@ -116,9 +116,6 @@ def _weight_init(init: str) -> Callable[[torch.Tensor, float, torch.Generator], 
     return fn
 
 
-WEIGHT_INITS = {name: _weight_init(name) for name, spec in INITS.items() if spec.family != "torch"}
-
-
 def weight_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
@@ -137,7 +134,7 @@ def apply(model: nn.Module, init: str, gain: float, bias: str, seed: int) -> Non
         if spec.family == "torch":
             _torch_default(w, g)
         else:
-            WEIGHT_INITS[init](w, gain, g)
+            _weight_init(init)(w, gain, g)
         if module.bias is not None:
             mode = _bias_mode(spec, bias)
             if mode == "constant":

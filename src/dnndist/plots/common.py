@@ -28,18 +28,20 @@ GROUP_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"
 
 
 class _PerName(dict):
-    """A colour or label per init, and for any other name (a recorded run's group, which takes the
-    place of the init in its stores): the colour of its place among the groups ``name_groups`` was
-    given (else of a stable hash of the name), the name itself as its label."""
+    """A colour or label per init (its ``InitSpec``'s, also for an init added to the registry later),
+    and for any other name (a recorded run's group, which takes the place of the init in its
+    stores): the colour of its place among the groups ``name_groups`` was given (else of a stable
+    hash of the name), the name itself as its label."""
 
     def __init__(self, known: dict[str, str], colours: bool) -> None:
         super().__init__(known)
         self.colours = colours
 
     def __missing__(self, name: str) -> str:
+        spec = INITS.get(name)  # an init declared after this module was imported
         if not self.colours:
-            return str(name)
-        return GROUP_COLORS[zlib.crc32(str(name).encode()) % len(GROUP_COLORS)]
+            return spec.label if spec else str(name)
+        return spec.colour if spec else GROUP_COLORS[zlib.crc32(str(name).encode()) % len(GROUP_COLORS)]
 
 
 INIT_COLORS = _PerName({**{n: s.colour for n, s in INITS.items()}, UNKNOWN_INIT: "#666666"}, colours=True)
