@@ -34,10 +34,10 @@ from dnndist.io import KINDS, write_text
 
 log = logging.getLogger("dnndist.report")
 
-RECORD_FILE = "dnndist-record.json"  # as dnndist.recorder writes it (that module needs torch)
+RECORD_FILE = "dnndist-record.json"  # a recorded run's manifest (dnndist.recorder writes it): runs are found by it
 REPORT_FILE = "dnndist-report.json"  # marks a report folder: a later report may replace what it holds
 DERIVED = ("runs", "stats", "tables", "figures")  # what a report writes, all of it from the runs
-VARIANT = "recorded"
+VARIANT = "recorded"  # the variant of every recorded run
 # the tables of dnndist.outputs that describe any runs (the claims need the paper's inits), and the comparison
 TABLES = ("glance", "range", "depth_trend", "emission")
 
@@ -57,12 +57,17 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     return sorted(set(runs))
 
 
-def _info(run: Path) -> dict[str, Any]:
+def read_info(run: str | Path) -> dict[str, Any]:
+    """A recorded run's manifest (group as a string, seed as an integer); DnndistError, in one line,
+    if it is missing or unreadable."""
+    path = Path(run) / RECORD_FILE
     try:
-        info = json.loads((run / RECORD_FILE).read_text())
+        info = json.loads(path.read_text())
         return {**info, "group": str(info["group"]), "seed": int(info["seed"])}
+    except FileNotFoundError:
+        raise DnndistError(f"{run} is not a recorded run (no {RECORD_FILE})") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DnndistError(f"{run / RECORD_FILE}: unreadable ({type(exc).__name__}: {exc})") from None
+        raise DnndistError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
 
 
 def _ready(run: Path, info: dict[str, Any]) -> None:
@@ -78,7 +83,7 @@ def _ready(run: Path, info: dict[str, Any]) -> None:
 
 def layout(runs: list[Path], out: Path) -> tuple[list[Path], list[dict[str, Any]]]:
     """The report's run folders (links to each run's stores, its metrics) and the runs' provenance."""
-    infos = [_info(r) for r in runs]
+    infos = [read_info(r) for r in runs]
     seen: dict[tuple[str, int], Path] = {}
     for run, info in zip(runs, infos, strict=True):
         key = (info["group"], info["seed"])
@@ -145,13 +150,9 @@ def _weight_tables(d: Path, settings: Any) -> None:
     integrity.verify_store(d / "weights.zarr")
     groups = {k: v.compute() for k, v in stats.open_layer_groups(d / "weights.zarr").items()}
     epochs = [int(e) for e in next(iter(groups.values()))[dims.EPOCH].values]
-    weights, spectrum = stats.weight_and_spectrum_tables([groups], settings)[0]
-    for name, df in (
-        ("weights", weights),
-        ("spectrum", spectrum),
-        ("weight_hist", stats.weight_histograms(groups, [epochs[0], epochs[-1]])),
-    ):
-        write_text(d / "stats" / f"{name}.csv", df.to_csv(index=False))
+    run = stats.RunStores(groups, None, {}, epochs, settings)
+    for name in ("weights", "spectrum", "weight_hist"):  # the registry's per-run tables of the weights alone
+        write_text(d / "stats" / f"{name}.csv", outputs.STAT[name].function()(run).to_csv(index=False))
 
 
 def draw(combined: dict[str, pd.DataFrame], out: Path, groups: list[str]) -> tuple[list[str], dict[str, str]]:

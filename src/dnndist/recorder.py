@@ -47,12 +47,11 @@ import xarray as xr
 from dnndist import DnndistError, dims, integrity
 from dnndist.io import KINDS, write_bytes, write_json, write_text
 from dnndist.provenance import config_hash, package_versions
+from dnndist.recorded import RECORD_FILE, VARIANT, read_info
 
 log = logging.getLogger("dnndist.recorder")
 
-RECORD_FILE = "dnndist-record.json"  # marks a recorded run's folder (dnndist report finds runs by it)
 RECORDS = "records"  # one file per record point while recording
-VARIANT = "recorded"
 SPLITS = ("train", "valid", "test")  # metric name prefixes read as the split (test_accuracy: split test)
 METRIC_COLUMNS = (
     dims.VARIANT,
@@ -268,7 +267,7 @@ def _probe(inputs: Any, max_inputs: int, batch_size: int) -> Any:
         batches = [torch.as_tensor(inputs)]
     else:
         batches = inputs
-    from dnndist.analysis.inputs import input_splits
+    from dnndist.analysis import input_splits
 
     xs, ys, seen = [], [], 0
     for x, y in input_splits(batches)[0].batches:
@@ -462,14 +461,3 @@ def _provenance(
     }
     info["settings_hash"] = config_hash({k: info[k] for k in ("group", "seed", "every", "model", "options")})
     return info
-
-
-def read_info(run: str | Path) -> dict[str, Any]:
-    """A recorded run's ``dnndist-record.json``; DnndistError if it is missing or unreadable."""
-    path = Path(run) / RECORD_FILE
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DnndistError(f"{run} is not a recorded run (no {RECORD_FILE})") from None
-    except (OSError, ValueError) as exc:
-        raise DnndistError(f"{path}: unreadable ({exc})") from None

@@ -186,11 +186,12 @@ def group_effects(training: pd.DataFrame | None, weights: pd.DataFrame, base: st
     if base is not None and base not in groups:
         raise ValueError(f"base group {base!r} is not among the groups ({', '.join(groups)})")
     stats = {**OUTCOME_STATS, **FACTOR_STATS}
+    pairs = set(zip(per_run.index.get_level_values("init"), per_run.index.get_level_values("statistic"), strict=True))
     out = []
     for group in (g for g in groups if g != base):
         seed_sets = [set(per_run.xs((g,), level=["init"]).index.get_level_values("seed")) for g in (base, group)]
         common, unpaired = sorted(seed_sets[0] & seed_sets[1]), len(seed_sets[0] ^ seed_sets[1])
-        present = [s for s in stats if (base, s) in _pairs(per_run) and (group, s) in _pairs(per_run)]
+        present = [s for s in stats if (base, s) in pairs and (group, s) in pairs]
         diffs, base_means, group_means = [], [], []
         for stat in present:
             a = per_run.xs((base, stat), level=["init", "statistic"]).reindex(common)
@@ -222,10 +223,6 @@ def group_effects(training: pd.DataFrame | None, weights: pd.DataFrame, base: st
                 }
             )
     return pd.DataFrame(out, columns=GROUP_COLUMNS)
-
-
-def _pairs(per_run: pd.Series) -> set[tuple[str, str]]:
-    return set(zip(per_run.index.get_level_values("init"), per_run.index.get_level_values("statistic"), strict=True))
 
 
 def _last_values(weights: pd.DataFrame, training: pd.DataFrame | None) -> pd.Series:
